@@ -1,0 +1,5 @@
+import sys
+
+from rescue.cli import main
+
+sys.exit(main())

@@ -1,0 +1,70 @@
+"""Backups as data: banks hold vaults, vaults hold images, a machine is its vaults.
+
+Dirvish's words are used for every kind of source (rsnapshot intervals and
+plain folders are presented as vaults and images too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+
+class SourceKind(StrEnum):
+    DIRVISH = "dirvish"
+    RSNAPSHOT = "rsnapshot"
+    PLAIN = "plain"
+
+
+class ImageStatus(StrEnum):
+    SUCCESS = "success"
+    FAILED = "failed"  # summary Status: is anything but success
+    INCOMPLETE = "incomplete"  # no summary yet: still being written, or the run died
+
+
+@dataclass(frozen=True)
+class Image:
+    """One snapshot of one vault (one client path) on one night."""
+
+    kind: SourceKind
+    bank: Path
+    vault: str
+    name: str  # the image folder's name, e.g. 2026-1126-0300
+    path: Path  # the image folder
+    tree: Path  # the copied files: path/tree for dirvish
+    client: str
+    source: str  # the path on the client that was backed up (summary "tree:"), e.g. "/home"
+    status: ImageStatus
+    status_text: str = ""  # the summary's Status: line as written
+    created: str | None = None  # ISO 8601 from Image-now (or the folder's mtime)
+    reference: str | None = None  # the image it was hard-linked against
+    rsync_options: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    layout_dir: Path | None = None  # path/rescue when a layout was captured
+
+    @property
+    def usable(self) -> bool:
+        return self.status is ImageStatus.SUCCESS
+
+
+@dataclass(frozen=True)
+class Vault:
+    bank: Path
+    name: str
+    images: tuple[Image, ...]  # oldest first
+
+    @property
+    def client(self) -> str | None:
+        for image in reversed(self.images):
+            if image.client:
+                return image.client
+        return None
+
+
+@dataclass(frozen=True)
+class Machine:
+    """All vaults whose images name the same client."""
+
+    client: str
+    vaults: tuple[Vault, ...]

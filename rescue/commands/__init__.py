@@ -1,0 +1,1 @@
+"""One module per `rescue` subcommand (NAME, HELP, add_arguments, run)."""

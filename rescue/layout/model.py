@@ -1,0 +1,193 @@
+"""The captured storage layout of one machine, as frozen data.
+
+Written by `rescue capture` as layout.json (versioned) into each image's
+rescue/ folder; read by the plan. Sizes are bytes unless a name says sectors.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from rescue.jsonform import FormError, from_json, to_json
+
+SCHEMA_VERSION = 1
+
+
+class BootMode(StrEnum):
+    BIOS = "bios"
+    UEFI = "uefi"
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One line of an `sfdisk -d` dump. start and size are in sectors."""
+
+    node: str  # as dumped, e.g. /dev/sda1 or /dev/nvme0n1p2
+    start: int
+    size: int
+    type: str  # dos: hex id ("83"); gpt: type GUID
+    uuid: str | None = None  # gpt PARTUUID
+    name: str | None = None  # gpt partition name
+    attrs: str | None = None
+    bootable: bool = False
+
+    @property
+    def number(self) -> int:
+        """The partition number: the trailing digits of the node name."""
+        digits = ""
+        for ch in reversed(self.node):
+            if not ch.isdigit():
+                break
+            digits = ch + digits
+        return int(digits) if digits else 0
+
+    @property
+    def end(self) -> int:
+        """First sector after the partition."""
+        return self.start + self.size
+
+
+@dataclass(frozen=True)
+class PartitionTable:
+    """A whole `sfdisk -d` dump: header fields and partitions."""
+
+    label: str  # "dos" or "gpt"
+    device: str | None = None
+    unit: str = "sectors"
+    label_id: str | None = None
+    first_lba: int | None = None
+    last_lba: int | None = None
+    sector_size: int = 512
+    table_length: int | None = None
+    grain: str | None = None
+    partitions: tuple[Partition, ...] = ()
+
+
+@dataclass(frozen=True)
+class RootMeta:
+    """Mode and owner of a filesystem's root directory (rsync never saves these)."""
+
+    mountpoint: str
+    mode: int  # st_mode & 0o7777
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    """A filesystem (or swap) on a captured disk, joined from lsblk/blkid/findmnt/df/stat."""
+
+    device: str  # /dev/sda2
+    fstype: str  # ext4, xfs, btrfs, vfat, swap, ...
+    uuid: str | None = None
+    label: str | None = None
+    partuuid: str | None = None
+    mountpoint: str | None = None  # as the running system sees it: "/", "/home"
+    options: str | None = None  # mount options in use
+    size: int | None = None  # filesystem size in bytes (df)
+    used: int | None = None  # used bytes (df)
+    root: RootMeta | None = None
+
+
+@dataclass(frozen=True)
+class Disk:
+    """A whole disk of the captured machine."""
+
+    device: str  # /dev/sda
+    size: int  # bytes
+    sector_size: int = 512
+    model: str | None = None
+    serial: str | None = None
+    table: PartitionTable | None = None
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One entry of `findmnt -J`."""
+
+    target: str
+    source: str
+    fstype: str
+    options: str = ""
+
+
+@dataclass(frozen=True)
+class FstabEntry:
+    spec: str  # UUID=..., LABEL=..., PARTUUID=..., /dev/...
+    file: str
+    vfstype: str
+    options: str = "defaults"
+    freq: int = 0
+    passno: int = 0
+
+
+@dataclass(frozen=True)
+class Swap:
+    device: str
+    size: int  # bytes
+    uuid: str | None = None
+    label: str | None = None
+    priority: int | None = None
+
+
+@dataclass(frozen=True)
+class Boot:
+    """How the machine boots: firmware mode, ESP, and where grub lives."""
+
+    mode: BootMode = BootMode.BIOS
+    esp: str | None = None  # ESP mount point, e.g. /boot/efi
+    grub_disk: str | None = None  # disk whose MBR/boot partition holds grub
+    has_grub: bool = True
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Everything needed to rebuild one machine's disks."""
+
+    client: str
+    captured_at: str  # ISO 8601, UTC
+    schema: int = SCHEMA_VERSION
+    hostname: str | None = None
+    root: str = "/"  # where the captured system was mounted when captured (--root)
+    source: str = "capture"  # "capture", or "legacy" for old df.N/sfdisk.N files
+    os_release: dict[str, str] = field(default_factory=dict)
+    disks: tuple[Disk, ...] = ()
+    filesystems: tuple[Filesystem, ...] = ()
+    swaps: tuple[Swap, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    fstab: tuple[FstabEntry, ...] = ()
+    boot: Boot = Boot()
+    warnings: tuple[str, ...] = ()
+
+    def filesystem_at(self, mountpoint: str) -> Filesystem | None:
+        for fs in self.filesystems:
+            if fs.mountpoint == mountpoint:
+                return fs
+        return None
+
+    def dumps(self) -> str:
+        return json.dumps(to_json(self), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def loads(cls, text: str, file: str = "layout.json") -> Layout:
+        """Parse layout.json; any problem becomes a LayoutError naming the file."""
+        from rescue.errors import LayoutError
+
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise LayoutError(file, e.lineno, f"not valid JSON: {e.msg}") from None
+        if not isinstance(data, dict):
+            raise LayoutError(file, None, "expected a JSON object at the top")
+        schema = data.get("schema")
+        if schema != SCHEMA_VERSION:
+            raise LayoutError(
+                file, None, f"schema version {schema!r} is not {SCHEMA_VERSION}",
+                fix="use the rescue version that wrote this file, or capture again",
+            )
+        try:
+            return from_json(cls, data)
+        except FormError as e:
+            raise LayoutError(file, None, str(e)) from None

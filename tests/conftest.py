@@ -1,0 +1,73 @@
+"""Shared test rules: every tier that was asked for must really run.
+
+A tier (tests/unit, tests/integration, tests/vm) that is selected but ends
+with no passed test, or with any skipped test, fails the whole run: a tier
+that cannot run must say so loudly, never pass by skipping.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "integration", "vm")
+
+_outcomes: dict[str, Counter[str]] = {t: Counter() for t in TIERS}
+
+
+def _tier(nodeid: str) -> str | None:
+    parts = Path(nodeid.split("::")[0]).parts
+    for t in TIERS:
+        if "tests" in parts and t in parts:
+            return t
+    return None
+
+
+def _requested(config: pytest.Config) -> set[str]:
+    """Tiers whose folder lies within what pytest was asked to run."""
+    args = [a.split("::")[0] for a in config.args] or [str(TESTS)]
+    wanted: set[str] = set()
+    for a in args:
+        p = Path(a)
+        p = (Path(config.invocation_params.dir) / p).resolve() if not p.is_absolute() else p.resolve()
+        for t in TIERS:
+            tier_dir = TESTS / t
+            if p == tier_dir or tier_dir in p.parents or p in tier_dir.parents or p == TESTS:
+                # a single file or test inside a tier counts as asking for that tier
+                wanted.add(t)
+    return wanted
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    tier = _tier(report.nodeid)
+    if tier is None:
+        return
+    if report.when == "call" and report.passed:
+        _outcomes[tier]["passed"] += 1
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _outcomes[tier]["skipped"] += 1
+    if report.failed:
+        _outcomes[tier]["failed"] += 1
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if session.config.option.collectonly or session.config.getoption("-k") or session.config.getoption("-m"):
+        return
+    problems = []
+    for tier in sorted(_requested(session.config)):
+        c = _outcomes[tier]
+        if c["skipped"]:
+            problems.append(f"tier {tier}: {c['skipped']} test(s) skipped; a tier must run, not skip")
+        if c["passed"] == 0 and c["failed"] == 0:
+            problems.append(f"tier {tier}: no test ran")
+    if problems:
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line("")
+            for p in problems:
+                tr.write_line(f"TIER CHECK FAILED: {p}", red=True)
+        if session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
