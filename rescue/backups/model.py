@@ -42,6 +42,9 @@ class Image:
     rsync_options: tuple[str, ...] = ()
     excludes: tuple[str, ...] = ()
     layout_dir: Path | None = None  # path/rescue when a layout was captured
+    flags: tuple[str, ...] = ()  # dirvish's SET line: xdev, sparse, numeric-ids, ...
+    size: int | None = None  # bytes rsync counted ("Total file size" in the image's log)
+    files: int | None = None  # entries rsync counted ("Number of files")
 
     @property
     def usable(self) -> bool:
@@ -53,13 +56,16 @@ class Vault:
     bank: Path
     name: str
     images: tuple[Image, ...]  # oldest first
+    kind: SourceKind = SourceKind.DIRVISH
+    configured_client: str | None = None  # dirvish/default.conf "client:", for vaults without images
+    configured_source: str | None = None  # dirvish/default.conf "tree:"
 
     @property
     def client(self) -> str | None:
         for image in reversed(self.images):
             if image.client:
                 return image.client
-        return None
+        return self.configured_client
 
 
 @dataclass(frozen=True)
