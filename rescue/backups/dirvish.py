@@ -186,6 +186,8 @@ def parse_date(text: str) -> tuple[datetime, bool] | None:
             moment = datetime.strptime(text, fmt)
         except ValueError:
             continue
+        if moment.strftime(fmt) != text:  # strptime takes 1-digit fields: 20261125 is not 2026-1-1 2:5
+            continue
         return moment, ("%H" in fmt)
     try:
         moment = datetime.fromisoformat(text)

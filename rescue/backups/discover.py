@@ -122,16 +122,20 @@ def _describe(image: Image) -> str:
 
 
 def choose_image(vault: Vault, at: str | None = None) -> Image:
-    """The newest good image of one vault (at or before `at`), or a BackupError."""
-    if at is not None:
+    """The newest good image of one vault (at or before `at`), or a BackupError.
+
+    `at` is a date (a dirvish image name like 2026-1126-0300 reads as one) or,
+    when it is not a date, the exact name of an image (daily.1)."""
+    if at is not None and parse_date(at) is None:
+        # not a date: the name of an image, e.g. rsnapshot's daily.1
         exact = [i for i in vault.images if i.name == at]
+        if exact and not exact[0].usable:
+            raise BackupError(
+                f"image {shown(at)} of vault {shown(vault.name)} is not usable: {_describe(exact[0])}",
+                why="an image whose run failed or did not finish may be missing files",
+                fix="pick another image with --image NAME or DATE (rescue list shows them)",
+            )
         if exact:
-            if not exact[0].usable:
-                raise BackupError(
-                    f"image {shown(at)} of vault {shown(vault.name)} is not usable: {_describe(exact[0])}",
-                    why="an image whose run failed or did not finish may be missing files",
-                    fix="pick an earlier image with --image DATE (rescue list shows them)",
-                )
             return exact[0]
     limit = date_limit(at) if at is not None else None
     candidates = []

@@ -1,0 +1,83 @@
+"""rsnapshot roots and plain folders on the same vault/image/machine model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from rescue.backups import ImageStatus, SourceKind, choose_images, find_backups
+from rescue.errors import BackupError
+
+
+def snap(root: Path, interval: str, host: str, mtime: float, layout=False) -> None:
+    d = root / interval / host
+    (d / "etc").mkdir(parents=True)
+    (d / "etc" / "hostname").write_text(host + "\n")
+    (d / "home" / "ann").mkdir(parents=True)
+    if layout:
+        (root / interval / ".rescue" / host).mkdir(parents=True)
+        (root / interval / ".rescue" / host / "layout.json").write_text("{}")
+    os.utime(root / interval, (mtime, mtime))
+
+
+def test_rsnapshot_root(tmp_path):
+    root = tmp_path / "snapshots"
+    base = 1_790_000_000.0
+    snap(root, "daily.0", "alpha", base, layout=True)
+    snap(root, "daily.1", "alpha", base - 86400)
+    snap(root, "weekly.0", "alpha", base - 7 * 86400)
+    snap(root, "daily.0", "beta", base)
+    snap(root, ".sync", "alpha", base + 3600)
+    (root / "notes.txt").write_text("not an interval")
+    found = find_backups(rsnapshot_roots=[root])
+    assert [m.client for m in found.machines] == ["alpha", "beta"]
+    [vault] = found.machine("alpha").vaults
+    assert vault.kind is SourceKind.RSNAPSHOT and vault.name == "alpha"
+    assert [i.name for i in vault.images] == ["weekly.0", "daily.1", "daily.0", ".sync"]
+    newest = vault.images[2]
+    assert newest.tree == root.resolve() / "daily.0" / "alpha"
+    assert newest.source == "/" and newest.status is ImageStatus.SUCCESS
+    assert newest.layout_dir == root.resolve() / "daily.0" / ".rescue" / "alpha"
+    assert vault.images[1].layout_dir is None
+    assert vault.images[3].status is ImageStatus.INCOMPLETE  # a run in progress
+    assert [i.name for i in choose_images(found.machine("alpha"))] == ["daily.0"]
+    assert [i.name for i in choose_images(found.machine("alpha"), "daily.1")] == ["daily.1"]
+    with pytest.raises(BackupError, match="not usable"):
+        choose_images(found.machine("alpha"), ".sync")
+
+
+def test_rsnapshot_missing_root(tmp_path):
+    with pytest.raises(BackupError, match="rsnapshot root .* does not exist"):
+        find_backups(rsnapshot_roots=[tmp_path / "nope"])
+
+
+def test_plain_folder(tmp_path):
+    tree = tmp_path / "copy-of-box"
+    (tree / "etc").mkdir(parents=True)
+    found = find_backups(trees=[tree], client="box")
+    [machine] = found.machines
+    assert machine.client == "box"
+    [image] = choose_images(machine)
+    assert image.kind is SourceKind.PLAIN and image.tree == tree.resolve() and image.source == "/"
+    assert image.layout_dir is None
+    assert find_backups(trees=[tree]).machines[0].client == "copy-of-box"
+
+
+def test_plain_folder_that_is_a_dirvish_tree_finds_its_layout(tmp_path):
+    image_dir = tmp_path / "bank" / "root" / "2026-1126-0300"
+    (image_dir / "tree").mkdir(parents=True)
+    (image_dir / "rescue").mkdir()
+    (image_dir / "rescue" / "layout.json").write_text("{}")
+    [vault] = find_backups(trees=[image_dir / "tree"]).vaults
+    assert vault.name == "2026-1126-0300"
+    assert vault.images[0].layout_dir == image_dir.resolve() / "rescue"
+
+
+def test_plain_folder_errors(tmp_path):
+    with pytest.raises(BackupError, match="does not exist"):
+        find_backups(trees=[tmp_path / "nope"])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BackupError, match="is not a folder"):
+        find_backups(trees=[tmp_path / "file"])
