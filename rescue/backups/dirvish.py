@@ -85,6 +85,10 @@ class Notes:
 # --------------------------------------------------------------------------- config files
 
 
+_COMMENT = re.compile(r"\s*#.*$")
+_KEY = re.compile(r"([A-Za-z][\w-]*):\s*(.*)$")
+
+
 def parse_config(text: str) -> dict[str, str | list[str]]:
     """Dirvish's `key: value` / `key:` + indented list format (summary,
     default.conf, master.conf). SET/UNSET lines become lists under 'SET'/'UNSET'.
@@ -98,7 +102,7 @@ def parse_config(text: str) -> dict[str, str | list[str]]:
                 current.append(value)
             continue
         current = None
-        line = re.sub(r"\s*#.*$", "", raw) if not raw.startswith(("ACTION:", "Status:")) else raw
+        line = _COMMENT.sub("", raw) if not raw.startswith(("ACTION:", "Status:")) else raw
         line = line.rstrip()
         if not line:
             continue
@@ -106,7 +110,7 @@ def parse_config(text: str) -> dict[str, str | list[str]]:
             word, _, rest = line.partition(" ")
             data[word] = rest.split()
             continue
-        m = re.match(r"([A-Za-z][\w-]*):\s*(.*)$", line)
+        m = _KEY.match(line)
         if not m:
             continue
         key, value = m.group(1), m.group(2)
@@ -158,37 +162,27 @@ def _read(path: Path, limit: int) -> str:
 # --------------------------------------------------------------------------- dates
 
 
-_NAME_FORMATS = (
-    "%Y-%m%d-%H%M",
-    "%Y-%m%d-%H%M%S",
-    "%Y-%m%d",
-    "%Y%m%d%H%M%S",
-    "%Y%m%d%H%M",
-    "%Y%m%d",
-    "%Y-%m-%d",
-    "%Y-%m-%d_%H-%M",
-    "%Y-%m-%d_%H:%M",
-    "%Y-%m-%d_%H-%M-%S",
-    "%Y-%m-%dT%H:%M",
-    "%Y-%m-%dT%H:%M:%S",
-    "%Y-%m-%d %H:%M",
-    "%Y-%m-%d %H:%M:%S",
-)
+_DATE_FORMS = tuple(re.compile(r) for r in (
+    r"(\d{4})-(\d\d)(\d\d)(?:-(\d\d)(\d\d)(\d\d)?)?",  # dirvish names: 2026-1126-0300
+    r"(\d{4})(\d\d)(\d\d)(?:(\d\d)(\d\d)(\d\d)?)?",  # 20261126030000 (dirvish's default)
+    r"(\d{4})-(\d\d)-(\d\d)(?:[T _](\d\d)[:-](\d\d)(?:[:-](\d\d))?)?",  # ISO, Image-now
+))
 
 
 def parse_date(text: str) -> tuple[datetime, bool] | None:
     """A dirvish image name (2026-1126-0300) or an ISO date/time -> (moment, has_time).
 
-    A date without a time means the whole day, so callers compare against its end."""
+    A date without a time means the whole day, so callers compare against its end.
+    Regular expressions, not strptime: this runs for every image of a bank."""
     text = text.strip()
-    for fmt in _NAME_FORMATS:
-        try:
-            moment = datetime.strptime(text, fmt)
-        except ValueError:
-            continue
-        if moment.strftime(fmt) != text:  # strptime takes 1-digit fields: 20261125 is not 2026-1-1 2:5
-            continue
-        return moment, ("%H" in fmt)
+    for form in _DATE_FORMS:
+        m = form.fullmatch(text)
+        if m:
+            try:
+                moment = datetime(*(int(g) for g in m.groups() if g is not None))
+            except (TypeError, ValueError):
+                return None
+            return moment, m.group(4) is not None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
