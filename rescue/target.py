@@ -39,6 +39,7 @@ class TargetDisk:
     holds_backup: bool = False  # the backup source lives here
     holds_root: bool = False  # the running system (rescue or host) lives here
     swap_active: bool = False
+    backing_file: str | None = None  # a loop device's image file (drills and tests write those)
 
     @property
     def unsafe_reasons(self) -> tuple[str, ...]:
