@@ -179,6 +179,8 @@ def make_bank(
             if i == 0:
                 argv.append("--init")
             run_dirvish(confdir, argv)
+            if hook and hook_argv is None:
+                _check_capture(bank / vault / image)
     return DemoBank(bank=bank, confdir=confdir, client=client, vaults=vaults, images=names)
 
 
@@ -188,3 +190,14 @@ def _is_dated(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _check_capture(image_dir: Path) -> None:
+    """The hook's failure does not fail dirvish; a demo bank without layouts would mislead tests."""
+    if not (image_dir / "rescue" / "layout.json").is_file():
+        log = image_dir / "log"
+        tail = log.read_text(errors="replace").splitlines()[-8:] if log.is_file() else []
+        raise RescueError(
+            f"the capture hook wrote no rescue/layout.json into {image_dir}",
+            why="\n       ".join(tail) or "no dirvish log",
+        )

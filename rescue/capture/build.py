@@ -1,0 +1,275 @@
+"""Join the raw command outputs into one Layout. Pure: files in, data out.
+
+Kept apart from collecting so a layout can be rebuilt from the raw files
+of any image (and tested without root): the files are the evidence,
+layout.json is their reading.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Mapping
+
+from rescue.devices import disk_of
+from rescue.errors import LayoutError
+from rescue.layout.df import DfEntry, parse_df
+from rescue.layout.findmnt import parse_findmnt, source_device
+from rescue.layout.fstab import parse_fstab
+from rescue.layout.lsblk import BlockDevice, parse_lsblk, walk
+from rescue.layout.model import (
+    Boot,
+    BootMode,
+    Disk,
+    Filesystem,
+    Layout,
+    Mount,
+    PartitionTable,
+    RootMeta,
+    Swap,
+)
+from rescue.layout.sfdisk import parse_sfdisk, read_text
+from rescue.layout.swaps import parse_swaps
+
+ESP_GPT = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+ESP_DOS = "ef"
+
+
+def parse_blkid(data: bytes | str, file: str) -> dict[str, str]:
+    """`blkid -o export`: KEY=value lines (blkid escapes spaces and backslashes)."""
+    text = read_text(data, file)
+    out: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        key, eq, value = line.partition("=")
+        if not eq or not re.fullmatch(r"[A-Z_0-9]+", key):
+            raise LayoutError(file, lineno, f"not a KEY=value line: {line[:60]!r}")
+        out[key] = re.sub(r"\\(.)", r"\1", value)
+    return out
+
+
+def parse_os_release(data: bytes | str, file: str = "os-release") -> dict[str, str]:
+    text = read_text(data, file)
+    out: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, eq, value = line.partition("=")
+        if not eq or not re.fullmatch(r"[A-Z_0-9]+", key):
+            raise LayoutError(file, lineno, f"not a KEY=value line: {line[:60]!r}")
+        try:
+            parts = shlex.split(value)
+        except ValueError:
+            raise LayoutError(file, lineno, f"unbalanced quotes in {key}") from None
+        out[key] = " ".join(parts)
+    return out
+
+
+def parse_roots(data: bytes | str, file: str = "roots.txt") -> dict[str, RootMeta]:
+    """`stat -c '%a %u %g %n'` of each mount point: mode (octal), owner, group, path."""
+    text = read_text(data, file)
+    out: dict[str, RootMeta] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        m = re.fullmatch(r"([0-7]{1,4}) (\d+) (\d+) (/.*)", line)
+        if not m:
+            raise LayoutError(file, lineno, f"not 'MODE UID GID PATH': {line[:60]!r}")
+        out[m.group(4)] = RootMeta(m.group(4), int(m.group(1), 8), int(m.group(2)), int(m.group(3)))
+    return out
+
+
+def relative_to_root(target: str, root: str) -> str | None:
+    """/mnt/demo/home with root /mnt/demo -> /home; None when outside root."""
+    if root in ("", "/"):
+        return target
+    root = root.rstrip("/")
+    if target == root:
+        return "/"
+    if target.startswith(root + "/"):
+        return target[len(root):]
+    return None
+
+
+def _name(node: str) -> str:
+    return node.removeprefix("/dev/").replace("/", "-")
+
+
+def build_layout(
+    files: Mapping[str, bytes],
+    *,
+    client: str | None,
+    captured_at: str,
+    root: str = "/",
+    warnings: tuple[str, ...] = (),
+) -> Layout:
+    """Read the raw files of one capture into a Layout (LayoutError on anything unreadable)."""
+    notes = list(warnings)
+    devices = parse_lsblk(files["lsblk.json"], "lsblk.json")
+    by_path: dict[str, BlockDevice] = {d.path: d for d in walk(devices)}
+    disk_paths = [line.strip() for line in read_text(files.get("disks", b""), "disks").splitlines() if line.strip()]
+
+    disks: list[Disk] = []
+    tables: dict[str, PartitionTable] = {}
+    for path in disk_paths:
+        dev = by_path.get(path)
+        if dev is None:
+            raise LayoutError("disks", None, f"{path} is not in lsblk.json")
+        table = None
+        dump = files.get(f"sfdisk-{_name(path)}.dump")
+        if dump is not None:
+            table = parse_sfdisk(dump, f"sfdisk-{_name(path)}.dump", dev.size)
+            tables[path] = table
+        disks.append(Disk(
+            device=path, size=dev.size, sector_size=table.sector_size if table else (dev.log_sec or 512),
+            model=dev.model, serial=dev.serial, table=table,
+        ))
+
+    probes: dict[str, dict[str, str]] = {}
+    for name, data in files.items():
+        if name.startswith("blkid-") and name.endswith(".txt"):
+            facts = parse_blkid(data, name)
+            node = facts.get("DEVNAME") or "/dev/" + name[len("blkid-"):-len(".txt")]
+            probes[node] = facts
+
+    mounts_all = parse_findmnt(files["findmnt.json"], "findmnt.json") if "findmnt.json" in files else ()
+    mounts: list[Mount] = []
+    mount_of: dict[str, str] = {}  # device -> relative mount point (first, shallowest)
+    options_of: dict[str, str] = {}
+    fstype_of: dict[str, str] = {}
+    for m in mounts_all:
+        rel = relative_to_root(m.target, root)
+        dev = source_device(m.source)
+        if rel is None or not dev.startswith("/dev/"):
+            continue
+        mounts.append(Mount(target=rel, source=m.source, fstype=m.fstype, options=m.options))
+        sub = m.source[len(dev):]
+        if sub in ("", "[/]") and (dev not in mount_of or len(rel) < len(mount_of[dev])):
+            mount_of[dev] = rel
+            options_of[dev] = m.options
+            fstype_of[dev] = m.fstype
+
+    df: dict[str, DfEntry] = {}
+    if "df.txt" in files:
+        for e in parse_df(files["df.txt"], "df.txt"):
+            rel = relative_to_root(e.target, root)
+            if rel is not None:
+                df[rel] = e
+    roots: dict[str, RootMeta] = {}
+    if "roots.txt" in files:
+        for path, meta in parse_roots(files["roots.txt"], "roots.txt").items():
+            rel = relative_to_root(path, root)
+            if rel is not None:
+                roots[rel] = RootMeta(rel, meta.mode, meta.uid, meta.gid)
+
+    # Every device on the captured disks that carries a filesystem or swap.
+    filesystems: list[Filesystem] = []
+    swap_facts: dict[str, Filesystem] = {}
+    on_disks = [d for p in disk_paths for d in walk((by_path[p],))]
+    for dev in on_disks:
+        facts = probes.get(dev.path, {})
+        fstype = facts.get("TYPE") or dev.fstype or fstype_of.get(dev.path)
+        if not fstype:
+            continue
+        if not facts.get("TYPE"):
+            notes.append(f"{dev.path}: blkid could not probe it; facts from lsblk and findmnt")
+        mp = mount_of.get(dev.path)
+        used = df.get(mp) if mp else None
+        fs = Filesystem(
+            device=dev.path, fstype=fstype,
+            uuid=facts.get("UUID") or dev.uuid,
+            label=facts.get("LABEL") or dev.label,
+            partuuid=facts.get("PART_ENTRY_UUID") or dev.partuuid,
+            mountpoint=mp, options=options_of.get(dev.path),
+            size=used.size if used else None, used=used.used if used else None,
+            root=roots.get(mp) if mp else None,
+        )
+        filesystems.append(fs)
+        if fstype == "swap":
+            swap_facts[dev.path] = fs
+
+    # Swap: what /proc/swaps shows active, plus swap partitions on the disks.
+    swaps: list[Swap] = []
+    seen: set[str] = set()
+    if "swaps" in files:
+        for s in parse_swaps(files["swaps"], "swaps"):
+            facts = probes.get(s.device, {})
+            fs = swap_facts.get(s.device)
+            swaps.append(Swap(
+                device=s.device, size=s.size, priority=s.priority,
+                uuid=facts.get("UUID") or (fs.uuid if fs else None),
+                label=facts.get("LABEL") or (fs.label if fs else None),
+            ))
+            seen.add(s.device)
+    for path, fs in swap_facts.items():
+        if path in seen:
+            continue
+        dev = by_path[path]
+        swaps.append(Swap(device=path, size=dev.size, uuid=fs.uuid, label=fs.label))
+
+    fstab = parse_fstab(files["fstab"], "fstab") if "fstab" in files else ()
+    os_release = parse_os_release(files["os-release"]) if "os-release" in files else {}
+    hostname = read_text(files.get("hostname", b""), "hostname").strip() or None
+
+    boot = _boot(files, disks, filesystems, notes)
+    return Layout(
+        client=client or hostname or "unknown",
+        captured_at=captured_at,
+        hostname=hostname,
+        root=root,
+        source="capture",
+        os_release=os_release,
+        disks=tuple(disks),
+        filesystems=tuple(filesystems),
+        swaps=tuple(swaps),
+        mounts=tuple(mounts),
+        fstab=fstab,
+        boot=boot,
+        warnings=tuple(notes),
+    )
+
+
+def _boot(files: Mapping[str, bytes], disks: list[Disk], filesystems: list[Filesystem], notes: list[str]) -> Boot:
+    esp_parts = set()
+    for d in disks:
+        if d.table is None:
+            continue
+        for p in d.table.partitions:
+            if (d.table.label == "gpt" and p.type == ESP_GPT) or (d.table.label == "dos" and p.type == ESP_DOS):
+                esp_parts.add(p.number)
+                esp_parts.add(p.node)
+    esp = None
+    for fs in filesystems:
+        if fs.fstype == "vfat" and fs.mountpoint and (fs.device in esp_parts or fs.mountpoint in ("/boot/efi", "/efi")):
+            esp = fs.mountpoint
+            break
+    said = read_text(files.get("boot-mode", b""), "boot-mode").strip()
+    if said in ("uefi", "bios"):
+        mode = BootMode(said)
+    else:
+        mode = BootMode.UEFI if esp_parts else BootMode.BIOS
+        notes.append(f"boot mode {mode.value}: decided by {'the ESP on' if esp_parts else 'no ESP on'} the disk (system not running)")
+    by_mp = {fs.mountpoint: fs for fs in filesystems if fs.mountpoint}
+    boot_fs = by_mp.get("/boot") or by_mp.get("/")
+    grub_disk = None
+    if boot_fs is not None:
+        for d in disks:
+            if boot_fs.device == d.device or disk_of(boot_fs.device) == d.device:
+                grub_disk = d.device
+    elif len(disks) == 1:
+        grub_disk = disks[0].device
+    grub_dirs = read_text(files.get("grub", b""), "grub").split()
+    return Boot(mode=mode, esp=esp, grub_disk=grub_disk, has_grub=bool(grub_dirs))
+
+
+def rebuild(folder: os.PathLike[str] | str, *, client: str | None, captured_at: str, root: str = "/") -> Layout:
+    """Re-read a rescue/ folder's raw files (for people repairing a capture by hand)."""
+    files = {}
+    for name in os.listdir(folder):
+        if name != "layout.json":
+            with open(os.path.join(folder, name), "rb") as f:
+                files[name] = f.read()
+    return build_layout(files, client=client, captured_at=captured_at, root=root)

@@ -1,0 +1,174 @@
+"""Run the plain commands and keep their raw output, file by file.
+
+The raw files are what lands in the image's rescue/ folder beside
+layout.json, so a person (or a later rescue) can always see what the client
+said. Two kinds of capture:
+
+- running: a live machine (this one, or a client over ssh): every disk,
+  what is mounted, /proc/swaps, /sys/firmware/efi.
+- offline (--disk DEV --root DIR): a system that is not running, its disk
+  attached here and its filesystems mounted under DIR. Only DEV is read and
+  only mounts under DIR count; their mount points are recorded relative to
+  DIR, so a vault whose tree is DIR/home maps to /home.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rescue.capture import probe
+from rescue.capture.probe import LocalRunner, Runner, checked_device
+from rescue.errors import RescueError
+from rescue.layout.findmnt import parse_findmnt, source_device
+from rescue.layout.lsblk import parse_lsblk, walk
+from rescue.layout.swaps import parse_swaps
+from rescue.run import CommandError
+
+
+@dataclass
+class Raw:
+    """Raw command outputs by file name, as bytes."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def text(self, name: str) -> str:
+        return self.files[name].decode("utf-8", errors="replace")
+
+
+def _bytes(stdout: str) -> bytes:
+    """rescue.run(binary=True) keeps every byte as one latin-1 character."""
+    return stdout.encode("latin-1", errors="surrogateescape")
+
+
+def node_name(path: str) -> str:
+    """/dev/nvme0n1p2 -> nvme0n1p2, /dev/mapper/vg-root -> mapper-vg-root (file names)."""
+    return path.removeprefix("/dev/").replace("/", "-")
+
+
+def _blkid(runner: Runner, raw: Raw, node: str) -> None:
+    r = runner([*probe.BLKID, node], ok=(0, 2))  # 2: nothing found on the device
+    raw.files[f"blkid-{node_name(node)}.txt"] = _bytes(r.stdout)
+
+
+def _sfdisk(runner: Runner, raw: Raw, disk: str, required: bool) -> None:
+    try:
+        r = runner([*probe.SFDISK, disk])
+    except CommandError as e:
+        if required:
+            raise RescueError(
+                f"sfdisk could not read the partition table of {disk}",
+                why=e.stderr.strip() or f"exit {e.returncode}",
+                fix="capture needs a disk with a dos or gpt partition table",
+            ) from None
+        raw.warnings.append(f"{disk}: no partition table read ({e.stderr.strip()[:80]})")
+        return
+    raw.files[f"sfdisk-{node_name(disk)}.dump"] = _bytes(r.stdout)
+
+
+def _optional_cat(runner: Runner, raw: Raw, name: str, paths: list[str]) -> None:
+    for path in paths:
+        r = runner(["cat", path], ok=(0, 1))
+        if r.returncode == 0:
+            raw.files[name] = _bytes(r.stdout)
+            return
+    raw.warnings.append(f"{name}: none of {', '.join(paths)} could be read")
+
+
+def _stat_roots(runner: Runner, raw: Raw, targets: list[str]) -> None:
+    if targets:
+        r = runner([*probe.STAT_ROOTS, *targets])
+        raw.files["roots.txt"] = _bytes(r.stdout)
+    else:
+        raw.files["roots.txt"] = b""
+
+
+def collect_running(runner: Runner | None = None) -> Raw:
+    """A live machine: every disk it has, what it mounts, its swap and boot mode."""
+    runner = runner or LocalRunner()
+    raw = Raw()
+    raw.files["hostname"] = _bytes(runner(list(probe.HOSTNAME)).stdout)
+    _optional_cat(runner, raw, "os-release", ["/etc/os-release", "/usr/lib/os-release"])
+    raw.files["lsblk.json"] = _bytes(runner(list(probe.LSBLK)).stdout)
+    devices = parse_lsblk(raw.files["lsblk.json"], "lsblk.json")
+    raw.files["findmnt.json"] = _bytes(runner(list(probe.FINDMNT)).stdout)
+    mounts = parse_findmnt(raw.files["findmnt.json"], "findmnt.json")
+    _optional_cat(runner, raw, "fstab", ["/etc/fstab"])
+    df = runner(list(probe.DF), ok=(0, 1))  # 1: some mount could not be read (reported below)
+    raw.files["df.txt"] = _bytes(df.stdout)
+    if df.returncode:
+        raw.warnings.append("df: " + df.stderr.strip()[:200])
+    raw.files["swaps"] = _bytes(runner(list(probe.SWAPS)).stdout)
+    efi = runner(list(probe.EFI), ok=(0, 1))
+    raw.files["boot-mode"] = b"uefi\n" if efi.returncode == 0 else b"bios\n"
+    grub = [d for d in probe.GRUB_DIRS if runner(["test", "-d", d], ok=(0, 1)).returncode == 0]
+    raw.files["grub"] = ("\n".join(grub) + "\n").encode() if grub else b""
+
+    # zram and other memory-backed "disks" have nothing to restore
+    disks = [d for d in devices if d.type == "disk" and d.size > 0 and not d.name.startswith(("zram", "ram"))]
+    raw.files["disks"] = "".join(checked_device(d.path) + "\n" for d in disks).encode()
+    active_swaps = {s.device for s in parse_swaps(raw.files["swaps"], "swaps")}
+    for disk in disks:
+        _sfdisk(runner, raw, disk.path, required=False)
+        for dev in walk((disk,)):
+            _blkid(runner, raw, checked_device(dev.path))
+    on_disks = {d.path for disk in disks for d in walk((disk,))}
+    for sw in sorted(active_swaps - on_disks):
+        if sw.startswith("/dev/"):
+            _blkid(runner, raw, checked_device(sw))
+    targets = sorted({m.target for m in mounts if source_device(m.source) in on_disks})
+    _stat_roots(runner, raw, targets)
+    return raw
+
+
+def _under(target: str, root: str) -> bool:
+    return target == root or target.startswith(root.rstrip("/") + "/")
+
+
+def collect_offline(disk: str, root: Path, runner: Runner | None = None) -> Raw:
+    """A system that is not running: its disk attached here, mounted under root."""
+    runner = runner or LocalRunner()
+    raw = Raw()
+    disk = checked_device(disk)
+    root_s = os.path.realpath(root)
+    if not os.path.isdir(root_s):
+        raise RescueError(f"--root {root} is not a folder", fix="mount the captured system's / there first")
+    if not os.path.exists(disk):
+        raise RescueError(f"{disk} does not exist", fix="attach the disk (losetup -fP IMAGE) and give its device")
+    try:
+        raw.files["lsblk.json"] = _bytes(runner([*probe.LSBLK, disk]).stdout)
+    except CommandError as e:
+        raise RescueError(f"lsblk cannot read {disk}", why=e.stderr.strip()) from None
+    devices = parse_lsblk(raw.files["lsblk.json"], "lsblk.json")
+    if len(devices) != 1 or devices[0].type not in ("disk", "loop"):
+        raise RescueError(f"{disk} is not a whole disk", fix="give the disk (/dev/sdb, /dev/loop3), not a partition")
+    raw.files["disks"] = (disk + "\n").encode()
+    _sfdisk(runner, raw, disk, required=True)
+    nodes = [checked_device(d.path) for d in walk(devices)]
+    for node in nodes:
+        _blkid(runner, raw, node)
+    r = runner([*probe.FINDMNT, "--submounts", "--mountpoint", root_s], ok=(0, 1))
+    if r.returncode != 0:
+        raise RescueError(f"nothing is mounted at {root_s}", fix=f"mount the / filesystem of {disk} at {root_s}")
+    raw.files["findmnt.json"] = _bytes(r.stdout)
+    mounts = [m for m in parse_findmnt(raw.files["findmnt.json"], "findmnt.json") if _under(m.target, root_s)]
+    ours = [m for m in mounts if source_device(m.source) in nodes]
+    if not any(m.target == root_s for m in ours):
+        raise RescueError(
+            f"what is mounted at {root_s} is not on {disk}",
+            fix=f"mount the / filesystem of {disk} at {root_s}, its other filesystems below it",
+        )
+    targets = sorted({m.target for m in ours})
+    df = runner([*probe.DF, *targets])
+    raw.files["df.txt"] = _bytes(df.stdout)
+    _stat_roots(runner, raw, targets)
+    _optional_cat(runner, raw, "fstab", [f"{root_s}/etc/fstab"])
+    _optional_cat(runner, raw, "os-release", [f"{root_s}/etc/os-release", f"{root_s}/usr/lib/os-release"])
+    r = runner(["cat", f"{root_s}/etc/hostname"], ok=(0, 1))
+    raw.files["hostname"] = _bytes(r.stdout) if r.returncode == 0 else b""
+    grub = [d for d in probe.GRUB_DIRS if runner(["test", "-d", root_s + d], ok=(0, 1)).returncode == 0]
+    raw.files["grub"] = ("\n".join(grub) + "\n").encode() if grub else b""
+    raw.files["boot-mode"] = b"from-disk\n"  # not running: decided by the ESP on the disk
+    return raw

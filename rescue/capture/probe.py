@@ -1,0 +1,85 @@
+"""The plain commands capture runs on a client, locally or over ssh.
+
+The client needs no Python and no rescue: only lsblk, sfdisk, blkid,
+findmnt, df, stat, cat and test, which every Linux system has. The same
+argv lists run either here (through rescue.run) or on the far side of
+`ssh -o BatchMode=yes HOST`, each argument shell-quoted, so nothing the
+client prints is ever evaluated: device names and mount points that come
+back from the client are checked before they become arguments.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rescue.errors import RescueError
+from rescue.run import CommandError, Result, run
+
+DEVICE = re.compile(r"/dev/[A-Za-z0-9._/:+-]+")
+
+
+def checked_device(name: str) -> str:
+    """A device path from client output, accepted only if it looks like one."""
+    if not DEVICE.fullmatch(name) or ".." in name:
+        raise RescueError(
+            f"the client reported a device name rescue will not use: {name!r}",
+            why="device names become command arguments; odd ones are refused, not guessed",
+        )
+    return name
+
+
+class Runner:
+    """Where the plain commands run."""
+
+    where = "this machine"
+
+    def __call__(self, argv: Sequence[str], ok: Sequence[int] = (0,)) -> Result:
+        raise NotImplementedError
+
+
+class LocalRunner(Runner):
+    def __call__(self, argv: Sequence[str], ok: Sequence[int] = (0,)) -> Result:
+        r = run(list(argv), check=False, binary=True)
+        if r.returncode not in ok:
+            raise CommandError(r.argv, r.returncode, r.stderr)
+        return r
+
+
+@dataclass
+class SshRunner(Runner):
+    host: str
+    ssh: str = "ssh"
+    timeout: float = 120
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9._@:\[\]-]+", self.host) or self.host.startswith("-"):
+            raise RescueError(f"not a host name: {self.host!r}", fix="give a plain host name or user@host")
+        self.where = self.host
+
+    def __call__(self, argv: Sequence[str], ok: Sequence[int] = (0,)) -> Result:
+        remote = shlex.join(argv)
+        full = [self.ssh, "-o", "BatchMode=yes", "-o", "ConnectTimeout=20", self.host, "--", remote]
+        r = run(full, check=False, binary=True, timeout=self.timeout)
+        if r.returncode == 255:
+            raise CommandError(full, 255, r.stderr or "ssh could not reach the client")
+        if r.returncode not in ok:
+            raise CommandError(argv, r.returncode, r.stderr)
+        return r
+
+
+# The fixed commands. Per-device ones take the checked device path as their last argument.
+HOSTNAME = ("hostname",)
+OS_RELEASE = ("cat", "/etc/os-release")
+LSBLK = ("lsblk", "-J", "-b", "-O")
+FINDMNT = ("findmnt", "-J", "-o", "TARGET,SOURCE,FSTYPE,OPTIONS")
+FSTAB = ("cat", "/etc/fstab")
+DF = ("df", "-B1", "--output=source,fstype,size,used,avail,target")
+SWAPS = ("cat", "/proc/swaps")
+EFI = ("test", "-d", "/sys/firmware/efi")
+SFDISK = ("sfdisk", "--dump")
+BLKID = ("blkid", "-p", "-o", "export")
+STAT_ROOTS = ("stat", "-c", "%a %u %g %n")
+GRUB_DIRS = ("/boot/grub", "/boot/grub2")

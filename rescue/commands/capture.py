@@ -1,0 +1,64 @@
+"""`rescue capture`: record a machine's disk layout beside its backup."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from rescue.capture import capture, hook_env, is_local, write_capture
+from rescue.capture.probe import SshRunner
+from rescue.errors import Exit, RescueError
+
+NAME = "capture"
+HELP = "record a machine's disk layout (as a dirvish post-server hook, or into --out DIR)"
+ORDER = 10
+DESCRIPTION = """\
+Record what rsync never saves: partition tables (sfdisk -d), filesystems with
+their UUIDs and labels, swap, mount points, the mode and owner of each
+filesystem's root, fstab, boot mode (BIOS/UEFI) and the OS release.
+
+As a dirvish post-server hook (no --out), it reads DIRVISH_CLIENT and
+DIRVISH_DEST and writes a rescue/ folder into the image, beside tree/. A
+remote client is read over ssh (BatchMode) with plain commands only.
+
+--disk DEV --root DIR captures a system that is not running: its disk is
+attached here and its filesystems are mounted under DIR.
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, metavar="DIR", help="write layout.json and the raw outputs into DIR")
+    p.add_argument("--ssh", metavar="HOST", help="capture HOST over ssh (BatchMode) instead of this machine")
+    p.add_argument("--disk", metavar="DEV", help="the disk of a system that is not running (with --root)")
+    p.add_argument("--root", type=Path, metavar="DIR", help="where that system's filesystems are mounted")
+    p.add_argument("--client", metavar="NAME", help="the name to record as client (default: the hook's, or the hostname)")
+
+
+def run(args: argparse.Namespace) -> int:
+    env = hook_env(os.environ) if args.out is None else None
+    if args.out is None and env is None:
+        print("rescue capture: give --out DIR, or run it as a dirvish post-server hook", file=os.sys.stderr)
+        return int(Exit.USAGE)
+    if args.ssh and args.disk:
+        raise RescueError("--ssh and --disk do not go together", fix="--disk captures a disk attached to this machine")
+    runner = None
+    client = args.client
+    if env is not None:
+        if not env.image_dir.is_dir():
+            raise RescueError(f"the image folder {env.image_dir} does not exist",
+                              why="DIRVISH_DEST should be an image's tree/ folder")
+        client = client or env.client
+        if args.disk is None and not args.ssh and not is_local(env.client, env.server):
+            runner = SshRunner(env.client)
+    if args.ssh:
+        runner = SshRunner(args.ssh)
+        client = client or args.ssh
+    layout, raw = capture(client=client, runner=runner, disk=args.disk, root=args.root)
+    if env is not None and env.status and env.status != "success":
+        raw.warnings.append(f"dirvish reported status {env.status} for this image")
+    dest = args.out if args.out is not None else env.image_dir / "rescue"
+    write_capture(dest, layout, raw)
+    fs = sum(1 for f in layout.filesystems if f.fstype != "swap")
+    print(f"rescue capture: wrote {dest} ({len(layout.disks)} disk(s), {fs} filesystem(s), {len(layout.swaps)} swap)")
+    return int(Exit.OK)
