@@ -1,0 +1,545 @@
+"""build_plan: captured layout + chosen images + target facts -> a complete Plan.
+
+A pure function: it reads nothing and writes nothing, so every decision can be
+tested without root and shown to a person before any byte is written.
+Refusals come first and say what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+from collections.abc import Sequence
+
+from rescue.backups.model import Image
+from rescue.devices import disk_of, partition_path
+from rescue.errors import PlanRefused, UnsafeTarget
+from rescue.layout.model import BootMode, Disk, Filesystem, Layout, PartitionTable
+from rescue.plan.migrate import (
+    FS_MIN_BYTES,
+    MIB,
+    Need,
+    choose_grow,
+    fmt_bytes,
+    is_extended,
+    migrate_table,
+    needed_bytes,
+)
+from rescue.plan.model import NewFilesystem, NewSwap, Plan, PlanOptions
+from rescue.steps import (
+    CopyTree,
+    Fixups,
+    InstallBootloader,
+    MakeFilesystem,
+    MakeSwap,
+    MountFilesystem,
+    Step,
+    UnmountAll,
+    Verify,
+    WipeSignatures,
+    WritePartitionTable,
+)
+from rescue.target import TargetDisk
+
+SUPPORTED_FSTYPES = ("ext2", "ext3", "ext4", "xfs", "btrfs", "vfat")
+ESP_TYPES = frozenset({"c12a7328-f81f-11d2-ba4b-00a0c93ec93b", "ef"})
+HOOK_HINT = "run rescue capture as the dirvish post-server hook; see scripts/dirvish-master.conf.example"
+
+
+def build_plan(
+    layout: Layout | None,
+    images: Sequence[Image],
+    target: TargetDisk,
+    options: PlanOptions = PlanOptions(),
+) -> Plan:
+    """The whole restore as ordered steps, or a refusal (PlanRefused / UnsafeTarget)."""
+    refuse_unsafe(target)
+    _refuse_unusable_images(images)
+    if layout is None:
+        raise PlanRefused(
+            "no disk layout was captured for this machine",
+            why="without the captured partition table and filesystems rescue cannot rebuild the disk",
+            fix=HOOK_HINT + ", and make a new backup",
+        )
+    warnings: list[str] = []
+    disk = _choose_disk(layout, options)
+    table = disk.table
+    assert table is not None  # _choose_disk only returns disks with a table
+    ss = table.sector_size or disk.sector_size
+    if ss != target.sector_size:
+        raise PlanRefused(
+            f"{target.device} has {target.sector_size}-byte sectors; the captured disk "
+            f"{disk.device} had {ss}-byte sectors",
+            why="the captured partition table is written in sectors and rescue does not convert it",
+            fix=f"restore onto a disk with {ss}-byte sectors",
+        )
+
+    number_of = _partition_numbers(table)
+    on_disk = [fs for fs in layout.filesystems if _number(fs, number_of, disk, table) is not None]
+    swaps = _swaps(layout, on_disk, number_of, disk, table)
+    filesystems = [fs for fs in on_disk if fs.fstype != "swap"]
+    _refuse_unsupported(filesystems, disk)
+
+    copies_for = _map_vaults(layout, images, options, disk, filesystems, warnings)
+
+    # migration
+    esp_numbers = {_number(fs, number_of, disk, table) for fs in filesystems if _is_esp(fs, layout, table, number_of, disk)}
+    data = {
+        n for fs in filesystems
+        if fs.mountpoint and (n := _number(fs, number_of, disk, table)) is not None and n not in esp_numbers
+    }
+    needs: dict[int, Need] = {}
+    for fs in filesystems:
+        n = _number(fs, number_of, disk, table)
+        what = f"{fs.mountpoint or fs.device} ({fs.fstype})"
+        needs[n] = Need(what, needed_bytes(fs.used, fs.fstype) if fs.used is not None else None)  # type: ignore[index]
+    for sw in swaps:
+        needs[sw.number] = Need(f"swap {sw.captured_device}", FS_MIN_BYTES["swap"])
+    grow = _choose_grow(options, table, filesystems, number_of, disk, data)
+    old_sectors = disk.size // ss if disk.size else _table_end(table)
+    new_table, migrations = migrate_table(
+        table, old_sectors, target.device, target.size // ss, grow, needs,
+    )
+    new_size = {m.number: m.new_size * ss for m in migrations}
+    fs_by_number = {_number(fs, number_of, disk, table): fs for fs in filesystems}
+    migrations = tuple(
+        dataclasses.replace(
+            m,
+            mountpoint=fs_by_number[m.number].mountpoint if m.number in fs_by_number else None,
+            fstype=(fs_by_number[m.number].fstype if m.number in fs_by_number
+                    else "swap" if any(s.number == m.number for s in swaps) else None),
+        )
+        for m in migrations
+    )
+    if table.label == "dos" and target.size // ss > 2**32:
+        warnings.append(
+            f"a dos partition table reaches only the first {fmt_bytes(2**32 * ss)} of "
+            f"{target.device}; the rest stays unused (convert to gpt later to use it)"
+        )
+
+    # filesystems and swap on the target
+    new_filesystems: list[NewFilesystem] = []
+    for fs in sorted(filesystems, key=lambda f: _number(f, number_of, disk, table) or 0):
+        n = _number(fs, number_of, disk, table)
+        assert n is not None
+        size = new_size[n]
+        minimum = FS_MIN_BYTES.get(fs.fstype, 0)
+        if size < minimum:
+            raise PlanRefused(
+                f"partition {n} ({fs.mountpoint or fs.device}) would be {fmt_bytes(size)}, "
+                f"but mkfs.{fs.fstype} makes nothing under {fmt_bytes(minimum)}",
+                why=f"rescue makes every filesystem new, and today's mkfs.{fs.fstype} has that minimum",
+                fix=f"restore onto a bigger disk, or let partition {n} grow with --grow {fs.mountpoint or n}",
+            )
+        image = copies_for.get(fs.mountpoint or "")
+        esp = n in esp_numbers
+        if fs.mountpoint is None:
+            warnings.append(
+                f"{fs.device} ({fs.fstype}) was not mounted when captured: it is made empty "
+                f"on {partition_path(target.device, n)} and not restored"
+            )
+        elif image is None and not esp:
+            warnings.append(
+                f"no vault holds {fs.mountpoint}: it is made empty ({fs.fstype} on "
+                f"{partition_path(target.device, n)})"
+            )
+        if fs.uuid is None:
+            warnings.append(
+                f"the UUID of {fs.mountpoint or fs.device} was not captured: it gets a new one; "
+                "fstab or grub lines naming the old UUID must be fixed by hand"
+            )
+        if fs.options and any(o.startswith("subvol=") and o not in ("subvol=/",) for o in fs.options.split(",")):
+            warnings.append(
+                f"{fs.mountpoint} was mounted from a btrfs subvolume ({fs.options}); rescue "
+                "copies into the top level and does not recreate subvolumes"
+            )
+        new_filesystems.append(NewFilesystem(
+            device=partition_path(target.device, n), number=n, fstype=fs.fstype, size=size,
+            uuid=fs.uuid, label=fs.label, mountpoint=fs.mountpoint, captured_device=fs.device,
+            used=fs.used, vault=image.vault if image else None, image=image.name if image else None,
+            esp=esp,
+        ))
+    new_swaps = tuple(
+        NewSwap(device=partition_path(target.device, s.number), number=s.number,
+                size=new_size[s.number], uuid=s.uuid, label=s.label, captured_device=s.captured_device)
+        for s in sorted(swaps, key=lambda s: s.number)
+    )
+    for fs in layout.filesystems:
+        if fs.fstype == "swap" and fs not in on_disk and not fs.device.startswith("/dev/"):
+            warnings.append(f"swap file {fs.device} is not recreated; make it again after the restore")
+
+    mounted = [f for f in new_filesystems if f.mountpoint]
+    mount_order = tuple(f.mountpoint for f in sorted(mounted, key=lambda f: _mount_key(f.mountpoint)))  # type: ignore[arg-type]
+    mkfs_steps = tuple(
+        MakeFilesystem(device=f.device, fstype=f.fstype, uuid=f.uuid, label=f.label, mountpoint=f.mountpoint)
+        for f in new_filesystems
+    )
+    mkswap_steps = tuple(MakeSwap(device=s.device, uuid=s.uuid, label=s.label) for s in new_swaps)
+    by_mount = {f.mountpoint: f for f in mounted}
+    mount_steps = tuple(
+        MountFilesystem(device=by_mount[mp].device, mountpoint=mp, fstype=by_mount[mp].fstype)
+        for mp in mount_order
+    )
+    copies = tuple(
+        CopyTree(
+            vault=copies_for[mp].vault, image=copies_for[mp].name, source=copies_for[mp].tree,
+            mountpoint=mp, bytes=by_mount[mp].used or 0,
+        )
+        for mp in mount_order if mp in copies_for
+    )
+    roots = tuple(
+        fs.root for fs in sorted(filesystems, key=lambda f: _mount_key(f.mountpoint or "/"))
+        if fs.root is not None and fs.mountpoint in by_mount
+    )
+
+    bootloader = _bootloader(layout, options, disk, target, by_mount, warnings)
+    steps: list[Step] = [WipeSignatures(disk=target.device), WritePartitionTable(disk=target.device, table=new_table)]
+    steps += mkfs_steps
+    steps += mkswap_steps
+    steps += mount_steps
+    steps += copies
+    if mount_steps:
+        steps.append(Fixups(roots=roots, fstab=layout.fstab))
+    if bootloader:
+        steps.append(bootloader)
+    steps.append(Verify(
+        disk=target.device, copies=copies, filesystems=mkfs_steps, swaps=mkswap_steps,
+        mode=layout.boot.mode, check_boot=bootloader is not None,
+    ))
+    steps.append(UnmountAll())
+
+    if layout.source == "legacy":
+        warnings.append(
+            "this layout comes from the old df/sfdisk files: filesystem types, UUIDs and labels "
+            "may be guesses; check them below"
+        )
+    return Plan(
+        client=layout.client,
+        images=tuple(images),
+        target=target,
+        source=disk,
+        old_table=table,
+        new_table=new_table,
+        migrations=migrations,
+        filesystems=tuple(new_filesystems),
+        swaps=new_swaps,
+        mount_order=mount_order,
+        copies=copies,
+        destroyed=destroyed(target),
+        warnings=tuple(warnings),
+        steps=tuple(steps),
+        options=options,
+        captured_at=layout.captured_at,
+        layout_warnings=layout.warnings,
+    )
+
+
+# -- refusals -------------------------------------------------------------------
+
+
+def refuse_unsafe(target: TargetDisk) -> None:
+    """UnsafeTarget listing every reason the disk must not be written, and what to do."""
+    reasons = target.unsafe_reasons
+    if not reasons:
+        return
+    fixes = []
+    if not target.whole_disk:
+        fixes.append("name a whole disk (for example /dev/sdb, not /dev/sdb1)")
+    if target.read_only:
+        fixes.append("choose a writable disk")
+    if target.holds_backup:
+        fixes.append("choose another disk: this one holds the backup you restore from")
+    if target.holds_root:
+        fixes.append("choose another disk: the running system lives on this one")
+    if target.mounted:
+        fixes.append("unmount " + " ".join(target.mounted) + " if this really is the disk to overwrite")
+    if target.swap_active:
+        fixes.append("turn its swap off (swapoff) if this really is the disk to overwrite")
+    raise UnsafeTarget(
+        f"{target.device} will not be written: " + "; ".join(reasons),
+        why="rescue never writes a disk that holds the backup, the running system, "
+            "mounted filesystems or active swap",
+        fix="; ".join(fixes),
+    )
+
+
+def _refuse_unusable_images(images: Sequence[Image]) -> None:
+    if not images:
+        raise PlanRefused(
+            "no images were chosen to restore",
+            why="a restore copies the files of at least one image",
+            fix="check the bank and client with rescue list",
+        )
+    bad = [i for i in images if not i.usable]
+    if bad:
+        names = ", ".join(
+            f"{i.vault}/{i.name} ({i.status.value}{': ' + i.status_text if i.status_text else ''})" for i in bad
+        )
+        raise PlanRefused(
+            f"these images are not complete successful backups: {names}",
+            why="an image whose summary Status is not success may be missing files",
+            fix="pick an older image with --image DATE (rescue list shows each image's status)",
+        )
+    seen: dict[str, Image] = {}
+    for i in images:
+        if i.vault in seen:
+            raise PlanRefused(
+                f"two images of vault {i.vault} were chosen: {seen[i.vault].name} and {i.name}",
+                why="each vault is restored from one image",
+                fix="choose one image per vault",
+            )
+        seen[i.vault] = i
+
+
+def _choose_disk(layout: Layout, options: PlanOptions) -> Disk:
+    disks = [d for d in layout.disks if d.table is not None]
+    if not disks:
+        raise PlanRefused(
+            f"the layout captured for {layout.client} holds no partition table",
+            why="rescue rebuilds the disk from its captured sfdisk dump",
+            fix=HOOK_HINT,
+        )
+    names = ", ".join(f"{d.device} ({fmt_bytes(d.size)}: {_mounts_on(layout, d)})" for d in disks)
+    if options.source_disk:
+        for d in disks:
+            if d.device == options.source_disk:
+                return d
+        raise PlanRefused(
+            f"{options.source_disk} is not a captured disk of {layout.client}",
+            why=f"the captured disks are {names}",
+            fix="name one of them with --source-disk",
+        )
+    if len(disks) > 1:
+        raise PlanRefused(
+            f"{layout.client} had {len(disks)} disks: {names}",
+            why="each target disk replaces one captured disk",
+            fix="name the captured disk this target replaces with --source-disk, then plan the others onto their own targets",
+        )
+    return disks[0]
+
+
+def _refuse_unsupported(filesystems: Sequence[Filesystem], disk: Disk) -> None:
+    bad = [fs for fs in filesystems if fs.fstype not in SUPPORTED_FSTYPES]
+    if bad:
+        names = ", ".join(f"{fs.device} ({fs.fstype or 'unknown type'}, {fs.mountpoint or 'not mounted'})" for fs in bad)
+        raise PlanRefused(
+            f"rescue cannot make these filesystems of {disk.device}: {names}",
+            why="the restore makes " + ", ".join(SUPPORTED_FSTYPES) + " and swap",
+            fix="restore this disk by hand (restore.sh from a plan of a supported disk shows the steps)",
+        )
+
+
+def _map_vaults(
+    layout: Layout, images: Sequence[Image], options: PlanOptions, disk: Disk,
+    filesystems: Sequence[Filesystem], warnings: list[str],
+) -> dict[str, Image]:
+    """Mount point -> the image that fills it. A vault that fits no filesystem is refused."""
+    mine = {fs.mountpoint for fs in filesystems if fs.mountpoint}
+    known = sorted(fs.mountpoint for fs in layout.filesystems if fs.mountpoint and fs.fstype != "swap")
+    result: dict[str, Image] = {}
+    unmapped = []
+    for image in images:
+        if image.vault in options.skip_vaults:
+            warnings.append(f"vault {image.vault} is left out, as asked")
+            continue
+        if image.client and image.client != layout.client:
+            warnings.append(f"vault {image.vault} names client {image.client}, the layout {layout.client}")
+        mp = vault_mountpoint(image.source, layout.root)
+        if mp is None or layout.filesystem_at(mp) is None:
+            unmapped.append(f"{image.vault} (tree {image.source})")
+            continue
+        if mp not in mine:
+            warnings.append(
+                f"vault {image.vault} holds {mp}, which lived on another disk: not restored onto this target"
+            )
+            continue
+        if mp in result:
+            raise PlanRefused(
+                f"vaults {result[mp].vault} and {image.vault} both hold {mp}",
+                why="each filesystem is filled from one vault",
+                fix="restore one of them and copy what you need from the other by hand",
+            )
+        result[mp] = image
+    if unmapped:
+        root = f" under {layout.root}" if layout.root != "/" else ""
+        raise PlanRefused(
+            "these vaults match no captured filesystem: " + ", ".join(unmapped),
+            why=f"a vault's tree: must be a mount point{root} of the captured machine; "
+                f"the captured mount points are {', '.join(known) or 'none'}",
+            fix="restore that vault by hand with rsync after the restore; to plan without it, "
+                "leave it out with --skip-vault NAME",
+        )
+    return result
+
+
+def vault_mountpoint(source: str, root: str) -> str | None:
+    """The mount point a vault's tree is, seen from the captured system ('/mnt/demo/home' -> '/home')."""
+    if not source.startswith("/"):
+        return None
+    src = posixpath.normpath(source)
+    base = posixpath.normpath(root or "/")
+    if base == "/":
+        return src
+    if src == base:
+        return "/"
+    if src.startswith(base + "/"):
+        return src[len(base):]
+    return None
+
+
+def _bootloader(
+    layout: Layout, options: PlanOptions, disk: Disk, target: TargetDisk,
+    by_mount: dict[str | None, NewFilesystem], warnings: list[str],
+) -> InstallBootloader | None:
+    boot = layout.boot
+    if not options.bootloader:
+        warnings.append("no bootloader is installed (as asked): the restored disk will not boot by itself")
+        return None
+    if not boot.has_grub:
+        warnings.append(
+            "no grub was captured on this machine: no bootloader is installed, so the restored "
+            "disk will not boot until you install one"
+        )
+        return None
+    if boot.grub_disk and boot.grub_disk != disk.device:
+        warnings.append(
+            f"grub lived on {boot.grub_disk}, not on {disk.device}: it is installed when that disk is restored"
+        )
+        return None
+    if boot.mode is BootMode.UEFI and boot.esp and boot.esp not in by_mount:
+        warnings.append(
+            f"the machine boots by UEFI but its ESP ({boot.esp}) is not on this disk: grub is not installed"
+        )
+        return None
+    return InstallBootloader(disk=target.device, mode=boot.mode, esp=boot.esp if boot.mode is BootMode.UEFI else None)
+
+
+# -- helpers --------------------------------------------------------------------
+
+
+def destroyed(target: TargetDisk) -> tuple[str, ...]:
+    """What is on the target now, in words: all of it will be lost."""
+    lines = []
+    if target.pttype:
+        lines.append(f"the {target.pttype} partition table of {target.device}")
+    for p in target.partitions:
+        what = p.fstype or "no filesystem found"
+        label = f" label {p.label}" if p.label else ""
+        uuid = f" UUID {p.uuid}" if p.uuid else ""
+        lines.append(f"{p.device}: {fmt_bytes(p.size)} {what}{label}{uuid}")
+    for sig in target.signatures:
+        line = f"{target.device}: {sig} signature"
+        if line not in lines and not (target.pttype and sig == target.pttype):
+            lines.append(line)
+    return tuple(lines)
+
+
+def _partition_numbers(table: PartitionTable) -> dict[str, int]:
+    return {p.node: p.number for p in table.partitions}
+
+
+def _number(fs: Filesystem, number_of: dict[str, int], disk: Disk, table: PartitionTable) -> int | None:
+    """Which partition of the captured disk holds fs (by node, then PARTUUID)."""
+    if fs.device in number_of:
+        return number_of[fs.device]
+    if fs.partuuid:
+        for p in table.partitions:
+            if p.uuid and p.uuid.lower() == fs.partuuid.lower():
+                return p.number
+    if disk_of(fs.device) == disk.device:
+        n = _trailing_number(fs.device)
+        if n in number_of.values():
+            return n
+    return None
+
+
+def _trailing_number(device: str) -> int:
+    digits = ""
+    for ch in reversed(device):
+        if not ch.isdigit():
+            break
+        digits = ch + digits
+    return int(digits) if digits else -1
+
+
+@dataclasses.dataclass(frozen=True)
+class _SwapPart:
+    number: int
+    captured_device: str
+    uuid: str | None
+    label: str | None
+
+
+def _swaps(
+    layout: Layout, on_disk: Sequence[Filesystem], number_of: dict[str, int], disk: Disk, table: PartitionTable,
+) -> list[_SwapPart]:
+    found: dict[int, _SwapPart] = {}
+    for fs in on_disk:
+        if fs.fstype == "swap":
+            n = _number(fs, number_of, disk, table)
+            assert n is not None
+            found[n] = _SwapPart(n, fs.device, fs.uuid, fs.label)
+    for sw in layout.swaps:
+        fake = Filesystem(device=sw.device, fstype="swap", uuid=sw.uuid)
+        n = _number(fake, number_of, disk, table)
+        if n is None:
+            continue
+        old = found.get(n)
+        found[n] = _SwapPart(n, sw.device, (old and old.uuid) or sw.uuid, (old and old.label) or sw.label)
+    return list(found.values())
+
+
+def _is_esp(fs: Filesystem, layout: Layout, table: PartitionTable, number_of: dict[str, int], disk: Disk) -> bool:
+    if layout.boot.esp and fs.mountpoint == layout.boot.esp:
+        return True
+    n = _number(fs, number_of, disk, table)
+    for p in table.partitions:
+        if p.number == n and p.type.lower().removeprefix("0x") in ESP_TYPES:
+            return True
+    return False
+
+
+def _choose_grow(
+    options: PlanOptions, table: PartitionTable, filesystems: Sequence[Filesystem],
+    number_of: dict[str, int], disk: Disk, data: set[int],
+) -> int:
+    if not options.grow:
+        return choose_grow(table, data)
+    want = options.grow.strip()
+    numbers = {p.number: p for p in table.partitions}
+    if want.isdigit() and int(want) in numbers and not is_extended(table, numbers[int(want)]):
+        return int(want)
+    mp = posixpath.normpath(want) if want.startswith("/") else None
+    for fs in filesystems:
+        if mp and fs.mountpoint == mp:
+            n = _number(fs, number_of, disk, table)
+            if n is not None:
+                return n
+    choices = sorted(fs.mountpoint for fs in filesystems if fs.mountpoint)
+    nums = ", ".join(str(p.number) for p in table.partitions if not is_extended(table, p))
+    raise PlanRefused(
+        f"--grow {want} names no partition of {disk.device}",
+        why=f"its mount points are {', '.join(choices) or 'none'}; its partition numbers are {nums}",
+        fix="name one of those mount points or partition numbers (an extended partition grows with its last logical)",
+    )
+
+
+def _mount_key(mountpoint: str) -> tuple[int, str]:
+    parts = [p for p in mountpoint.split("/") if p]
+    return (len(parts), mountpoint)
+
+
+def _mounts_on(layout: Layout, disk: Disk) -> str:
+    table = disk.table
+    if table is None:
+        return "no table"
+    number_of = _partition_numbers(table)
+    mps = sorted(fs.mountpoint for fs in layout.filesystems
+                 if fs.mountpoint and _number(fs, number_of, disk, table) is not None)
+    return " ".join(mps) or "no mounted filesystems"
+
+
+def _table_end(table: PartitionTable) -> int:
+    return max((p.end for p in table.partitions), default=0) + MIB // table.sector_size
+
+

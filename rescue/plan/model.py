@@ -1,0 +1,202 @@
+"""The restore plan as frozen data: what will be written where, and why.
+
+A Plan is built by `build_plan` (a pure function) and is complete before any
+byte is written: the review a person reads, restore.sh and the engine all
+come from the same Plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+from rescue.backups.model import Image
+from rescue.jsonform import FormError, from_json, to_json
+from rescue.layout.model import Disk, PartitionTable
+from rescue.steps import (
+    CopyTree,
+    Fixups,
+    InstallBootloader,
+    MakeFilesystem,
+    MakeSwap,
+    MountFilesystem,
+    Step,
+    UnmountAll,
+    Verify,
+    WipeSignatures,
+    WritePartitionTable,
+)
+from rescue.target import TargetDisk
+
+PLAN_SCHEMA = 1
+
+STEP_KINDS: dict[str, type[Step]] = {
+    cls.kind: cls
+    for cls in (
+        WipeSignatures, WritePartitionTable, MakeFilesystem, MakeSwap, MountFilesystem,
+        CopyTree, Fixups, InstallBootloader, Verify, UnmountAll,
+    )
+}
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """What the person chose beyond client, images and target."""
+
+    source_disk: str | None = None  # which captured disk goes to this target (multi-disk layouts)
+    grow: str | None = None  # mount point ("/home") or partition number ("3") that takes the size change
+    bootloader: bool = True  # install grub after the copy
+    state_dir: str | None = None  # restore.sh markers; default /var/lib/rescue/<target name>
+    skip_vaults: tuple[str, ...] = ()  # vaults left out of this restore
+
+
+@dataclass(frozen=True)
+class Migration:
+    """How one partition moves from the captured disk to the target. Sectors."""
+
+    number: int
+    node: str  # the partition on the target
+    old_start: int
+    old_size: int
+    new_start: int
+    new_size: int
+    sector_size: int = 512
+    mountpoint: str | None = None
+    fstype: str | None = None
+    container: bool = False  # a dos extended partition
+
+    @property
+    def change(self) -> str:
+        """'grows', 'shrinks', 'moves' or 'stays'."""
+        if self.new_size > self.old_size:
+            return "grows"
+        if self.new_size < self.old_size:
+            return "shrinks"
+        if self.new_start != self.old_start:
+            return "moves"
+        return "stays"
+
+
+@dataclass(frozen=True)
+class NewFilesystem:
+    """A filesystem the restore makes on a target partition, and what fills it."""
+
+    device: str  # target partition
+    number: int
+    fstype: str
+    size: int  # bytes of the new partition
+    uuid: str | None = None
+    label: str | None = None
+    mountpoint: str | None = None
+    captured_device: str | None = None
+    used: int | None = None  # captured used bytes (df)
+    vault: str | None = None  # None: made empty
+    image: str | None = None
+    esp: bool = False
+
+
+@dataclass(frozen=True)
+class NewSwap:
+    device: str
+    number: int
+    size: int
+    uuid: str | None = None
+    label: str | None = None
+    captured_device: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a restore will do, in order. Built by build_plan; never changed after."""
+
+    client: str
+    images: tuple[Image, ...]
+    target: TargetDisk
+    source: Disk  # the captured disk this target replaces
+    old_table: PartitionTable
+    new_table: PartitionTable
+    migrations: tuple[Migration, ...]
+    filesystems: tuple[NewFilesystem, ...]
+    swaps: tuple[NewSwap, ...]
+    mount_order: tuple[str, ...]  # mount points, parents before children
+    copies: tuple[CopyTree, ...]
+    destroyed: tuple[str, ...]  # what is on the target now and will be lost
+    warnings: tuple[str, ...]
+    steps: tuple[Step, ...]
+    options: PlanOptions = PlanOptions()
+    captured_at: str | None = None
+    layout_warnings: tuple[str, ...] = ()
+    schema: int = PLAN_SCHEMA
+
+    # -- forms ---------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON data; steps carry their kind, key and description."""
+        data: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "steps":
+                data[f.name] = [step_to_json(s) for s in value]
+            else:
+                data[f.name] = to_json(value)
+        return data
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, data: Any) -> Plan:
+        """Read a plan written by to_json (the engine's journal keeps one)."""
+        if not isinstance(data, dict):
+            raise FormError("$: expected an object")
+        if data.get("schema") != PLAN_SCHEMA:
+            raise FormError(f"$.schema: plan schema {data.get('schema')!r} is not {PLAN_SCHEMA}")
+        rest = {k: v for k, v in data.items() if k != "steps"}
+        rest["steps"] = []
+        plan = from_json(cls, rest)
+        steps = data.get("steps")
+        if not isinstance(steps, list):
+            raise FormError("$.steps: expected a list")
+        parsed = tuple(step_from_json(s, f"$.steps[{i}]") for i, s in enumerate(steps))
+        return _replace(plan, steps=parsed)
+
+    @property
+    def fingerprint(self) -> str:
+        """Short hash of the whole plan: restore.sh refuses to resume a different one."""
+        text = json.dumps(self.to_json(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def review(self) -> str:
+        from rescue.plan.review import render_review
+
+        return render_review(self)
+
+    def script(self) -> str:
+        from rescue.plan.script import render_script
+
+        return render_script(self)
+
+
+def step_to_json(step: Step) -> dict[str, Any]:
+    data = {"kind": step.kind, "key": step.key, "describe": step.describe()}
+    data.update(to_json(step))
+    return data
+
+
+def step_from_json(data: Any, where: str = "$") -> Step:
+    if not isinstance(data, dict):
+        raise FormError(f"{where}: expected an object")
+    kind = data.get("kind")
+    cls = STEP_KINDS.get(kind)  # type: ignore[arg-type]
+    if cls is None:
+        raise FormError(f"{where}.kind: unknown step kind {kind!r}")
+    rest = {k: v for k, v in data.items() if k not in ("kind", "key", "describe")}
+    return from_json(cls, rest, where)
+
+
+def _replace(obj: Any, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)

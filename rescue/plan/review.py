@@ -1,0 +1,185 @@
+"""The review: a plan in words, for a person at an 80x24 console at 3 a.m.
+
+Plain text, no colour, no line over 79 columns. It says what will be
+destroyed, what the new disk will look like beside the old one, what is
+copied from where, and every warning, before anything is written.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import TYPE_CHECKING
+
+from rescue.plan.migrate import fmt_bytes, is_extended
+
+if TYPE_CHECKING:
+    from rescue.plan.model import Migration, Plan
+
+WIDTH = 79
+
+PART_TYPES = {
+    "83": "Linux",
+    "82": "Linux swap",
+    "5": "Extended",
+    "f": "Extended LBA",
+    "85": "Linux ext.",
+    "ef": "EFI System",
+    "b": "W95 FAT32",
+    "c": "W95 FAT32 LBA",
+    "7": "NTFS/exFAT",
+    "8e": "Linux LVM",
+    "fd": "Linux RAID",
+    "0fc63daf-8483-4772-8e79-3d69d8477de4": "Linux",
+    "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f": "Linux swap",
+    "c12a7328-f81f-11d2-ba4b-00a0c93ec93b": "EFI System",
+    "21686148-6449-6e6f-744e-656564454649": "BIOS boot",
+    "4f68bce3-e8cd-4db1-96e7-fbcaf984b709": "Linux root",
+    "933ac7e1-2eb4-4f13-b844-0e14e2aef915": "Linux home",
+    "bc13c2ff-59e6-4262-a352-b275fd6f7172": "Linux /boot",
+    "e6d6d379-f507-44c2-a23c-238f2a3df928": "Linux LVM",
+    "a19d880f-05fc-4d3b-a006-743f0f84911e": "Linux RAID",
+    "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7": "MS basic data",
+}
+
+
+def type_name(ptype: str) -> str:
+    key = ptype.lower().removeprefix("0x")
+    key = key.lstrip("0") or "0" if len(key) <= 2 else key
+    return PART_TYPES.get(key, ptype if len(ptype) <= 12 else ptype[:8] + "…")
+
+
+def render_review(plan: Plan) -> str:
+    out: list[str] = []
+    t = plan.target
+    ss = plan.old_table.sector_size
+    out.append(f"Restore plan for {plan.client}" + (f" (layout captured {plan.captured_at})" if plan.captured_at else ""))
+    ident = " ".join(x for x in (t.model, f"serial {t.serial}" if t.serial else None) if x)
+    out.append(f"  target    {t.device}  {fmt_bytes(t.size)}  {ident}".rstrip())
+    out.append(f"  replaces  captured disk {plan.source.device}  {fmt_bytes(plan.source.size)}")
+    out.append("")
+
+    out.append(f"WILL BE DESTROYED on {t.device}:")
+    if plan.destroyed:
+        out += [_clip(f"  - {line}") for line in plan.destroyed]
+    else:
+        out.append(f"  nothing: no partitions or signatures were found on {t.device}")
+    out.append("")
+
+    out += _table(plan, ss)
+    out.append("")
+    out += _changes(plan)
+    out.append("")
+    out += _filesystems(plan)
+    out.append("")
+
+    out.append("Steps")
+    for i, step in enumerate(plan.steps, 1):
+        out += _wrap(f"{i:3d}. {step.describe()}", indent="      ")
+    warnings = plan.warnings + tuple(f"captured layout: {w}" for w in plan.layout_warnings)
+    if warnings:
+        out.append("")
+        out.append(f"Warnings ({len(warnings)})")
+        for w in warnings:
+            out += _wrap(f"  ! {w}", indent="    ")
+    out.append("")
+    return "\n".join(out)
+
+
+def _table(plan: Plan, ss: int) -> list[str]:
+    old, new = plan.old_table, plan.new_table
+    lines = [
+        f"Partition table: {new.label}, label-id {new.label_id or '-'}"
+        + (", PARTUUIDs and names kept" if new.label == "gpt" else ""),
+        f"  {'#':>2} {'type':<11}{'old start':>10}{'size':>9}  {'new start':>10}{'size':>9}  holds",
+    ]
+    new_by_number = {p.number: p for p in new.partitions}
+    holds = _holds(plan)
+    for p in sorted(old.partitions, key=lambda p: p.number):
+        q = new_by_number.get(p.number)
+        row = (
+            f"  {p.number:>2} {_clip(type_name(p.type), 10):<11}"
+            f"{fmt_bytes(p.start * ss):>10}{fmt_bytes(p.size * ss):>9}  "
+            f"{fmt_bytes(q.start * ss) if q else '-':>10}{fmt_bytes(q.size * ss) if q else '-':>9}  "
+            f"{holds.get(p.number, '')}"
+        )
+        lines.append(_clip(row.rstrip()))
+    disk_old = fmt_bytes(plan.source.size)
+    lines.append(f"  disk {disk_old} -> {fmt_bytes(plan.target.size)}"
+                 + (f"; last-lba {new.last_lba} (recomputed)" if new.last_lba else ""))
+    return lines
+
+
+def _holds(plan: Plan) -> dict[int, str]:
+    holds: dict[int, str] = {}
+    for f in plan.filesystems:
+        holds[f.number] = f"{f.mountpoint or '(not mounted)'} {f.fstype}"
+    for s in plan.swaps:
+        holds[s.number] = "swap"
+    for p in plan.old_table.partitions:
+        if is_extended(plan.old_table, p):
+            holds[p.number] = "(logicals)"
+    return holds
+
+
+def _changes(plan: Plan) -> list[str]:
+    lines = ["Changes"]
+    changed = [m for m in plan.migrations if m.change in ("grows", "shrinks") and not m.container]
+    moved = [m for m in plan.migrations if m.change == "moves" and not m.container]
+    if not changed and not moved:
+        lines.append("  none: every partition keeps its start and size (the table is replayed)")
+        return lines
+    why = "as asked with --grow" if plan.options.grow else "the last data partition; choose another with --grow"
+    for m in changed:
+        lines += _wrap(f"  {_name(m)} {m.change} from {fmt_bytes(m.old_size * m.sector_size)} "
+                       f"to {fmt_bytes(m.new_size * m.sector_size)} ({why})", indent="    ")
+    for m in plan.migrations:
+        if m.container and m.change in ("grows", "shrinks"):
+            lines += _wrap(f"  extended partition {m.number} {m.change} with it, to "
+                           f"{fmt_bytes(m.new_size * m.sector_size)}", indent="    ")
+    for m in moved:
+        lines += _wrap(f"  {_name(m)} moves: starts at {fmt_bytes(m.new_start * m.sector_size)} instead of "
+                       f"{fmt_bytes(m.old_start * m.sector_size)}, same size", indent="    ")
+    return lines
+
+
+def _name(m: Migration) -> str:
+    if m.mountpoint:
+        return m.mountpoint
+    if m.fstype == "swap":
+        return f"swap (partition {m.number})"
+    return f"partition {m.number}"
+
+
+def _filesystems(plan: Plan) -> list[str]:
+    lines = ["Filesystems (made new; UUIDs and labels kept so fstab and grub still work)"]
+    for f in plan.filesystems:
+        label = f"label {f.label}" if f.label else "no label"
+        lines.append(_clip(f"  {f.mountpoint or '(not mounted)':<12} {f.fstype:<6} {f.device:<16} "
+                           f"{fmt_bytes(f.size):>9}  {label}"))
+        if f.vault:
+            fill = f"copy {fmt_bytes(f.used or 0)} from vault {f.vault} ({f.image})"
+        elif f.esp:
+            fill = "filled by the bootloader step"
+        else:
+            fill = "left empty"
+        lines += _wrap(f"{'':15}UUID {f.uuid or 'new'}; {fill}", indent=" " * 15)
+    if plan.swaps:
+        lines.append("Swap (UUID and label kept)")
+        for s in plan.swaps:
+            lines.append(_clip(f"  {s.device:<16} {fmt_bytes(s.size):>9}  " + (f"label {s.label}" if s.label else "no label")))
+            lines.append(f"{'':15}UUID {s.uuid or 'new'}")
+    total = sum(c.bytes for c in plan.copies)
+    lines.append(f"Data to copy: {fmt_bytes(total)} from {len(plan.copies)} "
+                 f"vault{'s' if len(plan.copies) != 1 else ''} (captured used bytes)")
+    return lines
+
+
+def _clip(text: str, width: int = WIDTH) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _wrap(text: str, indent: str) -> list[str]:
+    return textwrap.wrap(text, WIDTH, subsequent_indent=indent, break_on_hyphens=False) or [""]
+
+
+__all__ = ["render_review", "type_name"]
