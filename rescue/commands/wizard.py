@@ -1,0 +1,51 @@
+"""`rescue wizard`: the restore wizard on the console (Textual screens over the engine)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rescue.errors import Exit, RescueError
+
+NAME = "wizard"
+ORDER = 30
+HELP = "restore a machine step by step on the console (keyboard only, 80x24)"
+DESCRIPTION = (
+    "Find the backups, choose a machine, its images and a target disk, review the plan, "
+    "type the target's name to confirm, and watch the restore. Without --bank it reads the "
+    "banks on the mounted backup partition (/backup) and in /etc/dirvish/master.conf. "
+    "An unfinished restore is offered for resume. F1 or ? shows help on every screen."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bank", action="append", type=Path, default=[], metavar="DIR",
+                   help="a dirvish bank to restore from; may be repeated")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="a dirvish master.conf whose bank: list to read")
+    p.add_argument("--backup-mount", type=Path, default=Path("/backup"), metavar="DIR",
+                   help="where the backup partition is mounted (default /backup)")
+    p.add_argument("--state-dir", type=Path, metavar="DIR",
+                   help="where restore journals are kept (default /var/lib/rescue)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise RescueError(
+            "rescue wizard needs a terminal",
+            why="standard input or output is not a terminal",
+            fix="run it on a console or over ssh -t, or use rescue restore for an unattended restore",
+        )
+    for bank in args.bank:
+        if not bank.is_dir():
+            raise RescueError(f"bank {bank} is not a folder",
+                              fix="give the folder that holds the vaults with --bank DIR")
+    from rescue.tui import RealEngine, make_app
+
+    engine = RealEngine(banks=args.bank, config=args.config, backup_mount=args.backup_mount,
+                        state_dir=args.state_dir)
+    app = make_app(engine)
+    app.run()
+    code = app.return_code
+    return int(Exit.ABORTED) if code is None else int(code)

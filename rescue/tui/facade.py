@@ -1,0 +1,82 @@
+"""The few things the wizard asks of rescue, behind one small interface.
+
+The wizard holds no restore logic: it asks an Engine to find backups, list
+disks, build a plan and run it, and draws what comes back. RealEngine
+delegates to rescue.backups, rescue.probe, rescue.plan and rescue.engine;
+tests use RecordedEngine (rescue.tui.recorded), which answers from facts
+recorded on a real machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from rescue.backups.model import Image, Machine
+from rescue.events import Event
+from rescue.target import TargetDisk
+from rescue.tui.review import Review
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What the backup search found: banks, machines in them, and what looked wrong."""
+
+    banks: tuple[Path, ...]
+    machines: tuple[Machine, ...]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """A restore that started and did not finish (found in its journal)."""
+
+    client: str
+    target: str
+    steps_done: int
+    steps_total: int
+    review: Review  # the plan it was running, to show again and resume
+    started: str | None = None
+
+
+class Engine(Protocol):
+    """What the wizard calls. Blocking methods run in a worker thread."""
+
+    def discover(self) -> Discovery:
+        """Banks, machines, vaults and images (may read many folders: slow)."""
+        ...
+
+    def choose(self, machine: Machine) -> Mapping[str, Image]:
+        """The default image per vault: the newest whose status is success."""
+        ...
+
+    def disks(self) -> tuple[TargetDisk, ...]:
+        """Every disk of this machine, safe or not."""
+        ...
+
+    def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk) -> Review:
+        """Build the plan and its review; raises RescueError when it cannot work."""
+        ...
+
+    def interrupted(self) -> Interrupted | None:
+        """An unfinished restore to offer for resume, if one is recorded."""
+        ...
+
+    def run(self, review: Review, emit: Callable[[Event], None], cancelled: Callable[[], bool],
+            resume: bool = False) -> None:
+        """Run the plan behind review; emits events; raises RescueError on failure or cancel."""
+        ...
+
+    def log_path(self) -> Path | None:
+        """The log of everything the last run did, when there is one."""
+        ...
+
+    def power(self, action: str) -> None:
+        """'reboot' or 'poweroff' the machine."""
+        ...
+
+    def shell(self) -> None:
+        """An interactive shell on this terminal (the app is suspended meanwhile)."""
+        ...

@@ -1,0 +1,217 @@
+"""The wizard's engine on a real machine: every call goes to rescue's own modules.
+
+Nothing here decides how to restore: discovery is rescue.backups, disks are
+rescue.probe, the plan is rescue.plan.build_plan, the run is rescue.engine.
+This only adapts their answers to what the screens draw.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rescue.backups import Image, Machine, choose_image, find_backups
+from rescue.errors import BackupError, RescueError
+from rescue.events import Event
+from rescue.target import TargetDisk
+from rescue.tui.facade import Discovery, Interrupted
+from rescue.tui.review import CopyRow, FsRow, Review, TableRow
+
+if TYPE_CHECKING:
+    from rescue.plan.model import Plan
+
+BACKUP_MOUNT = Path("/backup")  # where the rescue system mounts the backup partition
+MASTER_CONF = Path("/etc/dirvish/master.conf")
+
+
+def looks_like_bank(folder: Path) -> bool:
+    """A dirvish bank holds vaults, and a vault holds a dirvish/ folder with default.conf."""
+    try:
+        return any((child / "dirvish" / "default.conf").is_file() for child in folder.iterdir()
+                   if child.is_dir())
+    except OSError:
+        return False
+
+
+def banks_under(mount: Path) -> tuple[Path, ...]:
+    """Banks on a mounted backup partition: the partition itself, or folders one level down."""
+    if not mount.is_dir():
+        return ()
+    if looks_like_bank(mount):
+        return (mount,)
+    try:
+        children = sorted(c for c in mount.iterdir() if c.is_dir())
+    except OSError:
+        return ()
+    return tuple(c for c in children if looks_like_bank(c))
+
+
+def review_of(plan: Plan) -> Review:
+    """Lay a Plan out for the review screen: old and new side by side, in bytes."""
+    old_sector = plan.old_table.sector_size or 512
+    fs_by_number = {f.number: f for f in plan.filesystems}
+    swap_by_number = {s.number: s for s in plan.swaps}
+    rows = []
+    for m in plan.migrations:
+        if m.number in fs_by_number:
+            fs = fs_by_number[m.number]
+            what = f"{fs.fstype} {fs.mountpoint or ''}".strip()
+        elif m.number in swap_by_number:
+            what = "swap"
+        elif m.container:
+            what = "extended"
+        else:
+            what = m.fstype or "other"
+        rows.append(TableRow(number=m.number, type=what, old_size=m.old_size * old_sector,
+                             new_size=m.new_size * m.sector_size, old_start=m.old_start * old_sector,
+                             new_start=m.new_start * m.sector_size,
+                             note={"stays": "same", "moves": "moved"}.get(m.change, m.change)))
+    filesystems = [FsRow(f.device, f.fstype, f.uuid, f.label, f.mountpoint) for f in plan.filesystems]
+    filesystems += [FsRow(s.device, "swap", s.uuid, s.label, None) for s in plan.swaps]
+    copies = tuple(CopyRow(c.vault, c.image, c.mountpoint, c.bytes, c.files) for c in plan.copies)
+    migrations = tuple(
+        f"partition {m.number} ({m.mountpoint or m.fstype or m.node}) {m.change}: "
+        f"{_h(m.old_size * old_sector)} -> {_h(m.new_size * m.sector_size)}"
+        for m in plan.migrations if m.change in ("grows", "shrinks"))
+    return Review(
+        client=plan.client, target=plan.target.device, target_model=plan.target.model,
+        target_size=plan.target.size, table_label=plan.new_table.label, old_disk_size=plan.source.size,
+        rows=tuple(rows), filesystems=tuple(filesystems), copies=copies,
+        steps=tuple(s.describe() for s in plan.steps), script=plan.script(),
+        migrations=migrations, warnings=tuple(plan.warnings) + tuple(plan.layout_warnings),
+        destroyed=tuple(plan.destroyed))
+
+
+def _h(n: int) -> str:
+    from rescue.tui.review import human
+
+    return human(n)
+
+
+class RealEngine:
+    """rescue's modules behind the wizard's Engine interface."""
+
+    def __init__(self, banks: Sequence[Path] = (), config: Path | None = None,
+                 backup_mount: Path = BACKUP_MOUNT, state_dir: Path | None = None,
+                 log_dir: Path | None = None) -> None:
+        self.given_banks = tuple(banks)
+        self.config = config
+        self.backup_mount = backup_mount
+        self.state_dir = state_dir
+        self.log_dir = log_dir
+        self.plans: dict[Review, Plan] = {}
+        self.last_log: Path | None = None
+        self.backup_devices: tuple[str, ...] = ()
+
+    # -- finding backups ----------------------------------------------------
+
+    def banks(self) -> tuple[tuple[Path, ...], Path | None, list[str]]:
+        """The banks to read: those given, else the backup partition's and master.conf's."""
+        notes: list[str] = []
+        if self.given_banks:
+            return self.given_banks, self.config, notes
+        banks = banks_under(self.backup_mount)
+        config = self.config or (MASTER_CONF if MASTER_CONF.is_file() else None)
+        if not banks and config is None:
+            notes.append(f"no bank on {self.backup_mount} and no {MASTER_CONF}: "
+                         "mount the backup partition or start with --bank DIR")
+        return banks, config, notes
+
+    def discover(self) -> Discovery:
+        banks, config, notes = self.banks()
+        if not banks and config is None:
+            return Discovery(banks=(), machines=(), warnings=tuple(notes))
+        found = find_backups(banks, config)
+        seen = tuple(dict.fromkeys([*banks, *(v.bank for v in found.vaults)]))
+        return Discovery(banks=seen, machines=found.machines, warnings=tuple(notes) + found.notes)
+
+    def choose(self, machine: Machine) -> Mapping[str, Image]:
+        chosen: dict[str, Image] = {}
+        for vault in machine.vaults:
+            try:
+                chosen[vault.name] = choose_image(vault)
+            except BackupError:
+                continue
+        return chosen
+
+    # -- disks and plan -----------------------------------------------------
+
+    def disks(self) -> tuple[TargetDisk, ...]:
+        from rescue.probe import list_disks
+
+        return tuple(list_disks(**self._probe_args()))
+
+    def _probe_args(self) -> dict[str, Any]:
+        import inspect
+
+        from rescue.probe import list_disks
+
+        params = inspect.signature(list_disks).parameters
+        args: dict[str, Any] = {}
+        banks, _config, _notes = self.banks()
+        if "backup_paths" in params:
+            args["backup_paths"] = tuple(banks) or (self.backup_mount,)
+        return args
+
+    def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk) -> Review:
+        from rescue.layout.legacy import load_layout
+        from rescue.plan import PlanOptions, build_plan
+
+        with_layout = [i for i in images if i.layout_dir is not None]
+        if not with_layout:
+            raise RescueError(
+                f"no disk layout was captured for {machine.client}",
+                why="a restore needs the partition table and filesystems recorded at backup time",
+                fix="choose images made with the rescue capture hook, or capture the layout and back up again")
+        newest = max(with_layout, key=lambda i: (i.created or "", i.name))
+        layout = load_layout(newest.path)
+        plan = build_plan(layout, images, target, PlanOptions())
+        review = review_of(plan)
+        self.plans[review] = plan
+        return review
+
+    # -- running ------------------------------------------------------------
+
+    def interrupted(self) -> Interrupted | None:
+        from rescue.engine import find_interrupted
+
+        found = find_interrupted(**({"state_dir": self.state_dir} if self.state_dir else {}))
+        if found is None:
+            return None
+        plan, done = found
+        review = review_of(plan)
+        self.plans[review] = plan
+        return Interrupted(client=plan.client, target=plan.target.device, steps_done=done,
+                           steps_total=len(plan.steps), review=review)
+
+    def run(self, review: Review, emit: Callable[[Event], None], cancelled: Callable[[], bool],
+            resume: bool = False) -> None:
+        from rescue.engine import Executor
+
+        plan = self.plans[review]
+        kwargs: dict[str, Any] = {"on_event": emit, "cancelled": cancelled}
+        if self.state_dir is not None:
+            kwargs["state_dir"] = self.state_dir
+        executor = Executor(plan, **kwargs)
+        self.last_log = getattr(executor, "log_path", None)
+        executor.run()
+
+    def log_path(self) -> Path | None:
+        return self.last_log
+
+    def power(self, action: str) -> None:
+        from rescue.run import run
+
+        if action not in ("reboot", "poweroff"):
+            raise RescueError(f"unknown power action {action!r}")
+        run(["systemctl", action] if os.path.isdir("/run/systemd/system") else [action])
+
+    def shell(self) -> None:
+        from rescue.run import spawn
+
+        shell = os.environ.get("SHELL") or "/bin/bash"
+        print("Type exit to go back to the rescue wizard.")
+        proc = spawn([shell, "-l"], stdin=None, stdout=None, stderr=None)
+        proc.wait()

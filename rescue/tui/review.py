@@ -1,0 +1,96 @@
+"""What the review screen shows, as frozen data.
+
+The plan decides; this only lays its decisions beside the captured layout so
+a person can compare old and new before anything is written. Built by the
+engine facade from a real Plan, or loaded from recorded facts in tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def human(size: int | None) -> str:
+    """Bytes in binary units a person reads at a glance: 512 MiB, 1.5 GiB."""
+    if size is None:
+        return "?"
+    value = float(size)
+    for unit in _UNITS:
+        if abs(value) < 1024 or unit == _UNITS[-1]:
+            if unit == "B":
+                return f"{int(value)} B"
+            text = f"{value:.1f}".rstrip("0").rstrip(".")
+            return f"{text} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def duration(seconds: float | None) -> str:
+    """ETA and elapsed time as h:mm:ss or m:ss."""
+    if seconds is None:
+        return "--:--"
+    s = max(0, int(round(seconds)))
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One partition, old beside new. Sizes in bytes; None where a side has none."""
+
+    number: int
+    type: str  # what the partition is for: "ext4 /", "swap", "BIOS boot"
+    old_size: int | None
+    new_size: int | None
+    old_start: int | None = None  # bytes from the start of the disk
+    new_start: int | None = None
+    note: str = ""  # "grown", "shrunk", "same"
+
+
+@dataclass(frozen=True)
+class FsRow:
+    device: str  # on the target
+    fstype: str
+    uuid: str | None
+    label: str | None
+    mountpoint: str | None
+
+
+@dataclass(frozen=True)
+class CopyRow:
+    vault: str
+    image: str
+    mountpoint: str
+    bytes: int
+    files: int
+
+
+@dataclass(frozen=True)
+class Review:
+    """Everything the review screen shows about one plan."""
+
+    client: str
+    target: str  # device path, also the name the person types to confirm
+    target_model: str | None
+    target_size: int
+    table_label: str  # dos or gpt
+    old_disk_size: int
+    rows: tuple[TableRow, ...]
+    filesystems: tuple[FsRow, ...]
+    copies: tuple[CopyRow, ...]
+    steps: tuple[str, ...]  # one line per step, in order
+    script: str  # restore.sh as generated
+    migrations: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    destroyed: tuple[str, ...] = ()  # what is on the target now and will be gone
+
+    @property
+    def bytes_to_copy(self) -> int:
+        return sum(c.bytes for c in self.copies)
+
+    @property
+    def files_to_copy(self) -> int:
+        return sum(c.files for c in self.copies)

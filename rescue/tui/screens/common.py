@@ -1,0 +1,124 @@
+"""Screens used from several steps: help, a text viewer, the typed confirmation."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Footer, Input, Static
+
+from rescue.tui.review import human
+from rescue.tui.screens.base import GENERAL_HELP
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [
+        Binding("escape,f1,question_mark,q", "close", "Close"),
+    ]
+
+    def __init__(self, title: str, text: str) -> None:
+        super().__init__()
+        self.help_title = title
+        self.text = text
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(f"Help: {self.help_title}", classes="heading", markup=False)
+            with VerticalScroll():
+                yield Static(self.text.strip() + "\n\n" + GENERAL_HELP, markup=False)
+            yield Static("Esc closes this help.", classes="hint")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class TextScreen(ModalScreen[None]):
+    """A long text a person scrolls through: the restore script, the log."""
+
+    BINDINGS = [
+        Binding("escape,q", "close", "Close"),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown,space", "page(1)", "Page down"),
+        Binding("home", "end(0)", "Top", show=False),
+        Binding("end", "end(1)", "Bottom", show=False),
+    ]
+
+    def __init__(self, title: str, text: str) -> None:
+        super().__init__()
+        self.text_title = title
+        self.text = text
+
+    def compose(self) -> ComposeResult:
+        yield Static(f" {self.text_title}", id="title", markup=False)
+        with VerticalScroll(id="text"):
+            yield Static(self.text, markup=False)
+        yield Footer(show_command_palette=False)
+
+    def on_mount(self) -> None:
+        self.query_one("#text").focus()
+
+    def action_page(self, direction: int) -> None:
+        scroll = self.query_one("#text", VerticalScroll)
+        if direction < 0:
+            scroll.scroll_page_up(animate=False)
+        else:
+            scroll.scroll_page_down(animate=False)
+
+    def action_end(self, bottom: int) -> None:
+        scroll = self.query_one("#text", VerticalScroll)
+        if bottom:
+            scroll.scroll_end(animate=False)
+        else:
+            scroll.scroll_home(animate=False)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+def confirm_matches(typed: str, device: str) -> bool:
+    """The target's name as typed: its path (/dev/sdb) or its kernel name (sdb)."""
+    typed = typed.strip()
+    return bool(typed) and typed in (device, device.rsplit("/", 1)[-1])
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Type the target's name to erase it; anything else answers no."""
+
+    BINDINGS = [Binding("escape", "no", "Back, write nothing")]
+
+    def __init__(self, device: str, model: str | None, size: int, client: str, resume: bool = False) -> None:
+        super().__init__()
+        self.device = device
+        self.model = model
+        self.disk_size = size
+        self.client = client
+        self.resume = resume
+
+    def compose(self) -> ComposeResult:
+        what = f"{self.device} ({self.model or 'unknown model'}, {human(self.disk_size)})"
+        if self.resume:
+            text = (f"Resume restoring {self.client} onto {what}.\n"
+                    "The steps not yet done will write to this disk.")
+        else:
+            text = (f"Restore {self.client} onto {what}.\n"
+                    "EVERYTHING NOW ON THIS DISK WILL BE DESTROYED.")
+        short = self.device.rsplit("/", 1)[-1]
+        with Vertical(id="dialog"):
+            yield Static("Confirm: step 5 of 7", classes="heading")
+            yield Static(text, markup=False)
+            yield Static(f"Type the disk's name ({self.device} or {short}) and press Enter.\n"
+                         "Anything else goes back with nothing written.", markup=False)
+            yield Input(id="typed")
+            yield Static("Esc goes back; nothing is written.", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    @on(Input.Submitted)
+    def submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(confirm_matches(event.value, self.device))
+
+    def action_no(self) -> None:
+        self.dismiss(False)
