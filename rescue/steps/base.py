@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from rescue.events import Event
@@ -19,15 +19,37 @@ if TYPE_CHECKING:
 
 
 class Context(Protocol):
-    """What a running step may use. Implemented by the engine."""
+    """What a running step may use. Implemented by the engine (rescue.engine.context)."""
 
     root: Path  # private mount point under which the target's filesystems hang
+    work: Path  # private folder for single-filesystem bind mounts (copy, verify)
+    target: str  # the whole target disk
+    key: str  # the running step's journal key
+    resuming: bool  # an earlier run started this step and did not finish it
+    bootloader: str  # "auto" (not onto loop devices), "install" or "skip"
+    verify_checksum: bool
 
     def run(self, argv: Sequence[Arg], **kwargs: object) -> Result: ...
 
+    def spawn(self, argv: Sequence[Arg], **kwargs: object) -> Any: ...
+
+    def child_done(self, proc: Any) -> None: ...
+
     def emit(self, event: Event) -> None: ...
 
+    def say(self, line: str) -> None: ...
+
+    def note(self, line: str) -> None: ...
+
     def cancelled(self) -> bool: ...
+
+    def data(self, key: str | None = None) -> dict[str, Any]: ...
+
+    def save(self) -> None: ...
+
+    def path(self, mountpoint: str) -> Path: ...
+
+    def uuid_changes(self) -> list[dict[str, Any]]: ...
 
 
 def sh(*argv: object) -> str:
@@ -35,9 +57,24 @@ def sh(*argv: object) -> str:
     return shlex.join(str(a) for a in argv)
 
 
+def at_root(mountpoint: str) -> str:
+    """A mount point under restore.sh's $ROOT, quoted for the shell: "$ROOT"'/home'."""
+    rel = mountpoint.strip("/")
+    return '"$ROOT"' + (shlex.quote("/" + rel) if rel else "")
+
+
+def slug(mountpoint: str) -> str:
+    """A folder name for a mount point: / -> root, /var/log -> var_log."""
+    rel = mountpoint.strip("/").replace("/", "_")
+    return rel or "root"
+
+
 @dataclass(frozen=True)
 class Step:
     kind: ClassVar[str] = "step"
+    # False for steps whose effect does not survive a reboot or a rerun (mounts):
+    # a resumed restore runs them again even when the journal says done.
+    persistent: ClassVar[bool] = True
 
     @property
     def key(self) -> str:
@@ -54,3 +91,53 @@ class Step:
 
     def run(self, ctx: Context) -> None:
         raise NotImplementedError(f"{self.kind} cannot run yet")
+
+
+def rescan_disk(ctx: Context, disk: str) -> None:
+    """Have the kernel and /dev show the disk's current partitions (udev or not)."""
+    from rescue.devices import rescan
+    from rescue.run import which
+
+    ctx.run(["partprobe", disk], check=False)
+    if which("udevadm"):
+        ctx.run(["udevadm", "settle", "--timeout=30"], check=False)
+    rescan(disk)
+
+
+def confined(root: Path, path: str, *, create: bool = False, mode: int = 0o755,
+             made: list[str] | None = None) -> Path:
+    """`path` of the restored system as a real path under `root`, as chroot would see it.
+
+    Symlinks inside the restored tree are followed with `root` as their /, so an
+    absolute link such as /var/run -> /run never leads out to the rescue
+    system's own folders. With create=True missing folders are made (root-owned)
+    and, when `made` is given, listed there as paths of the restored system.
+    """
+    import os
+
+    parts = [p for p in path.split("/") if p and p != "."]
+    cur = root
+    hops = 0
+    while parts:
+        name = parts.pop(0)
+        if name == "..":
+            cur = cur.parent if cur != root else root
+            continue
+        nxt = cur / name
+        if nxt.is_symlink():
+            hops += 1
+            if hops > 40:
+                raise OSError(f"too many symlinks resolving {path} in the restored system")
+            link = os.readlink(nxt)
+            parts = [p for p in link.split("/") if p and p != "."] + parts
+            cur = root if link.startswith("/") else cur
+            continue
+        if not nxt.exists():
+            if not create:
+                return nxt.joinpath(*parts) if parts else nxt
+            os.mkdir(nxt, mode)
+            os.chmod(nxt, mode)
+            if made is not None:
+                made.append("/" + str(nxt.relative_to(root)))
+        cur = nxt
+    return cur

@@ -1,14 +1,60 @@
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from rescue.layout.model import FstabEntry, RootMeta
-from rescue.steps.base import Step
+from rescue.steps.base import Context, Step, at_root, confined
+
+# Folders a Linux system needs that rsync backups usually leave out, with the usual modes.
+SYSTEM_DIRS = (("/proc", 0o555), ("/sys", 0o555), ("/dev", 0o755), ("/run", 0o755),
+               ("/tmp", 0o1777), ("/var/tmp", 0o1777))
+# Files of the restored system that name filesystems by UUID.
+UUID_FILES = ("etc/fstab", "boot/grub/grub.cfg", "etc/initramfs-tools/conf.d/resume", "etc/crypttab")
+NOT_PATHS = ("none", "swap", "")
+
+
+def parse_fstab(text: str) -> list[tuple[str, str, str]]:
+    """(spec, file, vfstype) of each fstab line, octal escapes decoded."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        f = line.split()
+        if len(f) < 3:
+            continue
+        dec = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), x) for x in f[:3]]
+        out.append((dec[0], dec[1], dec[2]))
+    return out
+
+
+def resolve_spec(spec: str, found: list[dict[str, str]]) -> dict[str, str] | None:
+    """Which new filesystem an fstab spec names, or None."""
+    key, _, value = spec.partition("=")
+    value = value.strip('"')
+    field = {"UUID": "UUID", "LABEL": "LABEL", "PARTUUID": "PART_ENTRY_UUID",
+             "PARTLABEL": "PART_ENTRY_NAME"}.get(key.upper())
+    if field is None:
+        return None
+    for fs in found:
+        have = fs.get(field, "")
+        if have and (have == value or have.lower() == value.lower()):
+            return fs
+    return None
 
 
 @dataclass(frozen=True)
 class Fixups(Step):
-    """Put back what rsync never saved: root modes, /tmp 1777, /proc /sys /dev /run."""
+    """Put back what rsync never saved: root modes, /tmp 1777, /proc /sys /dev /run.
+
+    Then check the restored fstab: every UUID=, LABEL=, PARTUUID= must name a
+    filesystem now on the target. When a filesystem could not keep its UUID,
+    fstab, grub.cfg and the initramfs resume file are rewritten and the report
+    says so.
+    """
 
     kind = "fixups"
     roots: tuple[RootMeta, ...]
@@ -20,3 +66,83 @@ class Fixups(Step):
 
     def describe(self) -> str:
         return "restore filesystem root modes, create /proc /sys /dev /run, /tmp 1777"
+
+    def script(self) -> list[str]:
+        lines = []
+        for r in self.roots:
+            p = at_root(r.mountpoint)
+            lines.append(f"chown {r.uid}:{r.gid} {p} && chmod {r.mode:04o} {p}")
+        for e in self.fstab:
+            if e.file.startswith("/") and e.file not in NOT_PATHS:
+                lines.append(f"mkdir -p {at_root(e.file)}")
+        for path, mode in SYSTEM_DIRS:
+            p = at_root(path)
+            lines.append(f"[ -e {p} ] || {{ mkdir -p {p} && chmod {mode:04o} {p}; }}")
+        lines.append('# every UUID=/LABEL=/PARTUUID= in "$ROOT"/etc/fstab must match blkid -p of the new partitions')
+        return lines
+
+    def run(self, ctx: Context) -> None:
+        created: list[str] = []
+        for r in self.roots:
+            p = ctx.path(r.mountpoint)
+            os.chown(p, r.uid, r.gid, follow_symlinks=False)
+            os.chmod(p, r.mode)
+        for e in self.fstab:
+            if not e.file.startswith("/") or e.file in NOT_PATHS or e.file == "/":
+                continue
+            confined(ctx.root, e.file, create=True, made=created)
+        for path, mode in SYSTEM_DIRS:
+            p = confined(ctx.root, path)
+            if not p.exists() and not p.is_symlink():
+                confined(ctx.root, os.path.dirname(path), create=True, made=created)
+                os.mkdir(p, mode)
+                os.chmod(p, mode)
+                os.chown(p, 0, 0)
+                created.append(path)
+        ctx.data()["created"] = created
+        ctx.save()
+        if created:
+            ctx.say("created " + ", ".join(created))
+        self._check_fstab(ctx)
+
+    def _check_fstab(self, ctx: Context) -> None:
+        from rescue.steps.mkfs import probe
+        from rescue.steps.wipe import partitions_of
+
+        changes = ctx.uuid_changes()
+        for ch in changes:
+            for rel in UUID_FILES:
+                _rewrite(ctx, confined(ctx.root, "/" + rel), ch["old"], ch["new"])
+        fstab = confined(ctx.root, "/etc/fstab")
+        if not fstab.is_file():
+            ctx.note("the restored system has no /etc/fstab: nothing names its filesystems")
+            return
+        found = [probe(ctx, p) for p in partitions_of(ctx.target)]
+        bad, by_name = [], []
+        for spec, file, vfstype in parse_fstab(fstab.read_text(errors="surrogateescape")):
+            if spec.split("=", 1)[0].upper() in ("UUID", "LABEL", "PARTUUID", "PARTLABEL"):
+                if resolve_spec(spec, found) is None:
+                    bad.append(f"{spec} ({file})")
+            elif spec.startswith("/dev/") and vfstype not in ("tmpfs", "proc", "sysfs", "devpts"):
+                by_name.append(f"{spec} ({file})")
+        data = ctx.data()
+        data["fstab_unresolved"] = bad
+        ctx.save()
+        if bad:
+            ctx.note("fstab names filesystems not on the restored disk: " + ", ".join(bad)
+                     + " (fine for other disks; otherwise edit etc/fstab before booting)")
+        else:
+            ctx.note("fstab check: every UUID=/LABEL=/PARTUUID= entry names a filesystem on the restored disk")
+        if by_name:
+            ctx.note("fstab names devices by kernel name, which may differ on new hardware: " + ", ".join(by_name))
+
+
+def _rewrite(ctx: Context, path: Path, old: str, new: str | None) -> None:
+    if not new or not path.is_file() or path.is_symlink():
+        return
+    text = path.read_bytes()
+    if old.encode() not in text:
+        return
+    path.write_bytes(text.replace(old.encode(), new.encode()))
+    rel = "/" + str(path.relative_to(ctx.root))
+    ctx.note(f"rewrote {rel}: UUID {old} -> {new}")

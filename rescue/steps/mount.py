@@ -2,14 +2,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rescue.steps.base import Step
+from rescue.engine.mounts import prove_mounted
+from rescue.errors import UnsafeTarget
+from rescue.steps.base import Context, Step, at_root, confined, sh
+
+
+def mount_argv(device: str, fstype: str, where: str) -> list[str]:
+    """The private mount: xfs gets nouuid so an attached twin does not block it
+    (the device numbers prove afterwards which disk was mounted)."""
+    argv = ["mount", "-t", fstype]
+    if fstype == "xfs":
+        argv += ["-o", "nouuid"]
+    return argv + [device, where]
 
 
 @dataclass(frozen=True)
 class MountFilesystem(Step):
-    """Mount a new filesystem under the private root, and prove it is that device."""
+    """Mount a new filesystem under the private root, and prove it is that device.
+
+    Not persistent: a rerun mounts again. The captured mount options are not
+    used for the restore's own mount (an "ro" would stop the copy); they stay
+    in the restored fstab.
+    """
 
     kind = "mount"
+    persistent = False
     device: str
     mountpoint: str  # inside the restored system: "/", "/home"
     fstype: str
@@ -21,3 +38,31 @@ class MountFilesystem(Step):
 
     def describe(self) -> str:
         return f"mount {self.device} at {self.mountpoint}"
+
+    def script(self) -> list[str]:
+        where = at_root(self.mountpoint)
+        argv = mount_argv(self.device, self.fstype, "WHERE")
+        line = sh(*argv[:-1]) + " " + where
+        lines = [f"mkdir -p {where}"]
+        if self.fstype == "btrfs":
+            lines.append("btrfs device scan --forget || true")
+        lines.append(line)
+        lines.append(
+            f'[ "$(findmnt -fno MAJ:MIN {where})" = "$(lsblk -dno MAJ:MIN {sh(self.device)} | tr -d \' \')" ] '
+            f'|| {{ echo "{self.mountpoint} is not {self.device}: another disk with the same UUID?" >&2; exit 1; }}'
+        )
+        return lines
+
+    def run(self, ctx: Context) -> None:
+        where = confined(ctx.root, self.mountpoint, create=True)
+        if self.fstype == "btrfs":
+            ctx.run(["btrfs", "device", "scan", "--forget"], check=False)
+        ctx.run(mount_argv(self.device, self.fstype, str(where)))
+        why = prove_mounted(ctx.run, where, self.device, self.fstype)
+        if why:
+            ctx.run(["umount", str(where)], check=False)
+            raise UnsafeTarget(
+                f"mounting {self.device} did not give {self.device}",
+                why=why,
+                fix="detach the old disk that carries the same filesystems and rerun",
+            )

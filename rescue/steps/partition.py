@@ -2,13 +2,154 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rescue.layout.model import PartitionTable
-from rescue.steps.base import Step
+from rescue.devices import partition_path
+from rescue.errors import StepFailed
+from rescue.layout.model import Partition, PartitionTable
+from rescue.run import CommandError
+from rescue.steps.base import Context, Step, rescan_disk, sh
+
+SFDISK_WRITE = ["sfdisk", "--wipe", "always", "--wipe-partitions", "always", "--no-reread"]
+
+
+def sfdisk_input(table: PartitionTable, disk: str) -> str:
+    """The sfdisk script for a planned table, on the target disk's partition names.
+
+    last-lba is never written: sfdisk takes it from the target's size (a dump
+    replayed with the old value pins the table to the old disk's size).
+    """
+    lines = [f"label: {table.label}"]
+    if table.label_id:
+        lines.append(f"label-id: {table.label_id}")
+    lines.append("unit: sectors")
+    if table.label == "gpt":
+        if table.first_lba is not None:
+            lines.append(f"first-lba: {table.first_lba}")
+        if table.table_length is not None:
+            lines.append(f"table-length: {table.table_length}")
+    if table.sector_size and table.sector_size != 512:
+        lines.append(f"sector-size: {table.sector_size}")
+    lines.append("")
+    for p in table.partitions:
+        fields = [f"start={p.start}", f"size={p.size}", f"type={p.type}"]
+        if p.uuid:
+            fields.append(f"uuid={p.uuid}")
+        if p.name:
+            fields.append('name="' + p.name.replace('"', "") + '"')
+        if p.attrs:
+            fields.append(f'attrs="{p.attrs}"')
+        if p.bootable:
+            fields.append("bootable")
+        lines.append(f"{partition_path(disk, p.number)} : " + ", ".join(fields))
+    return "\n".join(lines) + "\n"
+
+
+def parse_dump(text: str) -> PartitionTable:
+    """A table from `sfdisk -d` output (what the target disk holds now)."""
+    header: dict[str, str] = {}
+    parts = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if " : " in line and line.startswith("/"):
+            node, rest = line.split(" : ", 1)
+            fields: dict[str, str] = {}
+            bootable = False
+            for item in _split_fields(rest):
+                if "=" in item:
+                    k, v = item.split("=", 1)
+                    fields[k.strip()] = v.strip().strip('"')
+                elif item.strip() == "bootable":
+                    bootable = True
+            parts.append(Partition(
+                node=node.strip(), start=int(fields.get("start", 0)), size=int(fields.get("size", 0)),
+                type=fields.get("type", ""), uuid=fields.get("uuid"), name=fields.get("name"),
+                attrs=fields.get("attrs"), bootable=bootable,
+            ))
+        elif ":" in line:
+            k, v = line.split(":", 1)
+            header[k.strip()] = v.strip()
+    return PartitionTable(
+        label=header.get("label", ""), device=header.get("device"), label_id=header.get("label-id"),
+        first_lba=int(header["first-lba"]) if "first-lba" in header else None,
+        last_lba=int(header["last-lba"]) if "last-lba" in header else None,
+        sector_size=int(header.get("sector-size", 512)),
+        table_length=int(header["table-length"]) if "table-length" in header else None,
+        partitions=tuple(parts),
+    )
+
+
+def _split_fields(rest: str) -> list[str]:
+    out, cur, quoted = [], "", False
+    for ch in rest:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "," and not quoted:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur)
+    return out
+
+
+def _norm_type(t: str) -> str:
+    t = t.strip().lower()
+    return t[2:] if t.startswith("0x") else t
+
+
+def _norm_id(v: str | None) -> str:
+    v = (v or "").strip().lower()
+    if v.startswith("0x"):
+        v = v[2:].lstrip("0") or "0"
+    return v
+
+
+def table_differences(plan: PartitionTable, disk: PartitionTable) -> list[str]:
+    """What differs between the planned table and the one on the disk (empty: same)."""
+    diffs = []
+    if plan.label != disk.label:
+        diffs.append(f"label {disk.label or 'none'} instead of {plan.label}")
+    if plan.label_id and _norm_id(plan.label_id) != _norm_id(disk.label_id):
+        diffs.append(f"label-id {disk.label_id} instead of {plan.label_id}")
+    want = {p.number: p for p in plan.partitions}
+    have = {p.number: p for p in disk.partitions}
+    for n in sorted(set(want) | set(have)):
+        w, h = want.get(n), have.get(n)
+        if w is None or h is None:
+            diffs.append(f"partition {n} {'missing' if h is None else 'not planned'}")
+            continue
+        for what, a, b in (
+            ("start", w.start, h.start), ("size", w.size, h.size),
+            ("type", _norm_type(w.type), _norm_type(h.type)),
+        ):
+            if a != b:
+                diffs.append(f"partition {n} {what} {b} instead of {a}")
+        if w.uuid and _norm_id(w.uuid) != _norm_id(h.uuid):
+            diffs.append(f"partition {n} PARTUUID {h.uuid} instead of {w.uuid}")
+        if w.name and w.name != h.name:
+            diffs.append(f"partition {n} name {h.name!r} instead of {w.name!r}")
+        if plan.label == "dos" and w.bootable != h.bootable:
+            diffs.append(f"partition {n} bootable flag {h.bootable} instead of {w.bootable}")
+    return diffs
+
+
+def read_table(ctx: Context, disk: str) -> PartitionTable | None:
+    try:
+        out = ctx.run(["sfdisk", "--dump", disk]).stdout
+    except CommandError:
+        return None  # no table (a blank disk)
+    return parse_dump(out)
 
 
 @dataclass(frozen=True)
 class WritePartitionTable(Step):
-    """Write the planned table with sfdisk, then read it back and compare."""
+    """Write the planned table with sfdisk, then read it back and compare.
+
+    A rerun after an interruption rewrites the table only when the one on the
+    disk differs from the plan, so finished filesystems are not disturbed.
+    """
 
     kind = "partition"
     disk: str
@@ -20,3 +161,43 @@ class WritePartitionTable(Step):
 
     def describe(self) -> str:
         return f"write {self.table.label} partition table ({len(self.table.partitions)} partitions) to {self.disk}"
+
+    def script(self) -> list[str]:
+        body = sfdisk_input(self.table, self.disk).rstrip("\n").splitlines()
+        return [
+            sh(*SFDISK_WRITE, self.disk) + " <<'SFDISK'",
+            *body,
+            "SFDISK",
+            sh("partprobe", self.disk) + " || true",
+            sh("sfdisk", "--dump", self.disk),
+        ]
+
+    def run(self, ctx: Context) -> None:
+        current = read_table(ctx, self.disk)
+        if current is not None and not table_differences(self.table, current):
+            ctx.say(f"{self.disk} already holds the planned table; not rewritten")
+        else:
+            ctx.run([*SFDISK_WRITE, self.disk], input=sfdisk_input(self.table, self.disk))
+        rescan_disk(ctx, self.disk)
+        back = read_table(ctx, self.disk)
+        diffs = table_differences(self.table, back) if back else ["no partition table could be read back"]
+        if diffs:
+            raise StepFailed(
+                f"the partition table on {self.disk} is not the one planned",
+                why="; ".join(diffs),
+                fix="check the disk (sfdisk --dump) and rerun; a faulty disk may not keep what is written",
+            )
+        missing = [partition_path(self.disk, p.number) for p in self.table.partitions
+                   if not _exists(partition_path(self.disk, p.number))]
+        if missing:
+            raise StepFailed(
+                f"the kernel shows no device for {', '.join(missing)}",
+                why="the new partition table was written but not taken up",
+                fix=f"run partprobe {self.disk} (or reboot the rescue system) and rerun",
+            )
+
+
+def _exists(path: str) -> bool:
+    import os
+
+    return os.path.exists(path)

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rescue.steps.base import Step
+from rescue.errors import StepFailed
+from rescue.steps.base import Context, Step
 
 
 @dataclass(frozen=True)
@@ -10,6 +11,7 @@ class UnmountAll(Step):
     """Unmount everything the restore mounted, deepest first (also run after a failure)."""
 
     kind = "unmount"
+    persistent = False
 
     @property
     def key(self) -> str:
@@ -17,3 +19,15 @@ class UnmountAll(Step):
 
     def describe(self) -> str:
         return "unmount the restored filesystems"
+
+    def script(self) -> list[str]:
+        return ['umount --recursive "$WORK" 2>/dev/null || true', 'umount --recursive "$ROOT"', "sync"]
+
+    def run(self, ctx: Context) -> None:
+        from rescue.engine.mounts import unmount_all
+
+        ctx.run(["sync"])
+        left = unmount_all(ctx.run, ctx.work) + unmount_all(ctx.run, ctx.root)
+        if left:
+            raise StepFailed("some restored filesystems could not be unmounted: " + ", ".join(left),
+                             fix="close programs using them, then run umount on each")

@@ -1,12 +1,59 @@
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+from rescue.errors import StepFailed
 from rescue.layout.model import BootMode
-from rescue.steps.base import Step
+from rescue.steps.base import Context, Step, at_root, confined, sh, slug
 from rescue.steps.copy import CopyTree
-from rescue.steps.mkfs import MakeFilesystem
+from rescue.steps.mkfs import MakeFilesystem, probe, same_uuid
 from rescue.steps.mkswap import MakeSwap
+
+
+def verify_argv(source: str, dest: str, *, checksum: bool, xattrs: bool = True, acls: bool = True) -> list[str]:
+    """A dry-run rsync that itemizes every difference in content or metadata."""
+    argv = ["rsync", "-n", "-aH", "--numeric-ids", "--delete", "--itemize-changes"]
+    if acls:
+        argv.append("-A")
+    if xattrs:
+        argv.append("-X")
+    if checksum:
+        argv.append("--checksum")
+    return argv + ["--", f"{source}/", f"{dest}/"]
+
+
+def itemized_path(line: str) -> str:
+    """The path of one --itemize-changes line ("YXcstpoguax path" or "*deleting   path")."""
+    return line[12:] if len(line) > 12 else ""
+
+
+def _under(path: str, parent: str) -> str | None:
+    """path relative to parent (both absolute in the restored system), or None if outside."""
+    if parent == "/":
+        return path.lstrip("/")
+    if path == parent:
+        return ""
+    if path.startswith(parent.rstrip("/") + "/"):
+        return path[len(parent.rstrip("/")) + 1:]
+    return None
+
+
+def expected_differences(mountpoint: str, fstype: str, children: list[str], created: list[str]) -> set[str]:
+    """Paths (relative to the filesystem root) that differ from the tree on purpose.
+
+    The root itself (Fixups sets its captured mode and owner), the folders
+    child filesystems are mounted on, what Fixups created, and lost+found
+    that mkfs.ext* makes.
+    """
+    out = {"", "."}
+    for p in [*children, *created]:
+        rel = _under(p, mountpoint)
+        if rel:
+            out.add(rel)
+    if fstype.startswith("ext"):
+        out.add("lost+found")
+    return out
 
 
 @dataclass(frozen=True)
@@ -27,3 +74,102 @@ class Verify(Step):
 
     def describe(self) -> str:
         return f"verify {len(self.copies)} trees, UUIDs and boot code on {self.disk}"
+
+    def script(self) -> list[str]:
+        lines = []
+        for c in self.copies:
+            work = f'"$WORK"/verify-{slug(c.mountpoint)}'
+            argv = verify_argv(str(c.source), "DEST", checksum=False, xattrs=c.xattrs, acls=c.acls)
+            lines += [f"mkdir -p {work}", f"mount --bind {at_root(c.mountpoint)} {work}",
+                      sh(*argv[:-1]) + f" {work}/", f"umount {work}"]
+        for fs in (*self.filesystems, *self.swaps):
+            lines.append(sh("blkid", "-p", "-o", "export", fs.device))
+        if self.check_boot:
+            if self.mode is BootMode.UEFI:
+                lines.append("ls -l \"$ROOT\"/boot/efi/EFI/BOOT/BOOTX64.EFI")
+            else:
+                lines.append(f"dd if={sh(self.disk)} bs=440 count=1 status=none | grep -aq GRUB")
+        return lines
+
+    def run(self, ctx: Context) -> None:
+        problems: list[str] = []
+        lines: list[str] = []
+        created = list(ctx.data("fixups").get("created", []))
+        fstypes = {fs.mountpoint: fs.fstype for fs in self.filesystems if fs.mountpoint}
+        mountpoints = [c.mountpoint for c in self.copies] + [m for m in fstypes if m]
+        for c in self.copies:
+            children = [m for m in mountpoints if m != c.mountpoint and _under(m, c.mountpoint)]
+            diffs = self._compare(ctx, c, expected_differences(
+                c.mountpoint, fstypes.get(c.mountpoint, ""), children, created))
+            if diffs:
+                problems.append(f"{c.mountpoint}: {len(diffs)} difference(s) from image {c.image}: "
+                                + "; ".join(diffs[:10]))
+                ctx.data()[f"differences:{c.mountpoint}"] = diffs[:200]
+            else:
+                lines.append(f"tree {c.mountpoint}: equal to vault {c.vault} image {c.image} "
+                             f"({'content by checksum, ' if ctx.verify_checksum else ''}metadata, hard links, "
+                             f"{'xattrs, ' if c.xattrs else ''}{'ACLs' if c.acls else ''})")
+        changed = {ch["device"]: ch for ch in ctx.uuid_changes()}
+        for fs in (*self.filesystems, *self.swaps):
+            kind = fs.fstype if isinstance(fs, MakeFilesystem) else "swap"
+            found = probe(ctx, fs.device)
+            want = changed[fs.device]["new"] if fs.device in changed else fs.uuid
+            where = getattr(fs, "mountpoint", None) or kind
+            if found.get("TYPE") != kind:
+                problems.append(f"{fs.device} ({where}): {found.get('TYPE') or 'no filesystem'} instead of {kind}")
+            elif want and not same_uuid(found.get("UUID"), want):
+                problems.append(f"{fs.device} ({where}): UUID {found.get('UUID')} instead of {want}")
+            elif fs.label and found.get("LABEL") != fs.label:
+                problems.append(f"{fs.device} ({where}): label {found.get('LABEL')!r} instead of {fs.label!r}")
+            else:
+                lines.append(f"{fs.device} ({where}): {kind} UUID {found.get('UUID')}"
+                             f"{' label ' + found['LABEL'] if found.get('LABEL') else ''} as captured"
+                             f"{' (UUID changed, see above)' if fs.device in changed else ''}")
+        boot = ctx.data("bootloader")
+        if not self.check_boot:
+            lines.append("boot code: not checked (the plan asked not to)")
+        elif not boot.get("attempted"):
+            lines.append(f"boot code: not checked, bootloader not installed ({boot.get('reason', 'no bootloader step')})")
+        elif self.mode is BootMode.UEFI:
+            efi = confined(ctx.root, "/boot/efi/EFI/BOOT/BOOTX64.EFI")
+            esp = next((fs.mountpoint for fs in self.filesystems if fs.fstype == "vfat" and fs.mountpoint), None)
+            if esp:
+                efi = confined(ctx.root, f"{esp}/EFI/BOOT/BOOTX64.EFI")
+            if efi.is_file() and efi.stat().st_size > 0:
+                lines.append(f"boot code: {efi.relative_to(ctx.root)} present")
+            else:
+                problems.append("boot code: no EFI/BOOT/BOOTX64.EFI on the ESP")
+        else:
+            with open(self.disk, "rb") as f:
+                mbr = f.read(512)
+            if b"GRUB" in mbr[:440]:
+                lines.append(f"boot code: GRUB in the MBR of {self.disk}")
+            else:
+                problems.append(f"boot code: no GRUB boot code in the MBR of {self.disk}")
+        for line in lines:
+            ctx.note(line)
+        if problems:
+            for p in problems:
+                ctx.note("MISMATCH " + p)
+            raise StepFailed("the restored disk does not match the backup",
+                             why="; ".join(problems[:5]),
+                             fix="see the report and the log; rerun the same command to redo the failed parts")
+
+    def _compare(self, ctx: Context, c: CopyTree, expected: set[str]) -> list[str]:
+        work = ctx.work / f"verify-{slug(c.mountpoint)}"
+        os.makedirs(work, exist_ok=True)
+        ctx.run(["mount", "--bind", str(ctx.path(c.mountpoint)), str(work)])
+        try:
+            out = ctx.run(verify_argv(str(c.source), str(work), checksum=ctx.verify_checksum,
+                                      xattrs=c.xattrs, acls=c.acls)).stdout
+        finally:
+            ctx.run(["umount", str(work)], check=False)
+        diffs = []
+        for line in out.splitlines():
+            if not line.strip():
+                continue
+            path = itemized_path(line).rstrip("/")
+            if path in expected:
+                continue
+            diffs.append(line)
+        return diffs

@@ -1,0 +1,264 @@
+"""The Executor: runs a plan's steps in order, journals them, emits events.
+
+A rerun of the same plan onto the same disk resumes: finished steps are
+skipped (StepSkipped), steps whose effect does not survive (mounts) run
+again, and an interrupted step is redone in its idempotent way. Leftovers of
+a killed run (its copy process, its mounts) are cleaned up first. Everything
+mounted is unmounted at the end, also after a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rescue import events as ev
+from rescue.engine.context import Child, CommandLog, EngineContext
+from rescue.engine.journal import DEFAULT_STATE_DIR, Journal, plan_digest
+from rescue.engine.mounts import mounts_of_disk, remove_empty_tree, swaps_of_disk, unmount_all
+from rescue.engine.report import summary_text
+from rescue.errors import Aborted, RescueError, StepFailed, UnsafeTarget
+from rescue.jsonform import to_json
+from rescue.run import CommandError, run
+
+DEFAULT_MOUNT_DIR = Path("/run/rescue")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    incomplete: bool
+    summary: str
+    seconds: float
+    journal: Path
+    skipped: int  # steps skipped because an earlier run finished them
+
+
+def step_record(step: Any) -> dict[str, Any]:
+    return {"kind": step.kind, **to_json(step)}
+
+
+def minimal_target_check(target: str, backup_paths: Sequence[Path] = ()) -> None:
+    """The last look before the first write: still a whole, unmounted disk, not the backup's.
+
+    rescue.safety makes the full check when the plan is built; this one runs
+    again right before writing, because minutes may have passed.
+    """
+    name = os.path.basename(os.path.realpath(target))
+    sys_dir = Path("/sys/class/block") / name
+    if not os.path.exists(target) or not sys_dir.is_dir():
+        raise UnsafeTarget(f"{target} is not a block device", fix="name the whole target disk, e.g. /dev/sdb")
+    if (sys_dir / "partition").exists():
+        raise UnsafeTarget(f"{target} is a partition, not a whole disk",
+                           fix=f"name the disk it belongs to, not {target}")
+    mounted = mounts_of_disk(target)
+    if mounted:
+        raise UnsafeTarget(f"{target} has mounted filesystems: {', '.join(m.target for m in mounted)}",
+                           why="writing a disk in use destroys what is running from it",
+                           fix="unmount them (or choose another disk) and run again")
+    swaps = swaps_of_disk(target)
+    if swaps:
+        raise UnsafeTarget(f"{target} has active swap: {', '.join(swaps)}", fix="swapoff it and run again")
+    from rescue.engine.mounts import disk_devnums
+
+    nums = disk_devnums(target)
+    for p in backup_paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        if (os.major(st.st_dev), os.minor(st.st_dev)) in nums:
+            raise UnsafeTarget(f"{target} holds the backup being restored ({p})",
+                               fix="choose the new blank disk as target")
+
+
+class Executor:
+    def __init__(
+        self,
+        *,
+        target: str,
+        identity: str | None = None,
+        state_dir: Path = DEFAULT_STATE_DIR,
+        log_path: Path | None = None,
+        mount_dir: Path = DEFAULT_MOUNT_DIR,
+        recheck: Callable[[], None] | None = None,
+        backup_paths: Sequence[Path] = (),
+        bootloader: str = "auto",
+        verify_checksum: bool = False,
+        cancel: threading.Event | None = None,
+        title: str = "",
+    ) -> None:
+        self.target = target
+        self.identity = identity or target
+        self.state_dir = Path(state_dir)
+        self.log_path = log_path
+        self.mount_dir = Path(mount_dir)
+        self.recheck = recheck or (lambda: minimal_target_check(target, backup_paths))
+        self.bootloader = bootloader
+        self.verify_checksum = verify_checksum
+        self.cancel = cancel or threading.Event()
+        self.title = title
+
+    def journal(self) -> Journal:
+        return Journal.for_target(self.state_dir, self.identity)
+
+    def release_leftovers(self, journal: Journal | None = None, log: CommandLog | None = None) -> list[str]:
+        """End a killed run's copy process and unmount its mounts, so the disk is free again.
+
+        Only what the journal says an earlier rescue run started is touched.
+        Returns what was done, for the log.
+        """
+        journal = journal or self.journal()
+        done = []
+        for key, entry in journal.steps.items():
+            child = entry.get("data", {}).get("child")
+            if not child:
+                continue
+            c = Child(int(child["pid"]), int(child["start_time"]))
+            if c.alive():
+                try:
+                    os.killpg(c.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    os.kill(c.pid, signal.SIGKILL)
+                for _ in range(100):
+                    if not c.alive():
+                        break
+                    time.sleep(0.05)
+                done.append(f"ended the copy process {c.pid} left by an earlier run ({key})")
+            entry["data"].pop("child", None)
+        if journal.mount_base and Path(journal.mount_base).exists():
+            base = Path(journal.mount_base)
+
+            def logged(argv: list[str], **kw: Any) -> Any:
+                r = run(argv, **kw)
+                if log:
+                    log.command(argv, r)
+                return r
+
+            left = unmount_all(logged, base)
+            if left:
+                raise StepFailed(f"an earlier run's mounts could not be released: {', '.join(left)}",
+                                 fix="unmount them by hand and run again")
+            remove_empty_tree(base)
+            done.append(f"released the mounts of an earlier run under {base}")
+        if done and journal.exists:
+            journal.save()
+        return done
+
+    def run(self, plan: Any, on_event: Callable[[ev.Event], None] = lambda e: None) -> Outcome:
+        steps = list(plan.steps if hasattr(plan, "steps") else plan)
+        keys = [s.key for s in steps]
+        if len(set(keys)) != len(keys):
+            raise RescueError("the plan has two steps with the same key", fix="this is a bug in the plan")
+        t0 = time.monotonic()
+        journal = self.journal()
+        log = CommandLog(self.log_path)
+        log.write(f"== rescue restore onto {self.target} at {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        digest = plan_digest([step_record(s) for s in steps])
+        for line in self.release_leftovers(journal, log):
+            log.write(f"  # {line}")
+            on_event(ev.Output("resume", line))
+        resumed = journal.digest == digest and bool(journal.steps)
+        if journal.digest and journal.digest != digest and journal.steps:
+            on_event(ev.Output("resume", "an earlier restore onto this disk followed another plan: starting over"))
+        if not resumed:
+            journal.reset(digest, self.target)
+        self.mount_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        base = Path(tempfile.mkdtemp(prefix="target-", dir=self.mount_dir))
+        journal.mount_base = str(base)
+        journal.runs += 1
+        journal.save()
+        ctx = EngineContext(target=self.target, journal=journal, mount_base=base, log=log, emit=on_event,
+                            cancel=self.cancel, bootloader=self.bootloader,
+                            verify_checksum=self.verify_checksum)
+        ctx.root.mkdir(mode=0o755)
+        ctx.work.mkdir(mode=0o700)
+        on_event(ev.PlanStarted(len(steps), resumed))
+
+        checked = False
+        prefix_done = True  # every persistent step so far was finished by an earlier run
+        skipped = 0
+        failure: str | None = None
+        try:
+            for i, step in enumerate(steps):
+                persistent = getattr(step, "persistent", True)
+                if persistent and prefix_done and journal.is_done(step.key):
+                    skipped += 1
+                    on_event(ev.StepSkipped(i, step.key, step.describe()))
+                    continue
+                if self.cancel.is_set():
+                    raise Aborted("the restore was cancelled between steps",
+                                  fix="rerun the same command to resume where it stopped")
+                if not checked:
+                    self.recheck()
+                    checked = True
+                ctx.key = step.key
+                ctx.resuming = journal.was_started(step.key)
+                if persistent:
+                    prefix_done = False
+                    journal.forget_after(keys[i + 1:])
+                on_event(ev.StepStarted(i, len(steps), step.key, step.describe()))
+                log.write(f"== step {i + 1}/{len(steps)}: {step.describe()}"
+                          + (" (resuming)" if ctx.resuming else ""))
+                journal.start(step.key)
+                t1 = time.monotonic()
+                try:
+                    step.run(ctx)
+                except (RescueError, OSError) as e:
+                    failure = f"step {i + 1} ({step.describe()}): {_one_line(e)}"
+                    log.write(f"!! {failure}")
+                    on_event(ev.StepFailed(i, step.key, str(e)))
+                    raise
+                journal.finish(step.key, time.monotonic() - t1)
+                on_event(ev.StepDone(i, step.key, time.monotonic() - t1))
+        except (Aborted, UnsafeTarget):
+            self._finish(ctx, steps, journal, on_event, t0, ok=False, failure=failure)
+            raise
+        except CommandError as e:
+            self._finish(ctx, steps, journal, on_event, t0, ok=False, failure=failure)
+            raise StepFailed(failure or str(e), why=e.why,
+                             fix="fix the cause and rerun the same command: finished steps are skipped") from e
+        except StepFailed:
+            self._finish(ctx, steps, journal, on_event, t0, ok=False, failure=failure)
+            raise
+        except (RescueError, OSError) as e:
+            self._finish(ctx, steps, journal, on_event, t0, ok=False, failure=failure)
+            raise StepFailed(failure or _one_line(e), why=getattr(e, "why", None),
+                             fix="fix the cause and rerun the same command: finished steps are skipped") from e
+        except BaseException:
+            self._finish(ctx, steps, journal, on_event, t0, ok=False, failure="interrupted")
+            raise
+        outcome = self._finish(ctx, steps, journal, on_event, t0, ok=True, failure=None, skipped=skipped)
+        if not outcome.ok:
+            raise StepFailed("the restore finished but its filesystems could not all be unmounted",
+                             fix="close programs using them, unmount them, and rerun the same command")
+        return outcome
+
+    def _finish(self, ctx: EngineContext, steps: list[Any], journal: Journal,
+                on_event: Callable[[ev.Event], None], t0: float, *, ok: bool, failure: str | None,
+                skipped: int = 0) -> Outcome:
+        left = unmount_all(ctx.run, ctx.mount_base)
+        remove_empty_tree(ctx.mount_base)
+        if left:
+            ok = False
+            failure = failure or f"could not unmount {', '.join(left)}"
+        seconds = time.monotonic() - t0
+        incomplete = any(e.get("data", {}).get("unreadable") for e in journal.steps.values())
+        text = summary_text(title=self.title, target=self.target, steps=steps, journal=journal, ok=ok,
+                            seconds=seconds, failure=failure)
+        ctx.log.write(text)
+        ctx.log.close()
+        on_event(ev.PlanDone(ok, seconds, text, incomplete))
+        return Outcome(ok, incomplete, text, seconds, journal.path, skipped)
+
+
+def _one_line(e: BaseException) -> str:
+    what = getattr(e, "what", None) or str(e)
+    return str(what).splitlines()[0] if what else type(e).__name__

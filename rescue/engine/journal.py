@@ -1,0 +1,160 @@
+"""The restore journal: what a rerun of the same command needs to resume.
+
+One JSON file per target disk (keyed by the disk's identity, not its name,
+which can change between boots), written atomically after every change so a
+power cut leaves either the old or the new state, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+JOURNAL_VERSION = 1
+DEFAULT_STATE_DIR = Path("/var/lib/rescue")
+
+STARTED = "started"
+DONE = "done"
+
+
+def identity_name(text: str) -> str:
+    """A file-name-safe form of a disk identity (by-id name, serial, device)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/")).strip("_")
+    return name or "disk"
+
+
+def plan_digest(steps: list[dict[str, Any]]) -> str:
+    """Fingerprint of a plan: a journal only resumes the plan that wrote it."""
+    blob = json.dumps(steps, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+@dataclass
+class Journal:
+    """Mutable on purpose: it is the engine's record of progress, saved on each change."""
+
+    path: Path
+    digest: str = ""
+    target: str = ""
+    mount_base: str | None = None  # private mount folder of the run that wrote it
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)  # per step key, for the report
+    runs: int = 0
+
+    @classmethod
+    def for_target(cls, state_dir: Path, identity: str) -> Journal:
+        return cls.load(Path(state_dir) / identity_name(identity) / "journal.json")
+
+    @classmethod
+    def load(cls, path: Path) -> Journal:
+        """Read a journal; a missing or unreadable one starts empty (never guesses)."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            return cls(path=Path(path))
+        if not isinstance(data, dict) or data.get("version") != JOURNAL_VERSION:
+            return cls(path=Path(path))
+        return cls(
+            path=Path(path),
+            digest=str(data.get("digest", "")),
+            target=str(data.get("target", "")),
+            mount_base=data.get("mount_base"),
+            steps={str(k): dict(v) for k, v in dict(data.get("steps", {})).items()},
+            notes={str(k): [str(x) for x in v] for k, v in dict(data.get("notes", {})).items()},
+            runs=int(data.get("runs", 0)),
+        )
+
+    @property
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": JOURNAL_VERSION,
+            "digest": self.digest,
+            "target": self.target,
+            "mount_base": self.mount_base,
+            "runs": self.runs,
+            "steps": self.steps,
+            "notes": self.notes,
+        }
+
+    def save(self) -> None:
+        """Atomic replace plus fsync of file and folder: survives a power cut."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        data = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        with open(tmp, "w") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def reset(self, digest: str, target: str) -> None:
+        """Forget an earlier plan's progress (a different plan, or a finished restore)."""
+        self.digest = digest
+        self.target = target
+        self.steps = {}
+        self.notes = {}
+
+    # -- step states --------------------------------------------------------
+
+    def state(self, key: str) -> str | None:
+        return self.steps.get(key, {}).get("state")
+
+    def is_done(self, key: str) -> bool:
+        return self.state(key) == DONE
+
+    def was_started(self, key: str) -> bool:
+        """Started by an earlier run but not finished: the step must redo or resume."""
+        return self.state(key) == STARTED
+
+    def start(self, key: str) -> None:
+        entry = self.steps.setdefault(key, {})
+        entry["state"] = STARTED
+        entry["started"] = entry.get("started") or time.time()
+        entry["attempts"] = int(entry.get("attempts", 0)) + 1
+        self.save()
+
+    def finish(self, key: str, seconds: float) -> None:
+        entry = self.steps.setdefault(key, {})
+        entry["state"] = DONE
+        entry["seconds"] = round(seconds, 3)
+        entry.pop("child", None)
+        self.save()
+
+    def forget_after(self, keys: list[str]) -> None:
+        """A step is being redone: everything after it must be redone too."""
+        changed = False
+        for k in keys:
+            if k in self.steps:
+                del self.steps[k]
+                self.notes.pop(k, None)
+                changed = True
+        if changed:
+            self.save()
+
+    def data(self, key: str) -> dict[str, Any]:
+        """Free-form per-step record (e.g. the copy's child process); call save() after."""
+        return self.steps.setdefault(key, {}).setdefault("data", {})
+
+    def set_notes(self, key: str, lines: list[str]) -> None:
+        self.notes[key] = list(lines)
+        self.save()
+
+    def all_notes(self) -> list[str]:
+        out: list[str] = []
+        for lines in self.notes.values():
+            out.extend(lines)
+        return out
