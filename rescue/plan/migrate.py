@@ -243,11 +243,12 @@ def _check_shrink(
             why="the used bytes of what it holds were not captured, so rescue cannot tell whether it fits",
             fix="use a disk at least as big as the captured one, or let another partition shrink with --grow",
         )
-    if new_size * ss < need.minimum:
-        short = -(-(need.minimum - max(new_size, 0) * ss) // MIB)
+    minimum = max(need.minimum, MIB)  # a partition keeps at least 1 MiB
+    if new_size * ss < minimum:
+        short = -(-(minimum - max(new_size, 0) * ss) // MIB)
         raise PlanRefused(
             f"{disk} is {short} MiB short: {need.what} on partition {p.number} needs "
-            f"{fmt_bytes(need.minimum)} but would get {fmt_bytes(max(new_size, 0) * ss)}",
+            f"{fmt_bytes(minimum)} but would get {fmt_bytes(max(new_size, 0) * ss)}",
             why=(f"a partition shrinks only when its captured used bytes plus a margin "
                  f"({int(MARGIN_FRACTION * 100)} % + {MARGIN_BYTES // MIB} MiB, at least the filesystem's minimum) fit"),
             fix=f"use a disk at least {short} MiB bigger, or let another partition shrink with --grow",

@@ -87,9 +87,10 @@ def render_review(plan: Plan) -> str:
 
 def _table(plan: Plan, ss: int) -> list[str]:
     old, new = plan.old_table, plan.new_table
+    kept = "label-id, PARTUUIDs and names kept" if new.label == "gpt" else "label-id kept"
     lines = [
-        f"Partition table: {new.label}, label-id {new.label_id or '-'}"
-        + (", PARTUUIDs and names kept" if new.label == "gpt" else ""),
+        f"Partition table: {new.label} ({kept})",
+        f"  label-id {new.label_id or '-'}",
         f"  {'#':>2} {'type':<11}{'old start':>10}{'size':>9}  {'new start':>10}{'size':>9}  holds",
     ]
     new_by_number = {p.number: p for p in new.partitions}
