@@ -40,7 +40,7 @@ def read_text(data: str | bytes, file: str) -> str:
     """
     if isinstance(data, bytes):
         try:
-            return data.decode("utf-8")
+            data = data.decode("utf-8")
         except UnicodeDecodeError as e:
             line = data[: e.start].count(b"\n") + 1
             raise LayoutError(file, line, "bytes that are not UTF-8") from None
