@@ -1,0 +1,99 @@
+"""Read what the restored demo machine printed on its serial console.
+
+The machine's report service prints DEMO-* lines once it has reached
+multi-user (see files/demo-report); they are compared here with the facts
+the drill recorded before the original disk was thrown away.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from rescue.drill.demo_disk import DemoFacts
+from rescue.drill.report import Phase
+
+_LINE = re.compile(r"(DEMO-[A-Z]+)(?: (.*))?$")
+
+# Lines that mean the machine will never reach multi-user: fail fast on them.
+BOOT_FAILURES = (
+    "Kernel panic",
+    "You are in emergency mode",
+    "Give root password for maintenance",
+    "ALERT!  UUID=",  # initramfs: root device not found
+    "error: no such device",  # grub: root filesystem not found
+    "error: unknown filesystem",
+)
+
+
+@dataclass
+class Console:
+    """The DEMO-* lines of one boot, parsed."""
+
+    up: str | None = None
+    tmp_mode: str | None = None
+    swaps: list[str] = field(default_factory=list)
+    filesystems: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # mp -> uuid, fstype, mode
+    data: str | None = None
+    files: list[str] = field(default_factory=list)
+    done: bool = False
+
+
+def parse_console(text: str) -> Console:
+    c = Console()
+    for raw in text.replace("\r", "").splitlines():
+        start = raw.find("DEMO-")
+        if start < 0:
+            continue
+        m = _LINE.match(raw[start:].rstrip())
+        if not m:
+            continue
+        key, rest = m.group(1), m.group(2) or ""
+        if key == "DEMO-UP":
+            c.up = rest
+        elif key == "DEMO-TMP":
+            pass
+        elif key == "DEMO-SWAP":
+            parts = rest.split()
+            if parts and parts[-1] == "active":
+                c.swaps.append(parts[0] if len(parts) > 1 else "")
+        elif key == "DEMO-FS":
+            parts = rest.split()
+            if len(parts) >= 3:
+                c.filesystems[parts[0]] = (parts[1], parts[2], parts[3] if len(parts) > 3 else "")
+        elif key == "DEMO-DATA":
+            c.data = rest.strip()
+        elif key == "DEMO-FILE":
+            c.files.append(rest)
+        elif key == "DEMO-DONE":
+            c.done = True
+    m = re.search(r"DEMO-TMP-MODE (\d+)", text)
+    if m:
+        c.tmp_mode = m.group(1)
+    return c
+
+
+def check_restored(text: str, facts: DemoFacts, phase: Phase) -> None:
+    """Every fact the drill promises, as checks on `phase`."""
+    c = parse_console(text)
+    phase.check("reached multi-user (report service ran)", c.up is not None, "DEMO-UP", c.up or "")
+    phase.check("hostname", (c.up or "").strip() == facts.hostname, facts.hostname, c.up or "")
+    phase.check("/tmp mode 1777", c.tmp_mode == "1777", "1777", c.tmp_mode or "")
+    phase.check("swap active with its UUID", facts.swap_uuid in c.swaps, facts.swap_uuid, " ".join(c.swaps))
+    for fs in facts.filesystems:
+        got = c.filesystems.get(fs.mountpoint)
+        phase.check(
+            f"{fs.mountpoint} mounted, {fs.fstype}, UUID as captured",
+            got is not None and got[0].lower() == fs.uuid.lower() and got[1] == fs.fstype,
+            f"{fs.uuid} {fs.fstype}", " ".join(got[:2]) if got else "",
+        )
+    same = c.data == facts.data_sum
+    phase.check("data (names, modes, owners, times, links, contents)", same, facts.data_sum, c.data or "")
+    if not same and c.files:
+        missing = [f for f in facts.data_list if f not in set(c.files)]
+        extra = [f for f in c.files if f not in set(facts.data_list)]
+        for f in missing[:5]:
+            phase.notes.append(f"backed up, not restored as such: {f}")
+        for f in extra[:5]:
+            phase.notes.append(f"restored as: {f}")
+    phase.check("report complete, powered off", c.done, "DEMO-DONE", "")

@@ -1,0 +1,123 @@
+"""The drill's reading of the restored machine's serial console, and its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rescue.drill.checks import check_restored, parse_console
+from rescue.drill.demo_disk import DemoFacts, FsFact, parts_for
+from rescue.drill.report import Phase, PhaseFailed, Report, Run
+from rescue.errors import RescueError
+from rescue.qemu import Firmware
+
+FACTS = DemoFacts(
+    firmware="bios", hostname="demo", label="dos", disk_size=2 << 30,
+    filesystems=(
+        FsFact("/", "ext4", "0b7c4c1e-1111-4a2b-9c3d-000000000001"),
+        FsFact("/home", "xfs", "0b7c4c1e-1111-4a2b-9c3d-000000000002"),
+        FsFact("/tmp", "ext4", "0b7c4c1e-1111-4a2b-9c3d-000000000003"),
+    ),
+    swap_uuid="0b7c4c1e-1111-4a2b-9c3d-000000000004",
+    data_sum="ab" * 32,
+    data_list=("d 755 0 0 4096 1600000000.0000000000 3 srv/demo -> ", "f 600 1000 1000 49 1600000000.0000000000 1 home/alice/notes.txt -> "),
+)
+
+GOOD = """\
+[  OK  ] Reached target multi-user.target - Multi-User System.
+DEMO-UP demo\r
+DEMO-TMP-MODE 1777
+DEMO-SWAP 0b7c4c1e-1111-4a2b-9c3d-000000000004 active
+DEMO-FS / 0b7c4c1e-1111-4a2b-9c3d-000000000001 ext4 755
+DEMO-FS /home 0b7c4c1e-1111-4a2b-9c3d-000000000002 xfs 755
+DEMO-FS /tmp 0b7c4c1e-1111-4a2b-9c3d-000000000003 ext4 1777
+DEMO-DATA """ + "ab" * 32 + """
+DEMO-FILE d 755 0 0 4096 1600000000.0000000000 3 srv/demo -> 
+DEMO-FILE f 600 1000 1000 49 1600000000.0000000000 1 home/alice/notes.txt -> 
+DEMO-DONE
+[   12.3] reboot: Power down
+"""
+
+
+def test_a_good_console_passes_every_check() -> None:
+    phase = Phase("boot restored disk")
+    check_restored(GOOD, FACTS, phase)
+    assert phase.ok, [c.line() for c in phase.checks if not c.ok]
+    assert len(phase.checks) == 9
+
+
+def test_markers_after_kernel_noise_on_the_same_line_are_read() -> None:
+    c = parse_console("[   5.1] random: crng init done DEMO-UP demo\nDEMO-TMP-MODE 1777\n")
+    assert c.up == "demo" and c.tmp_mode == "1777"
+
+
+@pytest.mark.parametrize("change, failing", [
+    (("DEMO-TMP-MODE 1777", "DEMO-TMP-MODE 755"), "/tmp mode 1777"),
+    (("0b7c4c1e-1111-4a2b-9c3d-000000000004 active", "ffff active"), "swap active with its UUID"),
+    (("/home 0b7c4c1e-1111-4a2b-9c3d-000000000002 xfs", "/home 0b7c4c1e-1111-4a2b-9c3d-00000000000f xfs"),
+     "/home mounted, xfs, UUID as captured"),
+    (("/ 0b7c4c1e-1111-4a2b-9c3d-000000000001 ext4", "/ 0b7c4c1e-1111-4a2b-9c3d-000000000001 ext3"),
+     "/ mounted, ext4, UUID as captured"),
+    (("DEMO-DONE", ""), "report complete, powered off"),
+    (("DEMO-UP demo", "DEMO-UP other"), "hostname"),
+])
+def test_each_wrong_fact_fails_its_own_check(change: tuple[str, str], failing: str) -> None:
+    phase = Phase("boot")
+    check_restored(GOOD.replace(*change), FACTS, phase)
+    assert not phase.ok
+    assert [c.what for c in phase.checks if not c.ok] == [failing]
+
+
+def test_different_data_names_the_entries_that_differ() -> None:
+    text = GOOD.replace("ab" * 32, "cd" * 32).replace("f 600 1000 1000", "f 644 1000 1000")
+    phase = Phase("boot")
+    check_restored(text, FACTS, phase)
+    assert [c.what for c in phase.checks if not c.ok] == ["data (names, modes, owners, times, links, contents)"]
+    assert any("f 600 1000 1000" in n for n in phase.notes)
+    assert any("f 644 1000 1000" in n for n in phase.notes)
+
+
+def test_a_console_without_markers_fails_everything_but_nothing_crashes() -> None:
+    phase = Phase("boot")
+    check_restored("Kernel panic - not syncing: VFS: Unable to mount root fs\n", FACTS, phase)
+    assert not phase.ok
+    assert all(not c.ok for c in phase.checks)
+
+
+def test_facts_round_trip_through_json(tmp_path: Path) -> None:
+    FACTS.save(tmp_path / "facts.json")
+    assert DemoFacts.load(tmp_path / "facts.json") == FACTS
+
+
+def test_uefi_demo_has_an_esp_without_a_vault_and_bios_has_none() -> None:
+    uefi, bios = parts_for(Firmware.UEFI), parts_for(Firmware.BIOS)
+    assert [p.mountpoint for p in uefi if p.fstype == "vfat"] == ["/boot/efi"]
+    assert not any(p.fstype == "vfat" for p in bios)
+    assert [p.mountpoint for p in bios if p.vault] == ["/", "/home"]
+    assert [p.size_mib for p in bios][-1] == 0  # the last one takes the rest, and grows on a bigger disk
+
+
+def test_report_times_phases_and_stops_at_the_first_failure() -> None:
+    said: list[str] = []
+    run = Run("bios")
+    with run.phase("build", said.append) as ph:
+        ph.check("built", True)
+    with pytest.raises(PhaseFailed):
+        with run.phase("restore", said.append):
+            raise RescueError("qemu exited", why="no disk")
+    report = Report([run])
+    text = report.render()
+    assert not report.ok
+    assert "ok   build" in text and "FAIL restore" in text and "! qemu exited" in text
+    assert text.splitlines()[-1] == "rescue drill: FAILED"
+    assert any("restore ..." in s for s in said)
+
+
+def test_a_failed_check_fails_the_phase_after_it_ran() -> None:
+    run = Run("uefi")
+    with pytest.raises(PhaseFailed) as e:
+        with run.phase("boot restored disk", lambda s: None) as ph:
+            ph.check("/tmp mode 1777", False, "1777", "755")
+    assert "expected 1777, got 755" in str(e.value)
+    assert not run.ok
