@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from rescue.backups.model import Image
 from rescue.devices import disk_of, partition_path
-from rescue.errors import PlanRefused, UnsafeTarget
+from rescue.errors import PlanRefused
 from rescue.layout.model import BootMode, Disk, Filesystem, Layout, PartitionTable
 from rescue.plan.migrate import (
     FS_MIN_BYTES,
@@ -39,6 +39,7 @@ from rescue.steps import (
     WipeSignatures,
     WritePartitionTable,
 )
+from rescue.safety import check_target
 from rescue.target import TargetDisk
 
 SUPPORTED_FSTYPES = ("ext2", "ext3", "ext4", "xfs", "btrfs", "vfat")
@@ -238,29 +239,11 @@ def build_plan(
 
 
 def refuse_unsafe(target: TargetDisk) -> None:
-    """UnsafeTarget listing every reason the disk must not be written, and what to do."""
-    reasons = target.unsafe_reasons
-    if not reasons:
-        return
-    fixes = []
-    if not target.whole_disk:
-        fixes.append("name a whole disk (for example /dev/sdb, not /dev/sdb1)")
-    if target.read_only:
-        fixes.append("choose a writable disk")
-    if target.holds_backup:
-        fixes.append("choose another disk: this one holds the backup you restore from")
-    if target.holds_root:
-        fixes.append("choose another disk: the running system lives on this one")
-    if target.mounted:
-        fixes.append("unmount " + " ".join(target.mounted) + " if this really is the disk to overwrite")
-    if target.swap_active:
-        fixes.append("turn its swap off (swapoff) if this really is the disk to overwrite")
-    raise UnsafeTarget(
-        f"{target.device} will not be written: " + "; ".join(reasons),
-        why="rescue never writes a disk that holds the backup, the running system, "
-            "mounted filesystems or active swap",
-        fix="; ".join(fixes),
-    )
+    """UnsafeTarget listing every reason the disk must not be written, and what to do.
+
+    The rules and their words live in rescue.safety, shared with the engine's
+    last check before the first write."""
+    check_target(target)
 
 
 def _refuse_unusable_images(images: Sequence[Image]) -> None:

@@ -148,12 +148,12 @@ class Plan:
 
     @classmethod
     def from_json(cls, data: Any) -> Plan:
-        """Read a plan written by to_json (the engine's journal keeps one)."""
+        """Read a plan written by to_json (or `rescue plan --json`, which adds its fingerprint)."""
         if not isinstance(data, dict):
             raise FormError("$: expected an object")
         if data.get("schema") != PLAN_SCHEMA:
             raise FormError(f"$.schema: plan schema {data.get('schema')!r} is not {PLAN_SCHEMA}")
-        rest = {k: v for k, v in data.items() if k != "steps"}
+        rest = {k: v for k, v in data.items() if k not in ("steps", "fingerprint")}
         rest["steps"] = []
         plan = from_json(cls, rest)
         steps = data.get("steps")

@@ -32,7 +32,7 @@ def test_unsafe_target_lists_every_reason_before_anything_else():
     for words in ("holds the backup", "running system", "/mnt/x, /srv", "active swap", "read-only",
                   "not a whole disk"):
         assert words in text
-    assert "umount" not in e.what and "unmount /mnt/x /srv" in e.fix and "swapoff" in e.fix
+    assert "umount" in e.fix and "swapoff" in e.fix
 
 
 def test_failed_and_incomplete_images_are_refused_by_name():

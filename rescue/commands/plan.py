@@ -1,0 +1,109 @@
+"""`rescue plan`: show exactly what a restore would do, and write restore.sh. Writes no disk.
+
+It reads the bank, the captured layout and the target's facts, builds the
+plan (or says why it cannot work), prints the review (or JSON) and, when
+asked, writes restore.sh: a script a person can read, edit and run by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rescue.errors import Exit, RescueError
+
+NAME = "plan"
+ORDER = 15
+HELP = "show what a restore onto a disk would do, and write restore.sh (writes no disk)"
+DESCRIPTION = (
+    "Build the restore plan for --client from the images in --bank (the newest good image of each "
+    "vault, or the newest at or before --image DATE) onto --target, and print it: what on the target "
+    "will be destroyed, the captured and the new partition table, the filesystems with their UUIDs "
+    "and labels, the bytes to copy, every warning. --script FILE writes restore.sh. Nothing is "
+    "written to any disk. Exit codes: 0 a plan was made, 3 the plan cannot work (too small, no "
+    "layout, failed image), 4 the target is not safe to write, 1 other errors."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bank", action="append", type=Path, default=[], metavar="DIR", required=True,
+                   help="a dirvish bank holding the client's vaults; may be repeated")
+    p.add_argument("--client", required=True, metavar="NAME", help="the machine to restore (rescue list shows them)")
+    p.add_argument("--image", metavar="DATE",
+                   help="use the newest good image at or before DATE (default: the newest good image)")
+    p.add_argument("--target", required=True, metavar="DEV",
+                   help="the whole disk the restore would overwrite, e.g. /dev/sdb")
+    p.add_argument("--grow", metavar="MOUNTPOINT|N",
+                   help="the partition that takes the size difference (default: the last data partition)")
+    p.add_argument("--source-disk", metavar="DEV",
+                   help="which captured disk this target replaces (machines with several disks)")
+    p.add_argument("--skip-vault", action="append", default=[], metavar="NAME",
+                   help="leave a vault out of the plan; may be repeated")
+    p.add_argument("--no-bootloader", action="store_true", help="plan no grub installation")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON instead of the review")
+    p.add_argument("--script", type=Path, metavar="FILE", help="write restore.sh to FILE")
+
+
+def make_plan(args: argparse.Namespace):
+    """Bank + client + target -> Plan (or the RescueError saying why not). Reads only."""
+    from rescue.backups import choose_images, find_backups
+    from rescue.layout.legacy import load_layout
+    from rescue.plan import PlanOptions, build_plan
+    from rescue.probe import probe_disk
+
+    for bank in args.bank:
+        if not bank.is_dir():
+            raise RescueError(f"bank {bank} is not a folder",
+                              fix="give the folder that holds the vaults with --bank DIR")
+    if not os.path.exists(args.target):
+        raise RescueError(f"{args.target} does not exist",
+                          fix="name the target disk, e.g. /dev/sdb (lsblk lists the disks)")
+    device = os.path.realpath(args.target)
+    backups = find_backups(banks=args.bank)
+    for note in backups.notes:
+        print(f"rescue plan: note: {note}", file=sys.stderr)
+    machine = backups.machine(args.client)
+    images = choose_images(machine, args.image)
+    layout = None
+    for image in sorted(images, key=lambda i: (i.created or "", i.name), reverse=True):
+        layout = load_layout(image.path)
+        if layout is not None:
+            break
+    target = probe_disk(device, backup_sources=args.bank)
+    options = PlanOptions(
+        source_disk=args.source_disk, grow=args.grow, bootloader=not args.no_bootloader,
+        skip_vaults=tuple(args.skip_vault),
+    )
+    return build_plan(layout, images, target, options)
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = make_plan(args)
+    if args.json:
+        data = plan.to_json()
+        data["fingerprint"] = plan.fingerprint
+        json.dump(data, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(plan.review())
+    if args.script:
+        text = plan.script()
+        try:
+            args.script.write_text(text)
+            args.script.chmod(0o755)
+        except OSError as e:
+            raise RescueError(f"cannot write {args.script}: {e.strerror}",
+                              fix="give a --script path in a writable folder") from None
+        print(f"rescue plan: restore.sh written to {args.script} (read it before you run it)", file=sys.stderr)
+    return int(Exit.OK)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m rescue.commands.plan ...`, same as `rescue plan ...`."""
+    from rescue.cli import main as cli_main
+
+    return cli_main(["plan", *(argv if argv is not None else sys.argv[1:])])
