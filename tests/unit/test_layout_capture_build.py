@@ -1,0 +1,147 @@
+"""The pure half of capture: raw files of a real capture -> Layout; legacy banks -> Layout."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rescue.capture import HookEnv, hook_env, is_local, write_capture
+from rescue.capture.build import build_layout, relative_to_root
+from rescue.capture.collect import Raw
+from rescue.capture.probe import SshRunner
+from rescue.errors import LayoutError, RescueError
+from rescue.layout import BootMode, Layout, load_layout
+
+SAMPLES = Path(__file__).parent / "layout_samples"
+DEMO = SAMPLES / "capture-demo"
+
+
+def demo_files() -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in DEMO.iterdir() if p.name != "layout.json"}
+
+
+def test_raw_files_of_a_real_capture_build_the_recorded_layout() -> None:
+    recorded = Layout.loads((DEMO / "layout.json").read_text())
+    built = build_layout(demo_files(), client=recorded.client, captured_at=recorded.captured_at, root="/mnt/demo")
+    assert built.disks == recorded.disks
+    assert built.filesystems == recorded.filesystems
+    assert built.swaps == recorded.swaps
+
+
+def test_offline_capture_facts() -> None:
+    lay = build_layout(demo_files(), client=None, captured_at="2026-11-26T03:00:00+00:00", root="/mnt/demo")
+    assert lay.client == "demo" and lay.hostname == "demo" and lay.root == "/mnt/demo"
+    (disk,) = lay.disks
+    assert disk.device == "/dev/loop9" and disk.size == 1024**3 and disk.table.label == "gpt"
+    fs = {f.mountpoint: f for f in lay.filesystems}
+    assert fs["/"].label == "demo-root" and fs["/"].fstype == "ext4"
+    assert fs["/home"].fstype == "xfs" and fs["/home"].label == "demo-home"
+    assert fs["/tmp"].root is not None and fs["/tmp"].root.mode == 0o1777 and fs["/tmp"].root.uid == 0
+    assert fs["/home"].used and fs["/home"].used > 0
+    assert fs["/home"].partuuid == disk.table.partitions[1].uuid.lower()
+    (swap,) = lay.swaps
+    assert swap.label == "demo-swap" and swap.uuid and swap.size == 64 * 1024**2
+    assert [m.target for m in lay.mounts] == ["/", "/home", "/tmp"]
+    assert {e.file for e in lay.fstab} == {"/", "/home", "/tmp", "none"}
+    assert lay.boot.mode is BootMode.BIOS and lay.boot.grub_disk == "/dev/loop9" and lay.boot.esp is None
+    assert lay.os_release.get("ID")
+    assert Layout.loads(lay.dumps()) == lay
+
+
+def test_a_broken_raw_file_names_itself() -> None:
+    files = demo_files()
+    files["sfdisk-loop9.dump"] = files["sfdisk-loop9.dump"].replace(b"size=", b"size=-", 1)
+    with pytest.raises(LayoutError) as e:
+        build_layout(files, client="x", captured_at="t", root="/mnt/demo")
+    assert e.value.file == "sfdisk-loop9.dump" and e.value.line == 9
+
+
+def test_relative_mount_points() -> None:
+    assert relative_to_root("/mnt/demo", "/mnt/demo") == "/"
+    assert relative_to_root("/mnt/demo/home", "/mnt/demo/") == "/home"
+    assert relative_to_root("/mnt/demox", "/mnt/demo") is None
+    assert relative_to_root("/home", "/") == "/home"
+
+
+def test_legacy_bank_is_read_when_no_layout_json() -> None:
+    lay = load_layout(SAMPLES / "legacy/laptop/laptoproot/2003-1006-0300")
+    assert lay is not None and lay.source == "legacy" and lay.client == "laptop"
+    assert lay.captured_at == "2003-10-06T03:00:02"
+    (disk,) = lay.disks
+    assert disk.device == "/dev/hda" and [p.number for p in disk.table.partitions] == [1, 2, 3, 4, 5]
+    fs = {f.mountpoint: f for f in lay.filesystems}
+    assert fs["/"].fstype == "ext3" and fs["/"].label == "/" and fs["/"].used == 4353160 * 1024
+    assert fs["/home"].device == "/dev/hda5"
+    assert [s.device for s in lay.swaps] == ["/dev/hda2"]
+    assert any("legacy" in w for w in lay.warnings)
+    # the home vault's image has no fstab of its own: it is found in the root vault's same-night image
+    home = load_layout(SAMPLES / "legacy/laptop/laptophome/2003-1006-0300")
+    assert home is not None and {f.mountpoint: f.fstype for f in home.filesystems}["/home"] == "ext3"
+
+
+def test_layout_json_is_preferred_and_none_when_nothing(tmp_path: Path) -> None:
+    image = tmp_path / "bank" / "vault" / "img"
+    (image / "tree").mkdir(parents=True)
+    assert load_layout(image) is None
+    shutil.copy(SAMPLES / "legacy/laptop/laptoproot/2003-1006-0300/df.laptop", image / "df.1")
+    assert load_layout(image).source == "legacy"
+    (image / "rescue").mkdir()
+    shutil.copy(DEMO / "layout.json", image / "rescue" / "layout.json")
+    assert load_layout(image).source == "capture"
+    (image / "rescue" / "layout.json").write_text('{"schema": 1, "client": 5}')
+    with pytest.raises(LayoutError):
+        load_layout(image)
+
+
+def test_hook_environment() -> None:
+    assert hook_env({}) is None
+    env = hook_env({"DIRVISH_SERVER": "backup", "DIRVISH_CLIENT": "laptop", "DIRVISH_DEST": "/b/v/img/tree",
+                    "DIRVISH_IMAGE": "v:default:img", "DIRVISH_STATUS": "success"})
+    assert env == HookEnv("backup", "laptop", Path("/b/v/img/tree"), "v:default:img", "success")
+    assert env.image_dir == Path("/b/v/img")
+    with pytest.raises(RescueError):
+        hook_env({"DIRVISH_DEST": "/x"})
+    assert is_local("localhost") and is_local("backup", "backup") and not is_local("laptop", "backup")
+
+
+def test_ssh_runner_quotes_and_refuses_odd_hosts(monkeypatch) -> None:
+    seen = []
+
+    def fake_run(argv, **kw):
+        from rescue.run import Result
+        seen.append(argv)
+        return Result(tuple(argv), 0, "", "")
+
+    monkeypatch.setattr("rescue.capture.probe.run", fake_run)  # no ssh server here: check the argv only
+    SshRunner("laptop")(["stat", "-c", "%a %u %g %n", "/srv/my data"])
+    assert seen[0][:6] == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "laptop"]
+    assert seen[0][-1] == "stat -c '%a %u %g %n' '/srv/my data'"
+    with pytest.raises(RescueError):
+        SshRunner("-oProxyCommand=evil")
+    with pytest.raises(RescueError):
+        SshRunner("host;rm")
+
+
+def test_write_is_all_or_nothing(tmp_path: Path, monkeypatch) -> None:
+    lay = Layout.loads((DEMO / "layout.json").read_text())
+    dest = tmp_path / "rescue"
+    write_capture(dest, lay, Raw({"a.txt": b"first"}))
+    assert (dest / "a.txt").read_bytes() == b"first" and (dest / "layout.json").is_file()
+    real_fsync = os.fsync
+
+    def failing(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", failing)  # a full disk in the middle of writing
+    with pytest.raises(RescueError, match="could not write"):
+        write_capture(dest, lay, Raw({"a.txt": b"second"}))
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert (dest / "a.txt").read_bytes() == b"first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rescue"]
+    write_capture(dest, lay, Raw({"b.txt": b"third"}))
+    assert sorted(p.name for p in dest.iterdir()) == ["b.txt", "layout.json"]
+    assert json.loads((dest / "layout.json").read_text())["client"] == lay.client
