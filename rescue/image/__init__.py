@@ -1,0 +1,1 @@
+"""The rescue image: build it (rescue-image build), describe it, write it."""
