@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,7 +24,7 @@ from rescue.backups.model import Image, ImageStatus, SourceKind, Vault
 from rescue.errors import BackupError
 
 SUMMARY_MAX = 1 << 20  # a real summary is a few KiB; anything bigger is not read past this
-LOG_TAIL = 8192  # rsync --stats is the last ~1 KiB of an image's log
+LOG_TAIL = 4096  # rsync --stats is the last ~1 KiB of an image's log
 LAYOUT_FILE = "layout.json"
 
 
@@ -102,7 +103,7 @@ def parse_config(text: str) -> dict[str, str | list[str]]:
                 current.append(value)
             continue
         current = None
-        line = _COMMENT.sub("", raw) if not raw.startswith(("ACTION:", "Status:")) else raw
+        line = _COMMENT.sub("", raw) if "#" in raw and not raw.startswith(("ACTION:", "Status:")) else raw
         line = line.rstrip()
         if not line:
             continue
@@ -233,8 +234,9 @@ def _log_stats(path: Path) -> tuple[int | None, int | None]:
 
 
 def read_image(bank: Path, vault: str, image_dir: Path, default_client: str = "",
-               default_source: str = "", notes: Notes | None = None) -> Image:
-    """One dirvish image folder as an Image. `bank` must be resolved;
+               default_source: str = "", notes: Notes | None = None) -> Image | None:
+    """One dirvish image folder as an Image (None when the folder has neither
+    a summary nor a tree/, so is no image). `bank` must be resolved;
     `image_dir` must already be known to lie inside it."""
     notes = notes or Notes()
     name = image_dir.name
@@ -245,6 +247,8 @@ def read_image(bank: Path, vault: str, image_dir: Path, default_client: str = ""
                 entries[e.name] = e
     except OSError as e:
         notes.add(f"{shown(str(image_dir))}: cannot be read ({e.strerror})")
+    if "summary" not in entries and "tree" not in entries:
+        return None
 
     def inside(entry_name: str) -> Path | None:
         e = entries.get(entry_name)
@@ -258,10 +262,19 @@ def read_image(bank: Path, vault: str, image_dir: Path, default_client: str = ""
             return real
         return p
 
+    def kind(entry_name: str, path: Path | None) -> str:
+        """'dir', 'file' or '' without a second stat when the listing already says."""
+        if path is None:
+            return ""
+        e = entries[entry_name]
+        if e.is_symlink():
+            return "dir" if path.is_dir() else "file" if path.is_file() else ""
+        return "dir" if e.is_dir(follow_symlinks=False) else "file" if e.is_file(follow_symlinks=False) else ""
+
     summary: dict[str, str | list[str]] = {}
     summary_path = inside("summary")
     has_summary = False
-    if summary_path is not None and summary_path.is_file():
+    if kind("summary", summary_path) == "file":
         try:
             summary = parse_config(_read(summary_path, SUMMARY_MAX))
             has_summary = True
@@ -269,7 +282,7 @@ def read_image(bank: Path, vault: str, image_dir: Path, default_client: str = ""
             notes.add(f"{shown(str(summary_path))}: cannot be read ({e.strerror})")
 
     tree = inside("tree")
-    tree_ok = tree is not None and tree.is_dir()
+    tree_ok = kind("tree", tree) == "dir"
     status_text = _scalar(summary, "Status")
     if not has_summary:
         status, status_text = ImageStatus.INCOMPLETE, "no summary: still being written, or the run died"
@@ -284,9 +297,9 @@ def read_image(bank: Path, vault: str, image_dir: Path, default_client: str = ""
 
     layout_dir = None
     rescue_dir = inside("rescue")
-    if rescue_dir is not None and within(bank, rescue_dir / LAYOUT_FILE) is not None:
+    if kind("rescue", rescue_dir) == "dir" and _layout_inside(bank, rescue_dir / LAYOUT_FILE):
         layout_dir = rescue_dir
-    elif any(re.fullmatch(r"df\.\w+", n) for n in entries):
+    elif any(_LEGACY_DF.fullmatch(n) for n in entries):
         layout_dir = image_dir  # the original hand-written hook's df.N files
 
     size = files = None
@@ -315,6 +328,19 @@ def read_image(bank: Path, vault: str, image_dir: Path, default_client: str = ""
         size=size,
         files=files,
     )
+
+
+_LEGACY_DF = re.compile(r"df\.\w+")
+
+
+def _layout_inside(bank: Path, path: Path) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if stat.S_ISLNK(st.st_mode):
+        return within(bank, path) is not None
+    return stat.S_ISREG(st.st_mode)
 
 
 def _image_key(image: Image) -> tuple[str, str]:
@@ -352,10 +378,9 @@ def read_vault(bank: Path, vault_dir: Path, notes: Notes | None = None) -> Vault
             continue
         if not e.is_dir(follow_symlinks=False):
             continue
-        if not (os.path.lexists(path / "summary") or os.path.lexists(path / "tree")):
-            continue
-        images.append(read_image(bank, vault_dir.name, path, _scalar(conf, "client"),
-                                 _scalar(conf, "tree"), notes))
+        image = read_image(bank, vault_dir.name, path, _scalar(conf, "client"), _scalar(conf, "tree"), notes)
+        if image is not None:
+            images.append(image)
     if not images and not conf:
         return None
     return Vault(
