@@ -1,0 +1,162 @@
+"""`rescue plan` against real dirvish banks made with the capture hook, onto real loop disks.
+
+The demo machines (gpt, and dos with logical partitions) are backed up twice
+by real dirvish with `rescue capture` as the post-server hook; then the
+disaster: the machine's disk is detached. `rescue plan` probes fresh loop
+disks of other sizes, prints the review, writes restore.sh and JSON, and
+refuses a disk that is too small and a disk with a mounted filesystem.
+The target is never written: its image file stays all zeros.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rescue.cli import main
+from rescue.demo import DemoMachine, make_bank
+from rescue.devices import loop_disk
+from rescue.errors import Exit
+from rescue.plan import Plan
+from rescue.plan.migrate import check_fits
+from rescue.run import run
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+def _machine(tmp: Path, **kw):
+    with DemoMachine(tmp / "machine", **kw) as m:
+        bank = make_bank(m, tmp / "bank")
+        parts = {p.mountpoint or "swap": p for p in m.partitions}
+        table = m.table
+        m.detach_keep_image()
+        yield {"bank": bank, "parts": parts, "table": table, "tmp": tmp}
+
+
+@pytest.fixture(scope="module")
+def gpt_demo(tmp_path_factory):
+    yield from _machine(tmp_path_factory.mktemp("plan-gpt"))
+
+
+@pytest.fixture(scope="module")
+def dos_demo(tmp_path_factory):
+    yield from _machine(tmp_path_factory.mktemp("plan-dos"), label="dos", logical=True, home_fs="btrfs")
+
+
+def plan_cmd(demo, dev: str, *extra: str) -> list[str]:
+    return ["plan", "--bank", str(demo["bank"].bank), "--client", demo["bank"].client, "--target", dev, *extra]
+
+
+def untouched(image: Path) -> bool:
+    with open(image, "rb") as f:
+        return f.read(2 * MiB) == bytes(2 * MiB) and (f.seek(-MiB, 2) or True) and f.read() == bytes(MiB)
+
+
+def plan_onto(demo, size: int, tmp_path: Path, capsys, *extra: str) -> tuple[Plan, str, str]:
+    img = tmp_path / "target.img"
+    script = tmp_path / "restore.sh"
+    with loop_disk(img, size) as dev:
+        code = main(plan_cmd(demo, dev, "--script", str(script), *extra))
+        out = capsys.readouterr()
+        assert code == Exit.OK, out.err
+        code = main(plan_cmd(demo, dev, "--json", *extra))
+        data = json.loads(capsys.readouterr().out)
+        assert code == Exit.OK
+    assert untouched(img), "rescue plan wrote to the target"
+    plan = Plan.from_json(data)
+    assert data["fingerprint"] == plan.fingerprint
+    assert plan.target.device == dev and plan.target.size == size
+    check_fits(plan.new_table, size // 512)
+    run(["bash", "-n", str(script)])
+    assert script.stat().st_mode & 0o111
+    text = script.read_text()
+    assert f"TARGET={dev}\n" in text and f"TARGET_SIZE={size}" in text
+    return plan, out.out, text
+
+
+def kept_identity(demo, plan: Plan) -> None:
+    """PARTUUIDs, label-id, filesystem and swap UUIDs and labels as the capture recorded them."""
+    assert plan.new_table.label_id == demo["table"].label_id
+    for p in plan.new_table.partitions:
+        old = next(q for q in demo["table"].partitions if q.number == p.number)
+        assert (p.type, p.uuid, p.name) == (old.type, old.uuid, old.name)
+    made = {f.mountpoint: f for f in plan.filesystems}
+    for mp, part in demo["parts"].items():
+        if mp == "swap":
+            assert [(s.uuid, s.label) for s in plan.swaps] == [(part.uuid, part.label)]
+        elif mp in made:
+            assert (made[mp].uuid, made[mp].label, made[mp].fstype) == (part.uuid, part.label, part.fstype)
+    assert {c.mountpoint for c in plan.copies} == {mp for mp in demo["parts"] if mp != "swap"}
+
+
+def test_plan_onto_a_bigger_disk_grows_the_last_data_partition(gpt_demo, tmp_path, capsys):
+    plan, review, script = plan_onto(gpt_demo, 2 * GiB, tmp_path, capsys)
+    kept_identity(gpt_demo, plan)
+    tmp = next(m for m in plan.migrations if m.mountpoint == "/tmp")
+    assert tmp.change == "grows" and tmp.new_size - tmp.old_size == GiB // 512
+    assert "/tmp grows from" in review and "to 1.4 GiB" in review
+    assert "WILL BE DESTROYED" in review and "nothing: no partitions or signatures" in review
+    assert max(len(line) for line in review.splitlines()) <= 79
+    assert "copy vault home image" in script and "mark copy:home" in script
+
+
+def test_plan_onto_a_bigger_disk_can_grow_a_chosen_partition(gpt_demo, tmp_path, capsys):
+    plan, review, _ = plan_onto(gpt_demo, 2 * GiB, tmp_path, capsys, "--grow", "/home")
+    home = next(m for m in plan.migrations if m.mountpoint == "/home")
+    assert home.change == "grows" and "/home grows from 320 MiB to 1.3 GiB (as asked with --grow)" in review
+    assert next(m for m in plan.migrations if m.mountpoint == "/tmp").change == "moves"
+
+
+def test_plan_onto_a_smaller_disk_shrinks_when_the_data_fits(gpt_demo, tmp_path, capsys):
+    plan, review, _ = plan_onto(gpt_demo, 800 * MiB, tmp_path, capsys)
+    kept_identity(gpt_demo, plan)
+    tmp = next(m for m in plan.migrations if m.mountpoint == "/tmp")
+    assert tmp.change == "shrinks" and "/tmp shrinks from" in review
+    assert max(p.end for p in plan.new_table.partitions) <= plan.new_table.last_lba + 1
+
+
+def test_plan_refuses_a_disk_that_is_too_small_and_says_by_how_much(gpt_demo, tmp_path, capsys):
+    img = tmp_path / "small.img"
+    with loop_disk(img, 600 * MiB) as dev:
+        code = main(plan_cmd(gpt_demo, dev, "--script", str(tmp_path / "restore.sh")))
+    err = capsys.readouterr().err
+    assert code == Exit.REFUSED
+    assert "MiB short" in err and "/tmp (ext4)" in err and "what to do:" in err
+    assert not (tmp_path / "restore.sh").exists()
+    assert untouched(img)
+
+
+def test_plan_refuses_a_target_with_a_mounted_filesystem(gpt_demo, tmp_path, capsys):
+    img = tmp_path / "busy.img"
+    where = tmp_path / "busy"
+    where.mkdir()
+    with loop_disk(img, 2 * GiB) as dev:
+        run(["mkfs.ext4", "-q", "-F", dev])
+        run(["mount", dev, str(where)])
+        try:
+            code = main(plan_cmd(gpt_demo, dev))
+        finally:
+            run(["umount", str(where)])
+    err = capsys.readouterr().err
+    assert code == Exit.UNSAFE
+    assert str(where) in err and "umount" in err
+
+
+def test_plan_of_dos_logical_partitions_grows_the_extended_one_too(dos_demo, tmp_path, capsys):
+    plan, review, _ = plan_onto(dos_demo, 2 * GiB, tmp_path, capsys)
+    kept_identity(dos_demo, plan)
+    changes = {m.number: m.change for m in plan.migrations}
+    grown = [m for m in plan.migrations if m.change == "grows" and not m.container]
+    assert len(grown) == 1 and grown[0].number >= 5, changes
+    ext = next(m for m in plan.migrations if m.container)
+    assert ext.change == "grows" and ext.new_size - ext.old_size == grown[0].new_size - grown[0].old_size
+    assert "extended partition" in review
+
+
+def test_plan_of_dos_logical_partitions_onto_a_smaller_disk(dos_demo, tmp_path, capsys):
+    plan, review, _ = plan_onto(dos_demo, 900 * MiB, tmp_path, capsys)
+    assert max(p.end for p in plan.new_table.partitions) <= 900 * MiB // 512
+    assert any(m.change == "shrinks" for m in plan.migrations)
