@@ -36,7 +36,8 @@ def test_text_output(tmp_path, capsys):
     legacy = next(line for line in lines if "2026-1126-0300" in line and "legacy" in line)
     assert legacy.lstrip().startswith("*")
     assert "Machine web: 1 vault" in out
-    assert all(len(line) <= 80 for line in lines if "rather-long" not in line and "/" not in line)
+    assert f"  from dirvish {bank}" in lines
+    assert all(len(line) <= 80 for line in lines if not line.startswith("  from "))
 
 
 def test_image_date_moves_the_mark(tmp_path, capsys):
@@ -90,3 +91,27 @@ def test_empty_bank(tmp_path, capsys):
     (tmp_path / "bank").mkdir()
     assert main(["list", "--bank", str(tmp_path / "bank")]) == Exit.OK
     assert capsys.readouterr().out == "No vaults found.\n"
+
+
+def test_default_is_the_dirvish_master_conf(tmp_path, capsys, monkeypatch):
+    import rescue.backups.discover as discover
+
+    monkeypatch.setattr(discover, "MASTER_CONF", tmp_path / "master.conf")
+    assert main(["list"]) == Exit.ERROR
+    err = capsys.readouterr().err
+    assert "no backups given" in err and "--bank DIR" in err
+    bank = bank_with_everything(tmp_path)
+    (tmp_path / "master.conf").write_text(f"bank:\n\t{bank}\n")
+    assert main(["list"]) == Exit.OK
+    assert "Machine vm: 2 vaults" in capsys.readouterr().out
+
+
+def test_rsnapshot_and_tree_in_one_listing(tmp_path, capsys):
+    (tmp_path / "snap" / "daily.0" / "alpha" / "etc").mkdir(parents=True)
+    (tmp_path / "copy" / "etc").mkdir(parents=True)
+    assert main(["list", "--rsnapshot", str(tmp_path / "snap"), "--tree", str(tmp_path / "copy"),
+                 "--client", "beta"]) == Exit.OK
+    out = capsys.readouterr().out
+    assert "Machine alpha: 1 vault" in out and "Machine beta: 1 vault" in out
+    assert f"from rsnapshot {tmp_path / 'snap'}" in out and "from plain " in out
+    assert "* daily.0" in out
