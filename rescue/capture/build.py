@@ -225,7 +225,7 @@ def build_layout(
         disks=tuple(disks),
         filesystems=tuple(filesystems),
         swaps=tuple(swaps),
-        mounts=tuple(mounts),
+        mounts=tuple(sorted(mounts, key=lambda m: (m.target.count("/") if m.target != "/" else 0, m.target))),
         fstab=fstab,
         boot=boot,
         warnings=tuple(notes),
