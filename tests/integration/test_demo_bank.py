@@ -53,3 +53,54 @@ def test_diff_trees_sees_what_a_naive_copy_loses(tmp_path: Path) -> None:
         problems = "\n".join(diff_trees(src, naive, sparse=True))
         for words in ("odd-dir: owner", "hard links not kept together", "xattrs", "mtime"):
             assert words in problems, words
+
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "nightly-backup"
+
+
+def test_nightly_backup_script_mounts_logs_runs_and_always_unmounts(tmp_path: Path) -> None:
+    """scripts/nightly-backup with real mount -L, DISKLABEL, dirvish-runall and the capture hook."""
+    import secrets
+
+    from rescue.demo import run_dirvish
+    from rescue.devices import loop_disk
+    from rescue.run import run
+
+    label = "RB" + secrets.token_hex(4)  # unique: mount -L must find only our disk
+    mnt, drivelog = tmp_path / "backup", tmp_path / "drivelog"
+    with DemoMachine(tmp_path / "m", corpus=False) as m, loop_disk(tmp_path / "backup.img", 512 * 1024**2) as dev:
+        run(["mkfs.ext4", "-q", "-L", label, dev])
+        mnt.mkdir()
+        run(["mount", dev, mnt])
+        try:
+            (mnt / "DISKLABEL").write_text("backup-disk-A\n")
+            bank = make_bank(m, mnt / "dirvish", images=("2000-0101-0300",), confdir=tmp_path / "etc-dirvish")
+        finally:
+            run(["umount", mnt])
+
+        def nightly(*settings: str):
+            check = (
+                f'env BACKUP_LABEL={label} BACKUP_MOUNT={mnt} BACKUP_DRIVELOG={drivelog} {" ".join(settings)} '
+                f'sh {SCRIPT}; rc=$?; if mountpoint -q {mnt}; then echo STILL-MOUNTED; fi; exit $rc'
+            )
+            return run_dirvish(bank.confdir, ["sh", "-c", check], check=False)
+
+        r = nightly()
+        assert r.returncode == 0, r.stderr
+        assert "STILL-MOUNTED" not in r.stdout
+        (line,) = drivelog.read_text().splitlines()
+        assert line.startswith("backup-disk-A ") and str(__import__("datetime").date.today().year) in line
+
+        r = nightly("DIRVISH_RUNALL=false")
+        assert r.returncode != 0 and "STILL-MOUNTED" not in r.stdout
+        assert "failed" in r.stderr
+        assert len(drivelog.read_text().splitlines()) == 2
+
+        run(["mount", "-o", "ro", dev, mnt])
+        try:
+            for vault, _ in bank.vaults:
+                images = sorted(p.name for p in (mnt / "dirvish" / vault).iterdir() if p.name != "dirvish")
+                assert len(images) == 2 and images[0] == "2000-0101-0300", images
+                assert (mnt / "dirvish" / vault / images[1] / "rescue" / "layout.json").is_file()
+        finally:
+            run(["umount", mnt])
