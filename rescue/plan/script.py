@@ -48,12 +48,7 @@ def at_root(mountpoint: str) -> str:
 
 
 def step_lines(step: Step) -> tuple[str, ...]:
-    try:
-        return tuple(step.script())
-    except NotImplementedError:
-        # FALLBACK while a step has no shell form yet: stop the script there
-        # rather than skip the step. Remove once every step implements script().
-        return (f"die {shlex.quote(f'step {step.kind} has no shell form in this rescue version; run rescue restore instead')}",)
+    return tuple(step.script())
 
 
 def render_script(plan: Plan) -> str:
