@@ -1,0 +1,246 @@
+"""`rescue restore`: rebuild a machine's disk from its newest good backup, from the command line.
+
+The same engine as the wizard, for scripts, serial consoles and the
+unattended boot entry. Nothing is written before the plan is complete and
+confirmed (the target's name typed, or --yes). A rerun of the same command
+after a failure or a power cut resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from rescue import events as ev
+from rescue.errors import Aborted, Exit, RescueError
+
+NAME = "restore"
+ORDER = 20
+HELP = "restore a machine's disk from its backups onto a new disk (unattended with --yes)"
+DESCRIPTION = (
+    "Build the restore plan for --client from the images in --bank (the newest good image of each "
+    "vault, or the newest at or before --image DATE) onto --target, show it, and run it once the "
+    "target's device name is typed (or --yes). --dry-run prints the plan and restore.sh and writes "
+    "nothing. Rerun the same command after a failure or power cut: finished steps are skipped."
+)
+
+PROGRESS_EVERY = 5.0  # seconds between progress lines (a serial console is slow)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bank", action="append", type=Path, default=[], metavar="DIR", required=True,
+                   help="a dirvish bank holding the client's vaults; may be repeated")
+    p.add_argument("--client", required=True, metavar="NAME", help="the machine to restore (rescue list shows them)")
+    p.add_argument("--image", metavar="DATE",
+                   help="restore the newest good image at or before DATE (default: the newest good image)")
+    p.add_argument("--target", required=True, metavar="DEV",
+                   help="the whole disk to overwrite, e.g. /dev/sdb or a /dev/disk/by-id/ name")
+    p.add_argument("--yes", action="store_true", help="do not ask: the target was chosen on purpose")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and restore.sh; write nothing")
+    p.add_argument("--log", type=Path, metavar="FILE",
+                   help="log of every command run (default: restore-DATE.log in the state folder)")
+    p.add_argument("--state-dir", type=Path, metavar="DIR",
+                   help="where the resume journal is kept (default /var/lib/rescue)")
+    p.add_argument("--grow", metavar="MOUNTPOINT|N",
+                   help="the partition that takes the size difference (default: the last data partition)")
+    p.add_argument("--source-disk", metavar="DEV", help="which captured disk this target replaces (multi-disk machines)")
+    p.add_argument("--skip-vault", action="append", default=[], metavar="NAME", help="leave a vault out")
+    p.add_argument("--bootloader", choices=("auto", "install", "skip"), default="auto",
+                   help="auto (default): install grub, except onto a loop device where it is reported as "
+                        "not attempted; install: always try; skip: do not install")
+    p.add_argument("--verify-checksum", action="store_true",
+                   help="verify file contents by checksum too (reads everything twice; default: sizes, "
+                        "times and all metadata)")
+
+
+def identity_of(device: str) -> str:
+    """How the journal names a disk: a /dev/disk/by-id name survives a reboot, /dev/sdX may not."""
+    real = os.path.realpath(device)
+    by_id = Path("/dev/disk/by-id")
+    if by_id.is_dir():
+        names = sorted(str(p) for p in by_id.iterdir() if os.path.realpath(p) == real)
+        if names:
+            return names[0]
+    return real
+
+
+class ProgressPrinter:
+    """Events as plain lines that work on a serial console: no colours, no redraws."""
+
+    def __init__(self, out: TextIO | None = None, every: float = PROGRESS_EVERY) -> None:
+        self.out = out
+        self.every = every
+        self.total = 0
+        self._last: dict[str, float] = {}
+        self._pct: dict[str, int] = {}
+
+    def __call__(self, e: ev.Event) -> None:
+        if isinstance(e, ev.PlanStarted):
+            self.total = e.total_steps
+            self.line(f"restore: {e.total_steps} steps" + (" (resuming an earlier run)" if e.resumed else ""))
+        elif isinstance(e, ev.StepSkipped):
+            self.line(f"[{e.index + 1}/{self.total}] done already: {e.description}")
+        elif isinstance(e, ev.StepStarted):
+            self.line(f"[{e.index + 1}/{e.total}] {e.description}")
+        elif isinstance(e, ev.StepDone):
+            self.line(f"      done in {e.seconds:.1f}s")
+        elif isinstance(e, ev.StepFailed):
+            self.line(f"      FAILED: {e.message.splitlines()[0]}")
+        elif isinstance(e, ev.Output):
+            self.line(f"      {e.line}")
+        elif isinstance(e, ev.Progress):
+            self.progress(e)
+
+    def progress(self, e: ev.Progress) -> None:
+        now = time.monotonic()
+        pct = int(100 * e.bytes_done / e.bytes_total) if e.bytes_total else -1
+        final = e.eta_seconds == 0.0
+        if not final and now - self._last.get(e.key, 0) < self.every:
+            return
+        if final and self._pct.get(e.key) == 100:
+            return
+        self._last[e.key] = now
+        self._pct[e.key] = 100 if final else pct
+        text = f"      {_size(e.bytes_done)}"
+        if e.bytes_total:
+            text += f" of {_size(e.bytes_total)} ({min(pct, 100)}%)"
+        if e.files_total:
+            text += f", {e.files_done} of {e.files_total} files"
+        elif e.files_done:
+            text += f", {e.files_done} files"
+        if e.eta_seconds:
+            text += f", about {_eta(e.eta_seconds)} left"
+        self.line(text)
+
+    def line(self, text: str) -> None:
+        out = self.out or sys.stdout
+        out.write(text + "\n")
+        out.flush()
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{int(n)} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _eta(s: float) -> str:
+    s = int(s)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02}m"
+    return f"{s // 60}m{s % 60:02}s" if s >= 60 else f"{s}s"
+
+
+def confirm(target: Any, ask: Callable[[str], str]) -> None:
+    """The person types the target's device name; anything else aborts with nothing written."""
+    names = {target.device, os.path.basename(target.device), *target.by_id}
+    prompt = (f"\nEverything on {target.device} will be destroyed.\n"
+              f"Type the target's device name ({target.device}) to go on, anything else aborts: ")
+    try:
+        answer = ask(prompt).strip()
+    except EOFError:
+        answer = ""
+    if answer not in names:
+        raise Aborted("the restore was not confirmed; nothing was written",
+                      why=f"the answer {answer!r} is not {target.device}" if answer else "no answer was given",
+                      fix=f"run again and type {target.device}, or use --yes in a script")
+
+
+def _ask(prompt: str) -> str:
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line
+
+
+def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
+    from rescue.backups import choose_images, find_backups
+    from rescue.engine.executor import Executor
+    from rescue.engine.journal import DEFAULT_STATE_DIR, identity_name
+    from rescue.engine.report import write_report
+    from rescue.layout.legacy import load_layout
+    from rescue.plan import PlanOptions, build_plan
+    from rescue.probe import probe_disk
+    from rescue.safety import assert_still_safe
+
+    for bank in args.bank:
+        if not bank.is_dir():
+            raise RescueError(f"bank {bank} is not a folder", fix="give the folder that holds the vaults with --bank DIR")
+    if not os.path.exists(args.target):
+        raise RescueError(f"{args.target} does not exist", fix="name the target disk, e.g. /dev/sdb (lsblk lists them)")
+    device = os.path.realpath(args.target)
+    state_dir = args.state_dir or DEFAULT_STATE_DIR
+    identity = identity_of(device)
+
+    backups = find_backups(banks=args.bank)
+    machine = backups.machine(args.client)
+    images = choose_images(machine, args.image)
+    layout = None
+    for image in sorted(images, key=lambda i: (i.created or "", i.name), reverse=True):
+        layout = load_layout(image.path)
+        if layout is not None:
+            break
+    options = PlanOptions(source_disk=args.source_disk, grow=args.grow, skip_vaults=tuple(args.skip_vault),
+                          bootloader=args.bootloader != "skip")
+
+    folder = Path(state_dir) / identity_name(identity)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    log_path = args.log or folder / f"restore-{stamp}.log"
+    executor = Executor(target=device, identity=identity, state_dir=state_dir, log_path=log_path,
+                        recheck=lambda: assert_still_safe(device, backup_sources=args.bank) and None,
+                        bootloader=args.bootloader, verify_checksum=args.verify_checksum,
+                        title=f"restore of {args.client} onto {device}")
+    if not args.dry_run:
+        # A killed earlier run may have left its mounts and copy process: release
+        # them (only what its journal names) so the target probes as free again.
+        for line in executor.release_leftovers():
+            print(f"restore: {line}", flush=True)
+
+    target = probe_disk(device, backup_sources=args.bank)
+    plan = build_plan(layout, images, target, options)
+    print(plan.review(), flush=True)
+    if args.dry_run:
+        print("\n# ---- restore.sh (nothing was written) ----")
+        print(plan.script(), flush=True)
+        return int(Exit.OK)
+    if not args.yes:
+        confirm(target, ask)
+
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (folder / "plan.json").write_text(plan.dumps())
+    printer = ProgressPrinter()
+    done: dict[str, str] = {}
+
+    def on_event(e: ev.Event) -> None:
+        if isinstance(e, ev.PlanDone):
+            done["summary"] = e.summary
+        printer(e)
+
+    try:
+        outcome = executor.run(plan, on_event)
+    except RescueError:
+        if "summary" in done:
+            report = write_report(folder, done["summary"], stamp)
+            print("\n" + done["summary"], flush=True)
+            print(f"restore: report kept in {report}; every command run is in {log_path}", flush=True)
+        raise
+    report = write_report(folder, outcome.summary, stamp)
+    print("\n" + outcome.summary)
+    print(f"restore: report kept in {report}; every command run is in {log_path}", flush=True)
+    return int(Exit.INCOMPLETE if outcome.incomplete else Exit.OK)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m rescue.commands.restore ...`, same as `rescue restore ...`."""
+    from rescue.cli import main as cli_main
+
+    return cli_main(["restore", *(argv if argv is not None else sys.argv[1:])])
