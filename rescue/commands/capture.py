@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--disk", metavar="DEV", help="the disk of a system that is not running (with --root)")
     p.add_argument("--root", type=Path, metavar="DIR", help="where that system's filesystems are mounted")
     p.add_argument("--client", metavar="NAME", help="the name to record as client (default: the hook's, or the hostname)")
+    p.add_argument("--ssh-command", default="ssh", metavar="PROGRAM",
+                   help="the ssh program to use (default ssh; always run with -o BatchMode=yes)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
                               why="DIRVISH_DEST should be an image's tree/ folder")
         client = client or env.client
         if args.disk is None and not args.ssh and not is_local(env.client, env.server):
-            runner = SshRunner(env.client)
+            runner = SshRunner(env.client, ssh=args.ssh_command)
     if args.ssh:
-        runner = SshRunner(args.ssh)
+        runner = SshRunner(args.ssh, ssh=args.ssh_command)
         client = client or args.ssh
     layout, raw = capture(client=client, runner=runner, disk=args.disk, root=args.root)
     if env is not None and env.status and env.status != "success":

@@ -111,3 +111,51 @@ def test_usage_without_out_or_hook_is_refused() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIRVISH_")}
     r = rescue("capture", env=env)
     assert r.returncode == 2 and "--out" in r.stderr
+
+
+FAKE_SSH = """#!/bin/sh
+# Stands in for ssh (no sshd on the test machine): insists on BatchMode, then
+# does what sshd does with the command: hands the one string to the login shell.
+[ "$1" = -o ] && [ "$2" = BatchMode=yes ] || { echo "no BatchMode" >&2; exit 99; }
+shift 4
+echo "$1" >> "$(dirname "$0")/hosts"
+shift
+[ "$1" = -- ] && shift
+exec sh -c "$1"
+"""
+
+
+def test_remote_capture_runs_the_same_plain_commands_through_ssh(tmp_path: Path) -> None:
+    """--ssh and hook mode with a remote client: commands cross a shell as one quoted string."""
+    ssh = tmp_path / "bin" / "ssh"
+    ssh.parent.mkdir()
+    ssh.write_text(FAKE_SSH)
+    ssh.chmod(0o755)
+    r = rescue("capture", "--ssh", "laptop", "--ssh-command", str(ssh), "--out", str(tmp_path / "remote"))
+    assert r.returncode == 0, r.stderr
+    r = rescue("capture", "--out", str(tmp_path / "local"))
+    assert r.returncode == 0, r.stderr
+    remote = Layout.loads((tmp_path / "remote" / "layout.json").read_text())
+    local = Layout.loads((tmp_path / "local" / "layout.json").read_text())
+    assert remote.client == "laptop" and local.client == local.hostname
+    assert (remote.disks, remote.fstab, remote.boot, remote.os_release) == (local.disks, local.fstab, local.boot, local.os_release)
+    assert [f.device for f in remote.filesystems] == [f.device for f in local.filesystems]
+    assert set((ssh.parent / "hosts").read_text().split()) == {"laptop"}
+
+    # hook mode: a client that is not this host is read over ssh
+    image = tmp_path / "bank" / "laptop-root" / "2026-1126-0300"
+    (image / "tree").mkdir(parents=True)
+    env = {"PATH": os.environ["PATH"], "DIRVISH_SERVER": os.uname().nodename, "DIRVISH_CLIENT": "laptop2",
+           "DIRVISH_DEST": str(image / "tree"), "DIRVISH_IMAGE": "laptop-root:default:2026-1126-0300",
+           "DIRVISH_STATUS": "success"}
+    r = rescue("capture", "--ssh-command", str(ssh), env=env)
+    assert r.returncode == 0, r.stderr
+    assert Layout.loads((image / "rescue" / "layout.json").read_text()).client == "laptop2"
+    assert "laptop2" in (ssh.parent / "hosts").read_text().split()
+
+    # an unreachable client: ssh exits 255, capture fails clearly, the image keeps what it had
+    before = listing_digest(image)
+    ssh.write_text("#!/bin/sh\necho 'ssh: connect to host laptop2 port 22: Connection refused' >&2\nexit 255\n")
+    r = rescue("capture", "--ssh-command", str(ssh), env=env)
+    assert r.returncode == 1 and "Connection refused" in r.stderr and "Traceback" not in r.stderr
+    assert listing_digest(image) == before

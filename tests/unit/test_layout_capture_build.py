@@ -145,3 +145,53 @@ def test_write_is_all_or_nothing(tmp_path: Path, monkeypatch) -> None:
     write_capture(dest, lay, Raw({"b.txt": b"third"}))
     assert sorted(p.name for p in dest.iterdir()) == ["b.txt", "layout.json"]
     assert json.loads((dest / "layout.json").read_text())["client"] == lay.client
+
+
+def test_running_uefi_machine_with_esp_and_active_swap() -> None:
+    """A live UEFI machine as collect_running would record it (hand-assembled raw files)."""
+    from rescue.layout import parse_sfdisk, render_sfdisk
+
+    table = parse_sfdisk((SAMPLES / "gpt.dump").read_bytes(), "gpt.dump")
+    parts = [
+        {"name": f"sda{i}", "type": "part", "size": p.size * 512, "partuuid": p.uuid.lower(), "mountpoints": [None]}
+        for i, p in enumerate(table.partitions, 1)
+    ]
+    lsblk = {"blockdevices": [{"name": "sda", "type": "disk", "size": 2 * 1024**3, "model": "QEMU HARDDISK",
+                               "log-sec": 512, "children": parts}]}
+    blkid = {
+        "sda2": "DEVNAME=/dev/sda2\nUUID=7A1B-2C3D\nTYPE=vfat\nPART_ENTRY_UUID=6da95b9c-8ed1-5347-b420-c4543b1914b3\n",
+        "sda3": "DEVNAME=/dev/sda3\nLABEL=root\\ fs\nUUID=11111111-2222-3333-4444-555555555555\nTYPE=ext4\n",
+        "sda4": "DEVNAME=/dev/sda4\nLABEL=swap\nUUID=66666666-2222-3333-4444-555555555555\nTYPE=swap\n",
+        "sda5": "DEVNAME=/dev/sda5\nUUID=77777777-2222-3333-4444-555555555555\nTYPE=xfs\n",
+        "sda1": "",
+    }
+    findmnt = {"filesystems": [{"target": "/", "source": "/dev/sda3", "fstype": "ext4", "options": "rw", "children": [
+        {"target": "/boot/efi", "source": "/dev/sda2", "fstype": "vfat", "options": "rw,umask=0077"},
+        {"target": "/home", "source": "/dev/sda5", "fstype": "xfs", "options": "rw"},
+        {"target": "/proc", "source": "proc", "fstype": "proc", "options": "rw"}]}]}
+    files = {
+        "disks": b"/dev/sda\n",
+        "lsblk.json": json.dumps(lsblk).encode(),
+        "sfdisk-sda.dump": render_sfdisk(table, device="/dev/sda").encode(),
+        "findmnt.json": json.dumps(findmnt).encode(),
+        "df.txt": b"Filesystem Type 1B-blocks Used Avail Mounted on\n/dev/sda3 ext4 500 100 400 /\n"
+                  b"/dev/sda2 vfat 100 5 95 /boot/efi\n/dev/sda5 xfs 1000 600 400 /home\nproc proc 0 0 0 /proc\n",
+        "roots.txt": b"755 0 0 /\n700 0 0 /boot/efi\n755 0 0 /home\n",
+        "swaps": b"Filename\tType\tSize\tUsed\tPriority\n/dev/sda4 partition 65532 0 -2\n",
+        "boot-mode": b"uefi\n",
+        "grub": b"/boot/grub\n",
+        "hostname": b"laptop\n",
+        "fstab": (SAMPLES / "hand-fstab").read_bytes(),
+        **{f"blkid-{k}.txt": v.encode() for k, v in blkid.items()},
+    }
+    lay = build_layout(files, client="laptop", captured_at="2026-11-26T03:00:00+00:00")
+    assert lay.boot.mode is BootMode.UEFI and lay.boot.esp == "/boot/efi"
+    assert lay.boot.grub_disk == "/dev/sda" and lay.boot.has_grub
+    fs = {f.mountpoint: f for f in lay.filesystems}
+    assert fs["/"].label == "root fs" and fs["/home"].used == 600 and fs["/boot/efi"].root.mode == 0o700
+    assert fs["/boot/efi"].partuuid == "6da95b9c-8ed1-5347-b420-c4543b1914b3"
+    (swap,) = lay.swaps
+    assert (swap.device, swap.size, swap.priority, swap.label) == ("/dev/sda4", 65532 * 1024, -2, "swap")
+    assert [m.target for m in lay.mounts] == ["/", "/home", "/boot/efi"]
+    assert lay.disks[0].model == "QEMU HARDDISK" and lay.disks[0].table.partitions[0].node == "/dev/sda1"
+    assert not any("blkid could not" in w for w in lay.warnings)
