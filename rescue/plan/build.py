@@ -93,7 +93,8 @@ def build_plan(
     for fs in filesystems:
         n = _number(fs, number_of, disk, table)
         what = f"{fs.mountpoint or fs.device} ({fs.fstype})"
-        needs[n] = Need(what, needed_bytes(fs.used, fs.fstype) if fs.used is not None else None)  # type: ignore[index]
+        used = _used(fs, copies_for.get(fs.mountpoint or ""))
+        needs[n] = Need(what, needed_bytes(used, fs.fstype) if used is not None else None)  # type: ignore[index]
     for sw in swaps:
         needs[sw.number] = Need(f"swap {sw.captured_device}", FS_MIN_BYTES["swap"])
     grow = _choose_grow(options, table, filesystems, number_of, disk, data)
@@ -158,7 +159,7 @@ def build_plan(
             device=partition_path(target.device, n), number=n, fstype=fs.fstype, size=size,
             uuid=fs.uuid, label=fs.label, mountpoint=fs.mountpoint, captured_device=fs.device,
             used=fs.used, vault=image.vault if image else None, image=image.name if image else None,
-            esp=esp,
+            esp=esp, copy_bytes=_copy_bytes(fs, image), files=image.files if image else None,
         ))
     new_swaps = tuple(
         NewSwap(device=partition_path(target.device, s.number), number=s.number,
@@ -184,7 +185,7 @@ def build_plan(
     copies = tuple(
         CopyTree(
             vault=copies_for[mp].vault, image=copies_for[mp].name, source=copies_for[mp].tree,
-            mountpoint=mp, bytes=by_mount[mp].used or 0,
+            mountpoint=mp, bytes=by_mount[mp].copy_bytes or 0, files=by_mount[mp].files or 0,
         )
         for mp in mount_order if mp in copies_for
     )
@@ -415,6 +416,20 @@ def destroyed(target: TargetDisk) -> tuple[str, ...]:
         if line not in lines and not (target.pttype and sig == target.pttype):
             lines.append(line)
     return tuple(lines)
+
+
+def _used(fs: Filesystem, image: Image | None) -> int | None:
+    """Bytes the new filesystem must hold: df's used bytes, else what rsync counted in the image."""
+    if fs.used is not None:
+        return fs.used
+    return image.size if image is not None else None
+
+
+def _copy_bytes(fs: Filesystem, image: Image | None) -> int | None:
+    """Bytes the copy reads, for progress: the image's own count first, else df's used bytes."""
+    if image is None:
+        return None
+    return image.size if image.size is not None else fs.used
 
 
 def _partition_numbers(table: PartitionTable) -> dict[str, int]:

@@ -95,6 +95,8 @@ class NewFilesystem:
     vault: str | None = None  # None: made empty
     image: str | None = None
     esp: bool = False
+    copy_bytes: int | None = None  # what the copy reads: the image's byte count, else df's used bytes
+    files: int | None = None  # files in the image, when its log says
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ def render_review(plan: Plan) -> str:
     ident = " ".join(x for x in (t.model, f"serial {t.serial}" if t.serial else None) if x)
     out.append(f"  target    {t.device}  {fmt_bytes(t.size)}  {ident}".rstrip())
     out.append(f"  replaces  captured disk {plan.source.device}  {fmt_bytes(plan.source.size)}")
+    out += _wrap("  in short  " + _summary(plan), indent=" " * 12)
     out.append("")
 
     out.append(f"WILL BE DESTROYED on {t.device}:")
@@ -83,6 +84,23 @@ def render_review(plan: Plan) -> str:
             out += _wrap(f"  ! {w}", indent="    ")
     out.append("")
     return "\n".join(out)
+
+
+def _summary(plan: Plan) -> str:
+    """One sentence for the top of the screen: the whole restore at a glance."""
+    parts = [f"erase {plan.target.device}", f"write a {plan.new_table.label} table"]
+    n = len(plan.filesystems)
+    parts.append(f"make {n} filesystem{'s' if n != 1 else ''}" + (f" and {len(plan.swaps)} swap" if plan.swaps else ""))
+    total = sum(c.bytes for c in plan.copies)
+    parts.append(f"copy {fmt_bytes(total)} from {len(plan.copies)} vault{'s' if len(plan.copies) != 1 else ''}")
+    for m in plan.migrations:
+        if m.change in ("grows", "shrinks") and not m.container:
+            parts.append(f"{_name(m)} {m.change} to {fmt_bytes(m.new_size * m.sector_size)}")
+    if any(s.kind == "bootloader" for s in plan.steps):
+        parts.append("install grub")
+    text = ", ".join(parts)
+    warnings = len(plan.warnings) + len(plan.layout_warnings)
+    return text + (f"; {warnings} warning{'s' if warnings != 1 else ''} below" if warnings else "")
 
 
 def _table(plan: Plan, ss: int) -> list[str]:
@@ -158,7 +176,8 @@ def _filesystems(plan: Plan) -> list[str]:
         lines.append(_clip(f"  {f.mountpoint or '(not mounted)':<12} {f.fstype:<6} {f.device:<16} "
                            f"{fmt_bytes(f.size):>9}  {label}"))
         if f.vault:
-            fill = f"copy {fmt_bytes(f.used or 0)} from vault {f.vault} ({f.image})"
+            files = f", {f.files:,} files" if f.files else ""
+            fill = f"copy {fmt_bytes(f.copy_bytes or 0)}{files} from vault {f.vault} ({f.image})"
         elif f.esp:
             fill = "filled by the bootloader step"
         else:
@@ -171,7 +190,7 @@ def _filesystems(plan: Plan) -> list[str]:
             lines.append(f"{'':15}UUID {s.uuid or 'new'}")
     total = sum(c.bytes for c in plan.copies)
     lines.append(f"Data to copy: {fmt_bytes(total)} from {len(plan.copies)} "
-                 f"vault{'s' if len(plan.copies) != 1 else ''} (captured used bytes)")
+                 f"vault{'s' if len(plan.copies) != 1 else ''}")
     return lines
 
 

@@ -160,3 +160,4 @@ def test_plan_of_dos_logical_partitions_onto_a_smaller_disk(dos_demo, tmp_path, 
     plan, review, _ = plan_onto(dos_demo, 900 * MiB, tmp_path, capsys)
     assert max(p.end for p in plan.new_table.partitions) <= 900 * MiB // 512
     assert any(m.change == "shrinks" for m in plan.migrations)
+

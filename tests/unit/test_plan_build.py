@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 from plan_fixtures import GIB, MIB, SIZES, images, layout, table, target, used_target
 
+from rescue.errors import PlanRefused
 from rescue.layout.model import Boot, BootMode
 from rescue.plan import Plan, PlanOptions, build_plan, vault_mountpoint
 from rescue.plan.migrate import needed_bytes
@@ -204,3 +206,17 @@ def test_the_margin_is_ten_percent_plus_64_mib_and_the_fs_minimum():
     assert needed_bytes(1000 * MIB, "ext4") == 1000 * MIB + 100 * MIB + 64 * MIB
     assert needed_bytes(0, "xfs") == 300 * MIB
     assert needed_bytes(100 * MIB, "btrfs") == 174 * MIB
+
+
+def test_copy_counts_come_from_the_image_log_when_it_has_them():
+    lay = layout("dos")
+    imgs = (dataclasses.replace(images(lay)[0], size=1234 * MIB, files=56789),)
+    plan = build_plan(lay, imgs, target(8 * GIB))
+    assert (plan.copies[0].bytes, plan.copies[0].files) == (1234 * MIB, 56789)
+    assert "copy 1.2 GiB, 56,789 files from vault root" in " ".join(plan.review().split())
+    # without df's used bytes, the image's count decides whether a shrink fits
+    no_df = dataclasses.replace(lay, filesystems=(dataclasses.replace(lay.filesystems[0], used=None),) + lay.filesystems[1:])
+    assert build_plan(no_df, imgs, target(4 * GIB)).filesystems[0].size < 6 * GIB
+    small = (dataclasses.replace(imgs[0], size=3 * GIB),)
+    with pytest.raises(PlanRefused, match="MiB short"):
+        build_plan(no_df, small, target(4 * GIB))
