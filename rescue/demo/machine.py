@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rescue.devices import attach, detach, make_image_file, partition_path, rescan
+from rescue.devices import attach, detach, disk_of, make_image_file, partition_path, rescan
 from rescue.errors import RescueError
 from rescue.layout.model import PartitionTable
 from rescue.layout.sfdisk import parse_sfdisk
-from rescue.run import CommandError, run
+from rescue.run import run
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -157,8 +157,6 @@ class DemoMachine:
         """Unmount everything and detach; safe to call twice. The image file stays."""
         self.unmount()
         if self.disk is not None:
-            with contextlib.suppress(CommandError):
-                run(["swapoff", self.disk], check=False)
             detach(self.disk)
             self.disk = None
 
@@ -325,7 +323,7 @@ def _wait_nodes(nodes: Sequence[str], timeout: float = 10.0) -> None:
             raise RescueError(f"partition nodes did not appear: {', '.join(missing)}")
         time.sleep(0.1)
         if nodes:
-            rescan(nodes[0].rstrip("0123456789").rstrip("p"))
+            rescan(disk_of(nodes[0]))
 
 
 def probe(node: str) -> dict[str, str]:
@@ -385,6 +383,7 @@ def fill_corpus(top: Path) -> None:
         (names / name).write_text(name + "\n")
     os.close(os.open(os.fsencode(names) + b"/latin1-caf\xe9", os.O_CREAT | os.O_WRONLY, 0o644))
     os.mkdir(os.fsencode(names) + b"/dir-\xff\xfe")
+    (names / ("n" * 255)).write_text("the longest name a Linux filesystem takes\n")
     # deep paths
     deep = d / "deep"
     for i in range(40):
