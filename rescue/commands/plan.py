@@ -43,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="which captured disk this target replaces (machines with several disks)")
     p.add_argument("--skip-vault", action="append", default=[], metavar="NAME",
                    help="leave a vault out of the plan; may be repeated")
+    p.add_argument("--fstype", action="append", default=[], metavar="MOUNTPOINT=TYPE",
+                   help="make this filesystem type instead of the captured one (e.g. /home=ext4 for an "
+                        "old bank whose types were not recorded); may be repeated")
     p.add_argument("--no-bootloader", action="store_true", help="plan no grub installation")
     p.add_argument("--json", action="store_true", help="print the plan as JSON instead of the review")
     p.add_argument("--script", type=Path, metavar="FILE", help="write restore.sh to FILE")
@@ -63,6 +66,7 @@ def make_plan(args: argparse.Namespace):
         raise RescueError(f"{args.target} does not exist",
                           fix="name the target disk, e.g. /dev/sdb (lsblk lists the disks)")
     device = os.path.realpath(args.target)
+    fstypes = parse_fstypes(args.fstype)
     backups = find_backups(banks=args.bank)
     for note in backups.notes:
         print(f"rescue plan: note: {note}", file=sys.stderr)
@@ -76,9 +80,21 @@ def make_plan(args: argparse.Namespace):
     target = probe_disk(device, backup_sources=args.bank)
     options = PlanOptions(
         source_disk=args.source_disk, grow=args.grow, bootloader=not args.no_bootloader,
-        skip_vaults=tuple(args.skip_vault),
+        skip_vaults=tuple(args.skip_vault), fstypes=fstypes,
     )
     return build_plan(layout, images, target, options)
+
+
+def parse_fstypes(values: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """--fstype /home=ext4 ... as (mount point, type) pairs."""
+    out = []
+    for value in values:
+        where, sep, fstype = value.partition("=")
+        if not sep or not where or not fstype:
+            raise RescueError(f"--fstype {value!r} is not MOUNTPOINT=TYPE",
+                              fix="write it like --fstype /home=ext4")
+        out.append((where, fstype))
+    return tuple(out)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -78,7 +78,7 @@ def build_plan(
     number_of = _partition_numbers(table)
     on_disk = [fs for fs in layout.filesystems if _number(fs, number_of, disk, table) is not None]
     swaps = _swaps(layout, on_disk, number_of, disk, table)
-    filesystems = [fs for fs in on_disk if fs.fstype != "swap"]
+    filesystems = _override_fstypes([fs for fs in on_disk if fs.fstype != "swap"], options, layout, warnings)
     _refuse_unsupported(filesystems, disk)
 
     copies_for = _map_vaults(layout, images, options, disk, filesystems, warnings)
@@ -306,11 +306,53 @@ def _refuse_unsupported(filesystems: Sequence[Filesystem], disk: Disk) -> None:
     bad = [fs for fs in filesystems if fs.fstype not in SUPPORTED_FSTYPES]
     if bad:
         names = ", ".join(f"{fs.device} ({fs.fstype or 'unknown type'}, {fs.mountpoint or 'not mounted'})" for fs in bad)
+        example = next((fs.mountpoint for fs in bad if fs.mountpoint), bad[0].device)
         raise PlanRefused(
             f"rescue cannot make these filesystems of {disk.device}: {names}",
             why="the restore makes " + ", ".join(SUPPORTED_FSTYPES) + " and swap",
-            fix="restore this disk by hand (restore.sh from a plan of a supported disk shows the steps)",
+            fix=f"choose a type it can make, e.g. --fstype {example}=ext4 (files are copied one by one, "
+                "so the type may change; fstab is then fixed to match), or restore this disk by hand",
         )
+
+
+def _override_fstypes(
+    filesystems: list[Filesystem], options: PlanOptions, layout: Layout, warnings: list[str],
+) -> list[Filesystem]:
+    """Apply --fstype MOUNTPOINT=TYPE: for unknown (legacy) or unsupported captured types."""
+    if not options.fstypes:
+        return filesystems
+    wanted = dict(options.fstypes)
+    out = []
+    used = set()
+    for fs in filesystems:
+        key = fs.mountpoint if fs.mountpoint in wanted else fs.device if fs.device in wanted else None
+        if key is None:
+            out.append(fs)
+            continue
+        used.add(key)
+        new = wanted[key]
+        if new not in SUPPORTED_FSTYPES:
+            raise PlanRefused(
+                f"--fstype {key}={new}: rescue cannot make {new}",
+                why="the restore makes " + ", ".join(SUPPORTED_FSTYPES) + " and swap",
+                fix=f"name one of those, e.g. --fstype {key}=ext4",
+            )
+        if new != fs.fstype:
+            warnings.append(
+                f"{fs.mountpoint or fs.device} is made {new} instead of the captured "
+                f"{fs.fstype or 'unknown type'} (as asked); fstab lines naming {fs.fstype or 'the old type'} must match"
+            )
+            fs = dataclasses.replace(fs, fstype=new)
+        out.append(fs)
+    unknown = [k for k in wanted if k not in used]
+    if unknown:
+        known = sorted(fs.mountpoint or fs.device for fs in filesystems)
+        raise PlanRefused(
+            "--fstype names no captured filesystem of this disk: " + ", ".join(unknown),
+            why=f"its filesystems are {', '.join(known) or 'none'}",
+            fix="name a mount point (or captured device) from that list",
+        )
+    return out
 
 
 def _map_vaults(

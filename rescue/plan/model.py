@@ -50,6 +50,7 @@ class PlanOptions:
     bootloader: bool = True  # install grub after the copy
     state_dir: str | None = None  # restore.sh markers; default /var/lib/rescue/<target name>
     skip_vaults: tuple[str, ...] = ()  # vaults left out of this restore
+    fstypes: tuple[tuple[str, str], ...] = ()  # (mount point or captured device, fstype) to make instead
 
 
 @dataclass(frozen=True)

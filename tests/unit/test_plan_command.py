@@ -25,3 +25,9 @@ def test_plan_is_listed_in_rescue_help(capsys):
     except SystemExit:
         pass
     assert "plan" in capsys.readouterr().out
+
+
+def test_fstype_option_must_be_mountpoint_equals_type(tmp_path, capsys):
+    code = main(["plan", "--bank", str(tmp_path), "--client", "demo", "--target", "/dev/null", "--fstype", "ext4"])
+    assert code == Exit.ERROR
+    assert "--fstype 'ext4' is not MOUNTPOINT=TYPE" in capsys.readouterr().err

@@ -157,3 +157,19 @@ def test_overlapping_captured_table_is_refused():
     bad = dataclasses.replace(t, partitions=(t.partitions[0], dataclasses.replace(t.partitions[1], start=4096)))
     lay = dataclasses.replace(lay, disks=(dataclasses.replace(lay.disks[0], table=bad),))
     assert "overlap" in refusal(lay, images(lay), target(8 * GIB)).what
+
+
+def test_unknown_legacy_fstype_can_be_named_with_fstype():
+    lay = layout("dos")
+    legacy = dataclasses.replace(lay, source="legacy", filesystems=(
+        dataclasses.replace(lay.filesystems[0], fstype="unknown", uuid=None),) + lay.filesystems[1:])
+    e = refusal(legacy, images(lay), target(8 * GIB))
+    assert "unknown" in e.what and "--fstype /=ext4" in e.fix
+    plan = build_plan(legacy, images(lay), target(8 * GIB), PlanOptions(fstypes=(("/", "ext3"),)))
+    assert plan.filesystems[0].fstype == "ext3"
+    assert any("made ext3 instead of the captured unknown" in w for w in plan.warnings)
+    assert any("gets a new one" in w for w in plan.warnings)  # no UUID in a legacy capture
+    assert any("old df/sfdisk files" in w for w in plan.warnings)
+    e = refusal(legacy, images(lay), target(8 * GIB), fstypes=(("/srv", "ext4"),))
+    assert "--fstype names no captured filesystem of this disk: /srv" in e.what and "/" in e.why
+    assert "cannot make zfs" in refusal(legacy, images(lay), target(8 * GIB), fstypes=(("/", "zfs"),)).what
