@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from rescue.capture import capture, hook_env, is_local, write_capture
@@ -40,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     env = hook_env(os.environ) if args.out is None else None
     if args.out is None and env is None:
-        print("rescue capture: give --out DIR, or run it as a dirvish post-server hook", file=os.sys.stderr)
+        print("rescue capture: give --out DIR, or run it as a dirvish post-server hook", file=sys.stderr)
         return int(Exit.USAGE)
     if args.ssh and args.disk:
         raise RescueError("--ssh and --disk do not go together", fix="--disk captures a disk attached to this machine")

@@ -195,3 +195,17 @@ def test_running_uefi_machine_with_esp_and_active_swap() -> None:
     assert [m.target for m in lay.mounts] == ["/", "/home", "/boot/efi"]
     assert lay.disks[0].model == "QEMU HARDDISK" and lay.disks[0].table.partitions[0].node == "/dev/sda1"
     assert not any("blkid could not" in w for w in lay.warnings)
+
+
+def test_legacy_files_with_the_hooks_empty_suffix(tmp_path: Path) -> None:
+    """The original hook wrote df.$i and sfdisk.$i with $i never set: files named 'df.' and 'sfdisk.'."""
+    legacy = SAMPLES / "legacy/laptop"
+    image = tmp_path / "laptop" / "laptoproot" / "2004-0101-0300"
+    image.mkdir(parents=True)
+    shutil.copy(legacy / "laptoproot/2003-1006-0300/df.laptop", image / "df.")
+    shutil.copy(legacy / "sfdisk.laptop", tmp_path / "laptop" / "sfdisk.")
+    lay = load_layout(image)
+    assert lay is not None and lay.client == "laptop" and lay.disks[0].device == "/dev/hda"
+    assert {f.mountpoint for f in lay.filesystems if f.mountpoint} == {"/", "/boot", "/home", "/spare"}
+    assert all(f.fstype == "unknown" for f in lay.filesystems if f.mountpoint)  # no fstab anywhere: said, not guessed
+    assert any("unknown" in w for w in lay.warnings)
