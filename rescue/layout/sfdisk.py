@@ -291,8 +291,8 @@ def _check_geometry(table: PartitionTable, lines: dict[str, int], file: str, dis
                     raise LayoutError(file, line, f"logical partition {p.node} lies outside the extended partition {ext.node}")
             elif p.start == 0:
                 raise LayoutError(file, line, f"{p.node} starts at sector 0, over the partition table")
-            if p.end > 2**32 and table.sector_size == 512:
-                raise LayoutError(file, line, f"{p.node} ends past 2 TiB, which an MBR cannot address")
+            if p.start >= 2**32 or p.size >= 2**32:
+                raise LayoutError(file, line, f"{p.node} lies beyond what an MBR can address (32-bit sectors)")
         if disk_sectors is not None and p.end > disk_sectors:
             raise LayoutError(file, line, f"{p.node} ends at sector {p.end}, past the end of the disk ({disk_sectors} sectors)")
     # Overlaps: primaries (and the extended container) among themselves; logicals among themselves.

@@ -174,6 +174,20 @@ def tables(draw: st.DrawFn) -> PartitionTable:
             table_length=draw(st.one_of(st.none(), st.integers(1, 128))),
             grain=draw(st.one_of(st.none(), st.sampled_from(["1M", "4MiB", "512"]))), partitions=tuple(parts),
         )
+    if parts and draw(st.booleans()):
+        # the last primary becomes an extended partition holding logical ones (5, 6, ...)
+        ext = parts[-1]
+        logicals, lpos = [], ext.start
+        for n in range(5, 5 + draw(st.integers(0, 6))):
+            lpos += draw(st.integers(1, 4096))
+            room = ext.end - lpos
+            if room < 1:
+                break
+            size = draw(st.integers(1, min(room, 10**8)))
+            logicals.append(Partition(node=f"/dev/sdx{n}", start=lpos, size=size, type=draw(st.sampled_from(["83", "82"]))))
+            lpos += size
+        parts[-1] = replace(ext, type=draw(st.sampled_from(["5", "f", "85"])), bootable=False)
+        parts.extend(logicals)
     lid = draw(st.one_of(st.none(), st.integers(0, 2**32 - 1).map(lambda i: f"0x{i:08x}")))
     return PartitionTable(label="dos", device=None, label_id=lid, sector_size=sector, partitions=tuple(parts))
 
