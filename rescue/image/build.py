@@ -33,6 +33,7 @@ import rescue
 from rescue.errors import RescueError
 from rescue.image import bmap as bmapmod
 from rescue.image import manifest as mf
+from rescue.image.customize import copy_overlay
 from rescue.image.grubcfg import GrubConfig, render
 from rescue.image.recipe import Recipe
 from rescue.resources import grub_dir
@@ -118,7 +119,8 @@ def _hash_tree(h: "hashlib._Hash", root: Path, patterns: tuple[str, ...] = ("**/
 def base_key(recipe: Recipe, suite: str, mirror: str) -> str:
     h = hashlib.sha256(f"{_CODE_VERSION}\0{recipe.base_key()}\0{suite}\0{mirror}".encode())
     for overlay in recipe.overlays:
-        _hash_tree(h, overlay)
+        if (overlay / "etc/initramfs-tools").is_dir():
+            _hash_tree(h, overlay / "etc/initramfs-tools")
     h.update((_PACKAGE_DIR / "image" / "customize.py").read_bytes())
     return h.hexdigest()[:16]
 
@@ -136,6 +138,9 @@ def unattended_script(project: Path) -> Path | None:
 
 def image_key(base: str, recipe: Recipe, project: Path) -> str:
     h = hashlib.sha256(f"{base}\0{recipe.label}\0{recipe.size_mib}\0{recipe.kernel_cmdline}".encode())
+    h.update("\0".join((*recipe.enable_units, "|", *recipe.mask_units)).encode())
+    for overlay in recipe.overlays:
+        _hash_tree(h, overlay)
     _hash_tree(h, project / "rescue", ("**/*.py", "**/*.j2", "**/*.tcss", "**/*.json", "**/*.sh"))
     _hash_tree(h, grub_dir())
     for f in (project / "pyproject.toml", unattended_script(project)):
@@ -172,7 +177,9 @@ def build_base(recipe: Recipe, suite: str, mirror: str, cache: Path, key: str, s
         suite, str(partial), mirror,
     ]
     with step(say, f"mmdebstrap {suite} from {mirror} ({len(recipe.packages)} packages, about 2 minutes)"):
-        env = {"PYTHONPATH": str(_PACKAGE_DIR.parent)}
+        # INITRD=No: the kernel package makes no initramfs; customize makes
+        # the only one, after the modules were trimmed.
+        env = {"PYTHONPATH": str(_PACKAGE_DIR.parent), "INITRD": "No"}
         proc = spawn(argv, env=env, stdout=None, stderr=None) if os.environ.get("RESCUE_IMAGE_VERBOSE") else \
             spawn(argv, env=env)
         out, err = proc.communicate()
@@ -231,6 +238,17 @@ def install_rescue(root: Path, project: Path, work: Path, say: Say) -> bool:
         )
     target.chmod(0o755)
     return script is None
+
+
+def finish(root: Path, recipe: Recipe) -> None:
+    """The image stage: overlay files and units (cheap, so not part of the base)."""
+    for overlay in recipe.overlays:
+        copy_overlay(root, overlay)
+    if recipe.enable_units:
+        run(["systemctl", f"--root={root}", "enable", *recipe.enable_units])
+    run(["systemctl", f"--root={root}", "enable", "serial-getty@ttyS0.service"])
+    if recipe.mask_units:
+        run(["systemctl", f"--root={root}", "mask", *recipe.mask_units])
 
 
 def write_grub_cfg(root: Path, recipe: Recipe, built: str, kernel: str) -> None:
@@ -310,6 +328,7 @@ def build(opts: BuildOptions, say: Say = _say) -> mf.Manifest:
         root.mkdir()
         with step(say, "unpacking the base root"):
             run(["tar", "-C", str(root), "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", str(tar)])
+        finish(root, recipe)
         with step(say, "installing rescue from wheels built here"):
             placeholder = install_rescue(root, project, work, say)
             if placeholder:

@@ -1,9 +1,10 @@
 """The base stage's customize hook, run by mmdebstrap inside the new root.
 
-`python -m rescue.image.customize ROOT RECIPE` copies the overlay files,
-drops kernel modules a rescue boot never needs, locks root's password,
+`python -m rescue.image.customize ROOT RECIPE` takes the initramfs settings
+from the overlay, drops kernel modules a rescue boot never needs, locks root's password,
 enables and masks units, rebuilds the initramfs from what is left and trims
-documentation and caches. mmdebstrap has /proc, /sys and /dev mounted in
+documentation and caches. The image stage (rescue.image.build.finish)
+copies the overlay files and enables the units. mmdebstrap has /proc, /sys and /dev mounted in
 ROOT while this runs, so `chroot ROOT ...` commands work.
 """
 
@@ -72,23 +73,27 @@ def trim_paths(root: Path, patterns: tuple[str, ...]) -> int:
     return n
 
 
+INITRAMFS_CONF = "etc/initramfs-tools"
+
+
 def customize(root: Path, recipe: Recipe) -> None:
+    """The base stage: what needs the chroot, and the initramfs built from what is left."""
     for overlay in recipe.overlays:
-        print(f"rescue-image: overlay {overlay}: {copy_overlay(root, overlay)} files", flush=True)
+        if (overlay / INITRAMFS_CONF).is_dir():
+            copy_overlay(root / INITRAMFS_CONF, overlay / INITRAMFS_CONF)
     kept, removed = trim_modules(root, recipe.modules_keep)
     print(f"rescue-image: kernel modules: kept {kept}, removed {removed}", flush=True)
     run(["chroot", str(root), "passwd", "--lock", "root"])
-    if recipe.enable_units:
-        run(["systemctl", f"--root={root}", "enable", *recipe.enable_units])
-    run(["systemctl", f"--root={root}", "enable", "serial-getty@ttyS0.service"])
-    if recipe.mask_units:
-        run(["systemctl", f"--root={root}", "mask", *recipe.mask_units])
     # Every boot makes its own machine id; no SSH host key is ever baked in.
     (root / "etc/machine-id").write_text("")
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
-    print("rescue-image: rebuilding the initramfs", flush=True)
-    run(["chroot", str(root), "update-initramfs", "-u", "-k", "all"])
+    # The kernel's own postinst made none (INITRD=No): one initramfs, made
+    # once, from the modules that are left.
+    for moddir in sorted((root / "lib/modules").glob("*")):
+        print(f"rescue-image: making the initramfs for {moddir.name}", flush=True)
+        (root / "boot" / f"initrd.img-{moddir.name}").unlink(missing_ok=True)
+        run(["chroot", str(root), "update-initramfs", "-c", "-k", moddir.name])
     print(f"rescue-image: trimmed {trim_paths(root, recipe.trim)} paths", flush=True)
 
 
