@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual.app import App
+from textual.app import App, SuspendNotSupported
 from textual.binding import Binding
 
 from rescue.backups.model import Image, Machine
@@ -137,11 +137,18 @@ and writes nothing."""))
             self.notify(str(e), severity="error")
 
     def action_shell(self) -> None:
-        with self.suspend():
-            try:
-                self.engine.shell()
-            except RescueError as e:
-                print(e)
+        if self.is_headless:  # tests: no terminal to hand over
+            self.engine.shell()
+            return
+        try:
+            with self.suspend():
+                try:
+                    self.engine.shell()
+                except RescueError as e:
+                    print(e)
+        except SuspendNotSupported:
+            self.notify("A shell cannot be started from this terminal: use another console (Alt+F2).",
+                        severity="error")
 
     def action_abort(self) -> None:
         self.exit(int(self.outcome), return_code=int(self.outcome))

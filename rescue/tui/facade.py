@@ -9,6 +9,7 @@ recorded on a real machine.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,9 +65,11 @@ class Engine(Protocol):
         """An unfinished restore to offer for resume, if one is recorded."""
         ...
 
-    def run(self, review: Review, emit: Callable[[Event], None], cancelled: Callable[[], bool],
-            resume: bool = False) -> None:
-        """Run the plan behind review; emits events; raises RescueError on failure or cancel."""
+    def run(self, review: Review, emit: Callable[[Event], None], cancel: threading.Event) -> None:
+        """Run the plan behind review, resuming what its journal says is done.
+
+        Emits events; raises RescueError when a step fails, Aborted when cancel
+        was set (the engine looks at it between steps)."""
         ...
 
     def log_path(self) -> Path | None:

@@ -7,8 +7,11 @@ This only adapts their answers to what the screens draw.
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
 
 BACKUP_MOUNT = Path("/backup")  # where the rescue system mounts the backup partition
 MASTER_CONF = Path("/etc/dirvish/master.conf")
+PLAN_FILE = "wizard-plan.json"  # beside the engine's journal.json: the plan to resume
 
 
 def looks_like_bank(folder: Path) -> bool:
@@ -141,32 +145,25 @@ class RealEngine:
     def disks(self) -> tuple[TargetDisk, ...]:
         from rescue.probe import list_disks
 
-        return tuple(list_disks(**self._probe_args()))
+        banks, config, _notes = self.banks()
+        sources = list(banks)
+        if config is not None:
+            from rescue.backups.dirvish import banks_from_master
 
-    def _probe_args(self) -> dict[str, Any]:
-        import inspect
-
-        from rescue.probe import list_disks
-
-        params = inspect.signature(list_disks).parameters
-        args: dict[str, Any] = {}
-        banks, _config, _notes = self.banks()
-        if "backup_paths" in params:
-            args["backup_paths"] = tuple(banks) or (self.backup_mount,)
-        return args
+            sources.extend(banks_from_master(config))
+        return tuple(list_disks(backup_sources=tuple(sources) or (self.backup_mount,)))
 
     def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk) -> Review:
         from rescue.layout.legacy import load_layout
         from rescue.plan import PlanOptions, build_plan
 
-        with_layout = [i for i in images if i.layout_dir is not None]
-        if not with_layout:
-            raise RescueError(
-                f"no disk layout was captured for {machine.client}",
-                why="a restore needs the partition table and filesystems recorded at backup time",
-                fix="choose images made with the rescue capture hook, or capture the layout and back up again")
-        newest = max(with_layout, key=lambda i: (i.created or "", i.name))
-        layout = load_layout(newest.path)
+        layout = None
+        # the newest image's layout: rescue/layout.json, or an old bank's legacy files
+        for image in sorted(images, key=lambda i: (i.layout_dir is not None, i.created or "", i.name),
+                            reverse=True):
+            layout = load_layout(image.path)
+            if layout is not None:
+                break
         plan = build_plan(layout, images, target, PlanOptions())
         review = review_of(plan)
         self.plans[review] = plan
@@ -174,29 +171,67 @@ class RealEngine:
 
     # -- running ------------------------------------------------------------
 
-    def interrupted(self) -> Interrupted | None:
-        from rescue.engine import find_interrupted
+    def _state_dir(self) -> Path:
+        from rescue.engine.journal import DEFAULT_STATE_DIR
 
-        found = find_interrupted(**({"state_dir": self.state_dir} if self.state_dir else {}))
-        if found is None:
+        return self.state_dir or DEFAULT_STATE_DIR
+
+    @staticmethod
+    def identity(target: TargetDisk) -> str:
+        """How the journal names a disk: its by-id name survives a reboot, /dev/sdX may not."""
+        return target.by_id[0] if target.by_id else target.device
+
+    def interrupted(self) -> Interrupted | None:
+        """The newest journal with unfinished steps whose plan the wizard kept beside it."""
+        from rescue.engine.executor import step_record
+        from rescue.engine.journal import Journal, plan_digest
+        from rescue.jsonform import FormError
+        from rescue.plan.model import Plan
+
+        state = self._state_dir()
+        if not state.is_dir():
             return None
-        plan, done = found
+        found: list[tuple[float, Plan, int]] = []
+        for plan_file in state.glob(f"*/{PLAN_FILE}"):
+            journal = Journal.load(plan_file.with_name("journal.json"))
+            if not journal.exists:
+                continue
+            try:
+                plan = Plan.from_json(json.loads(plan_file.read_text()))
+            except (OSError, ValueError, FormError):
+                continue
+            if journal.digest != plan_digest([step_record(s) for s in plan.steps]):
+                continue  # the journal belongs to another plan by now
+            done = sum(1 for s in plan.steps if journal.is_done(s.key))
+            if done == len(plan.steps) or not journal.steps:
+                continue
+            found.append((plan_file.stat().st_mtime, plan, done))
+        if not found:
+            return None
+        when, plan, done = max(found, key=lambda f: f[0])
         review = review_of(plan)
         self.plans[review] = plan
+        started = datetime.fromtimestamp(when).isoformat(timespec="minutes")
         return Interrupted(client=plan.client, target=plan.target.device, steps_done=done,
-                           steps_total=len(plan.steps), review=review)
+                           steps_total=len(plan.steps), review=review, started=started)
 
-    def run(self, review: Review, emit: Callable[[Event], None], cancelled: Callable[[], bool],
-            resume: bool = False) -> None:
-        from rescue.engine import Executor
+    def run(self, review: Review, emit: Callable[[Event], None], cancel: threading.Event) -> None:
+        from rescue.engine.executor import Executor
+        from rescue.engine.journal import identity_name
 
         plan = self.plans[review]
-        kwargs: dict[str, Any] = {"on_event": emit, "cancelled": cancelled}
-        if self.state_dir is not None:
-            kwargs["state_dir"] = self.state_dir
-        executor = Executor(plan, **kwargs)
-        self.last_log = getattr(executor, "log_path", None)
-        executor.run()
+        identity = self.identity(plan.target)
+        folder = self._state_dir() / identity_name(identity)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (folder / PLAN_FILE).write_text(plan.dumps())  # so the next start can offer to resume
+        log_dir = self.log_dir or folder
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.last_log = log_dir / f"restore-{datetime.now():%Y%m%d-%H%M%S}.log"
+        banks, _config, _notes = self.banks()
+        executor = Executor(target=plan.target.device, identity=identity, state_dir=self._state_dir(),
+                            log_path=self.last_log, backup_paths=banks, cancel=cancel,
+                            title=f"restore of {plan.client} onto {plan.target.device}")
+        executor.run(plan, emit)
 
     def log_path(self) -> Path | None:
         return self.last_log

@@ -21,6 +21,7 @@ resumed run reports the steps already done as skipped.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,20 @@ def disk_file(device: str) -> str:
 
 
 class RecordedEngine:
-    """Answers from a facts folder; `outcome` picks the recorded run: "ok" or "failed"."""
+    """Answers from a facts folder.
 
-    def __init__(self, facts: Path, outcome: str = "ok") -> None:
+    `outcomes` picks the recorded run of each call to run(), "ok" or "failed"
+    (the last one repeats), so a test can fail once and then retry. With
+    `hold_at` a step key, the replay stops at that step's first progress
+    event until `release` is set: a test can press keys in the middle of it.
+    """
+
+    def __init__(self, facts: Path, outcomes: tuple[str, ...] = ("ok",), hold_at: str | None = None) -> None:
         self.facts = Path(facts)
-        self.outcome = outcome
+        self.outcomes = list(outcomes)
+        self.hold_at = hold_at
+        self.holding = threading.Event()
+        self.release = threading.Event()
         self.reviews: dict[Review, str] = {}
         self.done_keys: set[str] = set()  # steps finished by an earlier (cancelled) replay
         self.unfinished: Interrupted | None = None
@@ -101,15 +111,17 @@ class RecordedEngine:
     def interrupted(self) -> Interrupted | None:
         return self.unfinished
 
-    def run(self, review: Review, emit: Callable[[Event], None], cancelled: Callable[[], bool],
-            resume: bool = False) -> None:
+    def run(self, review: Review, emit: Callable[[Event], None], cancel: threading.Event) -> None:
         self.runs += 1
         self.written.append(review.target)
-        name = "run.json" if self.outcome == "ok" else "run-failed.json"
+        outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
+        name = "run.json" if outcome == "ok" else "run-failed.json"
         recorded = [event_from_json(e) for e in self._load(name)]
+        resume = self.unfinished is not None and self.unfinished.review == review
         if not resume:
             self.done_keys = set()
         done_count = 0
+        failed: events.StepFailed | None = None
         for ev in recorded:
             if isinstance(ev, events.PlanStarted):
                 ev = events.PlanStarted(ev.total_steps, resumed=resume and bool(self.done_keys))
@@ -120,19 +132,25 @@ class RecordedEngine:
                     and ev.key in self.done_keys:
                 continue
             emit(ev)
+            if self.hold_at is not None and getattr(ev, "key", None) == self.hold_at \
+                    and isinstance(ev, events.Progress) and not self.holding.is_set():
+                self.holding.set()
+                self.release.wait(30)
             if isinstance(ev, events.StepFailed):
-                self.unfinished = Interrupted(review.client, review.target, len(self.done_keys),
-                                              len(review.steps), review)
-                raise errors.StepFailed(f"step {ev.key} failed: {ev.message}",
-                                        fix="retry: the restore goes on from this step")
+                failed = ev
             if isinstance(ev, events.StepDone):
                 self.done_keys.add(ev.key)
                 done_count += 1
-                if cancelled() and done_count < len(review.steps):
+                if cancel.is_set() and done_count < len(review.steps):
                     self.unfinished = Interrupted(review.client, review.target, len(self.done_keys),
                                                   len(review.steps), review)
-                    raise Aborted(f"restore cancelled after step {ev.index + 1} ({ev.key})",
-                                  fix="start rescue wizard again to resume")
+                    raise Aborted("the restore was cancelled between steps",
+                                  fix="rerun the same command to resume where it stopped")
+        if failed is not None:
+            self.unfinished = Interrupted(review.client, review.target, len(self.done_keys),
+                                          len(review.steps), review)
+            raise errors.StepFailed(f"step {failed.index + 1} ({failed.key}): {failed.message}",
+                                    fix="fix the cause and rerun the same command: finished steps are skipped")
         self.unfinished = None
 
     def log_path(self) -> Path | None:
@@ -170,3 +188,80 @@ def record(engine: Any, out: Path, client: str, runs: Mapping[str, Callable[[Cal
         seen: list[Event] = []
         go(seen.append)
         (out / name).write_text(json.dumps([event_to_json(e) for e in seen], indent=1) + "\n")
+
+
+def record_demo(workdir: Path, out: Path) -> None:
+    """Record the wizard's facts from a real demo: needs root, writes only under workdir and out.
+
+    A demo machine on a loop disk is backed up by real dirvish (with the
+    capture hook) into a bank on a mounted backup loop disk; one more night
+    fails for real. The disks probed are this machine's root disk and the
+    loop disks made here (blank 2 GiB target, 128 MiB too-small disk, the
+    backup disk, the machine's own disk). Then a real restore onto the blank
+    disk, and a real failed one (the image tree of /home moved away).
+    """
+    from rescue.demo import DemoMachine, make_bank, run_dirvish
+    from rescue.devices import loop_disk
+    from rescue.run import run
+    from rescue.tui.real import RealEngine
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    backup = workdir / "backup"
+    backup.mkdir(exist_ok=True)
+    with DemoMachine(workdir / "machine", label="gpt", home_fs="ext4") as machine, \
+            loop_disk(workdir / "backup.img", 1 << 30) as backup_disk, \
+            loop_disk(workdir / "new.img", 2 << 30) as new_disk, \
+            loop_disk(workdir / "small.img", 128 << 20) as small_disk:
+        run(["mkfs.ext4", "-q", "-L", "backup", backup_disk])
+        run(["mount", backup_disk, str(backup)])
+        try:
+            bank = make_bank(machine, backup / "bank")
+            conf = bank.bank / "home" / "dirvish" / "default.conf"
+            text = conf.read_text()
+            conf.write_text(text.replace("tree: ", "tree: /nonexistent", 1))
+            run_dirvish(bank.confdir, ["dirvish", "--vault", "home", "--image", "2026-1127-0300",
+                                       "--image-time", "2026-11-27 03:00:00"], check=False)
+            conf.write_text(text)
+            engine = RealEngine(banks=[bank.bank], state_dir=workdir / "state", log_dir=workdir / "logs")
+            root_disks = {d.device for d in engine.disks() if d.holds_root}
+            mine = {machine.disk, backup_disk, new_disk, small_disk} | root_disks
+            real_disks = engine.disks
+            engine.disks = lambda: tuple(d for d in real_disks() if d.device in mine)  # type: ignore[method-assign]
+            out.mkdir(parents=True, exist_ok=True)
+            for old in out.glob("**/*.json"):
+                old.unlink()
+            found = engine.discover()
+            client = found.machines[0].client
+            disks = engine.disks()
+            machine.detach_keep_image()  # the disaster: the old disk is gone before the restore
+            engine.disks = lambda: disks  # type: ignore[method-assign]
+            target = next(d for d in disks if d.device == new_disk)
+            machine_facts = next(m for m in found.machines if m.client == client)
+            images = tuple(engine.choose(machine_facts).values())
+
+            def ok(emit: Callable[[Event], None]) -> None:
+                review = engine.plan(machine_facts, images, target)
+                engine.run(review, emit, threading.Event())
+
+            def failing(emit: Callable[[Event], None]) -> None:
+                engine.state_dir = workdir / "state-failing"
+                review = engine.plan(machine_facts, images, target)
+                home = next(i for i in images if i.vault == "home")
+                moved = home.tree.with_name("tree.moved")
+                home.tree.rename(moved)
+                try:
+                    engine.run(review, emit, threading.Event())
+                except RescueError:
+                    pass
+                finally:
+                    moved.rename(home.tree)
+
+            record(engine, out, client, {"run.json": ok, "run-failed.json": failing})
+        finally:
+            run(["umount", str(backup)], check=False)
+
+
+if __name__ == "__main__":
+    import sys
+
+    record_demo(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -12,7 +12,7 @@ from rescue.errors import RescueError
 from rescue.tui.facade import Discovery
 from rescue.tui.messages import DiscoveryDone, WorkFailed
 from rescue.tui.review import human
-from rescue.tui.screens.base import WizardScreen
+from rescue.tui.screens.base import WizardScreen, unexpected
 
 
 def image_date(image: Image) -> str:
@@ -81,6 +81,9 @@ disk or mounting a backup partition)."""
             interrupted = self.engine.interrupted()
         except RescueError as e:
             self.post_message(WorkFailed(e))
+            return
+        except Exception as e:  # noqa: BLE001 - a bug must not leave the console dead
+            self.post_message(WorkFailed(unexpected(e)))
             return
         self.post_message(DiscoveryDone(found, interrupted))
 

@@ -9,6 +9,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from rescue.errors import RescueError
+
 if TYPE_CHECKING:
     from rescue.tui.app import Wizard
     from rescue.tui.facade import Engine
@@ -21,6 +23,13 @@ Keys on every screen
 Nothing is written to any disk before you type the target's name on the
 confirm screen. A restore that stops part way can be resumed: start
 rescue wizard again and it offers to resume."""
+
+
+def unexpected(e: Exception) -> RescueError:
+    """An error rescue did not foresee, told like the others instead of a traceback."""
+    return RescueError(f"unexpected error: {type(e).__name__}: {e}",
+                       why="this is a bug in rescue",
+                       fix="note the message; rescue restore on another console may still work")
 
 
 class WizardScreen(Screen):

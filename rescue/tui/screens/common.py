@@ -13,6 +13,11 @@ from rescue.tui.review import human
 from rescue.tui.screens.base import GENERAL_HELP
 
 
+def reflow(text: str) -> str:
+    """Paragraphs written with hard line breaks, joined so the dialog wraps them."""
+    return "\n\n".join(" ".join(p.split()) for p in text.strip().split("\n\n"))
+
+
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [
         Binding("escape,f1,question_mark,q", "close", "Close"),
@@ -27,7 +32,7 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(id="dialog"):
             yield Static(f"Help: {self.help_title}", classes="heading", markup=False)
             with VerticalScroll():
-                yield Static(self.text.strip() + "\n\n" + GENERAL_HELP, markup=False)
+                yield Static(reflow(self.text) + "\n\n" + GENERAL_HELP, markup=False)
             yield Static("Esc closes this help.", classes="hint")
 
     def action_close(self) -> None:
@@ -43,6 +48,7 @@ class TextScreen(ModalScreen[None]):
         Binding("pagedown,space", "page(1)", "Page down"),
         Binding("home", "end(0)", "Top", show=False),
         Binding("end", "end(1)", "Bottom", show=False),
+        Binding("f1,question_mark", "app.help", "Help"),
     ]
 
     def __init__(self, title: str, text: str) -> None:
@@ -86,7 +92,10 @@ def confirm_matches(typed: str, device: str) -> bool:
 class ConfirmScreen(ModalScreen[bool]):
     """Type the target's name to erase it; anything else answers no."""
 
-    BINDINGS = [Binding("escape", "no", "Back, write nothing")]
+    BINDINGS = [
+        Binding("escape", "no", "Back, write nothing"),
+        Binding("f1", "app.help", "Help"),
+    ]
 
     def __init__(self, device: str, model: str | None, size: int, client: str, resume: bool = False) -> None:
         super().__init__()

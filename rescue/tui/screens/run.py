@@ -16,7 +16,7 @@ from rescue.tui.facade import Interrupted
 from rescue.tui.messages import EngineEvent, RunEnded
 from rescue.tui.review import Review, duration, human
 from rescue.tui.screens.backups import error_text
-from rescue.tui.screens.base import WizardScreen
+from rescue.tui.screens.base import WizardScreen, unexpected
 
 BAR = 30
 
@@ -75,7 +75,7 @@ be resumed later (start rescue wizard again). l shows the whole log."""
         self.finished = False
         self.done_event = None
         self.failed_step = None
-        self.execute(self.resume)
+        self.execute()
 
     def restart(self) -> None:
         """Retry after a failure: the journal makes the engine resume where it stopped."""
@@ -87,14 +87,15 @@ be resumed later (start rescue wizard again). l shows the whole log."""
         self.start()
 
     @work(thread=True, exclusive=True, group="run")
-    def execute(self, resume: bool) -> None:
+    def execute(self) -> None:
         try:
-            self.engine.run(self.review, lambda ev: self.post_message(EngineEvent(ev)),
-                            self.stop.is_set, resume=resume)
+            self.engine.run(self.review, lambda ev: self.post_message(EngineEvent(ev)), self.stop)
         except Aborted as e:
             self.post_message(RunEnded(e, cancelled=True))
         except RescueError as e:
             self.post_message(RunEnded(e))
+        except Exception as e:  # noqa: BLE001 - a bug must not leave the console dead
+            self.post_message(RunEnded(unexpected(e)))
         else:
             self.post_message(RunEnded(None))
 
@@ -229,12 +230,14 @@ the disk is left as it is, and rescue wizard offers to resume next time."""
                     f"{self.review.target} is only partly restored. r resumes now; or abort and "
                     "start rescue wizard again later: it offers to resume.")
         else:
-            where = ""
             if self.step is not None:
-                where = f"Step {self.step.index + 1} ({self.step.key}) failed: {self.step.message}\n\n"
-            text = where + (error_text(self.error) if self.error else "")
-            text += ("\n\nWhat was done is kept. r retries from the step that failed; "
-                     "a aborts and leaves it resumable.")
+                text = f"Step {self.step.index + 1} ({self.step.key}) failed:\n{self.step.message}"
+                if self.error is not None and self.error.why:
+                    text += f"\nWhy: {self.error.why}"
+            else:
+                text = error_text(self.error) if self.error else "The restore stopped."
+            text += ("\n\nWhat was done is kept. Fix the cause (s opens a shell), then r retries "
+                     "from the step that failed; a aborts and leaves the restore resumable.")
         with VerticalScroll(id="error"):
             yield Static(text, markup=False)
         yield from self.compose_footer()

@@ -14,7 +14,7 @@ from rescue.target import TargetDisk
 from rescue.tui.messages import DisksFound, PlanReady, WorkFailed
 from rescue.tui.review import Review, human
 from rescue.tui.screens.backups import error_text
-from rescue.tui.screens.base import WizardScreen
+from rescue.tui.screens.base import WizardScreen, unexpected
 from rescue.tui.screens.common import TextScreen
 
 
@@ -85,6 +85,9 @@ disk; r looks again (after plugging in a disk)."""
         except RescueError as e:
             self.post_message(WorkFailed(e))
             return
+        except Exception as e:  # noqa: BLE001 - a bug must not leave the console dead
+            self.post_message(WorkFailed(unexpected(e)))
+            return
         self.post_message(DisksFound(disks))
 
     @on(WorkFailed)
@@ -142,10 +145,11 @@ def review_text(r: Review) -> str:
     for fs in r.filesystems:
         out.append(f"  {fs.device:<14} {fs.fstype:<5} {fs.mountpoint or '-':<10} label {fs.label or '-'}")
         out.append(f"  {'':<14} UUID {fs.uuid or 'new'}")
-    out += ["", f"Copy {human(r.bytes_to_copy)} in {r.files_to_copy} files:"]
+    files = f" in {r.files_to_copy} files" if r.files_to_copy else ""
+    out += ["", f"Copy {human(r.bytes_to_copy)}{files}:"]
     for c in r.copies:
-        out.append(f"  {c.vault:<12} {c.image:<16} -> {c.mountpoint:<10} {human(c.bytes):>10} "
-                   f"{c.files} files")
+        out.append(f"  {c.vault:<12} {c.image:<16} -> {c.mountpoint:<10} {human(c.bytes):>10}"
+                   + (f" {c.files} files" if c.files else ""))
     if r.migrations:
         out += ["", "Size changes:"] + [f"  {m}" for m in r.migrations]
     if r.destroyed:
@@ -194,6 +198,9 @@ the same by hand. n goes on to the confirmation."""
             review = self.engine.plan(self.machine, self.images, self.target)
         except RescueError as e:
             self.post_message(WorkFailed(e))
+            return
+        except Exception as e:  # noqa: BLE001 - a bug must not leave the console dead
+            self.post_message(WorkFailed(unexpected(e)))
             return
         self.post_message(PlanReady(review))
 
