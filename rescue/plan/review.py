@@ -54,7 +54,9 @@ def render_review(plan: Plan) -> str:
     ss = plan.old_table.sector_size
     out.append(f"Restore plan for {plan.client}" + (f" (layout captured {plan.captured_at})" if plan.captured_at else ""))
     ident = " ".join(x for x in (t.model, f"serial {t.serial}" if t.serial else None) if x)
-    out.append(f"  target    {t.device}  {fmt_bytes(t.size)}  {ident}".rstrip())
+    out.append(_clip(f"  target    {t.device}  {fmt_bytes(t.size)}  {ident}".rstrip()))
+    if t.by_id:
+        out.append(_clip(f"            {t.by_id[0]}"))
     out.append(f"  replaces  captured disk {plan.source.device}  {fmt_bytes(plan.source.size)}")
     out += _wrap("  in short  " + _summary(plan), indent=" " * 12)
     out.append("")

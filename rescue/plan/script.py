@@ -81,6 +81,7 @@ def render_script(plan: Plan) -> str:
         source=plan.source.device,
         target=plan.target.device,
         target_size=int(plan.target.size),
+        serial=(plan.target.serial or "").replace(" ", ""),
         captured_at=plan.captured_at,
         plan_id=plan.fingerprint,
         state=state,

@@ -220,3 +220,22 @@ def test_copy_counts_come_from_the_image_log_when_it_has_them():
     small = (dataclasses.replace(imgs[0], size=3 * GIB),)
     with pytest.raises(PlanRefused, match="MiB short"):
         build_plan(no_df, small, target(4 * GIB))
+
+
+def test_dos_table_on_a_disk_over_2_tib_stops_at_2_tib_with_a_warning():
+    plan = plan_for("dos", 3 * 1024 * GIB)
+    assert max(p.end for p in plan.new_table.partitions) <= 2**32
+    assert any("only the first 2.0 TiB" in w for w in plan.warnings)
+
+
+def test_4096_byte_sector_disks_align_to_1_mib_and_recompute_last_lba():
+    lay = layout("gpt")
+    t = lay.disks[0].table
+    t4k = dataclasses.replace(t, sector_size=4096, first_lba=256, partitions=tuple(
+        dataclasses.replace(p, start=p.start // 8, size=p.size // 8) for p in t.partitions))
+    lay = dataclasses.replace(lay, disks=(dataclasses.replace(lay.disks[0], sector_size=4096, table=t4k),))
+    plan = build_plan(lay, images(lay), target(20 * GIB, sector_size=4096))
+    assert plan.new_table.last_lba == 20 * GIB // 4096 - 6  # 4 sectors of entries + header
+    assert all(p.start % 256 == 0 for p in plan.new_table.partitions)
+    home = plan.new_table.partitions[-1]
+    assert home.size == t4k.partitions[-1].size + 8 * GIB // 4096

@@ -90,3 +90,13 @@ def test_client_name_cannot_break_out_of_the_script():
     text = plan.script()
     run(["bash", "-n", "-c", text])
     assert "say 'restore of x\"; touch /tmp/rescue-pwned; echo \"'\" onto $TARGET finished\"" in text
+
+
+def test_script_refuses_a_disk_with_another_serial(tmp_path):
+    """A /dev name can point at another disk after a reboot: the serial is checked when known."""
+    text = gpt_plan(tgt=target(20 * GIB, serial="N1 X")).script()
+    assert "TARGET_SERIAL=N1X" in text
+    run(["bash", "-n", "-c", text])
+    assert "TARGET_SERIAL" not in gpt_plan(tgt=target(20 * GIB, serial=None)).script()
+    review = gpt_plan(tgt=target(20 * GIB, by_id=("/dev/disk/by-id/ata-NEW_DISK_N1",))).review()
+    assert "/dev/disk/by-id/ata-NEW_DISK_N1" in review
