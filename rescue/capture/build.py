@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 from collections.abc import Mapping
+from dataclasses import replace
 
 from rescue.devices import disk_of
 from rescue.errors import LayoutError
@@ -23,6 +24,7 @@ from rescue.layout.model import (
     BootMode,
     Disk,
     Filesystem,
+    FstabEntry,
     Layout,
     Mount,
     PartitionTable,
@@ -211,6 +213,7 @@ def build_layout(
         swaps.append(Swap(device=path, size=dev.size, uuid=fs.uuid, label=fs.label))
 
     fstab = parse_fstab(files["fstab"], "fstab") if "fstab" in files else ()
+    filesystems = _mountpoints_from_fstab(filesystems, fstab, notes)
     os_release = parse_os_release(files["os-release"]) if "os-release" in files else {}
     hostname = read_text(files.get("hostname", b""), "hostname").strip() or None
 
@@ -232,6 +235,37 @@ def build_layout(
     )
 
 
+def _fstab_names(fs: Filesystem) -> set[str]:
+    names = {fs.device}
+    if fs.uuid:
+        names |= {f"UUID={fs.uuid}", f"UUID={fs.uuid.lower()}", f"UUID={fs.uuid.upper()}"}
+    if fs.label:
+        names.add(f"LABEL={fs.label}")
+    if fs.partuuid:
+        names |= {f"PARTUUID={fs.partuuid}", f"PARTUUID={fs.partuuid.lower()}", f"PARTUUID={fs.partuuid.upper()}"}
+    return names
+
+
+def _mountpoints_from_fstab(
+    filesystems: list[Filesystem], fstab: tuple[FstabEntry, ...], notes: list[str]
+) -> list[Filesystem]:
+    """A filesystem not mounted at capture time (an ESP a build host cannot mount, a
+    noauto entry) still has a place: the one the captured system's fstab gives it."""
+    taken = {fs.mountpoint for fs in filesystems if fs.mountpoint}
+    out = []
+    for fs in filesystems:
+        if fs.mountpoint is None and fs.fstype != "swap":
+            names = _fstab_names(fs)
+            for e in fstab:
+                if e.spec in names and e.file.startswith("/") and e.file not in taken:
+                    fs = replace(fs, mountpoint=e.file)
+                    taken.add(e.file)
+                    notes.append(f"{fs.device} was not mounted at capture; its mount point {e.file} is from fstab")
+                    break
+        out.append(fs)
+    return out
+
+
 def _boot(files: Mapping[str, bytes], disks: list[Disk], filesystems: list[Filesystem], notes: list[str]) -> Boot:
     esp_parts = set()
     for d in disks:
@@ -243,7 +277,7 @@ def _boot(files: Mapping[str, bytes], disks: list[Disk], filesystems: list[Files
                 esp_parts.add(p.node)
     esp = None
     for fs in filesystems:
-        if fs.fstype == "vfat" and fs.mountpoint and (fs.device in esp_parts or fs.mountpoint in ("/boot/efi", "/efi")):
+        if fs.fstype == "vfat" and fs.mountpoint and (fs.device in esp_parts or fs.mountpoint in ("/boot/efi", "/efi", "/boot")):
             esp = fs.mountpoint
             break
     said = read_text(files.get("boot-mode", b""), "boot-mode").strip()

@@ -209,3 +209,22 @@ def test_legacy_files_with_the_hooks_empty_suffix(tmp_path: Path) -> None:
     assert {f.mountpoint for f in lay.filesystems if f.mountpoint} == {"/", "/boot", "/home", "/spare"}
     assert all(f.fstype == "unknown" for f in lay.filesystems if f.mountpoint)  # no fstab anywhere: said, not guessed
     assert any("unknown" in w for w in lay.warnings)
+
+
+def test_offline_esp_gets_its_mount_point_from_fstab() -> None:
+    """vfat cannot be mounted on a build host: the ESP's place comes from the system's fstab."""
+    files = demo_files()
+    dump = files["sfdisk-loop9.dump"].decode()
+    # make partition 4 (the /tmp ext4) an unmounted ESP in this copy of a real capture
+    dump = dump.replace("type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=", "type=X, uuid=", 3)
+    dump = dump.replace("type=X, uuid=", "type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=", 2)
+    dump = dump.replace("type=X, uuid=", "type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=")
+    files["sfdisk-loop9.dump"] = dump.encode()
+    files["blkid-loop9p4.txt"] = b"DEVNAME=/dev/loop9p4\nUUID=7A1B-2C3D\nTYPE=vfat\n"
+    files["findmnt.json"] = files["findmnt.json"].replace(b'"/mnt/demo/tmp"', b'"/elsewhere/tmp"')
+    files["fstab"] += b"UUID=7a1b-2c3d /boot/efi vfat umask=0077 0 1\n"
+    lay = build_layout(files, client=None, captured_at="t", root="/mnt/demo")
+    esp = next(f for f in lay.filesystems if f.fstype == "vfat")
+    assert esp.mountpoint == "/boot/efi" and esp.root is None
+    assert lay.boot.mode is BootMode.UEFI and lay.boot.esp == "/boot/efi"
+    assert any("from fstab" in w for w in lay.warnings)
