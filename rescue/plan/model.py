@@ -167,8 +167,11 @@ class Plan:
 
     @property
     def fingerprint(self) -> str:
-        """Short hash of the whole plan: restore.sh refuses to resume a different one."""
-        text = json.dumps(self.to_json(), sort_keys=True)
+        """Short hash of what the plan does (its steps, on which disk): restore.sh resumes only
+        the same work. What the target held before is left out, so planning again after a
+        half-finished run gives the same fingerprint and the rerun carries on."""
+        what = {"steps": [step_to_json(s) for s in self.steps], "target": [self.target.device, self.target.size]}
+        text = json.dumps(what, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def review(self) -> str:

@@ -100,3 +100,13 @@ def test_script_refuses_a_disk_with_another_serial(tmp_path):
     assert "TARGET_SERIAL" not in gpt_plan(tgt=target(20 * GIB, serial=None)).script()
     review = gpt_plan(tgt=target(20 * GIB, by_id=("/dev/disk/by-id/ata-NEW_DISK_N1",))).review()
     assert "/dev/disk/by-id/ata-NEW_DISK_N1" in review
+
+
+def test_planning_again_after_a_partial_run_keeps_the_fingerprint():
+    """The target's old contents change as the restore runs; the work to do does not."""
+    before = gpt_plan(tgt=used_target(20 * GIB))
+    during = gpt_plan(tgt=target(20 * GIB, pttype="gpt", signatures=("gpt",)))
+    assert before.destroyed != during.destroyed
+    assert before.fingerprint == during.fingerprint
+    assert gpt_plan(tgt=target(21 * GIB)).fingerprint != before.fingerprint
+    assert gpt_plan(tgt=target(20 * GIB), grow="/").fingerprint != before.fingerprint
