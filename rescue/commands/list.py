@@ -166,11 +166,12 @@ def _layout(image: Image) -> str:
 
 def _machine_text(m: Machine, at: str | None, sizes: dict[Path, int]) -> list[str]:
     name = shown(m.client) if m.client else "(no client named)"
-    lines = [f"Machine {name}: {len(m.vaults)} vault{'s' if len(m.vaults) != 1 else ''}"]
+    where = sorted({f"{v.kind.value} {shown(str(v.bank))}" for v in m.vaults})
+    lines = [f"Machine {name}: {len(m.vaults)} vault{'s' if len(m.vaults) != 1 else ''}",
+             *(f"  from {w}" for w in where)]
     for v in m.vaults:
         chosen = _chosen(v, at)
-        lines.append(f"  vault {shown(v.name)}  {shown(_source(v) or '?')}  "
-                     f"({v.kind.value} {shown(str(v.bank))})")
+        lines.append(f"  vault {shown(v.name)}, source {shown(_source(v) or '?')}")
         if not v.images:
             lines.append("      no images yet")
             continue
