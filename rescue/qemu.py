@@ -8,15 +8,19 @@ guest prints on its serial console.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
 from rescue.errors import RescueError
 from rescue.run import spawn
+
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|[\x00-\x08\x0b-\x1f]")
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -83,13 +87,28 @@ class VM:
     def console(self) -> str:
         return self.serial_log.read_bytes().decode("utf-8", errors="replace")
 
-    def wait_for(self, marker: str, timeout: float, fail_markers: tuple[str, ...] = ()) -> float:
-        """Seconds until `marker` appears on the serial console; raises on timeout or exit."""
+    def wait_for(
+        self,
+        marker: str,
+        timeout: float,
+        fail_markers: tuple[str, ...] = (),
+        progress: Callable[[float, str], None] | None = None,
+        every: float = 30.0,
+    ) -> float:
+        """Seconds until `marker` appears on the serial console; raises on timeout or exit.
+
+        progress(elapsed, last console line) is called every `every` seconds
+        while waiting, so a person watching a long TCG boot sees it move.
+        """
         start = time.monotonic()
+        next_tick = start + every
         while True:
             text = self.console()
             if marker in text:
                 return time.monotonic() - start
+            if progress is not None and time.monotonic() >= next_tick:
+                next_tick += every
+                progress(time.monotonic() - start, self.last_line(text))
             for bad in fail_markers:
                 if bad in text:
                     raise BootTimeout(f"{self.name}: the guest printed {bad!r}", why=self._tail())
@@ -122,6 +141,15 @@ class VM:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+    @staticmethod
+    def last_line(text: str) -> str:
+        """The last non-empty console line, without escape sequences (for progress lines)."""
+        for line in reversed(text.replace("\r", "\n").splitlines()):
+            clean = _ESCAPES.sub("", line).strip()
+            if clean:
+                return clean[:120]
+        return ""
 
     def _tail(self, lines: int = 15) -> str:
         return "\n".join(self.console().splitlines()[-lines:])

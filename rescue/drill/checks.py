@@ -21,8 +21,7 @@ BOOT_FAILURES = (
     "You are in emergency mode",
     "Give root password for maintenance",
     "ALERT!  UUID=",  # initramfs: root device not found
-    "error: no such device",  # grub: root filesystem not found
-    "error: unknown filesystem",
+    "grub rescue>",
 )
 
 

@@ -279,6 +279,11 @@ class DemoDisk:
         with contextlib.suppress(FileNotFoundError):
             link.unlink()
         link.symlink_to("/etc/systemd/system/demo-report.service")
+        # No login on the serial console: the report owns it (a getty's hangup would cut it off).
+        getty = units / "serial-getty@ttyS0.service"
+        with contextlib.suppress(FileNotFoundError):
+            getty.unlink()
+        getty.symlink_to("/dev/null")
         tmp = self.dir_of("/tmp")
         os.chown(tmp, 0, 0)
         os.chmod(tmp, 0o1777)
