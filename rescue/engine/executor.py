@@ -26,7 +26,7 @@ from rescue.engine.mounts import mounts_of_disk, remove_empty_tree, swaps_of_dis
 from rescue.engine.report import summary_text
 from rescue.errors import Aborted, RescueError, StepFailed, UnsafeTarget
 from rescue.jsonform import to_json
-from rescue.run import CommandError, run
+from rescue.run import run
 
 DEFAULT_MOUNT_DIR = Path("/run/rescue")
 
@@ -221,17 +221,13 @@ class Executor:
         except (Aborted, UnsafeTarget):
             self._finish(ctx, steps, journal, on_event, t0, ok=False, failure=failure)
             raise
-        except CommandError as e:
-            self._finish(ctx, steps, journal, on_event, t0, ok=False, failure=failure)
-            raise StepFailed(failure or str(e), why=e.why,
-                             fix="fix the cause and rerun the same command: finished steps are skipped") from e
-        except StepFailed:
-            self._finish(ctx, steps, journal, on_event, t0, ok=False, failure=failure)
-            raise
         except (RescueError, OSError) as e:
             self._finish(ctx, steps, journal, on_event, t0, ok=False, failure=failure)
-            raise StepFailed(failure or _one_line(e), why=getattr(e, "why", None),
-                             fix="fix the cause and rerun the same command: finished steps are skipped") from e
+            raise StepFailed(
+                failure or _one_line(e),
+                why=getattr(e, "why", None) or (str(e) if isinstance(e, OSError) else None),
+                fix=getattr(e, "fix", None) or "fix the cause and rerun the same command: finished steps are skipped",
+            ) from e
         except BaseException:
             self._finish(ctx, steps, journal, on_event, t0, ok=False, failure="interrupted")
             raise

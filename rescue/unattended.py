@@ -1,0 +1,261 @@
+"""Unattended restore: a TOML config on the backup partition says what goes where.
+
+The rescue image's "Unattended restore" boot entry runs scripts/unattended-restore,
+which runs this. It picks exactly one target disk by the config's selector
+(refusing when none or several match), runs `rescue restore --yes`, prints
+markers on the console that a person, or the drill, can wait for, and then
+powers off, reboots or stays, as the config says.
+
+Example /backup/rescue-unattended.toml:
+
+    bank = "/backup/bank"            # or banks = ["/backup/bank", "/backup/bank2"]
+    client = "web1"
+    image = "2026-1126"              # optional: the newest good image at or before this date
+    after = "poweroff"               # after success: poweroff, reboot or stay
+    after_failure = "stay"           # after a failure (default stay: the console shows why)
+    bootloader = "auto"              # optional: auto, install or skip
+    grow = "/home"                   # optional: the partition that takes the size difference
+    log_dir = "/var/log/rescue"      # optional: journal, log and report (the backup is read-only)
+
+    [target]                         # exactly one of:
+    by_id = "ata-Samsung_SSD_870_S5Y1NX0R123456"   # a /dev/disk/by-id name (or the full path)
+    # device = "/dev/sdb"
+    # empty_disk_min_gib = 100       # the only empty disk of at least 100 GiB
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rescue.errors import Exit, PlanRefused, RescueError
+from rescue.target import TargetDisk
+
+DEFAULT_CONFIG = Path("/backup/rescue-unattended.toml")
+MARKER = "RESCUE-RESTORE:"
+AFTER = ("poweroff", "reboot", "stay")
+GiB = 1 << 30
+
+
+class ConfigError(RescueError):
+    """The unattended config is missing or says something rescue cannot follow."""
+
+    exit_code = Exit.USAGE
+
+
+@dataclass(frozen=True)
+class Selector:
+    by_id: str | None = None
+    device: str | None = None
+    empty_disk_min_gib: float | None = None
+
+    def describe(self) -> str:
+        if self.by_id:
+            return f"the disk with by-id name {self.by_id}"
+        if self.device:
+            return f"the disk {self.device}"
+        return f"the only empty disk of at least {self.empty_disk_min_gib:g} GiB"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    banks: tuple[Path, ...]
+    client: str
+    target: Selector
+    image: str | None = None
+    after: str = "poweroff"
+    after_failure: str = "stay"
+    bootloader: str = "auto"
+    grow: str | None = None
+    log_dir: Path | None = None
+
+
+def load_config(path: Path) -> Config:
+    """Read and check the config; every problem names the file and the key."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no unattended config at {path}",
+                          fix=f"write one (see `pydoc rescue.unattended`) or boot the normal rescue entry") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} cannot be read: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}", fix="correct the file") from None
+
+    def bad(key: str, what: str) -> ConfigError:
+        return ConfigError(f"{path}: {key} {what}", fix="correct the file; `pydoc rescue.unattended` shows an example")
+
+    known = {"bank", "banks", "client", "image", "after", "after_failure", "bootloader", "grow", "log_dir", "target"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise bad(unknown[0], "is not a setting rescue knows")
+    banks: list[str] = []
+    if "bank" in data:
+        banks.append(data["bank"])
+    if "banks" in data:
+        if not isinstance(data["banks"], list):
+            raise bad("banks", "must be a list of folders")
+        banks.extend(data["banks"])
+    if not banks or not all(isinstance(b, str) and b for b in banks):
+        raise bad("bank", "must name the bank folder (bank = \"/backup/bank\")")
+    client = data.get("client")
+    if not isinstance(client, str) or not client:
+        raise bad("client", "must name the machine to restore")
+    for key in ("image", "grow", "log_dir"):
+        if key in data and not isinstance(data[key], str):
+            raise bad(key, "must be a string")
+    after = data.get("after", "poweroff")
+    after_failure = data.get("after_failure", "stay")
+    for key, value in (("after", after), ("after_failure", after_failure)):
+        if value not in AFTER:
+            raise bad(key, f"must be one of {', '.join(AFTER)}")
+    bootloader = data.get("bootloader", "auto")
+    if bootloader not in ("auto", "install", "skip"):
+        raise bad("bootloader", "must be auto, install or skip")
+    t = data.get("target")
+    if not isinstance(t, dict):
+        raise bad("[target]", "is missing: say which disk to overwrite (by_id, device or empty_disk_min_gib)")
+    unknown = sorted(set(t) - {"by_id", "device", "empty_disk_min_gib"})
+    if unknown:
+        raise bad(f"target.{unknown[0]}", "is not a selector rescue knows")
+    if len(t) != 1:
+        raise bad("[target]", "must have exactly one of by_id, device, empty_disk_min_gib")
+    if "empty_disk_min_gib" in t:
+        n = t["empty_disk_min_gib"]
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or n <= 0:
+            raise bad("target.empty_disk_min_gib", "must be a positive number of GiB")
+        selector = Selector(empty_disk_min_gib=float(n))
+    else:
+        key, value = next(iter(t.items()))
+        if not isinstance(value, str) or not value:
+            raise bad(f"target.{key}", "must be a non-empty string")
+        selector = Selector(**{key: value})
+    return Config(
+        path=path, banks=tuple(Path(b) for b in banks), client=client, target=selector,
+        image=data.get("image"), after=after, after_failure=after_failure, bootloader=bootloader,
+        grow=data.get("grow"), log_dir=Path(data["log_dir"]) if data.get("log_dir") else None,
+    )
+
+
+def select_target(selector: Selector, disks: Sequence[TargetDisk]) -> TargetDisk:
+    """Exactly one disk, or a refusal that lists what was seen."""
+    if selector.by_id:
+        want = selector.by_id if selector.by_id.startswith("/") else f"/dev/disk/by-id/{selector.by_id}"
+        found = [d for d in disks if want in d.by_id]
+    elif selector.device:
+        real = os.path.realpath(selector.device)
+        found = [d for d in disks if d.device in (selector.device, real)]
+    else:
+        limit = (selector.empty_disk_min_gib or 0) * GiB
+        found = [d for d in disks if d.empty and d.size >= limit and not d.unsafe_reasons]
+    seen = "; ".join(
+        f"{d.device} {d.size / GiB:.1f} GiB{' empty' if d.empty else ''}"
+        f"{' (' + ', '.join(d.unsafe_reasons) + ')' if d.unsafe_reasons else ''}" for d in disks
+    ) or "no disks at all"
+    if not found:
+        raise PlanRefused(f"no disk is {selector.describe()}", why=f"disks seen: {seen}",
+                          fix="attach the new disk, or correct [target] in the unattended config")
+    if len(found) > 1:
+        raise PlanRefused(
+            f"{len(found)} disks match {selector.describe()}: {', '.join(d.device for d in found)}",
+            why="an unattended restore overwrites a disk only when the config names exactly one",
+            fix="detach the disks that must not be touched, or name the target by its by_id in the config",
+        )
+    return found[0]
+
+
+def restore_argv(config: Config, device: str) -> list[str]:
+    argv = ["restore", "--client", config.client, "--target", device, "--yes",
+            "--bootloader", config.bootloader]
+    for b in config.banks:
+        argv += ["--bank", str(b)]
+    if config.image:
+        argv += ["--image", config.image]
+    if config.grow:
+        argv += ["--grow", config.grow]
+    if config.log_dir:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        argv += ["--state-dir", str(config.log_dir), "--log", str(config.log_dir / f"restore-{stamp}.log")]
+    return argv
+
+
+def power(action: str, run: Callable[[list[str]], object] | None = None) -> list[str] | None:
+    """Power off or reboot the rescue system (systemd when it runs, else the plain commands)."""
+    if action == "stay":
+        return None
+    from rescue.run import run as gateway, which
+
+    if Path("/run/systemd/system").is_dir() and which("systemctl"):
+        argv = ["systemctl", action]
+    else:
+        argv = [action, "-f"]
+    (run or (lambda a: gateway(a, check=False)))(argv)
+    return argv
+
+
+def marker(text: str, kmsg: bool) -> None:
+    """A line the console shows and the drill waits for."""
+    line = f"{MARKER} {text}"
+    print(line, flush=True)
+    if kmsg:
+        try:
+            with open("/dev/kmsg", "w") as f:  # the kernel prints it on every console, serial too
+                f.write(line + "\n")
+        except OSError:
+            pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="unattended-restore", description=__doc__.split("\n\n")[0])
+    p.add_argument("config", nargs="?", type=Path, default=None,
+                   help=f"the config file (default: rescue.config= on the kernel command line, else {DEFAULT_CONFIG})")
+    p.add_argument("--kmsg", action="store_true", help="also write the markers to the kernel log (the console)")
+    p.add_argument("--no-power", action="store_true", help="never power off or reboot (testing)")
+    args = p.parse_args(argv)
+    path = args.config or config_from_cmdline() or DEFAULT_CONFIG
+    marker(f"START {path}", args.kmsg)
+    code = Exit.ERROR
+    config: Config | None = None
+    try:
+        config = load_config(path)
+        from rescue.probe import list_disks
+
+        target = select_target(config.target, list_disks(backup_sources=config.banks))
+        marker(f"TARGET {target.device}", args.kmsg)
+        from rescue.cli import main as cli_main
+
+        code = Exit(cli_main(restore_argv(config, target.device)))
+    except RescueError as e:
+        print(f"unattended-restore: {e}", file=sys.stderr, flush=True)
+        code = e.exit_code
+    except Exception as e:  # noqa: BLE001 - the console must still get a marker
+        print(f"unattended-restore: unexpected error: {e!r}", file=sys.stderr, flush=True)
+        code = Exit.ERROR
+    ok = code in (Exit.OK, Exit.INCOMPLETE)
+    marker("OK" if code == Exit.OK else f"INCOMPLETE {int(code)}" if ok else f"FAILED {int(code)}", args.kmsg)
+    if config is not None and not args.no_power:
+        power(config.after if ok else config.after_failure)
+    return int(code)
+
+
+def config_from_cmdline(cmdline: str | None = None) -> Path | None:
+    """rescue.config=PATH on the kernel command line (set by the boot entry)."""
+    try:
+        text = cmdline if cmdline is not None else Path("/proc/cmdline").read_text()
+    except OSError:
+        return None
+    for word in text.split():
+        if word.startswith("rescue.config="):
+            return Path(word.split("=", 1)[1])
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Executor and journal logic with small in-memory steps (no root, no disks).
+
+What is proven here: events in order, finished steps skipped on a rerun,
+non-persistent steps (mounts) always run again, an interrupted step is
+re-run knowing it was interrupted, a step redone forces every later step to
+run again, a different plan starts over, the journal survives as JSON, and a
+failure is a StepFailed with the FAILED exit code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from rescue import events as ev
+from rescue.engine import Executor, Journal
+from rescue.engine.journal import identity_name
+from rescue.errors import Aborted, Exit, StepFailed
+from rescue.steps.base import Step
+
+CALLS: list[tuple[str, bool]] = []
+FAIL: set[str] = set()
+
+
+@dataclass(frozen=True)
+class Fake(Step):
+    kind: ClassVar[str] = "fake"
+    name: str
+
+    @property
+    def key(self) -> str:
+        return f"fake:{self.name}"
+
+    def describe(self) -> str:
+        return f"do {self.name}"
+
+    def script(self) -> list[str]:
+        return [f"echo {self.name}"]
+
+    def run(self, ctx) -> None:
+        CALLS.append((self.name, ctx.resuming))
+        ctx.note(f"{self.name} noted")
+        if self.name in FAIL:
+            raise StepFailed(f"{self.name} broke")
+
+
+@dataclass(frozen=True)
+class FakeMount(Fake):
+    kind: ClassVar[str] = "fakemount"
+    persistent: ClassVar[bool] = False
+
+    @property
+    def key(self) -> str:
+        return f"mount:{self.name}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...]
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    CALLS.clear()
+    FAIL.clear()
+
+
+def executor(tmp_path: Path) -> Executor:
+    return Executor(target="/dev/fake0", state_dir=tmp_path / "state", mount_dir=tmp_path / "mnt",
+                    log_path=tmp_path / "log.txt", recheck=lambda: None)
+
+
+PLAN = Plan((Fake("wipe"), Fake("mkfs"), FakeMount("root"), Fake("copy"), Fake("verify")))
+
+
+def test_runs_every_step_in_order_and_emits_events(tmp_path):
+    events: list[ev.Event] = []
+    out = executor(tmp_path).run(PLAN, events.append)
+    assert out.ok and out.skipped == 0
+    assert [c[0] for c in CALLS] == ["wipe", "mkfs", "root", "copy", "verify"]
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[0] == "PlanStarted" and kinds[-1] == "PlanDone"
+    assert kinds.count("StepStarted") == 5 and kinds.count("StepDone") == 5
+    assert isinstance(events[0], ev.PlanStarted) and not events[0].resumed
+    assert "verify noted" in out.summary and "result:   OK" in out.summary
+    log = (tmp_path / "log.txt").read_text()
+    assert "== step 4/5: do copy" in log
+
+
+def test_rerun_skips_finished_steps_but_mounts_again(tmp_path):
+    executor(tmp_path).run(PLAN)
+    CALLS.clear()
+    events: list[ev.Event] = []
+    out = executor(tmp_path).run(PLAN, events.append)
+    assert [c[0] for c in CALLS] == ["root"]
+    assert out.skipped == 4
+    assert [e.key for e in events if isinstance(e, ev.StepSkipped)] == \
+        ["fake:wipe", "fake:mkfs", "fake:copy", "fake:verify"]
+    assert isinstance(events[0], ev.PlanStarted) and events[0].resumed
+
+
+def test_failed_step_resumes_there_knowing_it_was_interrupted(tmp_path):
+    FAIL.add("copy")
+    with pytest.raises(StepFailed) as e:
+        executor(tmp_path).run(PLAN)
+    assert e.value.exit_code == Exit.FAILED
+    assert "do copy" in e.value.what
+    journal = executor(tmp_path).journal()
+    assert journal.is_done("fake:mkfs") and journal.was_started("fake:copy")
+    assert not journal.is_done("fake:verify")
+    FAIL.clear()
+    CALLS.clear()
+    executor(tmp_path).run(PLAN)
+    assert CALLS == [("root", False), ("copy", True), ("verify", False)]
+
+
+def test_a_redone_step_forces_the_later_steps_to_run_again(tmp_path):
+    executor(tmp_path).run(PLAN)
+    j = executor(tmp_path).journal()
+    j.steps["fake:mkfs"]["state"] = "started"  # as if power was lost while mkfs ran again
+    j.save()
+    CALLS.clear()
+    executor(tmp_path).run(PLAN)
+    assert [c[0] for c in CALLS] == ["mkfs", "root", "copy", "verify"]
+
+
+def test_a_different_plan_starts_over(tmp_path):
+    events: list[ev.Event] = []
+    executor(tmp_path).run(PLAN)
+    CALLS.clear()
+    other = Plan((Fake("wipe"), Fake("mkfs2"), Fake("verify")))
+    executor(tmp_path).run(other, events.append)
+    assert [c[0] for c in CALLS] == ["wipe", "mkfs2", "verify"]
+    assert any(isinstance(e, ev.Output) and "another plan" in e.line for e in events)
+
+
+def test_cancel_between_steps_aborts(tmp_path):
+    ex = executor(tmp_path)
+
+    @dataclass(frozen=True)
+    class Cancels(Fake):
+        def run(self, ctx) -> None:
+            super().run(ctx)
+            ex.cancel.set()
+
+    with pytest.raises(Aborted):
+        ex.run(Plan((Fake("wipe"), Cancels("mkfs"), Fake("copy"))))
+    assert [c[0] for c in CALLS] == ["wipe", "mkfs"]
+
+
+def test_recheck_runs_once_before_the_first_step_that_runs(tmp_path):
+    seen: list[int] = []
+    ex = Executor(target="/dev/fake0", state_dir=tmp_path / "s", mount_dir=tmp_path / "m",
+                  recheck=lambda: seen.append(len(CALLS)))
+    ex.run(PLAN)
+    assert seen == [0]
+    seen.clear()
+    CALLS.clear()
+    ex.run(PLAN)  # a rerun: the check comes before the first step that runs (the mount)
+    assert seen == [0] and CALLS[0][0] == "root"
+
+
+def test_journal_is_json_in_a_folder_named_by_the_disk(tmp_path):
+    executor(tmp_path).run(PLAN)
+    path = tmp_path / "state" / identity_name("/dev/fake0") / "journal.json"
+    data = json.loads(path.read_text())
+    assert data["version"] == 1 and data["target"] == "/dev/fake0"
+    assert data["steps"]["fake:copy"]["state"] == "done"
+    assert data["notes"]["fake:copy"] == ["copy noted"]
+    assert identity_name("/dev/disk/by-id/ata-QEMU HARDDISK_1") == "dev_disk_by-id_ata-QEMU_HARDDISK_1"
+
+
+def test_unreadable_journal_starts_empty(tmp_path):
+    p = tmp_path / "j.json"
+    p.write_text("{not json")
+    assert Journal.load(p).steps == {}
+    p.write_text(json.dumps({"version": 99, "steps": {"x": {"state": "done"}}}))
+    assert Journal.load(p).steps == {}
+
+
+def test_duplicate_step_keys_are_refused(tmp_path):
+    from rescue.errors import RescueError
+
+    with pytest.raises(RescueError):
+        executor(tmp_path).run(Plan((Fake("a"), Fake("a"))))

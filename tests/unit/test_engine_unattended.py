@@ -1,0 +1,115 @@
+"""The unattended config: reading it strictly, and picking exactly one target disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rescue.errors import Exit, PlanRefused
+from rescue.target import ExistingPartition, TargetDisk
+from rescue.unattended import (
+    ConfigError,
+    Selector,
+    config_from_cmdline,
+    load_config,
+    power,
+    restore_argv,
+    select_target,
+)
+
+GiB = 1 << 30
+
+GOOD = """
+bank = "/backup/bank"
+client = "web1"
+image = "2026-1126"
+after = "reboot"
+log_dir = "/var/log/rescue"
+[target]
+by_id = "ata-NEW_DISK_1"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "rescue-unattended.toml"
+    p.write_text(text)
+    return p
+
+
+def test_good_config_becomes_a_restore_command(tmp_path):
+    c = load_config(write(tmp_path, GOOD))
+    assert c.client == "web1" and c.banks == (Path("/backup/bank"),) and c.after == "reboot"
+    assert c.after_failure == "stay" and c.target == Selector(by_id="ata-NEW_DISK_1")
+    argv = restore_argv(c, "/dev/sdb")
+    assert argv[:7] == ["restore", "--client", "web1", "--target", "/dev/sdb", "--yes", "--bootloader"]
+    assert ["--bank", "/backup/bank"] == argv[8:10] and "--image" in argv and "--state-dir" in argv
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ('client = "x"\n[target]\ndevice = "/dev/sdb"\n', "bank"),
+    ('bank = "/b"\n[target]\ndevice = "/dev/sdb"\n', "client"),
+    ('bank = "/b"\nclient = "x"\n', "[target]"),
+    ('bank = "/b"\nclient = "x"\n[target]\ndevice = "/dev/sdb"\nby_id = "y"\n', "exactly one"),
+    ('bank = "/b"\nclient = "x"\n[target]\nempty_disk_min_gib = -3\n', "positive"),
+    ('bank = "/b"\nclient = "x"\nafter = "explode"\n[target]\ndevice = "/dev/sdb"\n', "after"),
+    ('bank = "/b"\nclient = "x"\ntypo = 1\n[target]\ndevice = "/dev/sdb"\n', "typo"),
+    ('bank = "/b"\nclient = \n', "not valid TOML"),
+])
+def test_bad_configs_are_refused_with_the_key_named(tmp_path, text, says):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert says in str(e.value)
+    assert e.value.exit_code == Exit.USAGE
+
+
+def test_missing_config_says_so(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path / "nope.toml")
+    assert "no unattended config" in str(e.value)
+
+
+def disk(dev: str, size_gib: float, *, empty: bool = True, by_id: tuple[str, ...] = (), **kw) -> TargetDisk:
+    parts = () if empty else (ExistingPartition(device=dev + "1", size=GiB, fstype="ext4"),)
+    return TargetDisk(device=dev, size=int(size_gib * GiB), by_id=by_id, partitions=parts, **kw)
+
+
+DISKS = [
+    disk("/dev/sda", 500, empty=False, holds_root=True),
+    disk("/dev/sdb", 2000, empty=False, holds_backup=True),
+    disk("/dev/sdc", 250, by_id=("/dev/disk/by-id/ata-NEW_DISK_1",)),
+    disk("/dev/sdd", 16),
+]
+
+
+def test_selectors_pick_exactly_one_disk():
+    assert select_target(Selector(by_id="ata-NEW_DISK_1"), DISKS).device == "/dev/sdc"
+    assert select_target(Selector(by_id="/dev/disk/by-id/ata-NEW_DISK_1"), DISKS).device == "/dev/sdc"
+    assert select_target(Selector(device="/dev/sdd"), DISKS).device == "/dev/sdd"
+    assert select_target(Selector(empty_disk_min_gib=100), DISKS).device == "/dev/sdc"
+
+
+def test_selector_matching_none_or_several_is_refused():
+    with pytest.raises(PlanRefused) as e:
+        select_target(Selector(empty_disk_min_gib=300), DISKS)
+    assert "no disk is the only empty disk of at least 300 GiB" in e.value.what
+    assert "/dev/sda 500.0 GiB (/dev/sda holds the running system)" in e.value.why
+    with pytest.raises(PlanRefused) as e:
+        select_target(Selector(empty_disk_min_gib=10), DISKS)
+    assert "2 disks match" in e.value.what
+    with pytest.raises(PlanRefused):
+        select_target(Selector(by_id="ata-OTHER"), DISKS)
+
+
+def test_unsafe_empty_disks_are_never_chosen_by_size():
+    disks = [disk("/dev/sdc", 250, mounted=("/mnt",)), disk("/dev/sdd", 250)]
+    assert select_target(Selector(empty_disk_min_gib=100), disks).device == "/dev/sdd"
+
+
+def test_power_and_kernel_command_line():
+    ran: list[list[str]] = []
+    assert power("stay", ran.append) is None and ran == []
+    argv = power("poweroff", ran.append)
+    assert ran == [argv] and argv[-1] in ("poweroff", "-f")
+    assert config_from_cmdline("quiet rescue.config=/backup/x.toml console=ttyS0") == Path("/backup/x.toml")
+    assert config_from_cmdline("quiet") is None
