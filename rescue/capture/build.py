@@ -167,6 +167,11 @@ def build_layout(
             if rel is not None:
                 roots[rel] = RootMeta(rel, meta.mode, meta.uid, meta.gid)
 
+    stacked = sorted({d.type for p in disk_paths for d in walk((by_path[p],)) if d.type not in ("disk", "part", "loop")})
+    if stacked:
+        notes.append(f"the disks carry {', '.join(stacked)} devices: rescue rebuilds partitions, "
+                     "filesystems and swap only; recreate those layers by hand before restoring onto them")
+
     # Every device on the captured disks that carries a filesystem or swap.
     filesystems: list[Filesystem] = []
     swap_facts: dict[str, Filesystem] = {}

@@ -96,10 +96,6 @@ def collect_running(runner: Runner | None = None) -> Raw:
     raw.files["findmnt.json"] = _bytes(runner(list(probe.FINDMNT)).stdout)
     mounts = parse_findmnt(raw.files["findmnt.json"], "findmnt.json")
     _optional_cat(runner, raw, "fstab", ["/etc/fstab"])
-    df = runner(list(probe.DF), ok=(0, 1))  # 1: some mount could not be read (reported below)
-    raw.files["df.txt"] = _bytes(df.stdout)
-    if df.returncode:
-        raw.warnings.append("df: " + df.stderr.strip()[:200])
     raw.files["swaps"] = _bytes(runner(list(probe.SWAPS)).stdout)
     efi = runner(list(probe.EFI), ok=(0, 1))
     raw.files["boot-mode"] = b"uefi\n" if efi.returncode == 0 else b"bios\n"
@@ -119,6 +115,12 @@ def collect_running(runner: Runner | None = None) -> Raw:
         if sw.startswith("/dev/"):
             _blkid(runner, raw, checked_device(sw))
     targets = sorted({m.target for m in mounts if source_device(m.source) in on_disks})
+    if targets:
+        # only the disks' own mounts: a plain `df` would hang on a dead network mount
+        df = runner([*probe.DF, *targets], ok=(0, 1))  # 1: some mount could not be read
+        raw.files["df.txt"] = _bytes(df.stdout)
+        if df.returncode:
+            raw.warnings.append("df: " + df.stderr.strip()[:200])
     _stat_roots(runner, raw, targets)
     return raw
 

@@ -52,7 +52,6 @@ class LocalRunner(Runner):
 class SshRunner(Runner):
     host: str
     ssh: str = "ssh"
-    timeout: float = 120
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9._@:\[\]-]+", self.host) or self.host.startswith("-"):
@@ -61,8 +60,10 @@ class SshRunner(Runner):
 
     def __call__(self, argv: Sequence[str], ok: Sequence[int] = (0,)) -> Result:
         remote = shlex.join(argv)
-        full = [self.ssh, "-o", "BatchMode=yes", "-o", "ConnectTimeout=20", self.host, "--", remote]
-        r = run(full, check=False, binary=True, timeout=self.timeout)
+        # BatchMode: never wait for a password at night; the alive checks end a hung link
+        full = [self.ssh, "-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "ServerAliveInterval=15",
+                "-o", "ServerAliveCountMax=4", self.host, "--", remote]
+        r = run(full, check=False, binary=True)
         if r.returncode == 255:
             raise CommandError(full, 255, r.stderr or "ssh could not reach the client")
         if r.returncode not in ok:
