@@ -10,7 +10,8 @@ from rescue.layout import load_layout
 
 
 def test_dirvish_bank_of_a_demo_machine(tmp_path: Path) -> None:
-    with DemoMachine(tmp_path / "m", label="gpt", home_fs="xfs") as m:
+    # a % in the path: dirvish passes hook lines through strftime, so the hook must say %%
+    with DemoMachine(tmp_path / "machine-100%d", label="gpt", home_fs="xfs") as m:
         etc_before = {p.name: p.stat().st_mtime_ns for p in Path("/etc/dirvish").iterdir()}
         bank = make_bank(m, tmp_path / "bank", images=("2026-1125-0300", "2026-1126-0300"))
         assert {p.name: p.stat().st_mtime_ns for p in Path("/etc/dirvish").iterdir()} == etc_before
