@@ -1,0 +1,111 @@
+"""The drill's backup disk: made by `rescue prepare-disk`, as a user makes one.
+
+A disk image file gets the rescue system and a backup partition; the drill
+mounts the backup partition on the host to let dirvish write the bank, writes
+the unattended config beside the bank, and makes "Unattended restore" the
+default boot entry of this copy of the disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from rescue.devices import attached, make_image_file
+from rescue.errors import RescueError
+from rescue.run import run
+
+GiB = 1 << 30
+BANK = "dirvish"  # prepare-disk's default bank folder on the backup partition
+CONFIG_NAME = "rescue-unattended.toml"  # rescue.unattended.DEFAULT_CONFIG, relative to /backup
+BACKUP_MOUNT_IN_RESCUE = "/backup"  # where the rescue system mounts the backup partition
+
+
+def prepare(path: Path, size: int, rescue_image: Path) -> Path:
+    """A fresh backup disk image file, made by the real `rescue prepare-disk`."""
+    from rescue.commands import prepare_disk
+
+    make_image_file(path, size)
+    parser = argparse.ArgumentParser(prog="rescue prepare-disk")
+    prepare_disk.add_arguments(parser)
+    args = parser.parse_args([str(path), "--image", str(rescue_image), "--yes"])
+    code = prepare_disk.run(args)
+    if code != 0:
+        raise RescueError(f"rescue prepare-disk {path} exited {code}")
+    return path
+
+
+def partition_named(disk: str, name: str) -> str:
+    """The gpt partition prepare-disk named `name` (rescue, backup, esp)."""
+    table = json.loads(run(["sfdisk", "--json", disk]).stdout)["partitiontable"]
+    for p in table.get("partitions", []):
+        if p.get("name") == name:
+            return p["node"]
+    raise RescueError(f"{disk} has no partition named {name!r}",
+                      why="the drill expects the gpt layout `rescue prepare-disk` makes")
+
+
+@contextlib.contextmanager
+def mounted_partition(image: Path, name: str, where: Path, readonly: bool = False) -> Iterator[Path]:
+    """Attach the disk image, mount its partition `name` at `where`; always undone."""
+    with attached(image) as disk:
+        node = partition_named(disk, name)
+        where.mkdir(parents=True, exist_ok=True)
+        run(["mount", *(["-o", "ro"] if readonly else []), node, str(where)])
+        try:
+            yield where
+        finally:
+            run(["umount", str(where)], check=False)
+            if where.is_mount():
+                run(["umount", "-l", str(where)], check=False)
+
+
+def unattended_config(client: str, target_by_id: str, image: str | None = None) -> str:
+    """The TOML `rescue.unattended` reads from the backup partition."""
+    lines = [
+        "# Written by rescue drill: restore the newest good images onto the blank disk.",
+        f'bank = "{BACKUP_MOUNT_IN_RESCUE}/{BANK}"',
+        f'client = "{client}"',
+        'after = "poweroff"',
+        'after_failure = "poweroff"',  # the drill reads the verdict from the console
+    ]
+    if image:
+        lines.append(f'image = "{image}"')
+    lines += ["", "[target]", f'by_id = "{target_by_id}"', ""]
+    return "\n".join(lines)
+
+
+def write_config(backup_top: Path, text: str) -> Path:
+    path = backup_top / CONFIG_NAME
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+_DEFAULT = re.compile(r"^set default=.*$", re.M)
+_TIMEOUT = re.compile(r"^set timeout=.*$", re.M)
+
+
+def select_boot_entry(rescue_top: Path, entry: str = "unattended", timeout: int = 1) -> Path:
+    """Make `entry` the default of the rescue partition's grub menu (this copy of the disk only)."""
+    cfg = rescue_top / "boot" / "grub" / "grub.cfg"
+    if not cfg.is_file():
+        raise RescueError(f"{cfg} is missing", why="the rescue partition has no grub menu")
+    text = cfg.read_text()
+    if f"--id {entry}" not in text:
+        raise RescueError(f"the rescue system's grub menu has no {entry!r} entry", why=str(cfg))
+    if not _DEFAULT.search(text):
+        raise RescueError(f"{cfg} sets no default entry")
+    text = _DEFAULT.sub(f"set default={entry}", text, count=1)
+    text = _TIMEOUT.sub(f"set timeout={timeout}", text, count=1)
+    cfg.write_text(text)
+    return cfg
+
+
+def blank_disk(path: Path, size: int) -> Path:
+    """The new, empty disk the restore writes (sparse)."""
+    return make_image_file(path, size)
