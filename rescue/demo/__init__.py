@@ -37,8 +37,11 @@ make_bank(machine, bank, *, client="localhost", images=None (two names, yesterda
     hook: post-server `rescue capture --disk DISK --root ROOT` into every image.
 DemoBank: .bank, .confdir, .client, .vaults ((name, mountpoint), ...), .images (oldest first),
     .vault_of(mountpoint) -> name, .image_dir(vault, image=None) -> bank/vault/image
-run_dirvish(confdir, argv, check=True) -> Result: any dirvish command with a private
-    /etc/dirvish (mount namespace; the host /etc is never written).
+run_dirvish(confdir, argv, *, keep=(), check=True) -> Result: any dirvish command (or a
+    script calling dirvish-runall) with confdir as its /etc/dirvish, in a private mount
+    namespace: the host /etc is never written, and other tests' loop mounts are let go of
+    in that namespace (keep: extra paths to keep visible, e.g. trees whose bank the command
+    mounts itself). rescue.demo.dirvish also has write_master_conf and write_vault_conf.
 
 snapshot(top, exclude=(), one_filesystem=True) -> Snapshot;
 diff_trees(a, b, *, times=True, sparse=False, top=True, exclude=()) -> list[str] (empty = equal):

@@ -24,14 +24,6 @@ from rescue.demo.machine import DemoMachine
 from rescue.errors import RescueError
 from rescue.run import Result, run
 
-# Runs the given command with a private /etc/dirvish: $1 is the folder, the rest is argv.
-_PRIVATE_CONF = (
-    'set -e; mount --bind "$1" /etc/dirvish; '
-    'if [ -f /etc/dirvish.conf ]; then mount --bind "$1/master.conf" /etc/dirvish.conf; fi; '
-    'shift; exec "$@"'
-)
-
-
 @dataclass(frozen=True)
 class DemoBank:
     """What make_bank made: where, which vaults, which images (oldest first)."""
@@ -115,17 +107,51 @@ def write_vault_conf(
     return conf
 
 
-def run_dirvish(confdir: Path, argv: Sequence[str], *, check: bool = True, timeout: float = 600) -> Result:
-    """Run dirvish (or dirvish-runall, dirvish-expire) with confdir as its /etc/dirvish."""
+def run_dirvish(
+    confdir: Path, argv: Sequence[str], *, keep: Sequence[Path] = (), check: bool = True, timeout: float = 600
+) -> Result:
+    """Run dirvish (or dirvish-runall, or a script calling them) with confdir as its /etc/dirvish.
+
+    The run happens in a private mount namespace (rescue.demo.nsrun). The
+    banks named in confdir/master.conf and the trees of their vaults stay
+    visible, with the keep paths; other tests' loop mounts are let go of in
+    that namespace so it never holds them busy. keep: paths the run needs
+    that master.conf does not lead to (trees whose bank is on a disk the
+    command mounts itself).
+    """
     if not Path("/etc/dirvish").is_dir():
         raise RescueError(
             "/etc/dirvish does not exist, so no private master.conf can be mounted over it",
             fix="install the dirvish package (scripts/setup.sh)",
         )
+    paths = [str(confdir), *(str(k) for k in keep), *_banks_and_trees(confdir)]
     return run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", _PRIVATE_CONF, "sh", str(confdir), *argv],
+        ["unshare", "--mount", "--propagation", "private",
+         sys.executable, "-m", "rescue.demo.nsrun", str(confdir), *paths, "--", *argv],
         check=check, timeout=timeout,
     )
+
+
+def _banks_and_trees(confdir: Path) -> list[str]:
+    """bank: entries of master.conf, and every vault's tree: below them."""
+    master = confdir / "master.conf"
+    banks: list[str] = []
+    if master.is_file():
+        in_bank = False
+        for line in master.read_text().splitlines():
+            if line.startswith("bank:"):
+                in_bank = True
+            elif in_bank and line.startswith(("\t", " ")) and line.strip():
+                banks.append(line.strip())
+            else:
+                in_bank = False
+    paths = list(banks)
+    for bank in banks:
+        for conf in Path(bank).glob("*/dirvish/default.conf"):
+            for line in conf.read_text().splitlines():
+                if line.startswith("tree:"):
+                    paths.append(line.split(":", 1)[1].strip().split()[0])
+    return paths
 
 
 def make_bank(

@@ -84,7 +84,9 @@ def test_nightly_backup_script_mounts_logs_runs_and_always_unmounts(tmp_path: Pa
                 f'env BACKUP_LABEL={label} BACKUP_MOUNT={mnt} BACKUP_DRIVELOG={drivelog} {" ".join(settings)} '
                 f'sh {SCRIPT}; rc=$?; if mountpoint -q {mnt}; then echo STILL-MOUNTED; fi; exit $rc'
             )
-            return run_dirvish(bank.confdir, ["sh", "-c", check], check=False)
+            # keep: the bank is on the backup disk the script mounts itself, so the
+            # machine's trees cannot be found through master.conf beforehand
+            return run_dirvish(bank.confdir, ["sh", "-c", check], keep=(m.root,), check=False)
 
         r = nightly()
         assert r.returncode == 0, r.stderr
@@ -105,3 +107,28 @@ def test_nightly_backup_script_mounts_logs_runs_and_always_unmounts(tmp_path: Pa
                 assert (mnt / "dirvish" / vault / images[1] / "rescue" / "layout.json").is_file()
         finally:
             run(["umount", mnt])
+
+
+def test_dirvish_namespace_keeps_its_trees_and_lets_go_of_other_mounts(tmp_path: Path) -> None:
+    """run_dirvish's private namespace must not hold other tests' loop filesystems busy."""
+    from rescue.demo import run_dirvish
+    from rescue.demo.dirvish import write_master_conf, write_vault_conf
+    from rescue.devices import loop_disk
+    from rescue.run import run
+
+    other = tmp_path / "someone-elses-mount"
+    other.mkdir()
+    with DemoMachine(tmp_path / "m", corpus=False) as m, loop_disk(tmp_path / "other.img", 64 * 1024**2) as dev:
+        run(["mkfs.ext4", "-q", dev])
+        run(["mount", dev, other])
+        try:
+            bank = tmp_path / "bank"
+            write_master_conf(tmp_path / "etc", bank, ["home"])
+            write_vault_conf(bank, "home", client="localhost", tree=m.dir_of("/home"), hook=None, rsync_options=())
+            seen = run_dirvish(tmp_path / "etc", ["sh", "-c", "findmnt -rn -o TARGET; cat /etc/dirvish/master.conf"]).stdout
+        finally:
+            run(["umount", other])
+        targets = set(seen.split())
+        assert str(m.dir_of("/home")) in targets and str(m.root) in targets
+        assert str(other) not in targets
+        assert f"\t{bank}" in seen  # the private master.conf, not the host's
