@@ -70,6 +70,7 @@ class RecordedEngine:
         self.hold_at = hold_at
         self.holding = threading.Event()
         self.release = threading.Event()
+        self.hold_seconds = 30.0
         self.reviews: dict[Review, str] = {}
         self.done_keys: set[str] = set()  # steps finished by an earlier (cancelled) replay
         self.unfinished: Interrupted | None = None
@@ -135,7 +136,7 @@ class RecordedEngine:
             if self.hold_at is not None and getattr(ev, "key", None) == self.hold_at \
                     and isinstance(ev, events.Progress) and not self.holding.is_set():
                 self.holding.set()
-                self.release.wait(30)
+                self.release.wait(self.hold_seconds)
             if isinstance(ev, events.StepFailed):
                 failed = ev
             if isinstance(ev, events.StepDone):
