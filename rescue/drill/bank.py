@@ -1,0 +1,213 @@
+"""The drill for a real machine's backups: restore them into a virtual disk and boot it.
+
+The bank is only read: the chosen image of each vault is copied (rsync,
+hard links, ACLs, xattrs kept) into the bank of a backup disk image made by
+`rescue prepare-disk`, which qemu boots with a blank disk of the captured
+disk's size. After the unattended restore, the drill adds a small report
+service to the restored copy (never to anything else), boots it, and checks
+that it reaches multi-user with its filesystems (UUIDs as captured) and swap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rescue.backups.discover import choose_images, find_backups
+from rescue.backups.model import Image
+from rescue.devices import attached, partition_path
+from rescue.drill import backup_disk
+from rescue.drill.checks import BOOT_FAILURES, check_restored
+from rescue.drill.demo import (
+    RESTORE_FAILED,
+    RESTORE_OK,
+    RESTORE_TIMEOUT,
+    BOOT_TIMEOUT,
+    TARGET_BY_ID,
+    default_workdir,
+    prepare as prepare_shared,
+    tidy,
+)
+from rescue.drill.demo_disk import FILES, DemoFacts, FsFact, cleanup_mounts
+from rescue.drill.report import PhaseFailed, Report, Run, Say
+from rescue.errors import BackupError, RescueError
+from rescue.layout.legacy import load_layout
+from rescue.layout.model import BootMode, Layout
+from rescue.qemu import VM, Firmware
+from rescue.run import run
+
+GiB = 1 << 30
+MiB = 1 << 20
+RESCUE_PART_BYTES = 1100 * MiB  # bios-boot + ESP + rescue partition of prepare-disk, rounded up
+
+
+@dataclass(frozen=True)
+class BankOptions:
+    bank: Path
+    client: str
+    image: str | None = None
+    workdir: Path = default_workdir()
+    firmware: Firmware | None = None  # None: the captured boot mode
+    keep: bool = False
+    memory_mib: int = 1024
+
+
+def _tree_bytes(path: Path) -> int:
+    out = run(["du", "-s", "-B1", "--one-file-system", str(path)]).stdout.split()
+    return int(out[0]) if out else 0
+
+
+def _root_disk(layout: Layout) -> tuple[str, int]:
+    """The captured disk that holds /, and its size."""
+    root = layout.filesystem_at("/")
+    for disk in layout.disks:
+        if root is not None and root.device.startswith(disk.device):
+            return disk.device, disk.size
+    if len(layout.disks) == 1:
+        return layout.disks[0].device, layout.disks[0].size
+    raise BackupError("the captured layout does not say which disk holds /",
+                      fix="run rescue capture again on the machine")
+
+
+def _facts(layout: Layout, firmware: Firmware) -> DemoFacts:
+    """What the restored machine should report, from its captured layout."""
+    fss = tuple(
+        FsFact(fs.mountpoint, fs.fstype, fs.uuid) for fs in layout.filesystems
+        if fs.mountpoint and fs.uuid and fs.fstype != "swap"
+    )
+    swap = next((s.uuid for s in layout.swaps if s.uuid), "")
+    return DemoFacts(firmware=firmware.value, hostname=layout.hostname or layout.client, label="",
+                     disk_size=0, filesystems=fss, swap_uuid=swap, data_sum="", data_list=())
+
+
+def copy_images(images: tuple[Image, ...], bank_dir: Path) -> int:
+    """Copy each chosen image (tree, summary, log, rescue/) into bank_dir/VAULT/IMAGE; read only."""
+    total = 0
+    for image in images:
+        dest = bank_dir / image.vault / image.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        run(["rsync", "-aHAXS", "--numeric-ids", f"{image.path}/", f"{dest}/"], timeout=None)
+        conf = image.bank / image.vault / "dirvish"
+        if conf.is_dir():
+            run(["rsync", "-a", f"{conf}/", f"{bank_dir / image.vault / 'dirvish'}/"])
+        total += _tree_bytes(dest)
+    return total
+
+
+@contextlib.contextmanager
+def _mounted_root(target_img: Path, layout: Layout, where: Path) -> Iterator[Path]:
+    """The restored copy's root filesystem, mounted on this host to add the report service."""
+    root = layout.filesystem_at("/")
+    if root is None:
+        raise RescueError("the captured layout has no / filesystem")
+    with attached(target_img) as disk:
+        number = int("".join(ch for ch in root.device[-3:] if ch.isdigit()) or "0")
+        node = partition_path(disk, number)
+        opts = ["-o", "nouuid"] if root.fstype == "xfs" else []  # the original may be mounted here
+        where.mkdir(parents=True, exist_ok=True)
+        run(["mount", *opts, node, str(where)])
+        try:
+            yield where
+        finally:
+            run(["umount", str(where)], check=False)
+
+
+def add_report_service(root: Path) -> None:
+    """The demo machine's report service, without its data fingerprint, in the restored copy."""
+    sbin = root / "usr" / "local" / "sbin"
+    sbin.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(FILES / "demo-report", sbin / "demo-report")
+    os.chmod(sbin / "demo-report", 0o755)
+    units = root / "etc" / "systemd" / "system"
+    wants = units / "multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(FILES / "demo-report.service", units / "demo-report.service")
+    link = wants / "demo-report.service"
+    with contextlib.suppress(FileNotFoundError):
+        link.unlink()
+    link.symlink_to("/etc/systemd/system/demo-report.service")
+
+
+def run_bank(opts: BankOptions, say: Say) -> Report:
+    report = Report()
+    setup = Run("setup")
+    report.runs.append(setup)
+    opts.workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        prepared = prepare_shared(setup, say)
+        drill = Run(f"bank {opts.client}")
+        report.runs.append(drill)
+        try:
+            _drill(opts, prepared.rescue_image, drill, say)
+        finally:
+            tidy(opts.workdir / "bank", keep=opts.keep, failed=not drill.ok)
+    except PhaseFailed:
+        pass
+    report.save(opts.workdir / "report.json")
+    return report
+
+
+def _drill(opts: BankOptions, rescue_image: Path, drill: Run, say: Say) -> None:
+    work = opts.workdir / "bank"
+    if work.exists():
+        cleanup_mounts(work)
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    backup_img, target_img = work / "backup-disk.img", work / "new-disk.img"
+
+    with drill.phase("choose images", say) as ph:
+        machine = find_backups([opts.bank]).machine(opts.client)
+        images = choose_images(machine, opts.image)
+        for image in images:
+            ph.notes.append(f"{image.vault}/{image.name} ({image.source})")
+        layout = next((lay for i in images if (lay := load_layout(i.path)) is not None), None)
+        ph.check("a captured layout is among the images", layout is not None)
+        assert layout is not None
+        firmware = opts.firmware or (Firmware.UEFI if layout.boot.mode is BootMode.UEFI else Firmware.BIOS)
+        disk, disk_size = _root_disk(layout)
+        ph.notes.append(f"restoring {disk} ({disk_size / GiB:.1f} GiB) for {firmware.value}")
+        need = sum(_tree_bytes(i.path) for i in images)
+        ph.notes.append(f"images hold {need / GiB:.2f} GiB")
+
+    with drill.phase("backup disk with copies of the images", say) as ph:
+        size = RESCUE_PART_BYTES + int(need * 1.15) + GiB
+        backup_disk.prepare(backup_img, size, rescue_image)
+        with backup_disk.mounted_partition(backup_img, "backup", work / "mnt-backup") as top:
+            copied = copy_images(images, top / backup_disk.BANK)
+            backup_disk.write_config(top, backup_disk.unattended_config(opts.client, TARGET_BY_ID))
+        ph.check("images copied", copied > 0, got=f"{copied / GiB:.2f} GiB")
+        with backup_disk.mounted_partition(backup_img, "rescue", work / "mnt-rescue") as top:
+            backup_disk.select_boot_entry(top, "unattended")
+        backup_disk.blank_disk(target_img, disk_size)
+
+    def progress(what: str):
+        return lambda s, line: say(f"  [{opts.client}] {what}: {s / 60:4.1f} min  | {line}")
+
+    with drill.phase("restore inside the rescue VM", say) as ph:
+        vm = VM([backup_img, target_img], work, firmware=firmware, memory_mib=opts.memory_mib, name="restore")
+        drill.logs.append(str(vm.serial_log))
+        with vm:
+            seconds = vm.wait_for(RESTORE_OK, RESTORE_TIMEOUT * 4, fail_markers=RESTORE_FAILED,
+                                  progress=progress("restoring"))
+            ph.check(RESTORE_OK, True, got=f"after {seconds:.0f} s")
+            with contextlib.suppress(RescueError):
+                vm.wait_exit(180)
+
+    with drill.phase("boot the restored disk", say) as ph:
+        with _mounted_root(target_img, layout, work / "mnt-restored"):
+            add_report_service(work / "mnt-restored")
+        ph.notes.append("a report service was added to the restored copy (only there) to read its state")
+        vm = VM([target_img], work, firmware=firmware, memory_mib=opts.memory_mib, name="restored")
+        drill.logs.append(str(vm.serial_log))
+        with vm:
+            try:
+                vm.wait_for("DEMO-DONE", BOOT_TIMEOUT, fail_markers=BOOT_FAILURES,
+                            progress=progress("booting the restored disk"))
+                with contextlib.suppress(RescueError):
+                    vm.wait_exit(180)
+            finally:
+                check_restored(vm.console(), _facts(layout, firmware), ph, data=False)
