@@ -16,15 +16,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from rescue.capture.build import build_layout, rebuild
+from rescue.capture.build import build_layout
 from rescue.capture.collect import Raw, collect_offline, collect_running
-from rescue.capture.probe import LocalRunner, Runner, SshRunner
+from rescue.capture.probe import Runner
 from rescue.errors import RescueError
 from rescue.layout.model import Layout
 
 __all__ = [
     "HookEnv", "Raw", "build_layout", "capture", "collect_offline", "collect_running", "hook_env",
-    "is_local", "rebuild", "write_capture",
+    "is_local", "write_capture",
 ]
 
 

@@ -7,7 +7,6 @@ layout.json is their reading.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from collections.abc import Mapping
@@ -96,8 +95,9 @@ def relative_to_root(target: str, root: str) -> str | None:
     return None
 
 
-def _name(node: str) -> str:
-    return node.removeprefix("/dev/").replace("/", "-")
+def node_name(path: str) -> str:
+    """/dev/nvme0n1p2 -> nvme0n1p2, /dev/mapper/vg-root -> mapper-vg-root: raw file names."""
+    return path.removeprefix("/dev/").replace("/", "-")
 
 
 def build_layout(
@@ -121,9 +121,9 @@ def build_layout(
         if dev is None:
             raise LayoutError("disks", None, f"{path} is not in lsblk.json")
         table = None
-        dump = files.get(f"sfdisk-{_name(path)}.dump")
+        dump = files.get(f"sfdisk-{node_name(path)}.dump")
         if dump is not None:
-            table = parse_sfdisk(dump, f"sfdisk-{_name(path)}.dump", dev.size)
+            table = parse_sfdisk(dump, f"sfdisk-{node_name(path)}.dump", dev.size)
             tables[path] = table
         disks.append(Disk(
             device=path, size=dev.size, sector_size=table.sector_size if table else (dev.log_sec or 512),
@@ -302,13 +302,3 @@ def _boot(files: Mapping[str, bytes], disks: list[Disk], filesystems: list[Files
         grub_disk = disks[0].device
     grub_dirs = read_text(files.get("grub", b""), "grub").split()
     return Boot(mode=mode, esp=esp, grub_disk=grub_disk, has_grub=bool(grub_dirs))
-
-
-def rebuild(folder: os.PathLike[str] | str, *, client: str | None, captured_at: str, root: str = "/") -> Layout:
-    """Re-read a rescue/ folder's raw files (for people repairing a capture by hand)."""
-    files = {}
-    for name in os.listdir(folder):
-        if name != "layout.json":
-            with open(os.path.join(folder, name), "rb") as f:
-                files[name] = f.read()
-    return build_layout(files, client=client, captured_at=captured_at, root=root)

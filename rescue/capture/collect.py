@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rescue.capture import probe
+from rescue.capture.build import node_name
 from rescue.capture.probe import LocalRunner, Runner, checked_device
 from rescue.errors import RescueError
 from rescue.layout.findmnt import parse_findmnt, source_device
@@ -34,18 +35,10 @@ class Raw:
     files: dict[str, bytes] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
-    def text(self, name: str) -> str:
-        return self.files[name].decode("utf-8", errors="replace")
-
 
 def _bytes(stdout: str) -> bytes:
     """rescue.run(binary=True) keeps every byte as one latin-1 character."""
     return stdout.encode("latin-1", errors="surrogateescape")
-
-
-def node_name(path: str) -> str:
-    """/dev/nvme0n1p2 -> nvme0n1p2, /dev/mapper/vg-root -> mapper-vg-root (file names)."""
-    return path.removeprefix("/dev/").replace("/", "-")
 
 
 def _blkid(runner: Runner, raw: Raw, node: str) -> None:
