@@ -152,3 +152,28 @@ def test_bigger_disk_grows_only_the_chosen_partition_by_the_growth(case, extra_m
     assert all(old[n].start > old[grow].start for n in shifted)
     assert dataclasses.replace(new, partitions=(), device=None, last_lba=None) == \
         dataclasses.replace(table, partitions=(), device=None, last_lba=None)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(["gpt", "dos", "ext", "old"]), st.integers(256, 64 * 1024), st.sampled_from([None, "/", "/home"]))
+def test_whole_plans_of_real_sfdisk_tables_onto_any_size(name, size_mib, grow):
+    """build_plan over the fixture machines: a valid plan, or a refusal that says how much is missing."""
+    from plan_fixtures import images, layout, target
+
+    from rescue.plan import PlanOptions, build_plan
+
+    lay = layout(name)
+    if grow == "/home" and lay.filesystem_at("/home") is None:
+        grow = None
+    size = size_mib * 1024 * 1024
+    try:
+        plan = build_plan(lay, images(lay), target(size), PlanOptions(grow=grow))
+    except PlanRefused as e:
+        assert "bug in rescue" not in str(e)
+        assert "short" in e.what or "makes nothing under" in e.what, str(e)
+        assert size < lay.disks[0].size
+        return
+    check_fits(plan.new_table, size // 512)
+    for f in plan.filesystems:
+        if f.used is not None and f.size < next(m.old_size for m in plan.migrations if m.number == f.number) * 512:
+            assert f.size >= f.used * 1.1 + 64 * 1024 * 1024
