@@ -78,6 +78,7 @@ def capture(
     runner: Runner | None = None,
     disk: str | None = None,
     root: Path | None = None,
+    backup_paths: tuple[str, ...] = (),
 ) -> tuple[Layout, Raw]:
     """Collect and build; nothing is written. disk+root: a system that is not running."""
     if (disk is None) != (root is None):
@@ -86,7 +87,7 @@ def capture(
         raw = collect_offline(disk, root, runner)
         root_s = os.path.realpath(root)
     else:
-        raw = collect_running(runner)
+        raw = collect_running(runner, backup_paths)
         root_s = "/"
     layout = build_layout(raw.files, client=client, captured_at=now_utc(), root=root_s, warnings=tuple(raw.warnings))
     return layout, raw

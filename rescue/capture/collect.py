@@ -15,6 +15,7 @@ said. Two kinds of capture:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from rescue.capture.build import node_name
 from rescue.capture.probe import LocalRunner, Runner, checked_device
 from rescue.errors import RescueError
 from rescue.layout.findmnt import parse_findmnt, source_device
-from rescue.layout.lsblk import parse_lsblk, walk
+from rescue.layout.lsblk import BlockDevice, parse_lsblk, walk
+from rescue.layout.model import Mount
 from rescue.layout.swaps import parse_swaps
 from rescue.run import CommandError
 
@@ -78,8 +80,33 @@ def _stat_roots(runner: Runner, raw: Raw, targets: list[str]) -> None:
         raw.files["roots.txt"] = b""
 
 
-def collect_running(runner: Runner | None = None) -> Raw:
-    """A live machine: every disk it has, what it mounts, its swap and boot mode."""
+def disks_to_skip(devices: tuple[BlockDevice, ...], mounts: Sequence[Mount], backup_paths: Sequence[str]) -> dict[str, str]:
+    """Disks holding the backup (the bank an image is written to) are not part of the
+    machine to restore, unless they also hold its /. Returns {disk: reason}."""
+    def disk_holding(path: str) -> BlockDevice | None:
+        best = None
+        for m in mounts:
+            if _under(path, m.target) and (best is None or len(m.target) > len(best.target)):
+                best = m
+        if best is None:
+            return None
+        src = source_device(best.source)
+        return next((d for d in devices if any(x.path == src for x in walk((d,)))), None)
+
+    root_disk = disk_holding("/")
+    skip = {}
+    for path in backup_paths:
+        disk = disk_holding(path)
+        if disk is not None and disk is not root_disk:
+            skip[disk.path] = f"{disk.path} holds the backup ({path}), not the machine: not recorded"
+    return skip
+
+
+def collect_running(runner: Runner | None = None, backup_paths: Sequence[str] = ()) -> Raw:
+    """A live machine: every disk it has, what it mounts, its swap and boot mode.
+
+    backup_paths: where the image is being written when the machine backs itself
+    up (hook mode, local client); the disk holding them is left out."""
     runner = runner or LocalRunner()
     raw = Raw()
     raw.files["hostname"] = _bytes(runner(list(probe.HOSTNAME)).stdout)
@@ -97,6 +124,9 @@ def collect_running(runner: Runner | None = None) -> Raw:
 
     # zram and other memory-backed "disks" have nothing to restore
     disks = [d for d in devices if d.type == "disk" and d.size > 0 and not d.name.startswith(("zram", "ram"))]
+    skip = disks_to_skip(devices, mounts, backup_paths)
+    raw.warnings.extend(skip.values())
+    disks = [d for d in disks if d.path not in skip]
     raw.files["disks"] = "".join(checked_device(d.path) + "\n" for d in disks).encode()
     active_swaps = {s.device for s in parse_swaps(raw.files["swaps"], "swaps")}
     for disk in disks:

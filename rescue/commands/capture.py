@@ -57,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
     if args.ssh:
         runner = SshRunner(args.ssh, ssh=args.ssh_command)
         client = client or args.ssh
-    layout, raw = capture(client=client, runner=runner, disk=args.disk, root=args.root)
+    # a backup server backing itself up: its backup disk is not part of what to restore
+    backup = (str(env.image_dir.resolve()),) if env is not None and runner is None else ()
+    layout, raw = capture(client=client, runner=runner, disk=args.disk, root=args.root, backup_paths=backup)
     if env is not None and env.status and env.status != "success":
         raw.warnings.append(f"dirvish reported status {env.status} for this image")
     dest = args.out if args.out is not None else env.image_dir / "rescue"

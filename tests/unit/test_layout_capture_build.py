@@ -228,3 +228,18 @@ def test_offline_esp_gets_its_mount_point_from_fstab() -> None:
     assert esp.mountpoint == "/boot/efi" and esp.root is None
     assert lay.boot.mode is BootMode.UEFI and lay.boot.esp == "/boot/efi"
     assert any("from fstab" in w for w in lay.warnings)
+
+
+def test_a_server_backing_itself_up_leaves_its_backup_disk_out() -> None:
+    from rescue.capture.collect import disks_to_skip
+    from rescue.layout import Mount, parse_lsblk
+
+    devices = parse_lsblk(json.dumps({"blockdevices": [
+        {"name": "sda", "type": "disk", "size": 10, "children": [{"name": "sda1", "type": "part", "size": 5}]},
+        {"name": "sdb", "type": "disk", "size": 20, "children": [{"name": "sdb2", "type": "part", "size": 15}]},
+    ]}))
+    mounts = [Mount("/", "/dev/sda1", "ext4"), Mount("/backup", "/dev/sdb2", "ext4")]
+    skip = disks_to_skip(devices, mounts, ["/backup/dirvish/server-root/2026-1126-0300"])
+    assert list(skip) == ["/dev/sdb"] and "holds the backup" in skip["/dev/sdb"]
+    # a bank on the machine's own root disk: that disk is the machine, it stays
+    assert disks_to_skip(devices, mounts, ["/srv/bank/v/img"]) == {}
