@@ -4,6 +4,19 @@ collect (plain commands, locally or over ssh) -> raw files -> build (pure
 join) -> Layout -> written into a temporary folder and renamed into place,
 so a capture that fails never leaves a half-written rescue/ folder and
 never touches the rest of the image.
+
+What an image's rescue/ folder holds:
+  layout.json            the Layout (versioned JSON), what plan and restore read
+  sfdisk-<disk>.dump     sfdisk --dump of each disk with a table (sfdisk-sda.dump)
+  lsblk.json             lsblk -J -b -O
+  blkid-<dev>.txt        blkid -p -o export of each disk and partition (no udev needed)
+  findmnt.json           findmnt -J -o TARGET,SOURCE,FSTYPE,OPTIONS
+  df.txt                 df -B1 --output=source,fstype,size,used,avail,target of the disks' mounts
+  roots.txt              stat -c '%a %u %g %n' of each mount point (mode, owner of each fs root)
+  fstab, os-release, hostname, swaps (/proc/swaps; running machines only)
+  boot-mode              uefi or bios (/sys/firmware/efi), or from-disk for --disk captures
+  grub                   the grub folders found (/boot/grub, /boot/grub2)
+  disks                  the disks recorded, one per line
 """
 
 from __future__ import annotations
