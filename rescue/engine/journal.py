@@ -35,6 +35,24 @@ def plan_digest(steps: list[dict[str, Any]]) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def _sane_step(entry: Any) -> bool:
+    """A step record as `start`/`finish`/`data` write it (the child is what a rerun may kill)."""
+    if not isinstance(entry, dict):
+        return False
+    attempts, data = entry.get("attempts", 0), entry.get("data", {})
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or not isinstance(data, dict):
+        return False
+    child = data.get("child")
+    if child:
+        if not isinstance(child, dict):
+            return False
+        pid, start = child.get("pid"), child.get("start_time")
+        if not (isinstance(pid, int) and not isinstance(pid, bool) and pid > 1
+                and isinstance(start, (int, float)) and not isinstance(start, bool)):
+            return False
+    return True
+
+
 @dataclass
 class Journal:
     """Mutable on purpose: it is the engine's record of progress, saved on each change."""
@@ -60,14 +78,24 @@ class Journal:
             return cls(path=Path(path))
         if not isinstance(data, dict) or data.get("version") != JOURNAL_VERSION:
             return cls(path=Path(path))
+        steps, notes, runs = data.get("steps", {}), data.get("notes", {}), data.get("runs", 0)
+        mount_base = data.get("mount_base")
+        # A damaged journal (bad disk, hand edit) is treated like none: the rerun redoes
+        # every step, which is safe; guessing from half a record is not.
+        if not (isinstance(steps, dict) and all(_sane_step(v) for v in steps.values())
+                and isinstance(notes, dict) and all(isinstance(v, list) for v in notes.values())
+                and isinstance(runs, int) and not isinstance(runs, bool)
+                and (mount_base is None or (isinstance(mount_base, str) and os.path.isabs(mount_base)
+                                            and ".." not in mount_base.split("/")))):
+            return cls(path=Path(path))
         return cls(
             path=Path(path),
             digest=str(data.get("digest", "")),
             target=str(data.get("target", "")),
-            mount_base=data.get("mount_base"),
-            steps={str(k): dict(v) for k, v in dict(data.get("steps", {})).items()},
-            notes={str(k): [str(x) for x in v] for k, v in dict(data.get("notes", {})).items()},
-            runs=int(data.get("runs", 0)),
+            mount_base=mount_base,
+            steps={str(k): dict(v) for k, v in steps.items()},
+            notes={str(k): [str(x) for x in v] for k, v in notes.items()},
+            runs=runs,
         )
 
     @property
