@@ -82,6 +82,8 @@ def _journal_seed() -> bytes:
     return (json.dumps(j.to_dict(), indent=2) + "\n").encode()
 
 
+JOURNAL_SEED = json.loads(_journal_seed())
+
 # --------------------------------------------------------------------------- mutation
 
 
@@ -236,13 +238,15 @@ def _write(scratch: Path, name: str, data: bytes) -> Path:
     return p
 
 
+LAYOUT_SEED = json.loads((CAPTURE / "layout.json").read_text())
+
+
 def _layout_tree(rng: random.Random) -> bytes:
-    seed = json.loads((CAPTURE / "layout.json").read_text())
-    return json.dumps(mutate_tree(rng, seed)).encode()
+    return json.dumps(mutate_tree(rng, LAYOUT_SEED)).encode()
 
 
 def _journal_tree(rng: random.Random) -> bytes:
-    return json.dumps(mutate_tree(rng, json.loads(_journal_seed()))).encode()
+    return json.dumps(mutate_tree(rng, JOURNAL_SEED)).encode()
 
 
 def _unattended_tree(rng: random.Random) -> bytes:
