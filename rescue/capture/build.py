@@ -110,6 +110,9 @@ def build_layout(
 ) -> Layout:
     """Read the raw files of one capture into a Layout (LayoutError on anything unreadable)."""
     notes = list(warnings)
+    for required in ("lsblk.json", "disks"):
+        if required not in files:
+            raise LayoutError(required, None, "missing from the capture")
     devices = parse_lsblk(files["lsblk.json"], "lsblk.json")
     by_path: dict[str, BlockDevice] = {d.path: d for d in walk(devices)}
     disk_paths = [line.strip() for line in read_text(files.get("disks", b""), "disks").splitlines() if line.strip()]

@@ -57,3 +57,33 @@ def mutated(draw: st.DrawFn) -> bytes:
 @example(data="\udcff")
 def test_parsers_raise_only_layout_errors(parser, data) -> None:
     _only_layout_errors(parser, data)
+
+
+CAPTURE = {p.name: p.read_bytes() for p in (SAMPLES / "capture-demo").iterdir() if p.name != "layout.json"}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    victim=st.sampled_from(sorted(CAPTURE)),
+    action=st.sampled_from(["drop", "mutate", "replace"]),
+    data=st.data(),
+)
+def test_joining_a_damaged_capture_raises_only_layout_errors(victim: str, action: str, data) -> None:
+    from rescue.capture.build import build_layout
+
+    files = dict(CAPTURE)
+    if action == "drop":
+        del files[victim]
+    elif action == "replace":
+        files[victim] = data.draw(st.binary(max_size=200))
+    else:
+        raw = bytearray(files[victim])
+        for _ in range(data.draw(st.integers(1, 4))):
+            if raw:
+                i = data.draw(st.integers(0, len(raw) - 1))
+                raw[i:i + data.draw(st.integers(0, 8))] = data.draw(st.binary(max_size=8))
+        files[victim] = bytes(raw)
+    try:
+        build_layout(files, client=None, captured_at="t", root="/mnt/demo")
+    except LayoutError as e:
+        assert e.file  # names the raw file it could not read
