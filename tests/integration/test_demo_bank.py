@@ -132,3 +132,31 @@ def test_dirvish_namespace_keeps_its_trees_and_lets_go_of_other_mounts(tmp_path:
         assert str(m.dir_of("/home")) in targets and str(m.root) in targets
         assert str(other) not in targets
         assert f"\t{bank}" in seen  # the private master.conf, not the host's
+
+
+def test_the_master_conf_example_works_with_real_dirvish(tmp_path: Path) -> None:
+    """scripts/dirvish-master.conf.example, with this run's paths, drives a real backup and capture."""
+    from rescue.demo import rescue_command, run_dirvish
+    from rescue.demo.dirvish import hook_line, write_vault_conf
+
+    example = (SCRIPT.parent / "dirvish-master.conf.example").read_text()
+    assert "\tpost-server: " not in example and "\npost-server: /usr/local/bin/rescue capture\n" in example
+    bank = tmp_path / "bank"
+    conf = example.replace("\t/backup/dirvish\n", f"\t{bank}\n")
+    conf = conf.replace("/usr/local/bin/rescue capture", hook_line([*rescue_command(), "capture"]))
+    conf = conf.replace("\tlaptop-root\t03:00\n\tlaptop-home\t03:00\n", "\thome\n")
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "master.conf").write_text(conf)
+    with DemoMachine(tmp_path / "m", corpus=False) as m:
+        # the vault names only client and tree: everything else comes from the example
+        write_vault_conf(bank, "home", client="localhost", tree=m.dir_of("/home"), hook=None, rsync_options=())
+        r = run_dirvish(etc, ["dirvish", "--vault", "home", "--init", "--image", "2026-1126-0300"], check=False)
+        assert r.returncode == 0, r.stderr
+        image = bank / "home" / "2026-1126-0300"
+        summary = (image / "summary").read_text()
+        assert "Status: success" in summary and "\t--acls\n" in summary and "\t--xattrs\n" in summary
+        # the expire rules parsed: a weekday gets the default, a Monday one of the rules
+        assert __import__("re").search(r"Expire: \+(15 days|3 months|1 year) == 20", summary), summary
+        assert (image / "rescue" / "layout.json").is_file(), (image / "log").read_text()[-800:]
+        assert diff_trees(m.dir_of("/home"), image / "tree", exclude=["lost+found"]) == []
