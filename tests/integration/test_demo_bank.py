@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
 from pathlib import Path
 
 from rescue.demo import ODD_GID, ODD_UID, DemoMachine, diff_trees, make_bank, snapshot
@@ -92,7 +94,7 @@ def test_nightly_backup_script_mounts_logs_runs_and_always_unmounts(tmp_path: Pa
         assert r.returncode == 0, r.stderr
         assert "STILL-MOUNTED" not in r.stdout
         (line,) = drivelog.read_text().splitlines()
-        assert line.startswith("backup-disk-A ") and str(__import__("datetime").date.today().year) in line
+        assert line.startswith("backup-disk-A ") and str(datetime.date.today().year) in line
 
         r = nightly("DIRVISH_RUNALL=false")
         assert r.returncode != 0 and "STILL-MOUNTED" not in r.stdout
@@ -157,6 +159,6 @@ def test_the_master_conf_example_works_with_real_dirvish(tmp_path: Path) -> None
         summary = (image / "summary").read_text()
         assert "Status: success" in summary and "\t--acls\n" in summary and "\t--xattrs\n" in summary
         # the expire rules parsed: a weekday gets the default, a Monday one of the rules
-        assert __import__("re").search(r"Expire: \+(15 days|3 months|1 year) == 20", summary), summary
+        assert re.search(r"Expire: \+(15 days|3 months|1 year) == 20", summary), summary
         assert (image / "rescue" / "layout.json").is_file(), (image / "log").read_text()[-800:]
         assert diff_trees(m.dir_of("/home"), image / "tree", exclude=["lost+found"]) == []
