@@ -66,6 +66,8 @@ def at_root(mountpoint: str) -> str:
 def slug(mountpoint: str) -> str:
     """A folder name for a mount point: / -> root, /var/log -> var_log."""
     rel = mountpoint.strip("/").replace("/", "_")
+    if rel and set(rel) == {"."}:  # "/.." must not name the folder above
+        rel = rel.replace(".", "_")
     return rel or "root"
 
 

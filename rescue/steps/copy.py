@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,7 @@ class CopyTree(Step):
     def script(self) -> list[str]:
         from rescue.engine.copy import cp_argv
 
-        work = f'"$WORK"/{slug(self.mountpoint)}'
+        work = '"$WORK"/' + shlex.quote(slug(self.mountpoint))
         argv = cp_argv(self.source, Path("DEST"), xattrs=self.xattrs, acls=self.acls)
         return [
             f"mkdir -p {work}",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 
 from rescue.errors import StepFailed
@@ -78,7 +79,7 @@ class Verify(Step):
     def script(self) -> list[str]:
         lines = []
         for c in self.copies:
-            work = f'"$WORK"/verify-{slug(c.mountpoint)}'
+            work = '"$WORK"/' + shlex.quote(f"verify-{slug(c.mountpoint)}")
             argv = verify_argv(str(c.source), "DEST", checksum=False, xattrs=c.xattrs, acls=c.acls)
             lines += [f"mkdir -p {work}", f"mount --bind {at_root(c.mountpoint)} {work}",
                       sh(*argv[:-1]) + f" {work}/", f"umount {work}"]
