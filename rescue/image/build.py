@@ -365,11 +365,14 @@ def build(opts: BuildOptions, say: Say = _say) -> mf.Manifest:
 DEFAULT_OUT = DEFAULT_CACHE / "image"
 
 
-def ensure_image(out: Path = DEFAULT_OUT, say: Say = _say) -> tuple[Path, mf.Manifest]:
+def ensure_image(out: Path = DEFAULT_OUT, say: Say = _say, keep: int = 3) -> tuple[Path, mf.Manifest]:
     """The default rescue image, built only when the recipe or rescue's code changed.
 
     For tests, benchmarks and the drill: one build serves every run until
     something it is made of changes (see the module docstring for the keys).
+    The path returned is a snapshot (hard links in OUT/../images/KEY/) that no
+    later build replaces while a test still reads it; the newest `keep`
+    snapshots are kept.
     """
     import fcntl
 
@@ -380,4 +383,17 @@ def ensure_image(out: Path = DEFAULT_OUT, say: Say = _say) -> tuple[Path, mf.Man
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         m = build(BuildOptions(out=out, recipe=load()), say)
-    return out / m.image, m
+        snaps = out.parent / "images"
+        snap = snaps / m.build_key
+        if not (snap / mf.MANIFEST).is_file():
+            partial = snaps / f".{m.build_key}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            for name in (m.image, m.bmap, mf.MANIFEST):
+                os.link(out / name, partial / name)
+            partial.rename(snap)
+        os.utime(snap)
+        for old in sorted((d for d in snaps.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                          key=lambda d: d.stat().st_mtime, reverse=True)[keep:]:
+            shutil.rmtree(old, ignore_errors=True)
+    return snap / m.image, m

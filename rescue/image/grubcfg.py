@@ -44,6 +44,9 @@ class GrubConfig:
     serial_unit: int = 0
     serial_speed: int = 115200
     entries: tuple[MenuEntry, ...] = field(default=ENTRIES)
+    # Where a backup disk's own boot settings live (see grub/grub.cfg.j2).
+    override: str = "/rescue/boot.cfg"
+    backup_partitions: tuple[str, ...] = ("gpt4", "msdos2")
 
 
 def environment() -> jinja2.Environment:

@@ -23,7 +23,7 @@ def test_every_linux_entry_selects_its_mode_and_prints_on_screen_and_serial():
                      cmdline="rw console=tty0 console=ttyS0,115200")
     text = render(cfg)
     linux_lines = [line.strip() for line in text.splitlines() if line.strip().startswith("linux ")]
-    assert [line.rsplit("rescue.mode=", 1)[1] for line in linux_lines] == [e.mode for e in ENTRIES]
+    assert [line.rsplit("rescue.mode=", 1)[1].split()[0] for line in linux_lines] == [e.mode for e in ENTRIES]
     for line in linux_lines:
         assert line.startswith("linux /boot/vmlinuz-6.1.0-9-amd64 $rescue_root ")
         assert "console=tty0" in line and "console=ttyS0,115200" in line
@@ -60,3 +60,14 @@ def test_grub_script_check_accepts_the_rendered_file(tmp_path: Path):
     bad = tmp_path / "bad.cfg"
     bad.write_text(cfg.read_text() + "\nif [ x ]; then\n")
     assert subprocess.run([checker, str(bad)], capture_output=True).returncode != 0
+
+
+def test_a_backup_partition_may_set_the_default_entry_and_kernel_options():
+    text = render(GrubConfig())
+    assert 'for p in gpt4 msdos2; do' in text
+    assert 'source "($rescue_disk,$p)/rescue/boot.cfg"' in text
+    # the override is read before any menu entry exists, so `set default=` takes effect
+    assert text.index("/rescue/boot.cfg") < text.index("menuentry ")
+    for line in text.splitlines():
+        if line.strip().startswith("linux "):
+            assert line.rstrip().endswith("$rescue_extra")
