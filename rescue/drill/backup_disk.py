@@ -90,6 +90,37 @@ _DEFAULT = re.compile(r"^set default=.*$", re.M)
 _TIMEOUT = re.compile(r"^set timeout=.*$", re.M)
 
 
+def override_path(grub_cfg: str) -> str | None:
+    """The backup-partition file the rescue menu sources before it shows (newer images), or None."""
+    m = re.search(r'source "\(\$rescue_disk,\$p\)(/[^"]+)"', grub_cfg)
+    return m.group(1) if m else None
+
+
+def boot_override(entry: str = "unattended", timeout: int = 1) -> str:
+    return f"# rescue drill: boot {entry} without waiting\nset default={entry}\nset timeout={timeout}\n"
+
+
+def choose_boot_entry(backup_img: Path, work: Path, entry: str = "unattended") -> str:
+    """Make `entry` the default when this backup disk boots; says how.
+
+    The rescue partition stays as prepare-disk wrote it when its menu reads
+    an override file from the backup partition; older menus are edited."""
+    with mounted_partition(backup_img, "rescue", work / "mnt-rescue", readonly=True) as top:
+        cfg = (top / "boot" / "grub" / "grub.cfg").read_text()
+    if f"--id {entry}" not in cfg:
+        raise RescueError(f"the rescue system's grub menu has no {entry!r} entry")
+    rel = override_path(cfg)
+    if rel is not None:
+        with mounted_partition(backup_img, "backup", work / "mnt-backup") as top:
+            path = top / rel.lstrip("/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(boot_override(entry))
+        return f"{rel} on the backup partition sets default={entry}"
+    with mounted_partition(backup_img, "rescue", work / "mnt-rescue") as top:
+        select_boot_entry(top, entry)
+    return f"the rescue partition's grub.cfg now has default={entry}"
+
+
 def select_boot_entry(rescue_top: Path, entry: str = "unattended", timeout: int = 1) -> Path:
     """Make `entry` the default of the rescue partition's grub menu (this copy of the disk only)."""
     cfg = rescue_top / "boot" / "grub" / "grub.cfg"

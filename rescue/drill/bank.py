@@ -180,8 +180,7 @@ def _drill(opts: BankOptions, rescue_image: Path, drill: Run, say: Say) -> None:
             copied = copy_images(images, top / backup_disk.BANK)
             backup_disk.write_config(top, backup_disk.unattended_config(opts.client, TARGET_BY_ID))
         ph.check("images copied", copied > 0, got=f"{copied / GiB:.2f} GiB")
-        with backup_disk.mounted_partition(backup_img, "rescue", work / "mnt-rescue") as top:
-            backup_disk.select_boot_entry(top, "unattended")
+        ph.notes.append(backup_disk.choose_boot_entry(backup_img, work, "unattended"))
         backup_disk.blank_disk(target_img, disk_size)
 
     def progress(what: str):

@@ -105,9 +105,9 @@ def drill_one(fw: Firmware, prepared: Prepared, opts: Options, run: Run, say: Sa
         with backup_disk.mounted_partition(backup_img, "backup", work / "mnt-backup") as top:
             cfg = backup_disk.write_config(top, backup_disk.unattended_config(CLIENT, TARGET_BY_ID))
             ph.notes.append(f"{cfg.name}: client {CLIENT}, target by-id {TARGET_BY_ID}, newest image {images[-1]}")
-        with backup_disk.mounted_partition(backup_img, "rescue", work / "mnt-rescue") as top:
-            backup_disk.select_boot_entry(top, "unattended")
-            ph.check("grub default is the Unattended restore entry", True)
+        how = backup_disk.choose_boot_entry(backup_img, work, "unattended")
+        ph.check("grub default is the Unattended restore entry", True, got=how)
+        ph.notes.append(how)
         backup_disk.blank_disk(target_img, TARGET_SIZE)
         ph.notes.append(f"blank target {target_img.name}: {TARGET_SIZE / GiB:.0f} GiB (the original was "
                         f"{DISK_SIZE / GiB:.0f} GiB)")

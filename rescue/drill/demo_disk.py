@@ -42,6 +42,7 @@ SWAP_GPT = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"
 HOSTNAME = "demo"
 DISK_SIZE = 2 * GiB
 ALICE = 1000  # uid and gid of the demo user (made by the OS build)
+DEVICE_TIMEOUT = "15min"
 
 
 @dataclass(frozen=True)
@@ -245,15 +246,19 @@ class DemoDisk:
         raise KeyError(mountpoint)
 
     def fstab(self) -> str:
+        """By UUID. Under TCG on a busy host udev may need minutes to announce a disk:
+        systemd's 90 s device timeout would drop the machine into emergency mode."""
+        wait = f"x-systemd.device-timeout={DEVICE_TIMEOUT}"
         lines = ["# /etc/fstab of the rescue drill's demo machine: every filesystem by UUID"]
         for p in sorted(self.partitions, key=lambda p: (p.mountpoint or "~")):
             if p.fstype == "swap":
-                lines.append(f"UUID={p.uuid} none swap sw 0 0")
+                lines.append(f"UUID={p.uuid} none swap sw,{wait} 0 0")
             elif p.fstype == "vfat":
-                lines.append(f"UUID={p.uuid} {p.mountpoint} vfat umask=0077 0 1")
+                lines.append(f"UUID={p.uuid} {p.mountpoint} vfat umask=0077,{wait} 0 1")
+            elif p.mountpoint == "/":
+                lines.append(f"UUID={p.uuid} / {p.fstype} defaults 0 1")
             else:
-                passno = 1 if p.mountpoint == "/" else 2
-                lines.append(f"UUID={p.uuid} {p.mountpoint} {p.fstype} defaults 0 {passno}")
+                lines.append(f"UUID={p.uuid} {p.mountpoint} {p.fstype} defaults,{wait} 0 2")
         return "\n".join(lines) + "\n"
 
     def _configure(self) -> None:

@@ -73,3 +73,12 @@ def test_the_cache_key_follows_the_mirror(tmp_path: Path) -> None:
     key_a = recipe_key(a)
     a.write_text("URIs: http://two/debian\n")
     assert recipe_key(a) != key_a
+
+
+def test_a_menu_that_sources_an_override_file_is_found() -> None:
+    cfg = ('for p in gpt4 msdos2; do\n  if [ -f "($rescue_disk,$p)/rescue/boot.cfg" ]; then\n'
+           '    source "($rescue_disk,$p)/rescue/boot.cfg"\n  fi\ndone\n')
+    assert backup_disk.override_path(cfg) == "/rescue/boot.cfg"
+    assert backup_disk.override_path(render(GrubConfig())) == getattr(GrubConfig(), "override", None)
+    text = backup_disk.boot_override("unattended", 1)
+    assert "set default=unattended" in text.splitlines() and "set timeout=1" in text.splitlines()
