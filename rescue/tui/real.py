@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 BACKUP_MOUNT = Path("/backup")  # where the rescue system mounts the backup partition
 MASTER_CONF = Path("/etc/dirvish/master.conf")
-PLAN_FILE = "wizard-plan.json"  # beside the engine's journal.json: the plan to resume
+PLAN_FILE = "plan.json"  # beside the journal, written by rescue restore and the wizard alike
 
 
 def looks_like_bank(folder: Path) -> bool:
@@ -145,22 +146,15 @@ class RealEngine:
     def disks(self) -> tuple[TargetDisk, ...]:
         from rescue.probe import list_disks
 
-        banks, config, _notes = self.banks()
-        sources = list(banks)
-        if config is not None:
-            from rescue.backups.dirvish import banks_from_master
-
-            sources.extend(banks_from_master(config))
-        return tuple(list_disks(backup_sources=tuple(sources) or (self.backup_mount,)))
+        return tuple(list_disks(backup_sources=self._sources()))
 
     def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk) -> Review:
         from rescue.layout.legacy import load_layout
         from rescue.plan import PlanOptions, build_plan
 
         layout = None
-        # the newest image's layout: rescue/layout.json, or an old bank's legacy files
-        for image in sorted(images, key=lambda i: (i.layout_dir is not None, i.created or "", i.name),
-                            reverse=True):
+        # as rescue restore does: the newest image's layout (layout.json, or an old bank's files)
+        for image in sorted(images, key=lambda i: (i.created or "", i.name), reverse=True):
             layout = load_layout(image.path)
             if layout is not None:
                 break
@@ -175,11 +169,6 @@ class RealEngine:
         from rescue.engine.journal import DEFAULT_STATE_DIR
 
         return self.state_dir or DEFAULT_STATE_DIR
-
-    @staticmethod
-    def identity(target: TargetDisk) -> str:
-        """How the journal names a disk: its by-id name survives a reboot, /dev/sdX may not."""
-        return target.by_id[0] if target.by_id else target.device
 
     def interrupted(self) -> Interrupted | None:
         """The newest journal with unfinished steps whose plan the wizard kept beside it."""
@@ -215,23 +204,51 @@ class RealEngine:
         return Interrupted(client=plan.client, target=plan.target.device, steps_done=done,
                            steps_total=len(plan.steps), review=review, started=started)
 
+    def _sources(self) -> tuple[Path, ...]:
+        banks, config, _notes = self.banks()
+        sources = list(banks)
+        if config is not None:
+            from rescue.backups.dirvish import banks_from_master
+
+            sources.extend(banks_from_master(config))
+        return tuple(sources) or (self.backup_mount,)
+
     def run(self, review: Review, emit: Callable[[Event], None], cancel: threading.Event) -> None:
+        """Run as `rescue restore` does: same journal, plan.json, log, report and last safety look."""
+        from rescue.commands.restore import identity_of
         from rescue.engine.executor import Executor
         from rescue.engine.journal import identity_name
+        from rescue.engine.report import write_report
+        from rescue.events import PlanDone
+        from rescue.safety import assert_still_safe
 
         plan = self.plans[review]
-        identity = self.identity(plan.target)
+        device = plan.target.device
+        identity = identity_of(device)
         folder = self._state_dir() / identity_name(identity)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         (folder / PLAN_FILE).write_text(plan.dumps())  # so the next start can offer to resume
+        stamp = time.strftime("%Y%m%d-%H%M%S")
         log_dir = self.log_dir or folder
         log_dir.mkdir(parents=True, exist_ok=True)
-        self.last_log = log_dir / f"restore-{datetime.now():%Y%m%d-%H%M%S}.log"
-        banks, _config, _notes = self.banks()
-        executor = Executor(target=plan.target.device, identity=identity, state_dir=self._state_dir(),
-                            log_path=self.last_log, backup_paths=banks, cancel=cancel,
-                            title=f"restore of {plan.client} onto {plan.target.device}")
-        executor.run(plan, emit)
+        self.last_log = log_dir / f"restore-{stamp}.log"
+        sources = self._sources()
+        executor = Executor(target=device, identity=identity, state_dir=self._state_dir(),
+                            log_path=self.last_log, cancel=cancel,
+                            recheck=lambda: assert_still_safe(device, backup_sources=sources) and None,
+                            title=f"restore of {plan.client} onto {device}")
+        summary: list[str] = []
+
+        def on_event(e: Event) -> None:
+            if isinstance(e, PlanDone):
+                summary.append(e.summary)
+            emit(e)
+
+        try:
+            executor.run(plan, on_event)
+        finally:
+            if summary:
+                write_report(folder, summary[-1], stamp)
 
     def log_path(self) -> Path | None:
         return self.last_log

@@ -13,9 +13,9 @@ Facts folder:
   run.json                the events of a real restore, in order
   run-failed.json         the events of a real restore in which a step failed
 
-The run is replayed event by event; like the real engine it looks at
-`cancelled()` after each finished step and stops there (Aborted), and a
-resumed run reports the steps already done as skipped.
+The run is replayed event by event; like the real engine it stops when
+cancel is set (Aborted): a copy at its next progress report, any other step
+when it ends. A resumed run reports the steps already done as skipped.
 """
 
 from __future__ import annotations
@@ -137,6 +137,11 @@ class RecordedEngine:
                     and isinstance(ev, events.Progress) and not self.holding.is_set():
                 self.holding.set()
                 self.release.wait(self.hold_seconds)
+            if isinstance(ev, events.Progress) and cancel.is_set():
+                # as the engine's copy does: it stops part way, and a rerun resumes it
+                self.unfinished = Interrupted(review.client, review.target, len(self.done_keys),
+                                              len(review.steps), review)
+                raise Aborted("the copy was cancelled", fix="rerun the same command to resume")
             if isinstance(ev, events.StepFailed):
                 failed = ev
             if isinstance(ev, events.StepDone):
@@ -216,7 +221,7 @@ def record_demo(workdir: Path, out: Path) -> None:
         run(["mkfs.ext4", "-q", "-L", "backup", backup_disk])
         run(["mount", backup_disk, str(backup)])
         try:
-            bank = make_bank(machine, backup / "bank")
+            bank = make_bank(machine, backup / "bank", confdir=workdir / "etc-dirvish")
             conf = bank.bank / "home" / "dirvish" / "default.conf"
             text = conf.read_text()
             conf.write_text(text.replace("tree: ", "tree: /nonexistent", 1))

@@ -117,10 +117,11 @@ def test_snapshot_review_refused(snap_compare):
     assert snap_compare(make_app(RecordedEngine(FACTS)), terminal_size=SIZE, run_before=before)
 
 
-def test_snapshot_script(snap_compare):
+def test_snapshot_log_viewer(snap_compare):
     async def before(pilot):
-        await to_review(pilot)
-        await pilot.press("s")
+        await start_restore(pilot)
+        await run_to_end(pilot)
+        await pilot.press("l")
         await pilot.pause()
 
     assert snap_compare(make_app(RecordedEngine(FACTS)), terminal_size=SIZE, run_before=before)

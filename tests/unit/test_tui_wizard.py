@@ -331,7 +331,7 @@ async def test_a_failed_step_offers_retry_log_shell_abort_and_retry_finishes():
         assert isinstance(app.screen, ResultScreen)
         assert engine.runs == 2
         log = "\n".join(app.log_lines)
-        assert "StepSkipped" in log  # the retry skipped what the first run had done
+        assert "skip (done earlier)" in log  # the retry skipped what the first run had done
 
 
 @aio
@@ -348,7 +348,7 @@ async def test_abort_after_a_failure_exits_with_the_failed_code():
 
 
 @aio
-async def test_cancel_during_the_copy_stops_between_steps_and_the_next_start_offers_resume():
+async def test_cancel_during_the_copy_stops_it_and_the_next_start_offers_resume():
     engine = RecordedEngine(FACTS, hold_at="copy:root")
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
@@ -368,7 +368,7 @@ async def test_cancel_during_the_copy_stops_between_steps_and_the_next_start_off
     unfinished = engine.interrupted()
     assert unfinished is not None
     copy_root = next(i for i, s in enumerate(unfinished.review.steps) if "vault root" in s)
-    assert unfinished.steps_done == copy_root + 1  # the copy that was running finished; nothing after
+    assert unfinished.steps_done == copy_root  # the copy stopped part way; nothing after it ran
 
     engine.hold_at = None
     again = make_app(engine)
@@ -376,7 +376,7 @@ async def test_cancel_during_the_copy_stops_between_steps_and_the_next_start_off
         await settle(pilot)
         screen = again.screen
         assert isinstance(screen, ResumeScreen)
-        assert f"{copy_root + 1} of {unfinished.steps_total} steps done" in body(screen, "#body")
+        assert f"{copy_root} of {unfinished.steps_total} steps done" in body(screen, "#body")
         await pilot.press("r")
         await settle(pilot)
         assert isinstance(again.screen, ConfirmScreen) and again.screen.resume
@@ -385,8 +385,8 @@ async def test_cancel_during_the_copy_stops_between_steps_and_the_next_start_off
         await run_to_end(pilot)
         assert isinstance(again.screen, ResultScreen)
         log = "\n".join(again.log_lines)
-        assert log.count("StepSkipped") == copy_root + 1
-        assert "resumed=True" in log
+        assert log.count("skip (done earlier)") == copy_root
+        assert f"restore started: {unfinished.steps_total} steps (resuming)" in log
     assert again.outcome == Exit.OK
     assert engine.interrupted() is None
 
@@ -420,11 +420,11 @@ async def test_help_on_every_screen_with_f1_and_question_mark():
     async def check(key: str = "f1") -> None:
         before = app.screen
         await pilot.press(key)
-        await settle(pilot)
+        await pilot.pause()  # not settle: the held restore keeps its worker busy
         assert isinstance(app.screen, HelpScreen), f"no help on {before}"
         seen.append(type(before).__name__)
         await pilot.press("escape")
-        await settle(pilot)
+        await pilot.pause()
         assert app.screen is before
 
     async with app.run_test(size=SIZE) as pilot:

@@ -37,11 +37,12 @@ class ProgressScreen(WizardScreen):
 Each step of the restore with its state: wait, run, done, skip (done in
 an earlier run), FAIL. The copy shows bytes and files with the time left.
 The log below shows what every command printed.
-c cancels: the step now running finishes, then the restore stops; it can
-be resumed later (start rescue wizard again). l shows the whole log."""
+c cancels: the restore stops at the next safe point (a copy stops part
+way, any other step when it ends) and can be resumed later: start rescue
+wizard again and it offers to. l shows the whole log."""
     BINDINGS = [
         Binding("escape", "noop", show=False),
-        Binding("c", "cancel", "Cancel after this step"),
+        Binding("c", "cancel", "Cancel"),
         Binding("l", "app.view_log", "Log"),
     ]
 
@@ -112,30 +113,32 @@ be resumed later (start rescue wizard again). l shows the whole log."""
     @on(EngineEvent)
     def draw(self, message: EngineEvent) -> None:
         ev = message.event
-        log = self.query_one("#log", RichLog)
-        self.wizard.log_lines.append(repr(ev) if not isinstance(ev, Output) else f"{ev.key}: {ev.line}")
+        line: str | None = None
         if isinstance(ev, PlanStarted):
-            log.write(f"restore started: {ev.total_steps} steps" + (" (resuming)" if ev.resumed else ""))
+            line = f"restore started: {ev.total_steps} steps" + (" (resuming)" if ev.resumed else "")
         elif isinstance(ev, StepStarted):
             self.set_state(ev.index, "run")
-            log.write(f"[{ev.index + 1}/{ev.total}] {ev.description}")
+            line = f"[{ev.index + 1}/{ev.total}] {ev.description}"
         elif isinstance(ev, StepSkipped):
             self.set_state(ev.index, "skip")
-            log.write(f"skip (done earlier): {ev.description}")
+            line = f"skip (done earlier): {ev.description}"
         elif isinstance(ev, Progress):
             self.query_one("#copy", Static).update(progress_line(ev))
         elif isinstance(ev, Output):
-            log.write(f"  {ev.line}")
+            line = f"  {ev.line}"
         elif isinstance(ev, StepDone):
             self.set_state(ev.index, "done")
-            log.write(f"done {ev.key} in {duration(ev.seconds)}")
+            line = f"done {ev.key} in {duration(ev.seconds)}"
         elif isinstance(ev, StepFailed):
             self.failed_step = ev
             self.set_state(ev.index, "FAIL")
-            log.write(f"FAILED {ev.key}: {ev.message}")
+            line = f"FAILED {ev.key}: {ev.message}"
         elif isinstance(ev, PlanDone):
             self.done_event = ev
-            log.write(f"restore {'finished' if ev.ok else 'ended'} in {duration(ev.seconds)}")
+            line = f"restore {'finished' if ev.ok else 'ended'} in {duration(ev.seconds)}"
+        if line is not None:
+            self.query_one("#log", RichLog).write(line)
+            self.wizard.log_lines.append(line)
 
     @on(RunEnded)
     def ended(self, message: RunEnded) -> None:
@@ -143,7 +146,7 @@ be resumed later (start rescue wizard again). l shows the whole log."""
         if message.error is None and self.done_event is not None and self.done_event.ok:
             self.wizard.restore_done(self.done_event)
         elif message.cancelled:
-            self.query_one("#status", Static).update("Cancelled between steps.")
+            self.query_one("#status", Static).update("Cancelled.")
             self.wizard.restore_failed(self, message.error, self.failed_step, cancelled=True)
         else:
             error = message.error or RescueError("the restore ended without finishing")
@@ -155,8 +158,8 @@ be resumed later (start rescue wizard again). l shows the whole log."""
             return
         self.stop.set()
         self.query_one("#status", Static).update(
-            "Cancelling: the restore stops when the step now running ends...")
-        self.notify("The restore stops after the current step.")
+            "Cancelling: the restore stops at the next safe point...")
+        self.notify("Cancelling: nothing more is started; the restore can be resumed.")
 
     def action_noop(self) -> None:
         """Esc does nothing here: leaving a running restore is not a step back."""
@@ -226,7 +229,7 @@ the disk is left as it is, and rescue wizard offers to resume next time."""
     def compose(self) -> ComposeResult:
         yield from self.compose_title()
         if self.cancelled:
-            text = ("The restore was cancelled between steps; nothing more is being written.\n"
+            text = ("The restore was cancelled; nothing more is being written.\n"
                     f"{self.review.target} is only partly restored. r resumes now; or abort and "
                     "start rescue wizard again later: it offers to resume.")
         else:

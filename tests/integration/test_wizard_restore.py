@@ -1,0 +1,291 @@
+"""The wizard driven with Pilot against the real engine: a real restore onto loop disks.
+
+The demo machine (rescue.demo: a loop disk with ext4 /, /home, /tmp and swap,
+a fidelity corpus) is backed up by real dirvish with the capture hook into a
+bank on a mounted backup loop disk, then detached (the disaster). The wizard
+is driven screen by screen; the restore runs through rescue.engine, and the
+result is checked as for the unattended restore (every tree against its
+image, UUIDs, labels, PARTUUIDs). A wrong typed name must leave the target's
+checksum unchanged; a restore cancelled during the copy must be offered for
+resume on the next start and then finish equal.
+
+Only disks made here are offered (probed by rescue.probe), so no test can
+pick a disk of this machine. The result screen's reboot key is never pressed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable
+
+from rescue.demo import DemoMachine, diff_trees, make_bank
+from rescue.devices import loop_disk
+from rescue.engine.journal import Journal
+from rescue.errors import Exit
+from rescue.events import StepStarted
+from rescue.probe import probe_disk
+from rescue.run import run
+from rescue.tui import RealEngine, make_app
+from rescue.tui.screens.common import ConfirmScreen
+from rescue.tui.screens.run import FailedScreen, ProgressScreen, ResultScreen, ResumeScreen
+from rescue.tui.screens.target import ReviewScreen, TargetScreen
+
+MiB = 1 << 20
+GiB = 1 << 30
+SIZE = (80, 24)
+
+
+def aio(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A bank on a mounted backup disk holding the demo machine's backups; the machine then detached."""
+    tmp = tmp_path_factory.mktemp("wizard")
+    backup = tmp / "backup"
+    backup.mkdir()
+    with loop_disk(tmp / "backup.img", 1 * GiB) as backup_disk:
+        run(["mkfs.ext4", "-q", "-L", "backup", backup_disk])
+        run(["mount", backup_disk, str(backup)])
+        try:
+            with DemoMachine(tmp / "machine") as m:
+                bulk = m.dir_of("/home") / "bulk"
+                bulk.mkdir()
+                for i in range(40):  # a copy that takes a moment
+                    (bulk / f"f{i:03}").write_bytes(os.urandom(256 * 1024))
+                # confdir off the backup disk: rescue.demo.nsrun would drop a bind of a loop fs
+                bank = make_bank(m, backup / "bank", confdir=tmp / "etc-dirvish")
+                parts = {p.mountpoint or "swap": p for p in m.partitions}
+                m.detach_keep_image()
+            yield {"bank": bank, "parts": parts, "backup_disk": backup_disk, "tmp": tmp}
+        finally:
+            run(["umount", str(backup)], check=False)
+
+
+class OwnDisks(RealEngine):
+    """RealEngine that probes only the disks this test made (never another disk of this machine).
+
+    With hold_at a step key, the run waits when that step starts until `release`
+    is set, so the test can press keys in the middle of it.
+    """
+
+    def __init__(self, devices, hold_at=None, **kw):
+        super().__init__(**kw)
+        self.devices = tuple(devices)
+        self.hold_at = hold_at
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def disks(self):
+        return tuple(probe_disk(d, backup_sources=self._sources()) for d in self.devices)
+
+    def run(self, review, emit, cancel):
+        def held(e):
+            emit(e)
+            if isinstance(e, StepStarted) and e.key == self.hold_at and not self.holding.is_set():
+                self.holding.set()
+                self.release.wait(60)
+
+        return super().run(review, held, cancel)
+
+
+def engine_for(demo, tmp_path, target, **kw) -> OwnDisks:
+    return OwnDisks([demo["backup_disk"], target], banks=[demo["bank"].bank], state_dir=tmp_path / "state",
+                    log_dir=tmp_path / "logs", **kw)
+
+
+def sha256(device: str) -> str:
+    h = hashlib.sha256()
+    with open(device, "rb") as f:
+        while chunk := f.read(4 * MiB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+async def settle(pilot) -> None:
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def to_review(pilot, target: str) -> None:
+    await settle(pilot)
+    await pilot.press("enter")  # the machine
+    await settle(pilot)
+    await pilot.press("n")  # its newest good images
+    await settle(pilot)
+    screen = pilot.app.screen
+    assert isinstance(screen, TargetScreen)
+    screen.query_one("#disks", DataTable).move_cursor(row=[d.device for d in screen.disks].index(target))
+    await pilot.press("enter")
+    await settle(pilot)
+    assert isinstance(pilot.app.screen, ReviewScreen)
+    assert pilot.app.screen.review is not None, str(pilot.app.screen.query_one("#body").render())
+
+
+async def confirm(pilot, typed: str) -> None:
+    await pilot.press("n")
+    await pilot.pause()
+    assert isinstance(pilot.app.screen, ConfirmScreen)
+    await pilot.press(*list(typed), "enter")
+    await pilot.pause()
+
+
+async def run_to_end(pilot, seconds: float = 300) -> None:
+    for _ in range(int(seconds * 5)):
+        await pilot.pause(0.2)
+        if not isinstance(pilot.app.screen, ProgressScreen):
+            return
+    raise AssertionError("the restore did not end in time")
+
+
+def compare_disk(demo, dev: str, where: Path) -> list[str]:
+    """Every restored filesystem against its image tree, as the unattended restore's tests do."""
+    problems: list[str] = []
+    where.mkdir(exist_ok=True)
+    for mp, p in sorted(((p.mountpoint, p) for p in demo["parts"].values() if p.mountpoint),
+                        key=lambda x: len(x[0])):
+        run(["mount", "-t", p.fstype, "-o", "ro", f"{dev}p{p.number}", str(where)])
+        try:
+            exclude = ["lost+found"] if p.fstype.startswith("ext") else []
+            if mp == "/":
+                exclude += ["proc", "sys", "dev", "run", "var"]  # made by the fixups
+            tree = demo["bank"].image_dir(p.vault) / "tree"
+            problems += [f"{mp}: {d}" for d in diff_trees(tree, where, times=True, sparse=True, top=True,
+                                                          exclude=exclude)]
+        finally:
+            run(["umount", str(where)])
+    return problems
+
+
+def check_identity(demo, dev: str) -> None:
+    for key, p in demo["parts"].items():
+        out = run(["blkid", "-p", "-o", "export", f"{dev}p{p.number}"]).stdout
+        found = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        assert found["UUID"] == p.uuid, key
+        assert found.get("LABEL") == p.label, key
+        assert found["PART_ENTRY_UUID"].lower() == p.partuuid.lower(), key
+
+
+@aio
+async def test_restore_through_the_wizard_onto_a_bigger_loop_disk(demo, tmp_path):
+    with loop_disk(tmp_path / "new.img", 2 * GiB) as dev:
+        engine = engine_for(demo, tmp_path, dev)
+        app = make_app(engine)
+        async with app.run_test(size=SIZE) as pilot:
+            await to_review(pilot, dev)
+            review = app.screen.review
+            assert review.target == dev
+            assert any(r.note == "grows" for r in review.rows)
+            # the backup disk is listed but cannot be chosen
+            await pilot.press("escape")
+            await settle(pilot)
+            screen = app.screen
+            assert isinstance(screen, TargetScreen)
+            backup = [d.device for d in screen.disks].index(demo["backup_disk"])
+            assert screen.disks[backup].holds_backup
+            screen.query_one("#disks", DataTable).move_cursor(row=backup)
+            await pilot.press("enter")
+            await settle(pilot)
+            assert app.screen is screen
+            screen.query_one("#disks", DataTable).move_cursor(row=[d.device for d in screen.disks].index(dev))
+            await pilot.press("enter")
+            await settle(pilot)
+            await confirm(pilot, dev)
+            await run_to_end(pilot)
+            result = app.screen
+            assert isinstance(result, ResultScreen), getattr(result, "error", None)
+            assert result.done.ok and not result.done.incomplete
+            assert "result:   OK" in result.done.summary
+            assert "tree /home: equal to vault home" in result.done.summary
+            await pilot.press("q")
+            await settle(pilot)
+        assert app.return_code == Exit.OK
+        # the same checks as after an unattended restore
+        assert compare_disk(demo, dev, tmp_path / "mnt") == []
+        check_identity(demo, dev)
+        reports = list((tmp_path / "state").glob("*/restore-*.txt"))
+        assert len(reports) == 1 and "tree /home: equal to vault home" in reports[0].read_text()
+        assert engine.last_log is not None and "+ sfdisk" in engine.last_log.read_text()
+        assert engine.interrupted() is None  # finished: nothing to offer
+
+
+@aio
+async def test_a_wrong_typed_name_leaves_the_target_unchanged(demo, tmp_path):
+    with loop_disk(tmp_path / "new.img", 1536 * MiB) as dev:
+        run(["sfdisk", "-q", dev], input="label: dos\n,64M,83\n")  # something that must survive
+        before = sha256(dev)
+        engine = engine_for(demo, tmp_path, dev)
+        app = make_app(engine)
+        async with app.run_test(size=SIZE) as pilot:
+            await to_review(pilot, dev)
+            for typed in ("yes", dev + "1", os.path.basename(dev)[:-1]):
+                await confirm(pilot, typed)
+                assert isinstance(app.screen, ReviewScreen)
+            await pilot.press("q")
+            await settle(pilot)
+        assert app.return_code == Exit.ABORTED
+        assert sha256(dev) == before
+        assert not list((tmp_path / "state").glob("*/journal.json"))
+
+
+@aio
+async def test_cancel_during_the_copy_is_offered_for_resume_on_the_next_start(demo, tmp_path):
+    with loop_disk(tmp_path / "new.img", 1536 * MiB) as dev:
+        engine = engine_for(demo, tmp_path, dev, hold_at="copy:home")
+        app = make_app(engine)
+        async with app.run_test(size=SIZE) as pilot:
+            await to_review(pilot, dev)
+            await confirm(pilot, os.path.basename(dev))
+            assert engine.holding.wait(120)
+            await pilot.press("c")  # while /home is being copied
+            await pilot.pause()
+            engine.release.set()
+            await run_to_end(pilot)
+            screen = app.screen
+            assert isinstance(screen, FailedScreen) and screen.cancelled
+            await pilot.press("a")
+            await settle(pilot)
+        assert app.return_code == Exit.ABORTED
+        journals = list((tmp_path / "state").glob("*/journal.json"))
+        assert len(journals) == 1
+        journal = Journal.load(journals[0])
+        assert journal.is_done("copy:root")
+        assert journal.was_started("copy:home") or journal.is_done("copy:home")
+        assert journal.state("copy:tmp") is None  # nothing after the cancelled step ran
+
+        again = engine_for(demo, tmp_path, dev)  # a new start: nothing known but the state folder
+        offered = again.interrupted()
+        assert offered is not None and offered.target == dev
+        app = make_app(again)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            assert isinstance(app.screen, ResumeScreen)
+            await pilot.press("r")
+            await pilot.pause()
+            assert isinstance(app.screen, ConfirmScreen) and app.screen.resume
+            await pilot.press(*list(dev), "enter")
+            await run_to_end(pilot)
+            assert isinstance(app.screen, ResultScreen), getattr(app.screen, "error", None)
+            assert app.screen.done.ok
+            log = "\n".join(app.log_lines)
+            assert "(resuming)" in log and "skip (done earlier): copy vault root" in log
+            assert "skip (done earlier): copy vault home" not in log
+            await pilot.press("q")
+            await settle(pilot)
+        assert app.return_code == Exit.OK
+        assert compare_disk(demo, dev, tmp_path / "mnt") == []
+        check_identity(demo, dev)
+        assert again.interrupted() is None
