@@ -46,10 +46,10 @@ def step_record(step: Any) -> dict[str, Any]:
 
 
 def minimal_target_check(target: str, backup_paths: Sequence[Path] = ()) -> None:
-    """The last look before the first write: still a whole, unmounted disk, not the backup's.
+    """The engine's own last look before the first write: a whole, unmounted disk, not the backup's.
 
-    rescue.safety makes the full check when the plan is built; this one runs
-    again right before writing, because minutes may have passed.
+    Runs after rescue.safety.assert_still_safe (a fresh probe): minutes may
+    have passed since the plan was made.
     """
     name = os.path.basename(os.path.realpath(target))
     sys_dir = Path("/sys/class/block") / name
@@ -79,6 +79,14 @@ def minimal_target_check(target: str, backup_paths: Sequence[Path] = ()) -> None
                                fix="choose the new blank disk as target")
 
 
+def _still_safe(target: str, backup_paths: Sequence[Path]) -> None:
+    """rescue.safety's full probe and check, then the engine's own device-number look."""
+    from rescue.safety import assert_still_safe
+
+    assert_still_safe(target, backup_sources=tuple(backup_paths))
+    minimal_target_check(target, backup_paths)
+
+
 class Executor:
     def __init__(
         self,
@@ -100,7 +108,7 @@ class Executor:
         self.state_dir = Path(state_dir)
         self.log_path = log_path
         self.mount_dir = Path(mount_dir)
-        self.recheck = recheck or (lambda: minimal_target_check(target, backup_paths))
+        self.recheck = recheck or (lambda: _still_safe(target, backup_paths))
         self.bootloader = bootloader
         self.verify_checksum = verify_checksum
         self.cancel = cancel or threading.Event()

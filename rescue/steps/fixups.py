@@ -110,6 +110,7 @@ class Fixups(Step):
         from rescue.steps.wipe import partitions_of
 
         changes = ctx.uuid_changes()
+        ctx.data()["rewritten"] = []
         for ch in changes:
             for rel in UUID_FILES:
                 _rewrite(ctx, confined(ctx.root, "/" + rel), ch["old"], ch["new"])
@@ -145,4 +146,7 @@ def _rewrite(ctx: Context, path: Path, old: str, new: str | None) -> None:
         return
     path.write_bytes(text.replace(old.encode(), new.encode()))
     rel = "/" + str(path.relative_to(ctx.root))
+    rewritten = ctx.data().setdefault("rewritten", [])
+    if rel not in rewritten:
+        rewritten.append(rel)  # verify expects these to differ from the image
     ctx.note(f"rewrote {rel}: UUID {old} -> {new}")

@@ -44,8 +44,8 @@ def expected_differences(mountpoint: str, fstype: str, children: list[str], crea
     """Paths (relative to the filesystem root) that differ from the tree on purpose.
 
     The root itself (Fixups sets its captured mode and owner), the folders
-    child filesystems are mounted on, what Fixups created, and lost+found
-    that mkfs.ext* makes.
+    child filesystems are mounted on, what Fixups created or rewrote (fstab
+    after a UUID change), and lost+found that mkfs.ext* makes.
     """
     out = {"", "."}
     for p in [*children, *created]:
@@ -95,7 +95,8 @@ class Verify(Step):
     def run(self, ctx: Context) -> None:
         problems: list[str] = []
         lines: list[str] = []
-        created = list(ctx.data("fixups").get("created", []))
+        fixed = ctx.data("fixups")
+        created = list(fixed.get("created", [])) + list(fixed.get("rewritten", []))
         fstypes = {fs.mountpoint: fs.fstype for fs in self.filesystems if fs.mountpoint}
         mountpoints = [c.mountpoint for c in self.copies] + [m for m in fstypes if m]
         for c in self.copies:

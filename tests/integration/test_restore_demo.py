@@ -124,7 +124,7 @@ def test_restore_onto_equal_disk_matches_every_tree(demo, tmp_path, capsys):
             [(p.start, p.size) for p in demo["table"].partitions]
     assert "[10/15] copy vault" in out and "result:   OK" in out
     log = (tmp_path / "r.log").read_text()
-    assert "+ sfdisk --wipe always" in log and "+ cp -a --sparse=always" in log
+    assert "+ sfdisk --wipe always" in log and "+ cp -a --sparse=auto" in log
     assert "rsync -n -aH --numeric-ids --delete --itemize-changes" in log
     reports = list((tmp_path / "state").glob("*/restore-*.txt"))
     assert len(reports) == 1 and "tree /home: equal to vault home" in reports[0].read_text()
@@ -250,3 +250,39 @@ def test_plan_for_a_loop_disk_reports_the_bootloader_as_not_attempted(demo, tmp_
         assert "boot code: not checked, bootloader not installed" in outcome.summary
         journal = json.loads(Path(outcome.journal).read_text())
         assert journal["steps"]["bootloader"]["data"]["attempted"] is False
+
+
+def test_restore_with_the_old_disk_still_attached(tmp_path):
+    """The failing disk is still plugged in and mounted, with the same UUIDs (DESIGN.md).
+
+    Every mount is proven by device numbers, so the restore lands on the new
+    disk; btrfs refuses the old /home UUID while the old one is mounted, so
+    /home gets a new UUID and the restored fstab is rewritten, and the report
+    says so. The old disk's trees are left as they were.
+    """
+    with DemoMachine(tmp_path / "machine", home_fs="btrfs") as m:
+        bank = make_bank(m, tmp_path / "bank")
+        old_home = m.partition("/home").uuid
+        with loop_disk(tmp_path / "t.img", GiB) as dev:
+            state = tmp_path / "state"
+            code = main(["restore", "--bank", str(bank.bank), "--client", bank.client, "--target", dev,
+                         "--state-dir", str(state), "--yes"])
+            assert code == Exit.OK
+            report = next(state.glob("*/restore-*.txt")).read_text()
+            assert f"UUID changed from {old_home} to" in report
+            assert "rewrote /etc/fstab" in report
+            new_home = blkid(f"{dev}p{m.partition('/home').number}")["UUID"]
+            assert new_home != old_home
+            assert blkid(f"{dev}p1")["UUID"] == m.partition("/").uuid  # ext4 keeps its twin UUID
+            mnt = tmp_path / "mnt"
+            mnt.mkdir()
+            run(["mount", "-o", "ro", f"{dev}p1", str(mnt)])
+            try:
+                fstab = (mnt / "etc" / "fstab").read_text()
+            finally:
+                run(["umount", str(mnt)])
+            assert f"UUID={new_home} /home btrfs" in fstab and old_home not in fstab
+        for mp, vault in (("/", "root"), ("/home", "home")):
+            exclude = ["lost+found"] if mp == "/" else []
+            assert diff_trees(bank.image_dir(vault) / "tree", m.dir_of(mp), top=False,
+                              exclude=exclude + (["home", "tmp"] if mp == "/" else [])) == []

@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""Benchmark the restore's copy engine against cp -a, rsync -aHAX and dd.
+
+One generated corpus (many small files, a few large ones, hard links) on one loop-disk ext4 filesystem is copied onto a freshly made
+second one, by:
+  restore  rescue.engine.copy.copy_tree (what the copy step runs, progress polling on)
+  cp       cp -a
+  rsync    rsync -aHAX --numeric-ids
+and the large files alone by the copy engine against a dd of the same number
+of bytes from disk to disk (the physical reference). Every run ends with a
+sync of the target, and both filesystems are remounted between runs so no
+run reads from a warm cache. Each method runs in its own child process,
+which reports its wall time and peak RSS (its own and its commands').
+
+    sudo .venv/bin/python bench/bench_copy.py                 # 30,000 small files, 3 x 256 MiB
+    sudo .venv/bin/python bench/bench_copy.py --small 1000000 --large 0 --links 0 --empty --twins \
+        --methods restore,cp --rounds 1                       # memory budget: a million linked files
+
+It writes only to the two loop disks it creates under --workdir (default a
+new folder in /var/tmp) and removes them at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rescue.devices import loop_disk  # noqa: E402
+from rescue.run import run, spawn  # noqa: E402
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+class Runner:
+    """The smallest context the copy engine needs: the gateway, nothing journalled."""
+
+    def run(self, argv, **kw):
+        return run(argv, **kw)
+
+    def spawn(self, argv, **kw):
+        return spawn(argv, **kw)
+
+    def child_done(self, proc) -> None:
+        pass
+
+    def cancelled(self) -> bool:
+        return False
+
+
+def one(method: str, src: str, dst: str, nbytes: int) -> dict[str, float]:
+    """Run one method in this (child) process; report time and peak RSS."""
+    t0 = time.monotonic()
+    if method in ("restore", "restore-large"):
+        from rescue.engine.copy import copy_tree
+
+        ticks = []
+        # as the copy step runs it: the plan knows the used bytes, not the file count
+        copy_tree(Runner(), Path(src), Path(dst), resume=False, total_bytes=nbytes,
+                  progress=lambda *a: ticks.append(a))
+    elif method == "cp":
+        run(["cp", "-a", f"{src}/.", f"{dst}/"])
+    elif method == "rsync":
+        run(["rsync", "-aHAX", "--numeric-ids", f"{src}/", f"{dst}/"])
+    elif method == "dd":
+        run(["dd", f"if={src}", f"of={dst}", "bs=4M", f"count={nbytes}", "iflag=count_bytes", "status=none"])
+    else:
+        raise SystemExit(f"unknown method {method}")
+    run(["sync", "-f", dst] if method != "dd" else ["sync"])
+    seconds = time.monotonic() - t0
+    return {
+        "seconds": seconds,
+        "rss_self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_children_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+
+
+def make_corpus(top: Path, small: int, large: int, large_mib: int, links: int, seed: int = 7,
+                empty: bool = False, twins: bool = False) -> None:
+    """The tree to copy under top; with twins, every small file also gets a hard link
+    outside it (as in a dirvish bank, where each file is linked from older images),
+    so cp must remember every inode: the worst case for its memory."""
+    rnd = random.Random(seed)
+    blob = os.urandom(64 * 1024)
+    s = top / "small"
+    for i in range(small):
+        d = s / f"d{i // 500:04}"
+        if i % 500 == 0:
+            d.mkdir(parents=True)
+        size = 0 if empty else rnd.choice((0, 100, 700, 2000, 4096, 6000, 12000, 30000))
+        with open(d / f"file {i:07}.txt", "wb") as f:
+            f.write(blob[:size])
+        if twins:
+            t = top.parent / "twins" / d.name
+            if i % 500 == 0:
+                t.mkdir(parents=True)
+            os.link(d / f"file {i:07}.txt", t / f"file {i:07}.txt")
+        if i % 7 == 0:
+            os.chmod(d / f"file {i:07}.txt", 0o4755 if i % 14 == 0 else 0o600)
+    ln = top / "links"
+    ln.mkdir()
+    for i in range(min(links, small)):
+        os.link(s / f"d{i // 500:04}" / f"file {i:07}.txt", ln / f"link{i:06}")
+    lg = top / "large"
+    lg.mkdir()
+    for i in range(large):
+        with open(lg / f"big{i}.bin", "wb") as f:
+            for _ in range(large_mib):
+                f.write(os.urandom(MiB))
+
+
+def mkfs(dev: str) -> None:
+    argv = ["mkfs.ext4", "-q", "-F", "-i", "4096", "-E", "lazy_itable_init=0,lazy_journal_init=0", dev]
+    for _ in range(40):  # the kernel may hold the device a moment after umount
+        if run(argv, check=False).returncode == 0:
+            return
+        time.sleep(0.25)
+    run(argv)
+
+
+def child(method: str, src: str, dst: str, nbytes: int = 0) -> dict[str, float]:
+    out = run([sys.executable, __file__, "--one", method, src, dst, str(nbytes)]).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--small", type=int, default=30000, help="small files (default 30000)")
+    p.add_argument("--large", type=int, default=3, help="large files (default 3)")
+    p.add_argument("--large-mib", type=int, default=256, help="size of each large file (default 256 MiB)")
+    p.add_argument("--links", type=int, default=3000, help="extra hard links to small files")
+    p.add_argument("--rounds", type=int, default=2, help="runs of each method; the fastest counts")
+    p.add_argument("--methods", default="restore,cp,rsync", help="comma-separated: restore,cp,rsync")
+    p.add_argument("--workdir", type=Path, default=None, help="where the loop disk images go (default /var/tmp)")
+    p.add_argument("--empty", action="store_true", help="small files hold no data (for the memory budget run)")
+    p.add_argument("--twins", action="store_true",
+                   help="link every small file once more outside the copied tree (dirvish-like, worst case for memory)")
+    p.add_argument("--one", nargs=4, metavar=("METHOD", "SRC", "DST", "BYTES"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        method, src, dst, n = args.one
+        print(json.dumps(one(method, src, dst, int(n))))
+        return 0
+    if os.geteuid() != 0:
+        raise SystemExit("bench_copy: run as root (it makes loop disks and filesystems)")
+
+    work = Path(tempfile.mkdtemp(prefix="bench-copy-", dir=args.workdir or "/var/tmp"))
+    per_file = 4096 if args.empty else 16 * 1024
+    size = max(2 * GiB, int((args.small * per_file + args.large * args.large_mib * MiB + GiB) * 1.5))
+    src_m, dst_m = work / "src", work / "dst"
+    src_m.mkdir()
+    dst_m.mkdir()
+    methods = args.methods.split(",")
+    results: dict[str, list[dict[str, float]]] = {m: [] for m in [*methods, "restore-large", "dd"]}
+    try:
+        with loop_disk(work / "src.img", size) as sdev, loop_disk(work / "dst.img", size) as ddev:
+            mkfs(sdev)
+            run(["mount", sdev, str(src_m)])
+            t0 = time.monotonic()
+            make_corpus(src_m / "corpus", args.small, args.large, args.large_mib, args.links,
+                        empty=args.empty, twins=args.twins)
+            run(["sync", "-f", str(src_m)])
+            made = time.monotonic() - t0
+            du = int(run(["du", "-s", "-B1", str(src_m / "corpus")]).stdout.split()[0])
+            inodes = int(run(["du", "-s", "--inodes", str(src_m / "corpus")]).stdout.split()[0])
+            large_bytes = args.large * args.large_mib * MiB
+            run(["umount", str(src_m)])
+            print(f"corpus: {inodes} inodes, {du / MiB:.0f} MiB used ({args.small} small files, "
+                  f"{args.large} x {args.large_mib} MiB, {args.links} hard links); "
+                  f"made in {made:.0f}s", flush=True)
+            plan = [(m, "corpus") for m in methods]
+            if args.large:
+                plan += [("restore-large", "corpus/large"), ("dd", None)]
+            for r in range(args.rounds):
+                for method, sub in plan:
+                    mkfs(ddev)
+                    if method == "dd":
+                        res = child("dd", sdev, ddev, large_bytes)
+                    else:
+                        run(["mount", sdev, str(src_m)])
+                        run(["mount", ddev, str(dst_m)])
+                        try:
+                            res = child(method, str(src_m / sub), str(dst_m),
+                                        large_bytes if method == "restore-large" else du)
+                        finally:
+                            run(["umount", str(dst_m)])
+                            run(["umount", str(src_m)])
+                    results[method].append(res)
+                    print(f"  round {r + 1} {method:14} {res['seconds']:7.2f}s  rss self "
+                          f"{res['rss_self_mib']:6.1f} MiB, commands {res['rss_children_mib']:6.1f} MiB", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    best = {m: min(r["seconds"] for r in rs) for m, rs in results.items() if rs}
+    print("\nbest of", args.rounds, "rounds (wall time, including sync of the target):")
+    for m, s in best.items():
+        rss = max(r["rss_self_mib"] + r["rss_children_mib"] for r in results[m])
+        print(f"  {m:14} {s:7.2f}s   peak RSS (process + its commands) {rss:6.1f} MiB")
+    if "restore" in best and "cp" in best:
+        print(f"  restore / cp -a           = {best['restore'] / best['cp']:.2f}  (goal <= 1.10)")
+    if "restore" in best and "rsync" in best:
+        print(f"  restore / rsync -aHAX     = {best['restore'] / best['rsync']:.2f}  (goal <= 0.70)")
+    if "restore-large" in best and "dd" in best:
+        print(f"  large files: dd / restore = {best['dd'] / best['restore-large']:.2f} of dd's throughput "
+              f"(goal >= 0.90; {large_bytes / MiB / best['restore-large']:.0f} MiB/s vs "
+              f"{large_bytes / MiB / best['dd']:.0f} MiB/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
