@@ -11,12 +11,13 @@ The target is never written: its image file stays all zeros.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from rescue.cli import main
-from rescue.demo import DemoMachine, make_bank
+from rescue.demo import DemoMachine, diff_trees, make_bank
 from rescue.devices import loop_disk
 from rescue.errors import Exit
 from rescue.plan import Plan
@@ -161,3 +162,82 @@ def test_plan_of_dos_logical_partitions_onto_a_smaller_disk(dos_demo, tmp_path, 
     assert max(p.end for p in plan.new_table.partitions) <= 900 * MiB // 512
     assert any(m.change == "shrinks" for m in plan.migrations)
 
+
+def _compare(demo, dev: str, where: Path) -> list[str]:
+    """Each restored filesystem against its image tree (mounted read-only); empty when equal."""
+    problems: list[str] = []
+    where.mkdir(exist_ok=True)
+    for mp, p in demo["parts"].items():
+        if mp == "swap":
+            continue
+        node = f"{dev}p{p.number}"
+        found = dict(line.split("=", 1) for line in
+                     run(["blkid", "-p", "-o", "export", node]).stdout.splitlines() if "=" in line)
+        if (found.get("TYPE"), found.get("UUID"), found.get("LABEL")) != (p.fstype, p.uuid, p.label):
+            problems.append(f"{mp}: blkid says {found}")
+        if found.get("PART_ENTRY_UUID", "").lower() != (p.partuuid or "").lower():
+            problems.append(f"{mp}: PARTUUID {found.get('PART_ENTRY_UUID')} is not {p.partuuid}")
+        run(["mount", "-t", p.fstype, "-o", "ro,nouuid" if p.fstype == "xfs" else "ro", node, str(where)])
+        try:
+            exclude = ["lost+found"] if p.fstype.startswith("ext") else []
+            if mp == "/":
+                exclude += ["proc", "sys", "dev", "run", "var"]  # made by the fixups step
+            tree = demo["bank"].image_dir(p.vault) / "tree"
+            problems += [f"{mp}: {d}" for d in diff_trees(tree, where, times=True, exclude=exclude)]
+            if mp == "/tmp" and os.stat(where).st_mode & 0o7777 != 0o1777:
+                problems.append("/tmp: root mode is not 1777")
+        finally:
+            run(["umount", str(where)])
+    return problems
+
+
+def _unmount_under(top: Path) -> None:
+    """Whatever a failed restore.sh left mounted under `top`, deepest first."""
+    out = run(["findmnt", "-rn", "-o", "TARGET"]).stdout.split()
+    for t in sorted((t for t in out if t == str(top) or t.startswith(str(top) + "/")), reverse=True):
+        run(["umount", t], check=False)
+
+
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError,
+    reason="known bug in rescue/steps/mount.py script(): the mount proof compares `findmnt -fno MAJ:MIN` "
+           "output, which ends in padding spaces, with lsblk's trimmed one, so every mount step of "
+           "restore.sh stops with 'is not DEVICE'; remove this mark once it trims both",
+)
+def test_restore_sh_run_by_hand_restores_and_resumes_after_a_failure(gpt_demo, tmp_path, capsys):
+    """The person's path: rescue plan --script, run it, it stops (the backup tree is not
+    there: say the backup disk was not mounted), fix that, run it again: it resumes."""
+    img = tmp_path / "target.img"
+    script = tmp_path / "restore.sh"
+    env = dict(os.environ, RESCUE_STATE=str(tmp_path / "state"), RESCUE_ROOT=str(tmp_path / "root"),
+               RESCUE_WORK=str(tmp_path / "work"))
+    tmp_vault = gpt_demo["parts"]["/tmp"].vault
+    tree = gpt_demo["bank"].image_dir(tmp_vault) / "tree"
+    hidden = tree.with_name("tree.hidden")
+    with loop_disk(img, 2 * GiB) as dev:
+        try:
+            assert main(plan_cmd(gpt_demo, dev, "--script", str(script))) == Exit.OK
+            capsys.readouterr()
+            tree.rename(hidden)
+            try:
+                first = run(["bash", str(script)], env=env, check=False, timeout=600)
+            finally:
+                hidden.rename(tree)
+            assert first.returncode != 0
+            assert "stopped in step: 12/15: copy vault tmp" in first.stderr, first.stderr[-2000:]
+            done = sorted(os.listdir(tmp_path / "state"))
+            assert "done-copy:root" in done and "done-copy:tmp" not in done and "finished" not in done
+
+            second = run(["bash", str(script)], env=env, check=False, timeout=600)
+            assert second.returncode == 0, second.stderr[-3000:]
+            assert "step 3/15: make ext4 on" in second.stderr and ": done already" in second.stderr
+            assert "step 10/15: copy vault root image" in second.stderr
+            assert "copy vault root" not in second.stderr.split("done already")[-1]
+            assert "step 12/15: copy vault tmp" in second.stderr
+            assert not [line for line in run(["findmnt", "-rn", "-o", "TARGET"]).stdout.split()
+                        if line.startswith(str(tmp_path / "root"))], "restore.sh left mounts behind"
+            third = run(["bash", str(script)], env=env, check=False)
+            assert third.returncode == 0 and "finished already" in third.stderr
+            assert _compare(gpt_demo, dev, tmp_path / "check") == []
+        finally:
+            _unmount_under(tmp_path)
