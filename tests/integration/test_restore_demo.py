@@ -286,3 +286,26 @@ def test_restore_with_the_old_disk_still_attached(tmp_path):
             exclude = ["lost+found"] if mp == "/" else []
             assert diff_trees(bank.image_dir(vault) / "tree", m.dir_of(mp), top=False,
                               exclude=exclude + (["home", "tmp"] if mp == "/" else [])) == []
+
+
+def test_restore_of_a_dos_disk_with_logical_partitions(tmp_path):
+    """An msdos table with an extended partition (swap and /tmp as logicals 5 and 6), ext4 /home."""
+    with DemoMachine(tmp_path / "machine", label="dos", logical=True, home_fs="ext4") as m:
+        bank = make_bank(m, tmp_path / "bank")
+        parts = {p.mountpoint or "swap": p for p in m.partitions}
+        table = m.table
+        m.detach_keep_image()
+    demo = {"bank": bank, "parts": parts, "table": table}
+    with loop_disk(tmp_path / "t.img", GiB + 256 * MiB) as dev:
+        assert main(restore_argv(demo, dev, tmp_path / "state", "--yes")) == Exit.OK
+        assert compare_disk(demo, dev, tmp_path / "mnt") == []
+        check_identity_dos(demo, dev)
+
+
+def check_identity_dos(demo, dev: str) -> None:
+    table = parse_dump(run(["sfdisk", "--dump", dev]).stdout)
+    assert table.label == "dos" and table.label_id.lower() == demo["table"].label_id.lower()
+    assert sorted(p.number for p in table.partitions) == sorted(p.number for p in demo["table"].partitions)
+    for key, p in demo["parts"].items():
+        found = blkid(f"{dev}p{p.number}")
+        assert (found["TYPE"], found["UUID"], found.get("LABEL")) == (p.fstype, p.uuid, p.label), key
