@@ -58,6 +58,13 @@ class CommandNotFound(CommandError):
         self.fix = f"install the package that provides {argv[0]} (scripts/setup.sh installs all of them)"
 
 
+class CommandTimedOut(CommandError):
+    def __init__(self, argv: Sequence[str], timeout: float, stderr: str) -> None:
+        super().__init__(argv, 124, stderr or f"no answer within {timeout:g} s")
+        self.what = f"command did not finish within {timeout:g} s: {shlex.join(self.argv)}"
+        self.fix = "check that the device or host it talks to still answers"
+
+
 def _argv(argv: Sequence[Arg]) -> list[str]:
     if isinstance(argv, (str, bytes)):
         raise TypeError("run() takes an argv list, never a shell string")
@@ -102,6 +109,9 @@ def run(
         )
     except FileNotFoundError:
         raise CommandNotFound(args) from None
+    except subprocess.TimeoutExpired as e:
+        err = (e.stderr or b"").decode("utf-8", errors="replace")
+        raise CommandTimedOut(args, timeout or 0, err) from None
     enc = "latin-1" if binary else "utf-8"
     result = Result(
         tuple(args),

@@ -86,3 +86,12 @@ def test_bad_layout_json_names_file_and_problem(text, words):
 def test_cli_without_command_prints_help_and_exits_usage(capsys):
     assert main([]) == Exit.USAGE
     assert "usage: rescue" in capsys.readouterr().out
+
+
+def test_timeout_is_a_command_error_not_a_traceback():
+    from rescue.run import CommandTimedOut
+
+    with pytest.raises(CommandTimedOut) as e:
+        run(["sleep", "5"], timeout=0.2)
+    assert e.value.returncode == 124
+    assert "did not finish within 0.2 s" in str(e.value)
