@@ -7,6 +7,7 @@ and a marker per step so a rerun resumes after the last finished step.
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 from dataclasses import dataclass
@@ -51,6 +52,20 @@ def step_lines(step: Step) -> tuple[str, ...]:
     return tuple(step.script())
 
 
+@functools.cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["q"] = lambda value: shlex.quote(str(value))
+    return env.get_template(TEMPLATE)
+
+
 def render_script(plan: Plan) -> str:
     name = os.path.basename(plan.target.device) or "disk"
     state = plan.options.state_dir or f"{STATE_BASE}/{name}"
@@ -67,16 +82,7 @@ def render_script(plan: Plan) -> str:
             guard=guard, mountpoint=at_root(step.mountpoint) if isinstance(step, MountFilesystem) else "",
             lines=step_lines(step),
         ))
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
-        autoescape=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters["q"] = lambda value: shlex.quote(str(value))
-    return env.get_template(TEMPLATE).render(
+    return _template().render(
         client=plan.client.replace("\n", " "),
         source=plan.source.device,
         target=plan.target.device,
