@@ -110,7 +110,7 @@ class MakeFilesystem(Step):
             ctx.run(argv)
         except CommandError as e:
             if self.fstype == "btrfs" and self.uuid and "non-unique" in e.stderr.lower():
-                ctx.note(f"btrfs refused UUID {self.uuid} for {self.device}: a mounted disk already has it; "
+                ctx.note(f"btrfs refused UUID {self.uuid} for {self.device}: another attached disk has it (the old disk?); "
                          "making it with a new UUID")
                 ctx.run(mkfs_argv(self.fstype, self.device, None, self.label))
             else:
