@@ -288,10 +288,12 @@ def read_image(bank: Path, vault: str, image_dir: Path, default_client: str = ""
         status, status_text = ImageStatus.INCOMPLETE, "no summary: still being written, or the run died"
     elif not status_text:
         status, status_text = ImageStatus.INCOMPLETE, "summary has no Status: still running, or the run died"
-    elif status_text.strip() != "success":
+    elif status_text.strip() != "success" and not status_text.startswith("warning (24)"):
         status = ImageStatus.FAILED
     elif not tree_ok:
-        status, status_text = ImageStatus.FAILED, "success, but the image has no tree/"
+        status, status_text = ImageStatus.FAILED, f"{status_text.strip()}, but the image has no tree/"
+    elif status_text.startswith("warning"):
+        status = ImageStatus.WARNING
     else:
         status = ImageStatus.SUCCESS
 

@@ -19,6 +19,10 @@ class SourceKind(StrEnum):
 
 class ImageStatus(StrEnum):
     SUCCESS = "success"
+    # dirvish's "warning (24) -- file vanished on sender": files deleted while
+    # rsync ran. Every backup of a live system can end so, and dirvish itself
+    # counts such images as good; refusing them would refuse most real banks.
+    WARNING = "warning"
     FAILED = "failed"  # summary Status: is anything but success
     INCOMPLETE = "incomplete"  # no summary yet: still being written, or the run died
 
@@ -48,7 +52,7 @@ class Image:
 
     @property
     def usable(self) -> bool:
-        return self.status is ImageStatus.SUCCESS
+        return self.status in (ImageStatus.SUCCESS, ImageStatus.WARNING)
 
 
 @dataclass(frozen=True)

@@ -220,3 +220,18 @@ def test_only_failed_images_says_which_vault_and_what(tmp_path):
     assert "vault gone" in e.value.what
     assert "error (23) -- partial transfer" in e.value.why
     assert "dirvish --vault gone" in e.value.fix
+
+
+def test_vanished_files_warning_is_usable_and_chosen(tmp_path):
+    """dirvish writes 'warning (24)' when files vanished while rsync ran (any live system)."""
+    bank = tmp_path / "bank"
+    make_image(bank, "root", "2026-1124-0300")
+    make_image(bank, "root", "2026-1125-0300", status="warning (24) -- file vanished on sender")
+    make_image(bank, "root", "2026-1126-0300", status="error (23) -- partial transfer")
+    vault = scan_bank(bank)[0]
+    images = {i.name: i for i in vault.images}
+    assert images["2026-1125-0300"].status is ImageStatus.WARNING
+    assert images["2026-1125-0300"].usable
+    assert not images["2026-1126-0300"].usable
+    machine = find_backups(banks=[bank]).machine("vm")
+    assert [i.name for i in choose_images(machine, None)] == ["2026-1125-0300"]

@@ -23,7 +23,7 @@ def image_date(image: Image) -> str:
 
 
 def status_word(image: Image) -> str:
-    return {ImageStatus.SUCCESS: "ok", ImageStatus.FAILED: "FAILED",
+    return {ImageStatus.SUCCESS: "ok", ImageStatus.WARNING: "ok (24)", ImageStatus.FAILED: "FAILED",
             ImageStatus.INCOMPLETE: "INCOMPLETE"}[image.status]
 
 
