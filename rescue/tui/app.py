@@ -19,7 +19,7 @@ from rescue.tui.facade import Engine, Interrupted
 from rescue.tui.review import Review
 from rescue.tui.screens.backups import BackupsScreen, ImagesScreen
 from rescue.tui.screens.base import WizardScreen
-from rescue.tui.screens.common import ConfirmScreen, HelpScreen, TextScreen
+from rescue.tui.screens.common import ConfirmScreen, HelpScreen, PowerScreen, TextScreen
 from rescue.tui.screens.run import FailedScreen, ProgressScreen, ResultScreen, ResumeScreen
 from rescue.tui.screens.target import ReviewScreen, TargetScreen
 
@@ -131,10 +131,15 @@ and writes nothing."""))
         self.push_screen(TextScreen(title, text))
 
     def action_power(self, action: str) -> None:
-        try:
-            self.engine.power(action)
-        except RescueError as e:
-            self.notify(str(e), severity="error")
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                self.engine.power(action)
+            except RescueError as e:
+                self.notify(str(e), severity="error")
+
+        self.push_screen(PowerScreen(action), answered)
 
     def action_shell(self) -> None:
         if self.is_headless:  # tests: no terminal to hand over

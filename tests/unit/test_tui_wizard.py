@@ -277,7 +277,16 @@ async def test_through_every_screen_to_the_result_and_reboot():
         await pilot.press("escape")
         await pilot.press("r")
         await settle(pilot)
-        assert engine.power_calls == ["reboot"]
+        assert engine.power_calls == []  # asks first
+        await pilot.press("n")
+        await pilot.press("p")
+        await pilot.press("y")
+        await settle(pilot)
+        assert engine.power_calls == ["poweroff"]
+        await pilot.press("r")
+        await pilot.press("y")
+        await settle(pilot)
+        assert engine.power_calls == ["poweroff", "reboot"]
         await pilot.press("s")
         await settle(pilot)
         assert engine.shell_calls == 1

@@ -131,3 +131,26 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def action_no(self) -> None:
         self.dismiss(False)
+
+
+class PowerScreen(ModalScreen[bool]):
+    """Reboot or power off only after a second key: one stray 'r' must not take the console away."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, action: str) -> None:
+        super().__init__()
+        self.action_name = action
+
+    def compose(self) -> ComposeResult:
+        what = "Reboot" if self.action_name == "reboot" else "Power off"
+        with Vertical(id="dialog"):
+            yield Static(f"{what} now?", classes="heading")
+            yield Static("Take the backup disk out first if the machine should boot from the "
+                         "restored disk.\ny: yes   n or Esc: no", markup=False)
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)

@@ -39,6 +39,8 @@ def describe_disk(disk: TargetDisk) -> str:
         what = " ".join(x for x in (p.fstype, f"label {p.label}" if p.label else None,
                                     f"on {', '.join(p.mountpoints)}" if p.mountpoints else None) if x)
         lines.append(f"  {p.device} {human(p.size)} {what}")
+    if disk.signatures:
+        lines.append("  signatures on the disk: " + ", ".join(disk.signatures))
     if not reasons and not disk.empty:
         lines.append("All of this will be destroyed by the restore.")
     return "\n".join(lines)
@@ -106,7 +108,9 @@ disk; r looks again (after plugging in a disk)."""
         for disk in self.disks:
             table.add_row(disk.device, (disk.model or "-")[:20], human(disk.size), contents(disk)[:24],
                           "UNSAFE" if disk.unsafe_reasons else "ok", key=disk.device)
-        first_safe = next((i for i, d in enumerate(self.disks) if not d.unsafe_reasons), 0)
+        # start on a safe disk, an empty one if there is one: never on the backup or the system
+        safe = [i for i, d in enumerate(self.disks) if not d.unsafe_reasons]
+        first_safe = next((i for i in safe if self.disks[i].empty), safe[0] if safe else 0)
         if self.disks:
             table.move_cursor(row=first_safe)
         table.focus()
