@@ -130,7 +130,7 @@ disk; r looks again (after plugging in a disk)."""
             return
         disk = self.disks[self.query_one("#disks", DataTable).cursor_row]
         if disk.unsafe_reasons:
-            self.notify("Not selectable: " + "; ".join(disk.unsafe_reasons), severity="error")
+            self.notify(f"{disk.device} cannot be chosen: the reasons are shown below.", severity="error")
             return
         self.wizard.choose_target(disk)
 
