@@ -95,8 +95,11 @@ def _check_data(c: Console, facts: DemoFacts, phase: Phase) -> None:
     same = c.data == facts.data_sum
     phase.check("data (names, modes, owners, times, links, contents)", same, facts.data_sum, c.data or "")
     if not same and c.files:
-        missing = [f for f in facts.data_list if f not in set(c.files)]
-        extra = [f for f in c.files if f not in set(facts.data_list)]
+        # as the console shows them: undecodable bytes replaced, no trailing blanks
+        want = [f.encode("utf-8", "surrogateescape").decode("utf-8", "replace").rstrip() for f in facts.data_list]
+        got = [f.rstrip() for f in c.files]
+        missing = [f for f in want if f not in set(got)]
+        extra = [f for f in got if f not in set(want)]
         for f in missing[:5]:
             phase.notes.append(f"backed up, not restored as such: {f}")
         for f in extra[:5]:
