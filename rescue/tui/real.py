@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rescue.backups import Image, Machine, choose_image, find_backups
 from rescue.errors import BackupError, RescueError
@@ -100,10 +100,11 @@ class RealEngine:
 
     def __init__(self, banks: Sequence[Path] = (), config: Path | None = None,
                  backup_mount: Path = BACKUP_MOUNT, state_dir: Path | None = None,
-                 log_dir: Path | None = None) -> None:
+                 log_dir: Path | None = None, master_conf: Path = MASTER_CONF) -> None:
         self.given_banks = tuple(banks)
         self.config = config
         self.backup_mount = backup_mount
+        self.master_conf = master_conf
         self.state_dir = state_dir
         self.log_dir = log_dir
         self.plans: dict[Review, Plan] = {}
@@ -118,9 +119,9 @@ class RealEngine:
         if self.given_banks:
             return self.given_banks, self.config, notes
         banks = banks_under(self.backup_mount)
-        config = self.config or (MASTER_CONF if MASTER_CONF.is_file() else None)
+        config = self.config or (self.master_conf if self.master_conf.is_file() else None)
         if not banks and config is None:
-            notes.append(f"no bank on {self.backup_mount} and no {MASTER_CONF}: "
+            notes.append(f"no bank on {self.backup_mount} and no {self.master_conf}: "
                          "mount the backup partition or start with --bank DIR")
         return banks, config, notes
 

@@ -503,19 +503,41 @@ async def test_escape_walks_back_one_step():
             assert isinstance(app.screen, expected)
 
 
+def real_image(bank: Path, vault: str = "home", image: str = "2026-1126-0300") -> None:
+    """A vault with one image whose summary is one real dirvish wrote (tests/unit/fixtures)."""
+    (bank / vault / "dirvish").mkdir(parents=True)
+    (bank / vault / "dirvish" / "default.conf").write_text("client: vm\ntree: /backup/demo/src\n")
+    (bank / vault / image / "tree").mkdir(parents=True)
+    summary = (Path(__file__).parent / "fixtures" / "dirvish" / "summary.success").read_text()
+    (bank / vault / image / "summary").write_text(summary)
+
+
 def test_banks_are_found_on_the_backup_partition(tmp_path):
     backup = tmp_path / "backup"
-    (backup / "bank" / "home" / "dirvish").mkdir(parents=True)
-    (backup / "bank" / "home" / "dirvish" / "default.conf").write_text("client: pc1\ntree: /home\n")
+    real_image(backup / "bank")
     (backup / "lost+found").mkdir()
     assert banks_under(backup) == (backup / "bank",)
     assert banks_under(backup / "bank") == (backup / "bank",)  # the partition itself is the bank
     assert banks_under(tmp_path / "nothing") == ()
-    engine = RealEngine(backup_mount=tmp_path / "nothing")
-    if not Path("/etc/dirvish/master.conf").exists():
-        found = engine.discover()
-        assert found.machines == ()
-        assert "mount the backup partition or start with --bank DIR" in found.warnings[0]
+    found = RealEngine(backup_mount=backup, master_conf=tmp_path / "none.conf").discover()
+    assert found.banks == (backup / "bank",)
+    assert [m.client for m in found.machines] == ["vm"]
+    assert [i.name for i in found.machines[0].vaults[0].images] == ["2026-1126-0300"]
+
+
+def test_banks_are_found_in_master_conf(tmp_path):
+    real_image(tmp_path / "bank")
+    conf = tmp_path / "master.conf"
+    conf.write_text(f"bank:\n\t{tmp_path / 'bank'}\n")
+    found = RealEngine(backup_mount=tmp_path / "no-backup", master_conf=conf).discover()
+    assert [m.client for m in found.machines] == ["vm"]
+    assert tmp_path / "bank" in found.banks
+
+
+def test_no_bank_anywhere_says_what_to_do(tmp_path):
+    found = RealEngine(backup_mount=tmp_path / "no-backup", master_conf=tmp_path / "none.conf").discover()
+    assert found.machines == () and found.banks == ()
+    assert "mount the backup partition or start with --bank DIR" in found.warnings[0]
 
 
 def test_wizard_command_needs_a_terminal(capsys):
@@ -523,3 +545,16 @@ def test_wizard_command_needs_a_terminal(capsys):
     assert code == Exit.ERROR
     err = capsys.readouterr().err
     assert "needs a terminal" in err and "rescue restore" in err
+
+
+@aio
+async def test_backups_screen_without_any_bank_says_what_to_do(tmp_path):
+    engine = RealEngine(backup_mount=tmp_path / "no-backup", master_conf=tmp_path / "none.conf")
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert "No bank found" in body(app.screen, "#banks")
+        assert "--bank DIR" in body(app.screen, "#warnings")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, BackupsScreen)
