@@ -45,3 +45,34 @@ def test_backup_disk_boots_to_the_entry_point_with_backup_read_only(
     assert "mounted read-only at /backup" in console
     # grub's menu reached the serial console too
     assert "Restore wizard" in console
+
+
+@pytest.mark.slow
+def test_unattended_entry_is_chosen_by_the_backup_partitions_boot_cfg(backup_disk, tmp_path: Path,
+                                                                      record_property) -> None:
+    """/rescue/boot.cfg on the backup partition picks "Unattended restore" (as the drill does):
+    the entry point runs the unattended restore script of the image on one console, and
+    the serial console shows its markers either way."""
+    from rescue.devices import attached, partition_path
+    from rescue.run import run
+
+    disk = backup_disk("unattended.img")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with attached(disk) as dev:
+        run(["mount", partition_path(dev, 4), str(mnt)])
+        try:
+            (mnt / "rescue").mkdir()
+            (mnt / "rescue" / "boot.cfg").write_text("set default=unattended\nset timeout=1\n")
+        finally:
+            run(["umount", str(mnt)])
+    with VM([disk], tmp_path, firmware=Firmware.BIOS, name="unattended") as vm:
+        seconds = vm.wait_for("RESCUE-UNATTENDED-END", BOOT_TIMEOUT, fail_markers=FAIL)
+        console = vm.console()
+    record_property("boot_seconds", round(seconds, 1))
+    lines = READY.findall(console)
+    assert ("ro", "unattended", "ttyS0") in lines, console[-3000:]
+    assert "RESCUE-UNATTENDED-START tty=" in console
+    # the image's script ran (no config on this disk: it says so and fails, nothing is written)
+    assert "RESCUE-UNATTENDED-PLACEHOLDER" not in console, "the image must carry scripts/unattended-restore"
+    assert "RESCUE-RESTORE" in console, console[-3000:]
