@@ -77,7 +77,13 @@ class Run:
         except RescueError as e:
             ph.ok = False
             ph.error = str(e)
+            say(f"[{self.title}] {name}: FAILED")
             raise PhaseFailed(self.title, name, str(e)) from e
+        except Exception as e:  # noqa: BLE001 - a drill reports every failure, never a traceback
+            ph.ok = False
+            ph.error = f"unexpected error: {e!r}"
+            say(f"[{self.title}] {name}: FAILED")
+            raise PhaseFailed(self.title, name, ph.error) from e
         finally:
             ph.seconds = time.monotonic() - start
         if not ph.ok:

@@ -121,3 +121,11 @@ def test_a_failed_check_fails_the_phase_after_it_ran() -> None:
             ph.check("/tmp mode 1777", False, "1777", "755")
     assert "expected 1777, got 755" in str(e.value)
     assert not run.ok
+
+
+def test_an_unexpected_error_becomes_a_failed_phase_not_a_traceback() -> None:
+    run = Run("bios")
+    with pytest.raises(PhaseFailed, match="backup"):
+        with run.phase("backup", lambda s: None):
+            raise KeyError("home")
+    assert run.phases[0].error == "unexpected error: KeyError('home')"
