@@ -11,7 +11,7 @@ import dataclasses
 import posixpath
 from collections.abc import Sequence
 
-from rescue.backups.model import Image
+from rescue.backups.model import Image, ImageStatus
 from rescue.devices import disk_of, partition_path
 from rescue.errors import PlanRefused
 from rescue.layout.model import BootMode, Disk, Filesystem, Layout, PartitionTable
@@ -62,7 +62,10 @@ def build_plan(
             why="without the captured partition table and filesystems rescue cannot rebuild the disk",
             fix=HOOK_HINT + ", and make a new backup",
         )
-    warnings: list[str] = []
+    warnings: list[str] = [
+        f"vault {i.vault} image {i.name}: {i.status_text.strip()} (files deleted while the backup ran are missing)"
+        for i in images if i.status is ImageStatus.WARNING
+    ]
     disk = _choose_disk(layout, options)
     table = disk.table
     assert table is not None  # _choose_disk only returns disks with a table

@@ -239,3 +239,14 @@ def test_4096_byte_sector_disks_align_to_1_mib_and_recompute_last_lba():
     assert all(p.start % 256 == 0 for p in plan.new_table.partitions)
     home = plan.new_table.partitions[-1]
     assert home.size == t4k.partitions[-1].size + 8 * GIB // 4096
+
+
+def test_an_image_with_vanished_files_is_planned_with_a_warning():
+    from rescue.backups.model import ImageStatus
+
+    lay = layout("dos")
+    imgs = images(lay)
+    warned = dataclasses.replace(imgs[0], status=ImageStatus.WARNING,
+                                 status_text="warning (24) -- file vanished on sender")
+    plan = build_plan(lay, (warned, *imgs[1:]), target(8 * GIB), PlanOptions())
+    assert any("file vanished" in w and warned.vault in w for w in plan.warnings)
