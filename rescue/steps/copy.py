@@ -7,7 +7,18 @@ from pathlib import Path
 
 from rescue.errors import StepFailed
 from rescue.events import Progress
+from rescue.run import CommandError
 from rescue.steps.base import Context, Step, at_root, sh, slug
+
+NO_SPACE = "No space left on device"
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bfree * st.f_frsize
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,29 @@ class CopyTree(Step):
             f"umount {work}",
         ]
 
+    def _no_space(self, ctx: Context, room: int | None) -> StepFailed:
+        """The filesystem filled up: say which, how much the image holds and how much is missing.
+
+        Happens when the backup grew after its layout was captured and the plan shrank the
+        partition to the captured size; the plan could not know."""
+        try:
+            need = int(ctx.run(["du", "-s", "-B1", "--", str(self.source)]).stdout.split()[0])
+        except (CommandError, ValueError, IndexError):
+            need = None
+        mib = 1 << 20
+        if need is not None and room is not None:
+            short = max(need - room, 0)
+            detail = (f"the image holds {-(-need // mib)} MiB but {self.mountpoint} had {room // mib} MiB free: "
+                      f"about {max(-(-short // mib), 1)} MiB short")
+        else:
+            detail = "the image holds more than the filesystem can take"
+        return StepFailed(
+            f"{self.mountpoint} is full: no space left on device while copying vault {self.vault}",
+            why=f"{detail} (the backup grew after its layout was captured)",
+            fix=f"restore onto a bigger disk, or give {self.mountpoint} more room with --grow {self.mountpoint}; "
+                "rescue plan shows the sizes",
+        )
+
     def run(self, ctx: Context) -> None:
         from rescue.engine.copy import copy_tree
 
@@ -65,9 +99,17 @@ class CopyTree(Step):
             def progress(bd: int, bt: int, fd: int, ft: int, eta: float | None) -> None:
                 ctx.emit(Progress(ctx.key, bd, bt, fd, ft, eta))
 
-            result = copy_tree(ctx, self.source, work, resume=ctx.resuming, xattrs=self.xattrs,
-                               acls=self.acls, total_bytes=self.bytes, total_files=self.files,
-                               progress=progress)
+            room = _free_bytes(work)
+            try:
+                result = copy_tree(ctx, self.source, work, resume=ctx.resuming, xattrs=self.xattrs,
+                                   acls=self.acls, total_bytes=self.bytes, total_files=self.files,
+                                   progress=progress)
+            except CommandError as e:
+                if NO_SPACE in e.stderr:
+                    raise self._no_space(ctx, room) from None
+                raise
+            if any(NO_SPACE in line for line in result.unreadable):
+                raise self._no_space(ctx, room)
         finally:
             ctx.run(["umount", str(work)], check=False)
         data = ctx.data()
