@@ -249,6 +249,8 @@ def test_mount_of_an_exact_twin_is_proved_or_refused(tmp_path, fstype):
                 print(f"{fstype} twin while the old one is mounted: {outcome}")
                 run(["blockdev", "--flushbufs", new], check=False)
         finally:
+            if os.path.ismount(tmp_path / "root"):
+                run(["umount", str(tmp_path / "root")], check=False)
             run(["umount", str(old_mnt)], check=False)
             forget_btrfs()
         assert before is not None and sha256_of(old) == before
