@@ -7,6 +7,7 @@ This only adapts their answers to what the screens draw.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -245,11 +246,19 @@ class RealEngine:
                 summary.append(e.summary)
             emit(e)
 
-        try:
-            executor.run(plan, on_event)
-        finally:
-            if summary:
-                write_report(folder, summary[-1], stamp)
+        # The rescue console runs a wizard on tty1 and on the serial line: only one may write a disk.
+        with open(folder / "wizard.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RescueError(f"another restore onto {device} is running (on another console?)",
+                                  why="two restores onto one disk would destroy each other's work",
+                                  fix="let it finish, or cancel it there; then resume here") from None
+            try:
+                executor.run(plan, on_event)
+            finally:
+                if summary:
+                    write_report(folder, summary[-1], stamp)
 
     def log_path(self) -> Path | None:
         return self.last_log

@@ -289,3 +289,28 @@ async def test_cancel_during_the_copy_is_offered_for_resume_on_the_next_start(de
         assert compare_disk(demo, dev, tmp_path / "mnt") == []
         check_identity(demo, dev)
         assert again.interrupted() is None
+
+
+@aio
+async def test_a_second_console_cannot_restore_onto_a_disk_being_restored(demo, tmp_path):
+    """The rescue console runs a wizard on tty1 and on the serial line; one disk, one restore."""
+    import fcntl
+
+    from rescue.commands.restore import identity_of
+    from rescue.engine.journal import identity_name
+
+    with loop_disk(tmp_path / "new.img", 1536 * MiB) as dev:
+        before = sha256(dev)
+        folder = tmp_path / "state" / identity_name(identity_of(dev))
+        folder.mkdir(parents=True)
+        with open(folder / "wizard.lock", "w") as other_console:
+            fcntl.flock(other_console, fcntl.LOCK_EX)
+            app = make_app(engine_for(demo, tmp_path, dev))
+            async with app.run_test(size=SIZE) as pilot:
+                await to_review(pilot, dev)
+                await confirm(pilot, dev)
+                await run_to_end(pilot)
+                screen = app.screen
+                assert isinstance(screen, FailedScreen)
+                assert "another restore onto" in str(screen.error)
+        assert sha256(dev) == before
