@@ -60,9 +60,11 @@ class SshRunner(Runner):
 
     def __call__(self, argv: Sequence[str], ok: Sequence[int] = (0,)) -> Result:
         remote = shlex.join(argv)
-        # BatchMode: never wait for a password at night; the alive checks end a hung link
-        full = [self.ssh, "-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "ServerAliveInterval=15",
-                "-o", "ServerAliveCountMax=4", self.host, "--", remote]
+        # BatchMode: never wait for a password at night; StrictHostKeyChecking=yes: only a host
+        # whose key is already known (an ssh_config with accept-new or no is overridden);
+        # the alive checks end a hung link
+        full = [self.ssh, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=20",
+                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4", self.host, "--", remote]
         r = run(full, check=False, binary=True)
         if r.returncode == 255:
             raise CommandError(full, 255, r.stderr or "ssh could not reach the client")

@@ -117,7 +117,7 @@ FAKE_SSH = """#!/bin/sh
 # Stands in for ssh (no sshd on the test machine): insists on BatchMode, then
 # does what sshd does with the command: hands the one string to the login shell.
 [ "$1" = -o ] && [ "$2" = BatchMode=yes ] || { echo "no BatchMode" >&2; exit 99; }
-shift 8
+shift 10  # the 5 "-o X" pairs
 echo "$1" >> "$(dirname "$0")/hosts"
 shift
 [ "$1" = -- ] && shift
