@@ -7,6 +7,7 @@ engine facade from a real Plan, or loaded from recorded facts in tests.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
@@ -35,6 +36,19 @@ def duration(seconds: float | None) -> str:
     h, rest = divmod(s, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def hang(text: str, width: int = 76) -> str:
+    """Wrap long lines under their own indent, so a wrapped line still reads as part of its item."""
+    out = []
+    for line in text.splitlines():
+        if len(line) <= width:
+            out.append(line)
+            continue
+        lead = line[: len(line) - len(line.lstrip())]
+        out += textwrap.wrap(line, width, initial_indent="", subsequent_indent=lead + "    ",
+                             break_on_hyphens=False, drop_whitespace=True) or [line]
+    return "\n".join(out)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from rescue.errors import Aborted, RescueError
 from rescue.events import Output, PlanDone, PlanStarted, Progress, StepDone, StepFailed, StepSkipped, StepStarted
 from rescue.tui.facade import Interrupted
 from rescue.tui.messages import EngineEvent, RunEnded
-from rescue.tui.review import Review, duration, human
+from rescue.tui.review import Review, duration, hang, human
 from rescue.tui.screens.backups import error_text
 from rescue.tui.screens.base import WizardScreen, unexpected
 
@@ -193,7 +193,7 @@ boots from the restored disk. r reboots, p powers off, s opens a shell
         if self.done.incomplete:
             head += "\nINCOMPLETE: some files could not be read from the backup (see the log)."
         with VerticalScroll(id="summary"):
-            yield Static(head + "\n\n" + self.done.summary, markup=False)
+            yield Static(hang(head + "\n\n" + self.done.summary), markup=False)
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
@@ -282,8 +282,8 @@ q quits."""
             "r resumes it (done steps are skipped), n starts a new restore, q quits.",
             id="body", markup=False)
         with VerticalScroll(id="steps"):
-            yield Static("\n".join(f"{'done' if n < i.steps_done else 'todo'}  {s}"
-                                   for n, s in enumerate(i.review.steps)), markup=False)
+            yield Static(hang("\n".join(f"{'done' if n < i.steps_done else 'todo'}  {s}"
+                                        for n, s in enumerate(i.review.steps))), markup=False)
         yield from self.compose_footer()
 
     def on_mount(self) -> None:

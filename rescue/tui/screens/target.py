@@ -12,7 +12,7 @@ from rescue.backups.model import Image, Machine
 from rescue.errors import RescueError
 from rescue.target import TargetDisk
 from rescue.tui.messages import DisksFound, PlanReady, WorkFailed
-from rescue.tui.review import Review, human
+from rescue.tui.review import Review, hang, human
 from rescue.tui.screens.backups import error_text
 from rescue.tui.screens.base import WizardScreen, unexpected
 from rescue.tui.screens.common import TextScreen
@@ -161,7 +161,7 @@ def review_text(r: Review) -> str:
     if r.warnings:
         out += ["", "Warnings:"] + [f"  ! {w}" for w in r.warnings]
     out += ["", f"Steps ({len(r.steps)}):"] + [f"  {i + 1:>2}. {s}" for i, s in enumerate(r.steps)]
-    return "\n".join(out)
+    return hang("\n".join(out))
 
 
 class ReviewScreen(WizardScreen):
