@@ -82,6 +82,16 @@ class Fixups(Step):
         return lines
 
     def run(self, ctx: Context) -> None:
+        # What this step makes is recorded BEFORE it is made (verify expects exactly these to
+        # differ from the image): a run killed half way leaves folders a rerun finds already
+        # there, and must still know they were not restored from the backup.
+        data = ctx.data()
+        earlier = list(data.get("created", [])) if ctx.resuming else []
+        planned = [p for e in self.fstab if e.file.startswith("/") and e.file not in NOT_PATHS and e.file != "/"
+                   for p in _missing(ctx.root, e.file)]
+        planned += [p for path, _ in SYSTEM_DIRS for p in _missing(ctx.root, path)]
+        data["created"] = list(dict.fromkeys(earlier + planned))
+        ctx.save()
         created: list[str] = []
         for r in self.roots:
             p = ctx.path(r.mountpoint)
@@ -99,7 +109,7 @@ class Fixups(Step):
                 os.chmod(p, mode)
                 os.chown(p, 0, 0)
                 created.append(path)
-        ctx.data()["created"] = created
+        data["created"] = list(dict.fromkeys(data["created"] + created))
         ctx.save()
         if created:
             ctx.say("created " + ", ".join(created))
@@ -110,7 +120,8 @@ class Fixups(Step):
         from rescue.steps.wipe import partitions_of
 
         changes = ctx.uuid_changes()
-        ctx.data()["rewritten"] = []
+        if not ctx.resuming:  # a killed run may have rewritten them already: keep its record
+            ctx.data()["rewritten"] = []
         for ch in changes:
             for rel in UUID_FILES:
                 _rewrite(ctx, confined(ctx.root, "/" + rel), ch["old"], ch["new"])
@@ -136,6 +147,18 @@ class Fixups(Step):
             ctx.note("fstab check: every UUID=/LABEL=/PARTUUID= entry names a filesystem on the restored disk")
         if by_name:
             ctx.note("fstab names devices by kernel name, which may differ on new hardware: " + ", ".join(by_name))
+
+
+def _missing(root: Path, path: str) -> list[str]:
+    """The folders of `path` (and its parents) not yet in the restored system, outermost first."""
+    out = []
+    parts = [p for p in path.split("/") if p and p not in (".", "..")]
+    for i in range(1, len(parts) + 1):
+        sub = "/" + "/".join(parts[:i])
+        real = confined(root, sub)
+        if not real.exists() and not real.is_symlink():
+            out.append(sub)
+    return out
 
 
 def _rewrite(ctx: Context, path: Path, old: str, new: str | None) -> None:
