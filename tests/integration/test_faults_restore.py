@@ -234,3 +234,34 @@ def test_target_fills_up_then_a_bigger_disk_works(demo, tmp_path):
             assert compare_trees(demo, dev, tmp_path / "mnt") == []
     finally:
         grown.unlink()
+
+
+# Dies inside Fixups right after it made /proc, before it could record anything more.
+KILL_IN_FIXUPS = r"""
+import os, signal, sys
+real = os.chown
+def chown(path, *a, **kw):
+    real(path, *a, **kw)
+    if str(path).endswith("/proc"):
+        os.kill(os.getpid(), signal.SIGKILL)
+os.chown = chown
+from rescue.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_killed_in_fixups_after_making_folders_then_rerun_verifies(demo, tmp_path):
+    """Found by the kill -9 run: a rerun after a kill inside Fixups found /proc, /sys, ... already
+    made, did not count them as made by Fixups, and verify then called the disk a mismatch."""
+    state = tmp_path / "state"
+    with loop_disk(tmp_path / "t.img", GiB) as dev:
+        argv = restore_argv(demo, dev, state)
+        killed = subprocess.run([sys.executable, "-c", KILL_IN_FIXUPS, *argv[4:]], capture_output=True,
+                                text=True, timeout=600)
+        assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+        j = Journal.load(next(state.glob("*/journal.json")))
+        assert j.was_started("fixups"), j.steps
+        rerun = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        assert rerun.returncode == Exit.OK, rerun.stdout + rerun.stderr
+        assert "MISMATCH" not in rerun.stdout
+        assert compare_trees(demo, dev, tmp_path / "mnt") == []
