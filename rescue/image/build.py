@@ -152,7 +152,15 @@ def image_key(base: str, recipe: Recipe, project: Path) -> str:
 # --- stages ------------------------------------------------------------------------------------
 
 def build_base(recipe: Recipe, suite: str, mirror: str, cache: Path, key: str, say: Say) -> Path:
-    """mmdebstrap + customize, cached as CACHE/base-KEY.tar."""
+    """mmdebstrap + customize, cached as CACHE/base-KEY.tar (one builder at a time)."""
+    import fcntl
+
+    with open(cache / ".base.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_base(recipe, suite, mirror, cache, key, say)
+
+
+def _build_base(recipe: Recipe, suite: str, mirror: str, cache: Path, key: str, say: Say) -> Path:
     tar = cache / f"base-{key}.tar"
     if tar.is_file():
         say(f"base root {tar.name} is cached")
