@@ -87,6 +87,15 @@ def _still_safe(target: str, backup_paths: Sequence[Path]) -> None:
     minimal_target_check(target, backup_paths)
 
 
+def _ours(base: Path, mount_dir: Path) -> bool:
+    """A private mount folder made by Executor.run: mount_dir/target-XXXX, no links."""
+    try:
+        return (base.name.startswith("target-") and base.parent.resolve() == mount_dir.resolve()
+                and not base.is_symlink())
+    except OSError:
+        return False
+
+
 class Executor:
     def __init__(
         self,
@@ -141,8 +150,14 @@ class Executor:
                     time.sleep(0.05)
                 done.append(f"ended the copy process {c.pid} left by an earlier run ({key})")
             entry["data"].pop("child", None)
-        if journal.mount_base and Path(journal.mount_base).exists():
-            base = Path(journal.mount_base)
+        base = Path(journal.mount_base) if journal.mount_base else None
+        if base is not None and not _ours(base, self.mount_dir):
+            # Only a folder this engine makes (mount_dir/target-*) is ever unmounted: a damaged
+            # journal naming "/" or /home must not unmount the rescue system's own mounts.
+            done.append(f"left {base} alone: the journal names it, but rescue makes its mounts "
+                        f"only in {self.mount_dir}/target-*")
+            base = None
+        if base is not None and base.exists():
 
             def logged(argv: list[str], **kw: Any) -> Any:
                 r = run(argv, **kw)
