@@ -190,9 +190,12 @@ class EngineContext:
         self.journal.save()
 
     def path(self, mountpoint: str) -> Path:
-        """Where a mount point of the restored system is, under the private root."""
-        rel = mountpoint.strip("/")
-        return self.root / rel if rel else self.root
+        """Where a mount point of the restored system is, under the private root.
+
+        Resolved as chroot would ('..' and symlinks never lead out of the root)."""
+        from rescue.steps.base import confined
+
+        return confined(self.root, mountpoint)
 
     def uuid_changes(self) -> list[dict[str, Any]]:
         """Filesystems that could not keep their captured UUID (recorded by mkfs/mkswap)."""

@@ -48,7 +48,7 @@ class MountFilesystem(Step):
             lines.append("btrfs device scan --forget || true")
         lines.append(line)
         lines.append(
-            f'[ "$(findmnt -fno MAJ:MIN {where})" = "$(lsblk -dno MAJ:MIN {sh(self.device)} | tr -d \' \')" ] '
+            f'[ "$(findmnt -fno MAJ:MIN {where} | tr -d \' \')" = "$(lsblk -dno MAJ:MIN {sh(self.device)} | tr -d \' \')" ] '
             f"|| {{ echo {sh(f'{self.mountpoint} is not {self.device}: another disk with the same UUID?')} >&2; exit 1; }}"
         )
         return lines

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shlex
 from dataclasses import dataclass
 
 from rescue.errors import StepFailed
