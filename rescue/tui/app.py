@@ -43,6 +43,7 @@ class Wizard(App[int]):
         self.engine = engine
         self.machine: Machine | None = None
         self.images: dict[str, Image] = {}
+        self.skipped: tuple[str, ...] = ()  # vaults left out of the restore
         self.target: TargetDisk | None = None
         self.review: Review | None = None
         self.log_lines: list[str] = []
@@ -62,17 +63,20 @@ class Wizard(App[int]):
     def choose_machine(self, machine: Machine) -> None:
         self.machine = machine
         self.images = dict(self.engine.choose(machine))
+        self.skipped = ()
         self.push_screen(ImagesScreen(machine, self.images))
 
-    def choose_images(self, images: dict[str, Image]) -> None:
+    def choose_images(self, images: dict[str, Image], skipped: tuple[str, ...] = ()) -> None:
         self.images = images
+        self.skipped = skipped
         self.push_screen(TargetScreen())
 
     def choose_target(self, disk: TargetDisk) -> None:
         assert self.machine is not None
         self.target = disk
+        # a vault left out still hands over its image when it has one: the plan then says so
         chosen = tuple(self.images[v.name] for v in self.machine.vaults if v.name in self.images)
-        self.push_screen(ReviewScreen(self.machine, chosen, disk))
+        self.push_screen(ReviewScreen(self.machine, chosen, disk, self.skipped))
 
     def confirm(self, review: Review, resume: bool = False) -> None:
         def answered(yes: bool | None) -> None:

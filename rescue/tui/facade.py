@@ -57,8 +57,11 @@ class Engine(Protocol):
         """Every disk of this machine, safe or not."""
         ...
 
-    def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk) -> Review:
-        """Build the plan and its review; raises RescueError when it cannot work."""
+    def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk,
+             skip: tuple[str, ...] = ()) -> Review:
+        """Build the plan and its review; raises RescueError when it cannot work.
+
+        skip names vaults the person chose to leave out (their filesystems are made empty)."""
         ...
 
     def interrupted(self) -> Interrupted | None:

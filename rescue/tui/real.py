@@ -150,7 +150,8 @@ class RealEngine:
 
         return tuple(list_disks(backup_sources=self._sources()))
 
-    def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk) -> Review:
+    def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk,
+             skip: tuple[str, ...] = ()) -> Review:
         from rescue.layout.legacy import load_layout
         from rescue.plan import PlanOptions, build_plan
 
@@ -160,7 +161,7 @@ class RealEngine:
             layout = load_layout(image.path)
             if layout is not None:
                 break
-        plan = build_plan(layout, images, target, PlanOptions())
+        plan = build_plan(layout, images, target, PlanOptions(skip_vaults=tuple(skip)))
         review = review_of(plan)
         self.plans[review] = plan
         return review

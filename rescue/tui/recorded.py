@@ -77,6 +77,7 @@ class RecordedEngine:
         self.power_calls: list[str] = []
         self.shell_calls = 0
         self.runs = 0
+        self.skipped: tuple[str, ...] = ()
         self.written: list[str] = []  # the targets a run wrote to (nothing before a confirmation)
 
     def _load(self, name: str) -> Any:
@@ -93,7 +94,9 @@ class RecordedEngine:
     def disks(self) -> tuple[TargetDisk, ...]:
         return tuple(from_json(TargetDisk, d) for d in self._load("disks.json"))
 
-    def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk) -> Review:
+    def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk,
+             skip: tuple[str, ...] = ()) -> Review:
+        self.skipped = tuple(skip)  # recorded plans are for all vaults; tests look at what was asked
         refusal = self.facts / "refusals" / disk_file(target.device)
         if refusal.is_file():
             data = json.loads(refusal.read_text())

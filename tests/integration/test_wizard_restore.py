@@ -314,3 +314,27 @@ async def test_a_second_console_cannot_restore_onto_a_disk_being_restored(demo, 
                 assert isinstance(screen, FailedScreen)
                 assert "another restore onto" in str(screen.error)
         assert sha256(dev) == before
+
+
+@aio
+async def test_a_vault_left_out_is_not_copied_in_the_real_plan(demo, tmp_path):
+    with loop_disk(tmp_path / "new.img", 1536 * MiB) as dev:
+        app = make_app(engine_for(demo, tmp_path, dev))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("enter")
+            await settle(pilot)
+            screen = app.screen
+            tmp_row = next(i for i, image in enumerate(screen.images) if image.vault == demo["parts"]["/tmp"].vault)
+            screen.query_one("#images", DataTable).move_cursor(row=tmp_row)
+            await pilot.press("x", "n")
+            await settle(pilot)
+            target = app.screen
+            target.query_one("#disks", DataTable).move_cursor(row=[d.device for d in target.disks].index(dev))
+            await pilot.press("enter")
+            await settle(pilot)
+            review = app.screen.review
+            assert review is not None
+            assert [c.mountpoint for c in review.copies] == ["/", "/home"]
+            assert any("left out" in w for w in review.warnings)
+            assert any(fs.mountpoint == "/tmp" for fs in review.filesystems)  # still made, empty

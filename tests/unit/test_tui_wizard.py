@@ -558,3 +558,30 @@ async def test_backups_screen_without_any_bank_says_what_to_do(tmp_path):
         await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, BackupsScreen)
+
+
+@aio
+async def test_a_vault_can_be_left_out_and_taken_back():
+    engine = RecordedEngine(FACTS)
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, ImagesScreen)
+        table = screen.query_one("#images", DataTable)
+        tmp_rows = [i for i, image in enumerate(screen.images) if image.vault == "tmp"]
+        table.move_cursor(row=tmp_rows[0])
+        await pilot.press("x")
+        await pilot.pause()
+        assert {str(table.get_row_at(r)[0]) for r in tmp_rows} == {"out"}
+        await pilot.press("x")  # taken back
+        await pilot.pause()
+        assert "*" in {str(table.get_row_at(r)[0]) for r in tmp_rows}
+        await pilot.press("x")
+        await pilot.press("n")
+        await settle(pilot)
+        assert isinstance(app.screen, TargetScreen)
+        await pick_disk(pilot, safe_disk())
+        assert engine.skipped == ("tmp",)

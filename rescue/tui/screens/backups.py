@@ -150,9 +150,11 @@ Every image of every vault of the machine, newest first. '*' marks the
 image that will be restored for each vault: the newest good one unless
 you choose another with Enter. Images that FAILED or are INCOMPLETE (the
 backup died or is still running) are shown but cannot be chosen.
-n goes on to choose the target disk."""
+x leaves the highlighted vault out of the restore (its filesystem is made
+empty), or takes it back in. n goes on to choose the target disk."""
     BINDINGS = [
         Binding("enter", "choose", "Use this image", priority=True, key_display="Enter"),
+        Binding("x", "skip", "Leave out"),
         Binding("n", "next", "Next"),
         Binding("q", "app.quit_wizard", "Quit"),
     ]
@@ -161,6 +163,7 @@ n goes on to choose the target disk."""
         super().__init__()
         self.machine = machine
         self.chosen = chosen
+        self.skipped: set[str] = set()
         self.images: list[Image] = []
 
     def compose(self) -> ComposeResult:
@@ -184,7 +187,10 @@ n goes on to choose the target disk."""
         for vault in self.machine.vaults:
             for image in reversed(vault.images):
                 self.images.append(image)
-                mark = "*" if self.chosen.get(vault.name) == image else ""
+                if vault.name in self.skipped:
+                    mark = "out"
+                else:
+                    mark = "*" if self.chosen.get(vault.name) == image else ""
                 table.add_row(mark, vault.name, image.name, image_date(image), status_word(image),
                               human(image.size) if image.size is not None else "?",
                               "yes" if image.layout_dir else "-")
@@ -213,11 +219,27 @@ n goes on to choose the target disk."""
                         severity="error")
             return
         self.chosen[image.vault] = image
+        self.skipped.discard(image.vault)
+        self.fill()
+
+    def action_skip(self) -> None:
+        if not self.images:
+            return
+        vault = self.images[self.query_one("#images", DataTable).cursor_row].vault
+        if vault in self.skipped:
+            self.skipped.discard(vault)
+        else:
+            self.skipped.add(vault)
         self.fill()
 
     def action_next(self) -> None:
-        missing = [v.name for v in self.machine.vaults if v.name not in self.chosen]
+        missing = [v.name for v in self.machine.vaults if v.name not in self.chosen and v.name not in self.skipped]
         if missing:
-            self.notify(f"No good image chosen for: {', '.join(missing)}", severity="error")
+            self.notify(f"No good image chosen for: {', '.join(missing)}. Choose one, or x leaves "
+                        "the vault out.", severity="error")
             return
-        self.wizard.choose_images(dict(self.chosen))
+        if len(self.skipped) == len(self.machine.vaults):
+            self.notify("Every vault is left out: there would be nothing to restore.", severity="error")
+            return
+        order = [v.name for v in self.machine.vaults]
+        self.wizard.choose_images(dict(self.chosen), tuple(sorted(self.skipped, key=order.index)))

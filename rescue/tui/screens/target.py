@@ -178,11 +178,13 @@ the same by hand. n goes on to the confirmation."""
         Binding("q", "app.quit_wizard", "Quit"),
     ]
 
-    def __init__(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk) -> None:
+    def __init__(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk,
+                 skipped: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.machine = machine
         self.images = images
         self.target = target
+        self.skipped = skipped
         self.review: Review | None = None
 
     def compose(self) -> ComposeResult:
@@ -199,7 +201,7 @@ the same by hand. n goes on to the confirmation."""
     @work(thread=True, exclusive=True, group="plan")
     def build(self) -> None:
         try:
-            review = self.engine.plan(self.machine, self.images, self.target)
+            review = self.engine.plan(self.machine, self.images, self.target, self.skipped)
         except RescueError as e:
             self.post_message(WorkFailed(e))
             return
