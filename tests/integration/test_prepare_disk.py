@@ -187,3 +187,40 @@ def test_a_disk_too_small_for_rescue_and_backup_is_refused(rescue_image: Path, t
     assert "too small" in result.stderr
     with open(disk, "rb") as f:
         assert f.read(1 << 20) == b"\0" * (1 << 20)
+
+
+def _debugfs(image: Path, request: str) -> str:
+    return run(["debugfs", "-R", request, str(image)]).stdout
+
+
+def test_the_built_image_is_locked_down_and_carries_rescue_and_the_restore_tools(rescue_image: Path):
+    """Read straight from the ext4 image (debugfs): what the rescue system will be when it boots."""
+    from rescue.image import manifest as mf
+
+    m = mf.load(rescue_image.parent)
+    assert m.label == "RESCUE" and m.used_bytes <= 600 * (1 << 20) and m.total_bytes == 1 << 30
+    names = {p.name for p in m.packages}
+    for pkg in ("linux-image-amd64", "systemd", "udev", "fdisk", "parted", "e2fsprogs", "xfsprogs", "btrfs-progs",
+                "dosfstools", "mtools", "rsync", "attr", "acl", "grub-pc-bin", "grub-efi-amd64-bin",
+                "efibootmgr", "openssh-client", "python3", "libparted2"):
+        assert pkg in names, pkg
+    assert "openssh-server" not in names and "dropbear" not in names, "no ssh server in a rescue image"
+    shadow = _debugfs(rescue_image, "cat /etc/shadow")
+    root_pw = next(line for line in shadow.splitlines() if line.startswith("root:")).split(":")[1]
+    assert root_pw.startswith("!") or root_pw == "*", "root's password is locked"
+    assert "ssh_host_" not in _debugfs(rescue_image, "ls /etc/ssh"), "no SSH host keys baked in"
+    assert _debugfs(rescue_image, "cat /etc/machine-id") == "", "every boot makes its own machine id"
+    # rescue runs on the image's python3 with everything it imports installed beside it
+    entry = _debugfs(rescue_image, "cat /usr/local/bin/rescue")
+    assert entry.startswith("#!/usr/bin/python3\n") and "rescue.cli" in entry
+    site = _debugfs(rescue_image, "ls /usr/local/lib/python3.11/dist-packages")
+    for module in ("rescue", "textual", "parted", "blkinfo", "jinja2"):
+        assert module in site.split(), module
+    unattended = _debugfs(rescue_image, "cat /usr/local/sbin/rescue-unattended-restore")
+    assert unattended == (REPO / "scripts" / "unattended-restore").read_text()
+    assert "RESCUE-READY" in _debugfs(rescue_image, "cat /usr/local/sbin/rescue-console")
+    grub_cfg = _debugfs(rescue_image, "cat /boot/grub/grub.cfg")
+    assert f"linux /boot/vmlinuz-{m.kernel} " in grub_cfg and "Restore wizard" in grub_cfg
+    wants = _debugfs(rescue_image, "ls /etc/systemd/system/multi-user.target.wants")
+    assert "rescue-mount-backup.service" in wants
+    assert "serial-getty@ttyS0.service" in _debugfs(rescue_image, "ls /etc/systemd/system/getty.target.wants")
