@@ -162,6 +162,22 @@ def _ask(prompt: str) -> str:
     return line
 
 
+FALLBACK_STATE_DIR = Path("/run/rescue/state")
+
+
+def usable_state_dir(wanted: Path) -> Path:
+    """The journal's folder; on a read-only rescue root, /run (lost at power-off, said so)."""
+    try:
+        wanted.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if os.access(wanted, os.W_OK):
+            return wanted
+    except OSError:
+        pass
+    print(f"restore: {wanted} is not writable; keeping the journal in {FALLBACK_STATE_DIR} "
+          "(a restore cut off by a power loss then starts over)", flush=True)
+    return FALLBACK_STATE_DIR
+
+
 def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
     from rescue.backups import choose_images, find_backups
     from rescue.engine.executor import Executor
@@ -179,6 +195,8 @@ def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
         raise RescueError(f"{args.target} does not exist", fix="name the target disk, e.g. /dev/sdb (lsblk lists them)")
     device = os.path.realpath(args.target)
     state_dir = args.state_dir or DEFAULT_STATE_DIR
+    if not args.dry_run:
+        state_dir = usable_state_dir(state_dir)
     identity = identity_of(device)
 
     backups = find_backups(banks=args.bank)
