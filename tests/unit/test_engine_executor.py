@@ -187,3 +187,48 @@ def test_duplicate_step_keys_are_refused(tmp_path):
 
     with pytest.raises(RescueError):
         executor(tmp_path).run(Plan((Fake("a"), Fake("a"))))
+
+
+def test_progress_lines_suit_a_serial_console():
+    import io
+
+    from rescue.commands.restore import ProgressPrinter
+
+    out = io.StringIO()
+    p = ProgressPrinter(out, every=3600)
+    p(ev.PlanStarted(15, True))
+    p(ev.StepSkipped(1, "partition:/dev/sdb", "write gpt partition table"))
+    p(ev.StepStarted(9, 15, "copy:home", "copy vault home"))
+    p(ev.Progress("copy:home", 512 << 20, 2 << 30, 1000, 0, 95.0))
+    p(ev.Progress("copy:home", 600 << 20, 2 << 30, 1200, 0, 90.0))  # within the interval: not printed
+    p(ev.Progress("copy:home", 2 << 30, 2 << 30, 5000, 5000, 0.0))  # the final one always is
+    p(ev.StepDone(9, "copy:home", 12.5))
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "restore: 15 steps (resuming an earlier run)",
+        "[2/15] done already: write gpt partition table",
+        "[10/15] copy vault home",
+        "      512.0 MiB of 2.0 GiB (25%), 1000 files, about 1m35s left",
+        "      2.0 GiB of 2.0 GiB (100%), 5000 of 5000 files",
+        "      done in 12.5s",
+    ]
+    assert all(line.isascii() and "\x1b" not in line for line in lines)
+
+
+def test_confirmation_needs_the_device_name():
+    from rescue.commands.restore import confirm
+    from rescue.target import TargetDisk
+
+    disk = TargetDisk(device="/dev/sdb", size=1 << 40, by_id=("/dev/disk/by-id/ata-NEW",))
+    for answer in ("/dev/sdb", "sdb", "/dev/disk/by-id/ata-NEW", "  /dev/sdb\n"):
+        confirm(disk, lambda prompt, a=answer: a)
+    for answer in ("yes", "/dev/sda", ""):
+        with pytest.raises(Aborted) as e:
+            confirm(disk, lambda prompt, a=answer: a)
+        assert e.value.exit_code == Exit.ABORTED and "nothing was written" in e.value.what
+
+    def eof(prompt):
+        raise EOFError
+
+    with pytest.raises(Aborted):
+        confirm(disk, eof)
