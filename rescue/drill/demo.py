@@ -115,22 +115,32 @@ def drill_one(fw: Firmware, prepared: Prepared, opts: Options, run: Run, say: Sa
     def progress(what: str):
         return lambda s, line: say(f"  [{fw.value}] {what}: {s / 60:4.1f} min  | {line}")
 
-    with run.phase("restore inside the rescue VM", say) as ph:
-        vm = VM([backup_img, target_img], work, firmware=fw, memory_mib=opts.memory_mib, name="restore")
-        run.logs.append(str(vm.serial_log))
-        with vm:
-            seconds = vm.wait_for(RESTORE_OK, RESTORE_TIMEOUT, fail_markers=RESTORE_FAILED,
-                                  progress=progress("restoring"))
-            ph.check("backup disk booted the Unattended restore entry", "rescue.mode=unattended" in vm.console()
-                     or "Unattended restore" in vm.console())
-            ph.check(RESTORE_OK, True, got=f"after {seconds:.0f} s")
-            try:
-                vm.wait_exit(180)
-                ph.check("rescue system powered off after the restore", True)
-            except Exception:  # noqa: BLE001 - a guest that stays up is a note, not a failed restore
-                ph.notes.append("the rescue system did not power off within 3 min; stopped")
+    restore_failed: PhaseFailed | None = None
+    vm = VM([backup_img, target_img], work, firmware=fw, memory_mib=opts.memory_mib, name="restore")
+    try:
+        with run.phase("restore inside the rescue VM", say) as ph:
+            run.logs.append(str(vm.serial_log))
+            with vm:
+                seconds = vm.wait_for(RESTORE_OK, RESTORE_TIMEOUT, fail_markers=RESTORE_FAILED,
+                                      progress=progress("restoring"))
+                ph.check("backup disk booted the Unattended restore entry", "Unattended restore" in vm.console())
+                ph.check(RESTORE_OK, True, got=f"after {seconds:.0f} s")
+                try:
+                    vm.wait_exit(180)
+                    ph.check("rescue system powered off after the restore", True)
+                except Exception:  # noqa: BLE001 - a guest that stays up is a note, not a failed restore
+                    ph.notes.append("the rescue system did not power off within 3 min; stopped")
+    except PhaseFailed as e:
+        # A restore that reached its end and reported FAILED (a late step such as
+        # verify) may still have made a bootable disk: boot it for the evidence,
+        # then fail the drill all the same.
+        if "RESCUE-RESTORE: FAILED" not in vm.console() or "install grub" not in vm.console():
+            raise
+        restore_failed = e
 
     with run.phase("boot the restored disk", say) as ph:
+        if restore_failed is not None:
+            ph.notes.append("booted for the evidence: the restore itself reported FAILED")
         vm = VM([target_img], work, firmware=fw, memory_mib=opts.memory_mib, name="restored")
         run.logs.append(str(vm.serial_log))
         with vm:
@@ -141,6 +151,8 @@ def drill_one(fw: Firmware, prepared: Prepared, opts: Options, run: Run, say: Sa
                 vm.wait_exit(180)
             finally:
                 check_restored(vm.console(), DemoFacts.load(facts_file), ph)
+    if restore_failed is not None:
+        raise restore_failed
 
 
 def _backup(demo: DemoDisk, backup_img: Path, work: Path, facts: DemoFacts, ph: Phase) -> tuple[str, ...]:
