@@ -21,23 +21,20 @@ from rescue.backups.discover import choose_images, find_backups
 from rescue.backups.model import Image
 from rescue.devices import attached, partition_path
 from rescue.drill import backup_disk
-from rescue.drill.checks import BOOT_FAILURES, check_restored
 from rescue.drill.demo import (
-    RESTORE_FAILED,
-    RESTORE_OK,
     RESTORE_TIMEOUT,
-    BOOT_TIMEOUT,
     TARGET_BY_ID,
     default_workdir,
     prepare as prepare_shared,
+    restore_and_boot,
     tidy,
 )
 from rescue.drill.demo_disk import FILES, DemoFacts, FsFact, cleanup_mounts
-from rescue.drill.report import PhaseFailed, Report, Run, Say
+from rescue.drill.report import Phase, PhaseFailed, Report, Run, Say
 from rescue.errors import BackupError, RescueError
 from rescue.layout.legacy import load_layout
 from rescue.layout.model import BootMode, Layout
-from rescue.qemu import VM, Firmware
+from rescue.qemu import Firmware
 from rescue.run import run
 
 GiB = 1 << 30
@@ -183,30 +180,11 @@ def _drill(opts: BankOptions, rescue_image: Path, drill: Run, say: Say) -> None:
         ph.notes.append(backup_disk.choose_boot_entry(backup_img, work, "unattended"))
         backup_disk.blank_disk(target_img, disk_size)
 
-    def progress(what: str):
-        return lambda s, line: say(f"  [{opts.client}] {what}: {s / 60:4.1f} min  | {line}")
-
-    with drill.phase("restore inside the rescue VM", say) as ph:
-        vm = VM([backup_img, target_img], work, firmware=firmware, memory_mib=opts.memory_mib, name="restore")
-        drill.logs.append(str(vm.serial_log))
-        with vm:
-            seconds = vm.wait_for(RESTORE_OK, RESTORE_TIMEOUT * 4, fail_markers=RESTORE_FAILED,
-                                  progress=progress("restoring"))
-            ph.check(RESTORE_OK, True, got=f"after {seconds:.0f} s")
-            with contextlib.suppress(RescueError):
-                vm.wait_exit(180)
-
-    with drill.phase("boot the restored disk", say) as ph:
+    def add_report(ph: Phase) -> None:
         with _mounted_root(target_img, layout, work / "mnt-restored"):
             add_report_service(work / "mnt-restored")
         ph.notes.append("a report service was added to the restored copy (only there) to read its state")
-        vm = VM([target_img], work, firmware=firmware, memory_mib=opts.memory_mib, name="restored")
-        drill.logs.append(str(vm.serial_log))
-        with vm:
-            try:
-                vm.wait_for("DEMO-DONE", BOOT_TIMEOUT, fail_markers=BOOT_FAILURES,
-                            progress=progress("booting the restored disk"))
-                with contextlib.suppress(RescueError):
-                    vm.wait_exit(180)
-            finally:
-                check_restored(vm.console(), _facts(layout, firmware), ph, data=False)
+
+    restore_and_boot(drill, say, work=work, firmware=firmware, backup_img=backup_img, target_img=target_img,
+                     facts=_facts(layout, firmware), memory_mib=opts.memory_mib, label=opts.client,
+                     data=False, restore_timeout=RESTORE_TIMEOUT * 4, before_boot=add_report)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from rescue.drill.checks import BOOT_FAILURES, check_restored
 from rescue.drill.demo_disk import DISK_SIZE, DemoDisk, DemoFacts, cleanup_mounts
 from rescue.drill.report import Phase, PhaseFailed, Report, Run, Say
 from rescue.layout.model import Layout
+from rescue.errors import RescueError
 from rescue.qemu import VM, Firmware
 
 GiB = 1 << 30
@@ -112,23 +113,34 @@ def drill_one(fw: Firmware, prepared: Prepared, opts: Options, run: Run, say: Sa
         ph.notes.append(f"blank target {target_img.name}: {TARGET_SIZE / GiB:.0f} GiB (the original was "
                         f"{DISK_SIZE / GiB:.0f} GiB)")
 
-    def progress(what: str):
-        return lambda s, line: say(f"  [{fw.value}] {what}: {s / 60:4.1f} min  | {line}")
+    restore_and_boot(run, say, work=work, firmware=fw, backup_img=backup_img, target_img=target_img,
+                     facts=DemoFacts.load(facts_file), memory_mib=opts.memory_mib, label=fw.value)
+
+
+def restore_and_boot(
+    run: Run, say: Say, *, work: Path, firmware: Firmware, backup_img: Path, target_img: Path,
+    facts: DemoFacts, memory_mib: int, label: str, data: bool = True,
+    restore_timeout: float = RESTORE_TIMEOUT, before_boot: Callable[[Phase], None] | None = None,
+) -> None:
+    """Boot the backup disk's unattended restore with the blank disk, then boot the result alone."""
+
+    def progress(what: str) -> Callable[[float, str], None]:
+        return lambda s, line: say(f"  [{label}] {what}: {s / 60:4.1f} min  | {line}")
 
     restore_failed: PhaseFailed | None = None
-    vm = VM([backup_img, target_img], work, firmware=fw, memory_mib=opts.memory_mib, name="restore")
+    vm = VM([backup_img, target_img], work, firmware=firmware, memory_mib=memory_mib, name="restore")
     try:
         with run.phase("restore inside the rescue VM", say) as ph:
             run.logs.append(str(vm.serial_log))
             with vm:
-                seconds = vm.wait_for(RESTORE_OK, RESTORE_TIMEOUT, fail_markers=RESTORE_FAILED,
+                seconds = vm.wait_for(RESTORE_OK, restore_timeout, fail_markers=RESTORE_FAILED,
                                       progress=progress("restoring"))
                 ph.check("backup disk booted the Unattended restore entry", "Unattended restore" in vm.console())
                 ph.check(RESTORE_OK, True, got=f"after {seconds:.0f} s")
                 try:
                     vm.wait_exit(180)
                     ph.check("rescue system powered off after the restore", True)
-                except Exception:  # noqa: BLE001 - a guest that stays up is a note, not a failed restore
+                except RescueError:  # a guest that stays up is a note, not a failed restore
                     ph.notes.append("the rescue system did not power off within 3 min; stopped")
     except PhaseFailed as e:
         # A restore that reached its end and reported FAILED (a late step such as
@@ -141,16 +153,21 @@ def drill_one(fw: Firmware, prepared: Prepared, opts: Options, run: Run, say: Sa
     with run.phase("boot the restored disk", say) as ph:
         if restore_failed is not None:
             ph.notes.append("booted for the evidence: the restore itself reported FAILED")
-        vm = VM([target_img], work, firmware=fw, memory_mib=opts.memory_mib, name="restored")
+        if before_boot is not None:
+            before_boot(ph)
+        vm = VM([target_img], work, firmware=firmware, memory_mib=memory_mib, name="restored")
         run.logs.append(str(vm.serial_log))
         with vm:
             try:
                 seconds = vm.wait_for("DEMO-DONE", BOOT_TIMEOUT, fail_markers=BOOT_FAILURES,
                                       progress=progress("booting the restored disk"))
                 ph.notes.append(f"multi-user and report after {seconds:.0f} s")
-                vm.wait_exit(180)
+                try:
+                    vm.wait_exit(180)
+                except RescueError:
+                    ph.notes.append("the restored machine did not power off within 3 min; stopped")
             finally:
-                check_restored(vm.console(), DemoFacts.load(facts_file), ph)
+                check_restored(vm.console(), facts, ph, data=data)
     if restore_failed is not None:
         raise restore_failed
 
