@@ -165,6 +165,20 @@ def _ask(prompt: str) -> str:
 FALLBACK_STATE_DIR = Path("/run/rescue/state")
 
 
+def _stop_on_sigterm() -> None:
+    """A TERM (shutdown, systemctl stop) stops like Ctrl-C: the copy is ended, mounts released."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def usable_state_dir(wanted: Path) -> Path:
     """The journal's folder; on a read-only rescue root, /run (lost at power-off, said so)."""
     try:
@@ -237,6 +251,7 @@ def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
     (folder / "plan.json").write_text(plan.dumps())
     printer = ProgressPrinter()
     done: dict[str, str] = {}
+    _stop_on_sigterm()
 
     def on_event(e: ev.Event) -> None:
         if isinstance(e, ev.PlanDone):

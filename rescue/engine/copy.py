@@ -130,6 +130,7 @@ def _drain(stream: Any, sink: Callable[[str], None]) -> threading.Thread:
 def _stop(proc: Any) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGCONT)  # a stopped copy must see the TERM too
     except ProcessLookupError:
         return
     try:

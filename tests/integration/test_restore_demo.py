@@ -177,6 +177,10 @@ else:
                 time.sleep(0.01)
                 os.kill(proc.pid, signal.SIGSTOP)
                 if used() - start > 16 * 1024 * 1024:
+                    if when == "term":   # a shutdown asks the restore to stop, cp half way
+                        import threading
+                        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+                        break
                     os.kill(os.getpid(), signal.SIGKILL)   # cp is half way (and left stopped)
         return proc
     context.EngineContext.spawn = spawn
@@ -214,6 +218,26 @@ def test_killed_restore_resumes_and_matches(demo, tmp_path, when):
         check_identity(demo, dev)
         assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
                     if str(tmp_path) in line or (journal.mount_base or "//") in line]
+
+
+def test_terminated_restore_stops_cleanly_and_resumes(demo, tmp_path):
+    """SIGTERM in the middle of the copy: the copy is ended, everything unmounted, exit ABORTED."""
+    state = tmp_path / "state"
+    with loop_disk(tmp_path / "t.img", GiB) as dev:
+        argv = restore_argv(demo, dev, state, "--yes")
+        proc = subprocess.run([sys.executable, "-c", KILLER, "term", *argv], capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == Exit.ABORTED, proc.stdout + proc.stderr
+        assert "interrupted" in proc.stderr
+        journal = Journal.load(next(state.glob("*/journal.json")))
+        assert journal.was_started("copy:home") and "child" not in journal.steps["copy:home"].get("data", {})
+        assert not Path(journal.mount_base).exists()  # unmounted and removed at once
+        assert f"{dev}p" not in Path("/proc/self/mountinfo").read_text()
+        rerun = subprocess.run([sys.executable, "-m", "rescue", *argv], capture_output=True, text=True,
+                               timeout=300)
+        assert rerun.returncode == Exit.OK, rerun.stdout + rerun.stderr
+        assert "finishing it with rsync" in rerun.stdout
+        assert compare_disk(demo, dev, tmp_path / "mnt") == []
 
 
 def test_rerun_of_a_finished_restore_skips_everything_written(demo, tmp_path, capsys):
