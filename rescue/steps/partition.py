@@ -44,7 +44,7 @@ def sfdisk_input(table: PartitionTable, disk: str) -> str:
 
 
 def parse_dump(text: str) -> PartitionTable:
-    """A table from `sfdisk -d` output (what the target disk holds now)."""
+    """A lenient reading of `sfdisk -d` output, for when the strict parser refuses a dump."""
     header: dict[str, str] = {}
     parts = []
     for raw in text.splitlines():
@@ -136,11 +136,18 @@ def table_differences(plan: PartitionTable, disk: PartitionTable) -> list[str]:
 
 
 def read_table(ctx: Context, disk: str) -> PartitionTable | None:
+    """The table on the disk now, read with the layout's strict sfdisk parser."""
+    from rescue.errors import LayoutError
+    from rescue.layout.sfdisk import parse_sfdisk
+
     try:
         out = ctx.run(["sfdisk", "--dump", disk]).stdout
     except CommandError:
         return None  # no table (a blank disk)
-    return parse_dump(out)
+    try:
+        return parse_sfdisk(out, file=f"sfdisk --dump {disk}")
+    except LayoutError:
+        return parse_dump(out)  # the comparison below still names what differs
 
 
 @dataclass(frozen=True)
