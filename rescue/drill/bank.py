@@ -135,7 +135,7 @@ def run_bank(opts: BankOptions, say: Say) -> Report:
     report.runs.append(setup)
     opts.workdir.mkdir(parents=True, exist_ok=True)
     try:
-        prepared = prepare_shared(setup, say)
+        prepared = prepare_shared(setup, say, with_demo_os=False)
         drill = Run(f"bank {opts.client}")
         report.runs.append(drill)
         try:

@@ -52,16 +52,18 @@ class Prepared:
     """What every firmware's drill shares: the rescue image and the demo OS."""
 
     rescue_image: Path
-    os_tarball: Path
+    os_tarball: Path | None  # None for the bank drill
 
 
-def prepare(setup: Run, say: Say) -> Prepared:
+def prepare(setup: Run, say: Say, with_demo_os: bool = True) -> Prepared:
     with setup.phase("rescue image (build or reuse)", say) as ph:
         from rescue.image.build import ensure_image
 
         image, manifest = ensure_image(say=lambda m: say(f"  rescue-image: {m}"))
         ph.notes.append(f"{image} (key {manifest.build_key}, {manifest.used_bytes >> 20} MiB used)")
         ph.check("rescue image exists", image.is_file(), str(image))
+    if not with_demo_os:
+        return Prepared(image, None)
     with setup.phase("demo OS (build or reuse)", say) as ph:
         built = demo_os.build(progress=lambda m: say(f"  {m}"))
         ph.notes.append(f"{built.tarball} ({'built' if built.built else 'reused'})")
@@ -80,6 +82,7 @@ def drill_one(fw: Firmware, prepared: Prepared, opts: Options, run: Run, say: Sa
     target_img = work / "new-disk.img"
     facts_file = work / "demo-facts.json"
 
+    assert prepared.os_tarball is not None
     demo = DemoDisk(work, fw, prepared.os_tarball)
     try:
         with run.phase("demo machine", say) as ph:
