@@ -71,6 +71,7 @@ class RecordedEngine:
         self.holding = threading.Event()
         self.release = threading.Event()
         self.hold_seconds = 30.0
+        self.hold_ends_on_cancel = False  # True: leaving the progress screen ends the hold too
         self.reviews: dict[Review, str] = {}
         self.done_keys: set[str] = set()  # steps finished by an earlier (cancelled) replay
         self.unfinished: Interrupted | None = None
@@ -139,7 +140,10 @@ class RecordedEngine:
             if self.hold_at is not None and getattr(ev, "key", None) == self.hold_at \
                     and isinstance(ev, events.Progress) and not self.holding.is_set():
                 self.holding.set()
-                self.release.wait(self.hold_seconds)
+                waited = 0.0
+                while not self.release.wait(0.05) and waited < self.hold_seconds \
+                        and not (self.hold_ends_on_cancel and cancel.is_set()):
+                    waited += 0.05
             if isinstance(ev, events.Progress) and cancel.is_set():
                 # as the engine's copy does: it stops part way, and a rerun resumes it
                 self.unfinished = Interrupted(review.client, review.target, len(self.done_keys),

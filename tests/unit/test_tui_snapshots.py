@@ -137,7 +137,8 @@ def test_snapshot_confirm(snap_compare):
 
 def test_snapshot_progress_during_the_copy(snap_compare):
     engine = RecordedEngine(FACTS, hold_at="copy:home")
-    engine.hold_seconds = 3.0  # the picture is taken while the replay waits; then it ends by itself
+    engine.hold_seconds = 15.0  # the picture is taken while the replay waits;
+    engine.hold_ends_on_cancel = True  # leaving the progress screen (the app's end) ends the wait
 
     async def before(pilot):
         await start_restore(pilot)

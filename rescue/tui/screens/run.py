@@ -71,6 +71,10 @@ wizard again and it offers to. l shows the whole log."""
     def on_mount(self) -> None:
         self.start()
 
+    def on_unmount(self) -> None:
+        # the wizard is going away (e.g. its terminal closed): stop at the next safe point
+        self.stop.set()
+
     def start(self) -> None:
         self.stop.clear()
         self.finished = False
