@@ -100,6 +100,7 @@ def atheris_one(name: str, runs: int, corpus: Path) -> int:
     if target.tree is not None:  # structurally mutated trees as extra corpus: libFuzzer mutates bytes only
         for i in range(50):
             (corpus / f"tree{i}").write_bytes(target.tree(rng))
+    atheris.instrument_all()  # coverage of every loaded module (rescue's parsers included) guides libFuzzer
     atheris.Setup([sys.argv[0], f"-runs={runs}", "-max_len=8192", "-timeout=5", "-rss_limit_mb=1024",
                    str(corpus)], one)
     atheris.Fuzz()  # exits the process
