@@ -355,8 +355,12 @@ def build(opts: BuildOptions, say: Say = _say) -> mf.Manifest:
         image.unlink()
         raise BuildError(f"the image uses {used_mib:.0f} MiB, over the recipe's budget of {recipe.max_used_mib} MiB",
                          fix="trim more in the recipe, or raise max_used_mib")
+    # Every output is renamed into place, never rewritten: snapshots (hard
+    # links, see ensure_image) and readers of the previous build keep theirs.
     image.rename(opts.out / mf.IMAGE)
-    bmapmod.save(bm, opts.out / mf.BMAP)
+    partial_bmap = opts.out / f".{mf.BMAP}.partial"
+    bmapmod.save(bm, partial_bmap)
+    partial_bmap.rename(opts.out / mf.BMAP)
     manifest = mf.Manifest(
         image=mf.IMAGE, bmap=mf.BMAP, label=recipe.label, fs_uuid=fs_uuid,
         total_bytes=bm.image_size, used_bytes=bm.mapped_bytes, sha256=digest, kernel=kernel,
@@ -364,7 +368,10 @@ def build(opts: BuildOptions, say: Say = _say) -> mf.Manifest:
         built=built, build_seconds=round(time.monotonic() - start, 1),
         unattended_placeholder=placeholder, packages=packages,
     )
-    mf.save(manifest, opts.out)
+    partial_dir = opts.out / ".manifest.partial"
+    partial_dir.mkdir(exist_ok=True)
+    mf.save(manifest, partial_dir).rename(opts.out / mf.MANIFEST)
+    partial_dir.rmdir()
     say(f"{opts.out / mf.IMAGE}: {used_mib:.0f} MiB used of {bm.image_size >> 20} MiB, "
         f"{len(packages)} packages, kernel {kernel}, {manifest.build_seconds:.0f} s")
     return manifest
@@ -397,8 +404,9 @@ def ensure_image(out: Path = DEFAULT_OUT, say: Say = _say, keep: int = 3) -> tup
             partial = snaps / f".{m.build_key}.partial"
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
-            for name in (m.image, m.bmap, mf.MANIFEST):
-                os.link(out / name, partial / name)
+            os.link(out / m.image, partial / m.image)
+            for name in (m.bmap, mf.MANIFEST):
+                shutil.copy2(out / name, partial / name)
             partial.rename(snap)
         os.utime(snap)
         for old in sorted((d for d in snaps.iterdir() if d.is_dir() and not d.name.startswith(".")),
