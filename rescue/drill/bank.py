@@ -102,8 +102,7 @@ def _mounted_root(target_img: Path, layout: Layout, where: Path) -> Iterator[Pat
     if root is None:
         raise RescueError("the captured layout has no / filesystem")
     with attached(target_img) as disk:
-        number = int("".join(ch for ch in root.device[-3:] if ch.isdigit()) or "0")
-        node = partition_path(disk, number)
+        node = _partition_with_uuid(disk, root.uuid or "")
         opts = ["-o", "nouuid"] if root.fstype == "xfs" else []  # the original may be mounted here
         where.mkdir(parents=True, exist_ok=True)
         run(["mount", *opts, node, str(where)])
@@ -111,6 +110,19 @@ def _mounted_root(target_img: Path, layout: Layout, where: Path) -> Iterator[Pat
             yield where
         finally:
             run(["umount", str(where)], check=False)
+
+
+def _partition_with_uuid(disk: str, uuid: str) -> str:
+    """The partition of the restored disk that carries the filesystem UUID (read from the device)."""
+    name = os.path.basename(disk)
+    for child in sorted(Path("/sys/class/block", name).iterdir()):
+        if child.name.startswith(name) and (child / "partition").exists():
+            node = partition_path(disk, int((child / "partition").read_text()))
+            found = run(["blkid", "-p", "-s", "UUID", "-o", "value", node], check=False).stdout.strip()
+            if uuid and found.lower() == uuid.lower():
+                return node
+    raise RescueError(f"no partition of the restored disk carries the root filesystem UUID {uuid}",
+                      why="the restore did not make / as captured")
 
 
 def add_report_service(root: Path) -> None:
