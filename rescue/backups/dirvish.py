@@ -212,9 +212,9 @@ def _created(summary: dict[str, str | list[str]], name: str, path: Path) -> str 
 def rsync_stats(text: str) -> tuple[int | None, int | None]:
     """(Total file size, Number of files) from the tail of rsync --stats output."""
     size = files = None
-    for m in re.finditer(r"^Total file size: ([\d,.]+) bytes", text, re.M):
+    for m in re.finditer(r"^Total file size: (\d[\d,.]*) bytes", text, re.M):
         size = int(re.sub(r"[,.]", "", m.group(1)))
-    for m in re.finditer(r"^Number of files: ([\d,.]+)", text, re.M):
+    for m in re.finditer(r"^Number of files: (\d[\d,.]*)", text, re.M):
         files = int(re.sub(r"[,.]", "", m.group(1)))
     return size, files
 
