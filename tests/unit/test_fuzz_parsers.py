@@ -467,3 +467,14 @@ def test_damaged_journal_starts_empty(tmp_path, damage):
     assert j.steps == {} and j.mount_base is None and j.runs == 0
     good = Journal.load(_write(tmp_path, "good.json", _journal_seed()))
     assert good.runs == 2 and good.is_done("partition:/dev/loop7") and good.was_started("copy:home")
+
+
+@pytest.mark.parametrize("log", [b"Number of files: , dir: 2)\n", b"Total file size: ., bytes\n",
+                                 b"Number of files: 4 (reg: 3)\nTotal file size: ,,, bytes\n"])
+def test_garbled_rsync_numbers_in_an_image_log(log, tmp_path):
+    """Found by bench/fuzz_parsers.py: a log whose numbers are only separators crashed rescue list
+    with ValueError; now such a number is simply not known."""
+    BY_NAME["dirvish-text"].check(log, tmp_path)
+    _image_setup(tmp_path)
+    img = _image_call(b"client: vm\nStatus: success\n" + log, tmp_path)
+    assert img.status.value == "success"
