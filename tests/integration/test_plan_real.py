@@ -198,12 +198,6 @@ def _unmount_under(top: Path) -> None:
         run(["umount", t], check=False)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="known bug in rescue/steps/mount.py script(): the mount proof compares `findmnt -fno MAJ:MIN` "
-           "output, which ends in padding spaces, with lsblk's trimmed one, so every mount step of "
-           "restore.sh stops with 'is not DEVICE'; remove this mark once it trims both",
-)
 def test_restore_sh_run_by_hand_restores_and_resumes_after_a_failure(gpt_demo, tmp_path, capsys):
     """The person's path: rescue plan --script, run it, it stops (the backup tree is not
     there: say the backup disk was not mounted), fix that, run it again: it resumes."""
