@@ -5,6 +5,7 @@ import shlex
 import shlex
 from dataclasses import dataclass
 
+from rescue.engine.copy import XFS_ACL_FILTER
 from rescue.errors import StepFailed
 from rescue.layout.model import BootMode
 from rescue.steps.base import Context, Step, at_root, confined, sh, slug
@@ -19,7 +20,7 @@ def verify_argv(source: str, dest: str, *, checksum: bool, xattrs: bool = True, 
     if acls:
         argv.append("-A")
     if xattrs:
-        argv.append("-X")
+        argv += ["-X", XFS_ACL_FILTER]  # xfs's second view of ACLs (see rescue.engine.copy)
     if checksum:
         argv.append("--checksum")
     return argv + ["--", f"{source}/", f"{dest}/"]
