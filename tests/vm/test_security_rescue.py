@@ -1,0 +1,184 @@
+"""Security of the rescue system, checked inside a booted backup disk (qemu, TCG).
+
+A backup disk made by `rescue prepare-disk` (C's fixture) gets a real dirvish
+bank of the demo machine on its backup partition and boots its "Rescue shell"
+entry (chosen by /rescue/boot.cfg on the backup partition, as a person would
+pick it from the menu). Its serial console is a socket this test types into.
+Inside the guest:
+- root's password is locked (passwd -S and /etc/shadow);
+- nothing listens on the network after boot (`ss -ltnup` when the image has
+  ss, and /proc/net/{tcp,tcp6,udp,udp6} always: no LISTEN, no bound UDP port);
+- the image holds no SSH host keys;
+- the backup partition's top folder and the bank are 0700 root;
+- while `rescue restore` copies the bank onto a blank second disk, /proc/mounts
+  shows /backup read-only and writing there fails; the restore finishes.
+C's boot tests check /backup ro at boot; this checks it during a restore.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rescue.demo import DemoMachine, make_bank
+from rescue.devices import attached, make_image_file, partition_path
+from rescue.qemu import VM, Firmware
+from rescue.run import run
+
+BOOT_TIMEOUT = 600
+GiB = 1 << 30
+
+
+class ShellVM(VM):
+    """A VM whose serial console is a socket (typed into) and still logged to the usual file."""
+
+    @property
+    def socket_path(self) -> Path:
+        return self.workdir / f"{self.name}-serial.sock"
+
+    def argv(self) -> list[str]:
+        argv = super().argv()
+        i = argv.index("-serial")
+        argv[i:i + 2] = ["-chardev", f"socket,id=ser0,path={self.socket_path},server=on,wait=off,"
+                                     f"logfile={self.serial_log},logappend=on",
+                         "-serial", "chardev:ser0"]
+        return argv
+
+    def connect(self) -> None:
+        for _ in range(100):
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(str(self.socket_path))
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the serial socket never appeared")
+        threading.Thread(target=self._drain, daemon=True).start()  # the log file keeps what it says
+
+    def _drain(self) -> None:
+        try:
+            while self.sock.recv(65536):
+                pass
+        except OSError:
+            pass
+
+    def type(self, line: str) -> None:
+        self.sock.sendall(line.encode() + b"\n")
+
+    def ask(self, command: str, timeout: float = 120) -> str:
+        """Run a shell command in the guest; its output between two unique markers."""
+        tag = f"Q{time.monotonic_ns()}"
+        self.type(f"echo {tag}-BEGIN; {command}; echo {tag}-END")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.console().replace("\r", "")
+            # the typed line holds "TAG-BEGIN;" (no newline after it): only the output matches
+            m = re.search(rf"{tag}-BEGIN\n(.*?){tag}-END\n", text, re.S)
+            if m:
+                return m.group(1)
+            time.sleep(1)
+        raise AssertionError(f"no answer to {command!r}:\n{self.console()[-2000:]}")
+
+
+def bank_on_backup_disk(backup_disk, tmp_path: Path, name: str, bulk_mib: int = 0, boot: str = "shell"):
+    """A backup disk (prepare-disk) holding a dirvish bank of the demo machine, booting `boot`.
+
+    Returns the disk image, the DemoBank (its host copy stays for comparisons) and the
+    demo machine's partition facts."""
+    disk = backup_disk(name)
+    with DemoMachine(tmp_path / "machine", size=GiB) as m:
+        if bulk_mib:
+            bulk = m.dir_of("/home") / "bulk"
+            bulk.mkdir()
+            for i in range(bulk_mib * 4):
+                (bulk / f"f{i:04}").write_bytes(os.urandom(256 * 1024))
+        bank = make_bank(m, tmp_path / "bank", images=("2026-1126-0300",))
+        parts = list(m.partitions)
+        m.detach_keep_image()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir(exist_ok=True)
+    with attached(disk) as dev:
+        run(["mount", partition_path(dev, 4), str(mnt)])
+        try:
+            for vault in os.listdir(bank.bank):
+                run(["cp", "-a", str(bank.bank / vault), str(mnt / "dirvish" / vault)])
+            (mnt / "rescue").mkdir(exist_ok=True)
+            (mnt / "rescue" / "boot.cfg").write_text(f"set default={boot}\nset timeout=1\n")
+        finally:
+            run(["umount", str(mnt)])
+    return disk, bank, parts
+
+
+@pytest.fixture()
+def disk_with_bank(backup_disk, tmp_path):
+    disk, bank, _ = bank_on_backup_disk(backup_disk, tmp_path, "security.img")
+    shutil.rmtree(tmp_path / "bank", ignore_errors=True)
+    return disk, bank.client
+
+
+def boot_shell(vm: ShellVM) -> None:
+    """Connect, wait for the rescue shell, and make its prompt plain."""
+    vm.connect()
+    vm.wait_for("RESCUE-READY", BOOT_TIMEOUT, fail_markers=("Kernel panic",))
+    vm.wait_for("Rescue shell on", 60)
+    time.sleep(2)
+    vm.type("export PS1='$ ' TERM=dumb; stty -echo")
+    time.sleep(1)
+
+
+@pytest.mark.slow
+def test_rescue_system_is_locked_down_and_keeps_the_backup_read_only(disk_with_bank, tmp_path):
+    disk, client = disk_with_bank
+    target = make_image_file(tmp_path / "target.img", GiB)
+    with ShellVM([disk, target], tmp_path, firmware=Firmware.BIOS, name="security") as vm:
+        boot_shell(vm)
+
+        status = vm.ask("passwd -S root; cut -d: -f1,2 /etc/shadow | grep '^root:'")
+        assert re.search(r"^root L\b", status, re.M), status
+        assert re.search(r"^root:[!*]", status, re.M), status
+
+        ss = vm.ask("command -v ss >/dev/null && ss -ltnup || echo NO-SS")
+        tcp = vm.ask("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null")
+        udp = vm.ask("cat /proc/net/udp /proc/net/udp6 2>/dev/null")
+        rows = [ln.split() for ln in tcp.splitlines() if re.match(r"\s*\d+:", ln)]
+        assert not [r for r in rows if r[3] == "0A"], f"TCP sockets listening after boot:\n{tcp}"
+        assert not [ln for ln in udp.splitlines() if re.match(r"\s*\d+:", ln)], f"UDP ports bound:\n{udp}"
+        if "NO-SS" not in ss:
+            assert not [ln for ln in ss.splitlines()[1:] if ln.strip()], ss
+
+        keys = vm.ask("ls /etc/ssh/ 2>&1; ls /etc/ssh/ssh_host_* 2>&1 | head -n 3")
+        assert "ssh_host_" not in keys.replace("ls: cannot access '/etc/ssh/ssh_host_*'", ""), keys
+
+        modes = vm.ask("stat -c '%a %U %n' /backup /backup/dirvish")
+        assert modes.split() == ["700", "root", "/backup", "700", "root", "/backup/dirvish"], modes
+
+        vm.type(f"rescue restore --bank /backup/dirvish --client {client} --target /dev/vdb --yes "
+                "--state-dir /run/rescue-state > /run/restore.log 2>&1; echo RESTORE-EXIT=$? >> /run/restore.log &")
+        seen = []
+        for _ in range(6):  # while it copies: /backup stays read-only and refuses a write
+            time.sleep(10)
+            seen.append(vm.ask("grep ' /backup ' /proc/mounts; touch /backup/written 2>&1; "
+                               "grep -c . /run/restore.log"))
+        for answer in seen:
+            mount_line = answer.splitlines()[0]
+            assert " ro," in mount_line or mount_line.split()[3].startswith("ro"), answer
+            assert "Read-only file system" in answer, answer
+        deadline = time.monotonic() + 900
+        log = ""
+        while time.monotonic() < deadline:
+            log = vm.ask("cat /run/restore.log")
+            if "RESTORE-EXIT=" in log:
+                break
+            time.sleep(15)
+        assert "RESTORE-EXIT=0" in log, log[-3000:]
+        assert "[" in log and "copy vault" in log, log[-3000:]
+        vm.type("poweroff")
+        vm.wait_exit(120)
