@@ -90,7 +90,17 @@ def mmdebstrap_argv(out: Path, debs: Path, sources: Path) -> list[str]:
 
 
 def build(progress=print, force: bool = False) -> DemoOS:
-    """The demo OS tarball: reused from the cache, or built (about 2 minutes)."""
+    """The demo OS tarball: reused from the cache, or built (about 2 minutes).
+
+    Two drills at once (the vm tier and a person) wait for one build."""
+    import fcntl
+
+    with open(drill_cache() / ".demo-os.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(progress, force)
+
+
+def _build(progress, force: bool) -> DemoOS:
     sources = apt_sources()
     key = recipe_key(sources)
     cache = drill_cache()
