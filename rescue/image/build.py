@@ -21,9 +21,11 @@ import hashlib
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -188,16 +190,20 @@ def _build_base(recipe: Recipe, suite: str, mirror: str, cache: Path, key: str, 
         # INITRD=No: the kernel package makes no initramfs; customize makes
         # the only one, after the modules were trimmed.
         env = {"PYTHONPATH": str(_PACKAGE_DIR.parent), "INITRD": "No"}
-        proc = spawn(argv, env=env, stdout=None, stderr=None) if os.environ.get("RESCUE_IMAGE_VERBOSE") else \
-            spawn(argv, env=env)
-        out, err = proc.communicate()
-        if proc.returncode != 0:
-            partial.unlink(missing_ok=True)
-            text = (err or b"").decode(errors="replace") + (out or b"").decode(errors="replace")
-            raise CommandError(argv, proc.returncode, text)
-        for line in (out or b"").decode(errors="replace").splitlines():
-            if line.startswith("rescue-image:"):
+        proc = spawn(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        tail: deque[str] = deque(maxlen=40)
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            tail.append(line)
+            # mmdebstrap's phases ("I: downloading packages with apt...") and the hook's own lines
+            if line.startswith("rescue-image: "):
                 say(line.removeprefix("rescue-image: "))
+            elif line.startswith("I: ") or os.environ.get("RESCUE_IMAGE_VERBOSE"):
+                say(f"  {line.removeprefix('I: ')}")
+        if proc.wait() != 0:
+            partial.unlink(missing_ok=True)
+            raise CommandError(argv, proc.returncode, "\n".join(tail))
     partial.rename(tar)
     return tar
 
