@@ -113,6 +113,7 @@ def main() -> int:
     ap.add_argument("--only", action="append", help="parser name (repeatable); default all")
     ap.add_argument("--seed", type=int, default=20261126)
     ap.add_argument("--atheris", action="store_true", help="also a coverage-guided atheris run per parser")
+    ap.add_argument("--no-random", action="store_true", help="with --atheris: only the atheris run")
     ap.add_argument("--atheris-one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.atheris_one:
@@ -122,7 +123,7 @@ def main() -> int:
     print(f"{'parser':18} {'inputs':>8} {'result':>8} {'own err':>8} {'bad':>5} {'in/s':>7} {'slowest':>8}")
     total_bad = 0
     with tempfile.TemporaryDirectory(prefix="fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as tmp:
-        for t in targets:
+        for t in ([] if args.no_random else targets):
             scratch = Path(tmp) / t.name
             scratch.mkdir()
             r = run_random(t, args.runs, args.seed, scratch)
