@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shlex
 from dataclasses import dataclass
 
 from rescue.engine.copy import XFS_ACL_FILTER
@@ -40,6 +39,18 @@ def _under(path: str, parent: str) -> str | None:
     if path.startswith(parent.rstrip("/") + "/"):
         return path[len(parent.rstrip("/")) + 1:]
     return None
+
+
+# grub-install copies its modules and fonts here and update-grub writes grub.cfg:
+# after the bootloader step these folders differ from the backup on purpose.
+GRUB_DIRS = ("/boot/grub", "/boot/grub2")
+
+
+def written_by_bootloader(mountpoint: str, boot: dict) -> tuple[str, ...]:
+    """Folders (relative to the filesystem at mountpoint) that the bootloader step rewrote."""
+    if not boot.get("attempted"):
+        return ()
+    return tuple(rel for d in GRUB_DIRS if (rel := _under(d, mountpoint)))
 
 
 def expected_differences(mountpoint: str, fstype: str, children: list[str], created: list[str]) -> set[str]:
@@ -101,10 +112,12 @@ class Verify(Step):
         created = list(fixed.get("created", [])) + list(fixed.get("rewritten", []))
         fstypes = {fs.mountpoint: fs.fstype for fs in self.filesystems if fs.mountpoint}
         mountpoints = [c.mountpoint for c in self.copies] + [m for m in fstypes if m]
+        boot = ctx.data("bootloader")
         for c in self.copies:
             children = [m for m in mountpoints if m != c.mountpoint and _under(m, c.mountpoint)]
             diffs = self._compare(ctx, c, expected_differences(
-                c.mountpoint, fstypes.get(c.mountpoint, ""), children, created))
+                c.mountpoint, fstypes.get(c.mountpoint, ""), children, created),
+                written_by_bootloader(c.mountpoint, boot))
             if diffs:
                 problems.append(f"{c.mountpoint}: {len(diffs)} difference(s) from image {c.image}: "
                                 + "; ".join(diffs[:10]))
@@ -129,7 +142,6 @@ class Verify(Step):
                 lines.append(f"{fs.device} ({where}): {kind} UUID {found.get('UUID')}"
                              f"{' label ' + found['LABEL'] if found.get('LABEL') else ''} as captured"
                              f"{' (UUID changed, see above)' if fs.device in changed else ''}")
-        boot = ctx.data("bootloader")
         if not self.check_boot:
             lines.append("boot code: not checked (the plan asked not to)")
         elif not boot.get("attempted"):
@@ -159,7 +171,8 @@ class Verify(Step):
                              why="; ".join(problems[:5]),
                              fix="see the report and the log; rerun the same command to redo the failed parts")
 
-    def _compare(self, ctx: Context, c: CopyTree, expected: set[str]) -> list[str]:
+    def _compare(self, ctx: Context, c: CopyTree, expected: set[str],
+                 rewritten_dirs: tuple[str, ...] = ()) -> list[str]:
         work = ctx.work / f"verify-{slug(c.mountpoint)}"
         os.makedirs(work, exist_ok=True)
         ctx.run(["mount", "--bind", str(ctx.path(c.mountpoint)), str(work)])
@@ -174,6 +187,8 @@ class Verify(Step):
                 continue
             path = itemized_path(line).rstrip("/")
             if path in expected:
+                continue
+            if any(path == d or path.startswith(d + "/") for d in rewritten_dirs):
                 continue
             diffs.append(line)
         return diffs
