@@ -79,9 +79,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"(report: {workdir / 'report.json'})")
     if report.ok:
         return int(Exit.OK)
-    print("serial logs kept:", file=sys.stderr)
-    for r in report.runs:
-        for log in r.logs:
+    logs = [log for r in report.runs for log in r.logs]
+    if logs:
+        print("serial logs kept:", file=sys.stderr)
+        for log in logs:
             print(f"  {log}", file=sys.stderr)
     return int(Exit.FAILED)
 

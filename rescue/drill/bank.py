@@ -147,11 +147,10 @@ def run_bank(opts: BankOptions, say: Say) -> Report:
     report.runs.append(setup)
     opts.workdir.mkdir(parents=True, exist_ok=True)
     try:
-        prepared = prepare_shared(setup, say, with_demo_os=False)
         drill = Run(f"bank {opts.client}")
         report.runs.append(drill)
         try:
-            _drill(opts, prepared.rescue_image, drill, say)
+            _drill(opts, setup, drill, say)
         finally:
             tidy(opts.workdir / "bank", keep=opts.keep, failed=not drill.ok)
     except PhaseFailed:
@@ -160,7 +159,7 @@ def run_bank(opts: BankOptions, say: Say) -> Report:
     return report
 
 
-def _drill(opts: BankOptions, rescue_image: Path, drill: Run, say: Say) -> None:
+def _drill(opts: BankOptions, setup: Run, drill: Run, say: Say) -> None:
     work = opts.workdir / "bank"
     if work.exists():
         cleanup_mounts(work)
@@ -181,6 +180,9 @@ def _drill(opts: BankOptions, rescue_image: Path, drill: Run, say: Say) -> None:
         ph.notes.append(f"restoring {disk} ({disk_size / GiB:.1f} GiB) for {firmware.value}")
         need = sum(_tree_bytes(i.path) for i in images)
         ph.notes.append(f"images hold {need / GiB:.2f} GiB")
+
+    # the bank is read first: a wrong --bank or --client says so before any build
+    rescue_image = prepare_shared(setup, say, with_demo_os=False).rescue_image
 
     with drill.phase("backup disk with copies of the images", say) as ph:
         size = RESCUE_PART_BYTES + int(need * 1.15) + GiB

@@ -104,11 +104,14 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return bool(self.runs) and all(r.ok for r in self.runs)
+        ran = [r for r in self.runs if r.phases]
+        return bool(ran) and all(r.ok for r in ran)
 
     def render(self) -> str:
         out = []
         for r in self.runs:
+            if not r.phases:
+                continue
             out.append(f"drill {r.title}: {'PASSED' if r.ok else 'FAILED'} in {r.seconds:.0f} s")
             for p in r.phases:
                 out.append(f"  {'ok  ' if p.ok else 'FAIL'} {p.name:<28} {p.seconds:7.1f} s")
