@@ -239,6 +239,11 @@ class Executor:
                     log.write(f"!! {failure}")
                     on_event(ev.StepFailed(i, step.key, str(e)))
                     raise
+                if persistent:
+                    # What the step wrote must be on the disk before the journal says "done": after
+                    # a power cut the rerun skips done steps (a copy marked done with its files still
+                    # in the page cache came back with empty files).
+                    os.sync()
                 journal.finish(step.key, time.monotonic() - t1)
                 on_event(ev.StepDone(i, step.key, time.monotonic() - t1))
         except (Aborted, UnsafeTarget):
