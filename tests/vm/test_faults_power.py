@@ -39,7 +39,7 @@ def tree_digest(top: Path) -> str:
         for n in sorted(filenames):
             p = Path(dirpath) / n
             st = os.lstat(p)
-            h.update(f"{p.relative_to(top)} {st.st_mode} {st.st_size}\n".encode())
+            h.update(os.fsencode(p.relative_to(top)) + f" {st.st_mode} {st.st_size}\n".encode())
             if p.is_file() and not p.is_symlink():
                 h.update(p.read_bytes())
     return h.hexdigest()
