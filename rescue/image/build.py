@@ -357,6 +357,13 @@ def build(opts: BuildOptions, say: Say = _say) -> mf.Manifest:
         bm = bmapmod.create(image)
         digest = sha256_file(image)
     used_mib = bm.mapped_bytes / (1 << 20)
+    if image_key(bkey, recipe, project) != ikey:
+        # The key names what the image holds; if rescue's source changed while the
+        # wheels were built, neither the old nor the new key would be true of it.
+        image.unlink()
+        raise BuildError("rescue's source changed while the image was being built",
+                         why=f"files under {project / 'rescue'} were edited during the build",
+                         fix="run rescue-image build again")
     if used_mib > recipe.max_used_mib:
         image.unlink()
         raise BuildError(f"the image uses {used_mib:.0f} MiB, over the recipe's budget of {recipe.max_used_mib} MiB",
