@@ -7,6 +7,7 @@ Loop devices are the only disks tests, benchmarks and the drill ever write:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import time
@@ -66,6 +67,41 @@ def _make_missing_nodes(disk: str) -> None:
             major, minor = (int(x) for x in dev_file.read_text().split(":"))
             with contextlib.suppress(FileExistsError):
                 os.mknod(node, 0o660 | 0o060000, os.makedev(major, minor))
+
+
+def is_claimed(device: str) -> bool:
+    """True while the kernel holds the device: mounted in any mount namespace, or in use by a holder.
+
+    An exclusive open of a block device fails with EBUSY exactly then, which
+    mountinfo of this one namespace cannot tell.
+    """
+    try:
+        fd = os.open(device, os.O_RDONLY | os.O_EXCL)
+    except OSError as e:
+        if e.errno == errno.EBUSY:
+            return True
+        raise
+    os.close(fd)
+    return False
+
+
+def wait_released(disk: str, timeout: float = 30.0) -> list[str]:
+    """Wait until no partition of `disk` is claimed; returns those still claimed at the timeout.
+
+    A filesystem unmounted here may still be mounted in a mount namespace whose
+    last process just exited; the kernel drops it a moment later, and an xfs
+    writes its log then. Checksums of a disk are only stable after this.
+    """
+    name = os.path.basename(disk)
+    sys_dir = Path("/sys/class/block") / name
+    parts = [f"/dev/{c.name}" for c in sorted(sys_dir.iterdir())
+             if c.name.startswith(name) and (c / "partition").exists()] if sys_dir.is_dir() else []
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = [p for p in parts if os.path.exists(p) and is_claimed(p)]
+        if not busy or time.monotonic() > deadline:
+            return busy
+        time.sleep(0.2)
 
 
 def detach(dev: str, tries: int = 20) -> None:

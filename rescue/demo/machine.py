@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rescue.devices import attach, detach, disk_of, make_image_file, partition_path, rescan
+from rescue.devices import attach, detach, disk_of, make_image_file, partition_path, rescan, wait_released
 from rescue.errors import RescueError
 from rescue.layout.model import PartitionTable
 from rescue.layout.sfdisk import parse_sfdisk
@@ -224,6 +224,9 @@ class DemoMachine:
             else:
                 run(["umount", "-l", where], check=False)
         self._mounted.clear()
+        if self.disk:
+            # copies of these mounts in a dirvish run's private namespace go a moment later
+            wait_released(self.disk)
 
     # -- building ---------------------------------------------------------
 

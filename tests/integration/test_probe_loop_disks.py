@@ -8,15 +8,17 @@ every mount, swap and loop is released in a finally, even on failure.
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from rescue.devices import attached, loop_disk, make_image_file, partition_path
+from rescue.devices import attached, loop_disk, make_image_file, partition_path, rescan
 from rescue.errors import UnsafeTarget
 from rescue.probe import disks_under, list_disks, probe_disk
-from rescue.run import run
+from rescue.run import run, spawn
 from rescue.safety import assert_still_safe, check_target
 
 MiB = 1024 * 1024
@@ -147,3 +149,29 @@ def test_the_running_root(tmp_path):
         check_target(d)
     with loop_disk(tmp_path / "other.img", 16 * MiB) as dev:
         assert not probe_disk(dev).holds_root
+
+
+def test_a_mount_in_another_namespace_is_seen_as_claimed(tmp_path):
+    """mountinfo shows only our namespace; an exclusive open sees every mount of the device."""
+    from rescue.devices import is_claimed, loop_disk, wait_released
+
+    with loop_disk(tmp_path / "d.img", 64 << 20) as dev:
+        run(["sfdisk", "-q", dev], input="type=83\n")
+        rescan(dev)
+        part = partition_path(dev, 1)
+        run(["mkfs.ext4", "-q", part])
+        assert not is_claimed(part)
+        where = tmp_path / "m"
+        where.mkdir()
+        # a private namespace that mounts the partition and keeps it for two seconds
+        holder = spawn(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                        f"mount {part} {where} && sleep 2"])
+        try:
+            deadline = time.monotonic() + 10
+            while not is_claimed(part) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert is_claimed(part)
+            assert not os.path.ismount(where)  # invisible from here
+            assert wait_released(dev, timeout=20) == []
+        finally:
+            holder.wait()

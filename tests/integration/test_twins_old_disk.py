@@ -26,7 +26,7 @@ import pytest
 
 from rescue.cli import main
 from rescue.demo import DemoMachine, diff_trees, make_bank
-from rescue.devices import loop_disk, partition_path
+from rescue.devices import loop_disk, partition_path, wait_released
 from rescue.engine.mounts import block_rdev, mounts_of_disk, top_mount_at
 from rescue.errors import Exit
 from rescue.run import run
@@ -80,6 +80,7 @@ def machine(request, tmp_path_factory):
         m.unmount()
         left = mounts_of_disk(m.disk)
         assert not left, f"the old disk is still mounted (a lazy unmount would keep writing it): {left}"
+        assert not wait_released(m.disk), "the old disk is still mounted in another mount namespace"
         yield {"m": m, "bank": bank, "fs": request.param, "tmp": tmp}
     forget_btrfs()
 
