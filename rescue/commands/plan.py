@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def make_plan(args: argparse.Namespace):
     """Bank + client + target -> Plan (or the RescueError saying why not). Reads only."""
     from rescue.backups import choose_images, find_backups
-    from rescue.layout.legacy import load_layout
+    from rescue.layout.legacy import newest_layout
     from rescue.plan import PlanOptions, build_plan
     from rescue.probe import probe_disk
 
@@ -72,11 +72,7 @@ def make_plan(args: argparse.Namespace):
         print(f"rescue plan: note: {note}", file=sys.stderr)
     machine = backups.machine(args.client)
     images = choose_images(machine, args.image)
-    layout = None
-    for image in sorted(images, key=lambda i: (i.created or "", i.name), reverse=True):
-        layout = load_layout(image.path)
-        if layout is not None:
-            break
+    layout = newest_layout(images)
     target = probe_disk(device, backup_sources=args.bank)
     options = PlanOptions(
         source_disk=args.source_disk, grow=args.grow, bootloader=not args.no_bootloader,

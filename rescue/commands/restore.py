@@ -197,7 +197,7 @@ def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
     from rescue.engine.executor import Executor
     from rescue.engine.journal import DEFAULT_STATE_DIR, identity_name
     from rescue.engine.report import write_report
-    from rescue.layout.legacy import load_layout
+    from rescue.layout.legacy import newest_layout
     from rescue.plan import PlanOptions, build_plan
     from rescue.probe import probe_disk
     from rescue.safety import assert_still_safe
@@ -216,11 +216,7 @@ def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
     backups = find_backups(banks=args.bank)
     machine = backups.machine(args.client)
     images = choose_images(machine, args.image)
-    layout = None
-    for image in sorted(images, key=lambda i: (i.created or "", i.name), reverse=True):
-        layout = load_layout(image.path)
-        if layout is not None:
-            break
+    layout = newest_layout(images)
     options = PlanOptions(source_disk=args.source_disk, grow=args.grow, skip_vaults=tuple(args.skip_vault),
                           bootloader=args.bootloader != "skip")
 

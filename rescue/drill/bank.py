@@ -32,7 +32,7 @@ from rescue.drill.demo import (
 from rescue.drill.demo_disk import FILES, DemoFacts, FsFact, cleanup_mounts
 from rescue.drill.report import Phase, PhaseFailed, Report, Run, Say
 from rescue.errors import BackupError, RescueError
-from rescue.layout.legacy import load_layout
+from rescue.layout.legacy import newest_layout
 from rescue.layout.model import BootMode, Layout
 from rescue.qemu import Firmware
 from rescue.run import run
@@ -172,7 +172,7 @@ def _drill(opts: BankOptions, setup: Run, drill: Run, say: Say) -> None:
         images = choose_images(machine, opts.image)
         for image in images:
             ph.notes.append(f"{image.vault}/{image.name} ({image.source})")
-        layout = next((lay for i in images if (lay := load_layout(i.path)) is not None), None)
+        layout = newest_layout(images)
         ph.check("a captured layout is among the images", layout is not None)
         assert layout is not None
         firmware = opts.firmware or (Firmware.UEFI if layout.boot.mode is BootMode.UEFI else Firmware.BIOS)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rescue.devices import disk_of
 from rescue.errors import LayoutError
@@ -23,6 +25,9 @@ from rescue.layout.df import parse_df
 from rescue.layout.fstab import parse_fstab
 from rescue.layout.model import Boot, Disk, Filesystem, FstabEntry, Layout, Swap
 from rescue.layout.sfdisk import parse_sfdisk
+
+if TYPE_CHECKING:
+    from rescue.backups.model import Image
 
 DOS_SWAP = "82"
 GPT_SWAP = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"
@@ -156,3 +161,16 @@ def load_legacy(image_dir: Path | str) -> Layout | None:
 
 
 __all__ = ["load_layout", "load_legacy"]
+
+
+def newest_layout(images: Sequence[Image]) -> Layout | None:
+    """The layout captured with the newest of the chosen images (layout.json, or an old bank's files).
+
+    Every vault's image carries its own copy from the same night's hook; the
+    newest describes the disk as it was last seen.
+    """
+    for image in sorted(images, key=lambda i: (i.created or "", i.name), reverse=True):
+        layout = load_layout(image.path)
+        if layout is not None:
+            return layout
+    return None

@@ -152,15 +152,10 @@ class RealEngine:
 
     def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk,
              skip: tuple[str, ...] = ()) -> Review:
-        from rescue.layout.legacy import load_layout
+        from rescue.layout.legacy import newest_layout
         from rescue.plan import PlanOptions, build_plan
 
-        layout = None
-        # as rescue restore does: the newest image's layout (layout.json, or an old bank's files)
-        for image in sorted(images, key=lambda i: (i.created or "", i.name), reverse=True):
-            layout = load_layout(image.path)
-            if layout is not None:
-                break
+        layout = newest_layout(images)  # as rescue restore does
         plan = build_plan(layout, images, target, PlanOptions(skip_vaults=tuple(skip)))
         review = review_of(plan)
         self.plans[review] = plan

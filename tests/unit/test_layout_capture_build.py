@@ -243,3 +243,26 @@ def test_a_server_backing_itself_up_leaves_its_backup_disk_out() -> None:
     assert list(skip) == ["/dev/sdb"] and "holds the backup" in skip["/dev/sdb"]
     # a bank on the machine's own root disk: that disk is the machine, it stays
     assert disks_to_skip(devices, mounts, ["/srv/bank/v/img"]) == {}
+
+
+def test_newest_layout_comes_from_the_newest_image_that_has_one(tmp_path: Path) -> None:
+    import dataclasses
+
+    from rescue.backups.model import Image, ImageStatus, SourceKind
+    from rescue.layout.legacy import newest_layout
+
+    def image(name: str, created: str | None, with_layout: bool) -> Image:
+        d = tmp_path / "bank" / "root" / name
+        (d / "tree").mkdir(parents=True)
+        if with_layout:
+            (d / "rescue").mkdir()
+            lay = Layout.loads((DEMO / "layout.json").read_text())
+            (d / "rescue" / "layout.json").write_text(dataclasses.replace(lay, captured_at=name).dumps())
+        return Image(SourceKind.DIRVISH, tmp_path / "bank", "root", name, d, d / "tree", "demo", "/",
+                     ImageStatus.SUCCESS, created=created)
+
+    older = image("2026-1124-0300", "2026-11-24T03:00:00", True)
+    newer = image("2026-1125-0300", "2026-11-25T03:00:00", True)
+    without = image("2026-1126-0300", "2026-11-26T03:00:00", False)
+    assert newest_layout([older, without, newer]).captured_at == "2026-1125-0300"
+    assert newest_layout([without]) is None
