@@ -35,9 +35,12 @@ def refused_disk() -> str:
 
 
 async def settle(pilot) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
+    # A worker started from on_mount may not exist yet at the first pause
+    # (a cold first app start): wait until the screen stops starting workers.
+    for _ in range(3):
+        await pilot.pause()
+        await pilot.app.workers.wait_for_complete()
+    await pilot.pause(0.1)
 
 
 async def to_target(pilot) -> None:
