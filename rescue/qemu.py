@@ -3,19 +3,27 @@
 TCG (software emulation) unless RESCUE_QEMU_KVM=1: a stock Debian kernel
 hangs under KVM on the build machine. Success is decided by marker lines the
 guest prints on its serial console.
+
+With qmp=True the VM also has a QMP socket (qemu's machine protocol), so a
+test can act on the running machine the way a person acts on real hardware:
+`vm.qmp("device_del", id=vm.disk_id(1))` pulls the second disk out while the
+guest uses it, and `vm.wait_event("DEVICE_DELETED")` waits until the guest let go.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from rescue.errors import RescueError
 from rescue.run import spawn
@@ -35,6 +43,95 @@ class BootTimeout(RescueError):
     pass
 
 
+class QMPError(RescueError):
+    """qemu refused a QMP command, or its QMP socket did not answer."""
+
+
+class QMP:
+    """A QMP connection: one JSON object a line; events that arrive in between are kept.
+
+    Opened once per VM (qemu serves one client at a time on the socket).
+    """
+
+    def __init__(self, path: Path, timeout: float = 30.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.events: list[dict[str, Any]] = []
+        self._buf = b""
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._sock.connect(str(path))
+                break
+            except OSError as e:
+                if time.monotonic() > deadline:
+                    raise QMPError(f"qemu's QMP socket {path} did not answer", why=str(e)) from None
+                time.sleep(0.2)
+        greeting = self._read(deadline)
+        if "QMP" not in greeting:
+            raise QMPError(f"{path} is not a QMP socket", why=json.dumps(greeting)[:300])
+        self.command("qmp_capabilities")
+
+    def _read(self, deadline: float) -> dict[str, Any]:
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise QMPError(f"no answer on {self.path} within {self.timeout:.0f} s")
+            self._sock.settimeout(left)
+            try:
+                chunk = self._sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise QMPError(f"qemu closed its QMP socket {self.path}", why="qemu has exited")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return dict(json.loads(line))
+
+    def command(self, name: str, **arguments: Any) -> Any:
+        """Run one QMP command; its "return" value, or QMPError with qemu's reason."""
+        msg: dict[str, Any] = {"execute": name}
+        if arguments:
+            msg["arguments"] = arguments
+        self._sock.sendall(json.dumps(msg).encode() + b"\n")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            reply = self._read(deadline)
+            if "event" in reply:
+                self.events.append(reply)
+            elif "error" in reply:
+                err = reply["error"]
+                raise QMPError(f"qemu refused {name}: {err.get('desc', err)}", why=json.dumps(msg))
+            elif "return" in reply:
+                return reply["return"]
+
+    def wait_event(self, name: str, timeout: float, **match: Any) -> dict[str, Any]:
+        """The first event `name` (whose data has the `match` items), kept or still to come."""
+        def fits(e: dict[str, Any]) -> bool:
+            data = e.get("data", {})
+            return e.get("event") == name and all(data.get(k) == v for k, v in match.items())
+
+        deadline = time.monotonic() + timeout
+        while True:
+            for e in self.events:
+                if fits(e):
+                    self.events.remove(e)
+                    return e
+            try:
+                reply = self._read(deadline)
+            except QMPError:
+                if time.monotonic() >= deadline:
+                    raise QMPError(f"qemu sent no {name} event within {timeout:.0f} s",
+                                   why=f"waiting for {match or 'any'}") from None
+                raise
+            if "event" in reply:
+                self.events.append(reply)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
 @dataclass
 class VM:
     """One qemu guest. Disks are image files (raw); the first one boots."""
@@ -46,7 +143,43 @@ class VM:
     cpus: int = 1
     name: str = "vm"
     extra: list[str] = field(default_factory=list)
+    qmp_socket: bool = False  # also serve QMP (see qmp()), e.g. to unplug a disk
     proc: subprocess.Popen[bytes] | None = None
+    _qmp: QMP | None = field(default=None, repr=False)
+
+    @staticmethod
+    def disk_id(i: int) -> str:
+        """The qemu device id of disk number i (the order of `disks`), for device_del."""
+        return f"disk{i}"
+
+    @property
+    def qmp_path(self) -> Path:
+        return self.workdir / f"{self.name}-qmp.sock"
+
+    def qmp(self, command: str, **arguments: Any) -> Any:
+        """Run a QMP command on the running VM (needs qmp_socket=True); its return value."""
+        if not self.qmp_socket:
+            raise QMPError(f"{self.name} was started without a QMP socket", fix="make the VM with qmp_socket=True")
+        if self._qmp is None:
+            self._qmp = QMP(self.qmp_path)
+        return self._qmp.command(command, **arguments)
+
+    def wait_event(self, name: str, timeout: float = 60.0, **match: Any) -> dict[str, Any]:
+        """Wait for a QMP event, e.g. wait_event("DEVICE_DELETED", device="disk1")."""
+        if self._qmp is None:
+            self.qmp("query-status")
+        assert self._qmp is not None
+        return self._qmp.wait_event(name, timeout, **match)
+
+    def unplug_disk(self, i: int, timeout: float = 120.0) -> float:
+        """Pull disk number i out of the running guest (hot-unplug); seconds until the guest let go.
+
+        qemu asks the guest to release the device (ACPI eject on the pc machine); the disk
+        is gone once DEVICE_DELETED arrives."""
+        t0 = time.monotonic()
+        self.qmp("device_del", id=self.disk_id(i))
+        self.wait_event("DEVICE_DELETED", timeout, device=self.disk_id(i))
+        return time.monotonic() - t0
 
     @property
     def serial_log(self) -> Path:
@@ -60,6 +193,8 @@ class VM:
             "-serial", f"file:{self.serial_log}",
             "-nic", "none",
         ]
+        if self.qmp_socket:
+            argv += ["-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
         if os.environ.get("RESCUE_QEMU_KVM") == "1":
             argv += ["-enable-kvm", "-cpu", "host"]
         if self.firmware is Firmware.UEFI:
@@ -73,7 +208,7 @@ class VM:
         for i, disk in enumerate(self.disks):
             argv += [
                 "-drive", f"file={disk},format=raw,if=none,id=d{i},cache=unsafe",
-                "-device", f"virtio-blk-pci,drive=d{i},serial=rescue-d{i}"
+                "-device", f"virtio-blk-pci,drive=d{i},serial=rescue-d{i},id={self.disk_id(i)}"
                 + (",bootindex=0" if i == 0 else ""),
             ]
         return argv + self.extra
@@ -138,6 +273,9 @@ class VM:
                               why=self._tail()) from None
 
     def kill(self) -> None:
+        if self._qmp is not None:
+            self._qmp.close()
+            self._qmp = None
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()

@@ -19,6 +19,7 @@ from typing import IO, Any
 
 from rescue import run as gateway
 from rescue.engine.journal import Journal
+from rescue.errors import StepFailed
 from rescue.events import Event, Output
 from rescue.run import Arg, CommandError, Result
 
@@ -101,6 +102,79 @@ def process_start_time(pid: int) -> int | None:
         return None
 
 
+def _sys_text(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True)
+class DiskIdentity:
+    """What tells the target disk apart, taken before the restore writes it.
+
+    A disk that is unplugged, loses power or dies during a restore makes the
+    running command fail with an I/O error that says nothing about why; one
+    that comes back (or another disk plugged in) may get the same /dev name.
+    The Executor compares these facts after a step fails, to name the cause.
+    """
+
+    device: str
+    name: str  # kernel name, e.g. vdb, sdb
+    devnum: str  # "major:minor" from /sys/class/block/NAME/dev
+    sectors: int  # size in 512-byte sectors
+    serial: str  # serial or wwid when the kernel shows one, else ""
+
+    @classmethod
+    def of(cls, device: str) -> DiskIdentity | None:
+        name = os.path.basename(os.path.realpath(device))
+        sys_dir = Path("/sys/class/block") / name
+        if not sys_dir.is_dir():
+            return None
+        serial = ""
+        for rel in ("serial", "device/serial", "wwid", "device/wwid"):
+            serial = _sys_text(sys_dir / rel)
+            if serial:
+                break
+        try:
+            sectors = int(_sys_text(sys_dir / "size") or 0)
+        except ValueError:
+            sectors = 0
+        return cls(device, name, _sys_text(sys_dir / "dev"), sectors, serial)
+
+    def lost(self) -> str | None:
+        """None while the same disk is still there; else what happened to it, in a phrase."""
+        now = DiskIdentity.of(self.device)
+        if now is None or not os.path.exists(self.device):
+            return f"{self.device} is gone: the kernel no longer lists a disk {self.name}"
+        if now.sectors == 0 and self.sectors:
+            return f"{self.device} now has no medium (size 0): it stopped answering"
+        changed = [f"{what} {a or '-'} -> {b or '-'}" for what, a, b in (
+            ("device number", self.devnum, now.devnum),
+            ("serial", self.serial, now.serial),
+            ("size (sectors)", str(self.sectors), str(now.sectors)),
+        ) if a != b]
+        if changed:
+            return f"{self.device} is now another disk ({'; '.join(changed)})"
+        return None
+
+
+class TargetLost(StepFailed):
+    """The target disk vanished (or was replaced) while the restore wrote it."""
+
+    @classmethod
+    def during(cls, step: str, why_lost: str, disk: DiskIdentity, cause: str = "") -> TargetLost:
+        label = f"{disk.device}" + (f" (serial {disk.serial})" if disk.serial else "")
+        return cls(
+            f"the target disk {label} disappeared during {step}",
+            why=why_lost + ". It was unplugged, lost power or failed while being written"
+            + (f"; the step itself said: {cause}" if cause else "")
+            + ". The backup was only read and is unchanged.",
+            fix=f"reattach {label} (check its cable and power) and rerun the same command: finished "
+                "steps are skipped; or choose another disk as --target and start a new restore",
+        )
+
+
 class EngineContext:
     """What steps use while the Executor runs them (implements steps.base.Context)."""
 
@@ -131,6 +205,33 @@ class EngineContext:
         self.key = ""  # the running step's journal key, set by the Executor
         self.resuming = False  # the running step was started by an earlier run
         self.results: dict[str, Any] = {}  # facts steps hand to later steps in this run
+        # the target as it was when the run began (None when it is not a disk /sys knows,
+        # e.g. in a test with a fake target)
+        self.disk = DiskIdentity.of(target)
+
+    def target_lost(self) -> str | None:
+        """Why the target is no longer the disk this run began writing, or None."""
+        return self.disk.lost() if self.disk is not None else None
+
+    def lost_target_error(self, step: str, cause: BaseException | None = None) -> TargetLost | None:
+        """A TargetLost for `step` when the target vanished (None while it is there).
+
+        What the step concluded from its failed commands is dropped from the
+        journal: with the target gone, "could not be read from the backup" or
+        "full" would blame the wrong disk.
+        """
+        if isinstance(cause, TargetLost):
+            return cause
+        why = self.target_lost()
+        if why is None or self.disk is None:
+            return None
+        self.journal.notes.pop(self.key, None)
+        self.data().pop("unreadable", None)
+        self.journal.save()
+        said = ""
+        if cause is not None:
+            said = str(getattr(cause, "what", None) or cause).splitlines()[0] if str(cause) else type(cause).__name__
+        return TargetLost.during(step, why, self.disk, said)
 
     # -- the gateway ---------------------------------------------------------
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rescue import events as ev
-from rescue.engine.context import Child, CommandLog, EngineContext
+from rescue.engine.context import Child, CommandLog, EngineContext, TargetLost
 from rescue.engine.journal import DEFAULT_STATE_DIR, Journal, plan_digest
 from rescue.engine.mounts import mounts_of_disk, remove_empty_tree, swaps_of_disk, unmount_all
 from rescue.engine.report import summary_text
@@ -234,11 +234,19 @@ class Executor:
                 t1 = time.monotonic()
                 try:
                     step.run(ctx)
+                    lost = ctx.lost_target_error(f"step {i + 1} ({step.describe()})")
+                    if lost:  # the step ended "well" on a disk that is no longer there
+                        raise lost
                 except (RescueError, OSError) as e:
-                    failure = f"step {i + 1} ({step.describe()}): {_one_line(e)}"
+                    # a vanished target disk is named as the cause, not the I/O error it caused
+                    err = ctx.lost_target_error(f"step {i + 1} ({step.describe()})", e) or e
+                    failure = (_one_line(err) if isinstance(err, TargetLost)
+                               else f"step {i + 1} ({step.describe()}): {_one_line(err)}")
                     log.write(f"!! {failure}")
-                    on_event(ev.StepFailed(i, step.key, str(e)))
-                    raise
+                    on_event(ev.StepFailed(i, step.key, str(err)))
+                    if err is e:
+                        raise
+                    raise err from e
                 if persistent:
                     # What the step wrote must be on the disk before the journal says "done": after
                     # a power cut the rerun skips done steps (a copy marked done with its files still
@@ -268,7 +276,10 @@ class Executor:
     def _finish(self, ctx: EngineContext, steps: list[Any], journal: Journal,
                 on_event: Callable[[ev.Event], None], t0: float, *, ok: bool, failure: str | None,
                 skipped: int = 0) -> Outcome:
-        left = unmount_all(ctx.run, ctx.mount_base)
+        gone = ctx.target_lost()
+        if gone:  # nothing on a vanished disk can be flushed: detach at once, never block on it
+            ctx.log.write(f"  # {gone}: its filesystems are detached lazily")
+        left = unmount_all(ctx.run, ctx.mount_base, lazy=gone is not None)
         remove_empty_tree(ctx.mount_base)
         if left:
             ok = False

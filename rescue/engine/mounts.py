@@ -163,9 +163,13 @@ def prove_mounted(run: Runner, path: Path, device: str, fstype: str) -> str | No
             f"not {device} ({want[0]}:{want[1]}): another disk with the same filesystem may be attached")
 
 
-def unmount_all(run: Runner, base: Path, tries: int = 10) -> list[str]:
-    """Unmount everything at or under `base`, deepest first; returns what stayed mounted."""
-    for _ in range(tries):
+def unmount_all(run: Runner, base: Path, tries: int = 10, lazy: bool = False) -> list[str]:
+    """Unmount everything at or under `base`, deepest first; returns what stayed mounted.
+
+    lazy=True detaches at once (umount --lazy): for filesystems whose disk has
+    vanished, where a normal umount only fails or waits on I/O that cannot happen.
+    """
+    for _ in range(0 if lazy else tries):
         left = mounts_under(base)
         if not left:
             return []
