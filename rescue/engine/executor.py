@@ -5,6 +5,11 @@ skipped (StepSkipped), steps whose effect does not survive (mounts) run
 again, and an interrupted step is redone in its idempotent way. Leftovers of
 a killed run (its copy process, its mounts) are cleaned up first. Everything
 mounted is unmounted at the end, also after a failure.
+
+Only one restore runs onto a disk at a time, whichever face started it
+(wizard on tty1 or serial, rescue restore, the unattended entry): run() and
+release_leftovers() take the disk's lock (rescue.engine.lock) before they
+touch anything, and a second one is refused with DiskBusy, nothing written.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,7 @@ from typing import Any
 from rescue import events as ev
 from rescue.engine.context import Child, CommandLog, EngineContext, TargetLost
 from rescue.engine.journal import DEFAULT_STATE_DIR, Journal, plan_digest
+from rescue.engine.lock import DiskLock
 from rescue.engine.mounts import mounts_of_disk, remove_empty_tree, swaps_of_disk, unmount_all
 from rescue.engine.report import summary_text
 from rescue.errors import Aborted, RescueError, StepFailed, UnsafeTarget
@@ -111,6 +118,8 @@ class Executor:
         verify_checksum: bool = False,
         cancel: threading.Event | None = None,
         title: str = "",
+        face: str = "rescue restore",
+        lock_dir: Path | None = None,
     ) -> None:
         self.target = target
         self.identity = identity or target
@@ -122,6 +131,26 @@ class Executor:
         self.verify_checksum = verify_checksum
         self.cancel = cancel or threading.Event()
         self.title = title
+        # the disk lock lives beside the mounts, in the runtime folder every face shares (/run/rescue)
+        self.disk_lock = DiskLock(target, face, lock_dir or self.mount_dir / "locks")
+        self._lock_depth = 0
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the target's one-restore-per-disk lock; DiskBusy names who holds it.
+
+        Re-entrant: run() and release_leftovers() take it themselves, and a
+        face that writes beside the journal first (plan.json) holds it around both.
+        """
+        if self._lock_depth == 0:
+            self.disk_lock.acquire()
+        self._lock_depth += 1
+        try:
+            yield
+        finally:
+            self._lock_depth -= 1
+            if self._lock_depth == 0:
+                self.disk_lock.release()
 
     def journal(self) -> Journal:
         return Journal.for_target(self.state_dir, self.identity)
@@ -129,10 +158,14 @@ class Executor:
     def release_leftovers(self, journal: Journal | None = None, log: CommandLog | None = None) -> list[str]:
         """End a killed run's copy process and unmount its mounts, so the disk is free again.
 
-        Only what the journal says an earlier rescue run started is touched.
-        Returns what was done, for the log.
+        Only what the journal says an earlier rescue run started is touched, and
+        only under the disk's lock: a restore running now from another face is not
+        "an earlier run". Returns what was done, for the log.
         """
-        journal = journal or self.journal()
+        with self.locked():
+            return self._release_leftovers(journal or self.journal(), log)
+
+    def _release_leftovers(self, journal: Journal, log: CommandLog | None) -> list[str]:
         done = []
         for key, entry in journal.steps.items():
             child = entry.get("data", {}).get("child")
@@ -176,6 +209,10 @@ class Executor:
         return done
 
     def run(self, plan: Any, on_event: Callable[[ev.Event], None] = lambda e: None) -> Outcome:
+        with self.locked():  # before the journal, the log or the leftovers are touched
+            return self._run(plan, on_event)
+
+    def _run(self, plan: Any, on_event: Callable[[ev.Event], None]) -> Outcome:
         steps = list(plan.steps if hasattr(plan, "steps") else plan)
         keys = [s.key for s in steps]
         if len(set(keys)) != len(keys):
@@ -185,7 +222,7 @@ class Executor:
         log = CommandLog(self.log_path)
         log.write(f"== rescue restore onto {self.target} at {time.strftime('%Y-%m-%d %H:%M:%S')}")
         digest = plan_digest([step_record(s) for s in steps])
-        for line in self.release_leftovers(journal, log):
+        for line in self._release_leftovers(journal, log):
             log.write(f"  # {line}")
             on_event(ev.Output("resume", line))
         resumed = journal.digest == digest and bool(journal.steps)
