@@ -391,6 +391,13 @@ def _by_id(path: str) -> tuple[str, ...]:
     return tuple(sorted(str(p) for p in d.iterdir() if os.path.realpath(p) == path))
 
 
+def identity_of(device: str) -> str:
+    """How the journal names a disk: a /dev/disk/by-id name survives a reboot, /dev/sdX may not."""
+    real = os.path.realpath(device)
+    names = _by_id(real)
+    return names[0] if names else real
+
+
 # --------------------------------------------------------------------------- all disks
 
 

@@ -58,17 +58,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "times and all metadata)")
 
 
-def identity_of(device: str) -> str:
-    """How the journal names a disk: a /dev/disk/by-id name survives a reboot, /dev/sdX may not."""
-    real = os.path.realpath(device)
-    by_id = Path("/dev/disk/by-id")
-    if by_id.is_dir():
-        names = sorted(str(p) for p in by_id.iterdir() if os.path.realpath(p) == real)
-        if names:
-            return names[0]
-    return real
-
-
 class ProgressPrinter:
     """Events as plain lines that work on a serial console: no colours, no redraws."""
 
@@ -199,7 +188,7 @@ def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
     from rescue.engine.report import write_report
     from rescue.layout.legacy import newest_layout
     from rescue.plan import PlanOptions, build_plan
-    from rescue.probe import probe_disk
+    from rescue.probe import identity_of, probe_disk
     from rescue.safety import assert_still_safe
 
     for bank in args.bank:

@@ -213,11 +213,11 @@ class RealEngine:
 
     def run(self, review: Review, emit: Callable[[Event], None], cancel: threading.Event) -> None:
         """Run as `rescue restore` does: same journal, plan.json, log, report and last safety look."""
-        from rescue.commands.restore import identity_of
         from rescue.engine.executor import Executor
         from rescue.engine.journal import identity_name
         from rescue.engine.report import write_report
         from rescue.events import PlanDone
+        from rescue.probe import identity_of
         from rescue.safety import assert_still_safe
 
         plan = self.plans[review]

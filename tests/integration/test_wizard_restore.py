@@ -296,8 +296,8 @@ async def test_a_second_console_cannot_restore_onto_a_disk_being_restored(demo, 
     """The rescue console runs a wizard on tty1 and on the serial line; one disk, one restore."""
     import fcntl
 
-    from rescue.commands.restore import identity_of
     from rescue.engine.journal import identity_name
+    from rescue.probe import identity_of
 
     with loop_disk(tmp_path / "new.img", 1536 * MiB) as dev:
         before = sha256(dev)
