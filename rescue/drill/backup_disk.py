@@ -49,13 +49,32 @@ def partition_named(disk: str, name: str) -> str:
                       why="the drill expects the gpt layout `rescue prepare-disk` makes")
 
 
+# A plain `mount -o ro` still replays a dirty journal or log, which writes to the
+# device; these options read a filesystem exactly as it is (as rescue-mount-backup does).
+_READ_ONLY = {"ext2": "ro", "ext3": "ro,noload", "ext4": "ro,noload", "xfs": "ro,norecovery",
+              "btrfs": "ro,nologreplay"}
+
+
+def read_only_options(fstype: str) -> str:
+    """mount options that write nothing at all to a filesystem of this type."""
+    return _READ_ONLY.get(fstype, "ro")
+
+
+def fstype_of(node: str) -> str:
+    """The filesystem type read from the device itself (no udev on a build host)."""
+    return run(["blkid", "-p", "-s", "TYPE", "-o", "value", node], check=False).stdout.strip()
+
+
 @contextlib.contextmanager
 def mounted_partition(image: Path, name: str, where: Path, readonly: bool = False) -> Iterator[Path]:
-    """Attach the disk image, mount its partition `name` at `where`; always undone."""
+    """Attach the disk image, mount its partition `name` at `where`; always undone.
+
+    readonly: nothing is written, not even a journal replay."""
     with attached(image) as disk:
         node = partition_named(disk, name)
         where.mkdir(parents=True, exist_ok=True)
-        run(["mount", *(["-o", "ro"] if readonly else []), node, str(where)])
+        opts = ["-o", read_only_options(fstype_of(node))] if readonly else []
+        run(["mount", *opts, node, str(where)])
         try:
             yield where
         finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,10 @@ from rescue.drill.demo import (
 )
 from rescue.drill.demo_disk import FILES, DemoFacts, FsFact, cleanup_mounts
 from rescue.drill.report import Phase, PhaseFailed, Report, Run, Say
-from rescue.errors import BackupError, RescueError
+from rescue.errors import BackupError, PlanRefused, RescueError
 from rescue.layout.legacy import newest_layout
 from rescue.layout.model import BootMode, Layout
+from rescue.plan.build import HOOK_HINT
 from rescue.qemu import Firmware
 from rescue.run import run
 
@@ -141,7 +143,44 @@ def add_report_service(root: Path) -> None:
     link.symlink_to("/etc/systemd/system/demo-report.service")
 
 
+@dataclass(frozen=True)
+class Chosen:
+    """What the drill restores, read from the bank before anything is made."""
+
+    images: tuple[Image, ...]
+    layout: Layout
+    firmware: Firmware
+    disk: str  # the captured disk that holds /
+    disk_size: int
+    need: int  # bytes the chosen images hold
+    seconds: float  # how long reading the bank took
+
+
+def choose(opts: BankOptions) -> Chosen:
+    """Read the bank: the images to restore, their layout, the disk to rebuild.
+
+    A missing bank, an unknown client, a date with no image or images without
+    a captured layout raise here, before the drill makes its work folder."""
+    start = time.monotonic()
+    machine = find_backups([opts.bank]).machine(opts.client)
+    images = choose_images(machine, opts.image)
+    layout = newest_layout(images)
+    if layout is None:
+        shown = ", ".join(f"{i.vault}/{i.name}" for i in images)
+        raise PlanRefused(
+            f"no disk layout was captured with the images of {opts.client} ({shown})",
+            why="without the captured partition table and filesystems the drill cannot rebuild the disk",
+            fix=HOOK_HINT + ", and make a new backup (or pick a later --image)",
+        )
+    firmware = opts.firmware or (Firmware.UEFI if layout.boot.mode is BootMode.UEFI else Firmware.BIOS)
+    disk, disk_size = _root_disk(layout)
+    need = sum(_tree_bytes(i.path) for i in images)
+    return Chosen(images, layout, firmware, disk, disk_size, need, time.monotonic() - start)
+
+
 def run_bank(opts: BankOptions, say: Say) -> Report:
+    """The bank drill; bad input (see choose) raises before anything is written."""
+    chosen = choose(opts)
     report = Report()
     setup = Run("setup")
     report.runs.append(setup)
@@ -150,7 +189,7 @@ def run_bank(opts: BankOptions, say: Say) -> Report:
         drill = Run(f"bank {opts.client}")
         report.runs.append(drill)
         try:
-            _drill(opts, setup, drill, say)
+            _drill(opts, chosen, setup, drill, say)
         finally:
             tidy(opts.workdir / "bank", keep=opts.keep, failed=not drill.ok)
     except PhaseFailed:
@@ -159,40 +198,34 @@ def run_bank(opts: BankOptions, say: Say) -> Report:
     return report
 
 
-def _drill(opts: BankOptions, setup: Run, drill: Run, say: Say) -> None:
+def _drill(opts: BankOptions, chosen: Chosen, setup: Run, drill: Run, say: Say) -> None:
     work = opts.workdir / "bank"
     if work.exists():
         cleanup_mounts(work)
         shutil.rmtree(work)
     work.mkdir(parents=True)
     backup_img, target_img = work / "backup-disk.img", work / "new-disk.img"
+    images, layout, firmware = chosen.images, chosen.layout, chosen.firmware
 
     with drill.phase("choose images", say) as ph:
-        machine = find_backups([opts.bank]).machine(opts.client)
-        images = choose_images(machine, opts.image)
         for image in images:
             ph.notes.append(f"{image.vault}/{image.name} ({image.source})")
-        layout = newest_layout(images)
-        ph.check("a captured layout is among the images", layout is not None)
-        assert layout is not None
-        firmware = opts.firmware or (Firmware.UEFI if layout.boot.mode is BootMode.UEFI else Firmware.BIOS)
-        disk, disk_size = _root_disk(layout)
-        ph.notes.append(f"restoring {disk} ({disk_size / GiB:.1f} GiB) for {firmware.value}")
-        need = sum(_tree_bytes(i.path) for i in images)
-        ph.notes.append(f"images hold {need / GiB:.2f} GiB")
+        ph.check("a captured layout is among the images", True)
+        ph.notes.append(f"restoring {chosen.disk} ({chosen.disk_size / GiB:.1f} GiB) for {firmware.value}")
+        ph.notes.append(f"images hold {chosen.need / GiB:.2f} GiB")
+    drill.phases[-1].seconds += chosen.seconds
 
-    # the bank is read first: a wrong --bank or --client says so before any build
     rescue_image = prepare_shared(setup, say, with_demo_os=False).rescue_image
 
     with drill.phase("backup disk with copies of the images", say) as ph:
-        size = RESCUE_PART_BYTES + int(need * 1.15) + GiB
+        size = RESCUE_PART_BYTES + int(chosen.need * 1.15) + GiB
         backup_disk.prepare(backup_img, size, rescue_image)
         with backup_disk.mounted_partition(backup_img, "backup", work / "mnt-backup") as top:
             copied = copy_images(images, top / backup_disk.BANK)
             backup_disk.write_config(top, backup_disk.unattended_config(opts.client, TARGET_BY_ID))
         ph.check("images copied", copied > 0, got=f"{copied / GiB:.2f} GiB")
         ph.notes.append(backup_disk.choose_boot_entry(backup_img, work, "unattended"))
-        backup_disk.blank_disk(target_img, disk_size)
+        backup_disk.blank_disk(target_img, chosen.disk_size)
 
     def add_report(ph: Phase) -> None:
         with _mounted_root(target_img, layout, work / "mnt-restored"):
