@@ -61,17 +61,17 @@ def run(args: argparse.Namespace) -> int:
         raise RescueError("--bank needs --client NAME", fix="rescue list --bank DIR shows the machines in it")
     workdir = (args.workdir or demo.default_workdir()).resolve()
     firmwares = tuple(demo.firmwares_of(args.firmware))
-    _say(f"rescue drill: working in {workdir}")
     if args.bank is not None:
         from rescue.drill import bank as bankdrill
 
-        report = bankdrill.run_bank(
-            bankdrill.BankOptions(bank=args.bank.resolve(), client=args.client, image=args.image,
-                                  workdir=workdir, firmware=firmwares[0] if args.firmware else None,
-                                  keep=args.keep, memory_mib=args.memory),
-            _say,
-        )
+        bank_opts = bankdrill.BankOptions(
+            bank=args.bank.resolve(), client=args.client, image=args.image, workdir=workdir,
+            firmware=firmwares[0] if args.firmware else None, keep=args.keep, memory_mib=args.memory)
+        chosen = bankdrill.choose(bank_opts)  # a bad --bank, --client or --image stops here
+        _say(f"rescue drill: working in {workdir}")
+        report = bankdrill.run_bank(bank_opts, _say, chosen)
     else:
+        _say(f"rescue drill: working in {workdir}")
         opts = demo.Options(workdir=workdir, firmwares=firmwares, keep=args.keep, memory_mib=args.memory)
         report = demo.run_demo(opts, _say)
     print()

@@ -178,9 +178,9 @@ def choose(opts: BankOptions) -> Chosen:
     return Chosen(images, layout, firmware, disk, disk_size, need, time.monotonic() - start)
 
 
-def run_bank(opts: BankOptions, say: Say) -> Report:
+def run_bank(opts: BankOptions, say: Say, chosen: Chosen | None = None) -> Report:
     """The bank drill; bad input (see choose) raises before anything is written."""
-    chosen = choose(opts)
+    chosen = chosen or choose(opts)
     report = Report()
     setup = Run("setup")
     report.runs.append(setup)

@@ -83,8 +83,9 @@ def test_bad_input_is_refused_with_the_reason_and_nothing_is_written(
 
     got = drill(argv, work)
 
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert got == int(code), err
+    assert "working in" not in out, "the drill started before it read the bank"
     assert said in err
     assert "what to do:" in err and "Traceback" not in err
     assert not work.exists(), "the work folder was made for a refused drill"
