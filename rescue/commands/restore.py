@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -215,46 +216,50 @@ def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
     executor = Executor(target=device, identity=identity, state_dir=state_dir, log_path=log_path,
                         recheck=lambda: assert_still_safe(device, backup_sources=args.bank) and None,
                         bootloader=args.bootloader, verify_checksum=args.verify_checksum,
-                        title=f"restore of {args.client} onto {device}")
-    if not args.dry_run:
-        # A killed earlier run may have left its mounts and copy process: release
-        # them (only what its journal names) so the target probes as free again.
-        for line in executor.release_leftovers():
-            print(f"restore: {line}", flush=True)
+                        title=f"restore of {args.client} onto {device}", face="rescue restore")
+    # One restore per disk: from before the leftovers are released to the end, this command holds
+    # the disk's lock, so another console's wizard or restore is refused, as this one is while
+    # another holds it. A dry run writes nothing and takes no lock.
+    with nullcontext() if args.dry_run else executor.locked():
+        if not args.dry_run:
+            # A killed earlier run may have left its mounts and copy process: release
+            # them (only what its journal names) so the target probes as free again.
+            for line in executor.release_leftovers():
+                print(f"restore: {line}", flush=True)
 
-    target = probe_disk(device, backup_sources=args.bank)
-    plan = build_plan(layout, images, target, options)
-    print(plan.review(), flush=True)
-    if args.dry_run:
-        print("\n# ---- restore.sh (nothing was written) ----")
-        print(plan.script(), flush=True)
-        return int(Exit.OK)
-    if not args.yes:
-        confirm(target, ask)
+        target = probe_disk(device, backup_sources=args.bank)
+        plan = build_plan(layout, images, target, options)
+        print(plan.review(), flush=True)
+        if args.dry_run:
+            print("\n# ---- restore.sh (nothing was written) ----")
+            print(plan.script(), flush=True)
+            return int(Exit.OK)
+        if not args.yes:
+            confirm(target, ask)
 
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (folder / "plan.json").write_text(plan.dumps())
-    printer = ProgressPrinter()
-    done: dict[str, str] = {}
-    _stop_on_sigterm()
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (folder / "plan.json").write_text(plan.dumps())
+        printer = ProgressPrinter()
+        done: dict[str, str] = {}
+        _stop_on_sigterm()
 
-    def on_event(e: ev.Event) -> None:
-        if isinstance(e, ev.PlanDone):
-            done["summary"] = e.summary
-        printer(e)
+        def on_event(e: ev.Event) -> None:
+            if isinstance(e, ev.PlanDone):
+                done["summary"] = e.summary
+            printer(e)
 
-    try:
-        outcome = executor.run(plan, on_event)
-    except RescueError:
-        if "summary" in done:
-            report = write_report(folder, done["summary"], stamp)
-            print("\n" + done["summary"], flush=True)
-            print(f"restore: report kept in {report}; every command run is in {log_path}", flush=True)
-        raise
-    report = write_report(folder, outcome.summary, stamp)
-    print("\n" + outcome.summary)
-    print(f"restore: report kept in {report}; every command run is in {log_path}", flush=True)
-    return int(Exit.INCOMPLETE if outcome.incomplete else Exit.OK)
+        try:
+            outcome = executor.run(plan, on_event)
+        except RescueError:
+            if "summary" in done:
+                report = write_report(folder, done["summary"], stamp)
+                print("\n" + done["summary"], flush=True)
+                print(f"restore: report kept in {report}; every command run is in {log_path}", flush=True)
+            raise
+        report = write_report(folder, outcome.summary, stamp)
+        print("\n" + outcome.summary)
+        print(f"restore: report kept in {report}; every command run is in {log_path}", flush=True)
+        return int(Exit.INCOMPLETE if outcome.incomplete else Exit.OK)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,6 @@ This only adapts their answers to what the screens draw.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import threading
@@ -224,17 +223,14 @@ class RealEngine:
         device = plan.target.device
         identity = identity_of(device)
         folder = self._state_dir() / identity_name(identity)
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (folder / PLAN_FILE).write_text(plan.dumps())  # so the next start can offer to resume
         stamp = time.strftime("%Y%m%d-%H%M%S")
         log_dir = self.log_dir or folder
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.last_log = log_dir / f"restore-{stamp}.log"
+        log_path = log_dir / f"restore-{stamp}.log"
         sources = self._sources()
         executor = Executor(target=device, identity=identity, state_dir=self._state_dir(),
-                            log_path=self.last_log, cancel=cancel,
+                            log_path=log_path, cancel=cancel,
                             recheck=lambda: assert_still_safe(device, backup_sources=sources) and None,
-                            title=f"restore of {plan.client} onto {device}")
+                            title=f"restore of {plan.client} onto {device}", face="rescue wizard")
         summary: list[str] = []
 
         def on_event(e: Event) -> None:
@@ -242,14 +238,13 @@ class RealEngine:
                 summary.append(e.summary)
             emit(e)
 
-        # The rescue console runs a wizard on tty1 and on the serial line: only one may write a disk.
-        with open(folder / "wizard.lock", "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise RescueError(f"another restore onto {device} is running (on another console?)",
-                                  why="two restores onto one disk would destroy each other's work",
-                                  fix="let it finish, or cancel it there; then resume here") from None
+        # One restore per disk (the other console's wizard, rescue restore): the engine's lock,
+        # taken before plan.json is written over the one a running restore keeps beside its journal.
+        with executor.locked():
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            (folder / PLAN_FILE).write_text(plan.dumps())  # so the next start can offer to resume
+            log_dir.mkdir(parents=True, exist_ok=True)
+            self.last_log = log_path
             try:
                 executor.run(plan, on_event)
             finally:

@@ -68,3 +68,23 @@ def test_unattended_with_a_broken_config_fails_with_a_marker(tmp_path):
     assert proc.returncode == 2
     assert proc.stdout.splitlines()[-1] == "RESCUE-RESTORE: FAILED 2"
     assert "bank" in proc.stderr
+
+
+def test_unattended_restore_refuses_a_disk_another_restore_holds(demo, tmp_path):
+    """The unattended entry and a wizard on another console: the engine's disk lock keeps them apart."""
+    from rescue.engine.lock import DiskLock
+
+    bank, _ = demo
+    img = tmp_path / "t.img"
+    with loop_disk(img, GiB) as dev:
+        run(["sfdisk", dev], input="label: dos\n\nsize=64MiB, type=83\n")
+        before = run(["sha256sum", str(img)]).stdout.split()[0]
+        config = tmp_path / "rescue-unattended.toml"
+        config.write_text(f'bank = "{bank.bank}"\nclient = "{bank.client}"\n'
+                          f'log_dir = "{tmp_path / "logs"}"\n[target]\ndevice = "{dev}"\n')
+        with DiskLock(dev, "rescue wizard"):  # this test process stands for the other console
+            proc = unattended(config)
+        assert run(["sha256sum", str(img)]).stdout.split()[0] == before
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == "RESCUE-RESTORE: FAILED 3"
+    assert f"another restore onto {dev} is under way: rescue wizard, pid {os.getpid()}" in proc.stderr

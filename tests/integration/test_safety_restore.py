@@ -6,13 +6,15 @@ disk the running system lives on (a probe result saying so: the real root
 disk is never touched), a disk with something mounted, a target too small,
 a partition instead of a disk, images whose Status is not success, a bank
 without a captured layout, a person who does not type the target's name,
-and a disk that gets mounted between the plan and the first write.
+a disk that gets mounted between the plan and the first write, and a disk
+another restore (the wizard on another console) is writing right now.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -240,3 +242,23 @@ def test_mount_between_plan_and_first_write_is_caught(bank, tmp_path):
             assert sha256(img) == before
         finally:
             run(["umount", str(mnt)])
+
+
+def test_refuses_a_disk_another_restore_is_writing(bank, tmp_path, capsys):
+    """The wizard on another console holds the disk: rescue restore says who, and writes nothing."""
+    from rescue.engine.lock import DiskLock
+
+    img = tmp_path / "t.img"
+    with loop_disk(img, GiB) as dev:
+        blank_with_table(dev)
+        before = sha256(img)
+        with DiskLock(dev, "rescue wizard"):
+            code = restore(bank, dev, tmp_path / "state", "--yes")
+            err = capsys.readouterr().err
+            assert sha256(img) == before
+        assert code == Exit.REFUSED
+        assert f"another restore onto {dev} is under way: rescue wizard, pid {os.getpid()}" in err
+        assert "what to do:" in err
+        assert not list((tmp_path / "state").glob("*/*"))  # no journal, plan.json or log either
+        # the holder gone, the same command goes on (a dry run here: the refusal was the point)
+        assert restore(bank, dev, tmp_path / "state", "--dry-run") == Exit.OK

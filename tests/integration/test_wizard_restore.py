@@ -294,17 +294,11 @@ async def test_cancel_during_the_copy_is_offered_for_resume_on_the_next_start(de
 @aio
 async def test_a_second_console_cannot_restore_onto_a_disk_being_restored(demo, tmp_path):
     """The rescue console runs a wizard on tty1 and on the serial line; one disk, one restore."""
-    import fcntl
-
-    from rescue.engine.journal import identity_name
-    from rescue.probe import identity_of
+    from rescue.engine.lock import DiskLock
 
     with loop_disk(tmp_path / "new.img", 1536 * MiB) as dev:
         before = sha256(dev)
-        folder = tmp_path / "state" / identity_name(identity_of(dev))
-        folder.mkdir(parents=True)
-        with open(folder / "wizard.lock", "w") as other_console:
-            fcntl.flock(other_console, fcntl.LOCK_EX)
+        with DiskLock(dev, "rescue wizard"):  # as the other console's restore holds it
             app = make_app(engine_for(demo, tmp_path, dev))
             async with app.run_test(size=SIZE) as pilot:
                 await to_review(pilot, dev)
@@ -313,7 +307,9 @@ async def test_a_second_console_cannot_restore_onto_a_disk_being_restored(demo, 
                 screen = app.screen
                 assert isinstance(screen, FailedScreen)
                 assert "another restore onto" in str(screen.error)
+                assert f"rescue wizard, pid {os.getpid()}" in str(screen.error)
         assert sha256(dev) == before
+        assert not list((tmp_path / "state").glob("*/plan.json"))  # nothing written beside the journal
 
 
 @aio
