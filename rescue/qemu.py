@@ -264,6 +264,24 @@ class VM:
                 )
             time.sleep(0.5)
 
+    def wait_for_pattern(self, pattern: str, timeout: float, since: int = 0) -> re.Match[str]:
+        """The first match of a regular expression in the console (from character `since` on).
+
+        For answers that the guest may also echo as typed: "RESTORE-EXIT=(\\d+)"
+        matches the printed exit code, not the typed "echo RESTORE-EXIT=$?"."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = regex.search(self.console().replace("\r", ""), since)
+            if m:
+                return m
+            if self.proc is not None and self.proc.poll() is not None:
+                raise BootTimeout(f"{self.name}: qemu exited before {pattern!r} appeared", why=self._tail())
+            if time.monotonic() > deadline:
+                raise BootTimeout(f"{self.name}: {pattern!r} did not appear within {timeout:.0f} s",
+                                  why=self._tail(), fix=f"read the serial log: {self.serial_log}")
+            time.sleep(0.5)
+
     def wait_exit(self, timeout: float) -> int:
         assert self.proc is not None
         try:
