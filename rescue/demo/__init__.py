@@ -26,6 +26,8 @@ DemoMachine(workdir, *, size=1 GiB, label="gpt"|"dos", home_fs="xfs"|"btrfs"|"ex
     start, size, name, .vault), .filesystems, .swap, .fstab, .hostname
     .partition(mountpoint) -> DemoPartition; .dir_of(mountpoint) -> Path
     .mount(), .unmount(), .detach_keep_image(), .reattach(mount=True) -> disk, .close()
+    PartSpec(mountpoint, fstype ext4|xfs|btrfs|vfat|swap, size_mib (0: the rest), label, name=None
+             (gpt name), backup=True (False: no vault, e.g. an ESP; vfat is never mounted on the host)).
     Default partitions: 1 / ext4 256 MiB "demo-root", 2 /home 320 MiB "demo-home",
     3 swap 64 MiB "demo-swap", 4 /tmp ext4 rest "demo-tmp" (root mode 1777).
     Corpus under /corpus and /home/corpus: see machine.fill_corpus.

@@ -31,8 +31,11 @@ GiB = 1024 * MiB
 GPT_TYPES = {
     "linux": "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
     "swap": "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F",
+    "esp": "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
 }
-DOS_TYPES = {"linux": "83", "swap": "82"}
+DOS_TYPES = {"linux": "83", "swap": "82", "esp": "ef"}
+# What this build host can mount: vfat cannot be (DESIGN.md), so an ESP stays empty here.
+HOST_MOUNTABLE = ("ext4", "xfs", "btrfs")
 
 # Odd owners and modes the corpus uses; tests compare them after a restore.
 ODD_UID, ODD_GID = 1234, 5678
@@ -45,10 +48,11 @@ class PartSpec:
     """One partition to create. size_mib=0 takes the rest of the disk (last only)."""
 
     mountpoint: str | None  # "/", "/home", "/tmp"; None for swap
-    fstype: str  # ext4, xfs, btrfs, swap
+    fstype: str  # ext4, xfs, btrfs, vfat (an ESP), swap
     size_mib: int
     label: str  # filesystem/swap label (xfs: 12 characters at most)
     name: str | None = None  # gpt partition name
+    backup: bool = True  # gets a dirvish vault (the drill's machine keeps none for its ESP and /tmp)
 
 
 @dataclass(frozen=True)
@@ -65,11 +69,12 @@ class DemoPartition:
     start: int  # sectors
     size: int  # sectors
     name: str | None = None
+    backed_up: bool = True  # False: make_bank makes no vault for it
 
     @property
     def vault(self) -> str | None:
         """The vault name the demo bank uses for this partition ("root", "home", "tmp")."""
-        if self.mountpoint is None:
+        if self.mountpoint is None or not self.backed_up:
             return None
         return "root" if self.mountpoint == "/" else self.mountpoint.strip("/").replace("/", "-")
 
@@ -207,6 +212,8 @@ class DemoMachine:
         if self.disk is None:
             raise RescueError("the demo disk is not attached")
         for p in self.filesystems:
+            if p.fstype not in HOST_MOUNTABLE:
+                continue
             where = self.dir_of(p.mountpoint)
             where.mkdir(parents=True, exist_ok=True)
             if where in self._mounted:
@@ -234,7 +241,7 @@ class DemoMachine:
         lines = [f"label: {self.label}", ""]
         numbered: list[tuple[int, PartSpec]] = []
         for i, spec in enumerate(self.specs):
-            kind = "swap" if spec.fstype == "swap" else "linux"
+            kind = {"swap": "swap", "vfat": "esp"}.get(spec.fstype, "linux")
             size = f"size={spec.size_mib}MiB, " if spec.size_mib else ""
             if self.label == "gpt":
                 name = f', name="{spec.name}"' if spec.name else ""
@@ -274,6 +281,8 @@ class DemoMachine:
                 run(["mkfs.xfs", "-q", "-f", "-L", spec.label, node])
             elif spec.fstype == "btrfs":
                 run(["mkfs.btrfs", "-q", "-f", "-L", spec.label, node])
+            elif spec.fstype == "vfat":
+                run(["mkfs.vfat", "-F", "32", "-n", spec.label, node])
             else:
                 raise ValueError(f"no mkfs for {spec.fstype}")
             facts = probe(node)
@@ -281,7 +290,7 @@ class DemoMachine:
             parts.append(DemoPartition(
                 number=number, node=node, mountpoint=spec.mountpoint, fstype=spec.fstype,
                 label=spec.label, uuid=facts["UUID"], partuuid=facts.get("PART_ENTRY_UUID"),
-                start=tp.start, size=tp.size, name=tp.name,
+                start=tp.start, size=tp.size, name=tp.name, backed_up=spec.backup,
             ))
         self.partitions = tuple(parts)
 

@@ -20,14 +20,11 @@ import contextlib
 import json
 import os
 import shutil
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rescue.demo.machine import FIXED_MTIME, DemoPartition, fill_corpus, probe
-from rescue.devices import attach, detach, make_image_file, partition_path, rescan
+from rescue.demo.machine import FIXED_MTIME, DemoMachine, PartSpec, fill_corpus
 from rescue.errors import RescueError
-from rescue.layout.sfdisk import parse_sfdisk
 from rescue.qemu import Firmware
 from rescue.run import CommandError, run
 
@@ -35,9 +32,6 @@ MiB = 1 << 20
 GiB = 1 << 30
 FILES = Path(__file__).resolve().parent / "files"
 
-ESP_GPT = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
-LINUX_GPT = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
-SWAP_GPT = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"
 
 HOSTNAME = "demo"
 DISK_SIZE = 2 * GiB
@@ -45,24 +39,16 @@ ALICE = 1000  # uid and gid of the demo user (made by the OS build)
 DEVICE_TIMEOUT = "15min"
 
 
-@dataclass(frozen=True)
-class PartSpec:
-    mountpoint: str | None  # None for swap
-    fstype: str  # ext4, xfs, vfat, swap
-    size_mib: int  # 0: the rest of the disk (last partition only)
-    label: str
-    vault: bool = True  # backed up by dirvish (the ESP and swap are not)
-
-
 def parts_for(firmware: Firmware) -> tuple[PartSpec, ...]:
+    """/ and /home get vaults; swap, /tmp and the ESP are made again by the restore."""
     common = (
-        PartSpec("/", "ext4", 900, "demo-root"),
-        PartSpec("/home", "xfs", 320, "demo-home"),
-        PartSpec(None, "swap", 128, "demo-swap", vault=False),
-        PartSpec("/tmp", "ext4", 0, "demo-tmp", vault=False),
+        PartSpec("/", "ext4", 900, "demo-root", "demo-root"),
+        PartSpec("/home", "xfs", 320, "demo-home", "demo-home"),
+        PartSpec(None, "swap", 128, "demo-swap", "demo-swap", backup=False),
+        PartSpec("/tmp", "ext4", 0, "demo-tmp", "demo-tmp", backup=False),
     )
     if firmware is Firmware.UEFI:
-        return (PartSpec("/boot/efi", "vfat", 64, "DEMO-ESP", vault=False), *common)
+        return (PartSpec("/boot/efi", "vfat", 64, "DEMO-ESP", "DEMO-ESP", backup=False), *common)
     return common
 
 
@@ -97,155 +83,40 @@ class DemoFacts:
         return cls(**d)
 
 
-class DemoDisk:
-    """The demo machine's disk image, attached and mounted under `root` while in use."""
+class DemoDisk(DemoMachine):
+    """The demo machine's disk image with a Debian on it, mounted under `root` while in use.
+
+    A DemoMachine (partitions, mkfs, mounts, unmount and detach) whose
+    filesystems get the demo OS, its configuration and the data the drill
+    checks instead of the test corpus. Unlike DemoMachine, entering the
+    context builds nothing: build() is a timed phase of the drill."""
 
     def __init__(self, workdir: Path, firmware: Firmware, os_tarball: Path, size: int = DISK_SIZE) -> None:
-        self.workdir = Path(workdir)
+        label = "gpt" if firmware is Firmware.UEFI else "dos"
+        super().__init__(workdir, size=size, label=label, hostname=HOSTNAME, parts=parts_for(firmware),
+                         corpus=False)
         self.firmware = firmware
         self.os_tarball = os_tarball
-        self.size = size
-        self.specs = parts_for(firmware)
-        self.label = "gpt" if firmware is Firmware.UEFI else "dos"
         self.image = self.workdir / f"demo-{firmware.value}.img"
         self.root = self.workdir / f"demo-{firmware.value}-root"
-        self.disk: str | None = None
-        self.partitions: tuple[DemoPartition, ...] = ()
-        self.sfdisk_dump = ""
-        self._mounted: list[Path] = []
-
-    # -- what make_bank reads ------------------------------------------------
-
-    @property
-    def filesystems(self) -> tuple[DemoPartition, ...]:
-        """The partitions that get a dirvish vault, / first."""
-        backed = {s.mountpoint for s in self.specs if s.vault}
-        return tuple(sorted((p for p in self.partitions if p.mountpoint in backed),
-                            key=lambda p: (p.mountpoint != "/", p.mountpoint)))
-
-    def dir_of(self, mountpoint: str) -> Path:
-        return self.root / mountpoint.lstrip("/") if mountpoint != "/" else self.root
-
-    # -- life cycle ----------------------------------------------------------
 
     def __enter__(self) -> DemoDisk:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def build(self) -> DemoFacts:
+    def build(self) -> DemoFacts:  # type: ignore[override]
         """Partition, make filesystems, unpack the OS, configure it, add the data."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        make_image_file(self.image, self.size)
-        self.disk = attach(self.image)
-        if not self.disk.startswith("/dev/loop"):
-            raise RescueError(f"expected a loop device for the demo disk, got {self.disk}")
-        self._partition()
-        self._mkfs()
-        self.mount()
-        run(["tar", "-C", str(self.root), "--numeric-owner", "--xattrs", "--xattrs-include=*",
-             "-xpf", str(self.os_tarball)])
-        self._configure()
-        self._fill()
+        super().build()
         facts = self.facts()
         run(["sync"])
         return facts
 
-    def mount(self) -> None:
-        assert self.disk is not None
-        for spec, part in self._mountable():
-            where = self.dir_of(spec.mountpoint)
-            where.mkdir(parents=True, exist_ok=True)
-            run(["mount", "-t", spec.fstype, part.node, str(where)])
-            self._mounted.append(where)
+    def _fill(self) -> None:
+        run(["tar", "-C", str(self.root), "--numeric-owner", "--xattrs", "--xattrs-include=*",
+             "-xpf", str(self.os_tarball)])
+        self._configure()
+        self._fill_data()
 
-    def unmount(self) -> None:
-        for where in reversed(self._mounted):
-            for _ in range(20):
-                if run(["umount", str(where)], check=False).returncode == 0 or not os.path.ismount(where):
-                    break
-                time.sleep(0.25)
-            else:
-                run(["umount", "-l", str(where)], check=False)
-        self._mounted.clear()
-
-    def close(self) -> None:
-        """Unmount and detach (the image file stays); safe to call twice."""
-        self.unmount()
-        if self.disk is not None:
-            detach(self.disk)
-            self.disk = None
-
-    def detach_keep_image(self) -> None:
-        """The disaster: the disk is gone; its facts are on record."""
-        self.close()
-
-    # -- building ------------------------------------------------------------
-
-    def _mountable(self) -> list[tuple[PartSpec, DemoPartition]]:
-        """(spec, partition) for the filesystems this host can mount, / first."""
-        pairs = [(s, p) for s, p in zip(self.specs, self.partitions)
-                 if s.mountpoint and s.fstype in ("ext4", "xfs")]
-        return sorted(pairs, key=lambda sp: (sp[0].mountpoint != "/", sp[0].mountpoint))
-
-    def _script(self) -> str:
-        lines = [f"label: {self.label}", ""]
-        for spec in self.specs:
-            size = f"size={spec.size_mib}MiB, " if spec.size_mib else ""
-            if self.label == "gpt":
-                kind = {"vfat": ESP_GPT, "swap": SWAP_GPT}.get(spec.fstype, LINUX_GPT)
-                lines.append(f'{size}type={kind}, name="{spec.label}"')
-            else:
-                kind = {"swap": "82"}.get(spec.fstype, "83")
-                boot = ", bootable" if spec.mountpoint == "/" else ""
-                lines.append(f"{size}type={kind}{boot}")
-        return "\n".join(lines) + "\n"
-
-    def _partition(self) -> None:
-        assert self.disk is not None
-        run(["sfdisk", "--quiet", "--wipe", "always", self.disk], input=self._script())
-        rescan(self.disk)
-        nodes = [partition_path(self.disk, i + 1) for i in range(len(self.specs))]
-        deadline = time.monotonic() + 10
-        while not all(os.path.exists(n) for n in nodes):
-            if time.monotonic() > deadline:
-                raise RescueError(f"partition nodes of {self.disk} did not appear")
-            time.sleep(0.2)
-            rescan(self.disk)
-        self.sfdisk_dump = run(["sfdisk", "--dump", self.disk]).stdout
-
-    def _mkfs(self) -> None:
-        assert self.disk is not None
-        table = parse_sfdisk(self.sfdisk_dump, f"sfdisk -d {self.disk}", self.size)
-        by_number = {p.number: p for p in table.partitions}
-        parts = []
-        for i, spec in enumerate(self.specs):
-            node = partition_path(self.disk, i + 1)
-            if spec.fstype == "swap":
-                run(["mkswap", "--label", spec.label, node])
-            elif spec.fstype == "ext4":
-                run(["mkfs.ext4", "-q", "-F", "-L", spec.label, node])
-            elif spec.fstype == "xfs":
-                run(["mkfs.xfs", "-q", "-f", "-L", spec.label, node])
-            elif spec.fstype == "vfat":
-                run(["mkfs.vfat", "-F", "32", "-n", spec.label, node])
-            facts = probe(node)
-            tp = by_number[i + 1]
-            parts.append(DemoPartition(
-                number=i + 1, node=node, mountpoint=spec.mountpoint, fstype=spec.fstype,
-                label=spec.label, uuid=facts["UUID"], partuuid=facts.get("PART_ENTRY_UUID"),
-                start=tp.start, size=tp.size, name=tp.name,
-            ))
-        self.partitions = tuple(parts)
-
-    def _part(self, mountpoint: str | None, fstype: str | None = None) -> DemoPartition:
-        for p in self.partitions:
-            if p.mountpoint == mountpoint and (fstype is None or p.fstype == fstype):
-                return p
-        raise KeyError(mountpoint)
-
-    def fstab(self) -> str:
+    def _fstab_text(self) -> str:
         """By UUID. Under TCG on a busy host udev may need minutes to announce a disk:
         systemd's 90 s device timeout would drop the machine into emergency mode."""
         wait = f"x-systemd.device-timeout={DEVICE_TIMEOUT}"
@@ -263,7 +134,8 @@ class DemoDisk:
 
     def _configure(self) -> None:
         r = self.root
-        (r / "etc" / "fstab").write_text(self.fstab())
+        self.fstab = self._fstab_text()
+        (r / "etc" / "fstab").write_text(self.fstab)
         (r / "etc" / "hostname").write_text(HOSTNAME + "\n")
         (r / "etc" / "hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {HOSTNAME}\n")
         (r / "etc" / "default").mkdir(exist_ok=True)
@@ -300,7 +172,7 @@ class DemoDisk:
             raise RescueError(f"the demo OS {self.os_tarball} has no kernel in /boot",
                               fix="delete the tarball so the drill builds it again")
         version = kernels[-1].name.removeprefix("vmlinuz-")
-        root = self._part("/")
+        root = self.partition("/")
         return (
             "serial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\n"
             "set timeout=0\ninsmod part_msdos\ninsmod part_gpt\ninsmod ext2\n"
@@ -310,7 +182,7 @@ class DemoDisk:
             f"  initrd /boot/initrd.img-{version}\n}}\n"
         )
 
-    def _fill(self) -> None:
+    def _fill_data(self) -> None:
         """The data the drill checks: A's corpus of hard cases, twice, plus a user's files."""
         srv = self.root / "srv" / "demo"
         alice = self.dir_of("/home") / "alice"

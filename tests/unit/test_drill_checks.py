@@ -94,7 +94,7 @@ def test_uefi_demo_has_an_esp_without_a_vault_and_bios_has_none() -> None:
     uefi, bios = parts_for(Firmware.UEFI), parts_for(Firmware.BIOS)
     assert [p.mountpoint for p in uefi if p.fstype == "vfat"] == ["/boot/efi"]
     assert not any(p.fstype == "vfat" for p in bios)
-    assert [p.mountpoint for p in bios if p.vault] == ["/", "/home"]
+    assert [p.mountpoint for p in bios if p.backup] == ["/", "/home"]
     assert [p.size_mib for p in bios][-1] == 0  # the last one takes the rest, and grows on a bigger disk
 
 
