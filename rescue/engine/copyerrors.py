@@ -50,7 +50,7 @@ def classify(lines: Iterable[str], source: Path | str, dest: Path | str) -> Copy
             continue
         m = _VERIFY.match(line)
         if m:
-            rel = _clean_rel(_rsync_unescape(m.group("rel")))
+            rel = _clean_rel(rsync_unescape(m.group("rel")))
             (unreadable.append(rel) if rel else other.append(line))
             continue
         names = _names_in(line)
@@ -75,10 +75,11 @@ def _names_in(line: str) -> list[str]:
     """The file names quoted in one cp or rsync line (decoded)."""
     if line.startswith("cp: "):
         return [n for n in _shell_words(line[4:]) if n]
-    return [_rsync_unescape(m.group(1)) for m in _RSYNC_QUOTED.finditer(line)]
+    return [rsync_unescape(m.group(1)) for m in _RSYNC_QUOTED.finditer(line)]
 
 
-def _rsync_unescape(text: str) -> str:
+def rsync_unescape(text: str) -> str:
+    """rsync's \\#ooo escapes (bytes it will not print) back to the real name."""
     raw = text.encode("utf-8", "surrogateescape")
     return os.fsdecode(_RSYNC_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), raw))
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from rescue.engine.journal import Journal
 
+
 def summary_text(
     *,
     title: str,
@@ -25,13 +26,22 @@ def summary_text(
     seconds: float,
     failure: str | None = None,
 ) -> str:
+    missing = unreadable_files(steps, journal)
+    count = sum(len(v) for _, v in missing)
+    if not ok:
+        result = "FAILED" + (f" ({failure})" if failure else "")
+    elif count:
+        result = (f"INCOMPLETE: {count} file(s) could not be read from the backup and are not restored "
+                  "(listed below); everything else is restored and verified")
+    else:
+        result = "OK"
     lines = [
         "rescue restore report",
         "=====================",
         f"what:     {title}" if title else "what:     restore",
         f"target:   {target}",
         f"finished: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
-        f"result:   {'OK' if ok else 'FAILED'}" + (f" ({failure})" if failure else ""),
+        f"result:   {result}",
         f"time:     {_duration(seconds)} this run; runs so far: {journal.runs}",
         "",
         "steps:",
@@ -44,12 +54,52 @@ def summary_text(
             d = entry["data"]
             extra = f" [{d['method']}, {_size(d.get('copied_bytes', 0))}, {d.get('copied_files', 0)} inodes]"
         lines.append(f"  {i:2}. {state:8} {step.describe()}{extra}")
+    if missing:
+        lines += ["", f"not restored, the backup could not be read ({count} file(s); paths relative to "
+                      "each filesystem):"]
+        for where, paths in missing:
+            lines.append(f"  {where}")
+            lines += [f"    {_printable(p)}" for p in paths[:MAX_SHOWN]]
+            if len(paths) > MAX_SHOWN:
+                lines.append(f"    ... and {len(paths) - MAX_SHOWN} more (all in the journal)")
     notes = journal.all_notes()
     if notes:
         lines += ["", "notes:"]
         lines += [f"  - {n}" for n in notes]
     lines.append("")
     return "\n".join(lines)
+
+
+MAX_SHOWN = 200  # unreadable files printed per filesystem
+
+
+def unreadable_files(steps: Sequence[Any], journal: Journal) -> list[tuple[str, list[str]]]:
+    """Per restored filesystem ("/home (vault home, image ...)"), the files the backup could not give.
+
+    The copy step lists what cp/rsync could not read; verify adds what it found
+    unreadable on its own (a list cut short, a file that failed later).
+    """
+    out: list[tuple[str, list[str]]] = []
+    found = journal.steps.get("verify", {}).get("data", {}).get("unreadable") or {}
+    for step in steps:
+        if getattr(step, "kind", "") != "copy":
+            continue
+        data = journal.steps.get(step.key, {}).get("data", {})
+        paths = [str(p) for p in data.get("unreadable") or []]
+        where = getattr(step, "mountpoint", step.key)
+        extra = found.get(where, []) if isinstance(found, dict) else []
+        paths += [str(p) for p in extra if p not in paths]
+        if paths:
+            out.append((f"{where} (vault {getattr(step, 'vault', '?')}, image {getattr(step, 'image', '?')}):",
+                        sorted(paths)))
+    return out
+
+
+def _printable(path: str) -> str:
+    """A name as one readable line: control characters shown as \\n, \\t or \\xHH."""
+    if path.isprintable():
+        return path
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)
 
 
 def write_report(log_dir: Path, text: str, stamp: str | None = None) -> Path:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +110,7 @@ class CopyTree(Step):
                 raise
             if any(NO_SPACE in line for line in result.unreadable):
                 raise self._no_space(ctx, room)
+            problems = self._sort_errors(ctx, result.unreadable, work) if result.unreadable else None
         finally:
             ctx.run(["umount", str(work)], check=False)
         data = ctx.data()
@@ -118,10 +118,46 @@ class CopyTree(Step):
         data["copied_bytes"] = result.bytes
         data["copied_files"] = result.files
         data["seconds"] = round(result.seconds, 2)
-        if result.unreadable:
-            data["unreadable"] = list(result.unreadable)
-            ctx.note(f"{self.mountpoint}: {len(result.unreadable)} item(s) could not be read from the backup, "
-                     f"first: {result.unreadable[0]}")
-        else:
-            data.pop("unreadable", None)
+        for k in ("unreadable", "copy_errors"):
+            data.pop(k, None)
+        if problems is not None:
+            unreadable, target, other = problems
+            if unreadable:
+                data["unreadable"] = unreadable
+                shown = ", ".join(unreadable[:5]) + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
+                ctx.note(f"{self.mountpoint}: {len(unreadable)} file(s) could not be read from the backup "
+                         f"and are not restored: {shown}")
+            if target or other:
+                data["copy_errors"] = [*target, *other][:50]
+                ctx.note(f"{self.mountpoint}: the copy reported {len(target) + len(other)} other problem(s), "
+                         f"first: {(target or other)[0]} (verify checks the result)")
         ctx.save()
+
+    def _sort_errors(self, ctx: Context, lines: tuple[str, ...], work: Path
+                     ) -> tuple[list[str], list[str], list[str]]:
+        """cp/rsync's error lines as (unreadable paths, target problems, other lines).
+
+        Paths are relative to this filesystem. What cp or rsync half-wrote of an
+        unreadable file is removed with its hard links (their names join the list):
+        a half-written file would pass for the real one. Nothing when the target itself
+        is gone: its write errors are not the backup's fault (the Executor names the cause).
+        """
+        from rescue.engine.copyerrors import classify, drop_partial_copies
+
+        lost = getattr(ctx, "target_lost", None)
+        if lost is not None and lost():
+            return [], [], []
+        log = getattr(ctx, "log", None)
+        if log is not None:
+            log.write("\n".join(f"  ! {line}" for line in lines))
+        found = classify(lines, self.source, work)
+        unreadable = list(found.unreadable)
+        other = list(found.other)
+        if unreadable:
+            removed = drop_partial_copies(work, unreadable)
+            unreadable += [r for r in removed if r not in unreadable]
+        elif other and not found.target:
+            # The copy said something went wrong without naming a file rescue can place:
+            # keep its words, so the result is still called incomplete and the lines are seen.
+            unreadable, other = [f"(not a file name) {line}" for line in other[:20]], []
+        return sorted(unreadable), list(found.target), other
