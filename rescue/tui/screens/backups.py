@@ -8,11 +8,10 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from rescue.backups.model import Image, ImageStatus, Machine
-from rescue.errors import RescueError
 from rescue.tui.facade import Discovery
-from rescue.tui.messages import DiscoveryDone, WorkFailed
+from rescue.tui.messages import DiscoveryDone
 from rescue.tui.review import human
-from rescue.tui.screens.base import WizardScreen, unexpected
+from rescue.tui.screens.base import ListScreen, WizardScreen
 
 
 def image_date(image: Image) -> str:
@@ -27,16 +26,7 @@ def status_word(image: Image) -> str:
             ImageStatus.INCOMPLETE: "INCOMPLETE"}[image.status]
 
 
-def error_text(error: RescueError) -> str:
-    lines = [str(error.what)]
-    if error.why:
-        lines.append(f"Why: {error.why}")
-    if error.fix:
-        lines.append(f"What to do: {error.fix}")
-    return "\n".join(lines)
-
-
-class BackupsScreen(WizardScreen):
+class BackupsScreen(ListScreen):
     STEP = "1/7 Backups found"
     HELP = """\
 The banks searched and the machines whose backups they hold. For each
@@ -49,19 +39,14 @@ disk or mounting a backup partition)."""
         Binding("r", "rescan", "Search again"),
         Binding("q", "app.quit_wizard", "Quit"),
     ]
+    STATUS = ("banks", "Looking for backups...")
+    TABLE = ("machines", ("Machine", "Vaults", "Newest good image", "Layout", "Notes"))
+    DETAIL = "warnings"
+    FAILED = "Searching for backups failed."
 
     def __init__(self) -> None:
         super().__init__()
         self.discovery: Discovery | None = None
-
-    def compose(self) -> ComposeResult:
-        yield from self.compose_title()
-        yield Static("Looking for backups...", id="banks", markup=False)
-        table: DataTable = DataTable(id="machines", cursor_type="row", zebra_stripes=False)
-        table.add_columns("Machine", "Vaults", "Newest good image", "Layout", "Notes")
-        yield table
-        yield Static("", id="warnings", markup=False)
-        yield from self.compose_footer()
 
     def on_mount(self) -> None:
         self.rescan()
@@ -70,27 +55,13 @@ disk or mounting a backup partition)."""
         self.rescan()
 
     def rescan(self) -> None:
-        self.query_one("#banks", Static).update("Looking for backups...")
-        self.query_one("#machines", DataTable).clear()
+        self.status(self.STATUS[1])
+        self.table().clear()
         self.discover()
 
     @work(thread=True, exclusive=True, group="discover")
     def discover(self) -> None:
-        try:
-            found = self.engine.discover()
-            interrupted = self.engine.interrupted()
-        except RescueError as e:
-            self.post_message(WorkFailed(e))
-            return
-        except Exception as e:  # noqa: BLE001 - a bug must not leave the console dead
-            self.post_message(WorkFailed(unexpected(e)))
-            return
-        self.post_message(DiscoveryDone(found, interrupted))
-
-    @on(WorkFailed)
-    def failed(self, message: WorkFailed) -> None:
-        self.query_one("#banks", Static).update("Searching for backups failed.")
-        self.query_one("#warnings", Static).update(error_text(message.error))
+        self.post_answer(lambda: DiscoveryDone(self.engine.discover(), self.engine.interrupted()))
 
     @on(DiscoveryDone)
     def show(self, message: DiscoveryDone) -> None:
@@ -100,16 +71,15 @@ disk or mounting a backup partition)."""
             banks = "Banks: " + ", ".join(str(b) for b in found.banks)
         else:
             banks = "No bank found. Mount the backup partition on /backup or start with --bank DIR."
-        self.query_one("#banks", Static).update(banks)
-        table = self.query_one("#machines", DataTable)
+        self.status(banks)
+        table = self.table()
         table.clear()
         for machine in found.machines:
             table.add_row(*self.row(machine), key=machine.client)
         warnings = list(found.warnings)
         if not found.machines and found.banks:
             warnings.append("The banks hold no machine with images.")
-        self.query_one("#warnings", Static).update(
-            "\n".join(f"! {w}" for w in warnings) if warnings else "")
+        self.detail("\n".join(f"! {w}" for w in warnings) if warnings else "")
         table.focus()
         if message.interrupted is not None:
             self.wizard.offer_resume(message.interrupted)
@@ -129,7 +99,7 @@ disk or mounting a backup partition)."""
                 "yes" if has_layout else "NO", "; ".join(notes) or "-")
 
     def selected(self) -> Machine | None:
-        table = self.query_one("#machines", DataTable)
+        table = self.table()
         if self.discovery is None or not self.discovery.machines or table.row_count == 0:
             return None
         return self.discovery.machines[table.cursor_row]

@@ -1,15 +1,20 @@
-"""What every wizard screen shares: a title line, the footer of keys, a help text."""
+"""What every wizard screen shares: a title line, the footer of keys, a help text,
+and the way a worker thread hands the engine's answer (or its error) to the screen."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import DataTable, Footer, Static
 
 from rescue.errors import RescueError
+from rescue.tui.messages import WorkFailed
 
 if TYPE_CHECKING:
     from rescue.tui.app import Wizard
@@ -23,6 +28,16 @@ Keys on every screen
 Nothing is written to any disk before you type the target's name on the
 confirm screen. A restore that stops part way can be resumed: start
 rescue wizard again and it offers to resume."""
+
+
+def error_text(error: RescueError) -> str:
+    """What is wrong, why, what to do: on separate lines, as the screens show it."""
+    lines = [str(error.what)]
+    if error.why:
+        lines.append(f"Why: {error.why}")
+    if error.fix:
+        lines.append(f"What to do: {error.fix}")
+    return "\n".join(lines)
 
 
 def unexpected(e: Exception) -> RescueError:
@@ -56,3 +71,52 @@ class WizardScreen(Screen):
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 2:
             self.app.pop_screen()
+
+    def post_answer(self, ask: Callable[[], Message]) -> None:
+        """From a worker thread: post what the engine answered, or WorkFailed with its error.
+
+        The thread never touches a widget; the screen draws the message on the event loop.
+        """
+        try:
+            answer = ask()
+        except RescueError as e:
+            answer = WorkFailed(e)
+        except Exception as e:  # noqa: BLE001 - a bug must not leave the console dead
+            answer = WorkFailed(unexpected(e))
+        self.post_message(answer)
+
+
+class ListScreen(WizardScreen):
+    """A step that lists what the engine found (machines, disks): a status line, a table, details.
+
+    The subclass names the widgets' ids and the table's columns, starts its
+    worker on mount, and fills the table when the answer comes.
+    """
+
+    STATUS: ClassVar[tuple[str, str]]  # id and first text of the line above the table
+    TABLE: ClassVar[tuple[str, tuple[str, ...]]]  # id and columns of the table
+    DETAIL: ClassVar[str]  # id of the text below it
+    FAILED: ClassVar[str]  # the status line when the engine could not answer
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_title()
+        yield Static(self.STATUS[1], id=self.STATUS[0], markup=False)
+        table: DataTable = DataTable(id=self.TABLE[0], cursor_type="row")
+        table.add_columns(*self.TABLE[1])
+        yield table
+        yield Static("", id=self.DETAIL, markup=False)
+        yield from self.compose_footer()
+
+    def status(self, text: str) -> None:
+        self.query_one(f"#{self.STATUS[0]}", Static).update(text)
+
+    def detail(self, text: str) -> None:
+        self.query_one(f"#{self.DETAIL}", Static).update(text)
+
+    def table(self) -> DataTable:
+        return self.query_one(f"#{self.TABLE[0]}", DataTable)
+
+    @on(WorkFailed)
+    def failed(self, message: WorkFailed) -> None:
+        self.status(self.FAILED)
+        self.detail(error_text(message.error))

@@ -15,8 +15,7 @@ from rescue.events import Output, PlanDone, PlanStarted, Progress, StepDone, Ste
 from rescue.tui.facade import Interrupted
 from rescue.tui.messages import EngineEvent, RunEnded
 from rescue.tui.review import Review, duration, hang, human
-from rescue.tui.screens.backups import error_text
-from rescue.tui.screens.base import WizardScreen, unexpected
+from rescue.tui.screens.base import WizardScreen, error_text, unexpected
 
 BAR = 30
 

@@ -9,12 +9,10 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
 from rescue.backups.model import Image, Machine
-from rescue.errors import RescueError
 from rescue.target import TargetDisk
 from rescue.tui.messages import DisksFound, PlanReady, WorkFailed
 from rescue.tui.review import Review, hang, human
-from rescue.tui.screens.backups import error_text
-from rescue.tui.screens.base import WizardScreen, unexpected
+from rescue.tui.screens.base import ListScreen, WizardScreen, error_text
 from rescue.tui.screens.common import TextScreen
 
 
@@ -46,7 +44,7 @@ def describe_disk(disk: TargetDisk) -> str:
     return "\n".join(lines)
 
 
-class TargetScreen(WizardScreen):
+class TargetScreen(ListScreen):
     STEP = "3/7 Target disk"
     HELP = """\
 Every disk of this machine with its model, size and what is on it now.
@@ -59,51 +57,32 @@ disk; r looks again (after plugging in a disk)."""
         Binding("r", "rescan", "Look again"),
         Binding("q", "app.quit_wizard", "Quit"),
     ]
+    STATUS = ("status", "Looking at the disks...")
+    TABLE = ("disks", ("Disk", "Model", "Size", "Contents", "State"))
+    DETAIL = "detail"
+    FAILED = "Looking at the disks failed."
 
     def __init__(self) -> None:
         super().__init__()
         self.disks: tuple[TargetDisk, ...] = ()
 
-    def compose(self) -> ComposeResult:
-        yield from self.compose_title()
-        yield Static("Looking at the disks...", id="status", markup=False)
-        table: DataTable = DataTable(id="disks", cursor_type="row")
-        table.add_columns("Disk", "Model", "Size", "Contents", "State")
-        yield table
-        yield Static("", id="detail", markup=False)
-        yield from self.compose_footer()
-
     def on_mount(self) -> None:
         self.probe()
 
     def action_rescan(self) -> None:
-        self.query_one("#status", Static).update("Looking at the disks...")
+        self.status(self.STATUS[1])
         self.probe()
 
     @work(thread=True, exclusive=True, group="probe")
     def probe(self) -> None:
-        try:
-            disks = self.engine.disks()
-        except RescueError as e:
-            self.post_message(WorkFailed(e))
-            return
-        except Exception as e:  # noqa: BLE001 - a bug must not leave the console dead
-            self.post_message(WorkFailed(unexpected(e)))
-            return
-        self.post_message(DisksFound(disks))
-
-    @on(WorkFailed)
-    def failed(self, message: WorkFailed) -> None:
-        self.query_one("#status", Static).update("Looking at the disks failed.")
-        self.query_one("#detail", Static).update(error_text(message.error))
+        self.post_answer(lambda: DisksFound(self.engine.disks()))
 
     @on(DisksFound)
     def show(self, message: DisksFound) -> None:
         self.disks = message.disks
         safe = sum(1 for d in self.disks if not d.unsafe_reasons)
-        self.query_one("#status", Static).update(
-            f"{len(self.disks)} disks, {safe} can be chosen. The chosen disk is erased.")
-        table = self.query_one("#disks", DataTable)
+        self.status(f"{len(self.disks)} disks, {safe} can be chosen. The chosen disk is erased.")
+        table = self.table()
         table.clear()
         for disk in self.disks:
             table.add_row(disk.device, (disk.model or "-")[:20], human(disk.size), contents(disk)[:24],
@@ -120,15 +99,14 @@ disk; r looks again (after plugging in a disk)."""
     def describe(self) -> None:
         if not self.disks:
             return
-        disk = self.disks[self.query_one("#disks", DataTable).cursor_row]
-        self.query_one("#detail", Static).update(describe_disk(disk))
+        self.detail(describe_disk(self.disks[self.table().cursor_row]))
 
     @on(DataTable.RowSelected)
     def action_choose(self) -> None:
         if not self.disks:
             self.notify("No disk to choose.", severity="warning")
             return
-        disk = self.disks[self.query_one("#disks", DataTable).cursor_row]
+        disk = self.disks[self.table().cursor_row]
         if disk.unsafe_reasons:
             self.notify(f"{disk.device} cannot be chosen: the reasons are shown below.", severity="error")
             return
@@ -200,15 +178,8 @@ the same by hand. n goes on to the confirmation."""
 
     @work(thread=True, exclusive=True, group="plan")
     def build(self) -> None:
-        try:
-            review = self.engine.plan(self.machine, self.images, self.target, self.skipped)
-        except RescueError as e:
-            self.post_message(WorkFailed(e))
-            return
-        except Exception as e:  # noqa: BLE001 - a bug must not leave the console dead
-            self.post_message(WorkFailed(unexpected(e)))
-            return
-        self.post_message(PlanReady(review))
+        self.post_answer(lambda: PlanReady(self.engine.plan(self.machine, self.images, self.target,
+                                                            self.skipped)))
 
     @on(WorkFailed)
     def failed(self, message: WorkFailed) -> None:
