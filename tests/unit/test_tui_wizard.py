@@ -11,6 +11,7 @@ runs the same screens against the real engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 from pathlib import Path
@@ -38,6 +39,8 @@ def aio(fn):
         return asyncio.run(fn(*args, **kwargs))
 
     return wrapper
+
+
 SIZE = (80, 24)
 
 
@@ -105,14 +108,43 @@ async def run_to_end(pilot) -> None:
     raise AssertionError("the restore did not end")
 
 
+@contextlib.asynccontextmanager
+async def wizard(engine=None):
+    """The wizard over `engine` (the recorded facts by default) at 80x24: yields (app, pilot)."""
+    app = make_app(engine or RecordedEngine(FACTS))
+    async with app.run_test(size=SIZE) as pilot:
+        yield app, pilot
+
+
+async def start_restore(pilot, typed: str | None = None) -> None:
+    """Backups, images, the planned disk, review, and the confirmation typed (the disk's path)."""
+    await to_review(pilot)
+    await confirm(pilot, safe_disk() if typed is None else typed)
+
+
+async def restore_to_end(pilot, typed: str | None = None) -> None:
+    await start_restore(pilot, typed)
+    await run_to_end(pilot)
+
+
+async def cancel_held_copy(pilot, engine) -> str:
+    """c while the replay holds in a copy, then let it go; returns the status line seen meanwhile."""
+    assert engine.holding.wait(10)
+    await pilot.press("c")
+    await pilot.pause()
+    status = body(pilot.app.screen, "#status")
+    engine.release.set()
+    await run_to_end(pilot)
+    return status
+
+
 def body(screen, selector: str) -> str:
     return str(screen.query_one(selector, Static).render())
 
 
 @aio
 async def test_backups_screen_shows_machine_newest_good_image_and_layout():
-    app = make_app(RecordedEngine(FACTS))
-    async with app.run_test(size=SIZE) as pilot:
+    async with wizard() as (app, pilot):
         await settle(pilot)
         screen = app.screen
         assert isinstance(screen, BackupsScreen)
@@ -130,8 +162,7 @@ async def test_backups_screen_shows_machine_newest_good_image_and_layout():
 @aio
 async def test_failed_image_is_marked_never_default_and_cannot_be_chosen():
     engine = RecordedEngine(FACTS)
-    app = make_app(engine)
-    async with app.run_test(size=SIZE) as pilot:
+    async with wizard(engine) as (app, pilot):
         await settle(pilot)
         await pilot.press("enter")
         await settle(pilot)
@@ -161,8 +192,7 @@ async def test_failed_image_is_marked_never_default_and_cannot_be_chosen():
 @aio
 async def test_unsafe_target_is_listed_with_its_reason_but_cannot_be_selected():
     engine = RecordedEngine(FACTS)
-    app = make_app(engine)
-    async with app.run_test(size=SIZE) as pilot:
+    async with wizard(engine) as (app, pilot):
         await to_target(pilot)
         screen = app.screen
         assert isinstance(screen, TargetScreen)
@@ -180,8 +210,7 @@ async def test_unsafe_target_is_listed_with_its_reason_but_cannot_be_selected():
 
 @aio
 async def test_too_small_target_is_refused_in_the_review_with_what_to_do():
-    app = make_app(RecordedEngine(FACTS))
-    async with app.run_test(size=SIZE) as pilot:
+    async with wizard() as (app, pilot):
         await to_review(pilot, safe_disk(plan=False))
         screen = app.screen
         assert isinstance(screen, ReviewScreen)
@@ -195,8 +224,7 @@ async def test_too_small_target_is_refused_in_the_review_with_what_to_do():
 
 @aio
 async def test_review_shows_old_and_new_tables_uuids_bytes_and_script():
-    app = make_app(RecordedEngine(FACTS))
-    async with app.run_test(size=SIZE) as pilot:
+    async with wizard() as (app, pilot):
         await to_review(pilot)
         screen = app.screen
         assert isinstance(screen, ReviewScreen)
@@ -222,8 +250,7 @@ async def test_review_shows_old_and_new_tables_uuids_bytes_and_script():
 @aio
 async def test_a_wrong_typed_name_goes_back_and_writes_nothing(typed):
     engine = RecordedEngine(FACTS)
-    app = make_app(engine)
-    async with app.run_test(size=SIZE) as pilot:
+    async with wizard(engine) as (app, pilot):
         await to_review(pilot)
         review_screen = app.screen
         await confirm(pilot, typed)
@@ -234,8 +261,7 @@ async def test_a_wrong_typed_name_goes_back_and_writes_nothing(typed):
 @aio
 async def test_escape_on_confirm_writes_nothing():
     engine = RecordedEngine(FACTS)
-    app = make_app(engine)
-    async with app.run_test(size=SIZE) as pilot:
+    async with wizard(engine) as (app, pilot):
         await to_review(pilot)
         await pilot.press("n")
         await settle(pilot)
@@ -258,11 +284,8 @@ def test_confirmation_accepts_the_path_or_kernel_name_only():
 @aio
 async def test_through_every_screen_to_the_result_and_reboot():
     engine = RecordedEngine(FACTS)
-    app = make_app(engine)
-    async with app.run_test(size=SIZE) as pilot:
-        await to_review(pilot)
-        await confirm(pilot, safe_disk().removeprefix("/dev/"))
-        await run_to_end(pilot)
+    async with wizard(engine) as (app, pilot):
+        await restore_to_end(pilot, safe_disk().removeprefix("/dev/"))
         screen = app.screen
         assert isinstance(screen, ResultScreen)
         assert engine.written == [safe_disk()]
@@ -298,10 +321,8 @@ async def test_through_every_screen_to_the_result_and_reboot():
 @aio
 async def test_progress_screen_shows_each_step_state_and_copy_bytes_files_eta():
     engine = RecordedEngine(FACTS, hold_at="copy:home")
-    app = make_app(engine)
-    async with app.run_test(size=SIZE) as pilot:
-        await to_review(pilot)
-        await confirm(pilot, safe_disk())
+    async with wizard(engine) as (app, pilot):
+        await start_restore(pilot)
         assert engine.holding.wait(10)
         await pilot.pause(0.2)
         screen = app.screen
@@ -322,11 +343,8 @@ async def test_progress_screen_shows_each_step_state_and_copy_bytes_files_eta():
 @aio
 async def test_a_failed_step_offers_retry_log_shell_abort_and_retry_finishes():
     engine = RecordedEngine(FACTS, outcomes=("failed", "ok"))
-    app = make_app(engine)
-    async with app.run_test(size=SIZE) as pilot:
-        await to_review(pilot)
-        await confirm(pilot, safe_disk())
-        await run_to_end(pilot)
+    async with wizard(engine) as (app, pilot):
+        await restore_to_end(pilot)
         screen = app.screen
         assert isinstance(screen, FailedScreen)
         assert screen.step is not None and screen.step.key == "copy:home"
@@ -346,11 +364,8 @@ async def test_a_failed_step_offers_retry_log_shell_abort_and_retry_finishes():
 @aio
 async def test_abort_after_a_failure_exits_with_the_failed_code():
     engine = RecordedEngine(FACTS, outcomes=("failed",))
-    app = make_app(engine)
-    async with app.run_test(size=SIZE) as pilot:
-        await to_review(pilot)
-        await confirm(pilot, safe_disk())
-        await run_to_end(pilot)
+    async with wizard(engine) as (app, pilot):
+        await restore_to_end(pilot)
         await pilot.press("a")
         await settle(pilot)
     assert app.return_code == Exit.FAILED
@@ -359,16 +374,9 @@ async def test_abort_after_a_failure_exits_with_the_failed_code():
 @aio
 async def test_cancel_during_the_copy_stops_it_and_the_next_start_offers_resume():
     engine = RecordedEngine(FACTS, hold_at="copy:root")
-    app = make_app(engine)
-    async with app.run_test(size=SIZE) as pilot:
-        await to_review(pilot)
-        await confirm(pilot, safe_disk())
-        assert engine.holding.wait(10)
-        await pilot.press("c")  # in the middle of the copy
-        await pilot.pause()
-        assert "Cancelling" in body(app.screen, "#status")
-        engine.release.set()
-        await run_to_end(pilot)
+    async with wizard(engine) as (app, pilot):
+        await start_restore(pilot)
+        assert "Cancelling" in await cancel_held_copy(pilot, engine)  # in the middle of the copy
         screen = app.screen
         assert isinstance(screen, FailedScreen) and screen.cancelled
         await pilot.press("a")
@@ -380,8 +388,7 @@ async def test_cancel_during_the_copy_stops_it_and_the_next_start_offers_resume(
     assert unfinished.steps_done == copy_root  # the copy stopped part way; nothing after it ran
 
     engine.hold_at = None
-    again = make_app(engine)
-    async with again.run_test(size=SIZE) as pilot:
+    async with wizard(engine) as (again, pilot):
         await settle(pilot)
         screen = again.screen
         assert isinstance(screen, ResumeScreen)
@@ -403,16 +410,10 @@ async def test_cancel_during_the_copy_stops_it_and_the_next_start_offers_resume(
 @aio
 async def test_resume_offer_can_be_declined_for_a_new_restore():
     engine = RecordedEngine(FACTS, hold_at="copy:root")
-    app = make_app(engine)
-    async with app.run_test(size=SIZE) as pilot:
-        await to_review(pilot)
-        await confirm(pilot, safe_disk())
-        assert engine.holding.wait(10)
-        await pilot.press("c")
-        engine.release.set()
-        await run_to_end(pilot)
-    again = make_app(engine)
-    async with again.run_test(size=SIZE) as pilot:
+    async with wizard(engine) as (app, pilot):
+        await start_restore(pilot)
+        await cancel_held_copy(pilot, engine)
+    async with wizard(engine) as (again, pilot):
         await settle(pilot)
         assert isinstance(again.screen, ResumeScreen)
         await pilot.press("n")
@@ -423,7 +424,6 @@ async def test_resume_offer_can_be_declined_for_a_new_restore():
 @aio
 async def test_help_on_every_screen_with_f1_and_question_mark():
     engine = RecordedEngine(FACTS, hold_at="copy:root")
-    app = make_app(engine)
     seen = []
 
     async def check(key: str = "f1") -> None:
@@ -436,7 +436,7 @@ async def test_help_on_every_screen_with_f1_and_question_mark():
         await pilot.pause()
         assert app.screen is before
 
-    async with app.run_test(size=SIZE) as pilot:
+    async with wizard(engine) as (app, pilot):
         await settle(pilot)
         await check()
         await check("question_mark")
@@ -469,8 +469,7 @@ async def test_help_on_every_screen_with_f1_and_question_mark():
 
 @aio
 async def test_question_mark_is_typed_into_the_confirmation_not_taken_as_help():
-    app = make_app(RecordedEngine(FACTS))
-    async with app.run_test(size=SIZE) as pilot:
+    async with wizard() as (app, pilot):
         await to_review(pilot)
         await pilot.press("n")
         await settle(pilot)
@@ -483,8 +482,7 @@ async def test_question_mark_is_typed_into_the_confirmation_not_taken_as_help():
 @aio
 async def test_quit_before_any_restore_exits_aborted_and_writes_nothing():
     engine = RecordedEngine(FACTS)
-    app = make_app(engine)
-    async with app.run_test(size=SIZE) as pilot:
+    async with wizard(engine) as (app, pilot):
         await to_target(pilot)
         await pilot.press("q")
         await settle(pilot)
@@ -494,8 +492,7 @@ async def test_quit_before_any_restore_exits_aborted_and_writes_nothing():
 
 @aio
 async def test_escape_walks_back_one_step():
-    app = make_app(RecordedEngine(FACTS))
-    async with app.run_test(size=SIZE) as pilot:
+    async with wizard() as (app, pilot):
         await to_review(pilot)
         for expected in (TargetScreen, ImagesScreen, BackupsScreen, BackupsScreen):
             await pilot.press("escape")
@@ -550,8 +547,7 @@ def test_wizard_command_needs_a_terminal(capsys):
 @aio
 async def test_backups_screen_without_any_bank_says_what_to_do(tmp_path):
     engine = RealEngine(backup_mount=tmp_path / "no-backup", master_conf=tmp_path / "none.conf")
-    app = make_app(engine)
-    async with app.run_test(size=SIZE) as pilot:
+    async with wizard(engine) as (app, pilot):
         await settle(pilot)
         assert "No bank found" in body(app.screen, "#banks")
         assert "--bank DIR" in body(app.screen, "#warnings")
@@ -563,8 +559,7 @@ async def test_backups_screen_without_any_bank_says_what_to_do(tmp_path):
 @aio
 async def test_a_vault_can_be_left_out_and_taken_back():
     engine = RecordedEngine(FACTS)
-    app = make_app(engine)
-    async with app.run_test(size=SIZE) as pilot:
+    async with wizard(engine) as (app, pilot):
         await settle(pilot)
         await pilot.press("enter")
         await settle(pilot)
