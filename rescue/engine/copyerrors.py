@@ -167,6 +167,16 @@ def drop_partial_copies(dest: Path, rels: Iterable[str]) -> list[str]:
     top = os.path.realpath(dest)
     removed: list[str] = []
     inodes: set[tuple[int, int]] = set()
+    times: dict[str, tuple[int, int]] = {}  # folder -> (atime, mtime) as the copy set them
+
+    def unlink(path: str) -> None:
+        parent = os.path.dirname(path)
+        if parent not in times:
+            st = os.lstat(parent)
+            times[parent] = (st.st_atime_ns, st.st_mtime_ns)
+        os.unlink(path)
+        removed.append(os.path.relpath(path, top))
+
     for rel in rels:
         rel = _clean_rel(rel)
         if not rel:
@@ -184,8 +194,7 @@ def drop_partial_copies(dest: Path, rels: Iterable[str]) -> list[str]:
             continue
         if st.st_nlink > 1:
             inodes.add((st.st_dev, st.st_ino))
-        os.unlink(path)
-        removed.append(os.path.relpath(path, top))
+        unlink(path)
     if inodes:
         # cp linked the other names of a hard-linked file to its partial copy: find them.
         dev = os.lstat(top).st_dev
@@ -198,8 +207,9 @@ def drop_partial_copies(dest: Path, rels: Iterable[str]) -> list[str]:
                 except OSError:
                     continue
                 if _is_reg(st.st_mode) and (st.st_dev, st.st_ino) in inodes:
-                    os.unlink(p)
-                    removed.append(os.path.relpath(p, top))
+                    unlink(p)
+    for folder, (atime, mtime) in times.items():  # the folder's time stays the backup's
+        os.utime(folder, ns=(atime, mtime), follow_symlinks=False)
     return removed
 
 

@@ -65,3 +65,11 @@ def test_drop_partial_copies_removes_every_name_of_the_file_and_nothing_outside(
     removed = drop_partial_copies(dest, ["bad", "link/victim", "good/../../outside/victim", "missing"])
     assert sorted(removed) == ["bad", "d/bad-link"]
     assert (dest / "good").exists() and (outside / "victim").read_text() == "keep"
+
+
+def test_drop_partial_copies_keeps_the_folder_times(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "bad").write_bytes(b"")
+    os.utime(tmp_path / "d", ns=(1_000_000_000, 2_000_000_000))
+    assert drop_partial_copies(tmp_path, ["d/bad"]) == ["d/bad"]
+    assert os.lstat(tmp_path / "d").st_mtime_ns == 2_000_000_000
