@@ -3,9 +3,13 @@
 
 One generated corpus (many small files, a few large ones, hard links) on one loop-disk ext4 filesystem is copied onto a freshly made
 second one, by:
-  restore  rescue.engine.copy.copy_tree (what the copy step runs, progress polling on)
+  restore  rescue.engine.copy.copy_tree (what the copy step runs, progress polling on):
+           one cp -a per core over parts of the tree, target synced every second
   cp       cp -a
   rsync    rsync -aHAX --numeric-ids
+  cp+wb, rsync+wb (optional, --methods) the same peers with the restore's write-behind
+           (target synced every second while they copy): the ratio to rsync+wb shows
+           how much of the gain is the parallel copy and how much the write-behind
 and the large files alone by the copy engine against a dd of the same number
 of bytes from disk to disk (the physical reference). Every run ends with a
 sync of the target, and both filesystems are remounted between runs so no
@@ -23,6 +27,7 @@ new folder in /var/tmp) and removes them at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -69,10 +74,13 @@ def one(method: str, src: str, dst: str, nbytes: int) -> dict[str, float]:
         # as the copy step runs it: the plan knows the used bytes, not the file count
         copy_tree(Runner(), Path(src), Path(dst), resume=False, total_bytes=nbytes,
                   progress=lambda *a: ticks.append(a))
-    elif method == "cp":
-        run(["cp", "-a", f"{src}/.", f"{dst}/"])
-    elif method == "rsync":
-        run(["rsync", "-aHAX", "--numeric-ids", f"{src}/", f"{dst}/"])
+    elif method.removesuffix("+wb") in ("cp", "rsync"):
+        from rescue.engine.copy import write_behind
+
+        argv = (["cp", "-a", f"{src}/.", f"{dst}/"] if method.startswith("cp")
+                else ["rsync", "-aHAX", "--numeric-ids", f"{src}/", f"{dst}/"])
+        with write_behind(Path(dst)) if method.endswith("+wb") else contextlib.nullcontext():
+            run(argv)
     elif method == "dd":
         run(["dd", f"if={src}", f"of={dst}", "bs=4M", f"count={nbytes}", "iflag=count_bytes", "status=none"])
     else:
@@ -141,7 +149,7 @@ def main() -> int:
     p.add_argument("--large-mib", type=int, default=256, help="size of each large file (default 256 MiB)")
     p.add_argument("--links", type=int, default=3000, help="extra hard links to small files")
     p.add_argument("--rounds", type=int, default=2, help="runs of each method; the fastest counts")
-    p.add_argument("--methods", default="restore,cp,rsync", help="comma-separated: restore,cp,rsync")
+    p.add_argument("--methods", default="restore,cp,rsync", help="comma-separated: restore,cp,rsync,cp+wb,rsync+wb")
     p.add_argument("--workdir", type=Path, default=None, help="where the loop disk images go (default /var/tmp)")
     p.add_argument("--empty", action="store_true", help="small files hold no data (for the memory budget run)")
     p.add_argument("--twins", action="store_true",
@@ -198,12 +206,14 @@ def main() -> int:
                             run(["umount", str(src_m)])
                     results[method].append(res)
                     print(f"  round {r + 1} {method:14} {res['seconds']:7.2f}s  rss self "
-                          f"{res['rss_self_mib']:6.1f} MiB, commands {res['rss_children_mib']:6.1f} MiB", flush=True)
+                          f"{res['rss_self_mib']:6.1f} MiB, commands {res['rss_children_mib']:6.1f} MiB, "
+                          f"load {open('/proc/loadavg').read().split()[0]}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     best = {m: min(r["seconds"] for r in rs) for m, rs in results.items() if rs}
-    print("\nbest of", args.rounds, "rounds (wall time, including sync of the target):")
+    print("\nbest of", args.rounds, "rounds (wall time, including sync of the target); load at the end:",
+          open("/proc/loadavg").read().split()[:3])
     for m, s in best.items():
         rss = max(r["rss_self_mib"] + r["rss_children_mib"] for r in results[m])
         print(f"  {m:14} {s:7.2f}s   peak RSS (process + its commands) {rss:6.1f} MiB")
@@ -211,6 +221,9 @@ def main() -> int:
         print(f"  restore / cp -a           = {best['restore'] / best['cp']:.2f}  (goal <= 1.10)")
     if "restore" in best and "rsync" in best:
         print(f"  restore / rsync -aHAX     = {best['restore'] / best['rsync']:.2f}  (goal <= 0.70)")
+    for peer in ("cp+wb", "rsync+wb"):
+        if "restore" in best and peer in best:
+            print(f"  restore / {peer:17} = {best['restore'] / best[peer]:.2f}  (the peer with the same write-behind)")
     if "restore-large" in best and "dd" in best:
         print(f"  large files: dd / restore = {best['dd'] / best['restore-large']:.2f} of dd's throughput "
               f"(goal >= 0.90; {large_bytes / MiB / best['restore-large']:.0f} MiB/s vs "

@@ -364,16 +364,18 @@ def _fresh_copy(ctx: Runner, source: Path, dest: Path, before: FsUsage, totals: 
         return _run_watched(ctx, argv, dest, before, totals, progress, rsync=False)
     with tempfile.TemporaryDirectory(prefix="rescue-copy-") as tmp:
         links = cross_links(ctx, source, split, Path(tmp))
-        units = Path(tmp) / "units"
-        units.write_bytes(b"".join(u + b"\0" for u in split.units))
+        s, d = os.fsencode(os.path.abspath(source)), os.fsencode(os.path.abspath(dest))
         for rel in split.shells:
-            os.makedirs(os.path.join(os.fsencode(dest), rel), exist_ok=True)
-        xargs = ["xargs", "-0", "-r", "-P", str(WORKERS), "-n", "1", "-a", str(units),
-                 *argv[:-3], "--parents", "-t", str(dest), "--"]
-        rc, errors = _run_watched(ctx, xargs, dest, before, totals, progress, rsync=False, cwd=source)
+            os.makedirs(os.path.join(d, rel), exist_ok=True)
+        # xargs hands each cp one (target folder, unit) pair; absolute paths, so cp's
+        # messages name the backup's files as a single cp's do
+        units = Path(tmp) / "units"
+        units.write_bytes(b"".join(b"--target-directory=%s\0%s\0" % (os.path.dirname(os.path.join(d, u)),
+                                                                       os.path.join(s, u)) for u in split.units))
+        xargs = ["xargs", "-0", "-r", "-P", str(WORKERS), "-n", "2", "-a", str(units), *argv[:-3]]
+        rc, errors = _run_watched(ctx, xargs, dest, before, totals, progress, rsync=False)
     if rc != 0 or links is None:
         return rc or 1, errors  # rsync finishes: it also makes split hard links whole (-H)
-    s, d = os.fsencode(source), os.fsencode(dest)
     for rel in relink(source, dest, links) - set(split.shells):
         st = os.lstat(os.path.join(s, rel))
         os.utime(os.path.join(d, rel), ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
@@ -391,9 +393,8 @@ def _run_watched(
     progress: ProgressFn | None,
     *,
     rsync: bool,
-    cwd: Path | None = None,
 ) -> tuple[int, list[str]]:
-    proc = ctx.spawn(argv, cwd=cwd) if cwd else ctx.spawn(argv)
+    proc = ctx.spawn(argv)
     errors: list[str] = []
     reported = {"bytes": -1}
 

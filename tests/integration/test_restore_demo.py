@@ -124,7 +124,7 @@ def test_restore_onto_equal_disk_matches_every_tree(demo, tmp_path, capsys):
             [(p.start, p.size) for p in demo["table"].partitions]
     assert "[10/15] copy vault" in out and "result:   OK" in out
     log = (tmp_path / "r.log").read_text()
-    assert "+ sfdisk --wipe always" in log and "+ cp -a --sparse=auto" in log
+    assert "+ sfdisk --wipe always" in log and "cp -a --sparse=auto" in log  # alone, or one per core under xargs
     assert "rsync -n -aH --numeric-ids --delete --itemize-changes" in log
     reports = list((tmp_path / "state").glob("*/restore-*.txt"))
     assert len(reports) == 1 and "tree /home: equal to vault home" in reports[0].read_text()
@@ -165,17 +165,18 @@ else:
     real_spawn = context.EngineContext.spawn
     def spawn(self, argv, **kw):
         proc = real_spawn(self, argv, **kw)
-        if argv[0] == "cp" and self.key == "copy:home":
-            os.kill(proc.pid, signal.SIGSTOP)
-            dest = argv[-1]
+        if argv[0] in ("cp", "xargs") and self.key == "copy:home":
+            # the whole process group: xargs and the cp runs it started (one per core)
+            os.killpg(proc.pid, signal.SIGSTOP)
+            dest = argv[-1] if argv[0] == "cp" else str(self.work / "home")
             def used():
                 st = os.statvfs(dest)
                 return (st.f_blocks - st.f_bfree) * st.f_frsize
             start = used()
             while proc.poll() is None:
-                os.kill(proc.pid, signal.SIGCONT)
+                os.killpg(proc.pid, signal.SIGCONT)
                 time.sleep(0.01)
-                os.kill(proc.pid, signal.SIGSTOP)
+                os.killpg(proc.pid, signal.SIGSTOP)
                 if used() - start > 16 * 1024 * 1024:
                     if when == "term":   # a shutdown asks the restore to stop, cp half way
                         import threading
