@@ -19,6 +19,9 @@ that bank, mounted read-only from a read-only loop device, onto a loop disk:
   sha256), and the unreadable ones are absent (no half-written copies);
 - a rerun of the same command says the same (7, the same list);
 - the bytes of the backup's device are unchanged.
+A second bank holds an unreadable file with two names (a hard link): cp leaves
+a partial copy under both, and rsync -H (3.5.0 here) then waited forever for
+it; the restore must end, INCOMPLETE, listing both names.
 """
 
 from __future__ import annotations
@@ -186,10 +189,10 @@ def test_unreadable_files_are_listed_and_the_restore_is_incomplete(bad_bank):
     assert sha256_file(bad_bank["image"]) == before, "the backup device's bytes changed"
 
 
-def compare_restored(bad_bank, target: str, where: Path, bank_dir: Path, want: dict[str, list[str]]) -> None:
+def compare_restored(bad_bank, target: str, where: Path, bank_dir: Path, want: dict[str, list[str]],
+                     neighbours: tuple[tuple[str, str], ...] = NEIGHBOURS) -> None:
     """Every readable file equal (metadata and content); the unreadable ones absent."""
     where.mkdir(exist_ok=True)
-    bank = bad_bank["bank"]
     for p in sorted((p for p in bad_bank["parts"] if p.mountpoint), key=lambda p: len(p.mountpoint)):
         opts = "ro,norecovery,nouuid" if p.fstype == "xfs" else "ro,noload" if p.fstype.startswith("ext") else "ro"
         run(["mount", "-t", p.fstype, "-o", opts, partition_path(target, p.number), str(where)])
@@ -215,8 +218,64 @@ def compare_restored(bad_bank, target: str, where: Path, bank_dir: Path, want: d
                     if sha256_file(src) != sha256_file(where / rel):
                         differ.append(rel)
             assert differ == [], f"{p.mountpoint}: content differs: {differ[:10]}"
-            for mountpoint, rel in NEIGHBOURS:
+            for mountpoint, rel in neighbours:
                 if mountpoint == p.mountpoint:
                     assert (where / rel).read_bytes().startswith(marker(rel))
         finally:
             run(["umount", str(where)])
+
+
+LINKED = ("/home", "linked/a.bin")
+LINKED_TWIN = "linked/sub/b.bin"
+
+
+@pytest.fixture(scope="module")
+def linked_bank(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("readerr-linked")
+    with DemoMachine(tmp / "machine") as m:
+        top = m.dir_of("/home")
+        (top / "linked" / "sub").mkdir(parents=True)
+        (top / LINKED[1]).write_bytes(marker(LINKED[1]) + os.urandom(64 * 1024))
+        os.link(top / LINKED[1], top / LINKED_TWIN)
+        bank = make_bank(m, tmp / "bank", images=("2026-1126-0300",))
+        parts = list(m.partitions)
+        m.detach_keep_image()
+    fs_image = tmp / "backup-btrfs.img"
+    with loop_disk(fs_image, 768 * MiB) as dev:
+        run(["mkfs.btrfs", "-q", dev])
+        mnt = tmp / "fill"
+        mnt.mkdir()
+        run(["mount", dev, str(mnt)])
+        try:
+            run(["cp", "-a", str(bank.bank), str(mnt / "dirvish")])
+        finally:
+            run(["umount", str(mnt)])
+    damage(fs_image, [LINKED[1]])
+    yield {"bank": bank, "parts": parts, "image": fs_image, "tmp": tmp}
+
+
+def test_an_unreadable_hard_linked_file_does_not_hang_the_restore(linked_bank):
+    tmp = linked_bank["tmp"]
+    bank = linked_bank["bank"]
+    mnt = tmp / "backup"
+    mnt.mkdir(exist_ok=True)
+    backup_dev = mount_backup_read_only(linked_bank["image"], mnt)
+    try:
+        with loop_disk(tmp / "target.img", GiB) as target:
+            argv = [sys.executable, "-u", "-m", "rescue", "restore", "--bank", str(mnt / "dirvish"),
+                    "--client", bank.client, "--target", target, "--state-dir", str(tmp / "state"), "--yes"]
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            try:
+                out, _ = proc.communicate(timeout=180)  # about 20 s when it works
+            except subprocess.TimeoutExpired:
+                proc.terminate()  # like Ctrl-C: the copy is ended, the mounts released
+                out, _ = proc.communicate(timeout=120)
+                raise AssertionError("the restore hung on the unreadable hard-linked file:\n" + out[-3000:])
+            assert proc.returncode == Exit.INCOMPLETE, out[-5000:]
+            report = report_of(out)
+            assert listed(report) == {"/home": sorted([LINKED[1], LINKED_TWIN])}, report
+            compare_restored(linked_bank, target, tmp / "cmp", mnt / "dirvish",
+                             {"/home": [LINKED[1], LINKED_TWIN]}, neighbours=())
+    finally:
+        run(["umount", str(mnt)], check=False)
+        run(["losetup", "-d", backup_dev], check=False)
