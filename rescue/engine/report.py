@@ -80,18 +80,22 @@ def unreadable_files(steps: Sequence[Any], journal: Journal) -> list[tuple[str, 
     unreadable on its own (a list cut short, a file that failed later).
     """
     out: list[tuple[str, list[str]]] = []
-    found = journal.steps.get("verify", {}).get("data", {}).get("unreadable") or {}
+    found = journal.steps.get("verify", {}).get("data", {}).get("unreadable")
+    if not isinstance(found, dict):
+        found = {}
     for step in steps:
         if getattr(step, "kind", "") != "copy":
             continue
-        data = journal.steps.get(step.key, {}).get("data", {})
-        paths = [str(p) for p in data.get("unreadable") or []]
+        listed = journal.steps.get(step.key, {}).get("data", {}).get("unreadable")
         where = getattr(step, "mountpoint", step.key)
-        extra = found.get(where, []) if isinstance(found, dict) else []
-        paths += [str(p) for p in extra if p not in paths]
+        extra = found.get(where)
+        paths: list[str] = []
+        for some in (listed, extra):  # a journal from a damaged disk may hold anything
+            if isinstance(some, list):
+                paths += [str(p) for p in some if str(p) not in paths]
         if paths:
             out.append((f"{where} (vault {getattr(step, 'vault', '?')}, image {getattr(step, 'image', '?')}):",
-                        sorted(paths)))
+                        sorted(dict.fromkeys(paths))))
     return out
 
 
