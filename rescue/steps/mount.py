@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from rescue.engine.mounts import prove_mounted
 from rescue.errors import UnsafeTarget
+from rescue.run import CommandError
 from rescue.steps.base import Context, Step, at_root, confined, sh
 
 
@@ -57,7 +58,19 @@ class MountFilesystem(Step):
         where = confined(ctx.root, self.mountpoint, create=True)
         if self.fstype == "btrfs":
             ctx.run(["btrfs", "device", "scan", "--forget"], check=False)
-        ctx.run(mount_argv(self.device, self.fstype, str(where)))
+        try:
+            ctx.run(mount_argv(self.device, self.fstype, str(where)))
+        except CommandError as e:
+            if self.fstype == "btrfs" and "File exists" in e.stderr:
+                # Linux 6.1 (the rescue system's kernel): a btrfs with the same UUID and device id
+                # is mounted from another disk, so the kernel refuses this one ("duplicate device").
+                raise UnsafeTarget(
+                    f"{self.device} cannot be mounted: a btrfs with the same UUID is mounted from another disk",
+                    why="the kernel refused it as a duplicate device (mount: File exists); the old disk "
+                        "with the same filesystems is probably still attached and mounted",
+                    fix="unmount the old disk's filesystems (or detach that disk) and rerun the same command",
+                ) from None
+            raise
         why = prove_mounted(ctx.run, where, self.device, self.fstype)
         if why:
             ctx.run(["umount", str(where)], check=False)
