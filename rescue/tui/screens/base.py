@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, ClassVar
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
@@ -68,9 +69,18 @@ class WizardScreen(Screen):
     def compose_footer(self) -> ComposeResult:
         yield Footer(show_command_palette=False)
 
+    def compose_scroll(self, scroll_id: str, text: str) -> ComposeResult:
+        """A text that may be longer than the screen (a summary, an error), then the footer."""
+        with VerticalScroll(id=scroll_id):
+            yield Static(text, markup=False)
+        yield from self.compose_footer()
+
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 2:
             self.app.pop_screen()
+
+    def action_noop(self) -> None:
+        """Esc where there is no step back: a restore running or ended is not undone by a key."""
 
     def post_answer(self, ask: Callable[[], Message]) -> None:
         """From a worker thread: post what the engine answered, or WorkFailed with its error.

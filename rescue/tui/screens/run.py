@@ -7,7 +7,6 @@ import threading
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
 from textual.widgets import DataTable, RichLog, Static
 
 from rescue.errors import Aborted, RescueError
@@ -164,9 +163,6 @@ wizard again and it offers to. l shows the whole log."""
             "Cancelling: the restore stops at the next safe point...")
         self.notify("Cancelling: nothing more is started; the restore can be resumed.")
 
-    def action_noop(self) -> None:
-        """Esc does nothing here: leaving a running restore is not a step back."""
-
 
 class ResultScreen(WizardScreen):
     STEP = "7/7 Result"
@@ -195,15 +191,10 @@ boots from the restored disk. r reboots, p powers off, s opens a shell
                 f"in {duration(self.done.seconds)}.")
         if self.done.incomplete:
             head += "\nINCOMPLETE: some files could not be read from the backup (see the log)."
-        with VerticalScroll(id="summary"):
-            yield Static(hang(head + "\n\n" + self.done.summary), markup=False)
-        yield from self.compose_footer()
+        yield from self.compose_scroll("summary", hang(head + "\n\n" + self.done.summary))
 
     def on_mount(self) -> None:
         self.query_one("#summary").focus()
-
-    def action_noop(self) -> None:
-        pass
 
 
 class FailedScreen(WizardScreen):
@@ -244,18 +235,13 @@ the disk is left as it is, and rescue wizard offers to resume next time."""
                 text = error_text(self.error) if self.error else "The restore stopped."
             text += ("\n\nWhat was done is kept. Fix the cause (s opens a shell), then r retries "
                      "from the step that failed; a aborts and leaves the restore resumable.")
-        with VerticalScroll(id="error"):
-            yield Static(text, markup=False)
-        yield from self.compose_footer()
+        yield from self.compose_scroll("error", text)
 
     def on_mount(self) -> None:
         self.query_one("#error").focus()
 
     def action_retry(self) -> None:
         self.wizard.retry()
-
-    def action_noop(self) -> None:
-        pass
 
 
 class ResumeScreen(WizardScreen):
@@ -284,10 +270,8 @@ q quits."""
             f"{i.steps_done} of {i.steps_total} steps done.\n\n"
             "r resumes it (done steps are skipped), n starts a new restore, q quits.",
             id="body", markup=False)
-        with VerticalScroll(id="steps"):
-            yield Static(hang("\n".join(f"{'done' if n < i.steps_done else 'todo'}  {s}"
-                                        for n, s in enumerate(i.review.steps))), markup=False)
-        yield from self.compose_footer()
+        yield from self.compose_scroll("steps", hang("\n".join(
+            f"{'done' if n < i.steps_done else 'todo'}  {s}" for n, s in enumerate(i.review.steps))))
 
     def on_mount(self) -> None:
         self.query_one("#steps").focus()
