@@ -65,12 +65,16 @@ async def settle(pilot) -> None:
     await pilot.pause()
 
 
+async def press(pilot, *keys: str) -> None:
+    """Press keys, then wait until the screen they lead to has done its work."""
+    await pilot.press(*keys)
+    await settle(pilot)
+
+
 async def to_target(pilot) -> None:
     await settle(pilot)
-    await pilot.press("enter")  # the one machine
-    await settle(pilot)
-    await pilot.press("n")  # default images
-    await settle(pilot)
+    await press(pilot, "enter")  # the one machine
+    await press(pilot, "n")  # default images
 
 
 async def pick_disk(pilot, device: str) -> None:
@@ -78,8 +82,7 @@ async def pick_disk(pilot, device: str) -> None:
     assert isinstance(screen, TargetScreen)
     row = [d.device for d in screen.disks].index(device)
     screen.query_one("#disks", DataTable).move_cursor(row=row)
-    await pilot.press("enter")
-    await settle(pilot)
+    await press(pilot, "enter")
 
 
 async def to_review(pilot, device: str | None = None) -> None:
@@ -92,8 +95,7 @@ async def type_text(pilot, text: str) -> None:
 
 
 async def confirm(pilot, text: str) -> None:
-    await pilot.press("n")
-    await settle(pilot)
+    await press(pilot, "n")
     assert isinstance(pilot.app.screen, ConfirmScreen)
     await type_text(pilot, text)
     await pilot.press("enter")
@@ -164,8 +166,7 @@ async def test_failed_image_is_marked_never_default_and_cannot_be_chosen():
     engine = RecordedEngine(FACTS)
     async with wizard(engine) as (app, pilot):
         await settle(pilot)
-        await pilot.press("enter")
-        await settle(pilot)
+        await press(pilot, "enter")
         screen = app.screen
         assert isinstance(screen, ImagesScreen)
         failed = [i for i in screen.images if not i.usable]
@@ -176,15 +177,13 @@ async def test_failed_image_is_marked_never_default_and_cannot_be_chosen():
         assert [str(c) for c in table.get_row_at(row)][0] == ""  # not marked as used
         assert "FAILED" in [str(c) for c in table.get_row_at(row)]
         table.move_cursor(row=row)
-        await pilot.press("enter")
-        await settle(pilot)
+        await press(pilot, "enter")
         assert app.images["home"].name == "2026-1126-0300"
         assert "Not restorable" in body(screen, "#detail")
         # an older good image may be chosen instead
         older = next(i for i in screen.images if i.vault == "home" and i.name == "2026-1125-0300")
         table.move_cursor(row=screen.images.index(older))
-        await pilot.press("enter")
-        await settle(pilot)
+        await press(pilot, "enter")
         assert app.images["home"] == older
         assert str(table.get_row_at(screen.images.index(older))[0]) == "*"
 
@@ -217,8 +216,7 @@ async def test_too_small_target_is_refused_in_the_review_with_what_to_do():
         text = body(screen, "#body")
         assert "cannot work; nothing has been written" in text
         assert "short" in text and "What to do:" in text
-        await pilot.press("n")
-        await settle(pilot)
+        await press(pilot, "n")
         assert app.screen is screen  # no confirmation for a refused plan
 
 
@@ -236,13 +234,11 @@ async def test_review_shows_old_and_new_tables_uuids_bytes_and_script():
         for fs in review.filesystems:
             assert fs.uuid in text
         assert "Copy " in text
-        await pilot.press("s")
-        await settle(pilot)
+        await press(pilot, "s")
         assert isinstance(app.screen, TextScreen)
         assert app.screen.text == review.script
         assert "sfdisk" in review.script
-        await pilot.press("escape")
-        await settle(pilot)
+        await press(pilot, "escape")
         assert app.screen is screen
 
 
@@ -263,11 +259,9 @@ async def test_escape_on_confirm_writes_nothing():
     engine = RecordedEngine(FACTS)
     async with wizard(engine) as (app, pilot):
         await to_review(pilot)
-        await pilot.press("n")
-        await settle(pilot)
+        await press(pilot, "n")
         await type_text(pilot, safe_disk())
-        await pilot.press("escape")
-        await settle(pilot)
+        await press(pilot, "escape")
         assert isinstance(app.screen, ReviewScreen)
         assert engine.runs == 0
 
@@ -293,28 +287,22 @@ async def test_through_every_screen_to_the_result_and_reboot():
         text = str(screen.query_one("#summary Static", Static).render())
         assert "result:   OK" in text
         assert "equal to vault home" in text
-        await pilot.press("l")
-        await settle(pilot)
+        await press(pilot, "l")
         assert isinstance(app.screen, TextScreen)
         assert "copy vault root" in app.screen.text  # the run's own log lines
         await pilot.press("escape")
-        await pilot.press("r")
-        await settle(pilot)
+        await press(pilot, "r")
         assert engine.power_calls == []  # asks first
         await pilot.press("n")
         await pilot.press("p")
-        await pilot.press("y")
-        await settle(pilot)
+        await press(pilot, "y")
         assert engine.power_calls == ["poweroff"]
         await pilot.press("r")
-        await pilot.press("y")
-        await settle(pilot)
+        await press(pilot, "y")
         assert engine.power_calls == ["poweroff", "reboot"]
-        await pilot.press("s")
-        await settle(pilot)
+        await press(pilot, "s")
         assert engine.shell_calls == 1
-        await pilot.press("q")
-        await settle(pilot)
+        await press(pilot, "q")
     assert app.return_code == Exit.OK
 
 
@@ -350,8 +338,7 @@ async def test_a_failed_step_offers_retry_log_shell_abort_and_retry_finishes():
         assert screen.step is not None and screen.step.key == "copy:home"
         keys = {b.key for b in screen.BINDINGS}
         assert {"r", "l", "s", "a"} <= keys
-        await pilot.press("s")
-        await settle(pilot)
+        await press(pilot, "s")
         assert engine.shell_calls == 1
         await pilot.press("r")
         await run_to_end(pilot)
@@ -366,8 +353,7 @@ async def test_abort_after_a_failure_exits_with_the_failed_code():
     engine = RecordedEngine(FACTS, outcomes=("failed",))
     async with wizard(engine) as (app, pilot):
         await restore_to_end(pilot)
-        await pilot.press("a")
-        await settle(pilot)
+        await press(pilot, "a")
     assert app.return_code == Exit.FAILED
 
 
@@ -379,8 +365,7 @@ async def test_cancel_during_the_copy_stops_it_and_the_next_start_offers_resume(
         assert "Cancelling" in await cancel_held_copy(pilot, engine)  # in the middle of the copy
         screen = app.screen
         assert isinstance(screen, FailedScreen) and screen.cancelled
-        await pilot.press("a")
-        await settle(pilot)
+        await press(pilot, "a")
     assert app.return_code == Exit.ABORTED
     unfinished = engine.interrupted()
     assert unfinished is not None
@@ -393,8 +378,7 @@ async def test_cancel_during_the_copy_stops_it_and_the_next_start_offers_resume(
         screen = again.screen
         assert isinstance(screen, ResumeScreen)
         assert f"{copy_root} of {unfinished.steps_total} steps done" in body(screen, "#body")
-        await pilot.press("r")
-        await settle(pilot)
+        await press(pilot, "r")
         assert isinstance(again.screen, ConfirmScreen) and again.screen.resume
         await type_text(pilot, safe_disk())
         await pilot.press("enter")
@@ -416,8 +400,7 @@ async def test_resume_offer_can_be_declined_for_a_new_restore():
     async with wizard(engine) as (again, pilot):
         await settle(pilot)
         assert isinstance(again.screen, ResumeScreen)
-        await pilot.press("n")
-        await settle(pilot)
+        await press(pilot, "n")
         assert isinstance(again.screen, BackupsScreen)
 
 
@@ -440,20 +423,16 @@ async def test_help_on_every_screen_with_f1_and_question_mark():
         await settle(pilot)
         await check()
         await check("question_mark")
-        await pilot.press("enter")
-        await settle(pilot)
+        await press(pilot, "enter")
         await check()
-        await pilot.press("n")
-        await settle(pilot)
+        await press(pilot, "n")
         await check("question_mark")
         await pick_disk(pilot, safe_disk())
         await check()
-        await pilot.press("s")
-        await settle(pilot)
+        await press(pilot, "s")
         await check()  # the script viewer
         await pilot.press("escape")
-        await pilot.press("n")
-        await settle(pilot)
+        await press(pilot, "n")
         await check()  # confirm: F1, since ? is a character one may type
         await type_text(pilot, safe_disk())
         await pilot.press("enter")
@@ -471,10 +450,8 @@ async def test_help_on_every_screen_with_f1_and_question_mark():
 async def test_question_mark_is_typed_into_the_confirmation_not_taken_as_help():
     async with wizard() as (app, pilot):
         await to_review(pilot)
-        await pilot.press("n")
-        await settle(pilot)
-        await pilot.press("question_mark")
-        await settle(pilot)
+        await press(pilot, "n")
+        await press(pilot, "question_mark")
         assert isinstance(app.screen, ConfirmScreen)
         assert app.screen.query_one(Input).value == "?"
 
@@ -484,8 +461,7 @@ async def test_quit_before_any_restore_exits_aborted_and_writes_nothing():
     engine = RecordedEngine(FACTS)
     async with wizard(engine) as (app, pilot):
         await to_target(pilot)
-        await pilot.press("q")
-        await settle(pilot)
+        await press(pilot, "q")
     assert app.return_code == Exit.ABORTED
     assert engine.written == []
 
@@ -495,8 +471,7 @@ async def test_escape_walks_back_one_step():
     async with wizard() as (app, pilot):
         await to_review(pilot)
         for expected in (TargetScreen, ImagesScreen, BackupsScreen, BackupsScreen):
-            await pilot.press("escape")
-            await settle(pilot)
+            await press(pilot, "escape")
             assert isinstance(app.screen, expected)
 
 
@@ -551,8 +526,7 @@ async def test_backups_screen_without_any_bank_says_what_to_do(tmp_path):
         await settle(pilot)
         assert "No bank found" in body(app.screen, "#banks")
         assert "--bank DIR" in body(app.screen, "#warnings")
-        await pilot.press("enter")
-        await settle(pilot)
+        await press(pilot, "enter")
         assert isinstance(app.screen, BackupsScreen)
 
 
@@ -561,8 +535,7 @@ async def test_a_vault_can_be_left_out_and_taken_back():
     engine = RecordedEngine(FACTS)
     async with wizard(engine) as (app, pilot):
         await settle(pilot)
-        await pilot.press("enter")
-        await settle(pilot)
+        await press(pilot, "enter")
         screen = app.screen
         assert isinstance(screen, ImagesScreen)
         table = screen.query_one("#images", DataTable)
@@ -575,8 +548,7 @@ async def test_a_vault_can_be_left_out_and_taken_back():
         await pilot.pause()
         assert "*" in {str(table.get_row_at(r)[0]) for r in tmp_rows}
         await pilot.press("x")
-        await pilot.press("n")
-        await settle(pilot)
+        await press(pilot, "n")
         assert isinstance(app.screen, TargetScreen)
         await pick_disk(pilot, safe_disk())
         assert engine.skipped == ("tmp",)
