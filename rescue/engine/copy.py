@@ -67,7 +67,9 @@ XFS_ACL_FILTER = "--filter=-x trusted.SGI_ACL_*"
 RSYNC_PARTIAL = (23, 24)
 POLL_SECONDS = 1.0
 WRITE_BEHIND_SECONDS = 1.0
-WORKERS = os.cpu_count() or 1  # parallel cp runs for a fresh copy
+# parallel cp runs for a fresh copy: one per core, at most 4 (beyond that the disks are the
+# limit, and more readers of one spinning backup disk only make it seek more)
+WORKERS = min(os.cpu_count() or 1, 4)
 SPLIT_DEPTH = 3  # folders deeper than this are never split among workers
 MAX_LOOSE = 64  # a folder with more files (not folders) than this is copied whole
 
@@ -223,7 +225,7 @@ def copy_meta(src: bytes, dst: bytes, *, xattrs: bool, acls: bool) -> None:
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
-def relink(source: Path, dest: Path, groups: list[list[bytes]]) -> set[bytes]:
+def relink(dest: Path, groups: list[list[bytes]]) -> set[bytes]:
     """Make each group's copies one inode again; returns the folders whose entries changed."""
     touched: set[bytes] = set()
     d = os.fsencode(dest)
@@ -376,11 +378,14 @@ def _fresh_copy(ctx: Runner, source: Path, dest: Path, before: FsUsage, totals: 
         rc, errors = _run_watched(ctx, xargs, dest, before, totals, progress, rsync=False)
     if rc != 0 or links is None:
         return rc or 1, errors  # rsync finishes: it also makes split hard links whole (-H)
-    for rel in relink(source, dest, links) - set(split.shells):
-        st = os.lstat(os.path.join(s, rel))
-        os.utime(os.path.join(d, rel), ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-    for rel in sorted(split.shells, key=lambda r: -r.count(b"/") - bool(r)):  # deepest first, the top last
-        copy_meta(os.path.join(s, rel), os.path.join(d, rel), xattrs=xattrs, acls=acls)
+    try:
+        for rel in relink(dest, links) - set(split.shells):
+            st = os.lstat(os.path.join(s, rel))
+            os.utime(os.path.join(d, rel), ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        for rel in sorted(split.shells, key=lambda r: -r.count(b"/") - bool(r)):  # deepest first, the top last
+            copy_meta(os.path.join(s, rel), os.path.join(d, rel), xattrs=xattrs, acls=acls)
+    except OSError as e:
+        return 1, [*errors, f"rescue: {e}"]  # rsync finishes what could not be set here
     return 0, errors
 
 
