@@ -124,7 +124,11 @@ def test_planned_table_is_valid_or_refused_as_too_small(case):
     if is_logical(table, old[grow]):
         ext_old = next(p for p in table.partitions if is_extended(table, p))
         ext_new = next(p for p in new.partitions if p.number == ext_old.number)
-        assert ext_new.size - ext_old.size == g.size - old[grow].size or ext_old.start % GRAIN
+        last_old = max((p for p in table.partitions if is_logical(table, p)), key=lambda p: p.end)
+        last_new = next(p for p in new.partitions if p.number == last_old.number)
+        # The extended partition follows its logicals (grown, or moved by realignment of an
+        # unaligned logical start) and keeps the room it had after the last one.
+        assert ext_new.end - last_new.end == ext_old.end - last_old.end
     assert new.label_id == table.label_id and new.first_lba == table.first_lba
     assert (new.last_lba is None) == (table.label == "dos")
     assert [m.number for m in migrations] == sorted(old)
