@@ -100,3 +100,61 @@ def test_power_loss_during_the_copy_then_rerun_finishes(backup_disk, tmp_path):
             finally:
                 run(["umount", str(where)])
     assert backup_digest(disk, tmp_path / "check") == before, "the backup changed"
+
+
+@pytest.mark.slow
+def test_power_loss_during_the_bootloader_step_then_rerun_boots(tmp_path, monkeypatch):
+    """The drill's demo OS machine (BIOS), with a power cut while grub is being installed.
+
+    The whole drill runs as `rescue drill` runs it (demo machine, backup disk by
+    prepare-disk, dirvish x2 + capture, unattended restore, boot of the result); only
+    before its restore boot, the backup disk is booted once more and qemu is killed as
+    soon as the console shows the bootloader step ("[n/N] install grub"). The drill's
+    restore boot then resumes from the journal on the rescue partition (finished
+    steps skipped, the bootloader step redone), and the restored disk, booted alone,
+    must reach multi-user with every drill check passing.
+    """
+    from rescue.drill import demo
+    from rescue.drill.report import Run
+    from rescue.qemu import VM
+
+    cut: dict[str, str] = {}
+    original = demo.restore_and_boot
+
+    def cut_power_first(run, say, *, work, firmware, backup_img, target_img, memory_mib, **kw):
+        vm = VM([backup_img, target_img], work, firmware=firmware, memory_mib=memory_mib, name="cut")
+        with vm:
+            seconds = vm.wait_for("] install grub", demo.RESTORE_TIMEOUT, fail_markers=demo.RESTORE_FAILED,
+                                  progress=lambda s, line: say(f"  [cut] {s / 60:4.1f} min | {line}"))
+            time.sleep(2)  # grub-install is under way in the restored system's chroot
+            cut["console"] = vm.console()
+            vm.kill()  # power loss
+        say(f"  [cut] power cut {seconds:.0f} s after boot, during the bootloader step")
+        original(run, say, work=work, firmware=firmware, backup_img=backup_img, target_img=target_img,
+                 memory_mib=memory_mib, **kw)
+
+    monkeypatch.setattr(demo, "restore_and_boot", cut_power_first)
+    opts = demo.Options(workdir=tmp_path, firmwares=(Firmware.BIOS,))
+    setup, drill = Run("setup"), Run("demo bios")
+    prepared = demo.prepare(setup, print)
+    try:
+        demo.drill_one(Firmware.BIOS, prepared, opts, drill, print)
+    except demo.PhaseFailed:
+        pass
+    text = "\n".join(f"{p.name}: {'ok' if p.ok else 'FAILED'} {p.error or ''}\n" + "\n".join(
+        "   " + c.line() for c in p.checks) for p in drill.phases)
+    print(text)
+
+    first = cut.get("console", "")
+    assert "] install grub" in first and demo.RESTORE_OK not in first, first[-3000:]
+    assert drill.ok, text
+    rerun = (tmp_path / "bios" / "restore-serial.log").read_text(errors="replace").replace("\r", "")
+    assert "resuming an earlier run" in rerun, rerun[-4000:]
+    assert "done already: copy vault home" in rerun and "done already: copy vault root" in rerun, rerun[-4000:]
+    redo = rerun[rerun.index("resuming an earlier run"):]
+    assert "] install grub" in redo and "done already: install grub" not in redo, redo[-4000:]
+    booted = drill.phases[-1]
+    assert booted.name == "boot the restored disk"
+    passed = {c.what for c in booted.checks if c.ok}
+    assert {"reached multi-user (report service ran)", "/tmp mode 1777",
+            "data (names, modes, owners, times, links, contents)"} <= passed, text
