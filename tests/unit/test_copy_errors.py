@@ -73,3 +73,19 @@ def test_drop_partial_copies_keeps_the_folder_times(tmp_path):
     os.utime(tmp_path / "d", ns=(1_000_000_000, 2_000_000_000))
     assert drop_partial_copies(tmp_path, ["d/bad"]) == ["d/bad"]
     assert os.lstat(tmp_path / "d").st_mtime_ns == 2_000_000_000
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_PIECES = st.sampled_from(["cp: error reading ", "rsync: [sender] read errors mapping ", "ERROR: ",
+                           " failed verification -- update discarded.", "'", "$'", "\\'", '"', "\\#012",
+                           "\\", "/", "./", "../", SRC, DST, " ", "x", "é", "\n", ": Input/output error"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.lists(st.one_of(_PIECES, st.text(max_size=5))).map("".join), max_size=5))
+def test_any_error_text_gives_safe_relative_paths(lines):
+    e = classify(lines, SRC, DST)
+    for rel in e.unreadable:
+        assert rel and not rel.startswith("/") and ".." not in rel.split("/") and "." not in rel.split("/")
