@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from rescue.engine.copyerrors import classify, drop_partial_copies
 from rescue.errors import Aborted
 from rescue.run import CommandError
 
@@ -105,7 +106,9 @@ def cp_argv(source: Path, dest: Path, *, xattrs: bool = True, acls: bool = True)
 
 def rsync_argv(source: Path, dest: Path, *, xattrs: bool = True, acls: bool = True,
                progress: bool = True) -> list[str]:
-    argv = ["rsync", "-aH", "--numeric-ids", "--sparse", "--delete"]
+    # --timeout: an rsync that hears nothing from its other half for 10 minutes ends with an
+    # error (the step fails, a rerun resumes) instead of waiting forever on a wedged file.
+    argv = ["rsync", "-aH", "--numeric-ids", "--sparse", "--delete", "--timeout=600"]
     if acls:
         argv.append("-A")
     if xattrs:
@@ -335,14 +338,17 @@ def copy_tree(
         if rc != 0:
             # cp could not copy everything (unreadable files, odd names on odd
             # filesystems): let rsync finish and say exactly what is missing.
-            unreadable.extend(errors[:50])
+            unreadable.extend(errors[:1000])
             method = "cp+rsync"
             resume = True
+            # What cp half-copied of a file it could not read goes first, with every hard link
+            # to it: rsync -H waits forever when such a file already exists at the target.
+            drop_partial_copies(dest, classify(errors, source, dest).unreadable)
     if resume:
         argv = rsync_argv(source, dest, xattrs=xattrs, acls=acls)
         rc, errors = _run_watched(ctx, argv, dest, before, totals, progress, rsync=True)
         if rc in RSYNC_PARTIAL:
-            unreadable = [e for e in errors if not e.startswith("rsync error:")][:50] or unreadable
+            unreadable = [e for e in errors if not e.startswith("rsync error:")][:1000] or unreadable
         elif rc != 0:
             raise CommandError(argv, rc, "\n".join(errors[-20:]))
         else:
