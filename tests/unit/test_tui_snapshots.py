@@ -37,9 +37,15 @@ def refused_disk() -> str:
 async def settle(pilot) -> None:
     # A worker started from on_mount may not exist yet at the first pause
     # (a cold first app start): wait until the screen stops starting workers.
-    for _ in range(3):
+    # A DataTable sizes its columns on its next idle after rows were added; on a
+    # loaded machine the picture could be taken before that (the header still in
+    # the empty table's widths), so wait until no table has a pending resize.
+    for attempt in range(50):
         await pilot.pause()
         await pilot.app.workers.wait_for_complete()
+        pending = [t for t in pilot.app.screen.query(DataTable) if t._require_update_dimensions]
+        if attempt >= 2 and not pending:
+            break
     await pilot.pause(0.1)
 
 
