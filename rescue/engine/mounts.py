@@ -4,6 +4,23 @@ a mount is the device the restore meant.
 An old disk with the same UUIDs may still be attached: mounting by UUID, or
 even by device name for btrfs, can land on the twin. So every mount is
 checked by device numbers, never by name.
+
+What kernels do with a same-UUID twin (measured; tests/vm/test_twins_vm.py on
+the rescue image's Linux 6.1, tests/integration/test_twins_old_disk.py on the
+build host's 6.18):
+- xfs refuses to mount a second filesystem with a UUID already mounted; the
+  restore mounts its own with `nouuid`.
+- btrfs, Linux 6.1: `mkfs.btrfs -U` refuses a UUID the kernel knows from the
+  old disk while that one is mounted (`btrfs device scan --forget` cannot
+  forget a mounted device), so the new filesystem gets a new UUID and fstab,
+  grub.cfg and the resume file are rewritten; an exact copy of the mounted old
+  btrfs is refused by mount(2) with EEXIST ("duplicate device"), which the
+  mount step reports as an unsafe target naming the twin.
+- btrfs, Linux 6.7 and later (temp-fsid): a cloned single-device btrfs mounts
+  beside its twin under a temporary fsid, so the mount itself succeeds; the
+  device-number proof is what tells the two apart.
+Earlier kernels were reported to mount the old device when asked for the new
+one; the proof here refuses that whatever the kernel does.
 """
 
 from __future__ import annotations
