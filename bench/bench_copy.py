@@ -4,8 +4,8 @@
 One generated corpus (many small files, a few large ones, hard links) on one loop-disk ext4 filesystem is copied onto a freshly made
 second one, by:
   restore  rescue.engine.copy.copy_tree (what the copy step runs, progress polling on):
-           cp -a, the target synced every second while it copies
-  restore-par (optional) the same with min(cores, 4) cp runs over parts of the tree
+           min(cores, 4) cp -a runs over parts of the tree, the target synced every second
+  restore-1 (optional) the same with one cp run
   cp       cp -a
   rsync    rsync -aHAX --numeric-ids
   cp+wb, rsync+wb (optional, --methods) the same peers with the restore's write-behind
@@ -68,12 +68,12 @@ class Runner:
 def one(method: str, src: str, dst: str, nbytes: int) -> dict[str, float]:
     """Run one method in this (child) process; report time and peak RSS."""
     t0 = time.monotonic()
-    if method in ("restore", "restore-large", "restore-par"):
+    if method in ("restore", "restore-large", "restore-1"):
         import rescue.engine.copy
         from rescue.engine.copy import copy_tree
 
-        if method == "restore-par":
-            rescue.engine.copy.WORKERS = min(os.cpu_count() or 1, 4)
+        if method == "restore-1":
+            rescue.engine.copy.WORKERS = 1
 
         ticks = []
         # as the copy step runs it: the plan knows the used bytes, not the file count
@@ -158,7 +158,7 @@ def main() -> int:
     p.add_argument("--large-mib", type=int, default=256, help="size of each large file (default 256 MiB)")
     p.add_argument("--links", type=int, default=3000, help="extra hard links to small files")
     p.add_argument("--rounds", type=int, default=2, help="runs of each method; the fastest counts")
-    p.add_argument("--methods", default="restore,cp,rsync", help="comma-separated: restore,restore-par,cp,rsync,cp+wb,rsync+wb")
+    p.add_argument("--methods", default="restore,cp,rsync", help="comma-separated: restore,restore-1,cp,rsync,cp+wb,rsync+wb")
     p.add_argument("--workdir", type=Path, default=None, help="where the loop disk images go (default /var/tmp)")
     p.add_argument("--empty", action="store_true", help="small files hold no data (for the memory budget run)")
     p.add_argument("--twins", action="store_true",

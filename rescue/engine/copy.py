@@ -9,28 +9,31 @@ Why these tools:
   runs become holes) was measured 30-100% slower on large files
   (bench/bench_copy.py), so a file stored fully allocated in the backup is
   restored fully allocated.
-- While the copy runs, the target is synced every second (write-behind):
-  the disk writes overlap the copying instead of all waiting for the sync at
-  the end, the dirty page cache stays small on a 1 GiB rescue machine, and
-  the progress (used blocks) is what is really on the disk. Each syncfs is
-  an ordinary sync: nothing here weakens what a power cut can lose, and it
-  costs no measurable CPU. On a dirvish-like tree (100,000 files, each also
-  linked from another image) cp with it took 15.2 s, cp without 16.6 s,
-  rsync -aHAX 20.6 s (bench/bench_copy.py --twins, 2 cores, loaded machine).
-- One cp is one thread. With WORKERS > 1 the tree is shared among
-  `xargs -P WORKERS` cp runs (one process group, so cancel and a rerun's
-  clean-up end them all): folders holding more than their share are split
-  into their entries (down to SPLIT_DEPTH), each unit is copied whole by one
-  cp (`cp -a --target-directory=DEST/PARENT SOURCE/UNIT`), largest first.
+- One cp is one thread, and most of a copy's CPU time is the kernel making
+  inodes and moving pages on cp's behalf. With more than one core the tree is
+  shared among `xargs -P WORKERS` cp runs (one process group, so cancel and a
+  rerun's clean-up end them all): folders holding more than their share are
+  split into their entries (down to SPLIT_DEPTH), each unit is copied whole by
+  one cp (`cp -a --target-directory=DEST/PARENT SOURCE/UNIT`), largest first.
   Folders that were split are made first and get their owner, mode, xattrs,
   ACLs and times last, deepest first. A file linked from two units would be
   copied twice, so a scan (find | sort | uniq, no Python memory per file: in
   a dirvish image nearly every file has links into other images, only links
   seen twice inside this tree count) finds those inodes and the copies are
-  replaced with hard links afterwards. It is off (WORKERS = 1): on the
-  2-core build machine two cp runs used 25-65 % more CPU than one (ext4's
-  locks under two writers, the du and find scans) and were slower than one
-  cp on the dirvish-like tree (17.8 s against 16.6 s).
+  replaced with hard links afterwards.
+- While the copy runs, the target is synced every second (write-behind):
+  the disk writes overlap the copying instead of all waiting for the sync at
+  the end, the dirty page cache stays small on a 1 GiB rescue machine, and
+  the progress (used blocks) is what is really on the disk. Each syncfs is
+  an ordinary sync: nothing here weakens what a power cut can lose, and it
+  costs no measurable CPU.
+- Measured (bench/bench_copy.py, 2 cores, ext4 loop disks, nearly idle):
+  20,000 small files + 2 x 256 MiB: parallel 4.63 s, one cp with
+  write-behind 5.43 s, cp -a 5.41 s, rsync -aHAX 6.07 s; a dirvish-like
+  tree (100,000 files each linked from another image): 14.57 s, 15.15 s,
+  15.85 s, 18.92 s. Two cp runs cost 20-35 % more CPU than one (ext4's locks
+  under two writers, the scans), so on a machine busy with other work the
+  parallel copy can be slower than one cp; a restore has the machine to itself.
 - A resumed copy (the journal says an earlier run started it) is finished by
   `rsync -aHAX --numeric-ids --sparse --delete`: files already complete (same
   size and time; cp sets the time last) are not copied again, a half-written
@@ -74,10 +77,9 @@ XFS_ACL_FILTER = "--filter=-x trusted.SGI_ACL_*"
 RSYNC_PARTIAL = (23, 24)
 POLL_SECONDS = 1.0
 WRITE_BEHIND_SECONDS = 1.0
-# Parallel cp runs for a fresh copy: 1, see the module docstring for why. To try more on a
-# bigger machine: bench/bench_copy.py --methods restore,restore-par,cp,rsync (restore-par runs
-# min(cores, 4); beyond a few, the disks are the limit and a spinning backup disk seeks more).
-WORKERS = 1
+# Parallel cp runs for a fresh copy: one per core, at most 4 (beyond a few the disks are the
+# limit, and more readers of one spinning backup disk only make it seek more).
+WORKERS = min(os.cpu_count() or 1, 4)
 SPLIT_DEPTH = 3  # folders deeper than this are never split among workers
 MAX_LOOSE = 64  # a folder with more files (not folders) than this is copied whole
 
