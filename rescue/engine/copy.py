@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from rescue.engine.copyerrors import classify, drop_partial_copies
+from rescue.engine.copyerrors import classify, drop_partial_copies, rsync_unescape
 from rescue.errors import Aborted
 from rescue.run import CommandError
 
@@ -115,8 +115,8 @@ def cp_argv(source: Path, dest: Path, *, xattrs: bool = True, acls: bool = True)
 
 def rsync_argv(source: Path, dest: Path, *, xattrs: bool = True, acls: bool = True,
                progress: bool = True) -> list[str]:
-    # --timeout: an rsync that hears nothing from its other half for 10 minutes ends with an
-    # error (the step fails, a rerun resumes) instead of waiting forever on a wedged file.
+    # --timeout: an rsync whose other half falls silent for 10 minutes (a wedged disk) ends
+    # with an error (the step fails, a rerun resumes) instead of waiting forever.
     argv = ["rsync", "-aH", "--numeric-ids", "--sparse", "--delete", "--timeout=600"]
     if acls:
         argv.append("-A")
@@ -353,6 +353,8 @@ def copy_tree(
             # What cp half-copied of a file it could not read goes first, with every hard link
             # to it: rsync -H waits forever when such a file already exists at the target.
             drop_partial_copies(dest, classify(errors, source, dest).unreadable)
+    elif resume:
+        clear_redone_files(ctx, source, dest, xattrs=xattrs, acls=acls)
     if resume:
         argv = rsync_argv(source, dest, xattrs=xattrs, acls=acls)
         rc, errors = _run_watched(ctx, argv, dest, before, totals, progress, rsync=True)
@@ -369,6 +371,33 @@ def copy_tree(
         progress(max(done_b, totals["bytes"]), max(totals["bytes"], done_b),
                  max(done_n, totals["files"]), max(totals["files"], done_n), 0.0)
     return CopyResult(method, time.monotonic() - t0, done_b, done_n, tuple(unreadable))
+
+
+def clear_redone_files(ctx: Runner, source: Path, dest: Path, *, xattrs: bool, acls: bool) -> int:
+    """Remove the target's copies of the files a resumed rsync will copy again.
+
+    rsync -H waits forever when a hard-linked source file it cannot read
+    already has a copy at the target (a half-written one left by a killed run;
+    seen with rsync 3.5.0). Files it will rewrite anyway cost nothing to
+    remove (a local rsync copies whole files), so a dry run names them
+    (`>f`/`hf` items that exist at the target) and they go first; a read
+    error then ends as an ordinary unreadable file. Returns how many went.
+    """
+    argv = rsync_argv(source, dest, xattrs=xattrs, acls=acls, progress=False)
+    result = ctx.run([argv[0], "--dry-run", "--out-format=%i %n", *argv[1:]], check=False)
+    gone = 0
+    for line in result.stdout.splitlines():
+        item, _, name = line.partition(" ")
+        if len(item) != 11 or item[:2] not in (">f", "hf") or "+" in item[2:]:
+            continue  # not a regular file, or a new one: nothing at the target to clear
+        path = dest / rsync_unescape(name)
+        try:
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                os.unlink(path)
+                gone += 1
+        except FileNotFoundError:
+            pass
+    return gone
 
 
 def _fresh_copy(ctx: Runner, source: Path, dest: Path, before: FsUsage, totals: dict[str, int],
