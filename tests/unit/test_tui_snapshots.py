@@ -46,6 +46,8 @@ async def settle(pilot) -> None:
         pending = [t for t in pilot.app.screen.query(DataTable) if t._require_update_dimensions]
         if attempt >= 2 and not pending:
             break
+    for table in pilot.app.screen.query(DataTable):
+        table.refresh()
     await pilot.pause(0.1)
 
 
