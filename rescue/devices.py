@@ -45,10 +45,20 @@ def attach(image: Path) -> str:
     return dev
 
 
-def rescan(disk: str) -> None:
-    """Make the kernel (and /dev) see a disk's current partition table."""
-    with contextlib.suppress(CommandError):
-        run(["partprobe", disk])
+def rescan(disk: str, tries: int = 5) -> None:
+    """Make the kernel (and /dev) see a disk's current partition table.
+
+    The kernel refuses to reread a table (EBUSY) while anything holds one of
+    the disk's partitions open, even a moment's probe by blkid or lsblk, so
+    a failed partprobe is tried again a few times before giving up.
+    """
+    for attempt in range(tries):
+        try:
+            run(["partprobe", disk])
+            break
+        except CommandError:
+            if attempt + 1 < tries:
+                time.sleep(0.5)
     _make_missing_nodes(disk)
 
 
