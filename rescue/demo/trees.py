@@ -9,6 +9,7 @@ words a test failure can show.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from collections.abc import Iterable
@@ -169,3 +170,22 @@ def diff_trees(
         for g in sorted(sb.hardlinks - sa.hardlinks, key=sorted):
             out.append("new hard-link group: " + ", ".join(p.decode("utf-8", "backslashreplace") for p in sorted(g)))
     return out
+
+
+def tree_digest(top: Path) -> str:
+    """One hash of names, metadata (not atime: reading is allowed) and contents under top.
+
+    Equal before and after proves a tree (a bank, a backup) was only read.
+    """
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(os.fsencode(top)):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            h.update(b"%s %o %d %d %d %d %d %d\n" % (os.path.relpath(p, os.fsencode(top)), st.st_mode, st.st_uid,
+                                                   st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink))
+            if os.path.isfile(p) and not os.path.islink(p):
+                with open(p, "rb") as f:
+                    h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()

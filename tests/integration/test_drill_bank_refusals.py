@@ -9,8 +9,6 @@ A good --image DATE picks the older image and the layout captured with it.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,23 +20,10 @@ from rescue.demo import DemoBank, DemoMachine, make_bank
 from rescue.drill.bank import BankOptions, choose
 from rescue.errors import Exit
 from rescue.qemu import Firmware
+from rescue.demo.trees import tree_digest as bank_digest
 from rescue.run import run
 
 
-def bank_digest(top: Path) -> str:
-    """Names, metadata (not atime) and contents of everything under top."""
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(os.fsencode(top)):
-        dirnames.sort()
-        for name in sorted(dirnames + filenames):
-            p = os.path.join(dirpath, name)
-            st = os.lstat(p)
-            h.update(b"%s %o %d %d %d %d %d %d\n" % (os.path.relpath(p, os.fsencode(top)), st.st_mode, st.st_uid,
-                                                   st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink))
-            if os.path.isfile(p) and not os.path.islink(p):
-                with open(p, "rb") as f:
-                    h.update(hashlib.sha256(f.read()).digest())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")

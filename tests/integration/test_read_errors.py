@@ -39,6 +39,7 @@ import pytest
 from rescue.demo import DemoMachine, diff_trees, make_bank
 from rescue.devices import loop_disk, partition_path
 from rescue.errors import Exit
+from rescue.image.build import sha256_file
 from rescue.run import run
 
 MiB = 1 << 20
@@ -53,12 +54,6 @@ def marker(rel: str) -> bytes:
     return b"RESCUE-BAD-BLOCK:" + hashlib.sha256(rel.encode()).hexdigest()[:32].encode()
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def damage(image: Path, rels: list[str]) -> None:

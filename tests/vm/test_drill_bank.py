@@ -15,7 +15,6 @@ One rescue boot and one restored boot (TCG: about 5-10 min on a busy host).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -30,26 +29,13 @@ from rescue.devices import attached, partition_path
 from rescue.drill import demo_os
 from rescue.drill.demo_disk import DemoDisk, DemoFacts
 from rescue.qemu import Firmware
+from rescue.demo.trees import tree_digest as bank_digest
 from rescue.run import run
 
 REPO = Path(__file__).resolve().parents[2]
 STAMP = "etc/rescue-drill-night"  # in every image's root tree: the image's name
 
 
-def bank_digest(top: Path) -> str:
-    """Names, metadata (not atime: reading is allowed) and contents of everything under top."""
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(os.fsencode(top)):
-        dirnames.sort()
-        for name in sorted(dirnames + filenames):
-            p = os.path.join(dirpath, name)
-            st = os.lstat(p)
-            h.update(b"%s %o %d %d %d %d %d %d\n" % (os.path.relpath(p, os.fsencode(top)), st.st_mode, st.st_uid,
-                                                   st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink))
-            if os.path.isfile(p) and not os.path.islink(p):
-                with open(p, "rb") as f:
-                    h.update(hashlib.sha256(f.read()).digest())
-    return h.hexdigest()
 
 
 def make_machine_bank(tmp_path: Path) -> tuple[Path, DemoFacts, tuple[str, ...]]:

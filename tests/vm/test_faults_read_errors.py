@@ -17,7 +17,6 @@ One rescue boot (about 3-5 minutes under TCG).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -27,6 +26,7 @@ import pytest
 from rescue.demo import DemoMachine, diff_trees, make_bank
 from rescue.devices import attached, make_image_file, partition_path
 from rescue.qemu import Firmware
+from rescue.image.build import sha256_file
 from rescue.run import run
 from test_security_rescue import ShellVM, boot_shell
 
@@ -38,12 +38,6 @@ NEIGHBOURS = (("/home", "damaged/ok.bin"), ("/", "srv/ok.bin"))
 BANK_DISK_MIB = 512
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def error_table(disk_bytes: int, bad_blocks: list[int], block: int, device: str) -> list[str]:

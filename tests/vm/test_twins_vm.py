@@ -22,17 +22,16 @@ printed (TWIN-FACT lines) for the issue's note.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
-from pathlib import Path
 
 import pytest
 
 from rescue.demo import DemoMachine, make_bank
 from rescue.devices import attached, make_image_file, partition_path
 from rescue.qemu import Firmware
+from rescue.image.build import sha256_file
 from rescue.run import run
 from test_faults_unplug import squeeze
 from test_security_rescue import ShellVM, boot_shell
@@ -70,12 +69,6 @@ else:
 '''
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(4 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def has(text: str, part: str) -> bool:
