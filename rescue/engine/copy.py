@@ -385,12 +385,15 @@ def clear_redone_files(ctx: Runner, source: Path, dest: Path, *, xattrs: bool, a
     """
     argv = rsync_argv(source, dest, xattrs=xattrs, acls=acls, progress=False)
     result = ctx.run([argv[0], "--dry-run", "--out-format=%i %n", *argv[1:]], check=False)
+    top = os.path.realpath(dest)
     gone = 0
     for line in result.stdout.splitlines():
         item, _, name = line.partition(" ")
         if len(item) != 11 or item[:2] not in (">f", "hf") or "+" in item[2:]:
             continue  # not a regular file, or a new one: nothing at the target to clear
         path = dest / rsync_unescape(name)
+        if os.path.commonpath([top, os.path.realpath(path.parent)]) != top:
+            continue  # a link in the target's folders leads elsewhere: never remove outside it
         try:
             if stat.S_ISREG(os.lstat(path).st_mode):
                 os.unlink(path)
