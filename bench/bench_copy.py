@@ -67,12 +67,12 @@ class Runner:
 def one(method: str, src: str, dst: str, nbytes: int) -> dict[str, float]:
     """Run one method in this (child) process; report time and peak RSS."""
     t0 = time.monotonic()
-    if method in ("restore", "restore-large", "restore-1"):
+    if method == "restore-large" or method.split("-")[0] == "restore":
         import rescue.engine.copy
         from rescue.engine.copy import copy_tree
 
-        if method == "restore-1":
-            rescue.engine.copy.WORKERS = 1
+        if method.removeprefix("restore-").isdigit():  # restore-N: N cp runs instead of the default
+            rescue.engine.copy.WORKERS = int(method.removeprefix("restore-"))
 
         ticks = []
         # as the copy step runs it: the plan knows the used bytes, not the file count

@@ -77,9 +77,11 @@ XFS_ACL_FILTER = "--filter=-x trusted.SGI_ACL_*"
 RSYNC_PARTIAL = (23, 24)
 POLL_SECONDS = 1.0
 WRITE_BEHIND_SECONDS = 1.0
-# Parallel cp runs for a fresh copy: one per core, at most 4 (beyond a few the disks are the
-# limit, and more readers of one spinning backup disk only make it seek more).
-WORKERS = min(os.cpu_count() or 1, 4)
+# Parallel cp runs for a fresh copy: two per core, at most 6. A cp spends much of its time
+# waiting (a cold inode from the backup disk, a journal commit, the write-behind), and a
+# second cp per core copies meanwhile; beyond a few the disks are the limit, and more readers
+# of one spinning backup disk only make it seek more. Measured with bench/bench_copy.py.
+WORKERS = min(2 * (os.cpu_count() or 1), 6)
 SPLIT_DEPTH = 3  # folders deeper than this are never split among workers
 MAX_LOOSE = 64  # a folder with more files (not folders) than this is copied whole
 
@@ -412,7 +414,19 @@ def _fresh_copy(ctx: Runner, source: Path, dest: Path, before: FsUsage, totals: 
     if split is None:
         return _run_watched(ctx, argv, dest, before, totals, progress, rsync=False)
     with tempfile.TemporaryDirectory(prefix="rescue-copy-") as tmp:
-        links = cross_links(ctx, source, split, Path(tmp))
+        # The links are only needed once the copy is done: the scan runs beside it (a daemon
+        # thread, so a cancelled copy does not wait for it; its commands then fail harmlessly
+        # in the removed folder and the copy is rerun anyway).
+        scan: dict[str, list[list[bytes]] | None] = {}
+
+        def scan_links() -> None:
+            try:
+                scan["links"] = cross_links(ctx, source, split, Path(tmp))
+            except Exception:  # noqa: BLE001 - whatever broke the scan, rsync makes the links whole
+                scan["links"] = None
+
+        scanner = threading.Thread(target=scan_links, daemon=True)
+        scanner.start()
         s, d = os.fsencode(os.path.abspath(source)), os.fsencode(os.path.abspath(dest))
         for rel in split.shells:
             os.makedirs(os.path.join(d, rel), exist_ok=True)
@@ -423,6 +437,8 @@ def _fresh_copy(ctx: Runner, source: Path, dest: Path, before: FsUsage, totals: 
                                                                        os.path.join(s, u)) for u in split.units))
         xargs = ["xargs", "-0", "-r", "-P", str(WORKERS), "-n", "2", "-a", str(units), *argv[:-3]]
         rc, errors = _run_watched(ctx, xargs, dest, before, totals, progress, rsync=False)
+        scanner.join()
+    links = scan.get("links")
     if rc != 0 or links is None:
         return rc or 1, errors  # rsync finishes: it also makes split hard links whole (-H)
     try:

@@ -83,13 +83,14 @@ def filesystems(tmp_path):
             run(["umount", str(src)])
 
 
-def test_parallel_copy_keeps_hard_links_across_parts_and_folder_metadata(filesystems, monkeypatch):
+@pytest.mark.parametrize("workers", [2, 6])
+def test_parallel_copy_keeps_hard_links_across_parts_and_folder_metadata(filesystems, monkeypatch, workers):
     src, dst = filesystems
     fill_split_tree(src)
-    monkeypatch.setattr(copy, "WORKERS", 2)
+    monkeypatch.setattr(copy, "WORKERS", workers)
     ctx = Runner()
 
-    split, total = copy.plan_split(ctx, src, 2)
+    split, total = copy.plan_split(ctx, src, workers)
     assert split is not None and total > 8 * MiB
     assert {b"", b"big"} <= set(split.shells) and len(split.units) > 2
     # the links really are split between parts, so the relink step has work to do
@@ -115,3 +116,20 @@ def test_parallel_copy_keeps_hard_links_across_parts_and_folder_metadata(filesys
         assert (c.st_mode, c.st_uid, c.st_gid, c.st_mtime_ns) == (s.st_mode, s.st_uid, s.st_gid, s.st_mtime_ns), d
     assert os.getxattr(dst / "big", "user.rescue.split") == b"kept"
     assert "user:4321:r-x" in run(["getfacl", "-n", str(dst / "big" / "a")]).stdout
+
+
+def test_a_broken_link_scan_leaves_rsync_to_make_the_links_whole(filesystems, monkeypatch):
+    """The scan for links between parts runs beside the copy; if it breaks, the copy still ends exact."""
+    src, dst = filesystems
+    fill_split_tree(src)
+    monkeypatch.setattr(copy, "WORKERS", 2)
+
+    def broken(*a, **kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(copy, "cross_links", broken)
+    result = copy.copy_tree(Runner(), src, dst, resume=False)
+    assert result.method == "cp+rsync" and result.unreadable == ()
+    assert diff_trees(src, dst, sparse=True) == []
+    a, b, t = (os.lstat(dst / p) for p in ("big/a/x/f0", "big/b/y/linked", "top-link"))
+    assert a.st_ino == b.st_ino == t.st_ino and a.st_nlink == 3
