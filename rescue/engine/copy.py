@@ -77,11 +77,12 @@ XFS_ACL_FILTER = "--filter=-x trusted.SGI_ACL_*"
 RSYNC_PARTIAL = (23, 24)
 POLL_SECONDS = 1.0
 WRITE_BEHIND_SECONDS = 1.0
-# Parallel cp runs for a fresh copy: two per core, at most 6. A cp spends much of its time
+# Parallel cp runs for a fresh copy: two per core, at most 4. A cp spends much of its time
 # waiting (a cold inode from the backup disk, a journal commit, the write-behind), and a
-# second cp per core copies meanwhile; beyond a few the disks are the limit, and more readers
-# of one spinning backup disk only make it seek more. Measured with bench/bench_copy.py.
-WORKERS = min(2 * (os.cpu_count() or 1), 6)
+# second cp per core copies meanwhile; beyond a few the disks are the limit (6 and 8 measured
+# no faster than 4 on 2 cores), and more readers of one spinning backup disk only make it
+# seek more. Measured with bench/bench_copy.py --methods restore-2,restore-4,restore-6.
+WORKERS = min(2 * (os.cpu_count() or 1), 4)
 SPLIT_DEPTH = 3  # folders deeper than this are never split among workers
 MAX_LOOSE = 64  # a folder with more files (not folders) than this is copied whole
 
