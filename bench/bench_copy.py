@@ -4,8 +4,8 @@
 One generated corpus (many small files, a few large ones, hard links) on one loop-disk ext4 filesystem is copied onto a freshly made
 second one, by:
   restore  rescue.engine.copy.copy_tree (what the copy step runs, progress polling on):
-           min(cores, 4) cp -a runs over parts of the tree, the target synced every second
-  restore-1 (optional) the same with one cp run
+           min(2 x cores, 4) cp -a runs over parts of the tree, the target synced every second
+  restore-N (optional) the same with N cp runs (restore-1: one cp)
   cp       cp -a
   rsync    rsync -aHAX --numeric-ids
   cp+wb, rsync+wb (optional, --methods) the same peers with the restore's write-behind
@@ -14,8 +14,9 @@ second one, by:
 and the large files alone by the copy engine against a dd of the same number
 of bytes from disk to disk (the physical reference). Every run ends with a
 sync of the target, and both filesystems are remounted between runs so no
-run reads from a warm cache. Each method runs in its own child process,
-which reports its wall time and peak RSS (its own and its commands').
+run reads from a warm cache; the source read-only, as the rescue disk mounts
+the backup partition. Each method runs in its own child process, which
+reports its wall time and peak RSS (its own and its commands').
 
     sudo .venv/bin/python bench/bench_copy.py                 # 30,000 small files, 3 x 256 MiB
     sudo .venv/bin/python bench/bench_copy.py --small 1000000 --large 0 --links 0 --empty --twins \
@@ -157,7 +158,7 @@ def main() -> int:
     p.add_argument("--large-mib", type=int, default=256, help="size of each large file (default 256 MiB)")
     p.add_argument("--links", type=int, default=3000, help="extra hard links to small files")
     p.add_argument("--rounds", type=int, default=2, help="runs of each method; the fastest counts")
-    p.add_argument("--methods", default="restore,cp,rsync", help="comma-separated: restore,restore-1,cp,rsync,cp+wb,rsync+wb")
+    p.add_argument("--methods", default="restore,cp,rsync", help="comma-separated: restore,restore-N (N cp runs),cp,rsync,cp+wb,rsync+wb")
     p.add_argument("--workdir", type=Path, default=None, help="where the loop disk images go (default /var/tmp)")
     p.add_argument("--empty", action="store_true", help="small files hold no data (for the memory budget run)")
     p.add_argument("--twins", action="store_true",
@@ -204,7 +205,9 @@ def main() -> int:
                     if method == "dd":
                         res = child("dd", sdev, ddev, large_bytes)
                     else:
-                        run(["mount", sdev, str(src_m)])
+                        # read-only, as the rescue disk mounts the backup partition: reading
+                        # the corpus then writes no access times back to the source disk
+                        run(["mount", "-o", "ro", sdev, str(src_m)])
                         run(["mount", ddev, str(dst_m)])
                         try:
                             res = child(method, str(src_m / sub), str(dst_m),
