@@ -133,3 +133,23 @@ def test_a_broken_link_scan_leaves_rsync_to_make_the_links_whole(filesystems, mo
     assert diff_trees(src, dst, sparse=True) == []
     a, b, t = (os.lstat(dst / p) for p in ("big/a/x/f0", "big/b/y/linked", "top-link"))
     assert a.st_ino == b.st_ino == t.st_ino and a.st_nlink == 3
+
+
+def test_folder_sizes_measured_in_parallel_equal_one_du(tmp_path):
+    """The du runs over the folders two levels down, summed upwards, give what one du -d 3 gives."""
+    top = tmp_path / "tree"
+    for i, rel in enumerate(("a/b/c/d", "a/b/e", "a/f", "g", "h/i/j/k/l", "caf\udce9/x/y")):
+        d = top / rel
+        d.mkdir(parents=True)
+        for j in range(i + 1):
+            (d / f"f{j}").write_bytes(os.urandom(5000 * (j + 1)))
+    (top / "loose").write_bytes(os.urandom(70000))
+    (top / "a" / "loose").write_bytes(os.urandom(9000))
+    os.symlink("a", top / "link")
+
+    sizes = copy.folder_sizes(Runner(), top, 2)
+    out = run(["du", "-B1", "-0", "-d", "3", "--", f"{top}/."], binary=True).stdout.encode("latin-1")
+    prefix = os.fsencode(f"{top}/.")
+    expected = {p[len(prefix) + 1:]: int(n) for n, _, p in (r.partition(b"\t") for r in out.split(b"\0") if r)}
+    assert len(expected) > 8
+    assert {k: sizes[k] for k in expected} == expected
