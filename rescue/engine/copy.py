@@ -10,30 +10,34 @@ Why these tools:
   (bench/bench_copy.py), so a file stored fully allocated in the backup is
   restored fully allocated.
 - One cp is one thread, and most of a copy's CPU time is the kernel making
-  inodes and moving pages on cp's behalf. With more than one core the tree is
-  shared among `xargs -P WORKERS` cp runs (one process group, so cancel and a
-  rerun's clean-up end them all): folders holding more than their share are
-  split into their entries (down to SPLIT_DEPTH), each unit is copied whole by
-  one cp (`cp -a --target-directory=DEST/PARENT SOURCE/UNIT`), largest first.
+  inodes and moving pages on cp's behalf; much of the rest a cp spends
+  waiting for the disks. So the tree is shared among `xargs -P WORKERS` cp
+  runs, two per core (one process group, so cancel and a rerun's clean-up end
+  them all): folders holding more than their share are split into their
+  entries (down to SPLIT_DEPTH), each unit is copied whole by one cp
+  (`cp -a --target-directory=DEST/PARENT SOURCE/UNIT`), largest first.
   Folders that were split are made first and get their owner, mode, xattrs,
   ACLs and times last, deepest first. A file linked from two units would be
   copied twice, so a scan (find | sort | uniq, no Python memory per file: in
   a dirvish image nearly every file has links into other images, only links
-  seen twice inside this tree count) finds those inodes and the copies are
-  replaced with hard links afterwards.
+  seen twice inside this tree count), run beside the copy, finds those inodes
+  and the copies are replaced with hard links afterwards.
 - While the copy runs, the target is synced every second (write-behind):
   the disk writes overlap the copying instead of all waiting for the sync at
   the end, the dirty page cache stays small on a 1 GiB rescue machine, and
   the progress (used blocks) is what is really on the disk. Each syncfs is
   an ordinary sync: nothing here weakens what a power cut can lose, and it
   costs no measurable CPU.
-- Measured (bench/bench_copy.py, 2 cores, ext4 loop disks, nearly idle):
-  20,000 small files + 2 x 256 MiB: parallel 4.63 s, one cp with
-  write-behind 5.43 s, cp -a 5.41 s, rsync -aHAX 6.07 s; a dirvish-like
-  tree (100,000 files each linked from another image): 14.57 s, 15.15 s,
-  15.85 s, 18.92 s. Two cp runs cost 20-35 % more CPU than one (ext4's locks
-  under two writers, the scans), so on a machine busy with other work the
-  parallel copy can be slower than one cp; a restore has the machine to itself.
+- Measured (bench/bench_copy.py, 2 cores, ext4 loop disks, source mounted
+  read-only, best of 3): 30,000 small files + 3 x 256 MiB: restore 5.9-6.4 s,
+  cp -a 7.0-8.3 s, rsync -aHAX 8.3-8.7 s (0.70-0.75 of rsync over four runs);
+  a dirvish-like tree (100,000 files each linked from another image), best
+  of 2: 11.0 s, 14.8 s, 16.3-17.4 s (0.63-0.69). Four cp runs instead of two
+  gained 5-14 %. The cp runs cost 20-35 % more CPU than one cp (ext4's locks
+  under several writers, the scans), so on a machine busy with other work
+  the parallel copy can be slower than one cp; a restore has the machine to
+  itself. What is left is mostly waiting for the disks: the loop disks'
+  flushes, which write the data to the host's disk (330-470 MB/s here).
 - A resumed copy (the journal says an earlier run started it) is finished by
   `rsync -aHAX --numeric-ids --sparse --delete`: files already complete (same
   size and time; cp sets the time last) are not copied again, a half-written
