@@ -431,10 +431,24 @@ def clear_redone_files(ctx: Runner, source: Path, dest: Path, *, xattrs: bool, a
     error then ends as an ordinary unreadable file. Returns how many went.
     """
     argv = rsync_argv(source, dest, xattrs=xattrs, acls=acls, progress=False)
-    result = ctx.run([argv[0], "--dry-run", "--out-format=%i %n", *argv[1:]], check=False)
+    # Read line by line: after an early kill nearly every file is listed, and a
+    # million names held at once would not fit a 1 GiB rescue machine.
+    proc = ctx.spawn([argv[0], "--dry-run", "--out-format=%i %n", *argv[1:]], stderr=subprocess.DEVNULL)
+    try:
+        return _clear_listed(proc.stdout, dest)
+    finally:
+        if proc.poll() is None:
+            _stop(proc)
+        proc.wait()
+        ctx.child_done(proc)
+
+
+def _clear_listed(listing: Any, dest: Path) -> int:
+    """Remove the existing regular files a dry run's `%i %n` lines name (see clear_redone_files)."""
     top = os.path.realpath(dest)
     gone = 0
-    for line in result.stdout.splitlines():
+    for raw in listing:
+        line = raw.rstrip(b"\n").decode("utf-8", "surrogateescape")
         item, _, name = line.partition(" ")
         if len(item) != 11 or item[:2] not in (">f", "hf") or "+" in item[2:]:
             continue  # not a regular file, or a new one: nothing at the target to clear
