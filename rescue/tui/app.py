@@ -99,7 +99,10 @@ class Wizard(App[int]):
 
     def restore_failed(self, progress: ProgressScreen, error: RescueError | None,
                        step: StepFailed | None, cancelled: bool = False) -> None:
-        self.outcome = Exit.ABORTED if cancelled else Exit.FAILED
+        # a refusal (the target turned unsafe, the plan cannot work) keeps its own code, as
+        # `rescue restore` exits with it; anything else that stopped the run is a failed step
+        refused = error is not None and error.exit_code in (Exit.REFUSED, Exit.UNSAFE)
+        self.outcome = Exit.ABORTED if cancelled else error.exit_code if refused else Exit.FAILED
         self.push_screen(FailedScreen(progress.review, error, step, cancelled=cancelled))
 
     def retry(self) -> None:

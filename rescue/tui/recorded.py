@@ -59,7 +59,8 @@ class RecordedEngine:
     """Answers from a facts folder.
 
     `outcomes` picks the recorded run of each call to run(), "ok" or "failed"
-    (the last one repeats), so a test can fail once and then retry. With
+    (the last one repeats), so a test can fail once and then retry; "unsafe"
+    refuses the target before anything is written. With
     `hold_at` a step key, the replay stops at that step's first progress
     event until `release` is set: a test can press keys in the middle of it.
     """
@@ -120,6 +121,10 @@ class RecordedEngine:
         self.runs += 1
         self.written.append(review.target)
         outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
+        if outcome == "unsafe":  # as the engine's last look at the target before writing refuses
+            raise errors.UnsafeTarget(f"{review.target} is mounted now (/mnt)",
+                                      why="a mounted disk is in use and is never written",
+                                      fix=f"unmount {review.target}, then start the restore again")
         name = "run.json" if outcome == "ok" else "run-failed.json"
         recorded = [event_from_json(e) for e in self._load(name)]
         resume = self.unfinished is not None and self.unfinished.review == review

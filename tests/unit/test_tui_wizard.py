@@ -358,6 +358,19 @@ async def test_abort_after_a_failure_exits_with_the_failed_code():
 
 
 @aio
+async def test_a_target_refused_at_the_start_exits_with_the_unsafe_code_not_failed():
+    engine = RecordedEngine(FACTS, outcomes=("unsafe",))
+    async with wizard(engine) as (app, pilot):
+        await restore_to_end(pilot)
+        screen = app.screen
+        assert isinstance(screen, FailedScreen) and screen.step is None
+        progress = app.screen_stack[-2]
+        assert "Refused" in str(progress.query_one("#status").render())
+        await press(pilot, "a")
+    assert app.return_code == Exit.UNSAFE
+
+
+@aio
 async def test_cancel_during_the_copy_stops_it_and_the_next_start_offers_resume():
     engine = RecordedEngine(FACTS, hold_at="copy:root")
     async with wizard(engine) as (app, pilot):
