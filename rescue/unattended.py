@@ -17,6 +17,9 @@ Example /backup/rescue-unattended.toml:
     grow = "/home"                   # optional: the partition that takes the size difference
     log_dir = "/var/log/rescue"      # optional: journal, log and report (the backup is read-only)
 
+    [fstype]                         # optional: make these types instead of the captured ones
+    "/home" = "ext4"
+
     [target]                         # exactly one of:
     by_id = "ata-Samsung_SSD_870_S5Y1NX0R123456"   # a /dev/disk/by-id name (or the full path)
     # device = "/dev/sdb"
@@ -75,6 +78,7 @@ class Config:
     bootloader: str = "auto"
     grow: str | None = None
     log_dir: Path | None = None
+    fstypes: tuple[tuple[str, str], ...] = ()  # (mount point, type) pairs, as --fstype
 
 
 def load_config(path: Path) -> Config:
@@ -92,7 +96,8 @@ def load_config(path: Path) -> Config:
     def bad(key: str, what: str) -> ConfigError:
         return ConfigError(f"{path}: {key} {what}", fix="correct the file; `pydoc rescue.unattended` shows an example")
 
-    known = {"bank", "banks", "client", "image", "after", "after_failure", "bootloader", "grow", "log_dir", "target"}
+    known = {"bank", "banks", "client", "image", "after", "after_failure", "bootloader", "grow", "log_dir",
+             "fstype", "target"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise bad(unknown[0], "is not a setting rescue knows")
@@ -119,6 +124,10 @@ def load_config(path: Path) -> Config:
     bootloader = data.get("bootloader", "auto")
     if bootloader not in ("auto", "install", "skip"):
         raise bad("bootloader", "must be auto, install or skip")
+    fstype = data.get("fstype", {})
+    if not isinstance(fstype, dict) or not all(isinstance(k, str) and k.startswith("/") and isinstance(v, str)
+                                              and v for k, v in fstype.items()):
+        raise bad("[fstype]", 'must map mount points to types ("/home" = "ext4")')
     t = data.get("target")
     if not isinstance(t, dict):
         raise bad("[target]", "is missing: say which disk to overwrite (by_id, device or empty_disk_min_gib)")
@@ -141,6 +150,7 @@ def load_config(path: Path) -> Config:
         path=path, banks=tuple(Path(b) for b in banks), client=client, target=selector,
         image=data.get("image"), after=after, after_failure=after_failure, bootloader=bootloader,
         grow=data.get("grow"), log_dir=Path(data["log_dir"]) if data.get("log_dir") else None,
+        fstypes=tuple(fstype.items()),
     )
 
 
@@ -173,13 +183,15 @@ def select_target(selector: Selector, disks: Sequence[TargetDisk]) -> TargetDisk
 
 def restore_argv(config: Config, device: str) -> list[str]:
     argv = ["restore", "--client", config.client, "--target", device, "--yes",
-            "--bootloader", config.bootloader]
+            "--bootloader", config.bootloader, "--face", "rescue unattended restore"]
     for b in config.banks:
         argv += ["--bank", str(b)]
     if config.image:
         argv += ["--image", config.image]
     if config.grow:
         argv += ["--grow", config.grow]
+    for where, fstype in config.fstypes:
+        argv += ["--fstype", f"{where}={fstype}"]
     if config.log_dir:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         argv += ["--state-dir", str(config.log_dir), "--log", str(config.log_dir / f"restore-{stamp}.log")]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rescue import events as ev
+from rescue.commands.plan import parse_fstypes
 from rescue.errors import Aborted, Exit, RescueError
 
 NAME = "restore"
@@ -51,6 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the partition that takes the size difference (default: the last data partition)")
     p.add_argument("--source-disk", metavar="DEV", help="which captured disk this target replaces (multi-disk machines)")
     p.add_argument("--skip-vault", action="append", default=[], metavar="NAME", help="leave a vault out")
+    p.add_argument("--fstype", action="append", default=[], metavar="MOUNTPOINT=TYPE",
+                   help="make this filesystem type instead of the captured one (e.g. /home=ext4 for an "
+                        "old bank whose types were not recorded); may be repeated")
+    p.add_argument("--face", default="rescue restore", help=argparse.SUPPRESS)  # who holds the disk's lock
     p.add_argument("--bootloader", choices=("auto", "install", "skip"), default="auto",
                    help="auto (default): install grub, except onto a loop device where it is reported as "
                         "not attempted; install: always try; skip: do not install")
@@ -198,6 +203,7 @@ def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
     if not os.path.exists(args.target):
         raise RescueError(f"{args.target} does not exist", fix="name the target disk, e.g. /dev/sdb (lsblk lists them)")
     device = os.path.realpath(args.target)
+    fstypes = parse_fstypes(args.fstype)
     state_dir = args.state_dir or DEFAULT_STATE_DIR
     if not args.dry_run:
         state_dir = usable_state_dir(state_dir)
@@ -208,7 +214,7 @@ def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
     images = choose_images(machine, args.image)
     layout = newest_layout(images)
     options = PlanOptions(source_disk=args.source_disk, grow=args.grow, skip_vaults=tuple(args.skip_vault),
-                          bootloader=args.bootloader != "skip")
+                          bootloader=args.bootloader != "skip", fstypes=fstypes)
 
     folder = Path(state_dir) / identity_name(identity)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -216,7 +222,7 @@ def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
     executor = Executor(target=device, identity=identity, state_dir=state_dir, log_path=log_path,
                         recheck=lambda: assert_still_safe(device, backup_sources=args.bank) and None,
                         bootloader=args.bootloader, verify_checksum=args.verify_checksum,
-                        title=f"restore of {args.client} onto {device}", face="rescue restore")
+                        title=f"restore of {args.client} onto {device}", face=args.face)
     # One restore per disk: from before the leftovers are released to the end, this command holds
     # the disk's lock, so another console's wizard or restore is refused, as this one is while
     # another holds it. A dry run writes nothing and takes no lock.

@@ -334,3 +334,35 @@ def check_identity_dos(demo, dev: str) -> None:
     for key, p in demo["parts"].items():
         found = blkid(f"{dev}p{p.number}")
         assert (found["TYPE"], found["UUID"], found.get("LABEL")) == (p.fstype, p.uuid, p.label), key
+
+
+def test_restore_with_fstype_makes_the_type_asked_for_and_keeps_the_tree(demo, tmp_path, capsys):
+    """--fstype (an old bank whose types were not recorded, or a change of mind): the same tree, another type."""
+    home = demo["parts"]["/home"]
+    other = "ext4" if home.fstype == "xfs" else "xfs"
+    with loop_disk(tmp_path / "t.img", GiB) as dev:
+        code = main(restore_argv(demo, dev, tmp_path / "state", "--yes", "--fstype", f"/home={other}"))
+        out = capsys.readouterr().out
+        assert code == Exit.OK, out
+        node = f"{dev}p{home.number}"
+        found = blkid(node)
+        assert found["TYPE"] == other and found.get("LABEL") == home.label
+        where = tmp_path / "mnt"
+        where.mkdir()
+        run(["mount", "-o", "ro", node, str(where)])
+        try:
+            tree = demo["bank"].image_dir(home.vault) / "tree"
+            assert diff_trees(tree, where, times=True, sparse=True, top=True, exclude=["lost+found"]) == []
+        finally:
+            run(["umount", str(where)])
+    assert other in out
+
+
+def test_restore_refuses_a_bad_fstype_before_writing_anything(demo, tmp_path, capsys):
+    with loop_disk(tmp_path / "t.img", GiB) as dev:
+        before = run(["sha256sum", dev]).stdout.split()[0]
+        code = main(restore_argv(demo, dev, tmp_path / "state", "--yes", "--fstype", "ext4"))
+        assert code == Exit.ERROR
+        assert "--fstype 'ext4' is not MOUNTPOINT=TYPE" in capsys.readouterr().err
+        assert run(["sha256sum", dev]).stdout.split()[0] == before
+    assert not (tmp_path / "state").exists()

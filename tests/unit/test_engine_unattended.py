@@ -43,7 +43,16 @@ def test_good_config_becomes_a_restore_command(tmp_path):
     assert c.after_failure == "stay" and c.target == Selector(by_id="ata-NEW_DISK_1")
     argv = restore_argv(c, "/dev/sdb")
     assert argv[:7] == ["restore", "--client", "web1", "--target", "/dev/sdb", "--yes", "--bootloader"]
-    assert ["--bank", "/backup/bank"] == argv[8:10] and "--image" in argv and "--state-dir" in argv
+    assert ["--bank", "/backup/bank"] == argv[10:12] and "--image" in argv and "--state-dir" in argv
+    assert argv[argv.index("--face") + 1] == "rescue unattended restore"  # what another console's refusal names
+    assert "--fstype" not in argv
+
+
+def test_fstype_table_becomes_fstype_options(tmp_path):
+    c = load_config(write(tmp_path, GOOD.replace("[target]", '[fstype]\n"/home" = "ext4"\n"/srv" = "xfs"\n[target]')))
+    assert c.fstypes == (("/home", "ext4"), ("/srv", "xfs"))
+    argv = restore_argv(c, "/dev/sdb")
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--fstype"] == ["/home=ext4", "/srv=xfs"]
 
 
 @pytest.mark.parametrize(("text", "says"), [
@@ -54,6 +63,8 @@ def test_good_config_becomes_a_restore_command(tmp_path):
     ('bank = "/b"\nclient = "x"\n[target]\nempty_disk_min_gib = -3\n', "positive"),
     ('bank = "/b"\nclient = "x"\nafter = "explode"\n[target]\ndevice = "/dev/sdb"\n', "after"),
     ('bank = "/b"\nclient = "x"\ntypo = 1\n[target]\ndevice = "/dev/sdb"\n', "typo"),
+    ('bank = "/b"\nclient = "x"\n[fstype]\nhome = "ext4"\n[target]\ndevice = "/dev/sdb"\n', "[fstype]"),
+    ('bank = "/b"\nclient = "x"\nfstype = "ext4"\n[target]\ndevice = "/dev/sdb"\n', "[fstype]"),
     ('bank = "/b"\nclient = \n', "not valid TOML"),
 ])
 def test_bad_configs_are_refused_with_the_key_named(tmp_path, text, says):
