@@ -43,26 +43,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rescue.devices import loop_disk  # noqa: E402
-from rescue.run import run, spawn  # noqa: E402
+from rescue.run import run  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
-
-
-class Runner:
-    """The smallest context the copy engine needs: the gateway, nothing journalled."""
-
-    def run(self, argv, **kw):
-        return run(argv, **kw)
-
-    def spawn(self, argv, **kw):
-        return spawn(argv, **kw)
-
-    def child_done(self, proc) -> None:
-        pass
-
-    def cancelled(self) -> bool:
-        return False
 
 
 def one(method: str, src: str, dst: str, nbytes: int) -> dict[str, float]:
@@ -70,14 +54,14 @@ def one(method: str, src: str, dst: str, nbytes: int) -> dict[str, float]:
     t0 = time.monotonic()
     if method == "restore-large" or method.split("-")[0] == "restore":
         import rescue.engine.copy
-        from rescue.engine.copy import copy_tree
+        from rescue.engine.copy import Unjournalled, copy_tree
 
         if method.removeprefix("restore-").isdigit():  # restore-N: N cp runs instead of the default
             rescue.engine.copy.WORKERS = int(method.removeprefix("restore-"))
 
         ticks = []
         # as the copy step runs it: the plan knows the used bytes, not the file count
-        copy_tree(Runner(), Path(src), Path(dst), resume=False, total_bytes=nbytes,
+        copy_tree(Unjournalled(), Path(src), Path(dst), resume=False, total_bytes=nbytes,
                   progress=lambda *a: ticks.append(a))
     elif method.removesuffix("+wb") in ("cp", "rsync"):
         from rescue.engine.copy import write_behind

@@ -43,9 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="which captured disk this target replaces (machines with several disks)")
     p.add_argument("--skip-vault", action="append", default=[], metavar="NAME",
                    help="leave a vault out of the plan; may be repeated")
-    p.add_argument("--fstype", action="append", default=[], metavar="MOUNTPOINT=TYPE",
-                   help="make this filesystem type instead of the captured one (e.g. /home=ext4 for an "
-                        "old bank whose types were not recorded); may be repeated")
+    add_fstype_argument(p)
     p.add_argument("--no-bootloader", action="store_true", help="plan no grub installation")
     p.add_argument("--json", action="store_true", help="print the plan as JSON instead of the review")
     p.add_argument("--script", type=Path, metavar="FILE", help="write restore.sh to FILE")
@@ -79,6 +77,13 @@ def make_plan(args: argparse.Namespace):
         skip_vaults=tuple(args.skip_vault), fstypes=fstypes,
     )
     return build_plan(layout, images, target, options)
+
+
+def add_fstype_argument(p: argparse.ArgumentParser) -> None:
+    """--fstype, the same for rescue plan and rescue restore."""
+    p.add_argument("--fstype", action="append", default=[], metavar="MOUNTPOINT=TYPE",
+                   help="make this filesystem type instead of the captured one (e.g. /home=ext4 for an "
+                        "old bank whose types were not recorded); may be repeated")
 
 
 def parse_fstypes(values: Sequence[str]) -> tuple[tuple[str, str], ...]:

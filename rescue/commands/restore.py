@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rescue import events as ev
-from rescue.commands.plan import parse_fstypes
+from rescue.commands.plan import add_fstype_argument, parse_fstypes
 from rescue.errors import Aborted, Exit, RescueError
 
 NAME = "restore"
@@ -52,9 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the partition that takes the size difference (default: the last data partition)")
     p.add_argument("--source-disk", metavar="DEV", help="which captured disk this target replaces (multi-disk machines)")
     p.add_argument("--skip-vault", action="append", default=[], metavar="NAME", help="leave a vault out")
-    p.add_argument("--fstype", action="append", default=[], metavar="MOUNTPOINT=TYPE",
-                   help="make this filesystem type instead of the captured one (e.g. /home=ext4 for an "
-                        "old bank whose types were not recorded); may be repeated")
+    add_fstype_argument(p)
     p.add_argument("--face", default="rescue restore", help=argparse.SUPPRESS)  # who holds the disk's lock
     p.add_argument("--bootloader", choices=("auto", "install", "skip"), default="auto",
                    help="auto (default): install grub, except onto a loop device where it is reported as "

@@ -71,6 +71,8 @@ from typing import Any, Protocol
 from rescue.engine.copyerrors import classify, drop_partial_copies, rsync_unescape
 from rescue.errors import Aborted
 from rescue.run import CommandError
+from rescue.run import run as gateway_run
+from rescue.run import spawn as gateway_spawn
 
 # xfs shows a file's ACL to root a second time, as trusted.SGI_ACL_FILE/_DEFAULT xattrs; a
 # bank made from xfs holds them, one copied with cp -a does not (libattr's xattr.conf skips
@@ -100,6 +102,22 @@ class Runner(Protocol):
     def child_done(self, proc: Any) -> None: ...
 
     def cancelled(self) -> bool: ...
+
+
+class Unjournalled:
+    """The gateway alone, nothing journalled or logged: the copy outside a restore (bench, tests)."""
+
+    def run(self, argv: Sequence[Any], **kwargs: Any) -> Any:
+        return gateway_run(argv, **kwargs)
+
+    def spawn(self, argv: Sequence[Any], **kwargs: Any) -> Any:
+        return gateway_spawn(argv, **kwargs)
+
+    def child_done(self, proc: Any) -> None:
+        pass
+
+    def cancelled(self) -> bool:
+        return False
 
 
 ProgressFn = Callable[[int, int, int, int, "float | None"], None]

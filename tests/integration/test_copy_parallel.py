@@ -17,29 +17,14 @@ from pathlib import Path
 import pytest
 
 import rescue.engine.copy as copy
+from rescue.engine.copy import Unjournalled
 from rescue.demo.machine import fill_corpus
 from rescue.demo.trees import diff_trees
 from rescue.devices import loop_disk
-from rescue.run import run, spawn
+from rescue.run import run
 
 MiB = 1 << 20
 OLD = 946_684_800_123_456_789  # 2000-01-01, with nanoseconds
-
-
-class Runner:
-    """The context the copy engine needs, without a journal."""
-
-    def run(self, argv, **kw):
-        return run(argv, **kw)
-
-    def spawn(self, argv, **kw):
-        return spawn(argv, **kw)
-
-    def child_done(self, proc) -> None:
-        pass
-
-    def cancelled(self) -> bool:
-        return False
 
 
 def fill_split_tree(top: Path) -> None:
@@ -88,7 +73,7 @@ def test_parallel_copy_keeps_hard_links_across_parts_and_folder_metadata(filesys
     src, dst = filesystems
     fill_split_tree(src)
     monkeypatch.setattr(copy, "WORKERS", workers)
-    ctx = Runner()
+    ctx = Unjournalled()
 
     split, total = copy.plan_split(ctx, src, workers)
     assert split is not None and total > 8 * MiB
@@ -128,7 +113,7 @@ def test_a_broken_link_scan_leaves_rsync_to_make_the_links_whole(filesystems, mo
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(copy, "cross_links", broken)
-    result = copy.copy_tree(Runner(), src, dst, resume=False)
+    result = copy.copy_tree(Unjournalled(), src, dst, resume=False)
     assert result.method == "cp+rsync" and result.unreadable == ()
     assert diff_trees(src, dst, sparse=True) == []
     a, b, t = (os.lstat(dst / p) for p in ("big/a/x/f0", "big/b/y/linked", "top-link"))
@@ -147,7 +132,7 @@ def test_folder_sizes_measured_in_parallel_equal_one_du(tmp_path):
     (top / "a" / "loose").write_bytes(os.urandom(9000))
     os.symlink("a", top / "link")
 
-    sizes = copy.folder_sizes(Runner(), top, 2)
+    sizes = copy.folder_sizes(Unjournalled(), top, 2)
     out = run(["du", "-B1", "-0", "-d", "3", "--", f"{top}/."], binary=True).stdout.encode("latin-1")
     prefix = os.fsencode(f"{top}/.")
     expected = {p[len(prefix) + 1:]: int(n) for n, _, p in (r.partition(b"\t") for r in out.split(b"\0") if r)}
