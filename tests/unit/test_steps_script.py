@@ -135,6 +135,7 @@ def test_every_step_renders_shell_that_parses():
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
     assert "mkfs.xfs -f -q -m uuid=U-1 -L 'demo home' /dev/sdb2" in script
     assert "mount -t xfs -o nouuid /dev/sdb2 \"$ROOT\"/home" in script
+    assert "mount -t ext4 -o noinit_itable /dev/sdb1 \"$ROOT\"" in script
     assert "cp -a --sparse=auto -- /backup/bank/home/2026-1126-0300/tree/. \"$WORK\"/home/" in script
     assert "chown 0:0 \"$ROOT\"/tmp && chmod 1777 \"$ROOT\"/tmp" in script
     assert "grub-install --target=x86_64-efi --efi-directory=/boot/efi --removable" in script
