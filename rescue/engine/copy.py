@@ -201,40 +201,48 @@ def folder_sizes(ctx: Runner, source: Path, workers: int) -> dict[bytes, int]:
     du reads every inode, and on a cold backup disk one du is a chain of waits
     (a dirvish-like tree of 100,000 files: 1.3 s). So the folders two levels
     down are measured by `workers` du runs at once (0.65 s) and the two levels
-    above are summed from them and the files beside them. A file hard-linked
-    from two of those folders counts in both: the sizes only share out the work.
+    above are summed from them and the files beside them (a folder with more
+    than MAX_LOOSE files is copied whole and measured whole by du, not a stat
+    per file here). A file hard-linked from two of the measured folders counts
+    in both: the sizes only share out the work.
     """
     top = os.fsencode(os.path.abspath(source))
     sizes: dict[bytes, int] = {}
-    deep: list[bytes] = []  # folders at depth 2, for du
+    deep: list[bytes] = []  # folders for du: at depth 2, or higher up with many files
     children: dict[bytes, list[bytes]] = {}
 
     def scan(rel: bytes, depth: int) -> None:
-        sizes[rel] = os.lstat(os.path.join(top, rel)).st_blocks * 512  # the folder itself
-        kids = children.setdefault(rel, [])
         with os.scandir(os.path.join(top, rel)) as it:
-            for e in it:
-                child = _join(rel, e.name)
-                kids.append(child)
-                if not e.is_dir(follow_symlinks=False):
-                    sizes[child] = e.stat(follow_symlinks=False).st_blocks * 512
-                elif depth < 1:
-                    scan(child, depth + 1)
-                else:
-                    deep.append(child)
+            entries = list(it)
+        loose = [e for e in entries if not e.is_dir(follow_symlinks=False)]
+        if len(loose) > MAX_LOOSE:
+            deep.append(rel)
+            return
+        sizes[rel] = os.lstat(os.path.join(top, rel)).st_blocks * 512  # the folder itself
+        children[rel] = [_join(rel, e.name) for e in entries]
+        for e in loose:
+            sizes[_join(rel, e.name)] = e.stat(follow_symlinks=False).st_blocks * 512
+        for e in entries:
+            if not e.is_dir(follow_symlinks=False):
+                continue
+            if depth < 1:
+                scan(_join(rel, e.name), depth + 1)
+            else:
+                deep.append(_join(rel, e.name))
 
     scan(b"", 0)
     chunks = [deep[i::4 * workers] for i in range(4 * workers) if deep[i::4 * workers]]
 
     def du(chunk: list[bytes]) -> bytes:
-        argv = ["du", "-B1", "-0", "-d", str(SPLIT_DEPTH - 2), "--", *(os.fsdecode(os.path.join(top, r)) for r in chunk)]
+        argv = ["du", "-B1", "-0", "-d", str(SPLIT_DEPTH - 2), "--",
+                *(os.fsdecode(os.path.join(top, r) if r else top) for r in chunk)]
         return ctx.run(argv, check=False, binary=True).stdout.encode("latin-1")
 
     with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
         for out in pool.map(du, chunks):
             for line in out.split(b"\0"):
                 n, _, path = line.partition(b"\t")
-                if path.startswith(top + b"/"):
+                if path == top or path.startswith(top + b"/"):
                     sizes[path[len(top) + 1:]] = int(n)
     for rel in sorted(children, key=lambda r: -r.count(b"/") - bool(r)):  # the top last
         sizes[rel] += sum(sizes.get(c, 0) for c in children[rel])

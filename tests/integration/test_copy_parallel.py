@@ -131,10 +131,23 @@ def test_folder_sizes_measured_in_parallel_equal_one_du(tmp_path):
     (top / "loose").write_bytes(os.urandom(70000))
     (top / "a" / "loose").write_bytes(os.urandom(9000))
     os.symlink("a", top / "link")
+    many = top / "mail" / "new"  # more files than MAX_LOOSE, one and two levels down
+    many.mkdir(parents=True)
+    for i in range(copy.MAX_LOOSE + 1):
+        (top / "mail" / f"m{i}").write_bytes(b"x" * 3000)
+        (many / f"m{i}").write_bytes(b"y" * 5000)
+
+    def one_du(top: Path) -> dict[bytes, int]:
+        out = run(["du", "-B1", "-0", "-d", "3", "--", f"{top}/."], binary=True).stdout.encode("latin-1")
+        prefix = os.fsencode(f"{top}/.")
+        return {p[len(prefix) + 1:]: int(n) for n, _, p in (r.partition(b"\t") for r in out.split(b"\0") if r)}
 
     sizes = copy.folder_sizes(Unjournalled(), top, 2)
-    out = run(["du", "-B1", "-0", "-d", "3", "--", f"{top}/."], binary=True).stdout.encode("latin-1")
-    prefix = os.fsencode(f"{top}/.")
-    expected = {p[len(prefix) + 1:]: int(n) for n, _, p in (r.partition(b"\t") for r in out.split(b"\0") if r)}
-    assert len(expected) > 8
+    expected = one_du(top)
+    assert len(expected) > 8 and b"mail/new" in expected
     assert {k: sizes[k] for k in expected} == expected
+
+    # a top with many files of its own is measured whole too
+    for i in range(copy.MAX_LOOSE + 1):
+        (top / f"t{i}").write_bytes(b"z" * 7000)
+    assert copy.folder_sizes(Unjournalled(), top, 2)[b""] == one_du(top)[b""]
