@@ -56,6 +56,7 @@ import contextlib
 import ctypes
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -91,6 +92,7 @@ WRITE_BEHIND_SECONDS = 1.0
 # seek more. Measured with bench/bench_copy.py --methods restore-2,restore-4,restore-6.
 WORKERS = min(2 * (os.cpu_count() or 1), 4)
 SPLIT_DEPTH = 3  # folders deeper than this are never split among workers
+SCRATCH_PREFIX = "rescue-copy-"  # + pid: the scratch folder of a parallel copy, in /tmp
 MAX_LOOSE = 64  # a folder with more files (not folders) than this is copied whole
 
 
@@ -401,6 +403,7 @@ def copy_tree(
 ) -> CopyResult:
     """Copy `source`'s contents onto `dest` (an existing, mounted folder)."""
     t0 = time.monotonic()
+    clear_stale_scratch()
     before = FsUsage.of(dest)
     totals = {"bytes": total_bytes, "files": total_files}
     if not total_bytes and (resume or WORKERS < 2):
@@ -490,6 +493,18 @@ def _clear_listed(listing: Any, dest: Path) -> int:
     return gone
 
 
+def clear_stale_scratch(tmp: Path | None = None) -> list[Path]:
+    """Remove the scratch folders of copies whose process is gone (a killed restore
+    cannot remove its own; on the rescue system /tmp is memory). Returns them."""
+    gone = []
+    for d in Path(tmp or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = d.name.removeprefix(SCRATCH_PREFIX).split("-")[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+    return gone
+
+
 def _fresh_copy(ctx: Runner, source: Path, dest: Path, before: FsUsage, totals: dict[str, int],
                 progress: ProgressFn | None, *, xattrs: bool, acls: bool) -> tuple[int, list[str]]:
     """cp -a, shared among WORKERS cp runs when the tree splits (see the module docstring)."""
@@ -498,7 +513,8 @@ def _fresh_copy(ctx: Runner, source: Path, dest: Path, before: FsUsage, totals: 
     argv = cp_argv(source, dest, xattrs=xattrs, acls=acls)
     if split is None:
         return _run_watched(ctx, argv, dest, before, totals, progress, rsync=False)
-    with tempfile.TemporaryDirectory(prefix="rescue-copy-") as tmp:
+    # ignore_cleanup_errors: after a cancel the link scan may still be writing here
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", ignore_cleanup_errors=True) as tmp:
         # The links are only needed once the copy is done: the scan runs beside it (a daemon
         # thread, so a cancelled copy does not wait for it; its commands then fail harmlessly
         # in the removed folder and the copy is rerun anyway).

@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import threading
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +36,7 @@ import pytest
 
 from rescue.demo import DemoMachine, diff_trees, make_bank
 from rescue.devices import loop_disk, partition_path
+from rescue.engine.copy import SCRATCH_PREFIX
 from rescue.engine.journal import Journal
 from rescue.errors import Exit
 from rescue.layout.model import Boot, BootMode, Layout
@@ -194,6 +196,9 @@ def test_kill9_at_20_moments_then_rerun_equals_an_uninterrupted_restore(demo, re
             assert compare_trees(demo, dev, tmp_path / "mnt") == [], f"trial {i} (killed in {text})"
             assert identity(demo, dev) == reference["identity"], f"trial {i} (killed in {text})"
             assert no_mounts_under(state, tmp_path / "mnt")
+            # the killed run's scratch folder in /tmp went with the rerun's copy
+            assert [d for d in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*")
+                    if not os.path.exists(f"/proc/{d.name.removeprefix(SCRATCH_PREFIX).split('-')[0]}")] == []
         os.unlink(tmp_path / f"t{i}.img")
         trials.append((i, number, text[:40], round(delay, 2), killed, started, done))
     print("\ntrial step  delay  killed  started-at-kill  done-before")
