@@ -58,7 +58,7 @@ GiB = 1 << 30
 def one(method: str, src: str, dst: str, nbytes: int) -> dict[str, float]:
     """Run one method in this (child) process; report time and peak RSS."""
     t0 = time.monotonic()
-    if method == "restore-large" or method.split("-")[0] == "restore":
+    if method.startswith("restore"):
         import rescue.engine.copy
         from rescue.engine.copy import Unjournalled, copy_tree
 

@@ -12,7 +12,7 @@ from textual.app import App, SuspendNotSupported
 from textual.binding import Binding
 
 from rescue.backups.model import Image, Machine
-from rescue.errors import Exit, RescueError
+from rescue.errors import Exit, PlanRefused, RescueError
 from rescue.events import PlanDone, StepFailed
 from rescue.target import TargetDisk
 from rescue.tui.facade import Engine, Interrupted
@@ -101,8 +101,12 @@ class Wizard(App[int]):
                        step: StepFailed | None, cancelled: bool = False) -> None:
         # a refusal (the target turned unsafe, the plan cannot work) keeps its own code, as
         # `rescue restore` exits with it; anything else that stopped the run is a failed step
-        refused = error is not None and error.exit_code in (Exit.REFUSED, Exit.UNSAFE)
-        self.outcome = Exit.ABORTED if cancelled else error.exit_code if refused else Exit.FAILED
+        if cancelled:
+            self.outcome = Exit.ABORTED
+        elif isinstance(error, PlanRefused):
+            self.outcome = error.exit_code
+        else:
+            self.outcome = Exit.FAILED
         self.push_screen(FailedScreen(progress.review, error, step, cancelled=cancelled))
 
     def retry(self) -> None:

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, RichLog, Static
 
-from rescue.errors import Aborted, PlanRefused, RescueError
+from rescue.errors import Aborted, Exit, RescueError
 from rescue.events import Output, PlanDone, PlanStarted, Progress, StepDone, StepFailed, StepSkipped, StepStarted
 from rescue.tui.facade import Interrupted
 from rescue.tui.messages import EngineEvent, RunEnded
@@ -152,10 +152,10 @@ wizard again and it offers to. l shows the whole log."""
             self.wizard.restore_failed(self, message.error, self.failed_step, cancelled=True)
         else:
             error = message.error or RescueError("the restore ended without finishing")
-            refused = self.failed_step is None and isinstance(error, PlanRefused)
+            self.wizard.restore_failed(self, error, self.failed_step)
+            refused = self.failed_step is None and self.wizard.outcome in (Exit.REFUSED, Exit.UNSAFE)
             self.query_one("#status", Static).update("Refused: nothing more was written." if refused
                                                      else "A step failed.")
-            self.wizard.restore_failed(self, error, self.failed_step)
 
     def action_cancel(self) -> None:
         if self.finished:
