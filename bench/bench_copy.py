@@ -4,12 +4,13 @@
 One generated corpus (many small files, a few large ones, hard links) on one loop-disk ext4 filesystem is copied onto a freshly made
 second one, by:
   restore  rescue.engine.copy.copy_tree (what the copy step runs, progress polling on):
-           min(2 x cores, 4) cp -a runs over parts of the tree, the target synced every second
+           min(2 x cores, 4) cp -a runs over parts of the tree, with write-behind
+           (background writeback from 64 MiB dirty on)
   restore-N (optional) the same with N cp runs (restore-1: one cp)
   cp       cp -a
   rsync    rsync -aHAX --numeric-ids
   cp+wb, rsync+wb (optional, --methods) the same peers with the restore's write-behind
-           (target synced every second while they copy): the ratio to rsync+wb shows
+           (the same writeback setting while they copy): the ratio to rsync+wb shows
            how much of the gain is the parallel copy and how much the write-behind
 and the large files alone by the copy engine against a dd of the same number
 of bytes from disk to disk (the physical reference). Every run ends with a
@@ -74,7 +75,7 @@ def one(method: str, src: str, dst: str, nbytes: int) -> dict[str, float]:
 
         argv = (["cp", "-a", f"{src}/.", f"{dst}/"] if method.startswith("cp")
                 else ["rsync", "-aHAX", "--numeric-ids", f"{src}/", f"{dst}/"])
-        with write_behind(Path(dst)) if method.endswith("+wb") else contextlib.nullcontext():
+        with write_behind() if method.endswith("+wb") else contextlib.nullcontext():
             run(argv)
     elif method == "dd":
         run(["dd", f"if={src}", f"of={dst}", "bs=4M", f"count={nbytes}", "iflag=count_bytes", "status=none"])
