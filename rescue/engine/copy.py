@@ -33,15 +33,16 @@ Why these tools:
   ends with a disk cache flush that every cp run then waited for (measured:
   copy + final sync 6.0-6.7 s with it, 4.6-5.4 s with this).
 - Measured (bench/bench_copy.py, 2 cores, ext4 loop disks, source mounted
-  read-only, best of 3): 30,000 small files + 3 x 256 MiB: restore 5.9-6.4 s,
-  cp -a 7.0-8.3 s, rsync -aHAX 8.3-8.7 s (0.70-0.75 of rsync over four runs);
-  a dirvish-like tree (100,000 files each linked from another image), best
-  of 2: 11.0 s, 14.8 s, 16.3-17.4 s (0.63-0.69). Four cp runs instead of two
-  gained 5-14 %. The cp runs cost 20-35 % more CPU than one cp (ext4's locks
-  under several writers, the scans), so on a machine busy with other work
-  the parallel copy can be slower than one cp; a restore has the machine to
-  itself. What is left is mostly waiting for the disks: the loop disks'
-  flushes, which write the data to the host's disk (330-470 MB/s here).
+  read-only): 30,000 small files + 3 x 256 MiB: restore 4.6-5.9 s, cp -a
+  7.8-9.3 s, rsync -aHAX 8.4-9.6 s (best of 5: 0.55 of rsync, best of 3:
+  0.58); a dirvish-like tree (100,000 files each linked from another image),
+  best of 2: 11.2 s, 15.3 s, 18.2 s (0.61). Four cp runs instead of two
+  gained 5-14 %; six and eight were within noise of four. The cp runs cost
+  20-35 % more CPU than one cp (ext4's locks under several writers, the
+  scans), so on a machine busy with other work the parallel copy can be
+  slower than one cp; a restore has the machine to itself. On two cores
+  what is left is CPU (the kernel making inodes and moving pages) and the
+  host's disk behind the loop disks (330-470 MB/s here).
 - A resumed copy (the journal says an earlier run started it) is finished by
   `rsync -aHAX --numeric-ids --sparse --delete`: files already complete (same
   size and time; cp sets the time last) are not copied again, a half-written
