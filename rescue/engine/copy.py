@@ -235,6 +235,14 @@ def _join(rel: bytes, name: bytes) -> bytes:
     return rel + b"/" + name if rel else name
 
 
+def _used(entry: os.DirEntry[bytes]) -> int:
+    """Bytes a directory entry uses; 0 when it cannot be looked at (cp will say why)."""
+    try:
+        return entry.stat(follow_symlinks=False).st_blocks * 512
+    except OSError:
+        return 0
+
+
 def folder_sizes(ctx: Runner, source: Path, workers: int) -> dict[bytes, int]:
     """Bytes used under each path of the tree down to SPLIT_DEPTH (b"" is the whole tree).
 
@@ -252,16 +260,21 @@ def folder_sizes(ctx: Runner, source: Path, workers: int) -> dict[bytes, int]:
     children: dict[bytes, list[bytes]] = {}
 
     def scan(rel: bytes, depth: int) -> None:
-        with os.scandir(os.path.join(top, rel)) as it:
-            entries = list(it)
+        try:
+            with os.scandir(os.path.join(top, rel)) as it:
+                entries = list(it)
+            itself = os.lstat(os.path.join(top, rel)).st_blocks * 512
+        except OSError:
+            sizes[rel] = 0  # unreadable (a damaged backup): its cp says so, rsync lists it
+            return
         loose = [e for e in entries if not e.is_dir(follow_symlinks=False)]
         if len(loose) > MAX_LOOSE:
             deep.append(rel)
             return
-        sizes[rel] = os.lstat(os.path.join(top, rel)).st_blocks * 512  # the folder itself
+        sizes[rel] = itself
         children[rel] = [_join(rel, e.name) for e in entries]
         for e in loose:
-            sizes[_join(rel, e.name)] = e.stat(follow_symlinks=False).st_blocks * 512
+            sizes[_join(rel, e.name)] = _used(e)
         for e in entries:
             if not e.is_dir(follow_symlinks=False):
                 continue
@@ -300,8 +313,11 @@ def plan_split(ctx: Runner, source: Path, workers: int) -> tuple[Split | None, i
     shells: list[bytes] = []
 
     def visit(rel: bytes, depth: int) -> bool:
-        with os.scandir(os.path.join(os.fsencode(source), rel) if rel else os.fsencode(source)) as it:
-            entries = list(it)
+        try:
+            with os.scandir(os.path.join(os.fsencode(source), rel) if rel else os.fsencode(source)) as it:
+                entries = list(it)
+        except OSError:
+            return False  # unreadable: one cp gets it whole and reports it (the top: one cp for all)
         subs = [e for e in entries if e.is_dir(follow_symlinks=False)]
         loose = [e for e in entries if not e.is_dir(follow_symlinks=False)]
         if len(loose) > MAX_LOOSE or (rel and (depth > SPLIT_DEPTH or sizes.get(rel, 0) <= limit or not subs)):
@@ -311,7 +327,7 @@ def plan_split(ctx: Runner, source: Path, workers: int) -> tuple[Split | None, i
             child = _join(rel, e.name)
             if not visit(child, depth + 1):
                 units.append((sizes.get(child, 0), child))
-        units.extend((e.stat(follow_symlinks=False).st_blocks * 512, _join(rel, e.name)) for e in loose)
+        units.extend((_used(e), _join(rel, e.name)) for e in loose)
         return True
 
     if not visit(b"", 1) or len(units) < 2:

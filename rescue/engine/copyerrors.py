@@ -24,7 +24,7 @@ from pathlib import Path
 
 # Lines that name no file: the summary rsync prints last, and its note that
 # --delete was skipped because of the errors above.
-_NOISE = ("rsync error:", "IO error encountered", "rsync warning:")
+NOISE = ("rsync error:", "IO error encountered", "rsync warning:")
 _VERIFY = re.compile(r"^ERROR: (?P<rel>.+) failed verification -- update (?:discarded|retained)")
 _RSYNC_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _RSYNC_ESCAPE = re.compile(rb"\\#([0-7]{3})")
@@ -46,7 +46,7 @@ def classify(lines: Iterable[str], source: Path | str, dest: Path | str) -> Copy
     other: list[str] = []
     for line in lines:
         line = line.rstrip("\n")
-        if not line.strip() or line.startswith(_NOISE):
+        if not line.strip() or line.startswith(NOISE):
             continue
         m = _VERIFY.match(line)
         if m:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rescue.engine.copy import RSYNC_PARTIAL, XFS_ACL_FILTER
-from rescue.engine.copyerrors import classify, rsync_unescape
+from rescue.engine.copyerrors import NOISE, classify, rsync_unescape
 from rescue.errors import StepFailed
 from rescue.run import CommandError
 from rescue.layout.model import BootMode
@@ -24,7 +24,12 @@ MAX_PROBES = 1000  # differing files read back from the image to see whether it 
 
 
 def verify_argv(source: str, dest: str, *, checksum: bool, xattrs: bool = True, acls: bool = True) -> list[str]:
-    """A dry-run rsync that itemizes every difference in content or metadata."""
+    """A dry-run rsync that itemizes every difference in content or metadata.
+
+    After a read error in the image rsync skips --delete ("IO error encountered"), so
+    files the target has beyond an image that could not be read whole go unnamed, as
+    the copy's own rsync leaves them (--ignore-errors there would delete what an
+    earlier run could still read from a failing disk)."""
     argv = ["rsync", "-n", "-aH", "--numeric-ids", "--delete", "--itemize-changes"]
     if acls:
         argv.append("-A")
@@ -220,7 +225,7 @@ class Verify(Step):
         diffs = []
         probes = 0
         for line in result.stdout.splitlines():
-            if not line.strip():
+            if not line.strip() or line.startswith(NOISE):
                 continue
             path = itemized_path(line).rstrip("/")
             if line.startswith("h") and " => " in path:  # hf+++++++++ name => first name
@@ -230,8 +235,9 @@ class Verify(Step):
             if any(path == d or path.startswith(d + "/") for d in rewritten_dirs):
                 continue
             name = rsync_unescape(path)
-            if name in unreadable or name in missing:
-                missing.append(name)
+            lost = next((u for u in (*unreadable, *missing) if name == u or name.startswith(u + "/")), None)
+            if lost is not None:
+                missing.append(lost)  # a folder the image cannot give back: named once, not its contents
                 continue
             if line[1:2] == "f" and probes < MAX_PROBES:
                 probes += 1

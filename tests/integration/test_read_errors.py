@@ -21,7 +21,10 @@ that bank, mounted read-only from a read-only loop device, onto a loop disk:
 - the bytes of the backup's device are unchanged.
 A second bank holds an unreadable file with two names (a hard link): cp leaves
 a partial copy under both, and rsync -H (3.5.0 here) then waited forever for
-it; the restore must end, INCOMPLETE, listing both names.
+it; the restore must end, INCOMPLETE, listing both names. A third holds a
+folder that cannot even be looked at (made a btrfs subvolume of its own, whose
+tree block is damaged): the copy's planning must not stop on it; the restore
+ends INCOMPLETE naming the folder once, everything beside it restored.
 """
 
 from __future__ import annotations
@@ -274,3 +277,99 @@ def test_an_unreadable_hard_linked_file_does_not_hang_the_restore(linked_bank):
     finally:
         run(["umount", str(mnt)], check=False)
         run(["losetup", "-d", backup_dev], check=False)
+
+
+DIR = ("/home", "damaged-dir")  # a folder of the backup that cannot even be looked at
+DIR_ENTRY = b"RESCUE-DIR-ENTRY-"
+DIR_NEIGHBOUR = ("/home", "damaged-dir-neighbour/ok.bin")
+NODE = 16384  # mkfs.btrfs's default node size
+
+
+def damage_folder(image: Path, name: bytes) -> int:
+    """Overwrite (past the header) every btrfs tree block of `image` that holds `name`: the
+    folder made a subvolume of its own holds its entries in blocks no other file shares.
+    Only blocks that are tree blocks of this filesystem (its fsid in the header) are hit,
+    never a file's data. Returns how many live or stale blocks were hit."""
+    with open(image, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
+        fsid = mm[0x10000 + 0x20:0x10000 + 0x30]  # the superblock at 64 KiB
+        nodes = set()
+        at = mm.find(name)
+        while at >= 0:
+            node = at - at % NODE
+            if mm[node + 0x20:node + 0x30] == fsid:
+                nodes.add(node)
+            at = mm.find(name, at + 1)
+        for node in nodes:
+            mm[node + 0x65:node + NODE] = b"\xde" * (NODE - 0x65)
+        mm.flush()
+    return len(nodes)
+
+
+@pytest.fixture(scope="module")
+def folder_bank(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("readerr-folder")
+    with DemoMachine(tmp / "machine") as m:
+        top = m.dir_of(DIR[0])
+        (top / DIR[1] / "inner").mkdir(parents=True)
+        for i in range(5):
+            (top / DIR[1] / f"{DIR_ENTRY.decode()}{i}").write_bytes(os.urandom(2048))
+        (top / DIR[1] / "inner" / "deep.txt").write_text("below the damage\n")
+        neighbour = top / DIR_NEIGHBOUR[1]
+        neighbour.parent.mkdir()
+        neighbour.write_bytes(marker(DIR_NEIGHBOUR[1]) + os.urandom(4096))
+        bank = make_bank(m, tmp / "bank", images=("2026-1126-0300",))
+        parts = list(m.partitions)
+        m.detach_keep_image()
+    fs_image = tmp / "backup-btrfs.img"
+    with loop_disk(fs_image, 768 * MiB) as dev:
+        # single metadata: with the default second copy btrfs would read that one instead
+        run(["mkfs.btrfs", "-q", "-m", "single", dev])
+        mnt = tmp / "fill"
+        mnt.mkdir()
+        run(["mount", dev, str(mnt)])
+        try:
+            run(["cp", "-a", str(bank.bank), str(mnt / "dirvish")])
+            folder = mnt / "dirvish" / bank.vault_of(DIR[0]) / "2026-1126-0300" / "tree" / DIR[1]
+            sub = folder.with_name(".subvolume")
+            run(["btrfs", "-q", "subvolume", "create", str(sub)])
+            run(["cp", "-a", f"{folder}/.", f"{sub}/"])
+            run(["cp", "-a", "--attributes-only", "--no-target-directory", str(folder), str(sub)])
+            run(["rm", "-rf", str(folder)])
+            run(["mv", str(sub), str(folder)])
+        finally:
+            run(["umount", str(mnt)])
+    assert damage_folder(fs_image, DIR_ENTRY) >= 1
+    yield {"bank": bank, "parts": parts, "image": fs_image, "tmp": tmp}
+
+
+def test_an_unreadable_folder_is_listed_and_the_rest_restored(folder_bank):
+    tmp = folder_bank["tmp"]
+    bank = folder_bank["bank"]
+    before = sha256_file(folder_bank["image"])
+    mnt = tmp / "backup"
+    mnt.mkdir(exist_ok=True)
+    backup_dev = mount_backup_read_only(folder_bank["image"], mnt)
+    try:
+        bank_dir = mnt / "dirvish"
+        tree = bank_dir / bank.vault_of(DIR[0]) / "2026-1126-0300" / "tree"
+        with pytest.raises(OSError):
+            os.lstat(tree / DIR[1])  # the folder cannot be looked at; its neighbour reads
+        assert (tree / DIR_NEIGHBOUR[1]).read_bytes().startswith(marker(DIR_NEIGHBOUR[1]))
+        with loop_disk(tmp / "target.img", GiB) as target:
+            first = restore(bank_dir, bank.client, target, tmp / "state")
+            out = first.stdout + first.stderr
+            assert first.returncode == Exit.INCOMPLETE, out[-5000:]
+            report = report_of(first.stdout)
+            assert "result:   INCOMPLETE" in report and "result:   OK" not in report, report
+            assert listed(report) == {DIR[0]: [DIR[1]]}, report
+            assert "MISMATCH" not in report, report
+            assert "rsync:" not in report and "cp: " not in report, report
+            compare_restored(folder_bank, target, tmp / "cmp", bank_dir, {DIR[0]: [DIR[1]]},
+                             neighbours=(DIR_NEIGHBOUR,))
+            again = restore(bank_dir, bank.client, target, tmp / "state")
+            assert again.returncode == Exit.INCOMPLETE, (again.stdout + again.stderr)[-5000:]
+            assert listed(report_of(again.stdout)) == {DIR[0]: [DIR[1]]}
+    finally:
+        run(["umount", str(mnt)], check=False)
+        run(["losetup", "-d", backup_dev], check=False)
+    assert sha256_file(folder_bank["image"]) == before, "the backup device's bytes changed"
