@@ -73,6 +73,24 @@ def damage(image: Path, rels: list[str]) -> None:
         mm.flush()
 
 
+def backup_partition(tmp: Path, bank, *mkfs_options: str, then=None) -> Path:
+    """The backup partition: btrfs in an image file (a loop device while filled), the bank
+    copied onto it as a person would; `then(bank_dir)` changes it before the unmount."""
+    fs_image = tmp / "backup-btrfs.img"
+    with loop_disk(fs_image, 768 * MiB) as dev:
+        run(["mkfs.btrfs", "-q", *mkfs_options, dev])
+        mnt = tmp / "fill"
+        mnt.mkdir()
+        run(["mount", dev, str(mnt)])
+        try:
+            run(["cp", "-a", str(bank.bank), str(mnt / "dirvish")])
+            if then:
+                then(mnt / "dirvish")
+        finally:
+            run(["umount", str(mnt)])
+    return fs_image
+
+
 @pytest.fixture(scope="module")
 def bad_bank(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("readerr")
@@ -84,17 +102,7 @@ def bad_bank(tmp_path_factory):
         bank = make_bank(m, tmp / "bank", images=("2026-1126-0300",))
         parts = list(m.partitions)
         m.detach_keep_image()
-    # The backup partition: btrfs on a loop device, the bank copied onto it as a person would.
-    fs_image = tmp / "backup-btrfs.img"
-    with loop_disk(fs_image, 768 * MiB) as dev:
-        run(["mkfs.btrfs", "-q", "-L", "BADBACKUP", dev])
-        mnt = tmp / "fill"
-        mnt.mkdir()
-        run(["mount", dev, str(mnt)])
-        try:
-            run(["cp", "-a", str(bank.bank), str(mnt / "dirvish")])
-        finally:
-            run(["umount", str(mnt)])
+    fs_image = backup_partition(tmp, bank, "-L", "BADBACKUP")
     damage(fs_image, [rel for _, rel in DAMAGED])
     yield {"bank": bank, "parts": parts, "image": fs_image, "tmp": tmp}
 
@@ -238,16 +246,7 @@ def linked_bank(tmp_path_factory):
         bank = make_bank(m, tmp / "bank", images=("2026-1126-0300",))
         parts = list(m.partitions)
         m.detach_keep_image()
-    fs_image = tmp / "backup-btrfs.img"
-    with loop_disk(fs_image, 768 * MiB) as dev:
-        run(["mkfs.btrfs", "-q", dev])
-        mnt = tmp / "fill"
-        mnt.mkdir()
-        run(["mount", dev, str(mnt)])
-        try:
-            run(["cp", "-a", str(bank.bank), str(mnt / "dirvish")])
-        finally:
-            run(["umount", str(mnt)])
+    fs_image = backup_partition(tmp, bank)
     damage(fs_image, [LINKED[1]])
     yield {"bank": bank, "parts": parts, "image": fs_image, "tmp": tmp}
 
@@ -320,24 +319,18 @@ def folder_bank(tmp_path_factory):
         bank = make_bank(m, tmp / "bank", images=("2026-1126-0300",))
         parts = list(m.partitions)
         m.detach_keep_image()
-    fs_image = tmp / "backup-btrfs.img"
-    with loop_disk(fs_image, 768 * MiB) as dev:
-        # single metadata: with the default second copy btrfs would read that one instead
-        run(["mkfs.btrfs", "-q", "-m", "single", dev])
-        mnt = tmp / "fill"
-        mnt.mkdir()
-        run(["mount", dev, str(mnt)])
-        try:
-            run(["cp", "-a", str(bank.bank), str(mnt / "dirvish")])
-            folder = mnt / "dirvish" / bank.vault_of(DIR[0]) / "2026-1126-0300" / "tree" / DIR[1]
-            sub = folder.with_name(".subvolume")
-            run(["btrfs", "-q", "subvolume", "create", str(sub)])
-            run(["cp", "-a", f"{folder}/.", f"{sub}/"])
-            run(["cp", "-a", "--attributes-only", "--no-target-directory", str(folder), str(sub)])
-            run(["rm", "-rf", str(folder)])
-            run(["mv", str(sub), str(folder)])
-        finally:
-            run(["umount", str(mnt)])
+
+    def own_subvolume(bank_dir: Path) -> None:
+        folder = bank_dir / bank.vault_of(DIR[0]) / "2026-1126-0300" / "tree" / DIR[1]
+        sub = folder.with_name(".subvolume")
+        run(["btrfs", "-q", "subvolume", "create", str(sub)])
+        run(["cp", "-a", f"{folder}/.", f"{sub}/"])
+        run(["cp", "-a", "--attributes-only", "--no-target-directory", str(folder), str(sub)])
+        run(["rm", "-rf", str(folder)])
+        run(["mv", str(sub), str(folder)])
+
+    # single metadata: with the default second copy btrfs would read that one instead
+    fs_image = backup_partition(tmp, bank, "-m", "single", then=own_subvolume)
     assert damage_folder(fs_image, DIR_ENTRY) >= 1
     yield {"bank": bank, "parts": parts, "image": fs_image, "tmp": tmp}
 
