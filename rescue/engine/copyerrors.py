@@ -217,3 +217,37 @@ def _is_reg(mode: int) -> bool:
     import stat
 
     return stat.S_ISREG(mode)
+
+
+def mark_folders(tree: Path | str, rels: Iterable[str]) -> list[str]:
+    """The names with a "/" after each that is a folder of `tree` (a folder the backup
+    cannot give back loses everything under it: the report should say so). Its parent's
+    listing says so without looking at the folder itself, which may fail."""
+    out = []
+    kinds: dict[str, dict[str, bool]] = {}
+    for rel in rels:
+        if rel.endswith("/") or rel.startswith("(not a file name)"):
+            out.append(rel)
+            continue
+        parent, _, name = rel.rpartition("/")
+        if parent not in kinds:
+            try:
+                with os.scandir(os.path.join(tree, parent)) as it:
+                    kinds[parent] = {e.name: e.is_dir(follow_symlinks=False) for e in it}
+            except OSError:
+                kinds[parent] = {}
+        out.append(rel + "/" if kinds[parent].get(name) else rel)
+    return out
+
+
+def unmarked(rel: str) -> str:
+    """A name as mark_folders got it."""
+    return rel[:-1] if rel.endswith("/") else rel
+
+
+def counted(rels: list[str]) -> str:
+    """"3 file(s)", "1 folder(s)" or "3 file(s) and 1 folder(s)" for marked names."""
+    folders = sum(1 for r in rels if r.endswith("/"))
+    files = len(rels) - folders
+    words = [f"{files} file(s)"] if files or not folders else []
+    return " and ".join(words + ([f"{folders} folder(s)"] if folders else []))

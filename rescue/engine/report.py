@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rescue.engine.copyerrors import counted
 from rescue.engine.journal import Journal
 
 
@@ -27,11 +28,11 @@ def summary_text(
     failure: str | None = None,
 ) -> str:
     missing = unreadable_files(steps, journal)
-    count = sum(len(v) for _, v in missing)
+    count = counted([p for _, v in missing for p in v])
     if not ok:
         result = "FAILED" + (f" ({failure})" if failure else "")
-    elif count:
-        result = (f"INCOMPLETE: {count} file(s) could not be read from the backup and are not restored "
+    elif missing:
+        result = (f"INCOMPLETE: {count} could not be read from the backup and are not restored "
                   "(listed below); everything else is restored and verified")
     else:
         result = "OK"
@@ -55,8 +56,10 @@ def summary_text(
             extra = f" [{d['method']}, {_size(d.get('copied_bytes', 0))}, {d.get('copied_files', 0)} inodes]"
         lines.append(f"  {i:2}. {state:8} {step.describe()}{extra}")
     if missing:
-        lines += ["", f"not restored, the backup could not be read ({count} file(s); paths relative to "
-                      "each filesystem):"]
+        folders = ("; a name ending in / is a folder, nothing under it restored"
+                   if any(p.endswith("/") for _, v in missing for p in v) else "")
+        lines += ["", f"not restored, the backup could not be read ({count}; paths relative to "
+                      f"each filesystem{folders}):"]
         for where, paths in missing:
             lines.append(f"  {where}")
             lines += [f"    {_printable(p)}" for p in paths[:MAX_SHOWN]]

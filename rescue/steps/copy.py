@@ -5,6 +5,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from rescue.engine.copyerrors import counted
 from rescue.errors import StepFailed
 from rescue.events import Progress
 from rescue.run import CommandError
@@ -125,7 +126,7 @@ class CopyTree(Step):
             if unreadable:
                 data["unreadable"] = unreadable
                 shown = ", ".join(unreadable[:5]) + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
-                ctx.note(f"{self.mountpoint}: {len(unreadable)} file(s) could not be read from the backup "
+                ctx.note(f"{self.mountpoint}: {counted(unreadable)} could not be read from the backup "
                          f"and are not restored: {shown}")
             if target or other:
                 data["copy_errors"] = [*target, *other][:50]
@@ -142,7 +143,7 @@ class CopyTree(Step):
         a half-written file would pass for the real one. Nothing when the target itself
         is gone: its write errors are not the backup's fault (the Executor names the cause).
         """
-        from rescue.engine.copyerrors import classify, drop_partial_copies
+        from rescue.engine.copyerrors import classify, drop_partial_copies, mark_folders
 
         lost = getattr(ctx, "target_lost", None)
         if lost is not None and lost():
@@ -160,4 +161,4 @@ class CopyTree(Step):
             # The copy said something went wrong without naming a file rescue can place:
             # keep its words, so the result is still called incomplete and the lines are seen.
             unreadable, other = [f"(not a file name) {line}" for line in other[:20]], []
-        return sorted(unreadable), list(found.target), other
+        return sorted(mark_folders(self.source, unreadable)), list(found.target), other

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rescue.engine.copy import RSYNC_PARTIAL, XFS_ACL_FILTER
-from rescue.engine.copyerrors import NOISE, classify, rsync_unescape
+from rescue.engine.copyerrors import NOISE, classify, counted, mark_folders, rsync_unescape, unmarked
 from rescue.errors import StepFailed
 from rescue.run import CommandError
 from rescue.layout.model import BootMode
@@ -132,7 +132,7 @@ class Verify(Step):
         missing: dict[str, list[str]] = {}
         for c in self.copies:
             children = [m for m in mountpoints if m != c.mountpoint and _under(m, c.mountpoint)]
-            known = set(ctx.data(c.key).get("unreadable", []))
+            known = {unmarked(u) for u in ctx.data(c.key).get("unreadable", [])}
             diffs, unreadable = self._compare(ctx, c, expected_differences(
                 c.mountpoint, fstypes.get(c.mountpoint, ""), children, created),
                 written_by_bootloader(c.mountpoint, boot), known)
@@ -147,7 +147,7 @@ class Verify(Step):
             elif unreadable:
                 shown = ", ".join(unreadable[:5]) + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
                 lines.append(f"tree {c.mountpoint}: equal to vault {c.vault} image {c.image} {what}, except "
-                             f"{len(unreadable)} file(s) the backup could not give back (not restored): {shown}")
+                             f"{counted(unreadable)} the backup could not give back (not restored): {shown}")
             else:
                 lines.append(f"tree {c.mountpoint}: equal to vault {c.vault} image {c.image} {what}")
         if missing:
@@ -245,7 +245,7 @@ class Verify(Step):
                     missing.append(name)
                     continue
             diffs.append(line)
-        return diffs, sorted(dict.fromkeys(missing))
+        return diffs, sorted(mark_folders(c.source, dict.fromkeys(missing)))
 
 
 def _readable(tree: Path, rel: str) -> bool:

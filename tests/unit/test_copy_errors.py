@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from rescue.engine.copyerrors import _shell_words, classify, drop_partial_copies
+from rescue.engine.copyerrors import _shell_words, classify, counted, drop_partial_copies, mark_folders, unmarked
 
 SRC = "/backup/dirvish/home/2026-1126-0300/tree"
 DST = "/run/rescue/target-x/work/home"
@@ -89,3 +89,19 @@ def test_any_error_text_gives_safe_relative_paths(lines):
     e = classify(lines, SRC, DST)
     for rel in e.unreadable:
         assert rel and not rel.startswith("/") and ".." not in rel.split("/") and "." not in rel.split("/")
+
+
+def test_folders_among_the_unreadable_names_are_marked(tmp_path):
+    (tmp_path / "dir" / "sub").mkdir(parents=True)
+    (tmp_path / "dir" / "file").write_text("x")
+    (tmp_path / "to-dir").symlink_to("dir")
+    names = ["dir/sub", "dir/file", "to-dir", "dir", "gone/file", "(not a file name) cp: odd", "done/"]
+    assert mark_folders(tmp_path, names) == [
+        "dir/sub/", "dir/file", "to-dir", "dir/", "gone/file", "(not a file name) cp: odd", "done/"]
+    assert [unmarked(n) for n in mark_folders(tmp_path, names)][:4] == ["dir/sub", "dir/file", "to-dir", "dir"]
+
+
+def test_counted_names_say_files_and_folders():
+    assert counted(["a", "b"]) == "2 file(s)"
+    assert counted(["a/"]) == "1 folder(s)"
+    assert counted(["a", "b/", "c/"]) == "1 file(s) and 2 folder(s)"
