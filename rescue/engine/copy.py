@@ -35,8 +35,9 @@ Why these tools:
 - Measured (bench/bench_copy.py, 2 cores, ext4 loop disks, source mounted
   read-only): 30,000 small files + 3 x 256 MiB: restore 4.5-6.6 s, cp -a
   7.2-10.5 s, rsync -aHAX 7.7-10.1 s (best-of ratios 0.55-0.60 of rsync
-  over four runs); large files at 0.87-1.02 of a direct-I/O dd; a dirvish-like tree (100,000 files each linked from another image),
-  best of 2: 11.2 s, 15.3 s, 18.2 s (0.61). Four cp runs instead of two
+  over four runs); large files at 0.87-1.02 of a direct-I/O dd; a
+  dirvish-like tree (100,000 files each linked from another image), best
+  of 2: 11.2 s, 15.3 s, 18.2 s (0.61). Four cp runs instead of two
   gained 5-14 %; six and eight were within noise of four. The cp runs cost
   20-35 % more CPU than one cp (ext4's locks under several writers, the
   scans), so on a machine busy with other work the parallel copy can be
