@@ -184,8 +184,12 @@ def write_behind(limit: int = WRITE_BEHIND_BYTES, vm: Path = VM, state: Path = W
             memory = int(f.readline().split()[1]) * 1024  # MemTotal: the kernel's base is a bit less
         changed = (old[0] or memory * old[1] // 100) > limit
         if changed:
-            state.write_text(f"{os.getpid()} {old[0]} {old[1]} {limit}\n")
-            _set_sysctl(vm, "dirty_background_bytes", limit)
+            state.write_text(f"{os.getpid()} {old[0]} {old[1]} {limit}\n")  # first: a kill may come
+            try:
+                _set_sysctl(vm, "dirty_background_bytes", limit)
+            except OSError:
+                state.unlink(missing_ok=True)
+                raise
     except (OSError, ValueError, IndexError):
         changed = False
     try:
@@ -203,7 +207,8 @@ def put_back_writeback(vm: Path = VM, state: Path = WRITE_BEHIND_STATE, pid: int
         owner, old_bytes, old_ratio, limit = (int(x) for x in state.read_text().split())
     except (OSError, ValueError):
         return False
-    if owner != pid if pid is not None else os.path.exists(f"/proc/{owner}"):
+    ours = owner == pid if pid is not None else not os.path.exists(f"/proc/{owner}")
+    if not ours:
         return False
     with contextlib.suppress(OSError, ValueError):
         if _sysctl(vm, "dirty_background_bytes") == limit:

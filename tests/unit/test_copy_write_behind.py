@@ -96,3 +96,13 @@ def test_without_the_right_to_change_it_the_copy_runs_anyway(tmp_path: Path) -> 
     with write_behind(LIMIT, tmp_path / "no-such-vm", tmp_path / "state"):
         pass
     assert not (tmp_path / "state").exists()
+
+
+def test_a_setting_that_cannot_be_written_leaves_no_note(vm: Path, tmp_path: Path, monkeypatch) -> None:
+    def refused(vm: Path, name: str, value: int) -> None:
+        raise PermissionError(1, "Operation not permitted")  # /proc/sys read-only, as in a container
+
+    monkeypatch.setattr(copy, "_set_sysctl", refused)
+    with write_behind(LIMIT, vm, tmp_path / "state"):
+        assert setting(vm) == (0, 10)
+    assert not (tmp_path / "state").exists()
