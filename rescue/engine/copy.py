@@ -31,7 +31,7 @@ Why these tools:
   lose. The old value is noted in /run, so the next copy puts it back when
   a restore is killed. An earlier write-behind synced the target every second; each syncfs
   ends with a disk cache flush that every cp run then waited for (measured:
-  copy + final sync 6.0-6.7 s with it, 4.6-5.4 s with this).
+  copy + final sync 5.9-7.4 s with it, 4.6-6.0 s with this).
 - Measured (bench/bench_copy.py, 2 cores, ext4 loop disks, source mounted
   read-only): 30,000 small files + 3 x 256 MiB: restore 4.5-6.6 s, cp -a
   7.2-10.5 s, rsync -aHAX 7.7-10.1 s (best-of ratios 0.55-0.60 of rsync
