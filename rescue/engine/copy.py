@@ -166,6 +166,11 @@ def _sysctl(vm: Path, name: str) -> int:
     return int((vm / name).read_text())
 
 
+def writeback_setting(vm: Path = VM) -> tuple[int, int]:
+    """The machine's (dirty_background_bytes, dirty_background_ratio): one of them is 0."""
+    return _sysctl(vm, "dirty_background_bytes"), _sysctl(vm, "dirty_background_ratio")
+
+
 def _set_sysctl(vm: Path, name: str, value: int) -> None:
     # In the kernel, setting one of dirty_background_bytes/_ratio sets the other to 0.
     (vm / name).write_text(str(value))
@@ -179,7 +184,7 @@ def write_behind(limit: int = WRITE_BEHIND_BYTES, vm: Path = VM, state: Path = W
     (a small machine, another copy running) or cannot be changed (not root, a container)."""
     put_back_writeback(vm, state)  # a killed copy's
     try:
-        old = _sysctl(vm, "dirty_background_bytes"), _sysctl(vm, "dirty_background_ratio")
+        old = writeback_setting(vm)
         with open("/proc/meminfo") as f:
             memory = int(f.readline().split()[1]) * 1024  # MemTotal: the kernel's base is a bit less
         changed = (old[0] or memory * old[1] // 100) > limit

@@ -28,7 +28,8 @@ def summary_text(
     failure: str | None = None,
 ) -> str:
     missing = unreadable_files(steps, journal)
-    count = counted([p for _, v in missing for p in v])
+    names = [p for _, v in missing for p in v]
+    count = counted(names)
     if not ok:
         result = "FAILED" + (f" ({failure})" if failure else "")
     elif missing:
@@ -57,7 +58,7 @@ def summary_text(
         lines.append(f"  {i:2}. {state:8} {step.describe()}{extra}")
     if missing:
         folders = ("; a name ending in / is a folder, nothing under it restored"
-                   if any(p.endswith("/") for _, v in missing for p in v) else "")
+                   if any(p.endswith("/") for p in names) else "")
         lines += ["", f"not restored, the backup could not be read ({count}; paths relative to "
                       f"each filesystem{folders}):"]
         for where, paths in missing:

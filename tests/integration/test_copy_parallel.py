@@ -68,11 +68,6 @@ def filesystems(tmp_path):
             run(["umount", str(src)])
 
 
-def writeback_setting() -> tuple[int, int]:
-    vm = Path("/proc/sys/vm")
-    return int((vm / "dirty_background_bytes").read_text()), int((vm / "dirty_background_ratio").read_text())
-
-
 @pytest.mark.parametrize("workers", [2, 6])
 def test_parallel_copy_keeps_hard_links_across_parts_and_folder_metadata(filesystems, monkeypatch, workers):
     src, dst = filesystems
@@ -90,12 +85,12 @@ def test_parallel_copy_keeps_hard_links_across_parts_and_folder_metadata(filesys
         sorted([b"big/a/x/f0", b"big/b/y/linked", b"top-link"])]
 
     ticks, writeback = [], []
-    before = writeback_setting()
+    before = copy.writeback_setting()
     monkeypatch.setattr(copy, "POLL_SECONDS", 0)  # a tick at once, however fast the copy
 
     def progress(*a):
         ticks.append(a)
-        writeback.append(writeback_setting())
+        writeback.append(copy.writeback_setting())
 
     result = copy.copy_tree(ctx, src, dst, resume=False, progress=progress)
     assert result.method == "cp" and result.unreadable == ()
@@ -103,7 +98,7 @@ def test_parallel_copy_keeps_hard_links_across_parts_and_folder_metadata(filesys
     # write-behind: the kernel wrote back from 64 MiB dirty on while cp ran, and the
     # machine's own setting is back afterwards (this machine has far more than 640 MiB)
     assert writeback[0] == (copy.WRITE_BEHIND_BYTES, 0) != before
-    assert writeback_setting() == before and not copy.WRITE_BEHIND_STATE.exists()
+    assert copy.writeback_setting() == before and not copy.WRITE_BEHIND_STATE.exists()
 
     assert diff_trees(src, dst, sparse=True) == []
     itemized = run(["rsync", "-n", "-aHAX", "--numeric-ids", "--delete", "--itemize-changes",

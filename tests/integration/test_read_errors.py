@@ -29,12 +29,14 @@ ends INCOMPLETE naming the folder once, everything beside it restored.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -107,14 +109,20 @@ def bad_bank(tmp_path_factory):
     yield {"bank": bank, "parts": parts, "image": fs_image, "tmp": tmp}
 
 
-def mount_backup_read_only(image: Path, where: Path) -> str:
-    dev = run(["losetup", "--find", "--show", "--read-only", str(image)]).stdout.strip()
+@contextlib.contextmanager
+def backup_mounted(bank: dict) -> Iterator[Path]:
+    """The bank's backup partition mounted read-only (from a read-only loop device) at tmp/backup."""
+    where = bank["tmp"] / "backup"
+    where.mkdir(exist_ok=True)
+    dev = run(["losetup", "--find", "--show", "--read-only", str(bank["image"])]).stdout.strip()
     try:
         run(["mount", "-t", "btrfs", "-o", "ro", dev, str(where)])
-    except Exception:
+        try:
+            yield where
+        finally:
+            run(["umount", str(where)], check=False)
+    finally:
         run(["losetup", "-d", dev], check=False)
-        raise
-    return dev
 
 
 def restore(bank_dir: Path, client: str, target: str, state: Path) -> subprocess.CompletedProcess[str]:
@@ -147,13 +155,10 @@ def test_unreadable_files_are_listed_and_the_restore_is_incomplete(bad_bank):
     tmp = bad_bank["tmp"]
     bank = bad_bank["bank"]
     before = sha256_file(bad_bank["image"])
-    mnt = tmp / "backup"
-    mnt.mkdir(exist_ok=True)
     want = {}
     for mountpoint, rel in DAMAGED:
         want.setdefault(mountpoint, []).append(rel)
-    backup_dev = mount_backup_read_only(bad_bank["image"], mnt)
-    try:
+    with backup_mounted(bad_bank) as mnt:
         bank_dir = mnt / "dirvish"
         with open(bank_dir / bank.vault_of("/home") / "2026-1126-0300" / "tree" / "damaged" / "ok.bin", "rb") as f:
             assert f.read()  # the neighbour reads; the damaged ones do not:
@@ -189,9 +194,6 @@ def test_unreadable_files_are_listed_and_the_restore_is_incomplete(bad_bank):
             assert "done already: copy vault" in again.stdout, out2[-5000:]
             assert {k: sorted(v) for k, v in listed(report2).items()} == {k: sorted(v) for k, v in want.items()}
             assert "result:   INCOMPLETE" in report2, report2
-    finally:
-        run(["umount", str(mnt)], check=False)
-        run(["losetup", "-d", backup_dev], check=False)
     assert sha256_file(bad_bank["image"]) == before, "the backup device's bytes changed"
 
 
@@ -254,10 +256,7 @@ def linked_bank(tmp_path_factory):
 def test_an_unreadable_hard_linked_file_does_not_hang_the_restore(linked_bank):
     tmp = linked_bank["tmp"]
     bank = linked_bank["bank"]
-    mnt = tmp / "backup"
-    mnt.mkdir(exist_ok=True)
-    backup_dev = mount_backup_read_only(linked_bank["image"], mnt)
-    try:
+    with backup_mounted(linked_bank) as mnt:
         with loop_disk(tmp / "target.img", GiB) as target:
             argv = [sys.executable, "-u", "-m", "rescue", "restore", "--bank", str(mnt / "dirvish"),
                     "--client", bank.client, "--target", target, "--state-dir", str(tmp / "state"), "--yes"]
@@ -273,9 +272,6 @@ def test_an_unreadable_hard_linked_file_does_not_hang_the_restore(linked_bank):
             assert listed(report) == {"/home": sorted([LINKED[1], LINKED_TWIN])}, report
             compare_restored(linked_bank, target, tmp / "cmp", mnt / "dirvish",
                              {"/home": [LINKED[1], LINKED_TWIN]}, neighbours=())
-    finally:
-        run(["umount", str(mnt)], check=False)
-        run(["losetup", "-d", backup_dev], check=False)
 
 
 DIR = ("/home", "damaged-dir")  # a folder of the backup that cannot even be looked at
@@ -339,10 +335,7 @@ def test_an_unreadable_folder_is_listed_and_the_rest_restored(folder_bank):
     tmp = folder_bank["tmp"]
     bank = folder_bank["bank"]
     before = sha256_file(folder_bank["image"])
-    mnt = tmp / "backup"
-    mnt.mkdir(exist_ok=True)
-    backup_dev = mount_backup_read_only(folder_bank["image"], mnt)
-    try:
+    with backup_mounted(folder_bank) as mnt:
         bank_dir = mnt / "dirvish"
         tree = bank_dir / bank.vault_of(DIR[0]) / "2026-1126-0300" / "tree"
         with pytest.raises(OSError):
@@ -365,7 +358,4 @@ def test_an_unreadable_folder_is_listed_and_the_rest_restored(folder_bank):
             again = restore(bank_dir, bank.client, target, tmp / "state")
             assert again.returncode == Exit.INCOMPLETE, (again.stdout + again.stderr)[-5000:]
             assert listed(report_of(again.stdout)) == {DIR[0]: [DIR[1] + "/"]}
-    finally:
-        run(["umount", str(mnt)], check=False)
-        run(["losetup", "-d", backup_dev], check=False)
     assert sha256_file(folder_bank["image"]) == before, "the backup device's bytes changed"

@@ -42,7 +42,7 @@ def vm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def setting(vm: Path) -> tuple[int, int]:
-    return int((vm / "dirty_background_bytes").read_text()), int((vm / "dirty_background_ratio").read_text())
+    return copy.writeback_setting(vm)
 
 
 def test_lowered_while_copying_then_the_ratio_comes_back(vm: Path, tmp_path: Path) -> None:
