@@ -65,9 +65,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 class ProgressPrinter:
     """Events as plain lines that work on a serial console: no colours, no redraws."""
 
-    def __init__(self, out: TextIO | None = None, every: float = PROGRESS_EVERY) -> None:
+    def __init__(self, out: TextIO | None = None, every: float = PROGRESS_EVERY,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.out = out
         self.every = every
+        self.clock = clock  # monotonic time counts from boot: a rescue system up for seconds is near 0
         self.total = 0
         self._last: dict[str, float] = {}
         self._pct: dict[str, int] = {}
@@ -90,10 +92,11 @@ class ProgressPrinter:
             self.progress(e)
 
     def progress(self, e: ev.Progress) -> None:
-        now = time.monotonic()
+        now = self.clock()
         pct = int(100 * e.bytes_done / e.bytes_total) if e.bytes_total else -1
         final = e.eta_seconds == 0.0
-        if not final and now - self._last.get(e.key, 0) < self.every:
+        last = self._last.get(e.key)
+        if not final and last is not None and now - last < self.every:
             return
         if final and self._pct.get(e.key) == 100:
             return

@@ -189,13 +189,19 @@ def test_duplicate_step_keys_are_refused(tmp_path):
         executor(tmp_path).run(Plan((Fake("a"), Fake("a"))))
 
 
-def test_progress_lines_suit_a_serial_console():
+@pytest.mark.parametrize("uptime", [3.0, 7 * 86400.0], ids=["host-up-for-seconds", "host-up-for-a-week"])
+def test_progress_lines_suit_a_serial_console(uptime):
+    """The first progress line shows at once, also on a rescue system booted seconds ago.
+
+    time.monotonic() counts from boot; a throttle that started from 0 swallowed
+    every line of the first interval there.
+    """
     import io
 
     from rescue.commands.restore import ProgressPrinter
 
     out = io.StringIO()
-    p = ProgressPrinter(out, every=3600)
+    p = ProgressPrinter(out, every=3600, clock=lambda: uptime)
     p(ev.PlanStarted(15, True))
     p(ev.StepSkipped(1, "partition:/dev/sdb", "write gpt partition table"))
     p(ev.StepStarted(9, 15, "copy:home", "copy vault home"))
