@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rescue.errors import Exit, PlanRefused, RescueError
+from rescue.paths import host_paths
 from rescue.target import TargetDisk
 
-DEFAULT_CONFIG = Path("/backup/rescue-unattended.toml")
 MARKER = "RESCUE-RESTORE:"
 AFTER = ("poweroff", "reboot", "stay")
 GiB = 1 << 30
@@ -227,11 +227,11 @@ def marker(text: str, kmsg: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="unattended-restore", description=__doc__.split("\n\n")[0])
     p.add_argument("config", nargs="?", type=Path, default=None,
-                   help=f"the config file (default: rescue.config= on the kernel command line, else {DEFAULT_CONFIG})")
+                   help=f"the config file (default: rescue.config= on the kernel command line, else {host_paths().unattended_config})")
     p.add_argument("--kmsg", action="store_true", help="also write the markers to the kernel log (the console)")
     p.add_argument("--no-power", action="store_true", help="never power off or reboot (testing)")
     args = p.parse_args(argv)
-    path = args.config or config_from_cmdline() or DEFAULT_CONFIG
+    path = args.config or config_from_cmdline() or host_paths().unattended_config
     marker(f"START {path}", args.kmsg)
     code = Exit.ERROR
     config: Config | None = None

@@ -18,8 +18,7 @@ from rescue.backups import dirvish, plain, rsnapshot
 from rescue.backups.dirvish import Notes, parse_date, printable, shown
 from rescue.backups.model import Image, ImageStatus, Machine, Vault
 from rescue.errors import BackupError
-
-MASTER_CONF = Path("/etc/dirvish/master.conf")
+from rescue.paths import host_paths
 
 
 @dataclass(frozen=True)
@@ -66,13 +65,14 @@ def find_backups(
     if config is not None:
         all_banks.extend(dirvish.banks_from_master(config))
     if not (all_banks or rsnapshot_roots or trees):
-        if not MASTER_CONF.exists():
+        master = host_paths().dirvish_master
+        if not master.exists():
             raise BackupError(
                 "no backups given",
-                why=f"no --bank, --rsnapshot or --tree, and no {MASTER_CONF}",
+                why=f"no --bank, --rsnapshot or --tree, and no {master}",
                 fix="give the dirvish bank with --bank DIR (e.g. the mounted backup disk's bank folder)",
             )
-        all_banks.extend(dirvish.banks_from_master(MASTER_CONF))
+        all_banks.extend(dirvish.banks_from_master(master))
     vaults: list[Vault] = []
     seen: set[Path] = set()
     for bank in all_banks:

@@ -158,7 +158,6 @@ def _ask(prompt: str) -> str:
     return line
 
 
-FALLBACK_STATE_DIR = Path("/run/rescue/state")
 
 
 def _stop_on_sigterm() -> None:
@@ -183,17 +182,21 @@ def usable_state_dir(wanted: Path) -> Path:
             return wanted
     except OSError:
         pass
-    print(f"restore: {wanted} is not writable; keeping the journal in {FALLBACK_STATE_DIR} "
+    from rescue.paths import host_paths
+
+    fallback = host_paths().fallback_state_dir
+    print(f"restore: {wanted} is not writable; keeping the journal in {fallback} "
           "(a restore cut off by a power loss then starts over)", flush=True)
-    return FALLBACK_STATE_DIR
+    return fallback
 
 
 def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
     from rescue.backups import choose_images, find_backups
     from rescue.engine.executor import Executor
-    from rescue.engine.journal import DEFAULT_STATE_DIR, identity_name
+    from rescue.engine.journal import identity_name
     from rescue.engine.report import write_report
     from rescue.layout.legacy import newest_layout
+    from rescue.paths import host_paths
     from rescue.plan import PlanOptions, build_plan
     from rescue.probe import identity_of, probe_disk
     from rescue.safety import assert_still_safe
@@ -205,7 +208,7 @@ def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
         raise RescueError(f"{args.target} does not exist", fix="name the target disk, e.g. /dev/sdb (lsblk lists them)")
     device = os.path.realpath(args.target)
     fstypes = parse_fstypes(args.fstype)
-    state_dir = args.state_dir or DEFAULT_STATE_DIR
+    state_dir = args.state_dir or host_paths().state_dir
     if not args.dry_run:
         state_dir = usable_state_dir(state_dir)
     identity = identity_of(device)

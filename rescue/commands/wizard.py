@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a dirvish bank to restore from; may be repeated")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="a dirvish master.conf whose bank: list to read")
-    p.add_argument("--backup-mount", type=Path, default=Path("/backup"), metavar="DIR",
+    p.add_argument("--backup-mount", type=Path, default=None, metavar="DIR",
                    help="where the backup partition is mounted (default /backup)")
     p.add_argument("--state-dir", type=Path, metavar="DIR",
                    help="where restore journals are kept (default /var/lib/rescue)")

@@ -27,12 +27,13 @@ from typing import Any
 
 from rescue import events as ev
 from rescue.engine.context import Child, CommandLog, EngineContext, TargetLost
-from rescue.engine.journal import DEFAULT_STATE_DIR, Journal, plan_digest
+from rescue.engine.journal import Journal, plan_digest
 from rescue.engine.lock import DiskLock
 from rescue.engine.mounts import mounts_of_disk, remove_empty_tree, swaps_of_disk, unmount_all
 from rescue.engine.report import summary_text
 from rescue.errors import Aborted, RescueError, StepFailed, UnsafeTarget
 from rescue.jsonform import to_json
+from rescue.paths import host_paths
 from rescue.run import run
 
 DEFAULT_MOUNT_DIR = Path("/run/rescue")
@@ -50,6 +51,81 @@ class Outcome:
 
 def step_record(step: Any) -> dict[str, Any]:
     return {"kind": step.kind, **to_json(step)}
+
+
+# What a finished step leaves on the disk that shows it is still the same disk: the table id
+# (blkid PTUUID) after the wipe ("" = no table) and the partition step, a filesystem's or swap's
+# UUID after mkfs and mkswap. A journal resumes only where the disk still shows these.
+DISK_CHECKS = {"wipe": ("disk", "PTUUID"), "partition": ("disk", "PTUUID"),
+               "mkfs": ("device", "UUID"), "mkswap": ("device", "UUID")}
+WHAT = {"PTUUID": "partition table id", "UUID": "filesystem UUID"}
+
+ReadDevice = Callable[[str], "dict[str, str] | None"]  # rescue.probe.blkid_probe: {} nothing, None unreadable
+
+
+def _blkid(device: str) -> dict[str, str] | None:
+    from rescue.probe import blkid_probe
+
+    return blkid_probe(device)
+
+
+def disk_check_of(step: Any) -> tuple[str, str] | None:
+    """(device, blkid field) that proves a finished step's work is still on the disk, if any."""
+    check = DISK_CHECKS.get(getattr(step, "kind", ""))
+    return (getattr(step, check[0]), check[1]) if check else None
+
+
+def _norm(value: str) -> str:
+    return value.strip().lower().removeprefix("0x")
+
+
+def disk_differences(journal: Journal, steps: Sequence[Any], read: ReadDevice = _blkid) -> list[str]:
+    """Where the disk no longer is what the journal's finished steps left on it (empty: it is)."""
+    keys = [s.key for s in steps]
+    diffs = []
+    for s in steps:
+        if journal.is_done(s.key) and disk_check_of(s) and not journal.steps[s.key].get("disk_check"):
+            diffs.append(f"'{s.describe()}' finished without a record of what it left on the disk")
+    for (device, field), want in journal.expected_on_disk(keys).items():
+        found = read(device)
+        if found is None:
+            diffs.append(f"{device} cannot be read")
+            continue
+        have = found.get(field, "")
+        if _norm(have) != _norm(want):
+            what = WHAT.get(field, field) + ("" if field == "PTUUID" else f" of {device}")
+            diffs.append(f"{what} differs: {want or 'none'} recorded, {have or 'none'} now")
+    return diffs
+
+
+@dataclass(frozen=True)
+class ResumeDecision:
+    resume: bool
+    why: str | None = None  # said to the person when an earlier journal is not resumed
+
+
+def resume_decision(journal: Journal, steps: Sequence[Any], digest: str,
+                    read: ReadDevice = _blkid) -> ResumeDecision:
+    """Resume only the unfinished restore of this plan on the disk it was writing (DESIGN.md).
+
+    A finished restore is never resumed: a new confirmed restore starts over.
+    An unfinished one resumes only when the disk still shows the table id and
+    filesystem UUIDs its finished steps left; else it starts over, saying why.
+    """
+    if not journal.steps:
+        return ResumeDecision(False)
+    if journal.digest != digest:
+        return ResumeDecision(False, "an earlier restore onto this disk followed another plan: starting over")
+    if journal.finished is not None or all(journal.is_done(s.key) for s in steps):
+        when = (f" on {time.strftime('%Y-%m-%d at %H:%M', time.localtime(journal.finished))}"
+                if journal.finished else "")
+        return ResumeDecision(False, f"an earlier restore onto this disk finished{when}: "
+                                     "this is a new restore, so every step runs again")
+    diffs = disk_differences(journal, steps, read)
+    if diffs:
+        return ResumeDecision(False, f"the journal of an earlier restore does not match this disk "
+                                     f"({'; '.join(diffs)}): starting over")
+    return ResumeDecision(True)
 
 
 def minimal_target_check(target: str, backup_paths: Sequence[Path] = ()) -> None:
@@ -109,7 +185,7 @@ class Executor:
         *,
         target: str,
         identity: str | None = None,
-        state_dir: Path = DEFAULT_STATE_DIR,
+        state_dir: Path | None = None,
         log_path: Path | None = None,
         mount_dir: Path = DEFAULT_MOUNT_DIR,
         recheck: Callable[[], None] | None = None,
@@ -120,10 +196,11 @@ class Executor:
         title: str = "",
         face: str = "rescue restore",
         lock_dir: Path | None = None,
+        read_device: ReadDevice = _blkid,
     ) -> None:
         self.target = target
         self.identity = identity or target
-        self.state_dir = Path(state_dir)
+        self.state_dir = Path(state_dir) if state_dir is not None else host_paths().state_dir
         self.log_path = log_path
         self.mount_dir = Path(mount_dir)
         self.recheck = recheck or (lambda: _still_safe(target, backup_paths))
@@ -134,6 +211,7 @@ class Executor:
         # the disk lock lives beside the mounts, in the runtime folder every face shares (/run/rescue)
         self.disk_lock = DiskLock(target, face, lock_dir or self.mount_dir / "locks")
         self._lock_depth = 0
+        self.read_device = read_device
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -225,9 +303,11 @@ class Executor:
         for line in self._release_leftovers(journal, log):
             log.write(f"  # {line}")
             on_event(ev.Output("resume", line))
-        resumed = journal.digest == digest and bool(journal.steps)
-        if journal.digest and journal.digest != digest and journal.steps:
-            on_event(ev.Output("resume", "an earlier restore onto this disk followed another plan: starting over"))
+        decision = resume_decision(journal, steps, digest, self.read_device)
+        resumed = decision.resume
+        if decision.why:
+            log.write(f"  # {decision.why}")
+            on_event(ev.Output("resume", decision.why))
         if not resumed:
             journal.reset(digest, self.target)
         self.mount_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -289,6 +369,7 @@ class Executor:
                     # a power cut the rerun skips done steps (a copy marked done with its files still
                     # in the page cache came back with empty files).
                     os.sync()
+                    self._record_disk_check(journal, step)
                 journal.finish(step.key, time.monotonic() - t1)
                 on_event(ev.StepDone(i, step.key, time.monotonic() - t1))
         except (Aborted, UnsafeTarget):
@@ -305,10 +386,23 @@ class Executor:
             self._finish(ctx, steps, journal, on_event, t0, ok=False, failure="interrupted")
             raise
         outcome = self._finish(ctx, steps, journal, on_event, t0, ok=True, failure=None, skipped=skipped)
+        if outcome.ok:  # a finished restore is never resumed: the next confirmed one starts over
+            journal.finished = time.time()
+            journal.save()
         if not outcome.ok:
             raise StepFailed("the restore finished but its filesystems could not all be unmounted",
                              fix="close programs using them, unmount them, and rerun the same command")
         return outcome
+
+    def _record_disk_check(self, journal: Journal, step: Any) -> None:
+        """Note what the step left on the disk, read back from the disk itself (blkid -p)."""
+        check = disk_check_of(step)
+        if check is None:
+            return
+        device, field = check
+        found = self.read_device(device)
+        if found is not None:  # unreadable: nothing recorded, so a resume starts over
+            journal.record_check(step.key, device, field, found.get(field, ""))
 
     def _finish(self, ctx: EngineContext, steps: list[Any], journal: Journal,
                 on_event: Callable[[ev.Event], None], t0: float, *, ok: bool, failure: str | None,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 JOURNAL_VERSION = 1
-DEFAULT_STATE_DIR = Path("/var/lib/rescue")
+DEFAULT_STATE_DIR = Path("/var/lib/rescue")  # the default only: rescue.paths.host_paths().state_dir is read
 
 STARTED = "started"
 DONE = "done"
@@ -42,6 +42,10 @@ def _sane_step(entry: Any) -> bool:
     attempts, data = entry.get("attempts", 0), entry.get("data", {})
     if not isinstance(attempts, int) or isinstance(attempts, bool) or not isinstance(data, dict):
         return False
+    check = entry.get("disk_check")
+    if check is not None and not (isinstance(check, dict) and set(check) == {"device", "field", "value"}
+                                  and all(isinstance(v, str) for v in check.values())):
+        return False
     child = data.get("child")
     if child:
         if not isinstance(child, dict):
@@ -64,6 +68,7 @@ class Journal:
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: dict[str, list[str]] = field(default_factory=dict)  # per step key, for the report
     runs: int = 0
+    finished: float | None = None  # when every step of the plan had run: such a journal is never resumed
 
     @classmethod
     def for_target(cls, state_dir: Path, identity: str) -> Journal:
@@ -79,12 +84,13 @@ class Journal:
         if not isinstance(data, dict) or data.get("version") != JOURNAL_VERSION:
             return cls(path=Path(path))
         steps, notes, runs = data.get("steps", {}), data.get("notes", {}), data.get("runs", 0)
-        mount_base = data.get("mount_base")
+        mount_base, finished = data.get("mount_base"), data.get("finished")
         # A damaged journal (bad disk, hand edit) is treated like none: the rerun redoes
         # every step, which is safe; guessing from half a record is not.
         if not (isinstance(steps, dict) and all(_sane_step(v) for v in steps.values())
                 and isinstance(notes, dict) and all(isinstance(v, list) for v in notes.values())
                 and isinstance(runs, int) and not isinstance(runs, bool)
+                and (finished is None or (isinstance(finished, (int, float)) and not isinstance(finished, bool)))
                 and (mount_base is None or (isinstance(mount_base, str) and os.path.isabs(mount_base)
                                             and ".." not in mount_base.split("/")))):
             return cls(path=Path(path))
@@ -96,6 +102,7 @@ class Journal:
             steps={str(k): dict(v) for k, v in steps.items()},
             notes={str(k): [str(x) for x in v] for k, v in notes.items()},
             runs=runs,
+            finished=finished,
         )
 
     @property
@@ -109,6 +116,7 @@ class Journal:
             "target": self.target,
             "mount_base": self.mount_base,
             "runs": self.runs,
+            "finished": self.finished,
             "steps": self.steps,
             "notes": self.notes,
         }
@@ -130,11 +138,13 @@ class Journal:
             os.close(fd)
 
     def reset(self, digest: str, target: str) -> None:
-        """Forget an earlier plan's progress (a different plan, or a finished restore)."""
+        """Forget an earlier restore: another plan, a finished one, or one on a disk that changed since."""
         self.digest = digest
         self.target = target
         self.steps = {}
         self.notes = {}
+        self.runs = 0
+        self.finished = None
 
     # -- step states --------------------------------------------------------
 
@@ -172,6 +182,22 @@ class Journal:
                 changed = True
         if changed:
             self.save()
+
+    def record_check(self, key: str, device: str, field: str, value: str) -> None:
+        """What a finished step left on the disk (blkid's PTUUID or UUID), for the resume check."""
+        self.steps.setdefault(key, {})["disk_check"] = {"device": device, "field": field, "value": value}
+
+    def expected_on_disk(self, keys: list[str]) -> dict[tuple[str, str], str]:
+        """(device, blkid field) -> value, as the finished steps among `keys` left them.
+
+        In plan order, later steps win: the wipe leaves no table id, the
+        partition step after it leaves the new one."""
+        found: dict[tuple[str, str], str] = {}
+        for key in keys:
+            check = self.steps.get(key, {}).get("disk_check")
+            if self.is_done(key) and check:
+                found[(check["device"], check["field"])] = check["value"]
+        return found
 
     def data(self, key: str) -> dict[str, Any]:
         """Free-form per-step record (e.g. the copy's child process); call save() after."""

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import jinja2
 
+from rescue.paths import host_paths
 from rescue.resources import templates_dir
 from rescue.steps import MountFilesystem, Step
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from rescue.plan.model import Plan
 
 TEMPLATE = "restore.sh.j2"
-STATE_BASE = "/var/lib/rescue"
 MOUNT_BASE = "/mnt/rescue"
 
 
@@ -68,7 +68,7 @@ def _template() -> jinja2.Template:
 
 def render_script(plan: Plan) -> str:
     name = os.path.basename(plan.target.device) or "disk"
-    state = plan.options.state_dir or f"{STATE_BASE}/{name}"
+    state = plan.options.state_dir or f"{host_paths().state_dir}/{name}"
     steps = []
     for i, step in enumerate(plan.steps, 1):
         if isinstance(step, MountFilesystem):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from rescue.backups import Image, Machine, choose_image, find_backups
 from rescue.errors import BackupError, RescueError
 from rescue.events import Event
+from rescue.paths import host_paths
 from rescue.target import TargetDisk
 from rescue.tui.facade import Discovery, Interrupted
 from rescue.tui.review import CopyRow, FsRow, Review, TableRow
@@ -26,8 +27,6 @@ from rescue.tui.review import CopyRow, FsRow, Review, TableRow
 if TYPE_CHECKING:
     from rescue.plan.model import Plan
 
-BACKUP_MOUNT = Path("/backup")  # where the rescue system mounts the backup partition
-MASTER_CONF = Path("/etc/dirvish/master.conf")
 PLAN_FILE = "plan.json"  # beside the journal, written by rescue restore and the wizard alike
 
 
@@ -99,12 +98,13 @@ class RealEngine:
     """rescue's modules behind the wizard's Engine interface."""
 
     def __init__(self, banks: Sequence[Path] = (), config: Path | None = None,
-                 backup_mount: Path = BACKUP_MOUNT, state_dir: Path | None = None,
-                 log_dir: Path | None = None, master_conf: Path = MASTER_CONF) -> None:
+                 backup_mount: Path | None = None, state_dir: Path | None = None,
+                 log_dir: Path | None = None, master_conf: Path | None = None) -> None:
+        hosts = host_paths()  # the rescue system's /backup and /etc/dirvish/master.conf by default
         self.given_banks = tuple(banks)
         self.config = config
-        self.backup_mount = backup_mount
-        self.master_conf = master_conf
+        self.backup_mount = backup_mount or hosts.backup_mount
+        self.master_conf = master_conf or hosts.dirvish_master
         self.state_dir = state_dir
         self.log_dir = log_dir
         self.plans: dict[Review, Plan] = {}
@@ -163,13 +163,12 @@ class RealEngine:
     # -- running ------------------------------------------------------------
 
     def _state_dir(self) -> Path:
-        from rescue.engine.journal import DEFAULT_STATE_DIR
-
-        return self.state_dir or DEFAULT_STATE_DIR
+        return self.state_dir or host_paths().state_dir
 
     def interrupted(self) -> Interrupted | None:
-        """The newest journal with unfinished steps whose plan the wizard kept beside it."""
-        from rescue.engine.executor import step_record
+        """The newest unfinished restore whose plan was kept beside its journal, on a disk that still is
+        what that journal recorded (the engine's own resume rule): only that one is offered."""
+        from rescue.engine.executor import resume_decision, step_record
         from rescue.engine.journal import Journal, plan_digest
         from rescue.jsonform import FormError
         from rescue.plan.model import Plan
@@ -186,11 +185,9 @@ class RealEngine:
                 plan = Plan.from_json(json.loads(plan_file.read_text()))
             except (OSError, ValueError, FormError):
                 continue
-            if journal.digest != plan_digest([step_record(s) for s in plan.steps]):
-                continue  # the journal belongs to another plan by now
+            if not resume_decision(journal, plan.steps, plan_digest([step_record(s) for s in plan.steps])).resume:
+                continue  # another plan by now, finished, or the disk changed: a restore from here starts over
             done = sum(1 for s in plan.steps if journal.is_done(s.key))
-            if done == len(plan.steps) or not journal.steps:
-                continue
             found.append((plan_file.stat().st_mtime, plan, done))
         if not found:
             return None

@@ -94,9 +94,7 @@ def test_empty_bank(tmp_path, capsys):
 
 
 def test_default_is_the_dirvish_master_conf(tmp_path, capsys, monkeypatch):
-    import rescue.backups.discover as discover
-
-    monkeypatch.setattr(discover, "MASTER_CONF", tmp_path / "master.conf")
+    monkeypatch.setenv("RESCUE_DIRVISH_MASTER", str(tmp_path / "master.conf"))
     assert main(["list"]) == Exit.ERROR
     err = capsys.readouterr().err
     assert "no backups given" in err and "--bank DIR" in err

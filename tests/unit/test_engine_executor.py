@@ -1,6 +1,7 @@
 """Executor and journal logic with small in-memory steps (no root, no disks).
 
-What is proven here: events in order, finished steps skipped on a rerun,
+What is proven here: events in order, finished steps of an unfinished restore skipped on a rerun
+(a finished restore is never resumed: tests/unit/test_engine_resume.py),
 non-persistent steps (mounts) always run again, an interrupted step is
 re-run knowing it was interrupted, a step redone forces every later step to
 run again, a different plan starts over, the journal survives as JSON, and a
@@ -92,14 +93,16 @@ def test_runs_every_step_in_order_and_emits_events(tmp_path):
 
 
 def test_rerun_skips_finished_steps_but_mounts_again(tmp_path):
-    executor(tmp_path).run(PLAN)
+    FAIL.add("verify")
+    with pytest.raises(StepFailed):
+        executor(tmp_path).run(PLAN)
+    FAIL.clear()
     CALLS.clear()
     events: list[ev.Event] = []
     out = executor(tmp_path).run(PLAN, events.append)
-    assert [c[0] for c in CALLS] == ["root"]
-    assert out.skipped == 4
-    assert [e.key for e in events if isinstance(e, ev.StepSkipped)] == \
-        ["fake:wipe", "fake:mkfs", "fake:copy", "fake:verify"]
+    assert [c[0] for c in CALLS] == ["root", "verify"]
+    assert out.skipped == 3
+    assert [e.key for e in events if isinstance(e, ev.StepSkipped)] == ["fake:wipe", "fake:mkfs", "fake:copy"]
     assert isinstance(events[0], ev.PlanStarted) and events[0].resumed
 
 
@@ -122,6 +125,7 @@ def test_a_redone_step_forces_the_later_steps_to_run_again(tmp_path):
     executor(tmp_path).run(PLAN)
     j = executor(tmp_path).journal()
     j.steps["fake:mkfs"]["state"] = "started"  # as if power was lost while mkfs ran again
+    j.finished = None
     j.save()
     CALLS.clear()
     executor(tmp_path).run(PLAN)
@@ -156,10 +160,13 @@ def test_recheck_runs_once_before_the_first_step_that_runs(tmp_path):
     seen: list[int] = []
     ex = Executor(target="/dev/fake0", state_dir=tmp_path / "s", mount_dir=tmp_path / "m",
                   recheck=lambda: seen.append(len(CALLS)))
-    ex.run(PLAN)
+    FAIL.add("verify")
+    with pytest.raises(StepFailed):
+        ex.run(PLAN)
     assert seen == [0]
     seen.clear()
     CALLS.clear()
+    FAIL.clear()
     ex.run(PLAN)  # a rerun: the check comes before the first step that runs (the mount)
     assert seen == [0] and CALLS[0][0] == "root"
 
