@@ -249,16 +249,73 @@ def test_terminated_restore_stops_cleanly_and_resumes(demo, tmp_path):
         assert compare_disk(demo, dev, tmp_path / "mnt") == []
 
 
-def test_rerun_of_a_finished_restore_skips_everything_written(demo, tmp_path, capsys):
+def test_a_second_confirmed_restore_onto_the_same_disk_starts_over(demo, tmp_path, capsys):
+    """Issue 14, point 4: a finished restore is never resumed. A file planted on the restored
+    root is gone after a new confirmed restore, and its verification passes."""
     with loop_disk(tmp_path / "t.img", GiB) as dev:
         argv = restore_argv(demo, dev, tmp_path / "state", "--yes")
         assert main(argv) == Exit.OK
+        root = f"{dev}p{demo['parts']['/'].number}"
+        where = tmp_path / "plant"
+        where.mkdir()
+        run(["mount", root, str(where)])
+        try:
+            (where / "planted-after-the-restore").write_text("a new restore must not keep this\n")
+        finally:
+            run(["umount", str(where)])
         capsys.readouterr()
         assert main(argv) == Exit.OK
         out = capsys.readouterr().out
-        assert out.count("done already:") == 11  # all but the 3 mounts and the unmount
-        assert "[7/15] mount" in out
+        assert "an earlier restore onto this disk finished on" in out and "every step runs again" in out, out
+        assert "done already" not in out and "resuming an earlier run" not in out
+        assert "[1/15] erase old signatures" in out and "[2/15] write gpt partition table" in out
+        assert "result:   OK" in out
+        run(["mount", "-o", "ro", root, str(where)])
+        try:
+            assert not (where / "planted-after-the-restore").exists()
+        finally:
+            run(["umount", str(where)])
         assert compare_disk(demo, dev, tmp_path / "mnt") == []
+        check_identity(demo, dev)
+
+
+@pytest.mark.parametrize("earlier", ["finished", "killed"])
+def test_a_blank_disk_under_the_same_name_gets_every_step(demo, tmp_path, earlier):
+    """Issue 14, point 4: the journal is keyed by the device name for a loop disk, so a
+    new disk later called the same /dev/loopN finds the old disk's journal. A finished one
+    is never resumed; an unfinished one (killed in the mkfs of /home) is checked against the
+    disk (its table id is not there) and the restore starts over, saying why."""
+    from rescue.devices import detach, make_image_file, rescan
+
+    state = tmp_path / "state"
+    with loop_disk(tmp_path / "t.img", GiB) as dev:
+        argv = restore_argv(demo, dev, state, "--yes")
+        if earlier == "finished":
+            assert main(argv) == Exit.OK
+        else:
+            proc = subprocess.run([sys.executable, "-c", KILLER, "mkfs", *argv], capture_output=True,
+                                  text=True, timeout=300)
+            assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+        journal = Journal.load(next(state.glob("*/journal.json")))
+        assert journal.is_done(f"partition:{dev}")
+        # the disk is swapped for a blank one that the kernel calls by the same name
+        detach(dev)
+        run(["losetup", "--partscan", dev, str(make_image_file(tmp_path / "blank.img", GiB))])
+        rescan(dev)
+        rerun = subprocess.run([sys.executable, "-m", "rescue", *argv], capture_output=True, text=True,
+                               timeout=300)
+        assert rerun.returncode == Exit.OK, rerun.stdout + rerun.stderr
+        if earlier == "finished":
+            assert "an earlier restore onto this disk finished on" in rerun.stdout, rerun.stdout
+        else:
+            assert ("the journal of an earlier restore does not match this disk (partition table id differs"
+                    in rerun.stdout), rerun.stdout
+        assert "done already" not in rerun.stdout and "resuming an earlier run" not in rerun.stdout
+        assert "[1/15] erase old signatures" in rerun.stdout
+        again = Journal.load(journal.path)
+        assert again.runs == 1 and again.finished is not None
+        assert compare_disk(demo, dev, tmp_path / "mnt") == []
+        check_identity(demo, dev)
 
 
 def test_plan_for_a_loop_disk_reports_the_bootloader_as_not_attempted(demo, tmp_path):
