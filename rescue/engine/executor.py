@@ -27,7 +27,7 @@ from typing import Any
 
 from rescue import events as ev
 from rescue.engine.context import Child, CommandLog, EngineContext, TargetLost
-from rescue.engine.journal import Journal, plan_digest
+from rescue.engine.journal import Journal, disk_check_of, plan_digest
 from rescue.engine.lock import DiskLock
 from rescue.engine.mounts import mounts_of_disk, remove_empty_tree, swaps_of_disk, unmount_all
 from rescue.engine.report import summary_text
@@ -53,11 +53,6 @@ def step_record(step: Any) -> dict[str, Any]:
     return {"kind": step.kind, **to_json(step)}
 
 
-# What a finished step leaves on the disk that shows it is still the same disk: the table id
-# (blkid PTUUID) after the wipe ("" = no table) and the partition step, a filesystem's or swap's
-# UUID after mkfs and mkswap. A journal resumes only where the disk still shows these.
-DISK_CHECKS = {"wipe": ("disk", "PTUUID"), "partition": ("disk", "PTUUID"),
-               "mkfs": ("device", "UUID"), "mkswap": ("device", "UUID")}
 WHAT = {"PTUUID": "partition table id", "UUID": "filesystem UUID"}
 
 ReadDevice = Callable[[str], "dict[str, str] | None"]  # rescue.probe.blkid_probe: {} nothing, None unreadable
@@ -67,12 +62,6 @@ def _blkid(device: str) -> dict[str, str] | None:
     from rescue.probe import blkid_probe
 
     return blkid_probe(device)
-
-
-def disk_check_of(step: Any) -> tuple[str, str] | None:
-    """(device, blkid field) that proves a finished step's work is still on the disk, if any."""
-    check = DISK_CHECKS.get(getattr(step, "kind", ""))
-    return (getattr(step, check[0]), check[1]) if check else None
 
 
 def _norm(value: str) -> str:

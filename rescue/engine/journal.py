@@ -23,6 +23,20 @@ STARTED = "started"
 DONE = "done"
 
 
+# What a finished step leaves on the disk that shows it is still the same disk: the table id
+# (blkid PTUUID) after the wipe ("" = no table) and the partition step, a filesystem's or swap's
+# UUID after mkfs and mkswap. A journal (and restore.sh's markers) resumes only where the disk
+# still shows these.
+DISK_CHECKS = {"wipe": ("disk", "PTUUID"), "partition": ("disk", "PTUUID"),
+               "mkfs": ("device", "UUID"), "mkswap": ("device", "UUID")}
+
+
+def disk_check_of(step: Any) -> tuple[str, str] | None:
+    """(device, blkid field) that proves a finished step's work is still on the disk, if any."""
+    check = DISK_CHECKS.get(getattr(step, "kind", ""))
+    return (getattr(step, check[0]), check[1]) if check else None
+
+
 def identity_name(text: str) -> str:
     """A file-name-safe form of a disk identity (by-id name, serial, device)."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/")).strip("_")

@@ -2,7 +2,10 @@
 
 Rendered from rescue/templates/restore.sh.j2. Each step's lines come from the
 step itself (Step.script()); the template adds the safety checks at the top
-and a marker per step so a rerun resumes after the last finished step.
+and a marker per step so a rerun resumes after the last finished step. A
+marker of a step that writes the disk's table or a filesystem holds what the
+step left (blkid's PTUUID or UUID): a rerun resumes only on a disk that still
+shows it, and a finished restore's markers never make a new run skip steps.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from urllib.parse import quote
 
 import jinja2
 
+from rescue.engine.journal import disk_check_of
 from rescue.paths import host_paths
 from rescue.resources import templates_dir
 from rescue.steps import MountFilesystem, Step
@@ -35,6 +39,7 @@ class _Rendered:
     guard: str  # "marker", "mount" (checked live) or "always"
     mountpoint: str  # shell words, for mount guards
     lines: tuple[str, ...]
+    check: str = ""  # "DEVICE FIELD" (shell words) whose blkid value the marker records, or ""
 
 
 def marker_name(key: str) -> str:
@@ -77,10 +82,12 @@ def render_script(plan: Plan) -> str:
             guard = "always"
         else:
             guard = "marker"
+        check = disk_check_of(step) if guard == "marker" else None
         steps.append(_Rendered(
             number=i, describe=step.describe().replace("\n", " "), marker=marker_name(step.key),
             guard=guard, mountpoint=at_root(step.mountpoint) if isinstance(step, MountFilesystem) else "",
             lines=step_lines(step),
+            check=f"{shlex.quote(check[0])} {check[1]}" if check else "",
         ))
     return _template().render(
         client=plan.client.replace("\n", " "),

@@ -230,8 +230,51 @@ def test_restore_sh_run_by_hand_restores_and_resumes_after_a_failure(gpt_demo, t
             assert "step 12/15: copy vault tmp" in second.stderr
             assert not [line for line in run(["findmnt", "-rn", "-o", "TARGET"]).stdout.split()
                         if line.startswith(str(tmp_path / "root"))], "restore.sh left mounts behind"
-            third = run(["bash", str(script)], env=env, check=False)
-            assert third.returncode == 0 and "finished already" in third.stderr
+            assert "do not match this disk" not in second.stderr  # the same disk: its markers resume
+            # a finished restore's markers never make a new run skip a step (issue 14, point 4)
+            third = run(["bash", str(script)], env=env, check=False, timeout=600)
+            assert third.returncode == 0, third.stderr[-3000:]
+            assert "finished earlier; this is a new restore, so every step runs again: starting over" in third.stderr
+            assert "done already" not in third.stderr and "step 1/15: erase old signatures" in third.stderr
+            assert _compare(gpt_demo, dev, tmp_path / "check") == []
+        finally:
+            _unmount_under(tmp_path)
+
+
+def test_restore_sh_markers_of_another_disk_under_the_same_name_are_not_followed(gpt_demo, tmp_path, capsys):
+    """restore.sh stops after the partition table and two filesystems were made; the disk is then
+    swapped for a blank one the kernel calls by the same name. The markers' table id is not on it:
+    the rerun says so and runs every step (issue 14, point 4)."""
+    from rescue.devices import detach, make_image_file, rescan
+
+    script = tmp_path / "restore.sh"
+    env = dict(os.environ, RESCUE_STATE=str(tmp_path / "state"), RESCUE_ROOT=str(tmp_path / "root"),
+               RESCUE_WORK=str(tmp_path / "work"))
+    root_vault = gpt_demo["parts"]["/"].vault
+    tree = gpt_demo["bank"].image_dir(root_vault) / "tree"
+    hidden = tree.with_name("tree.hidden")
+    with loop_disk(tmp_path / "target.img", 2 * GiB) as dev:
+        try:
+            assert main(plan_cmd(gpt_demo, dev, "--script", str(script))) == Exit.OK
+            capsys.readouterr()
+            tree.rename(hidden)
+            try:
+                first = run(["bash", str(script)], env=env, check=False, timeout=600)
+            finally:
+                hidden.rename(tree)
+            assert first.returncode != 0 and "stopped in step: 10/15: copy vault root" in first.stderr, \
+                first.stderr[-2000:]
+            table_marker = (tmp_path / "state" / f"done-partition:%2Fdev%2F{Path(dev).name}").read_text()
+            assert table_marker.startswith(f"{dev} PTUUID=") and len(table_marker.strip()) > len(dev) + 8
+            _unmount_under(tmp_path)
+            detach(dev)
+            run(["losetup", "--partscan", dev, str(make_image_file(tmp_path / "blank.img", 2 * GiB))])
+            rescan(dev)
+            second = run(["bash", str(script)], env=env, check=False, timeout=600)
+            assert second.returncode == 0, second.stderr[-3000:]
+            assert ("do not match this disk (partition table id differs" in second.stderr
+                    and "starting over" in second.stderr), second.stderr[-3000:]
+            assert "done already" not in second.stderr
             assert _compare(gpt_demo, dev, tmp_path / "check") == []
         finally:
             _unmount_under(tmp_path)

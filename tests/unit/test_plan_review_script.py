@@ -40,7 +40,8 @@ def test_review_of_an_equal_disk_says_the_table_is_replayed():
     assert "nothing: no partitions or signatures were found on /dev/sdb" in text
 
 
-def test_script_is_valid_bash_with_every_step_guarded():
+def test_script_is_valid_bash_with_every_step_guarded(monkeypatch):
+    monkeypatch.delenv("RESCUE_STATE_DIR", raising=False)  # the default the rescue system's script has
     plan = gpt_plan()
     text = plan.script()
     bash = shutil.which("bash")
@@ -56,6 +57,11 @@ def test_script_is_valid_bash_with_every_step_guarded():
             assert "if mountpoint -q \"$ROOT\"" in text
         elif not step.persistent:  # runs again on every rerun (unmount)
             assert f"mark {marker_name(step.key)}" not in text
+        elif step.kind in ("wipe", "partition"):  # the marker records the table id it left
+            assert f"mark_seen {marker_name(step.key)} /dev/sdb PTUUID" in text
+            assert f"expect {marker_name(step.key)} /dev/sdb PTUUID" in text
+        elif step.kind in ("mkfs", "mkswap"):  # ... or the filesystem's UUID
+            assert f"mark_seen {marker_name(step.key)} {step.device} UUID" in text
         else:
             assert f"mark {marker_name(step.key)}" in text
     assert "is mounted at" in text and "/proc/swaps" in text
