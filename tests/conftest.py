@@ -71,3 +71,26 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 tr.write_line(f"TIER CHECK FAILED: {p}", red=True)
         if session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# ---------------------------------------------------------------------------------------------
+# Host paths (issue 14, point 10(b)): no test reads this machine's dirvish config or restore
+# state. Every default host path rescue reads comes from rescue.paths; for the whole session
+# they point at folders of the session's own (set in the environment, so the rescue processes
+# tests start see them too). Not redirected, on purpose: the disk lock (/run/rescue/locks) and
+# the write-behind note (/run/rescue-write-behind): they guard this machine's real disks and
+# vm.dirty_* settings, so a test restore and a real one must see each other there.
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _rescue_host_paths(tmp_path_factory: pytest.TempPathFactory):
+    from rescue.paths import ENV
+
+    top = tmp_path_factory.mktemp("host-paths")
+    with pytest.MonkeyPatch.context() as mp:
+        for var, default in ENV.values():
+            mp.setenv(var, str(top / default.strip("/")))
+        yield top
+
+
+# ---------------------------------------------------------------------------------------------
