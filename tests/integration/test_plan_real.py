@@ -245,7 +245,7 @@ def test_restore_sh_markers_of_another_disk_under_the_same_name_are_not_followed
     """restore.sh stops after the partition table and two filesystems were made; the disk is then
     swapped for a blank one the kernel calls by the same name. The markers' table id is not on it:
     the rerun says so and runs every step (issue 14, point 4)."""
-    from rescue.devices import detach, make_image_file, rescan
+    from test_restore_demo import swap_for_blank
 
     script = tmp_path / "restore.sh"
     env = dict(os.environ, RESCUE_STATE=str(tmp_path / "state"), RESCUE_ROOT=str(tmp_path / "root"),
@@ -267,9 +267,7 @@ def test_restore_sh_markers_of_another_disk_under_the_same_name_are_not_followed
             table_marker = (tmp_path / "state" / f"done-partition:%2Fdev%2F{Path(dev).name}").read_text()
             assert table_marker.startswith(f"{dev} PTUUID=") and len(table_marker.strip()) > len(dev) + 8
             _unmount_under(tmp_path)
-            detach(dev)
-            run(["losetup", "--partscan", dev, str(make_image_file(tmp_path / "blank.img", 2 * GiB))])
-            rescan(dev)
+            swap_for_blank(dev, tmp_path / "blank.img", 2 * GiB)
             second = run(["bash", str(script)], env=env, check=False, timeout=600)
             assert second.returncode == 0, second.stderr[-3000:]
             assert ("do not match this disk (partition table id differs" in second.stderr

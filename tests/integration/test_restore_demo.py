@@ -279,14 +279,35 @@ def test_a_second_confirmed_restore_onto_the_same_disk_starts_over(demo, tmp_pat
         check_identity(demo, dev)
 
 
+def swap_for_blank(dev: str, image: Path, size: int) -> None:
+    """The disk behind `dev` is replaced by a blank one that the kernel calls by the same name.
+
+    losetup -d is lazy while a process still holds the disk (the mkfs a killed restore left
+    running), so the new file is attached as soon as the name is free again."""
+    from rescue.devices import detach, make_image_file, rescan
+    from rescue.run import CommandError
+
+    detach(dev)
+    make_image_file(image, size)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            run(["losetup", "--partscan", dev, str(image)])
+            break
+        except CommandError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    assert str(image) in run(["losetup", "--list", "--noheadings", "-O", "BACK-FILE", dev]).stdout
+    rescan(dev)
+
+
 @pytest.mark.parametrize("earlier", ["finished", "killed"])
 def test_a_blank_disk_under_the_same_name_gets_every_step(demo, tmp_path, earlier):
     """Issue 14, point 4: the journal is keyed by the device name for a loop disk, so a
     new disk later called the same /dev/loopN finds the old disk's journal. A finished one
     is never resumed; an unfinished one (killed in the mkfs of /home) is checked against the
     disk (its table id is not there) and the restore starts over, saying why."""
-    from rescue.devices import detach, make_image_file, rescan
-
     state = tmp_path / "state"
     with loop_disk(tmp_path / "t.img", GiB) as dev:
         argv = restore_argv(demo, dev, state, "--yes")
@@ -298,10 +319,7 @@ def test_a_blank_disk_under_the_same_name_gets_every_step(demo, tmp_path, earlie
             assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
         journal = Journal.load(next(state.glob("*/journal.json")))
         assert journal.is_done(f"partition:{dev}")
-        # the disk is swapped for a blank one that the kernel calls by the same name
-        detach(dev)
-        run(["losetup", "--partscan", dev, str(make_image_file(tmp_path / "blank.img", GiB))])
-        rescan(dev)
+        swap_for_blank(dev, tmp_path / "blank.img", GiB)
         rerun = subprocess.run([sys.executable, "-m", "rescue", *argv], capture_output=True, text=True,
                                timeout=300)
         assert rerun.returncode == Exit.OK, rerun.stdout + rerun.stderr
