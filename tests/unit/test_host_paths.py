@@ -39,7 +39,7 @@ PLANT_AND_CHECK = textwrap.dedent('''
     plan_text = (tests / "unit/data/tui/plans/loop10.json").read_text()
     plan = Plan.from_json(json.loads(plan_text))
     folder = Path("/var/lib/rescue/dev_loop10")
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)  # a host may hold this disk's journal already
     (folder / "plan.json").write_text(plan_text)
     journal = Journal(path=folder / "journal.json", digest=plan_digest([step_record(s) for s in plan.steps]),
                       target="/dev/loop10", runs=1)
