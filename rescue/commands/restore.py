@@ -28,7 +28,8 @@ DESCRIPTION = (
     "Build the restore plan for --client from the images in --bank (the newest good image of each "
     "vault, or the newest at or before --image DATE) onto --target, show it, and run it once the "
     "target's device name is typed (or --yes). --dry-run prints the plan and restore.sh and writes "
-    "nothing. Rerun the same command after a failure or power cut: finished steps are skipped."
+    "nothing. Rerun the same command after a failure or power cut: finished steps are skipped. "
+    "A restore that finished is never resumed: running it again restores the disk again from the start."
 )
 
 PROGRESS_EVERY = 5.0  # seconds between progress lines (a serial console is slow)

@@ -1,8 +1,12 @@
 """The Executor: runs a plan's steps in order, journals them, emits events.
 
-A rerun of the same plan onto the same disk resumes: finished steps are
-skipped (StepSkipped), steps whose effect does not survive (mounts) run
-again, and an interrupted step is redone in its idempotent way. Leftovers of
+A rerun of the same plan onto the same disk resumes an unfinished restore:
+finished steps are skipped (StepSkipped), steps whose effect does not
+survive (mounts) run again, and an interrupted step is redone in its
+idempotent way. Only the unfinished restore the journal belongs to resumes
+(resume_decision): the disk must still show the table id and filesystem
+UUIDs the finished steps left; a finished restore is never resumed, a new
+confirmed one starts over. Leftovers of
 a killed run (its copy process, its mounts) are cleaned up first. Everything
 mounted is unmounted at the end, also after a failure.
 
@@ -68,8 +72,9 @@ def _norm(value: str) -> str:
     return value.strip().lower().removeprefix("0x")
 
 
-def disk_differences(journal: Journal, steps: Sequence[Any], read: ReadDevice = _blkid) -> list[str]:
+def disk_differences(journal: Journal, steps: Sequence[Any], read: ReadDevice | None = None) -> list[str]:
     """Where the disk no longer is what the journal's finished steps left on it (empty: it is)."""
+    read = read or _blkid
     keys = [s.key for s in steps]
     diffs = []
     for s in steps:
@@ -94,7 +99,7 @@ class ResumeDecision:
 
 
 def resume_decision(journal: Journal, steps: Sequence[Any], digest: str,
-                    read: ReadDevice = _blkid) -> ResumeDecision:
+                    read: ReadDevice | None = None) -> ResumeDecision:
     """Resume only the unfinished restore of this plan on the disk it was writing (DESIGN.md).
 
     A finished restore is never resumed: a new confirmed restore starts over.
@@ -185,7 +190,7 @@ class Executor:
         title: str = "",
         face: str = "rescue restore",
         lock_dir: Path | None = None,
-        read_device: ReadDevice = _blkid,
+        read_device: ReadDevice | None = None,
     ) -> None:
         self.target = target
         self.identity = identity or target
@@ -200,7 +205,7 @@ class Executor:
         # the disk lock lives beside the mounts, in the runtime folder every face shares (/run/rescue)
         self.disk_lock = DiskLock(target, face, lock_dir or self.mount_dir / "locks")
         self._lock_depth = 0
-        self.read_device = read_device
+        self.read_device = read_device or _blkid
 
     @contextmanager
     def locked(self) -> Iterator[None]:

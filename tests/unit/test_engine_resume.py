@@ -202,3 +202,37 @@ def test_a_damaged_disk_check_makes_the_journal_count_as_none(tmp_path):
     j.steps["mkfs:mkfs"]["disk_check"] = {"device": "/dev/fake0p1", "field": "UUID", "value": 7}
     j.save()
     assert Journal.load(j.path).steps == {}
+
+
+def test_the_wizard_offers_only_an_unfinished_restore_on_the_disk_it_recorded(tmp_path, monkeypatch):
+    """The wizard's resume screen follows the engine's rule (RealEngine.interrupted)."""
+    import json as _json
+
+    import rescue.engine.executor as executor_module
+    from rescue.plan.model import Plan as RealPlan
+    from rescue.tui.real import RealEngine
+
+    text = (Path(__file__).parent / "data/tui/plans/loop10.json").read_text()
+    plan = RealPlan.from_json(_json.loads(text))
+    folder = tmp_path / "state" / "dev_loop10"
+    folder.mkdir(parents=True)
+    (folder / "plan.json").write_text(text)
+    journal = Journal(path=folder / "journal.json", target="/dev/loop10",
+                      digest=plan_digest([step_record(s) for s in plan.steps]))
+    wipe, table = plan.steps[0], plan.steps[1]
+    assert (wipe.kind, table.kind) == ("wipe", "partition")
+    for step in (wipe, table):
+        journal.steps[step.key] = {"state": "done", "attempts": 1}
+        journal.record_check(step.key, "/dev/loop10", "PTUUID", "" if step is wipe else "abcd-1234")
+    journal.save()
+    disk = {"/dev/loop10": {"PTTYPE": "gpt", "PTUUID": "abcd-1234"}}
+    monkeypatch.setattr(executor_module, "_blkid", disk.get)  # stands in for blkid -p of /dev/loop10
+    engine = RealEngine(state_dir=tmp_path / "state")
+    offered = engine.interrupted()
+    assert offered is not None and offered.steps_done == 2
+    disk["/dev/loop10"] = {}  # another, blank disk under that name
+    assert engine.interrupted() is None
+    disk["/dev/loop10"] = {"PTTYPE": "gpt", "PTUUID": "abcd-1234"}
+    journal.finished = 1.0  # the restore finished: nothing to resume
+    journal.save()
+    assert engine.interrupted() is None
