@@ -530,9 +530,13 @@ def clear_redone_files(ctx: Runner, source: Path, dest: Path, *, xattrs: bool, a
     proc = ctx.spawn([argv[0], "--dry-run", "--out-format=%i %n", *argv[1:]], stderr=subprocess.DEVNULL)
     try:
         return _clear_listed(proc.stdout, dest)
-    finally:
-        if proc.poll() is None:
+    except BaseException:
+        if proc.poll() is None:  # stopped half way (cancel, error): the dry run is of no use now
             _stop(proc)
+        raise
+    finally:
+        # After its whole listing was read the dry run ends by itself: it may still be
+        # exiting at this moment, and must be waited for, not stopped.
         proc.wait()
         ctx.child_done(proc)
 
