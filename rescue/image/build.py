@@ -208,14 +208,81 @@ def _build_base(recipe: Recipe, suite: str, mirror: str, cache: Path, key: str, 
     return tar
 
 
+def source_tree(project: Path) -> bool:
+    """A checkout of rescue (pyproject.toml beside the package), not the site-packages it is installed in."""
+    return (project / "pyproject.toml").is_file() and (project / "rescue" / "__init__.py").is_file()
+
+
+_NOT_PACKED = ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")  # written by the installer, not the wheel
+
+
+def wheel_from_installed(site: Path, out: Path) -> Path:
+    """rescue's wheel repacked from the installed files its dist-info RECORD lists.
+
+    A backup server's admin installs rescue from a wheel (pip, pipx, an index):
+    there is no source tree to build one from, and the image must carry the
+    rescue that runs here, file for file. Scripts (bin/) and byte code are left
+    out: the installer in the image makes its own."""
+    import base64
+    import importlib.metadata as md
+    import zipfile
+
+    dists = [d for d in md.distributions(path=[str(site)]) if (d.metadata["Name"] or "").lower() == "rescue"]
+    if not dists or dists[0].files is None:
+        raise BuildError(f"no installed rescue distribution in {site}",
+                         why="rescue's code runs from there, but its dist-info (RECORD) is missing",
+                         fix="reinstall rescue (pip install rescue), or build from a source checkout")
+    dist = dists[0]
+    info = f"{dist.metadata['Name']}-{dist.version}.dist-info"
+    tags = [line.split(":", 1)[1].strip() for line in dist.read_text("WHEEL").splitlines()  # type: ignore[union-attr]
+            if line.startswith("Tag:")] or ["py3-none-any"]
+    files: list[tuple[str, Path]] = []
+    for f in dist.files or ():
+        rel = f.as_posix()
+        if rel.startswith("../") or "__pycache__" in f.parts or rel.endswith(".pyc"):
+            continue
+        if f.parts[0] == info and f.name in _NOT_PACKED:
+            continue
+        path = site / rel
+        if not path.is_file():
+            raise BuildError(f"the installed rescue is incomplete: {path} is missing",
+                             why=f"{info}/RECORD lists it", fix="reinstall rescue")
+        files.append((rel, path))
+    out.mkdir(parents=True, exist_ok=True)
+    wheel = out / f"{dist.metadata['Name']}-{dist.version}-{tags[0]}.whl"
+    record = []
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as z:
+        for rel, path in sorted(files):
+            data = path.read_bytes()
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            info_z = zipfile.ZipInfo(rel, date_time=(1980, 1, 1, 0, 0, 0))
+            info_z.external_attr = (path.stat().st_mode & 0o777 | 0o100000) << 16
+            info_z.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info_z, data)
+            record.append(f"{rel},sha256={digest},{len(data)}")
+        record.append(f"{info}/RECORD,,")
+        z.writestr(zipfile.ZipInfo(f"{info}/RECORD", date_time=(1980, 1, 1, 0, 0, 0)), "\n".join(record) + "\n")
+    return wheel
+
+
+def rescue_wheel(project: Path, out: Path) -> Path:
+    """The wheel of the running rescue: built from its source tree, or repacked from its installation."""
+    if not source_tree(project):
+        return wheel_from_installed(project, out)
+    run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(project)],
+        timeout=900)
+    return next(out.glob("rescue-*.whl"))
+
+
 def _build_wheels(project: Path, wheels: Path, say: Say) -> list[Path]:
     """rescue and its dependencies as wheels, built on this host."""
     dep_cache = wheels.parent / "wheels"
     dep_cache.mkdir(parents=True, exist_ok=True)
     fresh = wheels / "fresh"
     fresh.mkdir(parents=True)
+    own = rescue_wheel(project, wheels / "rescue")
     run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(fresh),
-         "--find-links", str(dep_cache), str(project)], timeout=900)
+         "--find-links", str(dep_cache), str(own)], timeout=900)
     for w in fresh.glob("*.whl"):
         if not w.name.startswith("rescue-"):
             shutil.copy2(w, dep_cache / w.name)
