@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import rescue
@@ -384,6 +384,13 @@ def cached_manifest(out: Path, key: str) -> mf.Manifest | None:
     return None
 
 
+def image_keys(opts: BuildOptions) -> tuple[str, str]:
+    """The base key and the image key of what build(opts) makes."""
+    suite = opts.suite or opts.recipe.suite
+    bkey = base_key(opts.recipe, suite, opts.mirror or mirror_from_apt(suite))
+    return bkey, image_key(bkey, opts.recipe, _project_dir(opts))
+
+
 def build(opts: BuildOptions, say: Say = _say) -> mf.Manifest:
     """Build (or reuse) the rescue image in opts.out; returns its manifest."""
     if os.geteuid() != 0:
@@ -393,8 +400,7 @@ def build(opts: BuildOptions, say: Say = _say) -> mf.Manifest:
     suite = opts.suite or recipe.suite
     mirror = opts.mirror or mirror_from_apt(suite)
     project = _project_dir(opts)
-    bkey = base_key(recipe, suite, mirror)
-    ikey = image_key(bkey, recipe, project)
+    bkey, ikey = image_keys(replace(opts, suite=suite, mirror=mirror))
     if not opts.force and (m := cached_manifest(opts.out, ikey)) is not None:
         say(f"{opts.out / m.image} is up to date (key {ikey})")
         return m
@@ -477,8 +483,18 @@ def ensure_image(out: Path = DEFAULT_OUT, say: Say = _say, keep: int = 3) -> tup
     # Two test runs at once (the vm tier, the drill) wait for one build.
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        m = build(BuildOptions(out=out, recipe=load()), say)
+        opts = BuildOptions(out=out, recipe=load())
         snaps = out.parent / "images"
+        # A snapshot with this key is this image: a source checkout and an
+        # installed rescue (other keys) take turns without rebuilding.
+        snap = snaps / image_keys(opts)[1]
+        if (snap / mf.MANIFEST).is_file():
+            m = mf.load(snap)
+            if (snap / m.image).is_file():
+                say(f"{snap / m.image} is up to date (key {m.build_key})")
+                os.utime(snap)
+                return snap / m.image, m
+        m = build(opts, say)
         snap = snaps / m.build_key
         if not (snap / mf.MANIFEST).is_file():
             partial = snaps / f".{m.build_key}.partial"
