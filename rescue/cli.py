@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -64,3 +65,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rescue {args.command}: interrupted", file=sys.stderr)
         return int(Exit.ABORTED)
+    except BrokenPipeError:
+        return closed_pipe()
+
+
+def closed_pipe() -> int:
+    """The reader of our output went away (`rescue list --json | head`): end quietly, as Unix tools do.
+
+    stdout is pointed at /dev/null so that the flush at exit cannot raise
+    again; the status is a shell's for a command killed by SIGPIPE.
+    """
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, sys.stdout.fileno())
+    os.close(null)
+    return 128 + 13

@@ -28,7 +28,26 @@ from typing import Any
 from rescue.errors import RescueError
 from rescue.run import spawn
 
-_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|[\x00-\x08\x0b-\x1f]")
+# Terminal control on a serial console: CSI (colours, cursor moves, `ESC[=3h`),
+# OSC (window titles), DCS/APC strings, charset selects (`ESC(B`), other
+# two-byte escapes, C1 controls and the C0 controls other than tab and newline.
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC, ended by BEL or ST
+    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"  # DCS, SOS, PM, APC strings
+    r"|\x1b[ -/]+[0-~]"  # charset selects and other escapes with intermediates: ESC ( B, ESC % G
+    r"|\x1b[0-~]"  # two-byte escapes: ESC 7, ESC =, ESC c
+    r"|\x9b[0-?]*[ -/]*[@-~]"  # 8-bit CSI
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"  # other control characters (tab and newline stay)
+)
+
+
+def plain(text: str) -> str:
+    """Console text as a person reads it: no terminal escapes, no carriage returns.
+
+    What the drill's report shows from a serial log goes through here: the
+    firmware and the Linux console colour their output (`ESC[1mESC[33m...`)."""
+    return _ESCAPES.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -301,14 +320,15 @@ class VM:
     @staticmethod
     def last_line(text: str) -> str:
         """The last non-empty console line, without escape sequences (for progress lines)."""
-        for line in reversed(text.replace("\r", "\n").splitlines()):
-            clean = _ESCAPES.sub("", line).strip()
+        for line in reversed(plain(text).splitlines()):
+            clean = line.strip()
             if clean:
                 return clean[:120]
         return ""
 
     def _tail(self, lines: int = 15) -> str:
-        return "\n".join(self.console().splitlines()[-lines:])
+        """The console's last lines, for errors and the drill's report (escapes stripped)."""
+        return "\n".join(plain(self.console()).splitlines()[-lines:])
 
     def __enter__(self) -> VM:
         return self.start()

@@ -195,7 +195,7 @@ def restore_argv(config: Config, device: str) -> list[str]:
     if config.log_dir:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         argv += ["--state-dir", str(config.log_dir), "--log", str(config.log_dir / f"restore-{stamp}.log")]
-    return argv
+    return argv + ["--step-markers"]  # RESCUE-STEP-DONE KEY lines: what the drill reads
 
 
 def power(action: str, run: Callable[[list[str]], object] | None = None) -> list[str] | None:

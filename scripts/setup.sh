@@ -15,6 +15,8 @@ PACKAGES=(
   # the rescue image, its boot code, and the vm tier
   mmdebstrap qemu-system-x86 qemu-utils ovmf grub-pc-bin grub-efi-amd64-bin grub2-common
   grub-common bmap-tools zstd cpio xz-utils openssh-client
+  # a real sshd on 127.0.0.1 for the capture --ssh tests (started by the tests, own config)
+  openssh-server
   # python for the venv (pyparted builds against libparted)
   python3 python3-venv python3-dev gcc
   # driving the wizard like a person in the tests

@@ -1,8 +1,12 @@
 """Shared test rules: every tier that was asked for must really run.
 
-A tier (tests/unit, tests/integration, tests/vm) that is selected but ends
-with no passed test, or with any skipped test, fails the whole run: a tier
-that cannot run must say so loudly, never pass by skipping.
+A tier (tests/unit, tests/integration, tests/vm) whose folder lies within
+what pytest was asked to run fails the whole run unless at least one of its
+tests passed and none was skipped or xfailed, whatever the options: a `-k`
+or `-m` that deselects a whole tier, a module-level skip or importorskip, a
+skip in a fixture, an xfail, each counts. A tier that cannot run must say so
+loudly, never pass by skipping. Only --collect-only (which runs nothing by
+design) is exempt.
 """
 
 from __future__ import annotations
@@ -45,24 +49,40 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     tier = _tier(report.nodeid)
     if tier is None:
         return
-    if report.when == "call" and report.passed:
-        _outcomes[tier]["passed"] += 1
-    if report.skipped and not hasattr(report, "wasxfail"):
+    if hasattr(report, "wasxfail"):
+        _outcomes[tier]["xfailed"] += 1  # an expected failure (or xpass) is not a test that ran green
+    elif report.skipped:
         _outcomes[tier]["skipped"] += 1
+    elif report.when == "call" and report.passed:
+        _outcomes[tier]["passed"] += 1
     if report.failed:
         _outcomes[tier]["failed"] += 1
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if session.config.option.collectonly or session.config.getoption("-k") or session.config.getoption("-m"):
-        return
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """A module that skips itself (pytest.skip(allow_module_level=True), importorskip) is a skip too."""
+    tier = _tier(report.nodeid)
+    if tier is not None and report.skipped:
+        _outcomes[tier]["skipped"] += 1
+
+
+def tier_problems(requested: set[str], outcomes: dict[str, Counter[str]]) -> list[str]:
     problems = []
-    for tier in sorted(_requested(session.config)):
-        c = _outcomes[tier]
+    for tier in sorted(requested):
+        c = outcomes[tier]
         if c["skipped"]:
-            problems.append(f"tier {tier}: {c['skipped']} test(s) skipped; a tier must run, not skip")
+            problems.append(f"tier {tier}: {c['skipped']} test(s) or module(s) skipped; a tier must run, not skip")
+        if c["xfailed"]:
+            problems.append(f"tier {tier}: {c['xfailed']} test(s) marked xfail; fix them or let them fail")
         if c["passed"] == 0 and c["failed"] == 0:
-            problems.append(f"tier {tier}: no test ran")
+            problems.append(f"tier {tier}: no test ran (deselected by -k/-m, or none collected)")
+    return problems
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if session.config.option.collectonly:
+        return
+    problems = tier_problems(_requested(session.config), _outcomes)
     if problems:
         tr = session.config.pluginmanager.get_plugin("terminalreporter")
         if tr is not None:

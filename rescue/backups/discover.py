@@ -148,7 +148,9 @@ def choose_image(vault: Vault, at: str | None = None) -> Image:
                 continue
         candidates.append(image)
     if candidates:
-        return max(candidates, key=lambda i: (i.created or "", i.name))
+        # vault.images is in its source's own order, oldest first (dirvish: the
+        # summary's times, then the name; rsnapshot: its rotation), so the last is newest
+        return candidates[-1]
     when = f" at or before {shown(at)}" if at is not None else ""
     seen = "; ".join(_describe(i) for i in vault.images[-5:]) or "no images at all"
     raise BackupError(

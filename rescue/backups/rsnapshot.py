@@ -24,6 +24,35 @@ from rescue.backups.model import Image, ImageStatus, SourceKind, Vault
 from rescue.errors import BackupError
 
 _INTERVAL = re.compile(r"([A-Za-z][\w-]*)\.(\d+)")
+# rsnapshot's documented interval names, most frequent (newest) first; the
+# order of a root's `retain` lines is not on the backup disk, these names are.
+_KNOWN = ("hourly", "daily", "weekly", "monthly", "yearly", "alpha", "beta", "gamma", "delta")
+
+
+def _age_order(images: list[Image]):
+    """A sort key that puts one host's snapshots oldest first, as rsnapshot rotates them.
+
+    Within an interval a lower index is newer (daily.0 is the last run); across
+    intervals every snapshot of a more frequent one is newer (rsnapshot makes
+    daily.0 by moving the oldest hourly). Folder times do not decide: two runs in
+    the same second leave equal times. Unknown interval names rank by their newest
+    snapshot's time; a run in progress (.sync) is the newest of all.
+    """
+    newest: dict[str, str] = {}
+    for i in images:
+        m = _INTERVAL.fullmatch(i.name)
+        if m:
+            newest[m.group(1)] = max(newest.get(m.group(1), ""), i.created or "")
+    unknown = sorted((n for n in newest if n not in _KNOWN), key=lambda n: newest[n], reverse=True)
+    rank = {n: k for k, n in enumerate([n for n in _KNOWN if n in newest] + unknown)}
+
+    def key(i: Image) -> tuple[int, int]:
+        m = _INTERVAL.fullmatch(i.name)
+        if m is None:  # .sync (in progress) is newest; _delete.* (being removed) oldest
+            return (1, 0) if i.name == ".sync" else (-len(rank) - 1, 0)
+        return (-rank[m.group(1)], -int(m.group(2)))
+
+    return key
 
 
 def scan_root(root: Path, notes: Notes | None = None) -> tuple[Vault, ...]:
@@ -86,8 +115,7 @@ def scan_root(root: Path, notes: Notes | None = None) -> tuple[Vault, ...]:
                 layout_dir=layout_dir,
             ))
     return tuple(
-        Vault(bank=real_root, name=host,
-              images=tuple(sorted(imgs, key=lambda i: (i.created or "", i.name))),
+        Vault(bank=real_root, name=host, images=tuple(sorted(imgs, key=_age_order(imgs))),
               kind=SourceKind.RSNAPSHOT, configured_client=host, configured_source="/")
         for host, imgs in sorted(images.items())
     )

@@ -67,10 +67,35 @@ class SshRunner(Runner):
                 "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4", self.host, "--", remote]
         r = run(full, check=False, binary=True)
         if r.returncode == 255:
+            err = _text(r.stderr)
+            if "Host key verification failed" in err:
+                raise self._host_key_refused(err) from None
             raise CommandError(full, 255, r.stderr or "ssh could not reach the client")
         if r.returncode not in ok:
             raise CommandError(argv, r.returncode, r.stderr)
         return r
+
+
+    def _host_key_refused(self, err: str) -> CommandError:
+        """ssh refused the client's host key: say which case it is, never how to switch the check off."""
+        name = self.host.rpartition("@")[2]
+        e = CommandError([self.ssh, self.host], 255, err)
+        if "REMOTE HOST IDENTIFICATION HAS CHANGED" in err:
+            e.what = f"the ssh host key of {name} is not the one this backup server knows"
+            e.why = ("the client was reinstalled or got new host keys, or another machine answers "
+                     "under its name; nothing was read from it")
+            e.fix = (f"on the client, read its key (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub); if it is "
+                     f"the right one, replace the old entry here (ssh-keygen -R {name}; then ssh {name} once "
+                     "as the user dirvish runs as, and compare the fingerprint)")
+        else:
+            e.what = f"the ssh host key of {name} is not known on this backup server"
+            e.why = "capture only talks to a client whose host key is already in known_hosts (BatchMode, no prompt)"
+            e.fix = f"ssh {name} once as the user dirvish runs as, compare the fingerprint, and accept it"
+        return e
+
+
+def _text(data: bytes | str) -> str:
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
 
 
 # The fixed commands. Per-device ones take the checked device path as their last argument.

@@ -33,6 +33,7 @@ DESCRIPTION = (
 )
 
 PROGRESS_EVERY = 5.0  # seconds between progress lines (a serial console is slow)
+STEP_DONE = "RESCUE-STEP-DONE"  # with --step-markers: the line a finished step's key follows
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-vault", action="append", default=[], metavar="NAME", help="leave a vault out")
     add_fstype_argument(p)
     p.add_argument("--face", default="rescue restore", help=argparse.SUPPRESS)  # who holds the disk's lock
+    p.add_argument("--step-markers", action="store_true", help=argparse.SUPPRESS)  # RESCUE-STEP-DONE KEY lines
     p.add_argument("--bootloader", choices=("auto", "install", "skip"), default="auto",
                    help="auto (default): install grub, except onto a loop device where it is reported as "
                         "not attempted; install: always try; skip: do not install")
@@ -67,8 +69,9 @@ class ProgressPrinter:
     """Events as plain lines that work on a serial console: no colours, no redraws."""
 
     def __init__(self, out: TextIO | None = None, every: float = PROGRESS_EVERY,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, markers: bool = False) -> None:
         self.out = out
+        self.markers = markers  # a `RESCUE-STEP-DONE KEY` line per finished step, for the drill
         self.every = every
         self.clock = clock  # monotonic time counts from boot: a rescue system up for seconds is near 0
         self.total = 0
@@ -81,10 +84,12 @@ class ProgressPrinter:
             self.line(f"restore: {e.total_steps} steps" + (" (resuming an earlier run)" if e.resumed else ""))
         elif isinstance(e, ev.StepSkipped):
             self.line(f"[{e.index + 1}/{self.total}] done already: {e.description}")
+            self.marker(e.key)
         elif isinstance(e, ev.StepStarted):
             self.line(f"[{e.index + 1}/{e.total}] {e.description}")
         elif isinstance(e, ev.StepDone):
             self.line(f"      done in {e.seconds:.1f}s")
+            self.marker(e.key)
         elif isinstance(e, ev.StepFailed):
             self.line(f"      FAILED: {e.message.splitlines()[0]}")
         elif isinstance(e, ev.Output):
@@ -113,6 +118,11 @@ class ProgressPrinter:
         if e.eta_seconds:
             text += f", about {_eta(e.eta_seconds)} left"
         self.line(text)
+
+    def marker(self, key: str) -> None:
+        """Only what the restore printed when a step ended says it ended (not the plan's text)."""
+        if self.markers:
+            self.line(f"{STEP_DONE} {key}")
 
     def line(self, text: str) -> None:
         out = self.out or sys.stdout
@@ -250,7 +260,7 @@ def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
 
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         (folder / "plan.json").write_text(plan.dumps())
-        printer = ProgressPrinter()
+        printer = ProgressPrinter(markers=args.step_markers)
         done: dict[str, str] = {}
         _stop_on_sigterm()
 

@@ -10,10 +10,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from rescue.commands.restore import STEP_DONE
 from rescue.drill.demo_disk import DemoFacts
 from rescue.drill.report import Phase
+from rescue.qemu import plain
 
 _LINE = re.compile(r"(DEMO-[A-Z]+)(?: (.*))?$")
+_STEP_DONE = re.compile(rf"^\s*{STEP_DONE} (\S.*?)\s*$", re.M)
+
+# The firmware found nothing to boot: OVMF falls back to its shell (SeaBIOS
+# prints only on the screen, then resets, and qemu -no-reboot exits).
+NOT_BOOTABLE = (
+    "UEFI Interactive Shell",
+    "No bootable option or device was found",
+)
 
 # Lines that mean the machine will never reach multi-user: fail fast on them.
 BOOT_FAILURES = (
@@ -22,6 +32,7 @@ BOOT_FAILURES = (
     "Give root password for maintenance",
     "ALERT!  UUID=",  # initramfs: root device not found
     "grub rescue>",
+    *NOT_BOOTABLE,
 )
 
 
@@ -70,6 +81,11 @@ def parse_console(text: str) -> Console:
     if m:
         c.tmp_mode = m.group(1)
     return c
+
+
+def steps_done(console: str) -> set[str]:
+    """Keys of the steps a restore said it finished (its RESCUE-STEP-DONE lines)."""
+    return set(_STEP_DONE.findall(plain(console)))
 
 
 def check_restored(text: str, facts: DemoFacts, phase: Phase, data: bool = True) -> None:

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rescue.drill import backup_disk, demo_os
-from rescue.drill.checks import BOOT_FAILURES, check_restored
+from rescue.drill.checks import BOOT_FAILURES, NOT_BOOTABLE, check_restored, steps_done
 from rescue.drill.demo_disk import DISK_SIZE, DemoDisk, DemoFacts, cleanup_mounts
 from rescue.drill.report import Phase, PhaseFailed, Report, Run, Say
 from rescue.layout.model import Layout
 from rescue.errors import RescueError
-from rescue.qemu import VM, Firmware
+from rescue.qemu import VM, BootTimeout, Firmware
 
 GiB = 1 << 30
 BACKUP_DISK_SIZE = 3 * GiB
@@ -36,7 +36,9 @@ TARGET_BY_ID = "virtio-rescue-d1"  # the second qemu disk (serial rescue-d1) as 
 RESTORE_TIMEOUT = 1800  # TCG on a busy machine: boot ~1-3 min, restore ~3-6 min
 BOOT_TIMEOUT = 900
 RESTORE_OK = "RESCUE-RESTORE: OK"
-RESTORE_FAILED = ("RESCUE-RESTORE: FAILED", "RESCUE-RESTORE: INCOMPLETE", "Kernel panic")
+RESTORE_FAILED = ("RESCUE-RESTORE: FAILED", "RESCUE-RESTORE: INCOMPLETE", "Kernel panic", *NOT_BOOTABLE)
+RESTORE_END = "RESCUE-UNATTENDED-END"  # the rescue console's line once the restore's output ended
+BOOTLOADER = "bootloader"  # the key of the restore's bootloader step (rescue.steps.bootloader)
 
 
 @dataclass(frozen=True)
@@ -136,8 +138,12 @@ def restore_and_boot(
         with run.phase("restore inside the rescue VM", say) as ph:
             run.logs.append(str(vm.serial_log))
             with vm:
-                seconds = vm.wait_for(RESTORE_OK, restore_timeout, fail_markers=RESTORE_FAILED,
-                                      progress=progress("restoring"))
+                try:
+                    seconds = vm.wait_for(RESTORE_OK, restore_timeout, fail_markers=RESTORE_FAILED,
+                                          progress=progress("restoring"))
+                except BootTimeout:
+                    _let_the_output_end(vm)
+                    raise
                 ph.check("backup disk booted the Unattended restore entry", "Unattended restore" in vm.console())
                 ph.check(RESTORE_OK, True, got=f"after {seconds:.0f} s")
                 try:
@@ -146,16 +152,19 @@ def restore_and_boot(
                 except RescueError:  # a guest that stays up is a note, not a failed restore
                     ph.notes.append("the rescue system did not power off within 3 min; stopped")
     except PhaseFailed as e:
-        # A restore that reached its end and reported FAILED (a late step such as
-        # verify) may still have made a bootable disk: boot it for the evidence,
-        # then fail the drill all the same.
-        if "RESCUE-RESTORE: FAILED" not in vm.console() or "install grub" not in vm.console():
+        # A restore that reported FAILED after its bootloader step finished (a late
+        # step such as verify failed) may still have made a bootable disk: boot it
+        # for the evidence, then fail the drill all the same. Anything else ends the
+        # drill here: a disk without its bootloader can only show the firmware's prompt.
+        if not boot_for_evidence(vm.console()):
+            run.phases[-1].notes.append("the restored disk was not booted: the restore failed before "
+                                        "its bootloader step finished")
             raise
         restore_failed = e
 
     with run.phase("boot the restored disk", say) as ph:
         if restore_failed is not None:
-            ph.notes.append("booted for the evidence: the restore itself reported FAILED")
+            ph.notes.append("booted for the evidence: the restore reported FAILED after its bootloader step finished")
         if before_boot is not None:
             before_boot(ph)
         vm = VM([target_img], work, firmware=firmware, memory_mib=memory_mib, name="restored")
@@ -173,6 +182,28 @@ def restore_and_boot(
                 check_restored(vm.console(), facts, ph, data=data)
     if restore_failed is not None:
         raise restore_failed
+
+
+def boot_for_evidence(console: str) -> bool:
+    """After a failed restore: boot the disk only if the restore said it finished the bootloader step.
+
+    Decided from the restore's own end-of-step lines (RESCUE-STEP-DONE KEY,
+    printed when a step ends), never from the plan it printed before it began,
+    which names every step, grub's included."""
+    return "RESCUE-RESTORE: FAILED" in console and BOOTLOADER in steps_done(console)
+
+
+def _let_the_output_end(vm: VM, timeout: float = 60.0) -> None:
+    """After a FAILED marker, wait (briefly) for the rest of the restore's output.
+
+    The marker also goes through the kernel log, which can reach the serial
+    console before the restore's own last lines do."""
+    if "RESCUE-RESTORE: FAILED" not in vm.console():
+        return
+    try:
+        vm.wait_for(RESTORE_END, timeout)
+    except RescueError:  # powered off, or silent: what is there is what there is
+        pass
 
 
 def _backup(demo: DemoDisk, backup_img: Path, work: Path, facts: DemoFacts, ph: Phase) -> tuple[str, ...]:

@@ -12,8 +12,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rescue.errors import RescueError
+from rescue.qemu import plain
 
 Say = Callable[[str], None]
 
@@ -120,13 +122,25 @@ class Report:
                 for c in p.checks:
                     out.append(f"         {c.line()}")
                 if p.error:
-                    for line in p.error.splitlines()[:12]:
+                    for line in plain(p.error).splitlines()[:12]:
                         out.append(f"         ! {line}")
             if not r.ok and r.logs:
                 out.append("  evidence kept:")
                 out.extend(f"    {log}" for log in r.logs)
         out.append(f"rescue drill: {'all passed' if self.ok else 'FAILED'}")
-        return "\n".join(out)
+        # errors, notes and checks quote serial consoles: their colours and cursor moves stay there
+        return plain("\n".join(out))
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps([asdict(r) for r in self.runs], indent=2) + "\n")
+        path.write_text(json.dumps([_plain(asdict(r)) for r in self.runs], indent=2) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    """Every string in a report record without terminal escapes (see plain)."""
+    if isinstance(value, str):
+        return plain(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

@@ -397,11 +397,13 @@ def relink(dest: Path, groups: list[list[bytes]]) -> set[bytes]:
 class FsUsage:
     bytes: int
     inodes: int
+    counts_inodes: bool = True  # False on btrfs and the like: statvfs gives no inode figures
 
     @classmethod
     def of(cls, path: Path) -> FsUsage:
         st = os.statvfs(path)
-        return cls((st.f_blocks - st.f_bfree) * st.f_frsize, max(st.f_files - st.f_ffree, 0))
+        return cls((st.f_blocks - st.f_bfree) * st.f_frsize, max(st.f_files - st.f_ffree, 0),
+                   counts_inodes=st.f_files > 0)
 
 
 class _Eta:
@@ -470,7 +472,9 @@ def copy_tree(
     t0 = time.monotonic()
     clear_stale_scratch()
     before = FsUsage.of(dest)
-    totals = {"bytes": total_bytes, "files": total_files}
+    # Files copied are counted by the target's inode use; a target that keeps no
+    # such count (btrfs) would show "0 of N files" all along: show no count there.
+    totals = {"bytes": total_bytes, "files": total_files if before.counts_inodes else 0}
     if not total_bytes and (resume or WORKERS < 2):
         # Only the byte total drives the ETA; counting files would walk the
         # whole tree again beside the copy, so files stay "n copied" unless the plan knows.
@@ -530,9 +534,13 @@ def clear_redone_files(ctx: Runner, source: Path, dest: Path, *, xattrs: bool, a
     proc = ctx.spawn([argv[0], "--dry-run", "--out-format=%i %n", *argv[1:]], stderr=subprocess.DEVNULL)
     try:
         return _clear_listed(proc.stdout, dest)
-    finally:
-        if proc.poll() is None:
+    except BaseException:
+        if proc.poll() is None:  # stopped half way (cancel, error): the dry run is of no use now
             _stop(proc)
+        raise
+    finally:
+        # After its whole listing was read the dry run ends by itself: it may still be
+        # exiting at this moment, and must be waited for, not stopped.
         proc.wait()
         ctx.child_done(proc)
 

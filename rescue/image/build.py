@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import rescue
@@ -208,14 +208,81 @@ def _build_base(recipe: Recipe, suite: str, mirror: str, cache: Path, key: str, 
     return tar
 
 
+def source_tree(project: Path) -> bool:
+    """A checkout of rescue (pyproject.toml beside the package), not the site-packages it is installed in."""
+    return (project / "pyproject.toml").is_file() and (project / "rescue" / "__init__.py").is_file()
+
+
+_NOT_PACKED = ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")  # written by the installer, not the wheel
+
+
+def wheel_from_installed(site: Path, out: Path) -> Path:
+    """rescue's wheel repacked from the installed files its dist-info RECORD lists.
+
+    A backup server's admin installs rescue from a wheel (pip, pipx, an index):
+    there is no source tree to build one from, and the image must carry the
+    rescue that runs here, file for file. Scripts (bin/) and byte code are left
+    out: the installer in the image makes its own."""
+    import base64
+    import importlib.metadata as md
+    import zipfile
+
+    dists = [d for d in md.distributions(path=[str(site)]) if (d.metadata["Name"] or "").lower() == "rescue"]
+    if not dists or dists[0].files is None:
+        raise BuildError(f"no installed rescue distribution in {site}",
+                         why="rescue's code runs from there, but its dist-info (RECORD) is missing",
+                         fix="reinstall rescue (pip install rescue), or build from a source checkout")
+    dist = dists[0]
+    info = f"{dist.metadata['Name']}-{dist.version}.dist-info"
+    tags = [line.split(":", 1)[1].strip() for line in dist.read_text("WHEEL").splitlines()  # type: ignore[union-attr]
+            if line.startswith("Tag:")] or ["py3-none-any"]
+    files: list[tuple[str, Path]] = []
+    for f in dist.files or ():
+        rel = f.as_posix()
+        if rel.startswith("../") or "__pycache__" in f.parts or rel.endswith(".pyc"):
+            continue
+        if f.parts[0] == info and f.name in _NOT_PACKED:
+            continue
+        path = site / rel
+        if not path.is_file():
+            raise BuildError(f"the installed rescue is incomplete: {path} is missing",
+                             why=f"{info}/RECORD lists it", fix="reinstall rescue")
+        files.append((rel, path))
+    out.mkdir(parents=True, exist_ok=True)
+    wheel = out / f"{dist.metadata['Name']}-{dist.version}-{tags[0]}.whl"
+    record = []
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as z:
+        for rel, path in sorted(files):
+            data = path.read_bytes()
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            info_z = zipfile.ZipInfo(rel, date_time=(1980, 1, 1, 0, 0, 0))
+            info_z.external_attr = (path.stat().st_mode & 0o777 | 0o100000) << 16
+            info_z.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info_z, data)
+            record.append(f"{rel},sha256={digest},{len(data)}")
+        record.append(f"{info}/RECORD,,")
+        z.writestr(zipfile.ZipInfo(f"{info}/RECORD", date_time=(1980, 1, 1, 0, 0, 0)), "\n".join(record) + "\n")
+    return wheel
+
+
+def rescue_wheel(project: Path, out: Path) -> Path:
+    """The wheel of the running rescue: built from its source tree, or repacked from its installation."""
+    if not source_tree(project):
+        return wheel_from_installed(project, out)
+    run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(project)],
+        timeout=900)
+    return next(out.glob("rescue-*.whl"))
+
+
 def _build_wheels(project: Path, wheels: Path, say: Say) -> list[Path]:
     """rescue and its dependencies as wheels, built on this host."""
     dep_cache = wheels.parent / "wheels"
     dep_cache.mkdir(parents=True, exist_ok=True)
     fresh = wheels / "fresh"
     fresh.mkdir(parents=True)
+    own = rescue_wheel(project, wheels / "rescue")
     run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(fresh),
-         "--find-links", str(dep_cache), str(project)], timeout=900)
+         "--find-links", str(dep_cache), str(own)], timeout=900)
     for w in fresh.glob("*.whl"):
         if not w.name.startswith("rescue-"):
             shutil.copy2(w, dep_cache / w.name)
@@ -317,6 +384,13 @@ def cached_manifest(out: Path, key: str) -> mf.Manifest | None:
     return None
 
 
+def image_keys(opts: BuildOptions) -> tuple[str, str]:
+    """The base key and the image key of what build(opts) makes."""
+    suite = opts.suite or opts.recipe.suite
+    bkey = base_key(opts.recipe, suite, opts.mirror or mirror_from_apt(suite))
+    return bkey, image_key(bkey, opts.recipe, _project_dir(opts))
+
+
 def build(opts: BuildOptions, say: Say = _say) -> mf.Manifest:
     """Build (or reuse) the rescue image in opts.out; returns its manifest."""
     if os.geteuid() != 0:
@@ -326,8 +400,7 @@ def build(opts: BuildOptions, say: Say = _say) -> mf.Manifest:
     suite = opts.suite or recipe.suite
     mirror = opts.mirror or mirror_from_apt(suite)
     project = _project_dir(opts)
-    bkey = base_key(recipe, suite, mirror)
-    ikey = image_key(bkey, recipe, project)
+    bkey, ikey = image_keys(replace(opts, suite=suite, mirror=mirror))
     if not opts.force and (m := cached_manifest(opts.out, ikey)) is not None:
         say(f"{opts.out / m.image} is up to date (key {ikey})")
         return m
@@ -410,8 +483,18 @@ def ensure_image(out: Path = DEFAULT_OUT, say: Say = _say, keep: int = 3) -> tup
     # Two test runs at once (the vm tier, the drill) wait for one build.
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        m = build(BuildOptions(out=out, recipe=load()), say)
+        opts = BuildOptions(out=out, recipe=load())
         snaps = out.parent / "images"
+        # A snapshot with this key is this image: a source checkout and an
+        # installed rescue (other keys) take turns without rebuilding.
+        snap = snaps / image_keys(opts)[1]
+        if (snap / mf.MANIFEST).is_file():
+            m = mf.load(snap)
+            if (snap / m.image).is_file():
+                say(f"{snap / m.image} is up to date (key {m.build_key})")
+                os.utime(snap)
+                return snap / m.image, m
+        m = build(opts, say)
         snap = snaps / m.build_key
         if not (snap / mf.MANIFEST).is_file():
             partial = snaps / f".{m.build_key}.partial"

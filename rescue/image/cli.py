@@ -78,3 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rescue-image {args.command}: interrupted", file=sys.stderr)
         return int(Exit.ABORTED)
+    except BrokenPipeError:
+        from rescue.cli import closed_pipe
+
+        return closed_pipe()

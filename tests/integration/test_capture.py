@@ -114,8 +114,9 @@ def test_usage_without_out_or_hook_is_refused() -> None:
 
 
 FAKE_SSH = """#!/bin/sh
-# Stands in for ssh (no sshd on the test machine): insists on BatchMode, then
-# does what sshd does with the command: hands the one string to the login shell.
+# Stands in for ssh where the test needs to see which hosts were asked (hook mode,
+# an unreachable client): insists on BatchMode, then does what sshd does with the
+# command: hands the one string to the login shell. test_capture_sshd.py runs a real sshd.
 [ "$1" = -o ] && [ "$2" = BatchMode=yes ] || { echo "no BatchMode" >&2; exit 99; }
 shift 10  # the 5 "-o X" pairs
 echo "$1" >> "$(dirname "$0")/hosts"

@@ -81,3 +81,37 @@ def test_plain_folder_errors(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(BackupError, match="is not a folder"):
         find_backups(trees=[tmp_path / "file"])
+
+
+def test_rsnapshot_order_decides_not_folder_times(tmp_path, capsys):
+    """Runs in the same second leave equal folder times: rsnapshot's own order decides.
+
+    The tie used to go to the name, so daily.1 was marked as the image a restore would use.
+    """
+    from rescue.cli import main
+
+    root = tmp_path / "snapshots"
+    same = 1_790_000_000.0
+    for name in ("daily.1", "daily.0", "hourly.2", "hourly.1", "hourly.0", "weekly.0"):
+        snap(root, name, "alpha", same)
+    [vault] = find_backups(rsnapshot_roots=[root]).machine("alpha").vaults
+    assert [i.name for i in vault.images] == ["weekly.0", "daily.1", "daily.0", "hourly.2", "hourly.1", "hourly.0"]
+    assert [i.name for i in choose_images(find_backups(rsnapshot_roots=[root]).machine("alpha"))] == ["hourly.0"]
+    assert main(["list", "--rsnapshot", str(root)]) == 0
+    starred = [ln for ln in capsys.readouterr().out.splitlines() if ln.lstrip().startswith("* ") and "=" not in ln]
+    assert len(starred) == 1 and "hourly.0" in starred[0], starred
+
+    only_daily = tmp_path / "daily-only"
+    snap(only_daily, "daily.1", "beta", same)
+    snap(only_daily, "daily.0", "beta", same)
+    assert [i.name for i in choose_images(find_backups(rsnapshot_roots=[only_daily]).machine("beta"))] == ["daily.0"]
+
+
+def test_rsnapshot_intervals_with_other_names_rank_by_their_newest_snapshot(tmp_path):
+    root = tmp_path / "snapshots"
+    base = 1_790_000_000.0
+    snap(root, "often.0", "alpha", base)
+    snap(root, "often.1", "alpha", base - 600)
+    snap(root, "rarely.0", "alpha", base - 86400)
+    [vault] = find_backups(rsnapshot_roots=[root]).machine("alpha").vaults
+    assert [i.name for i in vault.images] == ["rarely.0", "often.1", "often.0"]

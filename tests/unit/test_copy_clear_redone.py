@@ -15,12 +15,16 @@ from rescue.run import spawn
 
 
 class Listing:
-    def __init__(self, lines: list[str]) -> None:
+    def __init__(self, lines: list[str], linger: float = 0.0) -> None:
         self.lines = lines
+        self.linger = linger
         self.done = False
 
     def spawn(self, argv, **kw):
         assert "--dry-run" in argv
+        if self.linger:  # output closed, the process still exiting (as a loaded machine shows it)
+            script = f'printf "%s\\n" "$@"; exec >&-; sleep {self.linger}'
+            return spawn(["sh", "-c", script, "sh", *self.lines], **kw)
         return spawn(["printf", "%s\\n", *self.lines], **kw)
 
     def child_done(self, proc) -> None:
@@ -51,3 +55,16 @@ def test_a_link_leading_out_of_the_target_is_not_followed(tmp_path: Path) -> Non
                               xattrs=True, acls=True)
     assert gone == 0
     assert (outside / "precious").read_text() == "keep me"
+
+
+def test_a_dry_run_still_exiting_after_its_listing_is_waited_for_not_stopped(tmp_path: Path) -> None:
+    """Under load the dry run can close its output a moment before it exits.
+
+    The copy used to stop it then (SIGTERM), and its exit status became -15.
+    """
+    dest = tmp_path / "dest"
+    (dest / "d").mkdir(parents=True)
+    (dest / "d" / "half").write_text("x")
+    listing = Listing([">f.st...... d/half"], linger=0.5)
+    gone = clear_redone_files(listing, Path("/nonexistent"), dest, xattrs=True, acls=True)
+    assert gone == 1 and listing.done

@@ -245,3 +245,19 @@ def test_confirmation_needs_the_device_name():
 
     with pytest.raises(Aborted):
         confirm(disk, eof)
+
+
+def test_progress_without_a_file_count_shows_none():
+    """A copy onto btrfs has no true file count (no inode figures): neither face invents '0 files'."""
+    import io
+
+    from rescue.commands.restore import ProgressPrinter
+    from rescue.tui.screens.run import progress_line
+
+    btrfs = ev.Progress("copy:home", 1 << 20, 4 << 20, 0, 0, 30.0)
+    out = io.StringIO()
+    ProgressPrinter(out, every=0)(btrfs)
+    assert "files" not in out.getvalue() and "1.0 MiB of 4.0 MiB" in out.getvalue()
+    assert "files" not in progress_line(btrfs)
+    ext4 = ev.Progress("copy:home", 1 << 20, 4 << 20, 10, 40, 30.0)
+    assert "10/40 files" in progress_line(ext4)

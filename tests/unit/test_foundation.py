@@ -95,3 +95,19 @@ def test_timeout_is_a_command_error_not_a_traceback():
         run(["sleep", "5"], timeout=0.2)
     assert e.value.returncode == 124
     assert "did not finish within 0.2 s" in str(e.value)
+
+
+def test_a_closed_pipe_ends_a_command_quietly(tmp_path):
+    """`rescue list --json | head` ends as a Unix tool does: no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    tree = tmp_path / "oldbox"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "hostname").write_text("oldbox\n")
+    p = subprocess.Popen([sys.executable, "-m", "rescue", "list", "--tree", str(tree), "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # the reader is gone before the first line is written
+    err = p.stderr.read().decode()
+    assert p.wait() == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

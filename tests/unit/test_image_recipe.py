@@ -109,3 +109,33 @@ def test_image_key_changes_with_rescue_code_but_the_base_key_does_not(tmp_path: 
     assert build.image_key(base, r, project) != k1
     assert build.base_key(r, "bookworm", "http://m/debian") == base
     assert build.base_key(r, "bookworm", "http://other/debian") != base
+
+
+def test_ensure_image_reuses_a_snapshot_with_its_key_without_building(tmp_path: Path, monkeypatch):
+    """A source checkout and an installed rescue (the vm tier runs both) have different image keys;
+    each one's image is built once and then found in its snapshot, not rebuilt in turn.
+
+    build() itself is replaced by a failure: it needs root, mmdebstrap and minutes."""
+    from rescue.image import manifest as mf
+
+    out = tmp_path / "image"
+    m = mf.Manifest(image=mf.IMAGE, bmap=mf.BMAP, label="RESCUE", fs_uuid="u", total_bytes=1 << 30, used_bytes=1,
+                    sha256="0" * 64, kernel="6.1.0", suite="bookworm", mirror="http://m/debian",
+                    rescue_version="0.1.0", build_key="k-installed", base_key="b", built="2026-12-04T15:00:00+00:00",
+                    build_seconds=1.0, unattended_placeholder=False, packages=())
+    for key in ("k-installed", "k-checkout"):
+        snap = tmp_path / "images" / key
+        snap.mkdir(parents=True)
+        (snap / mf.IMAGE).write_bytes(b"image " + key.encode())
+        mf.save(mf.Manifest(**{**m.__dict__, "build_key": key}), snap)
+
+    def no_build(*a, **k):
+        raise AssertionError("rebuilt an image that a snapshot already holds")
+
+    monkeypatch.setattr(build, "build", no_build)
+    monkeypatch.setattr(build, "mirror_from_apt", lambda suite: "http://m/debian")
+    for key in ("k-installed", "k-checkout", "k-installed"):
+        monkeypatch.setattr(build, "image_keys", lambda opts, key=key: ("b", key), raising=False)
+        image, got = build.ensure_image(out, say=lambda m: None)
+        assert image == tmp_path / "images" / key / mf.IMAGE and got.build_key == key
+        assert image.read_bytes() == b"image " + key.encode()

@@ -66,3 +66,44 @@ def backup_disk(rescue_image: Path, tmp_path: Path) -> Callable[..., Path]:
         return disk
 
     return make
+
+
+# --- rescue installed from its wheel (issue 14, point 9) ------------------------------------------
+
+import hashlib  # noqa: E402
+
+VENV_CACHE = Path("/var/cache/rescue/venvs")
+# Commands of the installed rescue must import it from its venv, not from a
+# tree this test run points PYTHONPATH at.
+INSTALLED_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+@pytest.fixture(scope="session")
+def installed_rescue(_vm_tier_can_run: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv with rescue installed from its wheel (not editable), as a backup server's admin has it.
+
+    The wheel is built from this tree (hatchling's wheels are reproducible);
+    the venv is cached in /var/cache/rescue/venvs/SHA (the wheel's sha256), so
+    a rerun with the same code reuses it. The newest 3 are kept."""
+    wheels = tmp_path_factory.mktemp("rescue-wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels),
+                    str(REPO)], check=True, timeout=600, env=INSTALLED_ENV)
+    wheel = next(wheels.glob("rescue-*.whl"))
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()[:16]
+    venv_dir = VENV_CACHE / digest
+    if not (venv_dir / ".installed").is_file():
+        import venv
+
+        shutil.rmtree(venv_dir, ignore_errors=True)
+        venv.EnvBuilder(with_pip=True).create(venv_dir)
+        subprocess.run([str(venv_dir / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
+                       check=True, timeout=900, env=INSTALLED_ENV)
+        (venv_dir / ".installed").write_text(wheel.name + "\n")
+    os.utime(venv_dir)
+    for old in sorted((d for d in VENV_CACHE.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime,
+                      reverse=True)[3:]:
+        shutil.rmtree(old, ignore_errors=True)
+    where = subprocess.run([str(venv_dir / "bin" / "python"), "-c", "import rescue; print(rescue.__file__)"],
+                           capture_output=True, text=True, check=True, env=INSTALLED_ENV, cwd="/").stdout.strip()
+    assert Path(where).is_relative_to(venv_dir), f"the venv runs {where}, not its installed rescue"
+    return venv_dir

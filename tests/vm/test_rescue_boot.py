@@ -2,8 +2,11 @@
 
 Passes when the serial console shows the rescue entry point running with the
 backup partition mounted read-only at /backup (the RESCUE-READY line the
-entry point prints after reading /proc/mounts). The boot time is recorded in
-the test report (record_property) and printed.
+entry point prints after reading /proc/mounts), and the rescue system came up
+clean: no unit failed (`systemctl --failed`, printed by a probe unit this test
+adds to its own copy of the disk) and no `[FAILED]` line on the console the
+wizard shares. The boot time is recorded in the test report (record_property)
+and printed.
 """
 
 from __future__ import annotations
@@ -13,18 +16,44 @@ from pathlib import Path
 
 import pytest
 
-from rescue.qemu import VM, Firmware
+from rescue.drill.backup_disk import mounted_partition
+from rescue.qemu import VM, Firmware, plain
 
 BOOT_TIMEOUT = 600  # TCG on a busy 2-core machine: 60 s when idle, 260 s seen under load
 READY = re.compile(r"RESCUE-READY backup=/backup (\w+) mode=(\w+) tty=(\w+)")
 FAIL = ("Kernel panic", "end Kernel panic", "ALERT!", "Gave up waiting for root", "grub rescue>")
+UNITS = re.compile(r"RESCUE-TEST-UNITS state=(\S*)\n(.*?)RESCUE-TEST-UNITS-END", re.S)
+
+# Started once the boot's jobs are queued; it waits for them to finish
+# (is-system-running --wait) and prints the state and the failed units.
+# Type=simple: the boot does not wait for it, so it cannot hold the boot up.
+PROBE_UNIT = """\
+[Unit]
+Description=test probe: the rescue system's failed units once the boot is over
+After=multi-user.target
+
+[Service]
+Type=simple
+ExecStart=/bin/sh -c 'state=$(systemctl is-system-running --wait); \
+  { echo; echo "RESCUE-TEST-UNITS state=$state"; systemctl --failed --no-legend --plain; \
+  echo RESCUE-TEST-UNITS-END; } > /dev/ttyS0'
+"""
+
+
+def add_unit_probe(disk: Path, workdir: Path) -> None:
+    """The probe unit, in this test's backup disk only (its rescue partition's /etc)."""
+    with mounted_partition(disk, "rescue", workdir / "mnt-rescue") as root:
+        units = root / "etc/systemd/system"
+        (units / "rescue-test-units.service").write_text(PROBE_UNIT)
+        (units / "multi-user.target.wants").mkdir(exist_ok=True)
+        (units / "multi-user.target.wants/rescue-test-units.service").symlink_to(
+            "/etc/systemd/system/rescue-test-units.service")
 
 
 def _boot(disk: Path, firmware: Firmware, workdir: Path, name: str) -> tuple[float, str]:
     with VM([disk], workdir, firmware=firmware, name=name) as vm:
         seconds = vm.wait_for("RESCUE-READY", BOOT_TIMEOUT, fail_markers=FAIL)
-        # let the line finish
-        vm.wait_for("tty=", 30)
+        vm.wait_for("RESCUE-TEST-UNITS-END", 300, fail_markers=FAIL)
         return seconds, vm.console()
 
 
@@ -33,6 +62,7 @@ def _boot(disk: Path, firmware: Firmware, workdir: Path, name: str) -> tuple[flo
 def test_backup_disk_boots_to_the_entry_point_with_backup_read_only(
         firmware: Firmware, backup_disk, tmp_path: Path, record_property) -> None:
     disk = backup_disk(f"backup-{firmware}.img")
+    add_unit_probe(disk, tmp_path)
     seconds, console = _boot(disk, firmware, tmp_path, f"rescue-{firmware}")
     record_property("boot_seconds", round(seconds, 1))
     print(f"\n{firmware}: boot to the rescue entry point in {seconds:.1f} s (TCG)")
@@ -45,6 +75,15 @@ def test_backup_disk_boots_to_the_entry_point_with_backup_read_only(
     assert "mounted read-only at /backup" in console
     # grub's menu reached the serial console too
     assert "Restore wizard" in console
+    # the rescue system greets the person without a failure (issue 14, point 7)
+    text = plain(console)
+    units = UNITS.search(text)
+    assert units, text[-3000:]
+    state, failed = units.groups()
+    assert failed.strip() == "", f"failed units in the rescue system:\n{failed}"
+    assert state == "running", f"the rescue system is {state!r} after its boot"
+    alarms = [line for line in text.splitlines() if "[FAILED]" in line]
+    assert alarms == [], "\n".join(alarms)
 
 
 @pytest.mark.slow

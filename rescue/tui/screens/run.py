@@ -24,9 +24,13 @@ def progress_line(p: Progress) -> str:
     frac = p.bytes_done / p.bytes_total if p.bytes_total else 0.0
     filled = int(frac * BAR)
     bar = "#" * filled + "." * (BAR - filled)
-    files = f"{p.files_done}/{p.files_total} files" if p.files_total else f"{p.files_done} files"
-    return (f"{p.key} [{bar}] {int(frac * 100):>3}%\n"
-            f"{human(p.bytes_done)} of {human(p.bytes_total)}, {files}, ETA {duration(p.eta_seconds)}")
+    counts = [f"{human(p.bytes_done)} of {human(p.bytes_total)}"]
+    if p.files_total:
+        counts.append(f"{p.files_done}/{p.files_total} files")
+    elif p.files_done:  # a target that keeps no file count (btrfs) shows none, not "0 files"
+        counts.append(f"{p.files_done} files")
+    counts.append(f"ETA {duration(p.eta_seconds)}")
+    return f"{p.key} [{bar}] {int(frac * 100):>3}%\n" + ", ".join(counts)
 
 
 class ProgressScreen(WizardScreen):
