@@ -65,6 +65,16 @@ def test_added_counts_new_inodes_not_link_counts(tmp_path):
     # image folder, tree/, sub/, summary, sub/other, added
     assert added.inodes == 6
 
+    # an older image measured later (--measure): its new `changed` is now linked by the third night too
+    second = bank / "home" / "2026-1125-0300"
+    assert os.lstat(second / "tree" / "changed").st_nlink == 2
+    older = measure_added(second, reference_of(second))
+    assert older.reference == "2026-1124-0300"
+    t = second / "tree"
+    assert older.bytes == (blocks(t / "changed") + blocks(second) + blocks(t) + blocks(t / "sub")
+                           + blocks(second / "summary"))
+    assert older.inodes == 5  # image folder, tree/, sub/, summary, changed
+
 
 def test_hard_links_inside_one_image_count_once(tmp_path):
     bank = tmp_path / "bank"
