@@ -134,13 +134,22 @@ def reference_of(image_dir: Path) -> Path | None:
 
 
 def write_added(image_dir: Path, added: Added) -> Path:
-    """IMAGE/rescue/added.json, written to a temporary file and renamed."""
+    """IMAGE/rescue/added.json, written to a temporary file and renamed.
+
+    A bank is not trusted: a rescue/ that is a link, or a planted file at the
+    temporary name, is refused rather than followed out of the image."""
     folder = image_dir / "rescue"
-    folder.mkdir(mode=0o755, exist_ok=True)
+    try:
+        folder.mkdir(mode=0o755)
+    except FileExistsError:
+        if folder.is_symlink() or not folder.is_dir():
+            raise OSError(f"{folder} is not a plain folder; added.json not written") from None
     path = folder / ADDED_FILE
     tmp = folder / f".{ADDED_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(added.to_dict(), indent=2) + "\n")
-    tmp.rename(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(added.to_dict(), indent=2) + "\n")
+    os.rename(tmp, path)
     return path
 
 
@@ -152,8 +161,10 @@ def record_added(image_dir: Path) -> Added:
 
 
 def read_added(image: Image) -> Added | None:
+    """The image's rescue/added.json; a link (out of the bank, perhaps) is not followed."""
     try:
-        with open(image.path / "rescue" / ADDED_FILE, "rb") as f:
+        fd = os.open(image.path / "rescue" / ADDED_FILE, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
             return Added.from_dict(json.loads(f.read(65536)))
     except (OSError, ValueError):
         return None

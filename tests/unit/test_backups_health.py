@@ -201,3 +201,28 @@ def test_health_text_json_and_measure_on_request(tmp_path, capsys):
     [m] = data["machines"]
     assert m["newest"] == "root/2026-1126-0300" and m["layout"] is False
     assert len(list(bank.glob("*/*/rescue/added.json"))) == 2
+
+
+def test_a_failed_measure_is_a_note_never_a_failed_capture(tmp_path, capsys):
+    from rescue.commands.capture import _measure
+
+    _measure(tmp_path / "vanished" / "2026-1126-0300")  # the image folder is gone: nothing to walk
+    err = capsys.readouterr().err
+    assert err.startswith("rescue capture: note: what this image added was not measured")
+
+
+def test_links_in_the_bank_are_neither_read_nor_written_through(tmp_path):
+    bank = tmp_path / "bank"
+    image = night(bank, "home", "2026-1125-0300", None, {"a": b"1"})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "added.json").write_text('{"version": 1, "bytes": 7, "inodes": 7, "reference": null}')
+    (image / "rescue").symlink_to(outside)
+    with pytest.raises(OSError, match="not a plain folder"):
+        write_added(image, Added(bytes=1, inodes=1, reference=None))
+    assert sorted(p.name for p in outside.iterdir()) == ["added.json"]
+    (image / "rescue").unlink()
+    (image / "rescue").mkdir()
+    (image / "rescue" / "added.json").symlink_to(outside / "added.json")
+    [vault] = find_backups([bank]).vaults
+    assert read_added(vault.images[0]) is None
