@@ -1,0 +1,176 @@
+"""`rescue doctor`: hygiene of a backed-up machine and its dirvish side, from files only.
+
+Every finding says what, the evidence (the file and line, the figure from
+the bank) and the fix. Nothing is written and nothing is run: the machine's
+configuration is read under ROOT (/ for this machine, or a mounted system),
+the bank only through its image folders.
+
+Findings made so far (issue 20, first part):
+  updatedb-indexes-bank  updatedb (mlocate, plocate, slocate) walks the bank every night
+  logrotate-no-dateext   rotated logs renamed every night (log.1 -> log.2): the bank copies them
+                         all again; the bytes re-copied come from the newest image
+  no-capture-hook        neither master.conf nor the vault's config runs `rescue capture`
+  no-xattrs-acls         a vault's rsync options keep neither xattrs nor ACLs
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rescue.backups.dirvish import parse_config
+
+ROTATED = re.compile(r".+\.\d+(\.(gz|xz|bz2|zst|lz4))?")
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    what: str
+    evidence: str
+    fix: str
+    cost_bytes: int | None = None  # what it costs the bank per night, where the bank can tell
+
+
+def _read(path: Path, limit: int = 1 << 20) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def _under(root: Path, path: str) -> Path:
+    return root / path.lstrip("/")
+
+
+# --------------------------------------------------------------------------- updatedb
+
+
+def updatedb_findings(root: Path, banks: Sequence[str]) -> list[Finding]:
+    """A locate database built nightly over the bank walks millions of hard-linked files."""
+    conf = _under(root, "/etc/updatedb.conf")
+    text = _read(conf)
+    has_updatedb = any(_under(root, p).exists() for p in ("/usr/bin/updatedb", "/usr/sbin/updatedb"))
+    if text is None and not has_updatedb:
+        return []
+    prune: list[str] = []
+    line_seen = ""
+    for line in (text or "").splitlines():
+        m = re.match(r"\s*PRUNEPATHS\s*=\s*\"?([^\"]*)\"?", line)
+        if m:
+            prune = m.group(1).split()
+            line_seen = line.strip()
+    out = []
+    for bank in banks:
+        b = bank.rstrip("/") or "/"
+        if any(b == p.rstrip("/") or b.startswith(p.rstrip("/") + "/") for p in prune):
+            continue
+        evidence = f"{conf}: {line_seen}" if line_seen else f"{conf}: no PRUNEPATHS" if text else "no updatedb.conf"
+        out.append(Finding(
+            code="updatedb-indexes-bank",
+            what=f"updatedb indexes the backup bank {bank}",
+            evidence=evidence,
+            fix=f'add {bank} to PRUNEPATHS in /etc/updatedb.conf (PRUNEPATHS="... {bank}")',
+        ))
+    return out
+
+
+# --------------------------------------------------------------------------- logrotate
+
+
+def logrotate_findings(root: Path, newest: Path | None = None, reference: Path | None = None) -> list[Finding]:
+    """Without dateext, each rotation renames every old log: new paths each night,
+    so rsync --link-dest finds nothing to link and the bank stores them again.
+    newest/reference: the root vault's last image and the one it was linked to."""
+    conf = _under(root, "/etc/logrotate.conf")
+    text = _read(conf)
+    if text is None:
+        return []
+    if any(re.fullmatch(r"\s*dateext\b.*", line) for line in text.splitlines()):
+        return []
+    cost = None
+    evidence = f"{conf}: no dateext"
+    if newest is not None:
+        cost, count = _rotated_recopied(newest, reference)
+        evidence += f"; image {newest.name} stored {count} rotated log(s) anew under var/log ({cost} bytes)"
+    return [Finding(
+        code="logrotate-no-dateext",
+        what="logrotate renames every rotated log each night (no dateext)",
+        evidence=evidence,
+        fix="add 'dateext' to /etc/logrotate.conf: a rotated log then keeps its name and the bank links it",
+        cost_bytes=cost,
+    )]
+
+
+def _rotated_recopied(image: Path, reference: Path | None) -> tuple[int, int]:
+    top = image / "tree" / "var" / "log"
+    total = count = 0
+    for dirpath, _dirs, files in os.walk(top):
+        for name in files:
+            if not ROTATED.fullmatch(name):
+                continue
+            path = Path(dirpath) / name
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if reference is not None:
+                try:
+                    old = os.lstat(reference / "tree" / path.relative_to(image / "tree"))
+                    if (old.st_dev, old.st_ino) == (st.st_dev, st.st_ino):
+                        continue
+                except OSError:
+                    pass
+            total += st.st_blocks * 512
+            count += 1
+    return total, count
+
+
+# --------------------------------------------------------------------------- dirvish side
+
+
+def _rsync_options(conf: dict) -> list[str]:
+    v = conf.get("rsync-option")
+    items = v if isinstance(v, list) else [v] if isinstance(v, str) else []
+    return [w for item in items for w in shlex.split(item)]
+
+
+def _keeps(options: Sequence[str], long: str, short: str) -> bool:
+    for o in options:
+        if o == long or (o.startswith("-") and not o.startswith("--") and short in o[1:]):
+            return True
+    return False
+
+
+def dirvish_findings(master: Path | None, bank: Path) -> list[Finding]:
+    """The capture hook and xattrs/ACLs, per vault of a bank."""
+    mconf = parse_config(_read(master) or "") if master is not None else {}
+    out = []
+    for conf_path in sorted(bank.glob("*/dirvish/default.conf")):
+        vault = conf_path.parent.parent.name
+        vconf = parse_config(_read(conf_path) or "")
+        hooks = [str(c.get("post-server", "")) for c in (vconf, mconf)]
+        if not any(re.search(r"\brescue\b.*\bcapture\b", h) for h in hooks):
+            out.append(Finding(
+                code="no-capture-hook",
+                what=f"vault {vault}: its images get no disk layout (no rescue capture hook)",
+                evidence=f"post-server: {hooks[0] or '(none)'} in {conf_path}; "
+                         f"{hooks[1] or '(none)'} in {master or 'master.conf'}",
+                fix="add 'post-server: rescue capture' to /etc/dirvish/master.conf (or the vault's default.conf)",
+            ))
+        options = _rsync_options(vconf) + _rsync_options(mconf)
+        missing = [n for n, long, short in (("xattrs", "--xattrs", "X"), ("ACLs", "--acls", "A"))
+                   if not _keeps(options, long, short)]
+        if missing:
+            out.append(Finding(
+                code="no-xattrs-acls",
+                what=f"vault {vault}: {' and '.join(missing)} are not backed up",
+                evidence=f"rsync-option: {' '.join(options) or '(none)'} ({conf_path}, master.conf)",
+                fix="add to the vault's default.conf: rsync-option: with --xattrs and --acls, one per line",
+            ))
+    return out
