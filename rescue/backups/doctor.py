@@ -11,6 +11,8 @@ Findings made so far (issue 20, first part):
                          all again; the bytes re-copied come from the newest image
   no-capture-hook        neither master.conf nor the vault's config runs `rescue capture`
   no-xattrs-acls         a vault's rsync options keep neither xattrs nor ACLs
+  changes-every-night    the files stored anew on each of the last nights, biggest first (top ten)
+  mbox-changes-nightly   an mbox over MBOX_MIN bytes stored anew every night (the whole mailbox)
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from pathlib import Path
 
 from rescue.backups.dirvish import parse_config
 
+MBOX_MIN = 10 << 20  # an mbox above this, re-copied whole each night, is worth a finding
+TOP = 10
 ROTATED = re.compile(r".+\.\d+(\.(gz|xz|bz2|zst|lz4))?")
 
 
@@ -173,4 +177,63 @@ def dirvish_findings(master: Path | None, bank: Path) -> list[Finding]:
                 evidence=f"rsync-option: {' '.join(options) or '(none)'} ({conf_path}, master.conf)",
                 fix="add to the vault's default.conf: rsync-option: with --xattrs and --acls, one per line",
             ))
+    return out
+
+
+# --------------------------------------------------------------------------- nightly changers
+
+
+@dataclass(frozen=True)
+class Changer:
+    path: str  # inside the image's tree, e.g. var/lib/db/main.db
+    bytes: int  # allocated in the newest image
+
+
+def nightly_changers(images: Sequence[Path]) -> list[Changer]:
+    """Files that have a new inode at the same path in each of `images` (oldest
+    first, each hard-linked against the one before): one walk of the newest
+    tree, then one lstat per file and older image. Biggest first."""
+    if len(images) < 2:
+        return []
+    newest = images[-1] / "tree"
+    out = []
+    for dirpath, _dirs, files in os.walk(newest):
+        for name in files:
+            path = Path(dirpath) / name
+            rel = path.relative_to(newest)
+            try:
+                sts = [os.lstat(path)]
+                for image in reversed(images[:-1]):
+                    sts.append(os.lstat(image / "tree" / rel))
+            except OSError:
+                continue  # missing on some night: not a nightly changer
+            if len({(st.st_dev, st.st_ino) for st in sts}) == len(sts):
+                out.append(Changer(path=str(rel), bytes=sts[0].st_blocks * 512))
+    return sorted(out, key=lambda c: (-c.bytes, c.path))
+
+
+def changer_findings(vault: str, images: Sequence[Path]) -> list[Finding]:
+    changers = nightly_changers(images)
+    if not changers:
+        return []
+    nights = len(images) - 1
+    out = []
+    for c in changers:
+        if re.match(r"var/(spool/)?mail/[^/]+$", c.path) and c.bytes >= MBOX_MIN:
+            out.append(Finding(
+                code="mbox-changes-nightly",
+                what=f"vault {vault}: the mbox /{c.path} is stored whole again every night",
+                evidence=f"a new copy in each of the last {nights} nights, {c.bytes} bytes now",
+                fix="move the mailbox to Maildir (one file per message: only new mail is stored), or archive it",
+                cost_bytes=c.bytes,
+            ))
+    top = changers[:TOP]
+    out.append(Finding(
+        code="changes-every-night",
+        what=f"vault {vault}: {len(changers)} file(s) stored anew on each of the last {nights} nights",
+        evidence="; ".join(f"/{c.path} {c.bytes} bytes" for c in top),
+        fix="exclude what need not be kept (caches, dumps that are made again), or back up a database's dump "
+            "instead of its live files",
+        cost_bytes=sum(c.bytes for c in changers),
+    ))
     return out

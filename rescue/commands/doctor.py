@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rescue.backups import find_backups
 from rescue.backups.dirvish import banks_from_master, shown
-from rescue.backups.doctor import Finding, dirvish_findings, logrotate_findings, updatedb_findings
+from rescue.backups.doctor import Finding, changer_findings, dirvish_findings, logrotate_findings, updatedb_findings
 from rescue.backups.health import reference_of
 from rescue.errors import Exit
 from rescue.jsonform import to_json
@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bank", action="append", type=Path, default=[], metavar="DIR",
                    help="a dirvish bank; default: the banks of ROOT/etc/dirvish/master.conf")
     p.add_argument("--config", type=Path, metavar="FILE", help="dirvish's master.conf (default ROOT/etc/dirvish/master.conf)")
+    p.add_argument("--nights", type=int, default=3, metavar="N",
+                   help="a file that changes every night is one stored anew on each of the last N nights (3)")
     p.add_argument("--json", action="store_true", help="print JSON (stable, versioned)")
 
 
@@ -50,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
                 newest = usable[-1].path
                 reference = reference_of(newest)
     findings += logrotate_findings(args.root, newest, reference)
+    if banks:
+        for v in backups.vaults:
+            last = [i.path for i in v.images if i.usable][-(args.nights + 1):]
+            findings += changer_findings(v.name, last)
     for bank in banks:
         findings += dirvish_findings(master_found, bank)
     if args.json:

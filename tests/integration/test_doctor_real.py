@@ -39,6 +39,22 @@ def machine(root: Path, bank: Path, *, clean: bool) -> None:
     prune = "/var/spool /media" + (f" {bank}" if clean else "")
     (root / "etc" / "updatedb.conf").write_text(f'PRUNE_BIND_MOUNTS="yes"\nPRUNEPATHS="{prune}"\n')
     (root / "var" / "log" / "syslog").write_bytes(b"0" * 30_000)
+    if not clean:
+        (root / "var" / "lib" / "db").mkdir(parents=True)
+        (root / "var" / "mail").mkdir()
+        (root / "var" / "lib" / "db" / "main.db").write_bytes(b"d" * 200_000)
+        (root / "var" / "mail" / "root").write_bytes(b"m" * (11 << 20))
+        (root / "etc" / "hostname").write_text("unchanged\n")
+
+
+def nightly_changes(root: Path, night: int) -> None:
+    """A database rewritten in place and an mbox that grows: new inodes in the bank each night."""
+    db, mbox = root / "var" / "lib" / "db" / "main.db", root / "var" / "mail" / "root"
+    db.write_bytes(bytes([night]) * 200_000)
+    with open(mbox, "ab") as f:
+        f.write(b"From someone\n" * 1000)
+    for p in (db, mbox):
+        os.utime(p, (1_780_000_000 + night * 86400,) * 2)
 
 
 def test_doctor_finds_each_problem_with_its_cost(tmp_path, capsys):
@@ -52,12 +68,14 @@ def test_doctor_finds_each_problem_with_its_cost(tmp_path, capsys):
     dirvish(conf, "--vault", "root", "--init", "--image", "2026-1124-0300")
     for night, name in ((1, "2026-1125-0300"), (2, "2026-1126-0300")):
         rotate(root / "var" / "log" / "syslog", night)
+        nightly_changes(root, night)
         dirvish(conf, "--vault", "root", "--image", name)
 
     assert main(["doctor", "--root", str(root), "--bank", str(bank), "--config", str(conf / "master.conf"),
-                 "--json"]) == FINDINGS
+                 "--nights", "2", "--json"]) == FINDINGS
     found = {f["code"]: f for f in json.loads(capsys.readouterr().out)["findings"]}
-    assert set(found) == {"updatedb-indexes-bank", "logrotate-no-dateext", "no-capture-hook", "no-xattrs-acls"}
+    assert set(found) == {"updatedb-indexes-bank", "logrotate-no-dateext", "no-capture-hook", "no-xattrs-acls",
+                          "changes-every-night", "mbox-changes-nightly"}
     assert str(bank) in found["updatedb-indexes-bank"]["what"]
     assert 'PRUNEPATHS="/var/spool /media"' in found["updatedb-indexes-bank"]["evidence"]
     # the third night renamed syslog.1 -> syslog.2 and syslog -> syslog.1: both stored anew, 30,000 bytes each
@@ -67,6 +85,16 @@ def test_doctor_finds_each_problem_with_its_cost(tmp_path, capsys):
     assert "2 rotated log(s)" in found["logrotate-no-dateext"]["evidence"]
     assert "vault root" in found["no-capture-hook"]["what"]
     assert "xattrs and ACLs" in found["no-xattrs-acls"]["what"]
+
+    newest = bank / "root" / "2026-1126-0300" / "tree"
+    size = {n: (newest / n).lstat().st_blocks * 512 for n in ("var/mail/root", "var/lib/db/main.db", "var/log/syslog")}
+    changers = found["changes-every-night"]
+    # biggest first; the unchanged hostname and the rotated syslog.2 (new only last night) are not there
+    assert changers["evidence"] == "; ".join(f"/{n} {size[n]} bytes" for n in
+                                             ("var/mail/root", "var/lib/db/main.db", "var/log/syslog"))
+    assert "3 file(s)" in changers["what"] and changers["cost_bytes"] == sum(size.values())
+    assert found["mbox-changes-nightly"]["cost_bytes"] == size["var/mail/root"]
+    assert "/var/mail/root" in found["mbox-changes-nightly"]["what"]
 
     assert main(["doctor", "--root", str(root), "--bank", str(bank), "--config", str(conf / "master.conf")]) \
         == FINDINGS
