@@ -13,10 +13,13 @@ Findings made so far (issue 20, first part):
   no-xattrs-acls         a vault's rsync options keep neither xattrs nor ACLs
   changes-every-night    the files stored anew on each of the last nights, biggest first (top ten)
   mbox-changes-nightly   an mbox over MBOX_MIN bytes stored anew every night (the whole mailbox)
+  expire-not-running     images still in the bank past the Expire: date dirvish wrote in their summary
+  never-expire           no expire-default or expire-rule, and the images say Expire: Never
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import shlex
@@ -236,4 +239,53 @@ def changer_findings(vault: str, images: Sequence[Path]) -> list[Finding]:
             "instead of its live files",
         cost_bytes=sum(c.bytes for c in changers),
     ))
+    return out
+
+
+# --------------------------------------------------------------------------- dirvish-expire
+
+
+def _expiry(image: Path) -> str | None:
+    """The summary's Expire: value ('+15 days == 2026-12-10 03:00:00' or 'Never')."""
+    text = _read(image / "summary") or ""
+    m = re.search(r"^Expire: (.*)$", text, re.M)
+    return m.group(1).strip() if m else None
+
+
+def expire_findings(master: Path | None, bank: Path, now: dt.datetime | None = None) -> list[Finding]:
+    now = now or dt.datetime.now()
+    mconf = parse_config(_read(master) or "") if master is not None else {}
+    overdue: list[tuple[str, str]] = []
+    never: list[str] = []
+    rules = bool(mconf.get("expire-default") or mconf.get("expire-rule"))
+    for conf_path in sorted(bank.glob("*/dirvish/default.conf")):
+        vconf = parse_config(_read(conf_path) or "")
+        rules = rules or bool(vconf.get("expire-default") or vconf.get("expire-rule") or vconf.get("expire"))
+    for summary in sorted(bank.glob("*/*/summary")):
+        image = summary.parent
+        value = _expiry(image)
+        if value is None:
+            continue
+        if value.lower() == "never":
+            never.append(f"{image.parent.name}/{image.name}")
+            continue
+        m = re.search(r"== (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", value)
+        if m and dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S") < now:
+            overdue.append((f"{image.parent.name}/{image.name}", m.group(1)))
+    out = []
+    if overdue:
+        oldest = min(overdue, key=lambda x: x[1])
+        out.append(Finding(
+            code="expire-not-running",
+            what=f"bank {bank}: {len(overdue)} image(s) kept past their expiry: dirvish-expire does not run",
+            evidence=f"{oldest[0]} expired on {oldest[1]} (its summary's Expire:)",
+            fix="run dirvish-expire nightly before dirvish-runall (Debian's /etc/cron.d/dirvish does)",
+        ))
+    if never and not rules:
+        out.append(Finding(
+            code="never-expire",
+            what=f"bank {bank}: images never expire, so the bank only grows",
+            evidence=f"{len(never)} image(s) say Expire: Never, e.g. {never[-1]}; no expire-default or expire-rule",
+            fix="add 'expire-default: +30 days' (and expire-rule lines to keep monthlies) to master.conf",
+        ))
     return out

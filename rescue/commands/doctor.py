@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rescue.backups import find_backups
 from rescue.backups.dirvish import banks_from_master, shown
-from rescue.backups.doctor import Finding, changer_findings, dirvish_findings, logrotate_findings, updatedb_findings
+from rescue.backups.doctor import Finding, changer_findings, dirvish_findings, expire_findings, logrotate_findings, updatedb_findings
 from rescue.backups.health import reference_of
 from rescue.errors import Exit
 from rescue.jsonform import to_json
@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
             findings += changer_findings(v.name, last)
     for bank in banks:
         findings += dirvish_findings(master_found, bank)
+        findings += expire_findings(master_found, bank)
     if args.json:
         json.dump({"version": JSON_VERSION, "findings": [to_json(f) for f in findings]}, sys.stdout, indent=2)
         sys.stdout.write("\n")

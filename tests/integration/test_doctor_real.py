@@ -71,11 +71,19 @@ def test_doctor_finds_each_problem_with_its_cost(tmp_path, capsys):
         nightly_changes(root, night)
         dirvish(conf, "--vault", "root", "--image", name)
 
+    # no expire rule: dirvish wrote Expire: Never; one image's summary is set to an expiry long past
+    first = bank / "root" / "2026-1124-0300" / "summary"
+    assert "Expire: Never" in first.read_text()
+    first.write_text(first.read_text().replace("Expire: Never", "Expire: +15 days == 2026-11-09 03:00:00"))
+
     assert main(["doctor", "--root", str(root), "--bank", str(bank), "--config", str(conf / "master.conf"),
                  "--nights", "2", "--json"]) == FINDINGS
     found = {f["code"]: f for f in json.loads(capsys.readouterr().out)["findings"]}
     assert set(found) == {"updatedb-indexes-bank", "logrotate-no-dateext", "no-capture-hook", "no-xattrs-acls",
-                          "changes-every-night", "mbox-changes-nightly"}
+                          "changes-every-night", "mbox-changes-nightly", "expire-not-running", "never-expire"}
+    assert found["expire-not-running"]["evidence"] == "root/2026-1124-0300 expired on 2026-11-09 03:00:00 " \
+        "(its summary's Expire:)"
+    assert "2 image(s) say Expire: Never" in found["never-expire"]["evidence"]
     assert str(bank) in found["updatedb-indexes-bank"]["what"]
     assert 'PRUNEPATHS="/var/spool /media"' in found["updatedb-indexes-bank"]["evidence"]
     # the third night renamed syslog.1 -> syslog.2 and syslog -> syslog.1: both stored anew, 30,000 bytes each
@@ -106,7 +114,8 @@ def test_a_clean_machine_gives_no_finding(tmp_path, capsys):
     root, bank, conf = tmp_path / "machine", tmp_path / "bank", tmp_path / "conf"
     machine(root, bank, clean=True)
     conf.mkdir()
-    (conf / "master.conf").write_text(f"bank:\n\t{bank}\npost-server: /usr/bin/rescue capture\n")
+    (conf / "master.conf").write_text(f"bank:\n\t{bank}\npost-server: /usr/bin/rescue capture\n"
+                                      "expire-default: +30 days\n")
     (bank / "root" / "dirvish").mkdir(parents=True)
     (bank / "root" / "dirvish" / "default.conf").write_text(
         f"client: {socket.gethostname()}\ntree: {root}\nrsync-option:\n\t--xattrs\n\t-A\n")
