@@ -174,13 +174,23 @@ def read_added(image: Image) -> Added | None:
 
 
 @dataclass(frozen=True)
+class ImageAdded:
+    """What one image of that night added (from its rescue/added.json)."""
+
+    vault: str
+    image: str
+    bytes: int
+    inodes: int
+
+
+@dataclass(frozen=True)
 class Night:
     """One night of a bank: what its images added, summed over the vaults."""
 
     date: str  # YYYY-MM-DD
     bytes: int
     inodes: int
-    images: int
+    images: tuple[ImageAdded, ...]
 
 
 @dataclass(frozen=True)
@@ -243,17 +253,16 @@ def bank_health(bank: Path, vaults: Sequence[Vault], window: int = GROWTH_NIGHTS
     nights: list[Night] = []
     unmeasured = 0
     for date in sorted(by_night)[-window:]:
-        b = n = counted = 0
+        measured: list[ImageAdded] = []
         for image in by_night[date]:
             added = read_added(image)
             if added is None:
                 unmeasured += 1
                 continue
-            b += added.bytes
-            n += added.inodes
-            counted += 1
-        if counted:
-            nights.append(Night(date=date, bytes=b, inodes=n, images=counted))
+            measured.append(ImageAdded(vault=image.vault, image=image.name, bytes=added.bytes, inodes=added.inodes))
+        if measured:
+            nights.append(Night(date=date, bytes=sum(x.bytes for x in measured),
+                                inodes=sum(x.inodes for x in measured), images=tuple(measured)))
     # the very first night holds whole machines, not one night's growth
     grown = [x for x in nights if not _first_night(x, vaults)] or []
     growth_b = sum(x.bytes for x in grown) // len(grown) if grown else None

@@ -82,6 +82,9 @@ def test_health_and_check_over_three_real_nights(tmp_path, capsys):
         per_night = [sum(added(bank.image_dir(v, n))["bytes"] for v, _ in bank.vaults) for n in names]
         assert [n["bytes"] for n in b["nights"]] == per_night
         assert b["growth_bytes"] == (per_night[1] + per_night[2]) // 2
+        last = {(x["vault"], x["image"]): x for x in b["nights"][2]["images"]}
+        assert last[(vault, names[2])]["bytes"] == a3["bytes"] and last[(vault, names[2])]["inodes"] == a3["inodes"]
+        assert len(last) == len(bank.vaults)
         fs = os.statvfs(bank.bank)
         assert b["size"] == fs.f_blocks * fs.f_frsize and b["inodes"] == fs.f_files
         assert b["unmeasured"] == 0 and b["nights_left"] > 0
