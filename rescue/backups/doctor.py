@@ -15,6 +15,8 @@ Findings made so far (issue 20, first part):
   mbox-changes-nightly   an mbox over MBOX_MIN bytes stored anew every night (the whole mailbox)
   expire-not-running     images still in the bank past the Expire: date dirvish wrote in their summary
   never-expire           no expire-default or expire-rule, and the images say Expire: Never
+  no-disklabel           the backup filesystem holding the bank has no DISKLABEL file (which disk is this?)
+  mount-not-backed-up    a mount point of the captured layout that no vault holds (xdev stops at it)
 """
 
 from __future__ import annotations
@@ -289,3 +291,39 @@ def expire_findings(master: Path | None, bank: Path, now: dt.datetime | None = N
             fix="add 'expire-default: +30 days' (and expire-rule lines to keep monthlies) to master.conf",
         ))
     return out
+
+
+# --------------------------------------------------------------------------- the backup disk
+
+
+def mount_top(path: Path) -> Path:
+    """The mount point of the filesystem holding path."""
+    p = path.resolve()
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def disklabel_findings(bank: Path) -> list[Finding]:
+    """The nightly job logs which backup disk was in the cage from its DISKLABEL file."""
+    top = mount_top(bank)
+    if (top / "DISKLABEL").is_file():
+        return []
+    return [Finding(
+        code="no-disklabel",
+        what=f"bank {bank}: its backup filesystem ({top}) has no DISKLABEL file",
+        evidence=f"{top / 'DISKLABEL'} does not exist",
+        fix=f"write the disk's name into {top / 'DISKLABEL'} (rescue prepare-disk does), so the drive log "
+            "tells which disk holds which nights",
+    )]
+
+
+def unheld_findings(client: str, unheld: Sequence[str]) -> list[Finding]:
+    if not unheld:
+        return []
+    return [Finding(
+        code="mount-not-backed-up",
+        what=f"machine {client}: {len(unheld)} mount point(s) of its captured layout are in no vault",
+        evidence=f"mount points without a vault: {', '.join(unheld)} (a vault with xdev stops at a mount point)",
+        fix="add a vault for each (dirvish: tree: MOUNTPOINT), or drop xdev where that is meant",
+    )]

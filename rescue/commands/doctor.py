@@ -9,8 +9,11 @@ from pathlib import Path
 
 from rescue.backups import find_backups
 from rescue.backups.dirvish import banks_from_master, shown
-from rescue.backups.doctor import Finding, changer_findings, dirvish_findings, expire_findings, logrotate_findings, updatedb_findings
-from rescue.backups.health import reference_of
+from rescue.backups.doctor import (
+    Finding, changer_findings, dirvish_findings, disklabel_findings, expire_findings, logrotate_findings,
+    unheld_findings, updatedb_findings,
+)
+from rescue.backups.health import machine_health, reference_of
 from rescue.errors import Exit
 from rescue.jsonform import to_json
 
@@ -56,9 +59,12 @@ def run(args: argparse.Namespace) -> int:
         for v in backups.vaults:
             last = [i.path for i in v.images if i.usable][-(args.nights + 1):]
             findings += changer_findings(v.name, last)
+        for m in backups.machines:
+            findings += unheld_findings(m.client, machine_health(m).unheld)
     for bank in banks:
         findings += dirvish_findings(master_found, bank)
         findings += expire_findings(master_found, bank)
+        findings += disklabel_findings(bank)
     if args.json:
         json.dump({"version": JSON_VERSION, "findings": [to_json(f) for f in findings]}, sys.stdout, indent=2)
         sys.stdout.write("\n")

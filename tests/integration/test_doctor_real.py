@@ -16,6 +16,7 @@ from pathlib import Path
 from rescue.cli import main
 from rescue.commands.doctor import FINDINGS
 from rescue.errors import Exit
+from rescue.run import run
 
 from test_backups_real import dirvish  # noqa: E402  (tests/integration is on sys.path)
 
@@ -80,7 +81,7 @@ def test_doctor_finds_each_problem_with_its_cost(tmp_path, capsys):
                  "--nights", "2", "--json"]) == FINDINGS
     found = {f["code"]: f for f in json.loads(capsys.readouterr().out)["findings"]}
     assert set(found) == {"updatedb-indexes-bank", "logrotate-no-dateext", "no-capture-hook", "no-xattrs-acls",
-                          "changes-every-night", "mbox-changes-nightly", "expire-not-running", "never-expire"}
+                          "changes-every-night", "mbox-changes-nightly", "expire-not-running", "never-expire", "no-disklabel"}
     assert found["expire-not-running"]["evidence"] == "root/2026-1124-0300 expired on 2026-11-09 03:00:00 " \
         "(its summary's Expire:)"
     assert "2 image(s) say Expire: Never" in found["never-expire"]["evidence"]
@@ -111,7 +112,19 @@ def test_doctor_finds_each_problem_with_its_cost(tmp_path, capsys):
 
 
 def test_a_clean_machine_gives_no_finding(tmp_path, capsys):
-    root, bank, conf = tmp_path / "machine", tmp_path / "bank", tmp_path / "conf"
+    """The bank lies on a backup filesystem of its own (a tmpfs here) with its DISKLABEL."""
+    disk = tmp_path / "backup"
+    disk.mkdir()
+    run(["mount", "-t", "tmpfs", "-o", "size=16m", "rescue-test-backup", str(disk)])
+    try:
+        (disk / "DISKLABEL").write_text("BACKUP-1\n")
+        clean_machine(tmp_path, disk / "dirvish", capsys)
+    finally:
+        run(["umount", str(disk)])
+
+
+def clean_machine(tmp_path, bank, capsys):
+    root, conf = tmp_path / "machine", tmp_path / "conf"
     machine(root, bank, clean=True)
     conf.mkdir()
     (conf / "master.conf").write_text(f"bank:\n\t{bank}\npost-server: /usr/bin/rescue capture\n"

@@ -41,3 +41,12 @@ def test_dateext_anywhere_at_the_start_of_a_line(tmp_path: Path):
     assert [f.code for f in logrotate_findings(tmp_path)] == ["logrotate-no-dateext"]
     conf.write_text("weekly\ndateext\n")
     assert logrotate_findings(tmp_path) == []
+
+
+def test_mount_points_in_no_vault_are_a_finding():
+    from rescue.backups.doctor import unheld_findings
+
+    assert unheld_findings("web", ()) == []
+    [f] = unheld_findings("web", ("/home", "/var"))
+    assert f.code == "mount-not-backed-up" and "machine web: 2 mount point(s)" in f.what
+    assert "/home, /var" in f.evidence
