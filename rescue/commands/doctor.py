@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the machine's root: / for this machine, or where another system is mounted")
     p.add_argument("--bank", action="append", type=Path, default=[], metavar="DIR",
                    help="a dirvish bank; default: the banks of ROOT/etc/dirvish/master.conf")
-    p.add_argument("--config", type=Path, metavar="FILE", help="dirvish's master.conf (default ROOT/etc/dirvish/master.conf)")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="dirvish's master.conf (default ROOT/etc/dirvish/master.conf)")
     p.add_argument("--nights", type=int, default=3, metavar="N",
                    help="a file that changes every night is one stored anew on each of the last N nights (3)")
     p.add_argument("--json", action="store_true", help="print JSON (stable, versioned)")

@@ -170,7 +170,8 @@ def health_text(banks: list[health.BankHealth], machines: list[health.MachineHea
                      f"{human_size(b.used)} used ({b.used_percent:.1f}%), {human_size(b.free)} free; "
                      f"inodes {b.inodes_used} used ({b.inodes_used_percent:.1f}%), {b.inodes_free} free")
         for n in b.nights:
-            lines.append(f"    {n.date}  added {human_size(n.bytes):>9}  {n.inodes:>9} inodes  ({len(n.images)} image(s))")
+            lines.append(f"    {n.date}  added {human_size(n.bytes):>9}  {n.inodes:>9} inodes  "
+                         f"({len(n.images)} image(s))")
         if b.growth_bytes is None:
             lines.append("  growth per night: unknown (no measured night after the first; "
                          "rescue list --health --measure)")

@@ -96,7 +96,8 @@ def test_doctor_finds_each_problem_with_its_cost(tmp_path, capsys):
     assert "xattrs and ACLs" in found["no-xattrs-acls"]["what"]
 
     newest = bank / "root" / "2026-1126-0300" / "tree"
-    size = {n: (newest / n).lstat().st_blocks * 512 for n in ("var/mail/root", "var/lib/db/main.db", "var/log/syslog")}
+    size = {n: (newest / n).lstat().st_blocks * 512
+            for n in ("var/mail/root", "var/lib/db/main.db", "var/log/syslog")}
     changers = found["changes-every-night"]
     # biggest first; the unchanged hostname and the rotated syslog.2 (new only last night) are not there
     assert changers["evidence"] == "; ".join(f"/{n} {size[n]} bytes" for n in
