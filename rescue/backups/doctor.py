@@ -61,23 +61,28 @@ def _under(root: Path, path: str) -> Path:
 
 
 def updatedb_findings(root: Path, banks: Sequence[str]) -> list[Finding]:
-    """A locate database built nightly over the bank walks millions of hard-linked files."""
+    """A locate database built nightly over the bank walks millions of hard-linked files.
+
+    A bank is left alone when PRUNEPATHS holds it or a folder above it, or
+    PRUNEFS holds the type of the filesystem it lies on."""
     conf = _under(root, "/etc/updatedb.conf")
     text = _read(conf)
     has_updatedb = any(_under(root, p).exists() for p in ("/usr/bin/updatedb", "/usr/sbin/updatedb"))
     if text is None and not has_updatedb:
         return []
-    prune: list[str] = []
-    line_seen = ""
+    settings: dict[str, tuple[list[str], str]] = {}
     for line in (text or "").splitlines():
-        m = re.match(r"\s*PRUNEPATHS\s*=\s*\"?([^\"]*)\"?", line)
+        m = re.match(r"\s*(PRUNEPATHS|PRUNEFS)\s*=\s*\"?([^\"]*)\"?", line)
         if m:
-            prune = m.group(1).split()
-            line_seen = line.strip()
+            settings[m.group(1)] = (m.group(2).split(), line.strip())
+    prune, line_seen = settings.get("PRUNEPATHS", ([], ""))
+    prunefs = {t.lower() for t in settings.get("PRUNEFS", ([], ""))[0]}
     out = []
     for bank in banks:
         b = bank.rstrip("/") or "/"
         if any(b == p.rstrip("/") or b.startswith(p.rstrip("/") + "/") for p in prune):
+            continue
+        if prunefs and fstype_of(Path(bank)).lower() in prunefs:
             continue
         evidence = f"{conf}: {line_seen}" if line_seen else f"{conf}: no PRUNEPATHS" if text else "no updatedb.conf"
         out.append(Finding(
@@ -87,6 +92,21 @@ def updatedb_findings(root: Path, banks: Sequence[str]) -> list[Finding]:
             fix=f'add {bank} to PRUNEPATHS in /etc/updatedb.conf (PRUNEPATHS="... {bank}")',
         ))
     return out
+
+
+def fstype_of(path: Path) -> str:
+    """The type of the filesystem path lies on (/proc/self/mounts), '' when unknown."""
+    try:
+        top = str(mount_top(path))
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    kind = ""
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 2 and fields[1].replace("\\040", " ") == top:
+            kind = fields[2]  # the last mount on a point is the one seen
+    return kind
 
 
 # --------------------------------------------------------------------------- logrotate

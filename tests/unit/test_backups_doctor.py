@@ -50,3 +50,15 @@ def test_mount_points_in_no_vault_are_a_finding():
     [f] = unheld_findings("web", ("/home", "/var"))
     assert f.code == "mount-not-backed-up" and "machine web: 2 mount point(s)" in f.what
     assert "/home, /var" in f.evidence
+
+
+def test_prunefs_of_the_banks_filesystem_type_leaves_it_alone(tmp_path: Path):
+    from rescue.backups.doctor import fstype_of
+
+    kind = fstype_of(tmp_path)
+    assert kind, "the filesystem of a test folder has a type in /proc/self/mounts"
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "updatedb.conf").write_text(f'PRUNEFS="nfs {kind.upper()}"\nPRUNEPATHS="/tmp"\n')
+    assert updatedb_findings(tmp_path, [str(tmp_path / "bank")]) == []
+    (tmp_path / "etc" / "updatedb.conf").write_text('PRUNEFS="nfs"\nPRUNEPATHS="/srv"\n')
+    assert [f.code for f in updatedb_findings(tmp_path, [str(tmp_path / "bank")])] == ["updatedb-indexes-bank"]
