@@ -1,4 +1,4 @@
-"""Benchmark: `rescue list` over a bank of 1,000 images, beside `ls -R` of it.
+"""Benchmark: `rescue list` and `rescue list --health` over a bank of 1,000 images, beside `ls -R` and `du`.
 
 Builds a bank of VAULTS x IMAGES dirvish images in a tmp dir (each with a
 real-looking summary, a log ending in rsync statistics, and a small tree),
@@ -6,9 +6,14 @@ then times in the same run:
   - `rescue list --bank` in-process (what the wizard pays),
   - `rescue list --bank` as a subprocess (what a person at the shell pays,
     Python start-up included),
+  - `rescue list --health --bank` the same two ways (each image has the
+    rescue/added.json the capture hook writes; only the last nights' are read),
   - `ls -R --ignore=tree` of the same bank: every vault and image folder, no
-    tree contents.
-Goal: rescue list under one second.
+    tree contents,
+  - `du -s` of the bank: what an admin runs by hand to learn how big a bank
+    is (it walks every tree; here the trees are tiny, on a real bank it takes
+    hours).
+Goal: rescue list and rescue list --health under one second.
 
     .venv/bin/python bench/bench_list.py [--vaults 10] [--images 100] [--keep DIR]
 """
@@ -26,6 +31,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import rescue
 from rescue.cli import main
 from rescue.run import run
 
@@ -87,15 +93,17 @@ def make_bank(bank: Path, vaults: int, images: int) -> int:
                 status=status))
             (d / "log").write_text(LOG.format(changed="\n".join(f"etc/file{k}" for k in range(50)),
                                               size=10_000_000_000 + i * 1_000_000))
+            (d / "rescue").mkdir()
             if i % 2 == 0:
-                (d / "rescue").mkdir()
                 (d / "rescue" / "layout.json").write_text("{}")
+            (d / "rescue" / "added.json").write_text(
+                f'{{"version": 1, "bytes": {40_000_000 + i * 1000}, "inodes": {900 + i}, "reference": null}}\n')
             previous = name
             count += 1
     return count
 
 
-def time_in_process(bank: Path, repeat: int) -> tuple[float, float, str]:
+def time_in_process(bank: Path, repeat: int, extra: tuple[str, ...] = ()) -> tuple[float, float, str]:
     """Best wall and CPU seconds of `rescue list` in this process.
 
     The bank was just written, so it is in the page cache for both tools alike.
@@ -106,7 +114,7 @@ def time_in_process(bank: Path, repeat: int) -> tuple[float, float, str]:
         buf = io.StringIO()
         t, c = time.perf_counter(), time.process_time()
         with contextlib.redirect_stdout(buf):
-            rc = main(["list", "--bank", str(bank)])
+            rc = main(["list", "--bank", str(bank), *extra])
         best = min(best, time.perf_counter() - t)
         cpu_best = min(cpu_best, time.process_time() - c)
         assert rc == 0, rc
@@ -115,12 +123,16 @@ def time_in_process(bank: Path, repeat: int) -> tuple[float, float, str]:
 
 
 def time_command(argv: list[str], repeat: int) -> tuple[float, float]:
-    """Best wall and CPU (user + system of the child) seconds of a command."""
+    """Best wall and CPU (user + system of the child) seconds of a command.
+
+    The child imports the same rescue as this process (the gateway's fixed
+    environment would otherwise drop PYTHONPATH and time another checkout)."""
+    env = {"PYTHONPATH": str(Path(rescue.__file__).parents[1])}
     best = cpu_best = float("inf")
     for _ in range(repeat):
         before = os.times()
         t = time.perf_counter()
-        run(argv)
+        run(argv, env=env)
         best = min(best, time.perf_counter() - t)
         after = os.times()
         cpu_best = min(cpu_best, (after.children_user - before.children_user)
@@ -145,22 +157,32 @@ def main_bench(argv: list[str] | None = None) -> int:
         rows = sum(1 for line in out.splitlines() if "-0300 " in line)
         assert rows == n, f"rescue list showed {rows} images, expected {n}"
         sub, sub_cpu = time_command([sys.executable, "-m", "rescue", "list", "--bank", str(bank)], args.repeat)
+        h_in, h_in_cpu, h_out = time_in_process(bank, args.repeat, ("--health",))
+        assert "growth per night: " in h_out and "nights left: " in h_out, h_out[:500]
+        assert "not measured" not in h_out, "the bench bank's images all carry added.json"
+        h_sub, h_sub_cpu = time_command(
+            [sys.executable, "-m", "rescue", "list", "--health", "--bank", str(bank)], args.repeat)
         ls, ls_cpu = time_command(["ls", "-R", "--ignore=tree", str(bank)], args.repeat)
+        du, du_cpu = time_command(["du", "-s", str(bank)], args.repeat)
         print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (best of {args.repeat})")
         print(f"{'':27}{'wall':>8}{'cpu':>8}")
         print(f"rescue list (in-process):  {inproc:7.3f}s {inproc_cpu:6.3f}s")
         print(f"rescue list (subprocess):  {sub:7.3f}s {sub_cpu:6.3f}s")
+        print(f"list --health (in-proc):   {h_in:7.3f}s {h_in_cpu:6.3f}s")
+        print(f"list --health (subproc):   {h_sub:7.3f}s {h_sub_cpu:6.3f}s")
         print(f"ls -R --ignore=tree:       {ls:7.3f}s {ls_cpu:6.3f}s")
+        print(f"du -s (tiny trees):        {du:7.3f}s {du_cpu:6.3f}s")
         print(f"ratio in-process / ls:     {inproc / ls:7.1f}x")
         print(f"ratio subprocess / ls:     {sub / ls:7.1f}x")
-        if sub < 1.0:
-            verdict = "met"
-        elif sub_cpu < 1.0:
-            verdict = "met in CPU time; the wall time is stretched by other work on this machine"
-        else:
-            verdict = "MISSED"
-        print(f"goal (rescue list under 1 s, as a subprocess): {verdict}")
-        return 0 if sub_cpu < 1.0 else 1
+        for what, wall, cpu in (("rescue list", sub, sub_cpu), ("rescue list --health", h_sub, h_sub_cpu)):
+            if wall < 1.0:
+                verdict = "met"
+            elif cpu < 1.0:
+                verdict = "met in CPU time; the wall time is stretched by other work on this machine"
+            else:
+                verdict = "MISSED"
+            print(f"goal ({what} under 1 s, as a subprocess): {verdict}")
+        return 0 if max(sub_cpu, h_sub_cpu) < 1.0 else 1
     finally:
         if args.keep is None:
             shutil.rmtree(tmp, ignore_errors=True)

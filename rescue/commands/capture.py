@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from rescue.backups.health import record_added
 from rescue.capture import capture, hook_env, is_local, write_capture
 from rescue.capture.probe import SshRunner
 from rescue.errors import Exit, RescueError
@@ -66,4 +67,19 @@ def run(args: argparse.Namespace) -> int:
     write_capture(dest, layout, raw)
     fs = sum(1 for f in layout.filesystems if f.fstype != "swap")
     print(f"rescue capture: wrote {dest} ({len(layout.disks)} disk(s), {fs} filesystem(s), {len(layout.swaps)} swap)")
+    if env is not None:
+        _measure(env.image_dir)
     return int(Exit.OK)
+
+
+def _measure(image_dir: Path) -> None:
+    """What this image added to the bank, kept in rescue/added.json for `rescue list --health`.
+
+    Done after the layout is written; a failure here is a note, never a failed capture."""
+    try:
+        added = record_added(image_dir)
+    except Exception as e:  # noqa: BLE001 - the layout is what matters; the measure is a bonus
+        print(f"rescue capture: note: what this image added was not measured ({e})", file=sys.stderr)
+        return
+    print(f"rescue capture: this image added {added.bytes} bytes, {added.inodes} inodes "
+          f"(against {added.reference or 'nothing: first image'})")

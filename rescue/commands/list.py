@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from rescue.backups import health
 from rescue.backups import Backups, Image, ImageStatus, Machine, Vault, choose_image, find_backups
 from rescue.backups.discover import date_limit
 from rescue.backups.dirvish import printable, shown
@@ -30,6 +31,8 @@ DESCRIPTION = (
     "use. Without --bank, --rsnapshot or --tree, the banks of /etc/dirvish/master.conf are read."
 )
 JSON_VERSION = 1
+CHECK_PROBLEMS = 8  # --check: some bank or machine misses a threshold (0: all well, 2: usage)
+DEFAULT_LIMITS = health.Limits(max_age_days=2.0, min_nights=14.0, max_used_percent=90.0)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,12 +50,54 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", action="store_true",
                    help="add up the tree's file sizes where the image's log has no rsync statistics (slow)")
     p.add_argument("--json", action="store_true", help="print JSON (stable, versioned) instead of text")
+    p.add_argument("--health", action="store_true",
+                   help="per bank: how full (bytes, inodes), growth per night, nights left; per machine: "
+                        "age of the newest good image, failed images, layout, mount points no vault holds")
+    p.add_argument("--measure", action="store_true",
+                   help="with --health: measure the last images that lack rescue/added.json and write it "
+                        "(one walk per image; this WRITES into the bank)")
+    p.add_argument("--check", action="store_true",
+                   help=f"for cron or monitoring: exit 0 when all is well, else {CHECK_PROBLEMS} with one line "
+                        "per problem (thresholds default to --max-age 2d --min-nights 14 --max-used 90%%)")
+    p.add_argument("--max-age", type=_days, default=None, metavar="AGE",
+                   help="--check: the newest usable image of each machine is at most AGE old (2d, 36h)")
+    p.add_argument("--min-nights", type=float, default=None, metavar="N",
+                   help="--check: each bank has room for at least N more nights at its growth")
+    p.add_argument("--max-used", type=_percent, default=None, metavar="PCT",
+                   help="--check: each bank's bytes and inodes are at most PCT used (90%%)")
+
+
+def _days(text: str) -> float:
+    """2d, 36h, 90m or a plain number of days."""
+    t = text.strip().lower()
+    unit = {"d": 1.0, "h": 1 / 24, "m": 1 / 1440}.get(t[-1:], None)
+    try:
+        return float(t[:-1]) * unit if unit is not None else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age (2d, 36h, 90m)") from None
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text.strip().rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage (90%)") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0% and 100%")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
     backups = find_backups(args.bank, args.config, args.rsnapshot, args.tree, client=args.client)
     if args.image is not None and not any(i.name == args.image for v in backups.vaults for i in v.images):
         date_limit(args.image)  # a date that cannot be read is an error, not "nothing chosen"
+    if args.measure and not args.health:
+        print("rescue list: --measure goes with --health", file=sys.stderr)
+        return int(Exit.USAGE)
+    if args.check:
+        return _check(backups, args)
+    if args.health:
+        return _health(backups, args)
     sizes = _tree_sizes(backups) if args.sizes else {}
     if args.json:
         json.dump(as_json(backups, args.image, sizes), sys.stdout, indent=2)
@@ -60,6 +105,96 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(as_text(backups, args.image, sizes))
     return int(Exit.OK)
+
+
+# --------------------------------------------------------------------------- health and check
+
+
+def _figures(backups: Backups) -> tuple[list[health.BankHealth], list[health.MachineHealth]]:
+    banks = [health.bank_health(bank, vs) for bank, vs in health.dirvish_banks(backups.vaults).items()]
+    machines = [health.machine_health(m) for m in backups.machines]
+    return banks, machines
+
+
+def _limits(args: argparse.Namespace) -> health.Limits:
+    given = any(x is not None for x in (args.max_age, args.min_nights, args.max_used))
+    if not given:
+        return DEFAULT_LIMITS
+    return health.Limits(max_age_days=args.max_age, min_nights=args.min_nights, max_used_percent=args.max_used)
+
+
+def _check(backups: Backups, args: argparse.Namespace) -> int:
+    """One line per problem on stdout; exit CHECK_PROBLEMS when there is any."""
+    banks, machines = _figures(backups)
+    found = health.problems(banks, machines, _limits(args))
+    if args.json:
+        json.dump({"version": JSON_VERSION, "problems": found}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for line in found:
+            print(line)
+        if not found:
+            print(f"ok: {len(banks)} bank(s), {len(machines)} machine(s) within the thresholds")
+    return CHECK_PROBLEMS if found else int(Exit.OK)
+
+
+def _health(backups: Backups, args: argparse.Namespace) -> int:
+    if args.measure:
+        todo = health.unmeasured_images(backups.vaults)
+        for image in todo:
+            try:
+                health.record_added(image.path)
+            except OSError as e:
+                print(f"note: {shown(str(image.path))}: not measured ({e.strerror or e})", file=sys.stderr)
+        print(f"measured {len(todo)} image(s); wrote rescue/added.json into each", file=sys.stderr)
+    banks, machines = _figures(backups)
+    if args.json:
+        json.dump(health_json(banks, machines, list(backups.notes)), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(health_text(banks, machines, list(backups.notes)))
+    return int(Exit.OK)
+
+
+def health_json(banks: list[health.BankHealth], machines: list[health.MachineHealth], notes: list[str]) -> dict:
+    return {"version": JSON_VERSION, "banks": [to_json(b) | {"used_percent": round(b.used_percent, 2),
+                                                         "inodes_used_percent": round(b.inodes_used_percent, 2)}
+                      for b in banks],
+            "machines": [to_json(m) for m in machines], "notes": notes}
+
+
+def health_text(banks: list[health.BankHealth], machines: list[health.MachineHealth], notes: list[str]) -> str:
+    lines: list[str] = []
+    for b in banks:
+        lines.append(f"Bank {shown(str(b.bank))}: {human_size(b.size)}, "
+                     f"{human_size(b.used)} used ({b.used_percent:.1f}%), {human_size(b.free)} free; "
+                     f"inodes {b.inodes_used} used ({b.inodes_used_percent:.1f}%), {b.inodes_free} free")
+        for n in b.nights:
+            lines.append(f"    {n.date}  added {human_size(n.bytes):>9}  {n.inodes:>9} inodes  "
+                         f"({len(n.images)} image(s))")
+        if b.growth_bytes is None:
+            lines.append("  growth per night: unknown (no measured night after the first; "
+                         "rescue list --health --measure)")
+        else:
+            left = f"{b.nights_left:.1f}" if b.nights_left is not None else "no limit"
+            lines.append(f"  growth per night: {human_size(b.growth_bytes)}, {b.growth_inodes} inodes; "
+                         f"nights left: {left}")
+        if b.unmeasured:
+            lines.append(f"  {b.unmeasured} recent image(s) not measured: rescue list --health --measure "
+                         "(writes rescue/added.json into them)")
+    for m in machines:
+        if lines:
+            lines.append("")
+        age = f"{m.age_days:.1f} days old" if m.age_days is not None else "none"
+        lines.append(f"Machine {shown(m.client) if m.client else '(no client named)'}: newest good image "
+                     f"{shown(m.newest) if m.newest else '-'} ({age})")
+        lines.append(f"  last {health.RECENT_NIGHTS} nights: {m.failed} failed, {m.incomplete} incomplete; "
+                     f"layout captured: {'yes' if m.layout else 'NO'}")
+        if m.unheld:
+            lines.append(f"  mount points no vault holds: {', '.join(shown(x) for x in m.unheld)}")
+    for note in notes:
+        lines.append(f"note: {note}")
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- choosing, sizes

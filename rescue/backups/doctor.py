@@ -1,0 +1,349 @@
+"""`rescue doctor`: hygiene of a backed-up machine and its dirvish side, from files only.
+
+Every finding says what, the evidence (the file and line, the figure from
+the bank) and the fix. Nothing is written and nothing is run: the machine's
+configuration is read under ROOT (/ for this machine, or a mounted system),
+the bank only through its image folders.
+
+Findings made so far (issue 20, first part):
+  updatedb-indexes-bank  updatedb (mlocate, plocate, slocate) walks the bank every night
+  logrotate-no-dateext   rotated logs renamed every night (log.1 -> log.2): the bank copies them
+                         all again; the bytes re-copied come from the newest image
+  no-capture-hook        neither master.conf nor the vault's config runs `rescue capture`
+  no-xattrs-acls         a vault's rsync options keep neither xattrs nor ACLs
+  changes-every-night    the files stored anew on each of the last nights, biggest first (top ten)
+  mbox-changes-nightly   an mbox over MBOX_MIN bytes stored anew every night (the whole mailbox)
+  expire-not-running     images still in the bank past the Expire: date dirvish wrote in their summary
+  never-expire           no expire-default or expire-rule, and the images say Expire: Never
+  no-disklabel           the backup filesystem holding the bank has no DISKLABEL file (which disk is this?)
+  mount-not-backed-up    a mount point of the captured layout that no vault holds (xdev stops at it)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rescue.backups.dirvish import parse_config
+
+MBOX_MIN = 10 << 20  # an mbox above this, re-copied whole each night, is worth a finding
+TOP = 10
+ROTATED = re.compile(r".+\.\d+(\.(gz|xz|bz2|zst|lz4))?")
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    what: str
+    evidence: str
+    fix: str
+    cost_bytes: int | None = None  # what it costs the bank per night, where the bank can tell
+
+
+def _read(path: Path, limit: int = 1 << 20) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def _under(root: Path, path: str) -> Path:
+    return root / path.lstrip("/")
+
+
+# --------------------------------------------------------------------------- updatedb
+
+
+def updatedb_findings(root: Path, banks: Sequence[str]) -> list[Finding]:
+    """A locate database built nightly over the bank walks millions of hard-linked files.
+
+    A bank is left alone when PRUNEPATHS holds it or a folder above it, or
+    PRUNEFS holds the type of the filesystem it lies on."""
+    conf = _under(root, "/etc/updatedb.conf")
+    text = _read(conf)
+    has_updatedb = any(_under(root, p).exists() for p in ("/usr/bin/updatedb", "/usr/sbin/updatedb"))
+    if text is None and not has_updatedb:
+        return []
+    settings: dict[str, tuple[list[str], str]] = {}
+    for line in (text or "").splitlines():
+        m = re.match(r"\s*(PRUNEPATHS|PRUNEFS)\s*=\s*\"?([^\"]*)\"?", line)
+        if m:
+            settings[m.group(1)] = (m.group(2).split(), line.strip())
+    prune, line_seen = settings.get("PRUNEPATHS", ([], ""))
+    prunefs = {t.lower() for t in settings.get("PRUNEFS", ([], ""))[0]}
+    out = []
+    for bank in banks:
+        b = bank.rstrip("/") or "/"
+        if any(b == p.rstrip("/") or b.startswith(p.rstrip("/") + "/") for p in prune):
+            continue
+        if prunefs and fstype_of(Path(bank)).lower() in prunefs:
+            continue
+        evidence = f"{conf}: {line_seen}" if line_seen else f"{conf}: no PRUNEPATHS" if text else "no updatedb.conf"
+        out.append(Finding(
+            code="updatedb-indexes-bank",
+            what=f"updatedb indexes the backup bank {bank}",
+            evidence=evidence,
+            fix=f'add {bank} to PRUNEPATHS in /etc/updatedb.conf (PRUNEPATHS="... {bank}")',
+        ))
+    return out
+
+
+def fstype_of(path: Path) -> str:
+    """The type of the filesystem path lies on (/proc/self/mounts), '' when unknown."""
+    try:
+        top = str(mount_top(path))
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    kind = ""
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 2 and fields[1].replace("\\040", " ") == top:
+            kind = fields[2]  # the last mount on a point is the one seen
+    return kind
+
+
+# --------------------------------------------------------------------------- logrotate
+
+
+def logrotate_findings(root: Path, newest: Path | None = None, reference: Path | None = None) -> list[Finding]:
+    """Without dateext, each rotation renames every old log: new paths each night,
+    so rsync --link-dest finds nothing to link and the bank stores them again.
+    newest/reference: the root vault's last image and the one it was linked to."""
+    conf = _under(root, "/etc/logrotate.conf")
+    text = _read(conf)
+    if text is None:
+        return []
+    if any(re.fullmatch(r"\s*dateext\b.*", line) for line in text.splitlines()):
+        return []
+    cost = None
+    evidence = f"{conf}: no dateext"
+    if newest is not None:
+        cost, count = _rotated_recopied(newest, reference)
+        evidence += f"; image {newest.name} stored {count} rotated log(s) anew under var/log ({cost} bytes)"
+    return [Finding(
+        code="logrotate-no-dateext",
+        what="logrotate renames every rotated log each night (no dateext)",
+        evidence=evidence,
+        fix="add 'dateext' to /etc/logrotate.conf: a rotated log then keeps its name and the bank links it",
+        cost_bytes=cost,
+    )]
+
+
+def _rotated_recopied(image: Path, reference: Path | None) -> tuple[int, int]:
+    top = image / "tree" / "var" / "log"
+    total = count = 0
+    for dirpath, _dirs, files in os.walk(top):
+        for name in files:
+            if not ROTATED.fullmatch(name):
+                continue
+            path = Path(dirpath) / name
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if reference is not None:
+                try:
+                    old = os.lstat(reference / "tree" / path.relative_to(image / "tree"))
+                    if (old.st_dev, old.st_ino) == (st.st_dev, st.st_ino):
+                        continue
+                except OSError:
+                    pass
+            total += st.st_blocks * 512
+            count += 1
+    return total, count
+
+
+# --------------------------------------------------------------------------- dirvish side
+
+
+def _rsync_options(conf: dict) -> list[str]:
+    v = conf.get("rsync-option")
+    items = v if isinstance(v, list) else [v] if isinstance(v, str) else []
+    return [w for item in items for w in shlex.split(item)]
+
+
+def _keeps(options: Sequence[str], long: str, short: str) -> bool:
+    for o in options:
+        if o == long or (o.startswith("-") and not o.startswith("--") and short in o[1:]):
+            return True
+    return False
+
+
+def dirvish_findings(master: Path | None, bank: Path) -> list[Finding]:
+    """The capture hook and xattrs/ACLs, per vault of a bank."""
+    mconf = parse_config(_read(master) or "") if master is not None else {}
+    out = []
+    for conf_path in sorted(bank.glob("*/dirvish/default.conf")):
+        vault = conf_path.parent.parent.name
+        vconf = parse_config(_read(conf_path) or "")
+        hooks = [str(c.get("post-server", "")) for c in (vconf, mconf)]
+        if not any(re.search(r"\brescue\b.*\bcapture\b", h) for h in hooks):
+            out.append(Finding(
+                code="no-capture-hook",
+                what=f"vault {vault}: its images get no disk layout (no rescue capture hook)",
+                evidence=f"post-server: {hooks[0] or '(none)'} in {conf_path}; "
+                         f"{hooks[1] or '(none)'} in {master or 'master.conf'}",
+                fix="add 'post-server: rescue capture' to /etc/dirvish/master.conf (or the vault's default.conf)",
+            ))
+        options = _rsync_options(vconf) + _rsync_options(mconf)
+        missing = [n for n, long, short in (("xattrs", "--xattrs", "X"), ("ACLs", "--acls", "A"))
+                   if not _keeps(options, long, short)]
+        if missing:
+            out.append(Finding(
+                code="no-xattrs-acls",
+                what=f"vault {vault}: {' and '.join(missing)} are not backed up",
+                evidence=f"rsync-option: {' '.join(options) or '(none)'} ({conf_path}, master.conf)",
+                fix="add to the vault's default.conf: rsync-option: with --xattrs and --acls, one per line",
+            ))
+    return out
+
+
+# --------------------------------------------------------------------------- nightly changers
+
+
+@dataclass(frozen=True)
+class Changer:
+    path: str  # inside the image's tree, e.g. var/lib/db/main.db
+    bytes: int  # allocated in the newest image
+
+
+def nightly_changers(images: Sequence[Path]) -> list[Changer]:
+    """Files that have a new inode at the same path in each of `images` (oldest
+    first, each hard-linked against the one before): one walk of the newest
+    tree, then one lstat per file and older image. Biggest first."""
+    if len(images) < 2:
+        return []
+    newest = images[-1] / "tree"
+    out = []
+    for dirpath, _dirs, files in os.walk(newest):
+        for name in files:
+            path = Path(dirpath) / name
+            rel = path.relative_to(newest)
+            try:
+                sts = [os.lstat(path)]
+                for image in reversed(images[:-1]):
+                    sts.append(os.lstat(image / "tree" / rel))
+            except OSError:
+                continue  # missing on some night: not a nightly changer
+            if len({(st.st_dev, st.st_ino) for st in sts}) == len(sts):
+                out.append(Changer(path=str(rel), bytes=sts[0].st_blocks * 512))
+    return sorted(out, key=lambda c: (-c.bytes, c.path))
+
+
+def changer_findings(vault: str, images: Sequence[Path]) -> list[Finding]:
+    changers = nightly_changers(images)
+    if not changers:
+        return []
+    nights = len(images) - 1
+    out = []
+    for c in changers:
+        if re.match(r"var/(spool/)?mail/[^/]+$", c.path) and c.bytes >= MBOX_MIN:
+            out.append(Finding(
+                code="mbox-changes-nightly",
+                what=f"vault {vault}: the mbox /{c.path} is stored whole again every night",
+                evidence=f"a new copy in each of the last {nights} nights, {c.bytes} bytes now",
+                fix="move the mailbox to Maildir (one file per message: only new mail is stored), or archive it",
+                cost_bytes=c.bytes,
+            ))
+    top = changers[:TOP]
+    out.append(Finding(
+        code="changes-every-night",
+        what=f"vault {vault}: {len(changers)} file(s) stored anew on each of the last {nights} nights",
+        evidence="; ".join(f"/{c.path} {c.bytes} bytes" for c in top),
+        fix="exclude what need not be kept (caches, dumps that are made again), or back up a database's dump "
+            "instead of its live files",
+        cost_bytes=sum(c.bytes for c in changers),
+    ))
+    return out
+
+
+# --------------------------------------------------------------------------- dirvish-expire
+
+
+def _expiry(image: Path) -> str | None:
+    """The summary's Expire: value ('+15 days == 2026-12-10 03:00:00' or 'Never')."""
+    text = _read(image / "summary") or ""
+    m = re.search(r"^Expire: (.*)$", text, re.M)
+    return m.group(1).strip() if m else None
+
+
+def expire_findings(master: Path | None, bank: Path, now: dt.datetime | None = None) -> list[Finding]:
+    now = now or dt.datetime.now()
+    mconf = parse_config(_read(master) or "") if master is not None else {}
+    overdue: list[tuple[str, str]] = []
+    never: list[str] = []
+    rules = bool(mconf.get("expire-default") or mconf.get("expire-rule"))
+    for conf_path in sorted(bank.glob("*/dirvish/default.conf")):
+        vconf = parse_config(_read(conf_path) or "")
+        rules = rules or bool(vconf.get("expire-default") or vconf.get("expire-rule") or vconf.get("expire"))
+    for summary in sorted(bank.glob("*/*/summary")):
+        image = summary.parent
+        value = _expiry(image)
+        if value is None:
+            continue
+        if value.lower() == "never":
+            never.append(f"{image.parent.name}/{image.name}")
+            continue
+        m = re.search(r"== (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", value)
+        if m and dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S") < now:
+            overdue.append((f"{image.parent.name}/{image.name}", m.group(1)))
+    out = []
+    if overdue:
+        oldest = min(overdue, key=lambda x: x[1])
+        out.append(Finding(
+            code="expire-not-running",
+            what=f"bank {bank}: {len(overdue)} image(s) kept past their expiry: dirvish-expire does not run",
+            evidence=f"{oldest[0]} expired on {oldest[1]} (its summary's Expire:)",
+            fix="run dirvish-expire nightly before dirvish-runall (Debian's /etc/cron.d/dirvish does)",
+        ))
+    if never and not rules:
+        out.append(Finding(
+            code="never-expire",
+            what=f"bank {bank}: images never expire, so the bank only grows",
+            evidence=f"{len(never)} image(s) say Expire: Never, e.g. {never[-1]}; no expire-default or expire-rule",
+            fix="add 'expire-default: +30 days' (and expire-rule lines to keep monthlies) to master.conf",
+        ))
+    return out
+
+
+# --------------------------------------------------------------------------- the backup disk
+
+
+def mount_top(path: Path) -> Path:
+    """The mount point of the filesystem holding path."""
+    p = path.resolve()
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def disklabel_findings(bank: Path) -> list[Finding]:
+    """The nightly job logs which backup disk was in the cage from its DISKLABEL file."""
+    top = mount_top(bank)
+    if (top / "DISKLABEL").is_file():
+        return []
+    return [Finding(
+        code="no-disklabel",
+        what=f"bank {bank}: its backup filesystem ({top}) has no DISKLABEL file",
+        evidence=f"{top / 'DISKLABEL'} does not exist",
+        fix=f"write the disk's name into {top / 'DISKLABEL'} (rescue prepare-disk does), so the drive log "
+            "tells which disk holds which nights",
+    )]
+
+
+def unheld_findings(client: str, unheld: Sequence[str]) -> list[Finding]:
+    if not unheld:
+        return []
+    return [Finding(
+        code="mount-not-backed-up",
+        what=f"machine {client}: {len(unheld)} mount point(s) of its captured layout are in no vault",
+        evidence=f"mount points without a vault: {', '.join(unheld)} (a vault with xdev stops at a mount point)",
+        fix="add a vault for each (dirvish: tree: MOUNTPOINT), or drop xdev where that is meant",
+    )]

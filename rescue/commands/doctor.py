@@ -1,0 +1,81 @@
+"""`rescue doctor`: what costs the backup bank, and what its dirvish side lacks (reads only)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rescue.backups import find_backups
+from rescue.backups.dirvish import banks_from_master, shown
+from rescue.backups.doctor import (
+    Finding, changer_findings, dirvish_findings, disklabel_findings, expire_findings, logrotate_findings,
+    unheld_findings, updatedb_findings,
+)
+from rescue.backups.health import machine_health, reference_of
+from rescue.errors import Exit
+from rescue.jsonform import to_json
+
+NAME = "doctor"
+ORDER = 15
+HELP = "find what costs the backup bank (updatedb, logrotate) and what its dirvish side lacks (reads only)"
+DESCRIPTION = (
+    "Read the machine's configuration under --root (default /) and the dirvish banks, and tell each "
+    "finding with its evidence and its fix. Nothing is written. Exit 0 with no finding, "
+    "8 with findings, 2 on wrong arguments."
+)
+FINDINGS = 8
+JSON_VERSION = 1
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", type=Path, default=Path("/"), metavar="DIR",
+                   help="the machine's root: / for this machine, or where another system is mounted")
+    p.add_argument("--bank", action="append", type=Path, default=[], metavar="DIR",
+                   help="a dirvish bank; default: the banks of ROOT/etc/dirvish/master.conf")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="dirvish's master.conf (default ROOT/etc/dirvish/master.conf)")
+    p.add_argument("--nights", type=int, default=3, metavar="N",
+                   help="a file that changes every night is one stored anew on each of the last N nights (3)")
+    p.add_argument("--json", action="store_true", help="print JSON (stable, versioned)")
+
+
+def run(args: argparse.Namespace) -> int:
+    master = args.config or args.root / "etc" / "dirvish" / "master.conf"
+    master_found = master if master.is_file() else None
+    banks = list(args.bank) or (list(banks_from_master(master)) if master_found else [])
+    findings: list[Finding] = []
+    findings += updatedb_findings(args.root, [str(b) for b in banks])
+    newest = reference = None
+    if banks:
+        backups = find_backups(banks)
+        for v in backups.vaults:
+            usable = [i for i in v.images if i.usable]
+            if usable and (usable[-1].tree / "var" / "log").is_dir():  # the vault of the machine's /
+                newest = usable[-1].path
+                reference = reference_of(newest)
+    findings += logrotate_findings(args.root, newest, reference)
+    if banks:
+        for v in backups.vaults:
+            last = [i.path for i in v.images if i.usable][-(args.nights + 1):]
+            findings += changer_findings(v.name, last)
+        for m in backups.machines:
+            findings += unheld_findings(m.client, machine_health(m).unheld)
+    for bank in banks:
+        findings += dirvish_findings(master_found, bank)
+        findings += expire_findings(master_found, bank)
+        findings += disklabel_findings(bank)
+    if args.json:
+        json.dump({"version": JSON_VERSION, "findings": [to_json(f) for f in findings]}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for f in findings:
+            print(f"{f.code}: {f.what}")
+            print(f"  evidence: {f.evidence}")
+            if f.cost_bytes is not None:
+                print(f"  costs the bank: {f.cost_bytes} bytes a night")
+            print(f"  fix: {f.fix}")
+        if not findings:
+            print(f"no findings ({shown(str(args.root))}, {len(banks)} bank(s))")
+    return FINDINGS if findings else int(Exit.OK)
