@@ -187,7 +187,7 @@ def partition_bounds(table: PartitionTable, needs: Mapping[int, Need]) -> dict[i
             size = -(-need.size // ss) if need is not None and need.size is not None else p.size
             out[p.number] = Bounds(size, size, Role.FIXED)
         elif need.role is Role.DATA:
-            low = p.size if need.minimum is None else align_up(-(-need.minimum // ss), grain)
+            low = p.size if need.minimum is None else align_up(max(-(-need.minimum // ss), 1), grain)
             out[p.number] = Bounds(low, max(p.size, low), Role.DATA)
         else:
             floor = min(p.size, align_up(-(-EMPTY_FLOOR // ss), grain))
