@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rescue import events as ev
-from rescue.commands.plan import add_fstype_argument, add_size_argument, parse_fstypes, parse_sizes
+from rescue.commands.plan import (
+    add_fstype_argument,
+    add_size_argument,
+    parse_fstypes,
+    parse_sizes,
+)
 from rescue.errors import Aborted, Exit, RescueError
 
 NAME = "restore"

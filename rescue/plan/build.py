@@ -26,6 +26,7 @@ from rescue.plan.migrate import (
     needed_bytes,
 )
 from rescue.plan.model import NewFilesystem, NewSwap, Plan, PlanOptions
+from rescue.safety import check_target
 from rescue.steps import (
     CopyTree,
     Fixups,
@@ -39,7 +40,6 @@ from rescue.steps import (
     WipeSignatures,
     WritePartitionTable,
 )
-from rescue.safety import check_target
 from rescue.target import TargetDisk
 
 SUPPORTED_FSTYPES = ("ext2", "ext3", "ext4", "xfs", "btrfs", "vfat")

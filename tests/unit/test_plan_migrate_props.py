@@ -12,7 +12,16 @@ from hypothesis import strategies as st
 
 from rescue.errors import PlanRefused
 from rescue.layout.model import Partition, PartitionTable
-from rescue.plan.migrate import MIB, Need, Role, check_fits, gpt_last_lba, is_extended, is_logical, migrate_table
+from rescue.plan.migrate import (
+    MIB,
+    Need,
+    Role,
+    check_fits,
+    gpt_last_lba,
+    is_extended,
+    is_logical,
+    migrate_table,
+)
 
 GRAIN = 2048
 LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
