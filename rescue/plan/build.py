@@ -550,7 +550,8 @@ def _needs(
             needs[n] = Need(what, None, Role.FIXED)
         elif holds_data:
             used = _used(fs, image)
-            needs[n] = Need(what, needed_bytes(used, fs.fstype) if used is not None else None, Role.DATA)
+            needs[n] = Need(what, needed_bytes(used, fs.fstype) if used is not None else None, Role.DATA,
+                            floor=FS_MIN_BYTES.get(fs.fstype, 0))
         else:
             needs[n] = Need(what + ", made empty", FS_MIN_BYTES.get(fs.fstype, 0), Role.EMPTY)
     for sw in swaps:
@@ -578,7 +579,8 @@ def _apply_sizes(
         if need is None:
             least, what = MIB, f"partition {n} (no filesystem)"
         elif need.role is Role.DATA:
-            least = need.minimum if need.minimum is not None else by_number[n].size * ss
+            captured = by_number[n].size * ss
+            least = captured if need.minimum is None else max(min(need.minimum, captured), need.floor)
             what = need.what
         else:
             least, what = max(need.minimum or 0, MIB), need.what

@@ -74,6 +74,7 @@ class Need:
     minimum: int | None  # bytes; DATA: used + margin (None: not captured, keeps its size); EMPTY: mkfs's minimum
     role: Role = Role.DATA
     size: int | None = None  # FIXED: exactly these bytes (None: the captured size)
+    floor: int = 0  # DATA: what mkfs makes at least; the margin itself never asks for more than the captured size
 
 
 def needed_bytes(used: int, fstype: str) -> int:
@@ -187,7 +188,9 @@ def partition_bounds(table: PartitionTable, needs: Mapping[int, Need]) -> dict[i
             size = -(-need.size // ss) if need is not None and need.size is not None else p.size
             out[p.number] = Bounds(size, size, Role.FIXED)
         elif need.role is Role.DATA:
-            low = p.size if need.minimum is None else align_up(max(-(-need.minimum // ss), 1), grain)
+            # the data fitted in the captured partition: a nearly full one keeps its size, it is not enlarged
+            low = p.size if need.minimum is None else max(
+                min(align_up(max(-(-need.minimum // ss), 1), grain), p.size), align_up(-(-need.floor // ss), grain))
             out[p.number] = Bounds(low, max(p.size, low), Role.DATA)
         else:
             floor = min(p.size, align_up(-(-EMPTY_FLOOR // ss), grain))

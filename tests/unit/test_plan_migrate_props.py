@@ -95,7 +95,8 @@ def needs_for(draw, table):
             continue
         kind = draw(st.sampled_from(["data", "data", "unknown", "empty", "none"]))
         if kind == "data":
-            needs[p.number] = Need(f"fs {p.number}", draw(st.integers(0, p.size * 512)), Role.DATA)
+            # up to twice the partition: a nearly full filesystem's used + margin passes its size
+            needs[p.number] = Need(f"fs {p.number}", draw(st.integers(0, p.size * 1024)), Role.DATA)
         elif kind == "unknown":
             needs[p.number] = Need(f"fs {p.number}", None, Role.DATA)
         elif kind == "empty":
@@ -124,8 +125,8 @@ def least(table, p, needs) -> int:
     if need is None or need.role is Role.FIXED or need.minimum is None:
         return p.size
     sectors = -(-need.minimum // 512)
-    if need.role is Role.DATA:  # at least 1 MiB
-        return -(-max(sectors, 1) // GRAIN) * GRAIN
+    if need.role is Role.DATA:  # at least 1 MiB, at most what it had
+        return min(-(-max(sectors, 1) // GRAIN) * GRAIN, p.size)
     return max(min(p.size, 64 * GRAIN), -(-sectors // GRAIN) * GRAIN)
 
 

@@ -144,6 +144,18 @@ def test_equal_disk_replays_the_captured_table_byte_for_byte():
         [(p.number, p.start, p.size) for p in table("issue15").partitions]
 
 
+def test_a_nearly_full_filesystem_keeps_its_size_and_the_table_replays():
+    """/boot holds 120 of its 128 MiB: used + margin would be 196 MiB, but the data fitted in 128."""
+    lay = layout("issue15")
+    lay = dataclasses.replace(lay, filesystems=tuple(
+        dataclasses.replace(f, used=120 * MIB) if f.mountpoint == "/boot" else f for f in lay.filesystems))
+    plan = build_plan(lay, images(lay, skip=("/tmp",)), target(GIB))
+    assert [(p.number, p.start, p.size) for p in plan.new_table.partitions] == \
+        [(p.number, p.start, p.size) for p in table("issue15").partitions]
+    small = build_plan(lay, images(lay, skip=("/tmp",)), target(700 * MIB))
+    assert new_sizes(small)[1] == 128 * MIB  # it cannot shrink, the others give way
+
+
 # -- the option in the CLI, rescue restore and the unattended config ------------------
 
 
