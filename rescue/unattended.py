@@ -20,6 +20,9 @@ Example /backup/rescue-unattended.toml:
     [fstype]                         # optional: make these types instead of the captured ones
     "/home" = "ext4"
 
+    [size]                           # optional: exact partition sizes, as --size
+    "/home" = "200G"
+
     [target]                         # exactly one of:
     by_id = "ata-Samsung_SSD_870_S5Y1NX0R123456"   # a /dev/disk/by-id name (or the full path)
     # device = "/dev/sdb"
@@ -37,6 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rescue.commands.plan import parse_size
 from rescue.errors import Exit, PlanRefused, RescueError
 from rescue.paths import host_paths
 from rescue.target import TargetDisk
@@ -79,6 +83,7 @@ class Config:
     grow: str | None = None
     log_dir: Path | None = None
     fstypes: tuple[tuple[str, str], ...] = ()  # (mount point, type) pairs, as --fstype
+    sizes: tuple[tuple[str, str], ...] = ()  # (mount point, number or swap; size such as "200G"), as --size
 
 
 def load_config(path: Path) -> Config:
@@ -97,7 +102,7 @@ def load_config(path: Path) -> Config:
         return ConfigError(f"{path}: {key} {what}", fix="correct the file; `pydoc rescue.unattended` shows an example")
 
     known = {"bank", "banks", "client", "image", "after", "after_failure", "bootloader", "grow", "log_dir",
-             "fstype", "target"}
+             "fstype", "size", "target"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise bad(unknown[0], "is not a setting rescue knows")
@@ -128,6 +133,9 @@ def load_config(path: Path) -> Config:
     if not isinstance(fstype, dict) or not all(isinstance(k, str) and k.startswith("/") and isinstance(v, str)
                                               and v for k, v in fstype.items()):
         raise bad("[fstype]", 'must map mount points to types ("/home" = "ext4")')
+    size = data.get("size", {})
+    if not isinstance(size, dict) or not all(isinstance(v, str) and parse_size(v) for v in size.values()):
+        raise bad("[size]", 'must map mount points to sizes ("/home" = "200G")')
     t = data.get("target")
     if not isinstance(t, dict):
         raise bad("[target]", "is missing: say which disk to overwrite (by_id, device or empty_disk_min_gib)")
@@ -150,7 +158,7 @@ def load_config(path: Path) -> Config:
         path=path, banks=tuple(Path(b) for b in banks), client=client, target=selector,
         image=data.get("image"), after=after, after_failure=after_failure, bootloader=bootloader,
         grow=data.get("grow"), log_dir=Path(data["log_dir"]) if data.get("log_dir") else None,
-        fstypes=tuple(fstype.items()),
+        fstypes=tuple(fstype.items()), sizes=tuple(size.items()),
     )
 
 
@@ -192,6 +200,8 @@ def restore_argv(config: Config, device: str) -> list[str]:
         argv += ["--grow", config.grow]
     for where, fstype in config.fstypes:
         argv += ["--fstype", f"{where}={fstype}"]
+    for where, text in config.sizes:
+        argv += ["--size", f"{where}={text}"]
     if config.log_dir:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         argv += ["--state-dir", str(config.log_dir), "--log", str(config.log_dir / f"restore-{stamp}.log")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", required=True, metavar="DEV",
                    help="the whole disk the restore would overwrite, e.g. /dev/sdb")
     p.add_argument("--grow", metavar="MOUNTPOINT|N",
-                   help="the partition that takes the size difference (default: the last data partition)")
+                   help="the partition that takes all the free space (default: the restored filesystems "
+                        "share it in proportion to their captured size)")
+    add_size_argument(p)
     p.add_argument("--source-disk", metavar="DEV",
                    help="which captured disk this target replaces (machines with several disks)")
     p.add_argument("--skip-vault", action="append", default=[], metavar="NAME",
@@ -65,6 +68,7 @@ def make_plan(args: argparse.Namespace):
                           fix="name the target disk, e.g. /dev/sdb (lsblk lists the disks)")
     device = os.path.realpath(args.target)
     fstypes = parse_fstypes(args.fstype)
+    sizes = parse_sizes(args.size)
     backups = find_backups(banks=args.bank)
     for note in backups.notes:
         print(f"rescue plan: note: {note}", file=sys.stderr)
@@ -74,7 +78,7 @@ def make_plan(args: argparse.Namespace):
     target = probe_disk(device, backup_sources=args.bank)
     options = PlanOptions(
         source_disk=args.source_disk, grow=args.grow, bootloader=not args.no_bootloader,
-        skip_vaults=tuple(args.skip_vault), fstypes=fstypes,
+        skip_vaults=tuple(args.skip_vault), fstypes=fstypes, sizes=sizes,
     )
     return build_plan(layout, images, target, options)
 
@@ -84,6 +88,39 @@ def add_fstype_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fstype", action="append", default=[], metavar="MOUNTPOINT=TYPE",
                    help="make this filesystem type instead of the captured one (e.g. /home=ext4 for an "
                         "old bank whose types were not recorded); may be repeated")
+
+
+def add_size_argument(p: argparse.ArgumentParser) -> None:
+    """--size, the same for rescue plan and rescue restore."""
+    p.add_argument("--size", action="append", default=[], metavar="MOUNTPOINT=SIZE",
+                   help="make this partition exactly SIZE (K, M, G, T: KiB ... TiB), e.g. /home=200G, swap=1G "
+                        "or 3=512M; never less than it needs; may be repeated")
+
+
+SIZE_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT])(?:i?B)?", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int | None:
+    """'200G' -> bytes (binary units, as sfdisk and lsblk mean them); None if it is not a size."""
+    m = SIZE_RE.fullmatch(text.strip())
+    if not m:
+        return None
+    return int(float(m.group(1)) * SIZE_UNITS[m.group(2).upper()])
+
+
+def parse_sizes(values: Sequence[str]) -> tuple[tuple[str, int], ...]:
+    """--size /home=200G ... as (mount point, number or swap; bytes) pairs."""
+    out = []
+    for value in values:
+        where, sep, text = value.partition("=")
+        size = parse_size(text) if sep and where else None
+        if not size:
+            raise RescueError(f"--size {value!r} is not MOUNTPOINT=SIZE",
+                              fix="write it like --size /home=200G, --size swap=1G or --size 3=512M "
+                                  "(units K, M, G, T)")
+        out.append((where.strip(), size))
+    return tuple(out)
 
 
 def parse_fstypes(values: Sequence[str]) -> tuple[tuple[str, str], ...]:

@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rescue import events as ev
-from rescue.commands.plan import add_fstype_argument, parse_fstypes
+from rescue.commands.plan import (
+    add_fstype_argument,
+    add_size_argument,
+    parse_fstypes,
+    parse_sizes,
+)
 from rescue.errors import Aborted, Exit, RescueError
 
 NAME = "restore"
@@ -51,7 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path, metavar="DIR",
                    help="where the resume journal is kept (default /var/lib/rescue)")
     p.add_argument("--grow", metavar="MOUNTPOINT|N",
-                   help="the partition that takes the size difference (default: the last data partition)")
+                   help="the partition that takes all the free space (default: the restored filesystems share it)")
+    add_size_argument(p)
     p.add_argument("--source-disk", metavar="DEV", help="which captured disk this target replaces (multi-disk machines)")
     p.add_argument("--skip-vault", action="append", default=[], metavar="NAME", help="leave a vault out")
     add_fstype_argument(p)
@@ -229,7 +235,7 @@ def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
     images = choose_images(machine, args.image)
     layout = newest_layout(images)
     options = PlanOptions(source_disk=args.source_disk, grow=args.grow, skip_vaults=tuple(args.skip_vault),
-                          bootloader=args.bootloader != "skip", fstypes=fstypes)
+                          bootloader=args.bootloader != "skip", fstypes=fstypes, sizes=parse_sizes(args.size))
 
     folder = Path(state_dir) / identity_name(identity)
     stamp = time.strftime("%Y%m%d-%H%M%S")

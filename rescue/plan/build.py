@@ -19,13 +19,14 @@ from rescue.plan.migrate import (
     FS_MIN_BYTES,
     MIB,
     Need,
-    choose_grow,
+    Role,
     fmt_bytes,
     is_extended,
     migrate_table,
     needed_bytes,
 )
 from rescue.plan.model import NewFilesystem, NewSwap, Plan, PlanOptions
+from rescue.safety import check_target
 from rescue.steps import (
     CopyTree,
     Fixups,
@@ -39,7 +40,6 @@ from rescue.steps import (
     WipeSignatures,
     WritePartitionTable,
 )
-from rescue.safety import check_target
 from rescue.target import TargetDisk
 
 SUPPORTED_FSTYPES = ("ext2", "ext3", "ext4", "xfs", "btrfs", "vfat")
@@ -88,22 +88,12 @@ def build_plan(
 
     # migration
     esp_numbers = {_number(fs, number_of, disk, table) for fs in filesystems if _is_esp(fs, layout, table, number_of, disk)}
-    data = {
-        n for fs in filesystems
-        if fs.mountpoint and (n := _number(fs, number_of, disk, table)) is not None and n not in esp_numbers
-    }
-    needs: dict[int, Need] = {}
-    for fs in filesystems:
-        n = _number(fs, number_of, disk, table)
-        what = f"{fs.mountpoint or fs.device} ({fs.fstype})"
-        used = _used(fs, copies_for.get(fs.mountpoint or ""))
-        needs[n] = Need(what, needed_bytes(used, fs.fstype) if used is not None else None)  # type: ignore[index]
-    for sw in swaps:
-        needs[sw.number] = Need(f"swap {sw.captured_device}", FS_MIN_BYTES["swap"])
-    grow = _choose_grow(options, table, filesystems, number_of, disk, data)
+    needs = _needs(filesystems, swaps, copies_for, esp_numbers, number_of, disk, table)
+    grow = _choose_grow(options, table, filesystems, number_of, disk)
+    needs = _apply_sizes(options, needs, grow, table, filesystems, swaps, number_of, disk)
     old_sectors = disk.size // ss if disk.size else _table_end(table)
     new_table, migrations = migrate_table(
-        table, old_sectors, target.device, target.size // ss, grow, needs,
+        table, old_sectors, target.device, target.size // ss, needs, grow,
     )
     new_size = {m.number: m.new_size * ss for m in migrations}
     fs_by_number = {_number(fs, number_of, disk, table): fs for fs in filesystems}
@@ -542,16 +532,92 @@ def _is_esp(fs: Filesystem, layout: Layout, table: PartitionTable, number_of: di
     return False
 
 
+def _needs(
+    filesystems: Sequence[Filesystem], swaps: Sequence[_SwapPart], copies_for: dict[str, Image],
+    esp_numbers: set[int | None], number_of: dict[str, int], disk: Disk, table: PartitionTable,
+) -> dict[int, Need]:
+    """What each partition must hold. A filesystem holds backed-up data when a chosen vault
+    fills it (without any vault on this disk: when df counted used bytes); only those share
+    the free space. The ESP keeps its size; swap and empty filesystems may shrink to the floor."""
+    needs: dict[int, Need] = {}
+    for fs in filesystems:
+        n = _number(fs, number_of, disk, table)
+        assert n is not None
+        what = f"{fs.mountpoint or fs.device} ({fs.fstype})"
+        image = copies_for.get(fs.mountpoint or "")
+        holds_data = image is not None if copies_for else bool(fs.used)
+        if n in esp_numbers:
+            needs[n] = Need(what, None, Role.FIXED)
+        elif holds_data:
+            used = _used(fs, image)
+            needs[n] = Need(what, needed_bytes(used, fs.fstype) if used is not None else None, Role.DATA,
+                            floor=FS_MIN_BYTES.get(fs.fstype, 0))
+        else:
+            needs[n] = Need(what + ", made empty", FS_MIN_BYTES.get(fs.fstype, 0), Role.EMPTY)
+    for sw in swaps:
+        needs[sw.number] = Need(f"swap {sw.captured_device}", FS_MIN_BYTES["swap"], Role.EMPTY)
+    return needs
+
+
+def _apply_sizes(
+    options: PlanOptions, needs: dict[int, Need], grow: int | None, table: PartitionTable,
+    filesystems: Sequence[Filesystem], swaps: Sequence[_SwapPart], number_of: dict[str, int], disk: Disk,
+) -> dict[int, Need]:
+    """--size MOUNTPOINT=SIZE: that partition gets exactly SIZE, never less than it needs."""
+    out = dict(needs)
+    ss = table.sector_size
+    by_number = {p.number: p for p in table.partitions}
+    for where, size in options.sizes:
+        n = _partition_named(where, "--size", table, filesystems, swaps, number_of, disk)
+        if n == grow:
+            raise PlanRefused(
+                f"--size {where} and --grow {options.grow} name the same partition",
+                why="a partition either has the size you set or takes the free space, not both",
+                fix="drop one of the two",
+            )
+        need = needs.get(n)
+        if need is None:
+            least, what = MIB, f"partition {n} (no filesystem)"
+        elif need.role is Role.DATA:
+            captured = by_number[n].size * ss
+            least = captured if need.minimum is None else max(min(need.minimum, captured), need.floor)
+            what = need.what
+        else:
+            least, what = max(need.minimum or 0, MIB), need.what
+        if size < least:
+            used = "its captured size (its used bytes were not captured)" if need and need.role is Role.DATA \
+                and need.minimum is None else "its captured used bytes + 10 % + 64 MiB, at least what mkfs makes" \
+                if need and need.role is Role.DATA else "what mkfs or mkswap makes"
+            raise PlanRefused(
+                f"--size {where}={fmt_bytes(size)} is too small: {what} needs {fmt_bytes(least)}",
+                why=f"a partition gets at least {used}",
+                fix=f"give {where} at least {-(-least // MIB)} MiB, or leave the size to rescue",
+            )
+        out[n] = Need(what if need is None else need.what, least, Role.FIXED, size)
+    return out
+
+
 def _choose_grow(
     options: PlanOptions, table: PartitionTable, filesystems: Sequence[Filesystem],
-    number_of: dict[str, int], disk: Disk, data: set[int],
-) -> int:
+    number_of: dict[str, int], disk: Disk,
+) -> int | None:
+    """The partition --grow names, or None: the restored filesystems share the free space."""
     if not options.grow:
-        return choose_grow(table, data)
-    want = options.grow.strip()
+        return None
+    return _partition_named(options.grow, "--grow", table, filesystems, (), number_of, disk)
+
+
+def _partition_named(
+    want: str, option: str, table: PartitionTable, filesystems: Sequence[Filesystem],
+    swaps: Sequence[_SwapPart], number_of: dict[str, int], disk: Disk,
+) -> int:
+    """A partition named by mount point, number or (the one) swap, as --grow and --size take it."""
+    want = want.strip()
     numbers = {p.number: p for p in table.partitions}
     if want.isdigit() and int(want) in numbers and not is_extended(table, numbers[int(want)]):
         return int(want)
+    if want == "swap" and len(swaps) == 1:
+        return swaps[0].number
     mp = posixpath.normpath(want) if want.startswith("/") else None
     for fs in filesystems:
         if mp and fs.mountpoint == mp:
@@ -560,9 +626,10 @@ def _choose_grow(
                 return n
     choices = sorted(fs.mountpoint for fs in filesystems if fs.mountpoint)
     nums = ", ".join(str(p.number) for p in table.partitions if not is_extended(table, p))
+    swap = "; swap names the swap partition when there is one" if option == "--size" else ""
     raise PlanRefused(
-        f"--grow {want} names no partition of {disk.device}",
-        why=f"its mount points are {', '.join(choices) or 'none'}; its partition numbers are {nums}",
+        f"{option} {want} names no partition of {disk.device}",
+        why=f"its mount points are {', '.join(choices) or 'none'}; its partition numbers are {nums}{swap}",
         fix="name one of those mount points or partition numbers (an extended partition grows with its last logical)",
     )
 

@@ -46,11 +46,12 @@ class PlanOptions:
     """What the person chose beyond client, images and target."""
 
     source_disk: str | None = None  # which captured disk goes to this target (multi-disk layouts)
-    grow: str | None = None  # mount point ("/home") or partition number ("3") that takes the size change
+    grow: str | None = None  # mount point ("/home") or partition number ("3") that takes all the free space
     bootloader: bool = True  # install grub after the copy
     state_dir: str | None = None  # restore.sh markers; default /var/lib/rescue/<target name>
     skip_vaults: tuple[str, ...] = ()  # vaults left out of this restore
     fstypes: tuple[tuple[str, str], ...] = ()  # (mount point or captured device, fstype) to make instead
+    sizes: tuple[tuple[str, int], ...] = ()  # (mount point, number or "swap", bytes): exactly this size
 
 
 @dataclass(frozen=True)

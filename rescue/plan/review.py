@@ -149,10 +149,9 @@ def _changes(plan: Plan) -> list[str]:
     if not changed and not moved:
         lines.append("  none: every partition keeps its start and size (the table is replayed)")
         return lines
-    why = "as asked with --grow" if plan.options.grow else "the last data partition; choose another with --grow"
     for m in changed:
         lines += _wrap(f"  {_name(m)} {m.change} from {fmt_bytes(m.old_size * m.sector_size)} "
-                       f"to {fmt_bytes(m.new_size * m.sector_size)} ({why})", indent="    ")
+                       f"to {fmt_bytes(m.new_size * m.sector_size)} ({_why(plan, m)})", indent="    ")
     for m in plan.migrations:
         if m.container and m.change in ("grows", "shrinks"):
             lines += _wrap(f"  extended partition {m.number} {m.change} with it, to "
@@ -161,6 +160,24 @@ def _changes(plan: Plan) -> list[str]:
         lines += _wrap(f"  {_name(m)} moves: starts at {fmt_bytes(m.new_start * m.sector_size)} instead of "
                        f"{fmt_bytes(m.old_start * m.sector_size)}, same size", indent="    ")
     return lines
+
+
+def _why(plan: Plan, m: Migration) -> str:
+    """Why a partition changes size, in the words of the option that would change it."""
+    opts = plan.options
+    names = {m.mountpoint, str(m.number)} | ({"swap"} if m.fstype == "swap" else set())
+    if any(where in names for where, _ in opts.sizes):
+        return "as asked with --size"
+    if opts.grow and opts.grow.strip() in names:
+        return "as asked with --grow"
+    restored = any(f.number == m.number and f.vault for f in plan.filesystems)
+    if m.change == "grows":
+        if opts.grow:
+            return "so that the partitions hold their needs"
+        return "its share of the new space, by captured size; choose with --grow or --size"
+    if restored:
+        return "to fit the disk; it still holds its used bytes + 10 % + 64 MiB; choose with --size"
+    return "to fit the disk: it is made empty; choose with --size"
 
 
 def _name(m: Migration) -> str:

@@ -213,7 +213,7 @@ def test_kill9_at_20_moments_then_rerun_equals_an_uninterrupted_restore(demo, re
 
 def test_target_fills_up_then_a_bigger_disk_works(demo, tmp_path):
     """/tmp's image grew by 300 MiB after its layout was captured; on an 800 MiB disk the plan
-    (made from the captured sizes) gives /tmp about 160 MiB."""
+    (made from the captured sizes, shared among the restored filesystems) gives /tmp about 220 MiB."""
     bank = demo["bank"]
     grown = bank.image_dir("tmp") / "tree" / "grown-after-capture"
     chunk = os.urandom(MiB)
@@ -231,7 +231,7 @@ def test_target_fills_up_then_a_bigger_disk_works(demo, tmp_path):
             m = re.search(r"the image holds (\d+) MiB but /tmp had (\d+) MiB free: about (\d+) MiB short", p.stderr)
             assert m, out
             need, room, short = map(int, m.groups())
-            assert 300 <= need <= 320 and 100 <= room <= 200 and abs(need - room - short) <= 1, m.group(0)
+            assert 300 <= need <= 320 and 100 <= room <= 250 and abs(need - room - short) <= 1, m.group(0)
             assert "--grow /tmp" in p.stderr
             assert "result:   OK" not in out
             assert no_mounts_under(state)

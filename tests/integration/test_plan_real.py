@@ -93,12 +93,13 @@ def kept_identity(demo, plan: Plan) -> None:
     assert {c.mountpoint for c in plan.copies} == {mp for mp in demo["parts"] if mp != "swap"}
 
 
-def test_plan_onto_a_bigger_disk_grows_the_last_data_partition(gpt_demo, tmp_path, capsys):
+def test_plan_onto_a_bigger_disk_shares_the_growth_among_the_restored_filesystems(gpt_demo, tmp_path, capsys):
     plan, review, script = plan_onto(gpt_demo, 2 * GiB, tmp_path, capsys)
     kept_identity(gpt_demo, plan)
-    tmp = next(m for m in plan.migrations if m.mountpoint == "/tmp")
-    assert tmp.change == "grows" and tmp.new_size - tmp.old_size == GiB // 512
-    assert "/tmp grows from" in review and "to 1.4 GiB" in review
+    grown = {m.mountpoint: m.new_size - m.old_size for m in plan.migrations if m.change == "grows"}
+    assert set(grown) == {c.mountpoint for c in plan.copies}  # each restored one grows, nothing else
+    assert sum(grown.values()) == GiB // 512  # what the disk grew
+    assert "/home grows from 320 MiB to" in review and "its share of the new space" in review
     assert "WILL BE DESTROYED" in review and "nothing: no partitions or signatures" in review
     assert max(len(line) for line in review.splitlines()) <= 79
     assert "copy vault home image" in script and "mark copy:home" in script
@@ -114,18 +115,21 @@ def test_plan_onto_a_bigger_disk_can_grow_a_chosen_partition(gpt_demo, tmp_path,
 def test_plan_onto_a_smaller_disk_shrinks_when_the_data_fits(gpt_demo, tmp_path, capsys):
     plan, review, _ = plan_onto(gpt_demo, 800 * MiB, tmp_path, capsys)
     kept_identity(gpt_demo, plan)
-    tmp = next(m for m in plan.migrations if m.mountpoint == "/tmp")
-    assert tmp.change == "shrinks" and "/tmp shrinks from" in review
+    assert any(m.change == "shrinks" for m in plan.migrations) and " shrinks from " in review
+    for f in plan.filesystems:
+        if f.used is not None and f.vault:
+            assert f.size >= f.used * 1.1 + 64 * MiB
     assert max(p.end for p in plan.new_table.partitions) <= plan.new_table.last_lba + 1
 
 
 def test_plan_refuses_a_disk_that_is_too_small_and_says_by_how_much(gpt_demo, tmp_path, capsys):
     img = tmp_path / "small.img"
-    with loop_disk(img, 600 * MiB) as dev:
+    with loop_disk(img, 100 * MiB) as dev:
         code = main(plan_cmd(gpt_demo, dev, "--script", str(tmp_path / "restore.sh")))
     err = capsys.readouterr().err
     assert code == Exit.REFUSED
-    assert "MiB short" in err and "/tmp (ext4)" in err and "what to do:" in err
+    assert "MiB short: the filesystems need" in err and "the disk holds 100 MiB" in err
+    assert "/tmp (ext4)" in err and "what to do:" in err
     assert not (tmp_path / "restore.sh").exists()
     assert untouched(img)
 
@@ -151,9 +155,10 @@ def test_plan_of_dos_logical_partitions_grows_the_extended_one_too(dos_demo, tmp
     kept_identity(dos_demo, plan)
     changes = {m.number: m.change for m in plan.migrations}
     grown = [m for m in plan.migrations if m.change == "grows" and not m.container]
-    assert len(grown) == 1 and grown[0].number >= 5, changes
+    assert grown and all(m.mountpoint for m in grown), changes
     ext = next(m for m in plan.migrations if m.container)
-    assert ext.change == "grows" and ext.new_size - ext.old_size == grown[0].new_size - grown[0].old_size
+    inside = sum(m.new_size - m.old_size for m in grown if m.number >= 5)
+    assert inside and ext.change == "grows" and ext.new_size - ext.old_size == inside
     assert "extended partition" in review
 
 

@@ -51,8 +51,21 @@ def test_gpt_last_lba_is_recomputed_for_the_target():
     assert plan_for("dos", 16 * GIB).new_table.last_lba is None
 
 
-def test_bigger_gpt_grows_the_last_data_partition_by_what_the_disk_grew():
+def test_bigger_gpt_shares_what_the_disk_grew_among_the_restored_filesystems_by_captured_size():
     plan = plan_for("gpt", 20 * GIB)
+    old = {p.number: p for p in table("gpt").partitions}
+    grown = {n: sizes(plan)[n] - old[n].size for n in old}
+    assert sum(grown.values()) == 8 * GIB // 512
+    assert grown[1] == grown[2] == grown[4] == 0  # BIOS boot, ESP, swap
+    restored = {3: old[3].size, 5: old[5].size, 6: old[6].size}  # /, /tmp, /home: each has a vault
+    for n, captured in restored.items():
+        assert grown[n] % 2048 == 0
+        assert abs(grown[n] - 8 * GIB // 512 * captured / sum(restored.values())) <= 2048
+    assert all(p.start % 2048 == 0 for p in plan.new_table.partitions)
+
+
+def test_bigger_gpt_with_grow_gives_all_the_growth_to_that_partition():
+    plan = plan_for("gpt", 20 * GIB, grow="/home")
     old = {p.number: p for p in table("gpt").partitions}
     assert sizes(plan)[6] == old[6].size + 8 * GIB // 512
     assert all(sizes(plan)[n] == old[n].size for n in (1, 2, 3, 4, 5))
@@ -72,7 +85,7 @@ def test_bigger_dos_grows_root_not_the_swap_behind_it():
 
 
 def test_growing_the_last_logical_grows_the_extended_partition_too():
-    plan = plan_for("ext", 18 * GIB)
+    plan = plan_for("ext", 18 * GIB, grow="/home")
     old = {p.number: p for p in table("ext").partitions}
     grow = 8 * GIB // 512
     assert sizes(plan)[7] == old[7].size + grow
@@ -100,10 +113,18 @@ def test_smaller_gpt_shrinks_home_when_its_data_fits():
     assert next(m for m in plan.migrations if m.number == 6).change == "shrinks"
 
 
-def test_smaller_extended_layout_shrinks_home_and_the_extended_partition():
+def test_smaller_extended_layout_shrinks_the_restored_filesystems_and_the_extended_partition():
     plan = plan_for("ext", 8 * GIB)
     assert plan.new_table.partitions[1].end >= plan.new_table.partitions[-1].end
     assert max(p.end for p in plan.new_table.partitions) <= 8 * GIB // 512
+    # swap keeps its size (there is room); /boot, / and /home give up room in proportion
+    assert {m.number: m.change for m in plan.migrations} == {
+        1: "shrinks", 2: "shrinks", 5: "shrinks", 6: "moves", 7: "shrinks"}
+    assert sizes(plan)[6] == table("ext").partitions[3].size
+
+
+def test_smaller_extended_layout_with_grow_shrinks_only_that_one():
+    plan = plan_for("ext", 8 * GIB, grow="/home")
     assert {m.number: m.change for m in plan.migrations} == {1: "stays", 2: "shrinks", 5: "stays", 6: "stays", 7: "shrinks"}
 
 
@@ -219,7 +240,7 @@ def test_copy_counts_come_from_the_image_log_when_it_has_them():
     assert build_plan(no_df, imgs, target(4 * GIB)).filesystems[0].size < 6 * GIB
     small = (dataclasses.replace(imgs[0], size=3 * GIB),)
     with pytest.raises(PlanRefused, match="MiB short"):
-        build_plan(no_df, small, target(4 * GIB))
+        build_plan(no_df, small, target(3 * GIB))
 
 
 def test_dos_table_on_a_disk_over_2_tib_stops_at_2_tib_with_a_warning():
@@ -234,7 +255,7 @@ def test_4096_byte_sector_disks_align_to_1_mib_and_recompute_last_lba():
     t4k = dataclasses.replace(t, sector_size=4096, first_lba=256, partitions=tuple(
         dataclasses.replace(p, start=p.start // 8, size=p.size // 8) for p in t.partitions))
     lay = dataclasses.replace(lay, disks=(dataclasses.replace(lay.disks[0], sector_size=4096, table=t4k),))
-    plan = build_plan(lay, images(lay), target(20 * GIB, sector_size=4096))
+    plan = build_plan(lay, images(lay), target(20 * GIB, sector_size=4096), PlanOptions(grow="/home"))
     assert plan.new_table.last_lba == 20 * GIB // 4096 - 6  # 4 sectors of entries + header
     assert all(p.start % 256 == 0 for p in plan.new_table.partitions)
     home = plan.new_table.partitions[-1]

@@ -107,24 +107,34 @@ def test_two_vaults_for_one_mount_point_refused():
     assert "root" in e.what and "root2" in e.what and "both hold /" in e.what
 
 
-def test_too_small_says_how_many_mib_short_and_which_filesystem():
+def test_too_small_names_the_disks_whole_shortfall_and_each_partitions_need():
     lay = layout("gpt")
-    e = refusal(lay, images(lay), target(7 * GIB))
-    # worked out by hand: /home keeps 14149632 - 10485760 sectors on a 7 GiB disk
-    get = (14149632 - 10485760) * 512
-    need = needed_bytes(2 * GIB, "xfs")
-    assert need == 2 * GIB + 2 * GIB // 10 + 1 + MARGIN_BYTES
-    short = -(-(need - get) // MIB)
-    assert short == 528
-    assert f"is {short} MiB short" in e.what and "/home (xfs)" in e.what
-    assert f"{short} MiB bigger" in e.fix and "--grow" in e.fix
+    # worked out by hand, in MiB: 1 before the first partition, BIOS boot 1 and ESP 256 kept,
+    # / 3 GiB used + 10 % + 64, swap 64, /tmp 10 + 1 + 64, /home (xfs) 2 GiB used + 10 % + 64,
+    # each rounded up to 1 MiB; then gpt's 33 sectors of backup entries and header
+    assert needed_bytes(3 * GIB, "ext4") == 3 * GIB + 3 * GIB // 10 + 1 + MARGIN_BYTES
+    mib = 1 + 1 + 256 + (3072 + 308 + 64) + 64 + (10 + 1 + 64) + (2048 + 205 + 64)
+    assert mib == 6158
+    e = refusal(lay, images(lay), target(5 * GIB))
+    assert e.what == ("/dev/sdb is 1039 MiB short: the filesystems need 6.0 GiB in all, "
+                      "the disk holds 5.0 GiB")
+    for words in ("partition 3 / (ext4) 3.4 GiB", "partition 4 swap /dev/sda4 64 MiB",
+                  "partition 5 /tmp (ext4) 75 MiB", "partition 6 /home (xfs) 2.3 GiB",
+                  "partition 1 no filesystem 1 MiB", "partition 2 /boot/efi (vfat) 256 MiB"):
+        assert words in e.why
+    assert "1039 MiB bigger" in e.fix and "--size" in e.fix
+    # the boundary is exact: one MiB short is refused as such, the needs themselves fit
+    tail = 33 * 512
+    assert refusal(lay, images(lay), target(mib * MIB)).what.startswith("/dev/sdb is 1 MiB short")
+    plan = build_plan(lay, images(lay), target(mib * MIB + tail))
+    assert plan.new_table.partitions[-1].end == mib * MIB // 512
 
 
 def test_shrinking_a_filesystem_whose_used_bytes_are_unknown_is_refused():
     lay = layout("dos")
     fss = (dataclasses.replace(lay.filesystems[0], used=None),) + lay.filesystems[1:]
     e = refusal(dataclasses.replace(lay, filesystems=fss), images(lay), target(6 * GIB))
-    assert "used bytes" in e.why and "partition 1" in e.what
+    assert "used bytes not captured" in e.why and "partition 1 / (ext4) 6.0 GiB" in e.why
 
 
 def test_xfs_minimum_is_respected_even_without_a_size_change():
@@ -139,8 +149,11 @@ def test_xfs_minimum_is_respected_even_without_a_size_change():
     ))
     lay2 = layout("dos", disks=(Disk("/dev/sda", 8 * GIB, table=small),))
     fss2 = (dataclasses.replace(lay2.filesystems[0], fstype="xfs", used=MIB),) + lay2.filesystems[1:]
-    e = refusal(dataclasses.replace(lay2, filesystems=fss2), images(lay2), target(8 * GIB), grow="2")
-    assert "makes nothing under 300 MiB" in e.what and "200 MiB" in e.what
+    plan = build_plan(dataclasses.replace(lay2, filesystems=fss2), images(lay2), target(8 * GIB),
+                      PlanOptions(grow="2"))
+    # the 200 MiB xfs /boot is made at the 300 MiB mkfs.xfs needs; the swap behind it moves
+    assert plan.filesystems[0].size == 300 * MIB
+    assert plan.new_table.partitions[1].start == 2048 + 300 * MIB // 512
 
 
 def test_grow_naming_nothing_is_refused_with_the_choices():

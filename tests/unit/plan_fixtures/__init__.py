@@ -18,7 +18,7 @@ from rescue.target import ExistingPartition, TargetDisk
 HERE = Path(__file__).resolve().parent
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-SIZES = {"dos": 8 * GIB, "ext": 10 * GIB, "gpt": 12 * GIB, "old": 4 * GIB}
+SIZES = {"dos": 8 * GIB, "ext": 10 * GIB, "gpt": 12 * GIB, "old": 4 * GIB, "issue15": 1 * GIB}
 BANK = Path("/srv/backup/bank")
 
 
@@ -70,6 +70,15 @@ def layout(name: str, **changes) -> Layout:
             _fs("/dev/sda3", "ext4", "/home", 300 * MIB, 3),
         )
         boot = Boot(mode=BootMode.BIOS)
+    elif name == "issue15":  # the machine of issue 15: no vault holds /tmp (see images15)
+        fss = (
+            _fs("/dev/sda1", "ext4", "/boot", 40 * MIB, 1, "boot"),
+            _fs("/dev/sda5", "ext4", "/", 200 * MIB, 5, "root"),
+            _fs("/dev/sda6", "swap", None, None, 6),
+            _fs("/dev/sda7", "btrfs", "/home", 60 * MIB, 7, "home"),
+            _fs("/dev/sda8", "ext4", "/tmp", 20 * 1024, 8, "tmp", mode=0o1777),
+        )
+        boot = Boot(mode=BootMode.BIOS, grub_disk="/dev/sda")
     else:
         raise KeyError(name)
     swaps = tuple(Swap(f.device, 0, uuid=f.uuid, label=f.label) for f in fss if f.fstype == "swap")

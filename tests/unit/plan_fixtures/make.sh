@@ -43,3 +43,15 @@ start=63, size=4000122, type=83, bootable
 start=4000185, size=1000000, type=82
 start=5000185, type=83
 EOF
+# Issue 15's machine: /boot, then /, swap, btrfs /home and a small /tmp as logicals;
+# 15 MiB left free at the end.
+make issue15 1G <<'EOF'
+label: dos
+label-id: 0x15151515
+start=2048, size=128M, type=83, bootable
+size=+, type=5
+size=400M, type=83
+size=128M, type=82
+size=300M, type=83
+size=48M, type=83
+EOF
