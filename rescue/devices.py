@@ -198,7 +198,7 @@ def wait_table_settled(disk: str, want: Sequence[tuple[int, int, int]], sector_s
                     f"`partprobe {disk}` and rerun; if it stays, reboot the rescue system and rerun",
             )
         run(["partprobe", disk], check=False)
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
 def is_claimed(device: str) -> bool:

@@ -112,7 +112,7 @@ def stress(disk: str, rounds: int, out=sys.stdout) -> tuple[bool, str]:
             diffs = table_differences(want, back) if back else ["no table could be read back"]
             if diffs:
                 return False, f"STRESS-TABLE: FAILED round {i + 1}: the disk holds another table: {'; '.join(diffs)}"
-            if (i + 1) % 50 == 0:
+            if (i + 1) % 50 == 0 and i + 1 < rounds:
                 print(f"stress: {i + 1} rounds in {time.monotonic() - t0:.1f} s", file=out, flush=True)
     finally:
         os.killpg(reader.pid, 9)

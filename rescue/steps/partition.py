@@ -216,6 +216,5 @@ def write_table(disk: str, table: PartitionTable) -> None:
     from rescue.run import run
 
     run([*SFDISK_WRITE, disk], input=sfdisk_input(table, disk))
-    run(["partprobe", disk], check=False)
     rescan(disk)
     settle(disk, table)
