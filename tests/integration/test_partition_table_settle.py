@@ -16,6 +16,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -95,27 +96,46 @@ def executor_and_plan(bank, dev: str, tmp_path: Path):
 
 
 def test_a_mount_left_in_a_dying_namespace_is_waited_for(bank, tmp_path):
-    """The kill -9 case: the killed run's mount namespace lets go of the partition a moment later."""
-    with loop_disk(tmp_path / "t.img", GiB) as dev:
+    """The kill -9 case: the killed run's mount namespace lets go of the partition a moment later.
+
+    The restore must not write a byte while the partition is held (the old code
+    wiped and repartitioned at once, then mkfs refused: "apparently in use").
+    """
+    img = tmp_path / "t.img"
+    with loop_disk(img, GiB) as dev:
         part = prepared_target(dev)
         ex, plan = executor_and_plan(bank, dev, tmp_path)
         (tmp_path / "m").mkdir()
+        head = img.read_bytes()[:MiB]  # the table and the start of the ext4: what a wipe changes first
         holder = subprocess.Popen(["unshare", "-m", "sh", "-c",
-                                   f"mount {part} {tmp_path / 'm'} && echo mounted && exec sleep 3"],
+                                   f"mount {part} {tmp_path / 'm'} && echo mounted && exec sleep 4"],
                                   stdout=subprocess.PIPE, text=True)
+        written_while_held = []
+
+        def watch() -> None:
+            while holder.poll() is None:
+                with open(img, "rb") as f:
+                    if f.read(MiB) != head:
+                        written_while_held.append(time.monotonic())
+                        return
+                time.sleep(0.05)
+
         try:
             assert holder.stdout is not None and holder.stdout.readline().strip() == "mounted"
             assert devices.is_claimed(part)  # invisible in this namespace's mountinfo, but held
-            assert not any(m.split()[4] == str(tmp_path / "m") for m in Path("/proc/self/mountinfo").read_text().splitlines())
-            t0 = time.monotonic()
+            assert not any(line.split()[4] == str(tmp_path / "m")
+                           for line in Path("/proc/self/mountinfo").read_text().splitlines())
+            watcher = threading.Thread(target=watch)
+            watcher.start()
             outcome = ex.run(plan)
+            watcher.join()
             assert outcome.ok, outcome.summary
-            assert holder.poll() is not None  # the restore only went on once the holder was gone
-            assert time.monotonic() - t0 > 1
+            assert holder.poll() is not None
+            assert not written_while_held, "the restore wrote to the disk while a partition was still held"
         finally:
             holder.kill()
             holder.wait()
-        assert run(["blkid", "-o", "value", "-s", "TYPE", partition_path(dev, 1)], check=False).stdout.strip()
+        assert run(["blkid", "-o", "value", "-s", "TYPE", partition_path(dev, 1)]).stdout.strip() == "ext4"
 
 
 def test_a_holder_that_stays_is_named_and_nothing_is_written(bank, tmp_path, monkeypatch):
