@@ -255,7 +255,6 @@ def holders_of(device: str) -> list[str]:
         devnum = (os.major(st.st_rdev), os.minor(st.st_rdev))
     except OSError:
         return out
-    me = str(os.getpid())
     seen_ns: set[str] = set()
     pids = [e.name for e in sys_list(Path("/proc")) if e.name.isdigit()]
     for pid in pids:
@@ -271,34 +270,60 @@ def holders_of(device: str) -> list[str]:
             f = line.split()
             if len(f) > 4 and f[2] == f"{devnum[0]}:{devnum[1]}":
                 out.append(f"mounted at {f[4]} in the mount namespace of process {pid} ({_comm(pid)})")
-    for pid in pids:
-        if pid == me:
+    out += [f"open in process {pid} ({comm})" for pid, comm in open_in({devnum}).items()]
+    return out
+
+
+def open_in(devnums: set[tuple[int, int]]) -> dict[str, str]:
+    """Other processes with one of these block devices open (/proc/*/fd): pid -> command name."""
+    me = str(os.getpid())
+    found = {}
+    for entry in sys_list(Path("/proc")):
+        pid = entry.name
+        if not pid.isdigit() or pid == me:
             continue
-        for fd in sys_list(Path("/proc") / pid / "fd"):
+        for fd in sys_list(entry / "fd"):
             try:
                 if not os.readlink(fd).startswith("/dev/"):
                     continue
                 fst = os.stat(fd)
             except OSError:
                 continue
-            if stat.S_ISBLK(fst.st_mode) and (os.major(fst.st_rdev), os.minor(fst.st_rdev)) == devnum:
-                out.append(f"open in process {pid} ({_comm(pid)})")
+            if stat.S_ISBLK(fst.st_mode) and (os.major(fst.st_rdev), os.minor(fst.st_rdev)) in devnums:
+                found[pid] = _comm(pid)
                 break
-    return out
+    return found
 
 
 def wait_free(disk: str, timeout: float | None = None) -> None:
-    """Before writing: wait until no partition of `disk` is claimed, else refuse naming the holder.
+    """Before writing: wait until nothing holds `disk` or its partitions, else refuse naming the holder.
 
     A killed restore may leave a mount in a namespace whose last process is
-    still exiting, or a child with the partition open; the kernel lets go a
-    moment later. Something that holds on past `timeout` is not ours to end:
-    the refusal names it, and nothing is written.
+    still exiting, or a child still running (an orphaned partprobe re-reading
+    the table, an mkfs); they let go a moment later. Something that holds on
+    past `timeout` is not ours to end: the refusal names it, nothing is written.
+    Held means claimed by the kernel (mounted anywhere, stacked on, opened
+    exclusively) or open in another process.
     """
-    busy = wait_released(disk, RELEASE_TIMEOUT if timeout is None else timeout)
-    if not busy:
-        return
-    held = [f"{p}: {', '.join(holders_of(p)) or 'held by the kernel (holder not found)'}" for p in busy]
+    name = os.path.basename(os.path.realpath(disk))
+    whole = sys_read(SYS_BLOCK / name / "partition") is None
+    deadline = time.monotonic() + (RELEASE_TIMEOUT if timeout is None else timeout)
+    while True:
+        parts = [f"/dev/{p.name}" for p in kernel_partitions(disk)] if whole else [disk]
+        claimed = [p for p in parts if os.path.exists(p) and is_claimed(p)]
+        nums = {p.devnum for p in kernel_partitions(disk)} if whole else set()
+        with contextlib.suppress(OSError):
+            st = os.stat(disk)
+            nums.add((os.major(st.st_rdev), os.minor(st.st_rdev)))
+        users = open_in(nums)
+        if not claimed and not users:
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    held = [f"{p}: {', '.join(holders_of(p)) or 'held by the kernel (holder not found)'}" for p in claimed]
+    held += [f"open in process {pid} ({comm})" for pid, comm in users.items()
+             if not any(f"process {pid} " in h for h in held)]
     raise UnsafeTarget(
         f"{disk} is still in use: {'; '.join(held)}",
         why="the kernel refuses to make a filesystem on a partition something holds, "
