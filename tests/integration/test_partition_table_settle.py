@@ -95,8 +95,10 @@ def executor_and_plan(bank, dev: str, tmp_path: Path):
     return ex, plan
 
 
-def test_a_mount_left_in_a_dying_namespace_is_waited_for(bank, tmp_path):
-    """The kill -9 case: the killed run's mount namespace lets go of the partition a moment later.
+@pytest.mark.parametrize("left", ["mount", "open"])
+def test_what_a_killed_run_left_is_waited_for(bank, tmp_path, left):
+    """The kill -9 case: the killed run's mount namespace lets go of the partition a moment later
+    ("mount"), or its orphaned child (a partprobe, an sfdisk) still has the disk open ("open").
 
     The restore must not write a byte while the partition is held (the old code
     wiped and repartitioned at once, then mkfs refused: "apparently in use").
@@ -107,9 +109,12 @@ def test_a_mount_left_in_a_dying_namespace_is_waited_for(bank, tmp_path):
         ex, plan = executor_and_plan(bank, dev, tmp_path)
         (tmp_path / "m").mkdir()
         head = img.read_bytes()[:MiB]  # the table and the start of the ext4: what a wipe changes first
-        holder = subprocess.Popen(["unshare", "-m", "sh", "-c",
-                                   f"mount {part} {tmp_path / 'm'} && echo mounted && exec sleep 4"],
-                                  stdout=subprocess.PIPE, text=True)
+        if left == "mount":
+            argv = ["unshare", "-m", "sh", "-c", f"mount {part} {tmp_path / 'm'} && echo held && exec sleep 4"]
+        else:
+            argv = [sys.executable, "-c", f"import time; f = open({dev!r}, 'rb'); print('held', flush=True); "
+                    "time.sleep(4)"]
+        holder = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         written_while_held = []
 
         def watch() -> None:
@@ -121,10 +126,11 @@ def test_a_mount_left_in_a_dying_namespace_is_waited_for(bank, tmp_path):
                 time.sleep(0.05)
 
         try:
-            assert holder.stdout is not None and holder.stdout.readline().strip() == "mounted"
-            assert devices.is_claimed(part)  # invisible in this namespace's mountinfo, but held
-            assert not any(line.split()[4] == str(tmp_path / "m")
-                           for line in Path("/proc/self/mountinfo").read_text().splitlines())
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+            if left == "mount":
+                assert devices.is_claimed(part)  # invisible in this namespace's mountinfo, but held
+                assert not any(line.split()[4] == str(tmp_path / "m")
+                               for line in Path("/proc/self/mountinfo").read_text().splitlines())
             watcher = threading.Thread(target=watch)
             watcher.start()
             outcome = ex.run(plan)
