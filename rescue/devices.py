@@ -153,8 +153,11 @@ def _node_matches(part: KernelPartition) -> bool:
     return (os.major(st.st_rdev), os.minor(st.st_rdev)) == part.devnum
 
 
-def table_settle_differences(disk: str, want: Sequence[tuple[int, int, int]]) -> list[str]:
-    """How the kernel's view of `disk` differs from the table (number, start, size) just written."""
+def table_settle_differences(disk: str, want: Sequence[tuple[int, int, int | None]]) -> list[str]:
+    """How the kernel's view of `disk` differs from the table (number, start, size) just written.
+
+    size None: any size (the kernel shows a dos extended partition as 1 KiB, not its extent).
+    """
     have = {p.number: p for p in kernel_partitions(disk)}
     wanted = {n: (start, size) for n, start, size in want}
     diffs = []
@@ -164,15 +167,15 @@ def table_settle_differences(disk: str, want: Sequence[tuple[int, int, int]]) ->
             diffs.append(f"partition {n} never appeared")
         elif w is None:
             diffs.append(f"partition {n} ({p.name}) is still shown but was not written")
-        elif (p.start, p.size) != w:
+        elif p.start != w[0] or w[1] is not None and p.size != w[1]:
             diffs.append(f"partition {n} ({p.name}) shows start {p.start} size {p.size} "
-                         f"instead of start {w[0]} size {w[1]}")
+                         f"instead of start {w[0]} size {w[1] if w[1] is not None else 'any'}")
         elif not _node_matches(p):
             diffs.append(f"partition {n} has no device node /dev/{p.name}")
     return diffs
 
 
-def wait_table_settled(disk: str, want: Sequence[tuple[int, int, int]], sector_size: int = 512,
+def wait_table_settled(disk: str, want: Sequence[tuple[int, int, int | None]], sector_size: int = 512,
                        timeout: float | None = None) -> None:
     """Wait until the kernel shows exactly the table just written, and /dev has its nodes.
 
@@ -183,7 +186,7 @@ def wait_table_settled(disk: str, want: Sequence[tuple[int, int, int]], sector_s
     what never appeared or differs.
     """
     scale = sector_size // 512
-    want512 = [(n, start * scale, size * scale) for n, start, size in want]
+    want512 = [(n, start * scale, None if size is None else size * scale) for n, start, size in want]
     deadline = time.monotonic() + (SETTLE_TIMEOUT if timeout is None else timeout)
     while True:
         _make_missing_nodes(disk)

@@ -23,6 +23,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from rescue.devices import partition_path, wait_table_settled
 from rescue.layout.model import Partition, PartitionTable
@@ -32,14 +33,17 @@ ESP = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
 LINUX = "0fc63daf-8483-4772-8e79-3d69c7477de4"
 SWAP = "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f"
 
-# (label, [(start, size, type)]): every layout differs from the one before it in count or place
+# (label, [(number, start, size, type)]): every layout differs from the one before it in count or place.
+# No dos logicals: `partx -u` does not add them, and on some kernels (6.18 here) `blockdev --rereadpt`
+# of a loop disk shows no partitions at all, so under a neighbour looping both they are never all shown
+# (tests/integration/test_restore_demo.py restores a dos disk with logicals, without a neighbour).
 LAYOUTS = (
-    ("gpt", [(2048, 16384, ESP), (18432, 32768, LINUX), (51200, 8192, SWAP), (59392, 20480, LINUX),
-             (79872, 4096, LINUX)]),
-    ("dos", [(2048, 40960, "83"), (43008, 20480, "82")]),
-    ("gpt", [(4096, 8192, LINUX), (12288, 8192, LINUX), (20480, 65536, LINUX)]),
-    ("dos", [(2048, 8192, "83"), (10240, 8192, "83"), (18432, 8192, "83"), (26624, 40960, "83")]),
-    ("gpt", [(2048, 98304, LINUX)]),
+    ("gpt", [(1, 2048, 16384, ESP), (2, 18432, 32768, LINUX), (3, 51200, 8192, SWAP), (4, 59392, 20480, LINUX),
+             (5, 79872, 4096, LINUX)]),
+    ("dos", [(1, 2048, 40960, "83"), (2, 43008, 20480, "82")]),
+    ("gpt", [(1, 4096, 8192, LINUX), (2, 12288, 8192, LINUX), (3, 20480, 65536, LINUX)]),
+    ("dos", [(1, 2048, 8192, "83"), (2, 10240, 8192, "83"), (3, 18432, 8192, "83"), (4, 26624, 40960, "83")]),
+    ("gpt", [(1, 2048, 98304, LINUX)]),
 )
 MIN_SECTORS = 102400 + 2048  # the layouts fit a 51 MiB disk (gpt keeps 33 sectors at the end)
 
@@ -59,7 +63,7 @@ def table(disk: str, i: int) -> PartitionTable:
     label, parts = LAYOUTS[i % len(LAYOUTS)]
     return PartitionTable(label=label, device=disk, partitions=tuple(
         Partition(node=partition_path(disk, n), start=start, size=size, type=kind)
-        for n, (start, size, kind) in enumerate(parts, 1)))
+        for n, start, size, kind in parts))
 
 
 def refuse(disk: str) -> str | None:
@@ -73,7 +77,7 @@ def refuse(disk: str) -> str | None:
     except OSError as e:
         return f"{disk}: {e.strerror}"
     try:
-        sectors = int(open(f"/sys/class/block/{name}/size").read())
+        sectors = int(Path(f"/sys/class/block/{name}/size").read_text())
     except (OSError, ValueError):
         sectors = 0
     if sectors < MIN_SECTORS:
@@ -85,7 +89,7 @@ class _Direct:
     """The one thing read_table needs of a restore context: run a command."""
 
     @staticmethod
-    def run(argv: list[str], **kw: object):  # noqa: ANN205 - rescue.run.Result
+    def run(argv: list[str], **kw: object):  # -> rescue.run.Result
         from rescue.run import run
 
         return run(argv, **kw)  # type: ignore[arg-type]

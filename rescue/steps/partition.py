@@ -201,10 +201,16 @@ class WritePartitionTable(Step):
 def settle(disk: str, table: PartitionTable) -> None:
     """Wait until the kernel and /dev show `table` on `disk` (the partition step's last check)."""
     try:
-        wait_table_settled(disk, [(p.number, p.start, p.size) for p in table.partitions],
+        wait_table_settled(disk, [(p.number, p.start, None if _extended(table, p) else p.size)
+                                  for p in table.partitions],
                            sector_size=table.sector_size or 512)
     except RescueError as e:
         raise StepFailed(e.what, why=e.why, fix=e.fix) from e
+
+
+def _extended(table: PartitionTable, p: Partition) -> bool:
+    """A dos extended partition: the kernel shows it 1 KiB long, whatever its extent."""
+    return table.label == "dos" and _norm_type(p.type) in ("5", "f", "85")
 
 
 def write_table(disk: str, table: PartitionTable) -> None:

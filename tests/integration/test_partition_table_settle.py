@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 import threading
@@ -40,7 +39,7 @@ def test_tables_written_while_the_kernel_keeps_rereading_them(tmp_path):
     with loop_disk(tmp_path / "d.img", 64 * MiB) as dev:
         t0 = time.monotonic()
         r = subprocess.run([sys.executable, str(DRIVER), dev, str(ROUNDS)], capture_output=True, text=True,
-                           timeout=600)
+                           timeout=600, check=False)
         took = time.monotonic() - t0
     last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
     assert last == f"STRESS-TABLE: OK {ROUNDS} rounds", r.stdout + r.stderr
@@ -50,7 +49,8 @@ def test_tables_written_while_the_kernel_keeps_rereading_them(tmp_path):
 
 @pytest.mark.parametrize("disk", ["/dev/sda", "/dev/vda", "/dev/nvme0n1", "/dev/loop0p1"])
 def test_the_stress_driver_refuses_disks_it_must_not_destroy(disk):
-    r = subprocess.run([sys.executable, str(DRIVER), disk, "1"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, str(DRIVER), disk, "1"], capture_output=True, text=True, timeout=60,
+                       check=False)
     assert r.returncode == 1
     assert r.stdout.strip().splitlines()[-1].startswith("STRESS-TABLE: FAILED "), r.stdout
     assert "neither a loop device nor a virtio disk" in r.stdout
@@ -112,8 +112,8 @@ def test_what_a_killed_run_left_is_waited_for(bank, tmp_path, left):
         if left == "mount":
             argv = ["unshare", "-m", "sh", "-c", f"mount {part} {tmp_path / 'm'} && echo held && exec sleep 4"]
         else:
-            argv = [sys.executable, "-c", f"import time; f = open({dev!r}, 'rb'); print('held', flush=True); "
-                    "time.sleep(4)"]
+            argv = [sys.executable, "-c",
+                    f"import time; f = open({dev!r}, 'rb'); print('held', flush=True); time.sleep(4)"]
         holder = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         written_while_held = []
 
@@ -151,8 +151,8 @@ def test_a_holder_that_stays_is_named_and_nothing_is_written(bank, tmp_path, mon
         part = prepared_target(dev)
         ex, plan = executor_and_plan(bank, dev, tmp_path)
         holder = subprocess.Popen([sys.executable, "-c",
-                                   f"import os, time; os.open({part!r}, os.O_RDONLY | os.O_EXCL); "
-                                   "print('held', flush=True); time.sleep(120)"],
+                                   (f"import os, time; os.open({part!r}, os.O_RDONLY | os.O_EXCL); "
+                                    "print('held', flush=True); time.sleep(120)")],
                                   stdout=subprocess.PIPE, text=True)
         try:
             assert holder.stdout is not None and holder.stdout.readline().strip() == "held"

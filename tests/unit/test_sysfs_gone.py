@@ -8,6 +8,7 @@ an entry removed at one exact moment, which a real kernel does only by chance
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from pathlib import Path
 
@@ -163,3 +164,26 @@ def test_wait_table_settled_returns_once_the_view_equals(tmp_path: Path, monkeyp
     monkeypatch.setattr(devices, "run", partprobe)
     devices.wait_table_settled("/dev/vdb", [(1, 2048, 100), (2, 4096, 200)], timeout=5)
     assert len(calls) == 2
+
+
+def test_a_dos_extended_partition_is_compared_by_its_start_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel shows an extended partition 1 KiB long (size 1 or 2), not its extent."""
+    from rescue.layout.model import Partition, PartitionTable
+    from rescue.steps import partition
+
+    fake_disk(tmp_path, "vdb", [(1, 2048, 8192), (2, 10240, 2), (5, 12288, 16384)])
+    monkeypatch.setattr(devices, "SYS_BLOCK", tmp_path)
+    monkeypatch.setattr(devices, "_node_matches", lambda p: True)
+    monkeypatch.setattr(devices, "_make_missing_nodes", lambda disk: None)
+    table = PartitionTable(label="dos", device="/dev/vdb", partitions=(
+        Partition(node="/dev/vdb1", start=2048, size=8192, type="83"),
+        Partition(node="/dev/vdb2", start=10240, size=61440, type="5"),
+        Partition(node="/dev/vdb5", start=12288, size=16384, type="83")))
+    partition.settle("/dev/vdb", table)  # returns: the view equals the table
+    moved = dataclasses.replace(table, partitions=(*table.partitions[:1],
+                                                   dataclasses.replace(table.partitions[1], start=10241),
+                                                   table.partitions[2]))
+    monkeypatch.setattr(devices, "SETTLE_TIMEOUT", 0.2)
+    monkeypatch.setattr(devices, "run", lambda argv, **kw: None)
+    with pytest.raises(partition.StepFailed, match="the kernel does not show"):
+        partition.settle("/dev/vdb", moved)
