@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rescue.devices import sys_list
 from rescue.errors import RescueError
 from rescue.run import CommandError, run
 from rescue.target import ExistingPartition, TargetDisk
@@ -79,7 +80,7 @@ def node_by_name(name: str) -> BlockNode | None:
 
 def _partitions(disk: BlockNode) -> list[BlockNode]:
     out = []
-    for child in sorted(disk.sys.iterdir(), key=lambda p: _part_number(p.name)):
+    for child in sorted(sys_list(disk.sys), key=lambda p: _part_number(p.name)):
         if child.name.startswith(disk.name) and (child / "partition").exists():
             out.append(BlockNode(child.name, child, True))
     return out
@@ -98,9 +99,7 @@ def _holders(node: BlockNode, seen: set[str]) -> set[str]:
     """Kernel names stacked on top of a node (dm, md), recursively."""
     out: set[str] = set()
     holders = node.sys / "holders"
-    if not holders.is_dir():
-        return out
-    for h in holders.iterdir():
+    for h in sys_list(holders):
         if h.name in seen:
             continue
         seen.add(h.name)
@@ -411,7 +410,7 @@ def list_disks(backup_sources: Sequence[Path] = ()) -> list[TargetDisk]:
                  if not d["name"].startswith(("ram", "zram"))]
     except Exception:  # noqa: BLE001 - blkinfo wraps lsblk; sysfs below still lists the disks
         names = []
-    for entry in sorted((SYS / "block").iterdir()):
+    for entry in sys_list(SYS / "block"):
         name = entry.name
         if name.startswith(("ram", "zram")) or name in names:
             continue

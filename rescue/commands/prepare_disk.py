@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rescue import bootcode
-from rescue.devices import attached, partition_path, rescan
+from rescue.devices import attached, partition_path, rescan, wait_table_settled
 from rescue.errors import Aborted, Exit, PlanRefused, RescueError, UnsafeTarget
 from rescue.image import bmap as bmapmod
 from rescue.image import manifest as mf
@@ -313,6 +314,8 @@ def prepare(device: str, shown: str, image: RescueImage, args: argparse.Namespac
         input=plan.sfdisk_script())
     rescan(device)
     table = json.loads(cmd(["sfdisk", "--json", device]).stdout)["partitiontable"]
+    wait_table_settled(device, [(int(re.search(r"(\d+)$", p["node"]).group(1)), int(p["start"]), int(p["size"]))
+                                for p in table.get("partitions", [])], int(table.get("sectorsize", 512)))
     disk_id = str(table.get("id", "")).lower().removeprefix("0x")
     say(f"partition table {plan.table} (disk id {disk_id}): "
         + ", ".join(f"{p.number} {p.role}" for p in plan.parts))

@@ -30,10 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from rescue import events as ev
+from rescue.devices import wait_free
 from rescue.engine.context import Child, CommandLog, EngineContext, TargetLost
 from rescue.engine.journal import Journal, disk_check_of, plan_digest
 from rescue.engine.lock import DiskLock
-from rescue.engine.mounts import mounts_of_disk, remove_empty_tree, swaps_of_disk, unmount_all
+from rescue.engine.mounts import (
+    mounts_of_disk,
+    remove_empty_tree,
+    swaps_of_disk,
+    unmount_all,
+)
 from rescue.engine.report import summary_text
 from rescue.errors import Aborted, RescueError, StepFailed, UnsafeTarget
 from rescue.jsonform import to_json
@@ -332,6 +338,9 @@ class Executor:
                                   fix="rerun the same command to resume where it stopped")
                 if not checked:
                     self.recheck()
+                    # what a killed run left (a mount in a dying namespace, a child still exiting)
+                    # lets go within moments; anything else holding the target is named, nothing written
+                    wait_free(self.target)
                     checked = True
                 ctx.key = step.key
                 ctx.resuming = journal.was_started(step.key)

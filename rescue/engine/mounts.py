@@ -104,16 +104,9 @@ def block_rdev(device: str) -> tuple[int, int]:
 
 def disk_devnums(disk: str) -> set[tuple[int, int]]:
     """Device numbers of a whole disk and all its partitions (from /sys)."""
-    nums = {block_rdev(disk)}
-    name = os.path.basename(os.path.realpath(disk))
-    sys_dir = Path("/sys/class/block") / name
-    if sys_dir.is_dir():
-        for child in sys_dir.iterdir():
-            dev = child / "dev"
-            if child.name.startswith(name) and dev.is_file():
-                ma, mi = dev.read_text().split(":")
-                nums.add((int(ma), int(mi)))
-    return nums
+    from rescue.devices import kernel_partitions
+
+    return {block_rdev(disk)} | {p.devnum for p in kernel_partitions(disk)}
 
 
 def mounts_of_disk(disk: str) -> list[MountInfo]:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rescue.devices import wait_free
 from rescue.errors import PlanRefused, StepFailed
 from rescue.run import CommandError
 from rescue.steps.base import Context, Step, sh
@@ -103,6 +104,7 @@ class MakeFilesystem(Step):
 
     def run(self, ctx: Context) -> None:
         argv = mkfs_argv(self.fstype, self.device, self.uuid, self.label)
+        wait_free(self.device)  # a killed run's mount may still be letting go: wait, or name who holds it
         if self.fstype == "btrfs":
             # Forget btrfs devices the kernel remembers but nothing mounts (an old twin).
             ctx.run(["btrfs", "device", "scan", "--forget"], check=False)

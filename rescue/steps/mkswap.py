@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rescue.devices import wait_free
 from rescue.errors import StepFailed
 from rescue.steps.base import Context, Step, sh
 from rescue.steps.mkfs import probe, same_uuid
@@ -36,6 +37,7 @@ class MakeSwap(Step):
         return [sh(*mkswap_argv(self.device, self.uuid, self.label))]
 
     def run(self, ctx: Context) -> None:
+        wait_free(self.device)  # a killed run's swapon or open may still be letting go
         ctx.run(mkswap_argv(self.device, self.uuid, self.label))
         found = probe(ctx, self.device)
         if found.get("TYPE") != "swap":

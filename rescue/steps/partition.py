@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rescue.devices import partition_path
-from rescue.errors import StepFailed
+from rescue.devices import partition_path, wait_table_settled
+from rescue.errors import RescueError, StepFailed
 from rescue.layout.model import Partition, PartitionTable
 from rescue.run import CommandError
 from rescue.steps.base import Context, Step, rescan_disk, sh
@@ -194,17 +194,33 @@ class WritePartitionTable(Step):
                 why="; ".join(diffs),
                 fix="check the disk (sfdisk --dump) and rerun; a faulty disk may not keep what is written",
             )
-        missing = [partition_path(self.disk, p.number) for p in self.table.partitions
-                   if not _exists(partition_path(self.disk, p.number))]
-        if missing:
-            raise StepFailed(
-                f"the kernel shows no device for {', '.join(missing)}",
-                why="the new partition table was written but not taken up",
-                fix=f"run partprobe {self.disk} (or reboot the rescue system) and rerun",
-            )
+        # udev and the kernel re-read the new table on their own time: partitions come and go
+        settle(self.disk, self.table)
 
 
-def _exists(path: str) -> bool:
-    import os
+def settle(disk: str, table: PartitionTable) -> None:
+    """Wait until the kernel and /dev show `table` on `disk` (the partition step's last check)."""
+    try:
+        wait_table_settled(disk, [(p.number, p.start, None if _extended(table, p) else p.size)
+                                  for p in table.partitions],
+                           sector_size=table.sector_size or 512)
+    except RescueError as e:
+        raise StepFailed(e.what, why=e.why, fix=e.fix) from e
 
-    return os.path.exists(path)
+
+def _extended(table: PartitionTable, p: Partition) -> bool:
+    """A dos extended partition: the kernel shows it 1 KiB long, whatever its extent."""
+    return table.label == "dos" and _norm_type(p.type) in ("5", "f", "85")
+
+
+def write_table(disk: str, table: PartitionTable) -> None:
+    """Write `table` to `disk` exactly as the partition step does and wait until the kernel shows it.
+
+    For callers without a restore context (the stress driver, tests).
+    """
+    from rescue.devices import rescan
+    from rescue.run import run
+
+    run([*SFDISK_WRITE, disk], input=sfdisk_input(table, disk))
+    rescan(disk)
+    settle(disk, table)

@@ -2,19 +2,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from rescue.steps.base import Context, Step, rescan_disk, sh
 
 
 def partitions_of(disk: str) -> list[str]:
     """The disk's partition device nodes the kernel knows now (from /sys)."""
-    name = os.path.basename(os.path.realpath(disk))
-    sys_dir = Path("/sys/class/block") / name
-    if not sys_dir.is_dir():
-        return []
-    parts = [c.name for c in sys_dir.iterdir() if c.name.startswith(name) and (c / "partition").is_file()]
-    return [f"/dev/{p}" for p in sorted(parts, key=lambda n: (len(n), n))]
+    from rescue.devices import kernel_partitions
+
+    return [f"/dev/{p.name}" for p in kernel_partitions(disk)]
 
 
 @dataclass(frozen=True)
