@@ -38,7 +38,7 @@ from rescue.run import run
 BOOT_TIMEOUT = 600
 GiB = 1 << 30
 STRESS = Path(__file__).resolve().parents[1] / "stress_partition_table.py"
-STRESS_ROUNDS = 60  # about 2 s a round under TCG
+STRESS_ROUNDS = 100
 
 
 class ShellVM(VM):
