@@ -77,10 +77,11 @@ class Fixups(Step):
             lines.append(f"chown {r.uid}:{r.gid} {p} && chmod {r.mode:04o} {p}")
         for e in self.fstab:
             if e.file.startswith("/") and e.file not in NOT_PATHS:
-                lines.append(f"mkdir -p {at_root(e.file)}")
+                lines.append(_mkdir_keeping_times(at_root(e.file)))
         for path, mode in SYSTEM_DIRS:
-            p = at_root(path)
-            lines.append(f"[ -e {p} ] || {{ mkdir -p {p} && chmod {mode:04o} {p}; }}")
+            lines.append(_mkdir_keeping_times(at_root(path), mode))
+        path, mode = APT_PARTIAL
+        lines.append(f"[ ! -d {at_root('/var/cache/apt')} ] || " + _mkdir_keeping_times(at_root(path), mode))
         lines.append('# every UUID=/LABEL=/PARTUUID= in "$ROOT"/etc/fstab must match blkid -p of the new partitions')
         return lines
 
@@ -165,6 +166,17 @@ class Fixups(Step):
             ctx.note("fstab check: every UUID=/LABEL=/PARTUUID= entry names a filesystem on the restored disk")
         if by_name:
             ctx.note("fstab names devices by kernel name, which may differ on new hardware: " + ", ".join(by_name))
+
+
+def _mkdir_keeping_times(p: str, mode: int | None = None) -> str:
+    """Shell: make folder p if missing, and put back the times of the folder it was made in.
+
+    Verify compares folder times with the backup; a new entry would change them.
+    """
+    chmod = f" && chmod {mode:04o} {p}" if mode is not None else ""
+    return (f"[ -e {p} ] || {{ a={p}; while [ ! -e \"$a\" ]; do a=$(dirname \"$a\"); done; "
+            f"touch -r \"$a\" \"$WORK\"/.times; mkdir -p {p}{chmod}; "
+            f"touch -r \"$WORK\"/.times \"$a\"; rm -f \"$WORK\"/.times; }}")
 
 
 def _missing(root: Path, path: str) -> list[str]:

@@ -7,6 +7,7 @@ by a symlink (no root in the unit tier), as in test_verify_unreadable.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 from rescue import run as gateway
@@ -89,3 +90,22 @@ def test_a_parent_whose_time_changed_still_fails(tmp_path):
     src, dest = restored_pair(tmp_path)
     os.utime(dest / "var", (2_000_000, 2_000_000))
     assert differences(tmp_path, src, dest, ["/var/tmp"]) == ["var"]
+
+
+def test_restore_sh_fixups_keep_the_times_of_the_folders_they_add_to(tmp_path):
+    """The reviewable script does what the step does: /var/tmp made, var/ keeps its times."""
+    from rescue.steps.fixups import Fixups
+
+    root, work = tmp_path / "root", tmp_path / "work"
+    (root / "var" / "cache" / "apt").mkdir(parents=True)
+    work.mkdir()
+    old = 1_500_000_000_123_456_789
+    for d in ("var/cache/apt", "var/cache", "var", "."):
+        os.utime(root / d, ns=(old, old))
+    lines = [line for line in Fixups(roots=()).script() if not line.startswith("#")]
+    subprocess.run(["bash", "-euc", "\n".join(lines)], check=True,
+                   env=dict(os.environ, ROOT=str(root), WORK=str(work)))
+    assert (root / "var" / "tmp").stat().st_mode & 0o7777 == 0o1777
+    for d in ("var/cache/apt", "var", "."):
+        assert os.stat(root / d).st_mtime_ns == old, d
+    assert (root / "var" / "cache" / "apt" / "archives" / "partial").stat().st_mode & 0o7777 == 0o700
