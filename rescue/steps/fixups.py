@@ -174,7 +174,7 @@ def _mkdir_keeping_times(p: str, mode: int | None = None) -> str:
     Verify compares folder times with the backup; a new entry would change them.
     """
     chmod = f" && chmod {mode:04o} {p}" if mode is not None else ""
-    return (f"[ -e {p} ] || {{ a={p}; while [ ! -e \"$a\" ]; do a=$(dirname \"$a\"); done; "
+    return (f"[ -e {p} ] || {{ a={p}; while [ -n \"$a\" ] && [ ! -e \"$a\" ]; do a=${{a%/*}}; done; "
             f"touch -r \"$a\" \"$WORK\"/.times; mkdir -p {p}{chmod}; "
             f"touch -r \"$WORK\"/.times \"$a\"; rm -f \"$WORK\"/.times; }}")
 
