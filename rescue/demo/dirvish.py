@@ -73,6 +73,15 @@ def default_image_names(count: int = 2) -> tuple[str, ...]:
     return tuple((today - dt.timedelta(days=count - 1 - i)).strftime("%Y-%m%d-%H%M") for i in range(count))
 
 
+# What a real vault's default.conf leaves out (as in the wild: kernel and runtime
+# filesystems, scratch and download folders, removable-media mount points, swap files).
+# rsync patterns anchored at the vault's tree; a trailing / matches folders only.
+REAL_WORLD_EXCLUDES = (
+    "/proc/", "/sys/", "/dev/", "/run/", "/tmp/", "/var/tmp/", "/var/cache/apt/archives/",
+    "lost+found/", "/mnt/", "/media/", "/swapfile", "/swap.img",
+)
+
+
 def write_master_conf(confdir: Path, bank: Path, vaults: Sequence[str]) -> Path:
     confdir.mkdir(parents=True, exist_ok=True)
     master = confdir / "master.conf"
@@ -87,7 +96,8 @@ def write_master_conf(confdir: Path, bank: Path, vaults: Sequence[str]) -> Path:
 
 
 def write_vault_conf(
-    bank: Path, vault: str, *, client: str, tree: Path, hook: str | None, rsync_options: Sequence[str]
+    bank: Path, vault: str, *, client: str, tree: Path, hook: str | None, rsync_options: Sequence[str],
+    excludes: Sequence[str] = (),
 ) -> Path:
     conf_dir = bank / vault / "dirvish"
     conf_dir.mkdir(parents=True, exist_ok=True)
@@ -100,6 +110,8 @@ def write_vault_conf(
         "index: none\n"
         "rsync-option:\n" + "".join(f"\t{o}\n" for o in rsync_options)
     )
+    if excludes:
+        text += "exclude:\n" + "".join(f"\t{e}\n" for e in excludes)
     if hook:
         text += f"post-server: {hook}\n"
     conf = conf_dir / "default.conf"
@@ -164,6 +176,7 @@ def make_bank(
     hook_argv: Sequence[str] | None = None,
     rsync_options: Sequence[str] = ("--acls", "--xattrs"),
     confdir: Path | None = None,
+    excludes: Sequence[str] = REAL_WORLD_EXCLUDES,
 ) -> DemoBank:
     """Back up every filesystem of `machine` with real dirvish, one vault each.
 
@@ -173,7 +186,8 @@ def make_bank(
     `rescue capture --disk DISK --root ROOT` (the venv's rescue), so every
     image gets rescue/layout.json; hook_argv replaces that command.
     client must be this host's name or "localhost" (dirvish then runs rsync
-    locally). Any dirvish failure raises CommandError.
+    locally). excludes: each vault's exclude list (a real-world one unless
+    told). Any dirvish failure raises CommandError.
     """
     if machine.disk is None:
         raise RescueError("the demo machine is not attached; back it up before detaching it")
@@ -195,6 +209,7 @@ def make_bank(
     for vault, mountpoint in vaults:
         write_vault_conf(
             bank, vault, client=client, tree=machine.dir_of(mountpoint), hook=line, rsync_options=rsync_options,
+            excludes=excludes,
         )
     for i, image in enumerate(names):
         when = dt.datetime.strptime(image, "%Y-%m%d-%H%M") if _is_dated(image) else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -328,14 +329,39 @@ def _depth(mountpoint: str) -> tuple[int, str]:
 
 
 def _wait_nodes(nodes: Sequence[str], timeout: float = 10.0) -> None:
+    """Wait until each partition node exists and is the device the kernel now has there.
+
+    Without udev nothing removes /dev/loopNpM when a loop device is detached: a
+    node left by an earlier user of the same loop number can carry another
+    partition's numbers (mkfs then fails with "No such device or address").
+    Such a stale node is made again with the kernel's numbers.
+    """
     deadline = time.monotonic() + timeout
-    while not all(os.path.exists(n) for n in nodes):
+    while not all(_node_is_current(n) for n in nodes):
         if time.monotonic() > deadline:
-            missing = [n for n in nodes if not os.path.exists(n)]
+            missing = [n for n in nodes if not _node_is_current(n)]
             raise RescueError(f"partition nodes did not appear: {', '.join(missing)}")
         time.sleep(0.1)
         if nodes:
             rescan(disk_of(nodes[0]))
+
+
+def _node_is_current(node: str) -> bool:
+    """True if node exists with the major:minor sysfs gives; a stale node is replaced."""
+    sys_dev = Path("/sys/class/block") / os.path.basename(node) / "dev"
+    try:
+        major, minor = (int(x) for x in sys_dev.read_text().split(":"))
+    except OSError:
+        return False  # the kernel does not have the partition (yet)
+    want = os.makedev(major, minor)
+    try:
+        if os.stat(node).st_rdev == want:
+            return True
+        os.unlink(node)
+    except FileNotFoundError:
+        pass
+    os.mknod(node, 0o660 | stat.S_IFBLK, want)
+    return True
 
 
 def probe(node: str) -> dict[str, str]:

@@ -11,6 +11,9 @@ from rescue.steps.base import Context, Step, at_root, confined
 # Folders a Linux system needs that rsync backups usually leave out, with the usual modes.
 SYSTEM_DIRS = (("/proc", 0o555), ("/sys", 0o555), ("/dev", 0o755), ("/run", 0o755),
                ("/tmp", 0o1777), ("/var/tmp", 0o1777))
+# Made only when the folder two levels up exists (a Debian with apt whose backup left out
+# /var/cache/apt/archives): apt expects its download folder; it sets _apt as owner itself.
+APT_PARTIAL = ("/var/cache/apt/archives/partial", 0o700)
 # Files of the restored system that name filesystems by UUID.
 UUID_FILES = ("etc/fstab", "boot/grub/grub.cfg", "etc/initramfs-tools/conf.d/resume", "etc/crypttab")
 NOT_PATHS = ("none", "swap", "")
@@ -74,10 +77,11 @@ class Fixups(Step):
             lines.append(f"chown {r.uid}:{r.gid} {p} && chmod {r.mode:04o} {p}")
         for e in self.fstab:
             if e.file.startswith("/") and e.file not in NOT_PATHS:
-                lines.append(f"mkdir -p {at_root(e.file)}")
+                lines.append(_mkdir_keeping_times(at_root(e.file)))
         for path, mode in SYSTEM_DIRS:
-            p = at_root(path)
-            lines.append(f"[ -e {p} ] || {{ mkdir -p {p} && chmod {mode:04o} {p}; }}")
+            lines.append(_mkdir_keeping_times(at_root(path), mode))
+        path, mode = APT_PARTIAL
+        lines.append(f"[ ! -d {at_root('/var/cache/apt')} ] || " + _mkdir_keeping_times(at_root(path), mode))
         lines.append('# every UUID=/LABEL=/PARTUUID= in "$ROOT"/etc/fstab must match blkid -p of the new partitions')
         return lines
 
@@ -89,8 +93,21 @@ class Fixups(Step):
         earlier = list(data.get("created", [])) if ctx.resuming else []
         planned = [p for e in self.fstab if e.file.startswith("/") and e.file not in NOT_PATHS and e.file != "/"
                    for p in _missing(ctx.root, e.file)]
-        planned += [p for path, _ in SYSTEM_DIRS for p in _missing(ctx.root, path)]
+        system_dirs = list(SYSTEM_DIRS)
+        if confined(ctx.root, "/var/cache/apt").is_dir():
+            system_dirs.append(APT_PARTIAL)
+        planned += [p for path, _ in system_dirs for p in _missing(ctx.root, path)]
         data["created"] = list(dict.fromkeys(earlier + planned))
+        # A new entry changes its folder's mtime, and verify compares times: the times of the
+        # folders that get one are put back as the backup has them. Recorded before any change
+        # (an earlier, interrupted run's record wins: by now it may have touched them).
+        times = dict(data.get("parent_times", {})) if ctx.resuming else {}
+        for p in planned:
+            parent = confined(ctx.root, os.path.dirname(p))
+            if parent.is_dir():
+                st = os.stat(parent)
+                times.setdefault("/" + str(parent.relative_to(ctx.root)).lstrip("."), [st.st_atime_ns, st.st_mtime_ns])
+        data["parent_times"] = times
         ctx.save()
         created: list[str] = []
         for r in self.roots:
@@ -101,7 +118,7 @@ class Fixups(Step):
             if not e.file.startswith("/") or e.file in NOT_PATHS or e.file == "/":
                 continue
             confined(ctx.root, e.file, create=True, made=created)
-        for path, mode in SYSTEM_DIRS:
+        for path, mode in system_dirs:
             p = confined(ctx.root, path)
             if not p.exists() and not p.is_symlink():
                 confined(ctx.root, os.path.dirname(path), create=True, made=created)
@@ -111,6 +128,8 @@ class Fixups(Step):
                 created.append(path)
         data["created"] = list(dict.fromkeys(data["created"] + created))
         ctx.save()
+        for rel, (atime_ns, mtime_ns) in times.items():
+            os.utime(confined(ctx.root, rel), ns=(atime_ns, mtime_ns), follow_symlinks=False)
         if created:
             ctx.say("created " + ", ".join(created))
         self._check_fstab(ctx)
@@ -147,6 +166,17 @@ class Fixups(Step):
             ctx.note("fstab check: every UUID=/LABEL=/PARTUUID= entry names a filesystem on the restored disk")
         if by_name:
             ctx.note("fstab names devices by kernel name, which may differ on new hardware: " + ", ".join(by_name))
+
+
+def _mkdir_keeping_times(p: str, mode: int | None = None) -> str:
+    """Shell: make folder p if missing, and put back the times of the folder it was made in.
+
+    Verify compares folder times with the backup; a new entry would change them.
+    """
+    chmod = f" && chmod {mode:04o} {p}" if mode is not None else ""
+    return (f"[ -e {p} ] || {{ a={p}; while [ -n \"$a\" ] && [ ! -e \"$a\" ]; do a=${{a%/*}}; done; "
+            f"touch -r \"$a\" \"$WORK\"/.times; mkdir -p {p}{chmod}; "
+            f"touch -r \"$WORK\"/.times \"$a\"; rm -f \"$WORK\"/.times; }}")
 
 
 def _missing(root: Path, path: str) -> list[str]:

@@ -93,7 +93,7 @@ def compare_trees(demo, dev: str, where: Path) -> list[str]:
         try:
             exclude = ["lost+found"] if p.fstype.startswith("ext") else []
             if p.mountpoint == "/":
-                exclude += ["proc", "sys", "dev", "run", "var"]
+                exclude += ["proc", "sys", "dev", "run", "tmp", "var"]
                 for name, mode in (("proc", 0o555), ("sys", 0o555), ("dev", 0o755), ("run", 0o755),
                                    ("var/tmp", 0o1777)):
                     st = os.lstat(where / name)

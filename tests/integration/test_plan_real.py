@@ -186,7 +186,7 @@ def _compare(demo, dev: str, where: Path) -> list[str]:
         try:
             exclude = ["lost+found"] if p.fstype.startswith("ext") else []
             if mp == "/":
-                exclude += ["proc", "sys", "dev", "run", "var"]  # made by the fixups step
+                exclude += ["proc", "sys", "dev", "run", "tmp", "var"]  # made by the fixups step
             tree = demo["bank"].image_dir(p.vault) / "tree"
             problems += [f"{mp}: {d}" for d in diff_trees(tree, where, times=True, exclude=exclude)]
             if mp == "/tmp" and os.stat(where).st_mode & 0o7777 != 0o1777:

@@ -81,7 +81,7 @@ def compare_disk(demo, dev: str, where: Path) -> list[str]:
         try:
             exclude = ["lost+found"] if p.fstype.startswith("ext") else []
             if mp == "/":
-                exclude += ["proc", "sys", "dev", "run", "var"]  # made by Fixups (checked below)
+                exclude += ["proc", "sys", "dev", "run", "tmp", "var"]  # made by Fixups (checked below)
             diffs = diff_trees(tree, where, times=True, sparse=True, top=True, exclude=exclude)
             problems += [f"{mp}: {d}" for d in diffs]
             if mp == "/":

@@ -122,7 +122,7 @@ def compare(machine, dev: str, where: Path, uuid_changed: str | None = None) -> 
         try:
             exclude = ["lost+found"] if p.fstype.startswith("ext") else []
             if p.mountpoint == "/":
-                exclude += ["proc", "sys", "dev", "run", "var"]
+                exclude += ["proc", "sys", "dev", "run", "tmp", "var"]
                 if uuid_changed:  # fstab was rewritten for the new UUID: compare its text instead
                     exclude.append("etc/fstab")
                     text = (bank.image_dir(p.vault) / "tree" / "etc" / "fstab").read_text()

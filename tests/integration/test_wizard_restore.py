@@ -161,7 +161,7 @@ def compare_disk(demo, dev: str, where: Path) -> list[str]:
         try:
             exclude = ["lost+found"] if p.fstype.startswith("ext") else []
             if mp == "/":
-                exclude += ["proc", "sys", "dev", "run", "var"]  # made by the fixups
+                exclude += ["proc", "sys", "dev", "run", "tmp", "var"]  # made by the fixups
             tree = demo["bank"].image_dir(p.vault) / "tree"
             problems += [f"{mp}: {d}" for d in diff_trees(tree, where, times=True, sparse=True, top=True,
                                                           exclude=exclude)]
