@@ -55,6 +55,7 @@ while :; do
     if [ -S /run/udev/control ] && command -v udevadm >/dev/null; then
         udevadm trigger --action=change "$disk" 2>/dev/null
     fi
+    sleep 0.05  # a re-read every few tens of ms: a busy loop would starve a one-CPU rescue VM and flood udev
 done
 """
 
