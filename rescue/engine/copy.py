@@ -149,10 +149,13 @@ def cp_argv(source: Path, dest: Path, *, xattrs: bool = True, acls: bool = True)
 
 
 def rsync_argv(source: Path, dest: Path, *, xattrs: bool = True, acls: bool = True,
-               progress: bool = True) -> list[str]:
+               progress: bool = True, protect: Sequence[str] = ()) -> list[str]:
     # --timeout: an rsync whose other half falls silent for 10 minutes (a wedged disk) ends
     # with an error (the step fails, a rerun resumes) instead of waiting forever.
     argv = ["rsync", "-aH", "--numeric-ids", "--sparse", "--delete", "--timeout=600"]
+    # Mount points of the filesystems below this one (a separate /tmp): a backup that left
+    # the folder out would have --delete try to remove it, and rmdir of a mount point is EBUSY.
+    argv += [f"--filter=P /{rel.strip('/')}/" for rel in protect]
     if acls:
         argv.append("-A")
     if xattrs:
@@ -467,8 +470,12 @@ def copy_tree(
     total_bytes: int = 0,
     total_files: int = 0,
     progress: ProgressFn | None = None,
+    protect: Sequence[str] = (),
 ) -> CopyResult:
-    """Copy `source`'s contents onto `dest` (an existing, mounted folder)."""
+    """Copy `source`'s contents onto `dest` (an existing, mounted folder).
+
+    `protect`: folders relative to dest that rsync must never remove (mount points below it).
+    """
     t0 = time.monotonic()
     clear_stale_scratch()
     before = FsUsage.of(dest)
@@ -501,7 +508,7 @@ def copy_tree(
     elif resume:
         clear_redone_files(ctx, source, dest, xattrs=xattrs, acls=acls)
     if resume:
-        argv = rsync_argv(source, dest, xattrs=xattrs, acls=acls)
+        argv = rsync_argv(source, dest, xattrs=xattrs, acls=acls, protect=protect)
         rc, errors = _run_watched(ctx, argv, dest, before, totals, progress, rsync=True)
         if rc in RSYNC_PARTIAL:
             unreadable = [e for e in errors if not e.startswith("rsync error:")][:1000] or unreadable
@@ -528,7 +535,7 @@ def clear_redone_files(ctx: Runner, source: Path, dest: Path, *, xattrs: bool, a
     (`>f`/`hf` items that exist at the target) and they go first; a read
     error then ends as an ordinary unreadable file. Returns how many went.
     """
-    argv = rsync_argv(source, dest, xattrs=xattrs, acls=acls, progress=False)
+    argv = rsync_argv(source, dest, xattrs=xattrs, acls=acls, progress=False)  # a dry run: deletes nothing
     # Read line by line: after an early kill nearly every file is listed, and a
     # million names held at once would not fit a 1 GiB rescue machine.
     proc = ctx.spawn([argv[0], "--dry-run", "--out-format=%i %n", *argv[1:]], stderr=subprocess.DEVNULL)

@@ -14,6 +14,14 @@ from rescue.steps.base import Context, Step, at_root, sh, slug
 NO_SPACE = "No space left on device"
 
 
+def _mounts_below(target: Path) -> list[str]:
+    """Mount points strictly below `target`, relative to it (the restored system's child filesystems)."""
+    from rescue.engine.mounts import mountinfo
+
+    top = str(target).rstrip("/") + "/"
+    return sorted({m.target[len(top):] for m in mountinfo() if m.target.startswith(top)})
+
+
 def _free_bytes(path: Path) -> int | None:
     try:
         st = os.statvfs(path)
@@ -104,7 +112,7 @@ class CopyTree(Step):
             try:
                 result = copy_tree(ctx, self.source, work, resume=ctx.resuming, xattrs=self.xattrs,
                                    acls=self.acls, total_bytes=self.bytes, total_files=self.files,
-                                   progress=progress)
+                                   progress=progress, protect=_mounts_below(target))
             except CommandError as e:
                 if NO_SPACE in e.stderr:
                     raise self._no_space(ctx, room) from None
