@@ -1,13 +1,15 @@
 """Stress: partition tables written while the kernel keeps re-reading them.
 
-    python3 tests/stress_partition_table.py DISK ROUNDS
+    python3 tests/stress_partition_table.py DISK ROUNDS [PAUSE]
 
 Writes ROUNDS tables to DISK (gpt and dos layouts in turn, so each round
 changes the table) through rescue's own partition writer, while a second
 process loops `blockdev --rereadpt` and `partx -u` on the disk (and asks udev
 for change events where udev runs), as udev does after every write in the
-rescue system. Each round the kernel's view and /dev must equal the table
-written. The last line is `STRESS-TABLE: OK <n> rounds` (exit 0) or
+rescue system; PAUSE seconds (default 0.05) between re-reads: inside a
+one-CPU TCG guest udev's work for each change event is slow, and a tighter
+loop starves the console the test talks to. Each round the kernel's view and /dev must equal the table
+written. The last line is `STRESS-TABLE: OK <n> rounds, <m> re-reads` (exit 0) or
 `STRESS-TABLE: FAILED <reason>` (exit 1).
 
 It destroys DISK's table: only loop devices and virtio disks /dev/vd[b-z]
@@ -22,6 +24,7 @@ import re
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,14 +51,15 @@ LAYOUTS = (
 MIN_SECTORS = 102400 + 2048  # the layouts fit a 51 MiB disk (gpt keeps 33 sectors at the end)
 
 RE_READER = r"""
-disk=$1
+disk=$1 pause=$2
 while :; do
     blockdev --rereadpt "$disk" 2>/dev/null
     partx -u "$disk" 2>/dev/null
     if [ -S /run/udev/control ] && command -v udevadm >/dev/null; then
         udevadm trigger --action=change "$disk" 2>/dev/null
     fi
-    sleep 0.05  # a re-read every few tens of ms: a busy loop would starve a one-CPU rescue VM and flood udev
+    echo re-read
+    sleep "$pause"  # a busy loop would starve a one-CPU rescue VM and flood udev
 done
 """
 
@@ -96,13 +100,14 @@ class _Direct:
         return run(argv, **kw)  # type: ignore[arg-type]
 
 
-def stress(disk: str, rounds: int, out=sys.stdout) -> tuple[bool, str]:
+def stress(disk: str, rounds: int, pause: float = 0.05, out=sys.stdout) -> tuple[bool, str]:
     """Write `rounds` tables under a re-reading neighbour; (ok, final line)."""
     why = refuse(disk)
     if why:
         return False, f"STRESS-TABLE: FAILED {why}"
-    reader = subprocess.Popen(["sh", "-c", RE_READER, "re-reader", disk], start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rereads = tempfile.TemporaryFile()  # a line per re-read: proof the neighbour really ran
+    reader = subprocess.Popen(["sh", "-c", RE_READER, "re-reader", disk, str(pause)], start_new_session=True,
+                              stdout=rereads, stderr=subprocess.DEVNULL)
     t0 = time.monotonic()
     try:
         for i in range(rounds):
@@ -117,7 +122,7 @@ def stress(disk: str, rounds: int, out=sys.stdout) -> tuple[bool, str]:
             diffs = table_differences(want, back) if back else ["no table could be read back"]
             if diffs:
                 return False, f"STRESS-TABLE: FAILED round {i + 1}: the disk holds another table: {'; '.join(diffs)}"
-            if (i + 1) % 50 == 0 and i + 1 < rounds:
+            if (i + 1) % 10 == 0 and i + 1 < rounds:
                 print(f"stress: {i + 1} rounds in {time.monotonic() - t0:.1f} s", file=out, flush=True)
     finally:
         os.killpg(reader.pid, 9)
@@ -128,16 +133,22 @@ def stress(disk: str, rounds: int, out=sys.stdout) -> tuple[bool, str]:
         wait_table_settled(disk, [(p.number, p.start, p.size) for p in last.partitions], timeout=10)
     except Exception as e:  # noqa: BLE001
         return False, f"STRESS-TABLE: FAILED after the last round: {' | '.join(str(e).splitlines())}"
+    rereads.seek(0)
+    count = rereads.read().count(b"re-read")
     print(f"stress: {rounds} rounds in {time.monotonic() - t0:.1f} s", file=out, flush=True)
-    return True, f"STRESS-TABLE: OK {rounds} rounds"
+    return True, f"STRESS-TABLE: OK {rounds} rounds, {count} re-reads"
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or not argv[1].isdigit() or int(argv[1]) < 1:
-        print("usage: stress_partition_table.py DISK ROUNDS", file=sys.stderr)
+    try:
+        if len(argv) not in (2, 3) or int(argv[1]) < 1:
+            raise ValueError
+        pause = float(argv[2]) if len(argv) == 3 else 0.05
+    except ValueError:
+        print("usage: stress_partition_table.py DISK ROUNDS [PAUSE]", file=sys.stderr)
         print("STRESS-TABLE: FAILED bad arguments")
         return 1
-    ok, line = stress(argv[0], int(argv[1]))
+    ok, line = stress(argv[0], int(argv[1]), pause)
     print(line, flush=True)
     return 0 if ok else 1
 

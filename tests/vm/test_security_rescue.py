@@ -11,7 +11,12 @@ Inside the guest:
 - the image holds no SSH host keys;
 - the backup partition's top folder and the bank are 0700 root;
 - while `rescue restore` copies the bank onto a blank second disk, /proc/mounts
-  shows /backup read-only and writing there fails; the restore finishes.
+  shows /backup read-only and writing there fails; the restore finishes;
+- then, on that disk, partition tables written by the restore's own partition
+  code while udev (it runs here) and a neighbour looping `blockdev --rereadpt`,
+  `partx -u` and `udevadm trigger` make the kernel re-read them show up as
+  written, every round (tests/stress_partition_table.py; a UEFI drill once
+  failed at step 2 on a partition that vanished under a udev re-read).
 C's boot tests check /backup ro at boot; this checks it during a restore.
 """
 
@@ -34,6 +39,9 @@ from rescue.run import run
 
 BOOT_TIMEOUT = 600
 GiB = 1 << 30
+STRESS = Path(__file__).resolve().parents[1] / "stress_partition_table.py"
+STRESS_ROUNDS = 100
+STRESS_PAUSE = 0.5  # seconds between the neighbour's re-reads: udev's work for each is slow under TCG
 
 
 class ShellVM(VM):
@@ -88,10 +96,12 @@ class ShellVM(VM):
         raise AssertionError(f"no answer to {command!r}:\n{self.console()[-2000:]}")
 
 
-def bank_on_backup_disk(backup_disk, tmp_path: Path, name: str, bulk_mib: int = 0, boot: str = "shell"):
+def bank_on_backup_disk(backup_disk, tmp_path: Path, name: str, bulk_mib: int = 0, boot: str = "shell",
+                        tools: tuple[Path, ...] = ()):
     """A backup disk (prepare-disk) holding a dirvish bank of the demo machine, booting `boot`.
 
-    Returns the disk image, the DemoBank (its host copy stays for comparisons) and the
+    `tools` are copied into /rescue/tools/ of the backup partition (/backup/rescue/tools in the
+    guest). Returns the disk image, the DemoBank (its host copy stays for comparisons) and the
     demo machine's partition facts."""
     disk = backup_disk(name)
     with DemoMachine(tmp_path / "machine", size=GiB) as m:
@@ -112,6 +122,10 @@ def bank_on_backup_disk(backup_disk, tmp_path: Path, name: str, bulk_mib: int = 
                 run(["cp", "-a", str(bank.bank / vault), str(mnt / "dirvish" / vault)])
             (mnt / "rescue").mkdir(exist_ok=True)
             (mnt / "rescue" / "boot.cfg").write_text(f"set default={boot}\nset timeout=1\n")
+            if tools:
+                (mnt / "rescue" / "tools").mkdir()
+                for tool in tools:
+                    shutil.copy(tool, mnt / "rescue" / "tools" / tool.name)
         finally:
             run(["umount", str(mnt)])
     return disk, bank, parts
@@ -119,7 +133,7 @@ def bank_on_backup_disk(backup_disk, tmp_path: Path, name: str, bulk_mib: int = 
 
 @pytest.fixture()
 def disk_with_bank(backup_disk, tmp_path):
-    disk, bank, _ = bank_on_backup_disk(backup_disk, tmp_path, "security.img")
+    disk, bank, _ = bank_on_backup_disk(backup_disk, tmp_path, "security.img", tools=(STRESS,))
     shutil.rmtree(tmp_path / "bank", ignore_errors=True)
     return disk, bank.client
 
@@ -180,5 +194,22 @@ def test_rescue_system_is_locked_down_and_keeps_the_backup_read_only(disk_with_b
             time.sleep(15)
         assert "RESTORE-EXIT=0" in log, log[-3000:]
         assert "[" in log and "copy vault" in log, log[-3000:]
+
+        # The restored disk is done with: its table is rewritten again and again while udev and a
+        # re-reading neighbour make the kernel re-read it; every round the kernel must show the
+        # table written, as the restore's partition step waits for.
+        assert "UDEV-RUNS" in vm.ask("test -S /run/udev/control && echo UDEV-RUNS"), \
+            "udev must run in the rescue system for this stress to mean what it says"
+        vm.type(f"python3 /backup/rescue/tools/{STRESS.name} /dev/vdb {STRESS_ROUNDS} {STRESS_PAUSE} "
+                "> /run/stress.log 2>&1; echo STRESS-EXIT=$? >> /run/stress.log &")
+        deadline = time.monotonic() + 900
+        stress = ""
+        while time.monotonic() < deadline and "STRESS-EXIT=" not in stress:
+            time.sleep(20)
+            stress = vm.ask("cat /run/stress.log", timeout=300)
+        m = re.search(rf"^STRESS-TABLE: OK {STRESS_ROUNDS} rounds, (\d+) re-reads$", stress, re.M)
+        assert m and "STRESS-EXIT=0" in stress, stress[-3000:]
+        assert int(m.group(1)) >= STRESS_ROUNDS // 4, f"the neighbour re-read only {m.group(1)} times: no stress"
+        print("".join(line + "\n" for line in stress.splitlines() if line.startswith(("stress:", "STRESS"))))
         vm.type("poweroff")
         vm.wait_exit(120)
