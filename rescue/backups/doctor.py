@@ -2,8 +2,10 @@
 
 Every finding says what, the evidence (the file and line, the figure from
 the bank) and the fix. Nothing is written and nothing is run: the machine's
-configuration is read under ROOT (/ for this machine, or a mounted system),
-the bank only through its image folders.
+configuration is read under ROOT (/ for this machine, or a mounted system)
+or, for a client the backup server pulls from, copied with `cat` over ssh
+(the same BatchMode ssh as `rescue capture --ssh`); the bank only through
+its image folders.
 
 Findings made so far (issue 20, first part):
   updatedb-indexes-bank  updatedb (mlocate, plocate, slocate) walks the bank every night
@@ -28,8 +30,12 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rescue.backups.dirvish import parse_config
+
+if TYPE_CHECKING:
+    from rescue.capture.probe import Runner
 
 MBOX_MIN = 10 << 20  # an mbox above this, re-copied whole each night, is worth a finding
 TOP = 10
@@ -55,6 +61,25 @@ def _read(path: Path, limit: int = 1 << 20) -> str | None:
 
 def _under(root: Path, path: str) -> Path:
     return root / path.lstrip("/")
+
+
+# --------------------------------------------------------------------------- a client over ssh
+
+CLIENT_FILES = ("/etc/logrotate.conf",)  # what the client-side findings read (logrotate)
+
+
+def fetch_client_files(runner: Runner, into: Path) -> list[str]:
+    """Copy the client's files doctor reads (plain `cat` over ssh, nothing written there)
+    to the same paths under `into`; the paths the client has."""
+    got = []
+    for path in CLIENT_FILES:
+        r = runner(["cat", "--", path], ok=(0, 1))
+        if r.returncode == 0:
+            dest = _under(into, path)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(r.stdout.encode("latin-1"))  # binary runner: latin-1 keeps every byte
+            got.append(path)
+    return got
 
 
 # --------------------------------------------------------------------------- updatedb
@@ -112,18 +137,23 @@ def fstype_of(path: Path) -> str:
 # --------------------------------------------------------------------------- logrotate
 
 
-def logrotate_findings(root: Path, newest: Path | None = None, reference: Path | None = None) -> list[Finding]:
+LOGROTATE_CONF = "/etc/logrotate.conf"
+
+
+def logrotate_findings(root: Path, newest: Path | None = None, reference: Path | None = None,
+                       shown: str | None = None) -> list[Finding]:
     """Without dateext, each rotation renames every old log: new paths each night,
     so rsync --link-dest finds nothing to link and the bank stores them again.
-    newest/reference: the root vault's last image and the one it was linked to."""
-    conf = _under(root, "/etc/logrotate.conf")
+    newest/reference: the root vault's last image and the one it was linked to;
+    shown: how to name the file in the evidence (e.g. host:/etc/logrotate.conf)."""
+    conf = _under(root, LOGROTATE_CONF)
     text = _read(conf)
     if text is None:
         return []
     if any(re.fullmatch(r"\s*dateext\b.*", line) for line in text.splitlines()):
         return []
     cost = None
-    evidence = f"{conf}: no dateext"
+    evidence = f"{shown or conf}: no dateext"
     if newest is not None:
         cost, count = _rotated_recopied(newest, reference)
         evidence += f"; image {newest.name} stored {count} rotated log(s) anew under var/log ({cost} bytes)"
@@ -270,7 +300,7 @@ def changer_findings(vault: str, images: Sequence[Path]) -> list[Finding]:
 def _expiry(image: Path) -> str | None:
     """The summary's Expire: value ('+15 days == 2026-12-10 03:00:00' or 'Never')."""
     text = _read(image / "summary") or ""
-    m = re.search(r"^Expire: (.*)$", text, re.M)
+    m = re.search(r"^Expire: (.*)$", text, re.MULTILINE)
     return m.group(1).strip() if m else None
 
 

@@ -5,24 +5,35 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from rescue.backups import find_backups
 from rescue.backups.dirvish import banks_from_master, shown
 from rescue.backups.doctor import (
-    Finding, changer_findings, dirvish_findings, disklabel_findings, expire_findings, logrotate_findings,
-    unheld_findings, updatedb_findings,
+    LOGROTATE_CONF,
+    Finding,
+    changer_findings,
+    dirvish_findings,
+    disklabel_findings,
+    expire_findings,
+    fetch_client_files,
+    logrotate_findings,
+    unheld_findings,
+    updatedb_findings,
 )
 from rescue.backups.health import machine_health, reference_of
-from rescue.errors import Exit
+from rescue.capture.probe import SshRunner
+from rescue.errors import Exit, RescueError
 from rescue.jsonform import to_json
 
 NAME = "doctor"
 ORDER = 15
 HELP = "find what costs the backup bank (updatedb, logrotate) and what its dirvish side lacks (reads only)"
 DESCRIPTION = (
-    "Read the machine's configuration under --root (default /) and the dirvish banks, and tell each "
-    "finding with its evidence and its fix. Nothing is written. Exit 0 with no finding, "
+    "Read the machine's configuration under --root (default /), or a client's over ssh (--ssh), and "
+    "the dirvish banks, and tell each finding with its evidence and its fix. Nothing is written, "
+    "here or on the client. Exit 0 with no finding, "
     "8 with findings, 2 on wrong arguments."
 )
 FINDINGS = 8
@@ -32,6 +43,13 @@ JSON_VERSION = 1
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", type=Path, default=Path("/"), metavar="DIR",
                    help="the machine's root: / for this machine, or where another system is mounted")
+    p.add_argument("--ssh", metavar="HOST",
+                   help="check the client HOST the bank pulls from, over ssh (BatchMode, known host key only; "
+                        "reads its files with cat); --root then stays this machine, where the bank is")
+    p.add_argument("--client", metavar="NAME",
+                   help="with --ssh: the client's name in the bank (dirvish's client:), default HOST without user@")
+    p.add_argument("--ssh-command", default="ssh", metavar="PROGRAM",
+                   help="the ssh program to use (default ssh; always run with -o BatchMode=yes)")
     p.add_argument("--bank", action="append", type=Path, default=[], metavar="DIR",
                    help="a dirvish bank; default: the banks of ROOT/etc/dirvish/master.conf")
     p.add_argument("--config", type=Path, metavar="FILE",
@@ -42,6 +60,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ssh:
+        runner = SshRunner(args.ssh, ssh=args.ssh_command)
+        with tempfile.TemporaryDirectory(prefix="rescue-doctor-") as copy:
+            fetch_client_files(runner, Path(copy))
+            return _doctor(args, client_root=Path(copy), client=args.client or args.ssh.rpartition("@")[2])
+    if args.client:
+        raise RescueError("--client goes with --ssh", fix="name the client's host with --ssh HOST")
+    return _doctor(args, client_root=args.root, client=None)
+
+
+def _doctor(args: argparse.Namespace, client_root: Path, client: str | None) -> int:
+    """client_root: where the backed-up machine's files are (its root, or the copy fetched over ssh);
+    args.root: the machine holding the bank (its updatedb and dirvish configuration)."""
     master = args.config or args.root / "etc" / "dirvish" / "master.conf"
     master_found = master if master.is_file() else None
     banks = list(args.bank) or (list(banks_from_master(master)) if master_found else [])
@@ -50,17 +81,25 @@ def run(args: argparse.Namespace) -> int:
     newest = reference = None
     if banks:
         backups = find_backups(banks)
-        for v in backups.vaults:
+        machines = [m for m in backups.machines if client in (None, m.client)]
+        vaults = [v for m in machines for v in m.vaults]
+        if client is not None and not vaults:
+            raise RescueError(f"no vault in {', '.join(map(str, banks))} backs up the client {client}",
+                              why="the findings about a client's files are weighed by its own images",
+                              fix="give the client's name as the bank has it with --client NAME, or the bank "
+                                  "with --bank")
+        for v in vaults:
             usable = [i for i in v.images if i.usable]
             if usable and (usable[-1].tree / "var" / "log").is_dir():  # the vault of the machine's /
                 newest = usable[-1].path
                 reference = reference_of(newest)
-    findings += logrotate_findings(args.root, newest, reference)
+    named = f"{args.ssh}:{LOGROTATE_CONF}" if client is not None else None
+    findings += logrotate_findings(client_root, newest, reference, shown=named)
     if banks:
-        for v in backups.vaults:
+        for v in vaults:
             last = [i.path for i in v.images if i.usable][-(args.nights + 1):]
             findings += changer_findings(v.name, last)
-        for m in backups.machines:
+        for m in machines:
             findings += unheld_findings(m.client, machine_health(m).unheld)
     for bank in banks:
         findings += dirvish_findings(master_found, bank)
@@ -77,5 +116,5 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  costs the bank: {f.cost_bytes} bytes a night")
             print(f"  fix: {f.fix}")
         if not findings:
-            print(f"no findings ({shown(str(args.root))}, {len(banks)} bank(s))")
+            print(f"no findings ({args.ssh or shown(str(args.root))}, {len(banks)} bank(s))")
     return FINDINGS if findings else int(Exit.OK)

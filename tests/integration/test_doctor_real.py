@@ -13,6 +13,8 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
+
 from rescue.cli import main
 from rescue.commands.doctor import FINDINGS
 from rescue.errors import Exit
@@ -135,3 +137,57 @@ def clean_machine(tmp_path, bank, capsys):
         f"client: {socket.gethostname()}\ntree: {root}\nrsync-option:\n\t--xattrs\n\t-A\n")
     assert main(["doctor", "--root", str(root), "--config", str(conf / "master.conf")]) == Exit.OK
     assert capsys.readouterr().out.startswith("no findings")
+
+
+@pytest.fixture
+def sshd_extra(tmp_path: Path) -> str:
+    """The client behind the test's sshd sees the test machine's etc/ as its /etc (a private mount
+    namespace per session), so `doctor --ssh` reads the test's files, never this host's."""
+    client_etc = tmp_path / "client" / "etc"
+    client_etc.mkdir(parents=True)
+    script = tmp_path / "client-session"
+    script.write_text("#!/bin/sh\nexec unshare --mount --propagation private sh -c "
+                      f"'mount --bind {client_etc} /etc && exec sh -c \"$SSH_ORIGINAL_COMMAND\"'\n")
+    script.chmod(0o755)
+    return f"ForceCommand {script}\n"
+
+
+def test_doctor_over_ssh_reads_the_clients_logrotate_and_weighs_it_by_its_images(tmp_path, sshd, capsys):
+    root, bank, conf = tmp_path / "machine", tmp_path / "bank", tmp_path / "conf"
+    machine(root, bank, clean=False)
+    conf.mkdir()
+    (conf / "master.conf").write_text(f"bank:\n\t{bank}\nimage-default: %Y-%m%d-%H%M\n")
+    (bank / "root" / "dirvish").mkdir(parents=True)
+    client = socket.gethostname()
+    (bank / "root" / "dirvish" / "default.conf").write_text(f"client: {client}\ntree: {root}\nindex: none\n")
+    dirvish(conf, "--vault", "root", "--init", "--image", "2026-1124-0300")
+    rotate(root / "var" / "log" / "syslog", 1)
+    dirvish(conf, "--vault", "root", "--image", "2026-1125-0300")
+    server = tmp_path / "server"  # the backup server's root: its updatedb.conf prunes the bank
+    (server / "etc").mkdir(parents=True)
+    (server / "etc" / "updatedb.conf").write_text(f'PRUNEPATHS="{bank}"\n')
+    client_etc = tmp_path / "client" / "etc"
+    args = ["doctor", "--ssh", "laptop", "--ssh-command", str(sshd.ssh), "--client", client, "--root", str(server),
+            "--bank", str(bank), "--config", str(conf / "master.conf"), "--json"]
+
+    # the client rotates without dateext: found, named by host, and weighed by the client's own images
+    (client_etc / "logrotate.conf").write_text("weekly\nrotate 4\n")
+    assert main(args) == FINDINGS
+    found = {f["code"]: f for f in json.loads(capsys.readouterr().out)["findings"]}
+    assert "updatedb-indexes-bank" not in found  # the server prunes the bank; the client's updatedb never sees it
+    rot = found["logrotate-no-dateext"]
+    assert rot["evidence"].startswith("laptop:/etc/logrotate.conf: no dateext; image 2026-1125-0300 stored "
+                                      "1 rotated log(s)"), rot["evidence"]  # syslog.1: last night's syslog
+    tree = bank / "root" / "2026-1125-0300" / "tree" / "var" / "log"
+    assert rot["cost_bytes"] == (tree / "syslog.1").lstat().st_blocks * 512 > 0
+
+    # with dateext on the client (the test machine's own logrotate.conf still lacks it): no such finding
+    (client_etc / "logrotate.conf").write_text("weekly\nrotate 4\ndateext\n")
+    main(args)
+    assert "logrotate-no-dateext" not in {f["code"] for f in json.loads(capsys.readouterr().out)["findings"]}
+
+    # a client the bank does not back up: a clear refusal, not an empty report
+    assert main([*args[:5], "--client", "other", *args[7:]]) != Exit.OK
+    out = capsys.readouterr()
+    assert "no vault in" in out.err and "backs up the client other" in out.err and "--client NAME" in out.err, out
+    assert '"findings"' not in out.out

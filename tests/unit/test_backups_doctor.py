@@ -62,3 +62,28 @@ def test_prunefs_of_the_banks_filesystem_type_leaves_it_alone(tmp_path: Path):
     assert updatedb_findings(tmp_path, [str(tmp_path / "bank")]) == []
     (tmp_path / "etc" / "updatedb.conf").write_text('PRUNEFS="nfs"\nPRUNEPATHS="/srv"\n')
     assert [f.code for f in updatedb_findings(tmp_path, [str(tmp_path / "bank")])] == ["updatedb-indexes-bank"]
+
+
+def test_client_without_ssh_is_refused_before_anything_is_read(tmp_path: Path, capsys):
+    from rescue.cli import main
+    from rescue.errors import Exit
+
+    assert main(["doctor", "--client", "laptop", "--root", str(tmp_path)]) != Exit.OK
+    assert "--client goes with --ssh" in capsys.readouterr().err
+
+
+def test_the_clients_files_are_copied_under_their_own_paths(tmp_path: Path):
+    """fetch_client_files asks for each file with plain cat and keeps every byte; a missing one is skipped."""
+    from rescue.backups.doctor import CLIENT_FILES, fetch_client_files
+    from rescue.run import Result
+
+    asked = []
+
+    def runner(argv, ok=(0,)):
+        asked.append(list(argv))
+        return Result(tuple(argv), 0, "weekly\n\xe9\n", "") if argv[-1] == "/etc/logrotate.conf" else \
+            Result(tuple(argv), 1, "", "No such file")
+
+    assert fetch_client_files(runner, tmp_path) == ["/etc/logrotate.conf"]
+    assert asked == [["cat", "--", p] for p in CLIENT_FILES]
+    assert (tmp_path / "etc" / "logrotate.conf").read_bytes() == b"weekly\n\xe9\n"
