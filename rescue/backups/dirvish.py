@@ -191,6 +191,16 @@ def parse_date(text: str) -> tuple[datetime, bool] | None:
     return moment.replace(tzinfo=None), ("T" in text or " " in text)
 
 
+def expires(value: str | None) -> str | None:
+    """The summary's Expire: ('+15 days == 2026-12-10 03:00:00' or 'Never') as ISO, "never" or None."""
+    if not value:
+        return None
+    if value.strip().lower() == "never":
+        return "never"
+    parsed = parse_date(value.rpartition("==")[2].strip())
+    return parsed[0].isoformat(timespec="seconds") if parsed else None
+
+
 def _created(summary: dict[str, str | list[str]], name: str, path: Path) -> str | None:
     now = _scalar(summary, "Image-now")
     if now:
@@ -322,6 +332,7 @@ def read_image(bank: Path, vault: str, image_dir: Path, default_client: str = ""
         status=status,
         status_text=status_text,
         created=_created(summary, name, image_dir),
+        expires=expires(_scalar(summary, "Expire")),
         reference=reference,
         rsync_options=_listed(summary, "rsync-option"),
         excludes=_listed(summary, "exclude"),

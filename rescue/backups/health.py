@@ -206,7 +206,9 @@ class BankHealth:
     unmeasured: int  # images of those last nights without added.json
     growth_bytes: int | None  # per night, mean of the measured nights
     growth_inodes: int | None
-    nights_left: float | None  # at that growth; None when nothing grows or nothing was measured
+    nights_left: float | None  # at that growth; None when nothing grows, nothing was measured, or expiry keeps up
+    retention_days: float | None = None  # how long the bank keeps an image (its Expire: lines); None: forever/unknown
+    steady_used: int | None = None  # bytes used once expiry frees as fast as the bank grows (an estimate)
 
     @property
     def used_percent(self) -> float:
@@ -268,12 +270,41 @@ def bank_health(bank: Path, vaults: Sequence[Vault], window: int = GROWTH_NIGHTS
     growth_b = sum(x.bytes for x in grown) // len(grown) if grown else None
     growth_i = sum(x.inodes for x in grown) // len(grown) if grown else None
     inodes_free = fs.f_favail
+    left = nights_left(free, inodes_free, growth_b, growth_i)
+    keep = retention_days(vaults, window)
+    steady = None
+    if keep is not None and left is not None and growth_b is not None:
+        # images start to expire once the oldest is `keep` days old; from then on each night
+        # frees about what a night adds, so the bank stops growing if it has room until then
+        until = max(0.0, keep - held_days(vaults))
+        if left > until:
+            left, steady = None, used + int(growth_b * until)
     return BankHealth(
         bank=bank, size=size, used=used, free=free,
         inodes=fs.f_files, inodes_used=fs.f_files - fs.f_ffree, inodes_free=inodes_free,
         nights=tuple(nights), unmeasured=unmeasured, growth_bytes=growth_b, growth_inodes=growth_i,
-        nights_left=nights_left(free, inodes_free, growth_b, growth_i),
+        nights_left=left, retention_days=keep, steady_used=steady,
     )
+
+
+def retention_days(vaults: Sequence[Vault], window: int = GROWTH_NIGHTS) -> float | None:
+    """How many days the bank keeps an image: the longest Expire: - Image-now of the last
+    `window` images of any vault (dirvish wrote it after its expire rules). None when an image
+    says Never or does not say: then the bank only grows."""
+    days = []
+    for v in vaults:
+        for image in v.images[-window:]:
+            if image.expires is None or image.expires == "never" or not image.created:
+                return None
+            span = dt.datetime.fromisoformat(image.expires) - dt.datetime.fromisoformat(image.created)
+            days.append(span.total_seconds() / 86400)
+    return max(days) if days else None
+
+
+def held_days(vaults: Sequence[Vault]) -> float:
+    """Days between the oldest and the newest image the bank holds."""
+    times = [dt.datetime.fromisoformat(i.created) for v in vaults for i in v.images if i.created]
+    return (max(times) - min(times)).total_seconds() / 86400 if times else 0.0
 
 
 def _first_night(night: Night, vaults: Sequence[Vault]) -> bool:

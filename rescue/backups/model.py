@@ -42,6 +42,7 @@ class Image:
     status: ImageStatus
     status_text: str = ""  # the summary's Status: line as written
     created: str | None = None  # ISO 8601 from Image-now (or the folder's mtime)
+    expires: str | None = None  # ISO 8601 from the summary's Expire: (dirvish), "never", or None: unknown
     reference: str | None = None  # the image it was hard-linked against
     rsync_options: tuple[str, ...] = ()
     excludes: tuple[str, ...] = ()

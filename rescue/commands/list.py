@@ -176,7 +176,13 @@ def health_text(banks: list[health.BankHealth], machines: list[health.MachineHea
             lines.append("  growth per night: unknown (no measured night after the first; "
                          "rescue list --health --measure)")
         else:
-            left = f"{b.nights_left:.1f}" if b.nights_left is not None else "no limit"
+            if b.nights_left is not None:
+                left = f"{b.nights_left:.1f}"
+            elif b.steady_used is not None:
+                left = (f"no limit: images expire after {b.retention_days:.0f} days, then the bank stays "
+                        f"near {human_size(b.steady_used)} ({100.0 * b.steady_used / b.size:.0f}%)")
+            else:
+                left = "no limit"
             lines.append(f"  growth per night: {human_size(b.growth_bytes)}, {b.growth_inodes} inodes; "
                          f"nights left: {left}")
         if b.unmeasured:

@@ -226,3 +226,46 @@ def test_links_in_the_bank_are_neither_read_nor_written_through(tmp_path):
     (image / "rescue" / "added.json").symlink_to(outside / "added.json")
     [vault] = find_backups([bank]).vaults
     assert read_added(vault.images[0]) is None
+
+
+def test_expiry_that_keeps_up_with_growth_means_no_limit_and_a_steady_size(tmp_path):
+    """dirvish wrote each image's Expire:; once the oldest image is that old, each night frees
+    about what a night adds: a bank with room until then never fills (at this growth)."""
+    bank = tmp_path / "bank"
+    names = ["2026-1123-0300", "2026-1124-0300", "2026-1125-0300"]
+    prev = None
+    for n in names:
+        d = night(bank, "home", n, prev, {"a": b"1"})
+        prev = n
+        when = dt.datetime.strptime(n, "%Y-%m%d-%H%M")
+        text = (d / "summary").read_text()
+        (d / "summary").write_text(text + f"Image-now: {when:%Y-%m-%d %H:%M:%S}\nExpire: Never\n")
+        write_added(d, Added(bytes=10**9 if n == names[0] else 1000, inodes=10, reference=None))
+
+    def with_expiry(days: int | None) -> BankHealth:
+        for n in names:
+            s = bank / "home" / n / "summary"
+            text = s.read_text()
+            base = dt.datetime.strptime(n, "%Y-%m%d-%H%M")
+            line = "Expire: Never" if days is None else \
+                f"Expire: +{days} days == {base + dt.timedelta(days=days):%Y-%m-%d %H:%M:%S}"
+            s.write_text("\n".join(line if x.startswith("Expire:") else x for x in text.splitlines()) + "\n")
+        return bank_health(bank, find_backups([bank]).vaults)
+
+    never = with_expiry(None)
+    assert never.retention_days is None and never.steady_used is None
+    assert never.nights_left == pytest.approx(min(never.free / 1000, never.inodes_free / 10))
+
+    h = with_expiry(15)  # 2 days held, 13 more nights of 1000 bytes before the first image expires
+    assert h.retention_days == pytest.approx(15.0)
+    assert h.nights_left is None and h.steady_used == h.used + 13 * 1000
+
+    assert main(["list", "--bank", str(bank), "--health"]) == Exit.OK
+
+    # a bank that fills before its first image expires: nights left stays the plain estimate
+    fast = h.free // 50
+    for n in names[1:]:
+        write_added(bank / "home" / n, Added(bytes=fast, inodes=10, reference=None))
+    year = with_expiry(365)
+    assert year.nights_left == pytest.approx(min(year.free / fast, year.inodes_free / 10), rel=0.01)
+    assert year.nights_left < 363 and year.steady_used is None
