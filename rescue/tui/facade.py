@@ -79,6 +79,10 @@ class Engine(Protocol):
         """The log of everything the last run did, when there is one."""
         ...
 
+    def report_path(self) -> Path | None:
+        """The report of the last run (what was done, what verification found), when there is one."""
+        ...
+
     def power(self, action: str) -> None:
         """'reboot' or 'poweroff' the machine."""
         ...

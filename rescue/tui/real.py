@@ -109,6 +109,7 @@ class RealEngine:
         self.log_dir = log_dir
         self.plans: dict[Review, Plan] = {}
         self.last_log: Path | None = None
+        self.last_report: Path | None = None
         self.backup_devices: tuple[str, ...] = ()
 
     # -- finding backups ----------------------------------------------------
@@ -246,10 +247,13 @@ class RealEngine:
                 executor.run(plan, on_event)
             finally:
                 if summary:
-                    write_report(folder, summary[-1], stamp)
+                    self.last_report = write_report(folder, summary[-1], stamp)
 
     def log_path(self) -> Path | None:
         return self.last_log
+
+    def report_path(self) -> Path | None:
+        return self.last_report
 
     def power(self, action: str) -> None:
         from rescue.run import run

@@ -78,6 +78,8 @@ class RecordedEngine:
         self.unfinished: Interrupted | None = None
         self.power_calls: list[str] = []
         self.shell_calls = 0
+        self.log: Path | None = None  # what log_path() and report_path() answer (tests set them)
+        self.report: Path | None = None
         self.runs = 0
         self.skipped: tuple[str, ...] = ()
         self.written: list[str] = []  # the targets a run wrote to (nothing before a confirmation)
@@ -172,7 +174,10 @@ class RecordedEngine:
         self.unfinished = None
 
     def log_path(self) -> Path | None:
-        return None
+        return self.log
+
+    def report_path(self) -> Path | None:
+        return self.report
 
     def power(self, action: str) -> None:
         self.power_calls.append(action)

@@ -24,7 +24,7 @@ from rescue.errors import Exit
 from rescue.tui import RecordedEngine, make_app
 from rescue.tui.real import RealEngine, banks_under
 from rescue.tui.screens.backups import BackupsScreen, ImagesScreen
-from rescue.tui.screens.common import ConfirmScreen, HelpScreen, TextScreen, confirm_matches
+from rescue.tui.screens.common import AskScreen, ConfirmScreen, HelpScreen, TextScreen, confirm_matches
 from rescue.tui.screens.run import FailedScreen, ProgressScreen, ResultScreen, ResumeScreen
 from rescue.tui.screens.target import ReviewScreen, TargetScreen
 
@@ -130,9 +130,12 @@ async def restore_to_end(pilot, typed: str | None = None) -> None:
 
 
 async def cancel_held_copy(pilot, engine) -> str:
-    """c while the replay holds in a copy, then let it go; returns the status line seen meanwhile."""
+    """c and y while the replay holds in a copy, then let it go; returns the status line seen meanwhile."""
     assert engine.holding.wait(10)
     await pilot.press("c")
+    await pilot.pause()
+    assert isinstance(pilot.app.screen, AskScreen)
+    await pilot.press("y")
     await pilot.pause()
     status = body(pilot.app.screen, "#status")
     engine.release.set()
@@ -346,6 +349,126 @@ async def test_a_failed_step_offers_retry_log_shell_abort_and_retry_finishes():
         assert engine.runs == 2
         log = "\n".join(app.log_lines)
         assert "skip (done earlier)" in log  # the retry skipped what the first run had done
+
+
+@aio
+async def test_cancel_asks_first_and_no_keeps_the_restore_running():
+    engine = RecordedEngine(FACTS, hold_at="copy:root")
+    async with wizard(engine) as (app, pilot):
+        await start_restore(pilot)
+        assert engine.holding.wait(10)
+        progress = app.screen
+        assert isinstance(progress, ProgressScreen)
+        await pilot.press("c")
+        await pilot.pause()
+        assert isinstance(app.screen, AskScreen)
+        assert "copy vault root" in body(app.screen, "#dialog Static:last-of-type")  # where it is now
+        assert not progress.stop.is_set()  # a stray c stops nothing
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.screen is progress and not progress.stop.is_set()
+        await pilot.press("ctrl+c")  # the quit key asks too
+        await pilot.pause()
+        assert isinstance(app.screen, AskScreen) and not progress.stop.is_set()
+        await pilot.press("escape")
+        engine.release.set()
+        await run_to_end(pilot)
+        assert isinstance(app.screen, ResultScreen)  # the restore went on to its end
+    assert app.outcome == Exit.OK
+
+
+@aio
+async def test_a_cancelled_restore_says_at_which_step_it_stopped():
+    engine = RecordedEngine(FACTS, hold_at="copy:root")
+    async with wizard(engine) as (app, pilot):
+        await start_restore(pilot)
+        await cancel_held_copy(pilot, engine)
+        screen = app.screen
+        assert isinstance(screen, FailedScreen) and screen.cancelled
+        copy_root = next(i for i, s in enumerate(screen.review.steps) if "vault root" in s)
+        text = body(screen, "#error Static")
+        assert f"You cancelled the restore in step {copy_root + 1} of {len(screen.review.steps)} (copy vault root" \
+            in text.replace("\n", " ")
+        await press(pilot, "a")
+    assert app.return_code == Exit.ABORTED
+    assert "partly restored" in app.farewell() and "in step" in app.farewell()
+
+
+@aio
+async def test_a_retry_that_fails_the_same_way_is_seen_to_have_run(tmp_path):
+    engine = RecordedEngine(FACTS, outcomes=("failed", "failed", "ok"))
+    engine.log, engine.report = tmp_path / "restore-1.log", tmp_path / "restore-1.txt"
+    async with wizard(engine) as (app, pilot):
+        await restore_to_end(pilot)
+        first = app.screen
+        assert isinstance(first, FailedScreen)
+        text = body(first, "#error Static")
+        assert "Tries in this wizard" not in text
+        assert "rerun the same command" not in text  # the wizard's own words
+        assert "r  try again" in text and "s  open a shell" in text
+        assert f"Log:    {engine.log}" in text and f"Report: {engine.report}" in text
+        await pilot.press("r")
+        await run_to_end(pilot)
+        second = app.screen
+        assert isinstance(second, FailedScreen) and second is not first
+        text = body(second, "#error Static")
+        assert "Tries in this wizard (2):" in text
+        assert "ended the same way as the try before it" in text
+        assert len(app.tries) == 2 and app.tries[0].result == app.tries[1].result
+        await pilot.press("r")
+        await run_to_end(pilot)
+        assert isinstance(app.screen, ResultScreen)
+    assert engine.runs == 3
+
+
+@aio
+async def test_leaving_says_what_state_the_disk_is_in_and_what_to_do():
+    async with wizard() as (app, pilot):
+        await to_target(pilot)
+        await press(pilot, "q")
+    assert app.farewell() == "rescue wizard: nothing was written to any disk."
+
+    engine = RecordedEngine(FACTS, outcomes=("failed",))
+    async with wizard(engine) as (app, pilot):
+        await restore_to_end(pilot)
+        await press(pilot, "a")
+    line = app.farewell()
+    assert line.startswith(f"rescue wizard: {safe_disk()} is only partly restored (failed in step ")
+    assert "start rescue wizard again to resume" in line and "\n" not in line
+
+    engine = RecordedEngine(FACTS)
+    async with wizard(engine) as (app, pilot):
+        await restore_to_end(pilot)
+        await press(pilot, "q")
+    assert f"is restored onto {safe_disk()}; take out the backup disk and reboot" in app.farewell()
+
+
+def test_the_wizard_command_prints_the_leaving_line(monkeypatch, capsys):
+    from rescue.commands import wizard as command
+
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+
+    class Done:
+        return_code = int(Exit.ABORTED)
+
+        def run(self) -> None:
+            pass
+
+        def farewell(self) -> str:
+            return "rescue wizard: nothing was written to any disk."
+
+    monkeypatch.setattr(command.sys, "stdin", Tty())
+    monkeypatch.setattr(command.sys, "stdout", Tty())
+    monkeypatch.setattr("rescue.tui.make_app", lambda engine: Done())
+    import argparse
+
+    args = argparse.Namespace(bank=[], config=None, backup_mount=None, state_dir=None)
+    monkeypatch.setattr(command, "print", lambda line: printed.append(line), raising=False)
+    printed: list[str] = []
+    assert command.run(args) == Exit.ABORTED
+    assert printed == ["rescue wizard: nothing was written to any disk."]
 
 
 @aio

@@ -133,24 +133,34 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(False)
 
 
-class PowerScreen(ModalScreen[bool]):
-    """Reboot or power off only after a second key: one stray 'r' must not take the console away."""
+class AskScreen(ModalScreen[bool]):
+    """A yes/no question that takes a second key: y answers yes, n or Esc no."""
 
     BINDINGS = [
         Binding("y", "answer(True)", "Yes"),
         Binding("n,escape", "answer(False)", "No"),
     ]
 
-    def __init__(self, action: str) -> None:
+    def __init__(self, heading: str, text: str, yes: str = "yes", no: str = "no") -> None:
         super().__init__()
-        self.action_name = action
+        self.heading = heading
+        self.text = text
+        self.keys = f"y: {yes}   n or Esc: {no}"
 
     def compose(self) -> ComposeResult:
-        what = "Reboot" if self.action_name == "reboot" else "Power off"
         with Vertical(id="dialog"):
-            yield Static(f"{what} now?", classes="heading")
-            yield Static("Take the backup disk out first if the machine should boot from the "
-                         "restored disk.\ny: yes   n or Esc: no", markup=False)
+            yield Static(self.heading, classes="heading", markup=False)
+            yield Static(f"{self.text}\n{self.keys}", markup=False)
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
+
+
+class PowerScreen(AskScreen):
+    """Reboot or power off only after a second key: one stray 'r' must not take the console away."""
+
+    def __init__(self, action: str) -> None:
+        what = "Reboot" if action == "reboot" else "Power off"
+        super().__init__(f"{what} now?", "Take the backup disk out first if the machine should boot "
+                                         "from the restored disk.")
+        self.action_name = action

@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import threading
+import time
+from pathlib import Path
+
+from dataclasses import dataclass
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, RichLog, Static
 
-from rescue.errors import Aborted, Exit, RescueError
+from rescue.errors import Aborted, Exit, PlanRefused, RescueError
 from rescue.events import Output, PlanDone, PlanStarted, Progress, StepDone, StepFailed, StepSkipped, StepStarted
 from rescue.tui.facade import Interrupted
 from rescue.tui.messages import EngineEvent, RunEnded
 from rescue.tui.review import Review, duration, hang, human
 from rescue.tui.screens.base import WizardScreen, error_text, unexpected
+from rescue.tui.screens.common import AskScreen
 
 BAR = 30
+
+
+def clock() -> str:
+    """The wall-clock time a try started or ended, as a person at the console reads it."""
+    return time.strftime("%H:%M:%S")
 
 
 def progress_line(p: Progress) -> str:
@@ -39,9 +49,9 @@ class ProgressScreen(WizardScreen):
 Each step of the restore with its state: wait, run, done, skip (done in
 an earlier run), FAIL. The copy shows bytes and files with the time left.
 The log below shows what every command printed.
-c cancels: the restore stops at the next safe point (a copy stops part
-way, any other step when it ends) and can be resumed later: start rescue
-wizard again and it offers to. l shows the whole log."""
+c cancels, after you answer y: the restore stops at the next safe point
+(a copy stops part way, any other step when it ends) and can be resumed
+later: start rescue wizard again and it offers to. l shows the whole log."""
     BINDINGS = [
         Binding("escape", "noop", show=False),
         Binding("c", "cancel", "Cancel"),
@@ -56,6 +66,9 @@ wizard again and it offers to. l shows the whole log."""
         self.finished = False
         self.done_event: PlanDone | None = None
         self.failed_step: StepFailed | None = None
+        self.last_step: StepStarted | None = None  # the step that ran last
+        self.last_step_done = False
+        self.started_at = ""  # the wall-clock time this try started, as HH:MM:SS
 
     def compose(self) -> ComposeResult:
         yield from self.compose_title()
@@ -82,7 +95,18 @@ wizard again and it offers to. l shows the whole log."""
         self.finished = False
         self.done_event = None
         self.failed_step = None
+        self.last_step = None
+        self.last_step_done = False
+        self.started_at = clock()
         self.execute()
+
+    def stop_point(self) -> str:
+        """Where the run stopped, as a person reads it: 'in step 9 of 14 (copy ...)'."""
+        s = self.last_step
+        if s is None:
+            return "before its first step"
+        where = "after" if self.last_step_done else "in"
+        return f"{where} step {s.index + 1} of {s.total} ({s.description})"
 
     def restart(self) -> None:
         """Retry after a failure: the journal makes the engine resume where it stopped."""
@@ -90,8 +114,10 @@ wizard again and it offers to. l shows the whole log."""
         for i in range(len(self.review.steps)):
             if self.cell(i) in ("run", "FAIL"):
                 self.set_state(i, "wait")
-        self.query_one("#status", Static).update(f"Resuming {self.review.client} onto {self.review.target}")
         self.start()
+        self.query_one("#status", Static).update(
+            f"Try {len(self.wizard.tries) + 1}, started {self.started_at}: resuming {self.review.client} "
+            f"onto {self.review.target}")
 
     @work(thread=True, exclusive=True, group="run")
     def execute(self) -> None:
@@ -123,6 +149,7 @@ wizard again and it offers to. l shows the whole log."""
         if isinstance(ev, PlanStarted):
             line = f"restore started: {ev.total_steps} steps" + (" (resuming)" if ev.resumed else "")
         elif isinstance(ev, StepStarted):
+            self.last_step, self.last_step_done = ev, False
             self.set_state(ev.index, "run")
             line = f"[{ev.index + 1}/{ev.total}] {ev.description}"
         elif isinstance(ev, StepSkipped):
@@ -133,6 +160,7 @@ wizard again and it offers to. l shows the whole log."""
         elif isinstance(ev, Output):
             line = f"  {ev.line}"
         elif isinstance(ev, StepDone):
+            self.last_step_done = True
             self.set_state(ev.index, "done")
             line = f"done {ev.key} in {duration(ev.seconds)}"
         elif isinstance(ev, StepFailed):
@@ -149,6 +177,8 @@ wizard again and it offers to. l shows the whole log."""
     @on(RunEnded)
     def ended(self, message: RunEnded) -> None:
         self.finished = True
+        while self.app.screen is not self and len(self.app.screen_stack) > 1:
+            self.app.pop_screen()  # a question, the log or help still open: the result comes first
         if message.error is None and self.done_event is not None and self.done_event.ok:
             self.wizard.restore_done(self.done_event)
         elif message.cancelled:
@@ -162,12 +192,23 @@ wizard again and it offers to. l shows the whole log."""
                                                      else "A step failed.")
 
     def action_cancel(self) -> None:
-        if self.finished:
+        """Ask first: the restore is long, and a stray key must not stop it."""
+        if self.finished or self.stop.is_set():
             return
-        self.stop.set()
-        self.query_one("#status", Static).update(
-            "Cancelling: the restore stops at the next safe point...")
-        self.notify("Cancelling: nothing more is started; the restore can be resumed.")
+
+        def answered(yes: bool | None) -> None:
+            if yes and not self.finished:
+                self.stop.set()
+                self.query_one("#status", Static).update(
+                    "Cancelling: the restore stops at the next safe point...")
+                self.notify("Cancelling: nothing more is started; the restore can be resumed.")
+
+        self.app.push_screen(AskScreen(
+            "Cancel the restore?",
+            f"The restore is {self.stop_point()}. Cancelling stops it at the next safe point and "
+            f"leaves {self.review.target} partly restored; it can be resumed later.\n"
+            "The restore goes on while this question is open.",
+            yes="cancel the restore", no="go on restoring"), answered)
 
 
 class ResultScreen(WizardScreen):
@@ -203,45 +244,83 @@ boots from the restored disk. r reboots, p powers off, s opens a shell
         self.query_one("#summary").focus()
 
 
+@dataclass(frozen=True)
+class Try:
+    """One run of the restore in this wizard: when it started and how it ended."""
+
+    started: str  # HH:MM:SS
+    result: str  # "failed in step 9 of 14 (copy ...)", "cancelled after step 3 of 14 (...)"
+
+
+def tries_text(tries: tuple[Try, ...]) -> str:
+    """Every try so far, so a retry that failed the same way is seen to have run."""
+    if len(tries) < 2:
+        return ""
+    lines = [f"Tries in this wizard ({len(tries)}):"]
+    lines += [f"  {n}. {t.started}  {t.result}" for n, t in enumerate(tries, 1)]
+    if tries[-1].result == tries[-2].result:
+        lines.append(f"The retry at {tries[-1].started} ended the same way as the try before it.")
+    return "\n".join(lines)
+
+
 class FailedScreen(WizardScreen):
     STEP = "Restore stopped"
     HELP = """\
 The restore stopped before it finished. What was done is recorded, so
-r retries and goes on from the step that did not finish. l shows the log,
-s opens a shell to look or repair (exit the shell to come back), a aborts:
-the disk is left as it is, and rescue wizard offers to resume next time."""
+r retries and goes on from the step that did not finish; each try is
+listed with its time and result. l shows the log, s opens a shell to
+look or repair (exit the shell to come back), a leaves the wizard: the
+disk is left as it is, and rescue wizard offers to resume next time."""
     BINDINGS = [
         Binding("escape", "noop", show=False),
         Binding("r", "retry", "Retry"),
         Binding("l", "app.view_log", "Log"),
         Binding("s", "app.shell", "Shell"),
-        Binding("a", "app.abort", "Abort"),
+        Binding("a", "app.abort", "Leave"),
     ]
 
     def __init__(self, review: Review, error: RescueError | None, step: StepFailed | None,
-                 cancelled: bool = False) -> None:
+                 cancelled: bool = False, where: str = "", tries: tuple[Try, ...] = (),
+                 log: Path | None = None, report: Path | None = None) -> None:
         super().__init__()
         self.review = review
         self.error = error
         self.step = step
         self.cancelled = cancelled
+        self.where = where
+        self.tries = tries
+        self.log_file = log
+        self.report_file = report
 
     def compose(self) -> ComposeResult:
         yield from self.compose_title()
+        target = self.review.target
         if self.cancelled:
-            text = ("The restore was cancelled; nothing more is being written.\n"
-                    f"{self.review.target} is only partly restored. r resumes now; or abort and "
-                    "start rescue wizard again later: it offers to resume.")
+            text = (f"You cancelled the restore {self.where}.\n"
+                    f"Nothing more is being written; {target} is only partly restored.")
+        elif self.step is not None:
+            text = f"Step {self.step.index + 1} ({self.step.key}) failed:\n{self.step.message}"
+            if self.error is not None and self.error.why:
+                text += f"\nWhy: {self.error.why}"
+        elif isinstance(self.error, PlanRefused):
+            text = error_text(self.error)  # a refusal's own what-to-do names no command to rerun
+        elif self.error is not None:
+            text = str(self.error.what) + (f"\nWhy: {self.error.why}" if self.error.why else "")
         else:
-            if self.step is not None:
-                text = f"Step {self.step.index + 1} ({self.step.key}) failed:\n{self.step.message}"
-                if self.error is not None and self.error.why:
-                    text += f"\nWhy: {self.error.why}"
-            else:
-                text = error_text(self.error) if self.error else "The restore stopped."
-            text += ("\n\nWhat was done is kept. Fix the cause (s opens a shell), then r retries "
-                     "from the step that failed; a aborts and leaves the restore resumable.")
-        yield from self.compose_scroll("error", text)
+            text = "The restore stopped."
+        if self.tries:
+            text += f"\nThis try started at {self.tries[-1].started}."
+        history = tries_text(self.tries)
+        if history:
+            text += "\n\n" + history
+        text += ("\n\nWhat you can do here (what was done is kept):\n"
+                 "  s  open a shell to look or repair; exit it to come back here\n"
+                 "  r  try again: finished steps are skipped\n"
+                 "  l  read the log of every command\n"
+                 f"  a  leave the wizard; {target} stays as it is, and rescue wizard\n"
+                 "     offers to resume when you start it again")
+        paths = f"Log:    {self.log_file or 'none written'}\nReport: {self.report_file or 'none written'}"
+        yield from self.compose_scroll("error", hang(text) + "\n\n" + paths)  # a path is never split
 
     def on_mount(self) -> None:
         self.query_one("#error").focus()
