@@ -90,3 +90,20 @@ class Engine(Protocol):
     def shell(self) -> None:
         """An interactive shell on this terminal (the app is suspended meanwhile)."""
         ...
+
+
+def unfit(engine: Engine, machine: Machine, images: tuple[Image, ...], disks: tuple[TargetDisk, ...],
+          skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """Why the plan cannot go onto each safe disk (too small, ...), by device: the engine's own
+    plan decides, so the target list and the review never disagree."""
+    from rescue.errors import RescueError
+
+    reasons: dict[str, str] = {}
+    for disk in disks:
+        if disk.unsafe_reasons:
+            continue
+        try:
+            engine.plan(machine, images, disk, skip)
+        except RescueError as e:
+            reasons[disk.device] = str(e.what)
+    return reasons

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from rescue.tui.real import RealEngine, banks_under
 from rescue.tui.screens.backups import BackupsScreen, ImagesScreen
 from rescue.tui.screens.common import AskScreen, ConfirmScreen, HelpScreen, TextScreen, confirm_matches
 from rescue.tui.screens.run import FailedScreen, ProgressScreen, ResultScreen, ResumeScreen
-from rescue.tui.screens.target import ReviewScreen, TargetScreen
+from rescue.tui.screens.target import ReviewScreen, TargetScreen, review_text
 
 FACTS = Path(__file__).parent / "data" / "tui"
 
@@ -42,6 +43,7 @@ def aio(fn):
 
 
 SIZE = (80, 24)
+STATE = 4  # the State column of the target list
 
 
 def disks() -> list[dict]:
@@ -198,7 +200,7 @@ async def test_unsafe_target_is_listed_with_its_reason_but_cannot_be_selected():
         await to_target(pilot)
         screen = app.screen
         assert isinstance(screen, TargetScreen)
-        states = {d.device: str(screen.query_one("#disks", DataTable).get_row_at(i)[4])
+        states = {d.device: str(screen.query_one("#disks", DataTable).get_row_at(i)[STATE])
                   for i, d in enumerate(screen.disks)}
         assert states[unsafe_disk()] == "UNSAFE"
         assert states[safe_disk()] == "ok"
@@ -208,6 +210,25 @@ async def test_unsafe_target_is_listed_with_its_reason_but_cannot_be_selected():
         assert "NOT SELECTABLE" in body(screen, "#detail")
         assert "holds the running system" in body(screen, "#detail")
         assert engine.written == []
+
+
+@aio
+async def test_a_disk_the_plan_cannot_fit_is_marked_with_the_reason():
+    async with wizard() as (app, pilot):
+        await to_target(pilot)
+        screen = app.screen
+        assert isinstance(screen, TargetScreen)
+        table = screen.query_one("#disks", DataTable)
+        devices = [d.device for d in screen.disks]
+        small = safe_disk(plan=False)  # the recorded 128 MiB disk
+        assert str(table.get_row_at(devices.index(small))[STATE]) == "NO FIT"
+        assert str(table.get_row_at(devices.index(safe_disk()))[STATE]) == "ok"
+        assert table.cursor_row == devices.index(safe_disk())  # the cursor starts on a disk that fits
+        assert "1 can hold this restore" in body(screen, "#status")
+        table.move_cursor(row=devices.index(small))
+        await settle(pilot)
+        detail = body(screen, "#detail")
+        assert "THE RESTORE DOES NOT FIT" in detail and "65 MiB short" in detail
 
 
 @aio
@@ -221,6 +242,30 @@ async def test_too_small_target_is_refused_in_the_review_with_what_to_do():
         assert "short" in text and "What to do:" in text
         await press(pilot, "n")
         assert app.screen is screen  # no confirmation for a refused plan
+
+
+@aio
+async def test_review_says_first_what_is_destroyed_then_the_short_plan_with_more_below():
+    async with wizard() as (app, pilot):
+        await to_review(pilot)
+        screen = app.screen
+        assert isinstance(screen, ReviewScreen) and screen.review is not None
+        lines = body(screen, "#body").splitlines()
+        assert lines[2] == f"On {safe_disk()} now: nothing, the disk is blank."  # the recorded blank disk
+        assert lines.index("In short:") < lines.index("Details")
+        assert any("grows from" in line for line in lines[:lines.index("Details")])
+        await pilot.pause()
+        assert body(screen, "#more").startswith("v More below")
+        await press(pilot, "end")
+        assert body(screen, "#more") == ""  # at the bottom, no more below
+
+    review = screen.review
+    used = replace(review, destroyed=(f"the dos partition table of {review.target}",
+                                      f"{review.target}1: 30 GiB ext4 label data"))
+    lines = review_text(used).splitlines()
+    assert lines[2] == f"On {review.target} now, and DESTROYED by the restore:"
+    assert lines[4] == f"  - {review.target}1: 30 GiB ext4 label data"
+    assert lines.index("In short:") > 4
 
 
 @aio
