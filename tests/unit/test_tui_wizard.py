@@ -25,6 +25,7 @@ from rescue.errors import Exit
 from rescue.tui import RecordedEngine, make_app
 from rescue.tui.real import RealEngine, banks_under
 from rescue.tui.screens.backups import BackupsScreen, ImagesScreen
+from rescue.tui.screens.base import MarkedTable
 from rescue.tui.screens.common import AskScreen, ConfirmScreen, HelpScreen, TextScreen, confirm_matches
 from rescue.tui.screens.run import FailedScreen, ProgressScreen, ResultScreen, ResumeScreen
 from rescue.tui.screens.target import ReviewScreen, TargetScreen, review_text
@@ -229,6 +230,32 @@ async def test_a_disk_the_plan_cannot_fit_is_marked_with_the_reason():
         await settle(pilot)
         detail = body(screen, "#detail")
         assert "THE RESTORE DOES NOT FIT" in detail and "65 MiB short" in detail
+
+
+@aio
+async def test_the_highlighted_row_is_marked_not_only_coloured():
+    async with wizard() as (app, pilot):
+        await settle(pilot)
+        machines = app.screen.query_one("#machines", MarkedTable)
+        assert machines.marked_row() == machines.cursor_row == 0
+        await press(pilot, "enter")
+        images = app.screen.query_one("#images", MarkedTable)
+        await press(pilot, "down")
+        assert images.marked_row() == images.cursor_row == 1
+        await press(pilot, "n")
+        disks_table = app.screen.query_one("#disks", MarkedTable)
+        start = disks_table.cursor_row
+        assert disks_table.marked_row() == start
+        await press(pilot, "up")
+        assert disks_table.marked_row() == start - 1
+        labels = [str(r.label) for r in disks_table.ordered_rows]
+        assert labels.count(">") == 1 and labels.count(" ") == len(labels) - 1
+        await press(pilot, "down")
+        await press(pilot, "enter")
+        await press(pilot, "n")
+        title = str(app.screen_stack[-2].query_one("#title", Static).render())
+        heading = str(app.screen.query_one(".heading", Static).render())
+        assert "4/7 Review" in title and "5/7 Confirm" in heading  # numbered as the titles are
 
 
 @aio

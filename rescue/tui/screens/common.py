@@ -115,7 +115,7 @@ class ConfirmScreen(ModalScreen[bool]):
                     "EVERYTHING NOW ON THIS DISK WILL BE DESTROYED.")
         short = self.device.rsplit("/", 1)[-1]
         with Vertical(id="dialog"):
-            yield Static("Confirm: step 5 of 7", classes="heading")
+            yield Static(" rescue wizard | 5/7 Confirm", classes="heading")
             yield Static(text, markup=False)
             yield Static(f"Type the disk's name ({self.device} or {short}) and press Enter.\n"
                          "Anything else goes back with nothing written.", markup=False)
