@@ -40,6 +40,7 @@ class Interrupted:
     steps_total: int
     review: Review  # the plan it was running, to show again and resume
     started: str | None = None
+    why: str = ""  # why it stopped, in a few words: "step 11 (copy ...) failed: ...", "cancelled"
 
 
 class Engine(Protocol):

@@ -88,6 +88,22 @@ def review_of(plan: Plan) -> Review:
         destroyed=tuple(plan.destroyed))
 
 
+def stop_reason(folder: Path, since: float) -> str:
+    """Why the restore kept in folder stopped, from the report its last run wrote (the engine writes one
+    whenever a run ends, failed or cancelled); no report since it started means it never ended."""
+    reports = sorted((p for p in folder.glob("restore-*.txt") if p.stat().st_mtime >= since),
+                     key=lambda p: p.stat().st_mtime)
+    if not reports:
+        return "it never ended: the power went, the machine was reset, or the restore was killed"
+    for line in reports[-1].read_text(errors="replace").splitlines():
+        if line.startswith("result:"):
+            result = line.removeprefix("result:").strip()
+            if result == "FAILED":  # no step failed: the run was stopped between steps or in a copy
+                return "it was cancelled (or stopped) before it finished"
+            return result.replace("FAILED (", "a step failed (", 1)
+    return "its last report says nothing about the result"
+
+
 def _h(n: int) -> str:
     from rescue.tui.review import human
 
@@ -196,8 +212,10 @@ class RealEngine:
         review = review_of(plan)
         self.plans[review] = plan
         started = datetime.fromtimestamp(when).isoformat(timespec="minutes")
+        folder = next(f.parent for f in state.glob(f"*/{PLAN_FILE}") if f.stat().st_mtime == when)
         return Interrupted(client=plan.client, target=plan.target.device, steps_done=done,
-                           steps_total=len(plan.steps), review=review, started=started)
+                           steps_total=len(plan.steps), review=review, started=started,
+                           why=stop_reason(folder, when))
 
     def _sources(self) -> tuple[Path, ...]:
         banks, config, _notes = self.banks()

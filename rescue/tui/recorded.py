@@ -154,7 +154,8 @@ class RecordedEngine:
             if isinstance(ev, events.Progress) and cancel.is_set():
                 # as the engine's copy does: it stops part way, and a rerun resumes it
                 self.unfinished = Interrupted(review.client, review.target, len(self.done_keys),
-                                              len(review.steps), review)
+                                              len(review.steps), review,
+                                              why="it was cancelled (or stopped) before it finished")
                 raise Aborted("the copy was cancelled", fix="rerun the same command to resume")
             if isinstance(ev, events.StepFailed):
                 failed = ev
@@ -163,12 +164,14 @@ class RecordedEngine:
                 done_count += 1
                 if cancel.is_set() and done_count < len(review.steps):
                     self.unfinished = Interrupted(review.client, review.target, len(self.done_keys),
-                                                  len(review.steps), review)
+                                                  len(review.steps), review,
+                                                  why="it was cancelled (or stopped) before it finished")
                     raise Aborted("the restore was cancelled between steps",
                                   fix="rerun the same command to resume where it stopped")
         if failed is not None:
             self.unfinished = Interrupted(review.client, review.target, len(self.done_keys),
-                                          len(review.steps), review)
+                                          len(review.steps), review,
+                                          why=f"a step failed (step {failed.index + 1} ({failed.key}): {failed.message})")
             raise errors.StepFailed(f"step {failed.index + 1} ({failed.key}): {failed.message}",
                                     fix="fix the cause and rerun the same command: finished steps are skipped")
         self.unfinished = None

@@ -235,7 +235,9 @@ def test_snapshot_resume_offer(snap_compare):
     target = next(d for d in recorded_disks() if d.device == planned_disk())
     review = engine.plan(machine, tuple(engine.choose(machine).values()), target)
     engine.unfinished = Interrupted(machine.client, target.device, 10, len(review.steps), review,
-                                    started="2026-11-26T11:02")
+                                    started="2026-11-26T11:02",
+                                    why="a step failed (step 11 (copy vault home image 2026-1126-0300 to "
+                                        "/home): the image tree is missing)")
     assert snap_compare(make_app(engine), terminal_size=SIZE, run_before=settle)
 
 

@@ -585,7 +585,9 @@ async def test_cancel_during_the_copy_stops_it_and_the_next_start_offers_resume(
         await settle(pilot)
         screen = again.screen
         assert isinstance(screen, ResumeScreen)
-        assert f"{copy_root} of {unfinished.steps_total} steps done" in body(screen, "#body")
+        text = body(screen, "#body")
+        assert f"Done:    {copy_root} of {unfinished.steps_total} steps; next: step {copy_root + 1}" in text
+        assert "Stopped: it was cancelled" in text
         await press(pilot, "r")
         assert isinstance(again.screen, ConfirmScreen) and again.screen.resume
         await type_text(pilot, safe_disk())
@@ -690,6 +692,21 @@ def real_image(bank: Path, vault: str = "home", image: str = "2026-1126-0300") -
     (bank / vault / image / "tree").mkdir(parents=True)
     summary = (Path(__file__).parent / "fixtures" / "dirvish" / "summary.success").read_text()
     (bank / vault / image / "summary").write_text(summary)
+
+
+def test_the_resume_offer_says_why_the_earlier_restore_stopped(tmp_path):
+    from rescue.tui.real import stop_reason
+
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    assert "never ended" in stop_reason(folder, 0)  # no report at all: the power went
+    (folder / "restore-1.txt").write_text("rescue restore report\nresult:   FAILED (step 11 (copy vault home "
+                                          "image 2026-1126-0300 to /home): the image tree is missing)\n")
+    assert stop_reason(folder, 0) == ("a step failed (step 11 (copy vault home image 2026-1126-0300 to /home): "
+                                      "the image tree is missing)")
+    (folder / "restore-1.txt").write_text("result:   FAILED\n")
+    assert "cancelled" in stop_reason(folder, 0)
+    assert "never ended" in stop_reason(folder, (folder / "restore-1.txt").stat().st_mtime + 10)  # an older run's
 
 
 def test_banks_are_found_on_the_backup_partition(tmp_path):

@@ -349,12 +349,14 @@ q quits."""
     def compose(self) -> ComposeResult:
         i = self.interrupted
         yield from self.compose_title()
-        when = f", started {i.started.replace('T', ' ')[:16]}" if i.started else ""
-        yield Static(
-            f"An unfinished restore of {i.client} onto {i.target} was found{when}:\n"
-            f"{i.steps_done} of {i.steps_total} steps done.\n\n"
-            "r resumes it (done steps are skipped), n starts a new restore, q quits.",
-            id="body", markup=False)
+        nxt = (f"; next: step {i.steps_done + 1} ({i.review.steps[i.steps_done]})"
+               if i.steps_done < len(i.review.steps) else "")
+        lines = [f"An unfinished restore of {i.client} onto {i.target} was found.",
+                 f"Started: {i.started.replace('T', ' ') if i.started else 'unknown'}",
+                 f"Stopped: {i.why or 'unknown'}",
+                 f"Done:    {i.steps_done} of {i.steps_total} steps{nxt}", "",
+                 "r resumes it (done steps are skipped), n starts a new restore, q quits."]
+        yield Static(hang("\n".join(lines)), id="body", markup=False)
         yield from self.compose_scroll("steps", hang("\n".join(
             f"{'done' if n < i.steps_done else 'todo'}  {s}" for n, s in enumerate(i.review.steps))))
 
