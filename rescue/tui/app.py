@@ -165,12 +165,12 @@ and writes nothing."""))
 
     def action_shell(self) -> None:
         if self.is_headless:  # tests: no terminal to hand over
-            self.engine.shell()
+            self.engine.shell(self.review)
             return
         try:
             with self.suspend():
                 try:
-                    self.engine.shell()
+                    self.engine.shell(self.review)
                 except RescueError as e:
                     print(e)
         except SuspendNotSupported:

@@ -21,6 +21,9 @@ from rescue.target import TargetDisk
 from rescue.tui.review import Review
 
 
+SHELL_MOUNT = Path("/mnt/target")  # where the wizard's shell finds the target's filesystems
+
+
 @dataclass(frozen=True)
 class Discovery:
     """What the backup search found: banks, machines in them, and what looked wrong."""
@@ -88,8 +91,11 @@ class Engine(Protocol):
         """'reboot' or 'poweroff' the machine."""
         ...
 
-    def shell(self) -> None:
-        """An interactive shell on this terminal (the app is suspended meanwhile)."""
+    def shell(self, review: Review | None = None) -> None:
+        """An interactive shell on this terminal (the app is suspended meanwhile).
+
+        With the review of a restore, that restore's target filesystems are mounted for the
+        shell (it says where) and unmounted when it ends."""
         ...
 
 

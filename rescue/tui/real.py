@@ -21,7 +21,7 @@ from rescue.errors import BackupError, RescueError
 from rescue.events import Event
 from rescue.paths import host_paths
 from rescue.target import TargetDisk
-from rescue.tui.facade import Discovery, Interrupted
+from rescue.tui.facade import SHELL_MOUNT, Discovery, Interrupted
 from rescue.tui.review import CopyRow, FsRow, Review, TableRow
 
 if TYPE_CHECKING:
@@ -127,6 +127,7 @@ class RealEngine:
         self.last_log: Path | None = None
         self.last_report: Path | None = None
         self.backup_devices: tuple[str, ...] = ()
+        self.shell_mount = SHELL_MOUNT
 
     # -- finding backups ----------------------------------------------------
 
@@ -280,10 +281,60 @@ class RealEngine:
             raise RescueError(f"unknown power action {action!r}")
         run(["systemctl", action] if os.path.isdir("/run/systemd/system") else [action])
 
-    def shell(self) -> None:
-        from rescue.run import spawn
+    def shell(self, review: Review | None = None) -> None:
+        """A login shell in root's home with a real terminal; the restore's target filesystems
+        mounted under SHELL_MOUNT by the engine's own mount step (which proves the device), and
+        unmounted when the shell ends."""
+        from rescue.engine.mounts import is_mountpoint, remove_empty_tree, unmount_all
+        from rescue.run import interactive, run
 
-        shell = os.environ.get("SHELL") or "/bin/bash"
+        plan = self.plans.get(review) if review is not None else None
+        base = self.shell_mount
+        mounted: list[str] = []
+        if plan is not None:
+            if base.exists() and (is_mountpoint(base) or any(base.iterdir())):
+                print(f"{base} is in use: the target's filesystems are not mounted for this shell.")
+            else:
+                mounted = mount_for_shell(plan, base)
+        home = Path(os.environ.get("HOME") or "/root")
+        if mounted:
+            print(f"{plan.target.device} is mounted at {base}: " + ", ".join(mounted))
+            print(f"Fix things there (e.g. chroot {base}); leave {base} before typing exit.")
         print("Type exit to go back to the rescue wizard.")
-        proc = spawn([shell, "-l"], stdin=None, stdout=None, stderr=None)
-        proc.wait()
+        try:
+            interactive([os.environ.get("SHELL") or "/bin/bash", "-l"], cwd=home if home.is_dir() else "/")
+        finally:
+            if mounted:
+                left = unmount_all(run, base)
+                if left:
+                    print(f"still mounted (something uses them): {', '.join(left)}")
+                else:
+                    remove_empty_tree(base)
+
+
+def mount_for_shell(plan: Plan, base: Path) -> list[str]:
+    """Mount what the restore made, root first, with the plan's own mount steps; a filesystem not
+    made yet (the restore stopped before its mkfs) is left out. Returns the mount points."""
+    from rescue.errors import RescueError as Error
+    from rescue.run import run
+    from rescue.steps.mount import MountFilesystem
+
+    class Where:  # the two things a mount step asks of its context
+        root = base
+
+        @staticmethod
+        def run(argv, **kw):  # type: ignore[no-untyped-def]
+            return run(argv, **kw)
+
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    done: list[str] = []
+    for step in plan.steps:
+        if isinstance(step, MountFilesystem):
+            try:
+                step.run(Where())  # type: ignore[arg-type]
+                done.append(step.mountpoint)
+            except (Error, OSError) as e:
+                print(f"not mounted: {step.device} ({step.mountpoint}): {getattr(e, 'what', e)}")
+                if step.mountpoint == "/":
+                    break  # nothing else has a place to go
+    return done

@@ -78,6 +78,7 @@ class RecordedEngine:
         self.unfinished: Interrupted | None = None
         self.power_calls: list[str] = []
         self.shell_calls = 0
+        self.shell_reviews: list[Review | None] = []  # the restore each shell was opened for
         self.log: Path | None = None  # what log_path() and report_path() answer (tests set them)
         self.report: Path | None = None
         self.runs = 0
@@ -185,8 +186,9 @@ class RecordedEngine:
     def power(self, action: str) -> None:
         self.power_calls.append(action)
 
-    def shell(self) -> None:
+    def shell(self, review: Review | None = None) -> None:
         self.shell_calls += 1
+        self.shell_reviews.append(review)
 
 
 def record(engine: Any, out: Path, client: str, runs: Mapping[str, Callable[[Callable[[Event], None]], None]]) -> None:

@@ -415,6 +415,7 @@ async def test_a_failed_step_offers_retry_log_shell_abort_and_retry_finishes():
         assert {"r", "l", "s", "a"} <= keys
         await press(pilot, "s")
         assert engine.shell_calls == 1
+        assert engine.shell_reviews == [screen.review]  # the shell mounts this restore's target
         await pilot.press("r")
         await run_to_end(pilot)
         assert isinstance(app.screen, ResultScreen)

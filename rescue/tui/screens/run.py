@@ -15,7 +15,7 @@ from textual.widgets import DataTable, RichLog, Static
 
 from rescue.errors import Aborted, Exit, PlanRefused, RescueError
 from rescue.events import Output, PlanDone, PlanStarted, Progress, StepDone, StepFailed, StepSkipped, StepStarted
-from rescue.tui.facade import Interrupted
+from rescue.tui.facade import SHELL_MOUNT, Interrupted
 from rescue.tui.messages import EngineEvent, RunEnded
 from rescue.tui.review import Review, duration, hang, human
 from rescue.tui.screens.base import WizardScreen, error_text, unexpected
@@ -217,7 +217,8 @@ class ResultScreen(WizardScreen):
 The restore finished; above is the verification summary (keep it: l shows
 the full log). Take the backup disk out before rebooting so the machine
 boots from the restored disk. r reboots, p powers off, s opens a shell
-(exit the shell to come back), q leaves the wizard."""
+with the restored filesystems mounted at /mnt/target (exit the shell to
+come back; they are unmounted then), q leaves the wizard."""
     BINDINGS = [
         Binding("escape", "noop", show=False),
         Binding("r", "app.power('reboot')", "Reboot"),
@@ -269,7 +270,8 @@ class FailedScreen(WizardScreen):
 The restore stopped before it finished. What was done is recorded, so
 r retries and goes on from the step that did not finish; each try is
 listed with its time and result. l shows the log, s opens a shell to
-look or repair (exit the shell to come back), a leaves the wizard: the
+look or repair, with the target's filesystems that exist so far mounted
+at /mnt/target (exit the shell to come back), a leaves the wizard: the
 disk is left as it is, and rescue wizard offers to resume next time."""
     BINDINGS = [
         Binding("escape", "noop", show=False),
@@ -314,7 +316,8 @@ disk is left as it is, and rescue wizard offers to resume next time."""
         if history:
             text += "\n\n" + history
         text += ("\n\nWhat you can do here (what was done is kept):\n"
-                 "  s  open a shell to look or repair; exit it to come back here\n"
+                 f"  s  open a shell to look or repair (the target is mounted at {SHELL_MOUNT});\n"
+                 "     exit it to come back here\n"
                  "  r  try again: finished steps are skipped\n"
                  "  l  read the log of every command\n"
                  f"  a  leave the wizard; {target} stays as it is, and rescue wizard\n"
