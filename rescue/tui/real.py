@@ -22,7 +22,7 @@ from rescue.events import Event
 from rescue.paths import host_paths
 from rescue.target import TargetDisk
 from rescue.tui.facade import SHELL_MOUNT, Discovery, Interrupted
-from rescue.tui.review import CopyRow, FsRow, Review, TableRow
+from rescue.tui.review import STEP_COST, CopyRow, FsRow, Review, TableRow
 
 if TYPE_CHECKING:
     from rescue.plan.model import Plan
@@ -85,7 +85,9 @@ def review_of(plan: Plan) -> Review:
         rows=tuple(rows), filesystems=tuple(filesystems), copies=copies,
         steps=tuple(s.describe() for s in plan.steps), script=plan.script(),
         migrations=migrations, warnings=tuple(plan.warnings) + tuple(plan.layout_warnings),
-        destroyed=tuple(plan.destroyed))
+        destroyed=tuple(plan.destroyed),
+        weights=tuple(next((c.bytes for c in plan.copies if s.kind == "copy" and s.key == f"copy:{c.vault}"),
+                           STEP_COST) for s in plan.steps))
 
 
 def stop_reason(folder: Path, since: float) -> str:

@@ -28,6 +28,7 @@ SIZE = (80, 24)
 def _fixed_clock(monkeypatch):
     """The times a try started, shown on the screens, are the same in every picture."""
     monkeypatch.setattr("rescue.tui.screens.run.clock", lambda: "03:14:15")
+    monkeypatch.setattr("rescue.tui.screens.run.seconds", lambda: 0.0)
 
 
 def recorded_disks() -> list[TargetDisk]:

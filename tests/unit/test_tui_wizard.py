@@ -398,6 +398,14 @@ async def test_progress_screen_shows_each_step_state_and_copy_bytes_files_eta():
         assert set(states[copy_home + 1:]) == {"wait"}
         copy = body(screen, "#copy")
         assert "copy:home [" in copy and "files" in copy and "ETA" in copy
+        review = screen.review
+        copies = [w for w, s in zip(review.weights, review.steps) if s.startswith("copy vault")]
+        assert sum(copies) == review.bytes_to_copy  # the whole bar counts every vault's bytes
+        whole = body(screen, "#total")
+        before = sum(review.weights[:copy_home]) / sum(review.weights)
+        percent = int(whole.split("]")[1].split("%")[0])
+        assert int(before * 100) <= percent < 100  # the done steps, plus part of the running copy
+        assert f"step {copy_home + 1} of {len(review.steps)}" in whole and "ETA" in whole
         engine.release.set()
         await run_to_end(pilot)
         assert isinstance(app.screen, ResultScreen)

@@ -43,11 +43,25 @@ def progress_line(p: Progress) -> str:
     return f"{p.key} [{bar}] {int(frac * 100):>3}%\n" + ", ".join(counts)
 
 
+def seconds() -> float:
+    """A monotonic clock for the elapsed time and the ETA (tests hold it still)."""
+    return time.monotonic()
+
+
+def whole_line(fraction: float, step: int, total: int, elapsed: float, eta: float | None) -> str:
+    """'All     [#######........]  38%  step 10 of 15, 1:02 so far, ETA 3:10'"""
+    filled = int(fraction * BAR)
+    return (f"{'all':<{len('copy:home')}} [{'#' * filled}{'.' * (BAR - filled)}] {int(fraction * 100):>3}%\n"
+            f"step {step} of {total}, {duration(elapsed)} so far, ETA {duration(eta)}")
+
+
 class ProgressScreen(WizardScreen):
     STEP = "6/7 Restoring"
     HELP = """\
 Each step of the restore with its state: wait, run, done, skip (done in
-an earlier run), FAIL. The copy shows bytes and files with the time left.
+an earlier run), FAIL. The first bar is the whole restore (the bytes of
+every vault plus a fixed share per other step) with the time left; the
+second is the copy running now, with its bytes, files and time left.
 The log below shows what every command printed.
 c cancels, after you answer y: the restore stops at the next safe point
 (a copy stops part way, any other step when it ends) and can be resumed
@@ -79,6 +93,7 @@ later: start rescue wizard again and it offers to. l shows the whole log."""
         for i, step in enumerate(self.review.steps):
             table.add_row("wait", step[:70], key=str(i))
         yield table
+        yield Static("", id="total", markup=False)
         yield Static("", id="copy", markup=False)
         yield RichLog(id="log", max_lines=2000, markup=False, highlight=False, wrap=False)
         yield from self.compose_footer()
@@ -98,6 +113,10 @@ later: start rescue wizard again and it offers to. l shows the whole log."""
         self.last_step = None
         self.last_step_done = False
         self.started_at = clock()
+        self.t0 = seconds()
+        self.finished_weight = 0  # done or skipped steps' share
+        self.earlier_weight = 0  # the share done by earlier runs (skipped now): not part of this run's speed
+        self.copy_done = 0  # bytes of the copy running now
         self.execute()
 
     def stop_point(self) -> str:
@@ -153,14 +172,19 @@ later: start rescue wizard again and it offers to. l shows the whole log."""
             self.set_state(ev.index, "run")
             line = f"[{ev.index + 1}/{ev.total}] {ev.description}"
         elif isinstance(ev, StepSkipped):
+            self.finished_weight += self.review.weight(ev.index)
+            self.earlier_weight += self.review.weight(ev.index)
             self.set_state(ev.index, "skip")
             line = f"skip (done earlier): {ev.description}"
         elif isinstance(ev, Progress):
+            self.copy_done = ev.bytes_done
             self.query_one("#copy", Static).update(progress_line(ev))
         elif isinstance(ev, Output):
             line = f"  {ev.line}"
         elif isinstance(ev, StepDone):
             self.last_step_done = True
+            self.finished_weight += self.review.weight(ev.index)
+            self.copy_done = 0
             self.set_state(ev.index, "done")
             line = f"done {ev.key} in {duration(ev.seconds)}"
         elif isinstance(ev, StepFailed):
@@ -170,9 +194,23 @@ later: start rescue wizard again and it offers to. l shows the whole log."""
         elif isinstance(ev, PlanDone):
             self.done_event = ev
             line = f"restore {'finished' if ev.ok else 'ended'} in {duration(ev.seconds)}"
+        self.draw_whole()
         if line is not None:
             self.query_one("#log", RichLog).write(line)
             self.wizard.log_lines.append(line)
+
+    def draw_whole(self) -> None:
+        """The whole restore's bar: done steps, plus the running copy's bytes, over every step's share."""
+        total = sum(self.review.weight(i) for i in range(len(self.review.steps))) or 1
+        running = self.last_step is not None and not self.last_step_done
+        current = min(self.copy_done, self.review.weight(self.last_step.index)) if running and self.last_step else 0
+        done = min(total, self.finished_weight + current)
+        elapsed = seconds() - self.t0
+        this_run = done - self.earlier_weight
+        eta = (total - done) * elapsed / this_run if this_run > 0 and elapsed > 1 else None
+        step = (self.last_step.index + 1) if self.last_step else 0
+        self.query_one("#total", Static).update(whole_line(done / total, step, len(self.review.steps), elapsed,
+                                                           eta))
 
     @on(RunEnded)
     def ended(self, message: RunEnded) -> None:
