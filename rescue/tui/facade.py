@@ -62,10 +62,12 @@ class Engine(Protocol):
         ...
 
     def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk,
-             skip: tuple[str, ...] = ()) -> Review:
+             skip: tuple[str, ...] = (), sizes: tuple[tuple[str, int], ...] = ()) -> Review:
         """Build the plan and its review; raises RescueError when it cannot work.
 
-        skip names vaults the person chose to leave out (their filesystems are made empty)."""
+        skip names vaults the person chose to leave out (their filesystems are made empty);
+        sizes are partitions the person sized (mount point, number or swap; bytes), as
+        `rescue plan --size` takes them."""
         ...
 
     def interrupted(self) -> Interrupted | None:

@@ -170,12 +170,12 @@ class RealEngine:
         return tuple(list_disks(backup_sources=self._sources()))
 
     def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk,
-             skip: tuple[str, ...] = ()) -> Review:
+             skip: tuple[str, ...] = (), sizes: tuple[tuple[str, int], ...] = ()) -> Review:
         from rescue.layout.legacy import newest_layout
         from rescue.plan import PlanOptions, build_plan
 
         layout = newest_layout(images)  # as rescue restore does
-        plan = build_plan(layout, images, target, PlanOptions(skip_vaults=tuple(skip)))
+        plan = build_plan(layout, images, target, PlanOptions(skip_vaults=tuple(skip), sizes=tuple(sizes)))
         review = review_of(plan)
         self.plans[review] = plan
         return review

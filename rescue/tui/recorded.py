@@ -83,6 +83,7 @@ class RecordedEngine:
         self.report: Path | None = None
         self.runs = 0
         self.skipped: tuple[str, ...] = ()
+        self.sizes: list[tuple[tuple[str, int], ...]] = []  # the sizes each plan() was asked for
         self.written: list[str] = []  # the targets a run wrote to (nothing before a confirmation)
 
     def _load(self, name: str) -> Any:
@@ -100,8 +101,9 @@ class RecordedEngine:
         return tuple(from_json(TargetDisk, d) for d in self._load("disks.json"))
 
     def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk,
-             skip: tuple[str, ...] = ()) -> Review:
+             skip: tuple[str, ...] = (), sizes: tuple[tuple[str, int], ...] = ()) -> Review:
         self.skipped = tuple(skip)  # recorded plans are for all vaults; tests look at what was asked
+        self.sizes.append(tuple(sizes))
         refusal = self.facts / "refusals" / disk_file(target.device)
         if refusal.is_file():
             data = json.loads(refusal.read_text())

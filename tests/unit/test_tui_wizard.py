@@ -26,7 +26,7 @@ from rescue.tui import RecordedEngine, make_app
 from rescue.tui.real import RealEngine, banks_under
 from rescue.tui.screens.backups import BackupsScreen, ImagesScreen
 from rescue.tui.screens.base import MarkedTable
-from rescue.tui.screens.common import AskScreen, ConfirmScreen, HelpScreen, TextScreen, confirm_matches
+from rescue.tui.screens.common import AskScreen, ConfirmScreen, SizesScreen, HelpScreen, TextScreen, confirm_matches
 from rescue.tui.screens.run import FailedScreen, ProgressScreen, ResultScreen, ResumeScreen
 from rescue.tui.screens.target import ReviewScreen, TargetScreen, review_text
 
@@ -786,3 +786,29 @@ async def test_a_vault_can_be_left_out_and_taken_back():
         assert isinstance(app.screen, TargetScreen)
         await pick_disk(pilot, safe_disk())
         assert engine.skipped == ("tmp",)
+
+
+@aio
+async def test_sizes_set_from_the_review_plan_again_and_show_the_new_plan():
+    engine = RecordedEngine(FACTS)
+    async with wizard(engine) as (app, pilot):
+        await to_review(pilot)
+        screen = app.screen
+        assert isinstance(screen, ReviewScreen) and engine.sizes[-1] == ()
+        asked = len(engine.sizes)
+        await press(pilot, "z")
+        assert isinstance(app.screen, SizesScreen)
+        rows = str(list(app.screen.query("#dialog Static"))[1].render())
+        assert "ext4 /tmp" in rows and "now" in rows  # each partition's size now
+        await type_text(pilot, "/home=1G swap=128M")
+        await press(pilot, "enter")
+        assert app.screen is screen
+        assert engine.sizes[-1] == (("/home", 1 << 30), ("swap", 128 << 20))  # the engine planned again
+        assert body(screen, "#body").startswith("Sizes you set: /home=1G swap=128M\n")
+        assert screen.review is not None
+        await press(pilot, "z")
+        await type_text(pilot, " nonsense")
+        await press(pilot, "enter")
+        assert len(engine.sizes) == asked + 1  # not a size: nothing planned, the review as it was
+        assert app.screen is screen and screen.review is not None
+        assert body(screen, "#body").startswith("Sizes you set: /home=1G swap=128M\n")

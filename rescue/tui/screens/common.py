@@ -164,3 +164,34 @@ class PowerScreen(AskScreen):
         super().__init__(f"{what} now?", "Take the backup disk out first if the machine should boot "
                                          "from the restored disk.")
         self.action_name = action
+
+
+class SizesScreen(ModalScreen["str | None"]):
+    """The partition sizes a person sets from the review, as `rescue plan --size` takes them."""
+
+    BINDINGS = [Binding("escape", "close", "Back, sizes unchanged")]
+
+    def __init__(self, current: str, rows: str) -> None:
+        super().__init__()
+        self.current = current
+        self.rows = rows
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static("Partition sizes", classes="heading")
+            yield Static(self.rows, markup=False)
+            yield Static("Type MOUNTPOINT=SIZE, several separated by spaces (/home=20G swap=1G, or a "
+                         "partition number: 3=512M; units K M G T). The partitions not named share the "
+                         "rest in proportion. Empty: the plan's own sizes. Enter plans again.", markup=False)
+            yield Input(self.current, id="sizes")
+            yield Static("Esc goes back with the sizes unchanged.", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    @on(Input.Submitted)
+    def submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

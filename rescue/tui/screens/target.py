@@ -9,12 +9,13 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
 from rescue.backups.model import Image, Machine
+from rescue.errors import RescueError
 from rescue.target import TargetDisk
 from rescue.tui.facade import unfit
 from rescue.tui.messages import DisksFound, PlanReady, WorkFailed
 from rescue.tui.review import Review, hang, human
 from rescue.tui.screens.base import ListScreen, WizardScreen, error_text
-from rescue.tui.screens.common import TextScreen
+from rescue.tui.screens.common import SizesScreen, TextScreen
 
 
 def contents(disk: TargetDisk) -> str:
@@ -170,6 +171,11 @@ def review_text(r: Review) -> str:
     return hang("\n".join(out))
 
 
+def sizes_text(sizes: tuple[tuple[str, int], ...]) -> str:
+    """'/home=20G swap=1G', as the person typed them (and as rescue plan --size takes them)."""
+    return " ".join(f"{where}={human(size).replace(' ', '').replace('iB', '')}" for where, size in sizes)
+
+
 MORE_BELOW = "v More below: Down or PageDown scrolls (partition table, filesystems, steps)"
 
 
@@ -182,10 +188,12 @@ plan in short: each partition's new size and what grows or shrinks. Below
 (Down, PageDown, End) the old and new partition table side by side, the
 filesystems with the UUIDs and labels they keep (so fstab and grub still
 find them), the bytes to copy, and every step in order. s shows the
-restore script, which does the same by hand. n goes on to the confirmation."""
+restore script, which does the same by hand. z sets partition sizes (which
+filesystem grows or shrinks) and plans again. n goes on to the confirmation."""
     BINDINGS = [
         Binding("n", "next", "Next: confirm"),
         Binding("s", "script", "Script"),
+        Binding("z", "sizes", "Sizes"),
         Binding("q", "app.quit_wizard", "Quit"),
     ]
 
@@ -196,6 +204,7 @@ restore script, which does the same by hand. n goes on to the confirmation."""
         self.images = images
         self.target = target
         self.skipped = skipped
+        self.sizes: tuple[tuple[str, int], ...] = ()  # set with z; empty: the plan's own
         self.review: Review | None = None
 
     def compose(self) -> ComposeResult:
@@ -216,23 +225,28 @@ restore script, which does the same by hand. n goes on to the confirmation."""
     def hint_more(self) -> None:
         """'More below' while there is more below, so nobody takes the first page for all of it."""
         scroll = self.query_one("#review", VerticalScroll)
-        self.query_one("#more", Static).update(MORE_BELOW if scroll.scroll_y < scroll.max_scroll_y else "")
+        more = self.review is not None and scroll.scroll_y < scroll.max_scroll_y
+        self.query_one("#more", Static).update(MORE_BELOW if more else "")
 
     @work(thread=True, exclusive=True, group="plan")
     def build(self) -> None:
         self.post_answer(lambda: PlanReady(self.engine.plan(self.machine, self.images, self.target,
-                                                            self.skipped)))
+                                                            self.skipped, self.sizes)))
 
     @on(WorkFailed)
     def failed(self, message: WorkFailed) -> None:
         self.query_one("#body", Static).update(
             "This restore cannot work; nothing has been written.\n\n" + error_text(message.error)
-            + "\n\nEsc goes back to choose another image or disk.")
+            + "\n\nz sets other partition sizes; Esc goes back to choose another image or disk.")
+        self.hint_more()
 
     @on(PlanReady)
     def show(self, message: PlanReady) -> None:
         self.review = message.review
-        self.query_one("#body", Static).update(review_text(message.review))
+        text = review_text(message.review)
+        if self.sizes:
+            text = f"Sizes you set: {sizes_text(self.sizes)}\n{text}"
+        self.query_one("#body", Static).update(text)
         self.call_after_refresh(self.hint_more)
 
     def action_script(self) -> None:
@@ -240,6 +254,29 @@ restore script, which does the same by hand. n goes on to the confirmation."""
             return
         self.app.push_screen(TextScreen(f"restore.sh for {self.review.client} onto {self.review.target}",
                                         self.review.script))
+
+    def action_sizes(self) -> None:
+        """Change which filesystem grows or shrinks; the engine plans again and the review is shown anew."""
+        from rescue.commands.plan import parse_sizes
+
+        rows = "\n".join(f"  {row.number:>2} {row.type[:17]:<17} now {human(row.new_size):>9}"
+                         f" (was {human(row.old_size)})" for row in self.review.rows) if self.review else ""
+
+        def answered(typed: str | None) -> None:
+            if typed is None:
+                return
+            try:
+                sizes = parse_sizes(typed.split())
+            except RescueError as e:
+                self.notify(error_text(e).replace("--size ", ""), severity="error")
+                return
+            self.sizes = sizes
+            self.review = None
+            asked = sizes_text(sizes) or "the plan's own sizes"
+            self.query_one("#body", Static).update(f"Planning again with {asked}...")
+            self.build()
+
+        self.app.push_screen(SizesScreen(sizes_text(self.sizes), rows), answered)
 
     def action_next(self) -> None:
         if self.review is None:
