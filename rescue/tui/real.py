@@ -102,7 +102,8 @@ def stop_reason(folder: Path, since: float) -> str:
             result = line.removeprefix("result:").strip()
             if result == "FAILED":  # no step failed: the run was stopped between steps or in a copy
                 return "it was cancelled (or stopped) before it finished"
-            return result.replace("FAILED (", "a step failed (", 1)
+            inner = result.removeprefix("FAILED (").removesuffix(")") if result.startswith("FAILED (") else result
+            return f"it was cancelled: {inner}" if "cancelled" in inner else f"a step failed: {inner}"
     return "its last report says nothing about the result"
 
 

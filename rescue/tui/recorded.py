@@ -174,7 +174,8 @@ class RecordedEngine:
         if failed is not None:
             self.unfinished = Interrupted(review.client, review.target, len(self.done_keys),
                                           len(review.steps), review,
-                                          why=f"a step failed (step {failed.index + 1} ({failed.key}): {failed.message})")
+                                          why=f"a step failed: step {failed.index + 1} ({failed.key}): "
+                                              f"{failed.message}")
             raise errors.StepFailed(f"step {failed.index + 1} ({failed.key}): {failed.message}",
                                     fix="fix the cause and rerun the same command: finished steps are skipped")
         self.unfinished = None

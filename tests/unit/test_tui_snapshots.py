@@ -237,8 +237,8 @@ def test_snapshot_resume_offer(snap_compare):
     review = engine.plan(machine, tuple(engine.choose(machine).values()), target)
     engine.unfinished = Interrupted(machine.client, target.device, 10, len(review.steps), review,
                                     started="2026-11-26T11:02",
-                                    why="a step failed (step 11 (copy vault home image 2026-1126-0300 to "
-                                        "/home): the image tree is missing)")
+                                    why="a step failed: step 11 (copy vault home image 2026-1126-0300 to "
+                                        "/home): the image tree is missing")
     assert snap_compare(make_app(engine), terminal_size=SIZE, run_before=settle)
 
 

@@ -711,8 +711,10 @@ def test_the_resume_offer_says_why_the_earlier_restore_stopped(tmp_path):
     assert "never ended" in stop_reason(folder, 0)  # no report at all: the power went
     (folder / "restore-1.txt").write_text("rescue restore report\nresult:   FAILED (step 11 (copy vault home "
                                           "image 2026-1126-0300 to /home): the image tree is missing)\n")
-    assert stop_reason(folder, 0) == ("a step failed (step 11 (copy vault home image 2026-1126-0300 to /home): "
-                                      "the image tree is missing)")
+    assert stop_reason(folder, 0) == ("a step failed: step 11 (copy vault home image 2026-1126-0300 to /home): "
+                                      "the image tree is missing")
+    (folder / "restore-1.txt").write_text("result:   FAILED (step 11 (copy vault home): the copy was cancelled)\n")
+    assert stop_reason(folder, 0) == "it was cancelled: step 11 (copy vault home): the copy was cancelled"
     (folder / "restore-1.txt").write_text("result:   FAILED\n")
     assert "cancelled" in stop_reason(folder, 0)
     assert "never ended" in stop_reason(folder, (folder / "restore-1.txt").stat().st_mtime + 10)  # an older run's
