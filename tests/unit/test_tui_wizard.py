@@ -703,6 +703,14 @@ def real_image(bank: Path, vault: str = "home", image: str = "2026-1126-0300") -
     (bank / vault / image / "summary").write_text(summary)
 
 
+def test_the_engines_command_line_advice_is_told_in_the_wizards_words():
+    from rescue.tui.screens.run import wizard_words
+
+    said = "what to do: fix the cause and rerun the same command: finished steps are skipped"
+    assert wizard_words(said) == "what to do: fix the cause and press r to retry: finished steps are skipped"
+    assert wizard_words("detach the old disk and rerun") == "detach the old disk and press r to retry"
+
+
 def test_the_resume_offer_says_why_the_earlier_restore_stopped(tmp_path):
     from rescue.tui.real import stop_reason
 

@@ -283,6 +283,12 @@ come back; they are unmounted then), q leaves the wizard."""
         self.query_one("#summary").focus()
 
 
+def wizard_words(text: str) -> str:
+    """The engine's advice names what to do on the command line; in the wizard that is r."""
+    return (text.replace("rerun the same command", "press r to retry")
+            .replace("and rerun", "and press r to retry"))
+
+
 @dataclass(frozen=True)
 class Try:
     """One run of the restore in this wizard: when it started and how it ended."""
@@ -361,7 +367,7 @@ disk is left as it is, and rescue wizard offers to resume next time."""
                  f"  a  leave the wizard; {target} stays as it is, and rescue wizard\n"
                  "     offers to resume when you start it again")
         paths = f"Log:    {self.log_file or 'none written'}\nReport: {self.report_file or 'none written'}"
-        yield from self.compose_scroll("error", hang(text) + "\n\n" + paths)  # a path is never split
+        yield from self.compose_scroll("error", hang(wizard_words(text)) + "\n\n" + paths)  # paths unsplit
 
     def on_mount(self) -> None:
         self.query_one("#error").focus()
