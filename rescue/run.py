@@ -150,6 +150,22 @@ def spawn(
         raise CommandNotFound(args) from None
 
 
+def interactive(argv: Sequence[Arg], *, cwd: Arg, env: Mapping[str, str] | None = None) -> int:
+    """Hand this terminal to a person's program (the rescue shell) until it ends.
+
+    Unlike spawn(), it stays in this session so the terminal is its controlling
+    terminal (job control works), and it keeps the terminal's TERM (a fixed
+    environment has none: a shell with TERM=dumb cannot edit a line)."""
+    args = _argv(argv)
+    log.debug("+ %s (interactive)", shlex.join(args))
+    term = os.environ.get("TERM", "")
+    extra = {"TERM": term if term and term != "dumb" else "linux", "HOME": os.fspath(cwd), **(env or {})}
+    try:
+        return subprocess.run(args, env=_env(extra), cwd=os.fspath(cwd), check=False).returncode
+    except FileNotFoundError:
+        raise CommandNotFound(args) from None
+
+
 def which(name: str) -> Path | None:
     """Where a command lives on rescue's fixed PATH, or None."""
     for d in BASE_ENV["PATH"].split(":"):

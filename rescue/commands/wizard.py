@@ -47,5 +47,6 @@ def run(args: argparse.Namespace) -> int:
                         state_dir=args.state_dir)
     app = make_app(engine)
     app.run()
+    print(app.farewell())  # the screen is gone: say what state the disk is in and what next
     code = app.return_code
     return int(Exit.ABORTED) if code is None else int(code)

@@ -173,6 +173,9 @@ class Journal:
         return self.state(key) == STARTED
 
     def start(self, key: str) -> None:
+        """The step runs (again): what an earlier attempt noted is no longer the truth, so it goes;
+        the report then shows only what the last run of each step found."""
+        self.notes.pop(key, None)
         entry = self.steps.setdefault(key, {})
         entry["state"] = STARTED
         entry["started"] = entry.get("started") or time.time()

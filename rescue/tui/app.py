@@ -20,7 +20,7 @@ from rescue.tui.review import Review
 from rescue.tui.screens.backups import BackupsScreen, ImagesScreen
 from rescue.tui.screens.base import WizardScreen
 from rescue.tui.screens.common import ConfirmScreen, HelpScreen, PowerScreen, TextScreen
-from rescue.tui.screens.run import FailedScreen, ProgressScreen, ResultScreen, ResumeScreen
+from rescue.tui.screens.run import FailedScreen, ProgressScreen, ResultScreen, ResumeScreen, Try, clock
 from rescue.tui.screens.target import ReviewScreen, TargetScreen
 
 CSS_PATH = Path(__file__).with_name("wizard.tcss")
@@ -49,6 +49,8 @@ class Wizard(App[int]):
         self.log_lines: list[str] = []
         self.outcome: Exit = Exit.ABORTED  # until a restore finishes
         self.offered_resume = False
+        self.tries: list[Try] = []  # each run of the restore in this wizard, for the person to see
+        self.stopped: str = ""  # how the last run stopped, for the line printed on leaving
 
     def on_mount(self) -> None:
         self.push_screen(BackupsScreen())
@@ -95,19 +97,28 @@ class Wizard(App[int]):
     def restore_done(self, done: PlanDone) -> None:
         assert self.review is not None
         self.outcome = Exit.INCOMPLETE if done.incomplete else Exit.OK
+        self.tries.append(Try(clock(), "finished"))
         self.switch_screen(ResultScreen(self.review, done))
 
     def restore_failed(self, progress: ProgressScreen, error: RescueError | None,
                        step: StepFailed | None, cancelled: bool = False) -> None:
         # a refusal (the target turned unsafe, the plan cannot work) keeps its own code, as
         # `rescue restore` exits with it; anything else that stopped the run is a failed step
+        where = progress.stop_point()
         if cancelled:
             self.outcome = Exit.ABORTED
+            result = f"cancelled {where}"
         elif isinstance(error, PlanRefused):
             self.outcome = error.exit_code
+            result = f"refused before writing: {error.what}"
         else:
             self.outcome = Exit.FAILED
-        self.push_screen(FailedScreen(progress.review, error, step, cancelled=cancelled))
+            result = f"failed {where}"
+        self.stopped = result
+        self.tries.append(Try(progress.started_at, result))
+        self.push_screen(FailedScreen(progress.review, error, step, cancelled=cancelled, where=where,
+                                      tries=tuple(self.tries), log=self.engine.log_path(),
+                                      report=self.engine.report_path()))
 
     def retry(self) -> None:
         self.pop_screen()
@@ -154,17 +165,35 @@ and writes nothing."""))
 
     def action_shell(self) -> None:
         if self.is_headless:  # tests: no terminal to hand over
-            self.engine.shell()
+            self.engine.shell(self.review)
             return
         try:
             with self.suspend():
                 try:
-                    self.engine.shell()
+                    self.engine.shell(self.review)
                 except RescueError as e:
                     print(e)
         except SuspendNotSupported:
             self.notify("A shell cannot be started from this terminal: use another console (Alt+F2).",
                         severity="error")
+
+    def farewell(self) -> str:
+        """The one line printed on leaving: what state the disk is in and what to do next."""
+        r = self.review
+        if r is None:
+            return "rescue wizard: nothing was written to any disk."
+        if self.outcome in (Exit.OK, Exit.INCOMPLETE):
+            report = self.engine.report_path()
+            missing = (" except files the backup could not give" if self.outcome == Exit.INCOMPLETE else "")
+            return (f"rescue wizard: {r.client} is restored onto {r.target}{missing}; take out the backup "
+                    f"disk and reboot" + (f" (report: {report})" if report else "") + ".")
+        if self.outcome in (Exit.REFUSED, Exit.UNSAFE) and not any(
+                not t.result.startswith("refused") for t in self.tries):
+            return (f"rescue wizard: nothing was written to {r.target} ({self.stopped}); "
+                    "fix that and start rescue wizard again.")
+        log = self.engine.log_path()
+        return (f"rescue wizard: {r.target} is only partly restored ({self.stopped}); start rescue wizard "
+                "again to resume, finished steps are skipped" + (f" (log: {log})" if log else "") + ".")
 
     def action_abort(self) -> None:
         self.exit(int(self.outcome), return_code=int(self.outcome))

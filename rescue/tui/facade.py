@@ -21,6 +21,9 @@ from rescue.target import TargetDisk
 from rescue.tui.review import Review
 
 
+SHELL_MOUNT = Path("/mnt/target")  # where the wizard's shell finds the target's filesystems
+
+
 @dataclass(frozen=True)
 class Discovery:
     """What the backup search found: banks, machines in them, and what looked wrong."""
@@ -40,6 +43,7 @@ class Interrupted:
     steps_total: int
     review: Review  # the plan it was running, to show again and resume
     started: str | None = None
+    why: str = ""  # why it stopped, in a few words: "step 11 (copy ...) failed: ...", "cancelled"
 
 
 class Engine(Protocol):
@@ -58,10 +62,12 @@ class Engine(Protocol):
         ...
 
     def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk,
-             skip: tuple[str, ...] = ()) -> Review:
+             skip: tuple[str, ...] = (), sizes: tuple[tuple[str, int], ...] = ()) -> Review:
         """Build the plan and its review; raises RescueError when it cannot work.
 
-        skip names vaults the person chose to leave out (their filesystems are made empty)."""
+        skip names vaults the person chose to leave out (their filesystems are made empty);
+        sizes are partitions the person sized (mount point, number or swap; bytes), as
+        `rescue plan --size` takes them."""
         ...
 
     def interrupted(self) -> Interrupted | None:
@@ -79,10 +85,34 @@ class Engine(Protocol):
         """The log of everything the last run did, when there is one."""
         ...
 
+    def report_path(self) -> Path | None:
+        """The report of the last run (what was done, what verification found), when there is one."""
+        ...
+
     def power(self, action: str) -> None:
         """'reboot' or 'poweroff' the machine."""
         ...
 
-    def shell(self) -> None:
-        """An interactive shell on this terminal (the app is suspended meanwhile)."""
+    def shell(self, review: Review | None = None) -> None:
+        """An interactive shell on this terminal (the app is suspended meanwhile).
+
+        With the review of a restore, that restore's target filesystems are mounted for the
+        shell (it says where) and unmounted when it ends."""
         ...
+
+
+def unfit(engine: Engine, machine: Machine, images: tuple[Image, ...], disks: tuple[TargetDisk, ...],
+          skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """Why the plan cannot go onto each safe disk (too small, ...), by device: the engine's own
+    plan decides, so the target list and the review never disagree."""
+    from rescue.errors import RescueError
+
+    reasons: dict[str, str] = {}
+    for disk in disks:
+        if disk.unsafe_reasons:
+            continue
+        try:
+            engine.plan(machine, images, disk, skip)
+        except RescueError as e:
+            reasons[disk.device] = str(e.what)
+    return reasons

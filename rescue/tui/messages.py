@@ -6,7 +6,7 @@ that owns the work draws it on the event loop.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from textual.message import Message
 
@@ -26,6 +26,7 @@ class DiscoveryDone(Message):
 @dataclass
 class DisksFound(Message):
     disks: tuple[TargetDisk, ...]
+    unfit: dict[str, str] = field(default_factory=dict)  # device -> why the plan cannot go onto it
 
 
 @dataclass

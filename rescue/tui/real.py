@@ -21,8 +21,8 @@ from rescue.errors import BackupError, RescueError
 from rescue.events import Event
 from rescue.paths import host_paths
 from rescue.target import TargetDisk
-from rescue.tui.facade import Discovery, Interrupted
-from rescue.tui.review import CopyRow, FsRow, Review, TableRow
+from rescue.tui.facade import SHELL_MOUNT, Discovery, Interrupted
+from rescue.tui.review import STEP_COST, CopyRow, FsRow, Review, TableRow
 
 if TYPE_CHECKING:
     from rescue.plan.model import Plan
@@ -85,7 +85,26 @@ def review_of(plan: Plan) -> Review:
         rows=tuple(rows), filesystems=tuple(filesystems), copies=copies,
         steps=tuple(s.describe() for s in plan.steps), script=plan.script(),
         migrations=migrations, warnings=tuple(plan.warnings) + tuple(plan.layout_warnings),
-        destroyed=tuple(plan.destroyed))
+        destroyed=tuple(plan.destroyed),
+        weights=tuple(next((c.bytes for c in plan.copies if s.kind == "copy" and s.key == f"copy:{c.vault}"),
+                           STEP_COST) for s in plan.steps))
+
+
+def stop_reason(folder: Path, since: float) -> str:
+    """Why the restore kept in folder stopped, from the report its last run wrote (the engine writes one
+    whenever a run ends, failed or cancelled); no report since it started means it never ended."""
+    reports = sorted((p for p in folder.glob("restore-*.txt") if p.stat().st_mtime >= since),
+                     key=lambda p: p.stat().st_mtime)
+    if not reports:
+        return "it never ended: the power went, the machine was reset, or the restore was killed"
+    for line in reports[-1].read_text(errors="replace").splitlines():
+        if line.startswith("result:"):
+            result = line.removeprefix("result:").strip()
+            if result == "FAILED":  # no step failed: the run was stopped between steps or in a copy
+                return "it was cancelled (or stopped) before it finished"
+            inner = result.removeprefix("FAILED (").removesuffix(")") if result.startswith("FAILED (") else result
+            return f"it was cancelled: {inner}" if "cancelled" in inner else f"a step failed: {inner}"
+    return "its last report says nothing about the result"
 
 
 def _h(n: int) -> str:
@@ -109,7 +128,9 @@ class RealEngine:
         self.log_dir = log_dir
         self.plans: dict[Review, Plan] = {}
         self.last_log: Path | None = None
+        self.last_report: Path | None = None
         self.backup_devices: tuple[str, ...] = ()
+        self.shell_mount = SHELL_MOUNT
 
     # -- finding backups ----------------------------------------------------
 
@@ -150,12 +171,12 @@ class RealEngine:
         return tuple(list_disks(backup_sources=self._sources()))
 
     def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk,
-             skip: tuple[str, ...] = ()) -> Review:
+             skip: tuple[str, ...] = (), sizes: tuple[tuple[str, int], ...] = ()) -> Review:
         from rescue.layout.legacy import newest_layout
         from rescue.plan import PlanOptions, build_plan
 
         layout = newest_layout(images)  # as rescue restore does
-        plan = build_plan(layout, images, target, PlanOptions(skip_vaults=tuple(skip)))
+        plan = build_plan(layout, images, target, PlanOptions(skip_vaults=tuple(skip), sizes=tuple(sizes)))
         review = review_of(plan)
         self.plans[review] = plan
         return review
@@ -195,8 +216,10 @@ class RealEngine:
         review = review_of(plan)
         self.plans[review] = plan
         started = datetime.fromtimestamp(when).isoformat(timespec="minutes")
+        folder = next(f.parent for f in state.glob(f"*/{PLAN_FILE}") if f.stat().st_mtime == when)
         return Interrupted(client=plan.client, target=plan.target.device, steps_done=done,
-                           steps_total=len(plan.steps), review=review, started=started)
+                           steps_total=len(plan.steps), review=review, started=started,
+                           why=stop_reason(folder, when))
 
     def _sources(self) -> tuple[Path, ...]:
         banks, config, _notes = self.banks()
@@ -246,10 +269,13 @@ class RealEngine:
                 executor.run(plan, on_event)
             finally:
                 if summary:
-                    write_report(folder, summary[-1], stamp)
+                    self.last_report = write_report(folder, summary[-1], stamp)
 
     def log_path(self) -> Path | None:
         return self.last_log
+
+    def report_path(self) -> Path | None:
+        return self.last_report
 
     def power(self, action: str) -> None:
         from rescue.run import run
@@ -258,10 +284,60 @@ class RealEngine:
             raise RescueError(f"unknown power action {action!r}")
         run(["systemctl", action] if os.path.isdir("/run/systemd/system") else [action])
 
-    def shell(self) -> None:
-        from rescue.run import spawn
+    def shell(self, review: Review | None = None) -> None:
+        """A login shell in root's home with a real terminal; the restore's target filesystems
+        mounted under SHELL_MOUNT by the engine's own mount step (which proves the device), and
+        unmounted when the shell ends."""
+        from rescue.engine.mounts import is_mountpoint, remove_empty_tree, unmount_all
+        from rescue.run import interactive, run
 
-        shell = os.environ.get("SHELL") or "/bin/bash"
+        plan = self.plans.get(review) if review is not None else None
+        base = self.shell_mount
+        mounted: list[str] = []
+        if plan is not None:
+            if base.exists() and (is_mountpoint(base) or any(base.iterdir())):
+                print(f"{base} is in use: the target's filesystems are not mounted for this shell.")
+            else:
+                mounted = mount_for_shell(plan, base)
+        home = Path(os.environ.get("HOME") or "/root")
+        if mounted:
+            print(f"{plan.target.device} is mounted at {base}: " + ", ".join(mounted))
+            print(f"Fix things there (e.g. chroot {base}); leave {base} before typing exit.")
         print("Type exit to go back to the rescue wizard.")
-        proc = spawn([shell, "-l"], stdin=None, stdout=None, stderr=None)
-        proc.wait()
+        try:
+            interactive([os.environ.get("SHELL") or "/bin/bash", "-l"], cwd=home if home.is_dir() else "/")
+        finally:
+            if mounted:
+                left = unmount_all(run, base)
+                if left:
+                    print(f"still mounted (something uses them): {', '.join(left)}")
+                else:
+                    remove_empty_tree(base)
+
+
+def mount_for_shell(plan: Plan, base: Path) -> list[str]:
+    """Mount what the restore made, root first, with the plan's own mount steps; a filesystem not
+    made yet (the restore stopped before its mkfs) is left out. Returns the mount points."""
+    from rescue.errors import RescueError as Error
+    from rescue.run import run
+    from rescue.steps.mount import MountFilesystem
+
+    class Where:  # the two things a mount step asks of its context
+        root = base
+
+        @staticmethod
+        def run(argv, **kw):  # type: ignore[no-untyped-def]
+            return run(argv, **kw)
+
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    done: list[str] = []
+    for step in plan.steps:
+        if isinstance(step, MountFilesystem):
+            try:
+                step.run(Where())  # type: ignore[arg-type]
+                done.append(step.mountpoint)
+            except (Error, OSError) as e:
+                print(f"not mounted: {step.device} ({step.mountpoint}): {getattr(e, 'what', e)}")
+                if step.mountpoint == "/":
+                    break  # nothing else has a place to go
+    return done

@@ -78,8 +78,12 @@ class RecordedEngine:
         self.unfinished: Interrupted | None = None
         self.power_calls: list[str] = []
         self.shell_calls = 0
+        self.shell_reviews: list[Review | None] = []  # the restore each shell was opened for
+        self.log: Path | None = None  # what log_path() and report_path() answer (tests set them)
+        self.report: Path | None = None
         self.runs = 0
         self.skipped: tuple[str, ...] = ()
+        self.sizes: list[tuple[tuple[str, int], ...]] = []  # the sizes each plan() was asked for
         self.written: list[str] = []  # the targets a run wrote to (nothing before a confirmation)
 
     def _load(self, name: str) -> Any:
@@ -97,8 +101,9 @@ class RecordedEngine:
         return tuple(from_json(TargetDisk, d) for d in self._load("disks.json"))
 
     def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk,
-             skip: tuple[str, ...] = ()) -> Review:
+             skip: tuple[str, ...] = (), sizes: tuple[tuple[str, int], ...] = ()) -> Review:
         self.skipped = tuple(skip)  # recorded plans are for all vaults; tests look at what was asked
+        self.sizes.append(tuple(sizes))
         refusal = self.facts / "refusals" / disk_file(target.device)
         if refusal.is_file():
             data = json.loads(refusal.read_text())
@@ -152,7 +157,8 @@ class RecordedEngine:
             if isinstance(ev, events.Progress) and cancel.is_set():
                 # as the engine's copy does: it stops part way, and a rerun resumes it
                 self.unfinished = Interrupted(review.client, review.target, len(self.done_keys),
-                                              len(review.steps), review)
+                                              len(review.steps), review,
+                                              why="it was cancelled (or stopped) before it finished")
                 raise Aborted("the copy was cancelled", fix="rerun the same command to resume")
             if isinstance(ev, events.StepFailed):
                 failed = ev
@@ -161,24 +167,31 @@ class RecordedEngine:
                 done_count += 1
                 if cancel.is_set() and done_count < len(review.steps):
                     self.unfinished = Interrupted(review.client, review.target, len(self.done_keys),
-                                                  len(review.steps), review)
+                                                  len(review.steps), review,
+                                                  why="it was cancelled (or stopped) before it finished")
                     raise Aborted("the restore was cancelled between steps",
                                   fix="rerun the same command to resume where it stopped")
         if failed is not None:
             self.unfinished = Interrupted(review.client, review.target, len(self.done_keys),
-                                          len(review.steps), review)
+                                          len(review.steps), review,
+                                          why=f"a step failed: step {failed.index + 1} ({failed.key}): "
+                                              f"{failed.message}")
             raise errors.StepFailed(f"step {failed.index + 1} ({failed.key}): {failed.message}",
                                     fix="fix the cause and rerun the same command: finished steps are skipped")
         self.unfinished = None
 
     def log_path(self) -> Path | None:
-        return None
+        return self.log
+
+    def report_path(self) -> Path | None:
+        return self.report
 
     def power(self, action: str) -> None:
         self.power_calls.append(action)
 
-    def shell(self) -> None:
+    def shell(self, review: Review | None = None) -> None:
         self.shell_calls += 1
+        self.shell_reviews.append(review)
 
 
 def record(engine: Any, out: Path, client: str, runs: Mapping[str, Callable[[Callable[[Event], None]], None]]) -> None:

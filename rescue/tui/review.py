@@ -11,6 +11,7 @@ import textwrap
 from dataclasses import dataclass
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+STEP_COST = 64 << 20  # a step that copies nothing (mkfs, grub, a mount) counts as this many bytes
 
 
 def human(size: int | None) -> str:
@@ -100,6 +101,10 @@ class Review:
     migrations: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     destroyed: tuple[str, ...] = ()  # what is on the target now and will be gone
+    weights: tuple[int, ...] = ()  # per step, its share of the whole restore: bytes to copy, or a fixed cost
+
+    def weight(self, index: int) -> int:
+        return self.weights[index] if index < len(self.weights) else STEP_COST
 
     @property
     def bytes_to_copy(self) -> int:

@@ -19,7 +19,10 @@ import asyncio
 import functools
 import hashlib
 import os
+import shlex
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -252,6 +255,8 @@ async def test_cancel_during_the_copy_is_offered_for_resume_on_the_next_start(de
             assert engine.holding.wait(120)
             await pilot.press("c")  # while /home is being copied
             await pilot.pause()
+            await pilot.press("y")  # c asks first
+            await pilot.pause()
             engine.release.set()
             await run_to_end(pilot)
             screen = app.screen
@@ -269,6 +274,7 @@ async def test_cancel_during_the_copy_is_offered_for_resume_on_the_next_start(de
         again = engine_for(demo, tmp_path, dev)  # a new start: nothing known but the state folder
         offered = again.interrupted()
         assert offered is not None and offered.target == dev
+        assert offered.why.startswith("it was cancelled"), offered.why
         app = make_app(again)
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot)
@@ -334,3 +340,78 @@ async def test_a_vault_left_out_is_not_copied_in_the_real_plan(demo, tmp_path):
             assert [c.mountpoint for c in review.copies] == ["/", "/home"]
             assert any("left out" in w for w in review.warnings)
             assert any(fs.mountpoint == "/tmp" for fs in review.filesystems)  # still made, empty
+
+
+class Tmux:
+    """A terminal of 80x24 with TERM=linux, in a tmux server of the test's own (its own socket)."""
+
+    def __init__(self, name: str, command: str) -> None:
+        self.base = ["tmux", "-L", name]
+        run([*self.base, "-f", "/dev/null", "new-session", "-d", "-s", "wiz", "-x", "80", "-y", "24", command])
+
+    def screen(self) -> str:
+        return run([*self.base, "capture-pane", "-p", "-t", "wiz"]).stdout
+
+    def keys(self, *keys: str) -> None:
+        run([*self.base, "send-keys", "-t", "wiz", *keys])
+
+    def wait_for(self, text: str, seconds: float = 60) -> str:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            shown = self.screen()
+            if text in shown:
+                return shown
+            time.sleep(0.3)
+        raise AssertionError(f"{text!r} did not appear within {seconds:g} s; the screen:\n{self.screen()}")
+
+    def close(self) -> None:
+        run([*self.base, "kill-server"], check=False)
+
+
+def test_a_new_user_in_tmux_restores_onto_a_smaller_disk_with_no_option(demo, tmp_path):
+    """From the first screen to the result of a real restore at 80x24, TERM=linux, keys only, onto a
+    loop disk smaller than the captured 1 GiB one: the plan shrinks what has room by itself."""
+    with loop_disk(tmp_path / "small.img", 800 * MiB) as target:
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in os.environ.items() if k.startswith("RESCUE_"))
+        command = (f"env TERM=linux {env} {shlex.quote(sys.executable)} -m rescue wizard "
+                   f"--bank {shlex.quote(str(demo['bank'].bank))} --state-dir {shlex.quote(str(tmp_path / 'state'))}"
+                   f"; echo WIZARD-EXIT=$?; sleep 600")
+        term = Tmux(f"rescue-wizard-test-{os.getpid()}", command)
+        try:
+            term.wait_for("1/7 Backups found")
+            term.wait_for("Banks: ")  # the search is done, its machine listed
+            time.sleep(0.5)
+            term.keys("Enter")
+            term.wait_for("2/7 Images")
+            term.keys("n")
+            shown = term.wait_for("can hold this restore")
+            # walk the '>' marker to the disk made here (other disks of this machine may be listed)
+            lines = shown.splitlines()
+            marked = next(i for i, line in enumerate(lines) if line.lstrip().startswith(">"))
+            ours = next(i for i, line in enumerate(lines) if f" {target} " in f" {line} ")
+            assert "NO FIT" not in lines[ours] and "UNSAFE" not in lines[ours], lines[ours]
+            if ours != marked:
+                term.keys(*(["Down"] if ours > marked else ["Up"]) * abs(ours - marked))
+            time.sleep(0.5)
+            assert any(line.lstrip().startswith(">") and target in line for line in term.screen().splitlines())
+            term.keys("Enter")
+            review = term.wait_for("In short:")
+            assert f"On {target} now: nothing, the disk is blank." in review  # what is destroyed comes first
+            assert "shrinks from" in review  # onto a smaller disk, with no option given
+            assert "More below" in review
+            term.keys("n")
+            term.wait_for("5/7 Confirm")
+            term.keys("-l", target)
+            term.keys("Enter")
+            term.wait_for("6/7 Restoring")
+            result = term.wait_for("7/7 Result", seconds=600)
+            assert f"is restored onto {target}" in result
+            assert "result:   OK" in term.wait_for("result:")
+            term.keys("q")
+            end = term.wait_for("WIZARD-EXIT=")
+            assert "WIZARD-EXIT=0" in end
+            assert f"is restored onto {target}; take out the backup disk and reboot" in end.replace("\n", "")
+        finally:
+            term.close()
+        out = run(["blkid", "-p", "-o", "value", "-s", "PTTYPE", target], check=False).stdout.strip()
+        assert out  # the disk holds the restored partition table

@@ -106,6 +106,27 @@ def test_rerun_skips_finished_steps_but_mounts_again(tmp_path):
     assert isinstance(events[0], ev.PlanStarted) and events[0].resumed
 
 
+def test_the_report_after_a_retry_holds_only_what_the_last_run_found(tmp_path):
+    @dataclass(frozen=True)
+    class Verify(Fake):
+        def run(self, ctx) -> None:
+            CALLS.append((self.name, ctx.resuming))
+            if self.name in FAIL:
+                ctx.note("MISMATCH /etc/hostname")
+                raise StepFailed("verify found differences")
+            ctx.note("/: equal")
+
+    plan = Plan((Fake("wipe"), Verify("verify")))
+    FAIL.add("verify")
+    with pytest.raises(StepFailed):
+        executor(tmp_path).run(plan)
+    FAIL.clear()
+    out = executor(tmp_path).run(plan)
+    assert "/: equal" in out.summary
+    assert "MISMATCH" not in out.summary  # the first run's finding is not the final truth
+    assert "wipe noted" in out.summary  # a step done once keeps its notes
+
+
 def test_failed_step_resumes_there_knowing_it_was_interrupted(tmp_path):
     FAIL.add("copy")
     with pytest.raises(StepFailed) as e:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from textual.widgets import DataTable
 
 from rescue.jsonform import from_json
@@ -20,6 +22,13 @@ from rescue.tui.screens.target import TargetScreen
 
 FACTS = Path(__file__).parent / "data" / "tui"
 SIZE = (80, 24)
+
+
+@pytest.fixture(autouse=True)
+def _fixed_clock(monkeypatch):
+    """The times a try started, shown on the screens, are the same in every picture."""
+    monkeypatch.setattr("rescue.tui.screens.run.clock", lambda: "03:14:15")
+    monkeypatch.setattr("rescue.tui.screens.run.seconds", lambda: 0.0)
 
 
 def recorded_disks() -> list[TargetDisk]:
@@ -183,7 +192,38 @@ def test_snapshot_cancelled(snap_compare):
         await start_restore(pilot)
         assert engine.holding.wait(10)
         await pilot.press("c")
+        await pilot.pause()
+        await pilot.press("y")
         engine.release.set()
+        await run_to_end(pilot)
+
+    assert snap_compare(make_app(engine), terminal_size=SIZE, run_before=before)
+
+
+def test_snapshot_cancel_asks_first(snap_compare):
+    engine = RecordedEngine(FACTS, hold_at="copy:root")
+    engine.hold_ends_on_cancel = True
+
+    async def before(pilot):
+        await start_restore(pilot)
+        assert engine.holding.wait(10)
+        await pilot.press("c")
+        await pilot.pause(0.2)
+
+    try:
+        assert snap_compare(make_app(engine), terminal_size=SIZE, run_before=before)
+    finally:
+        engine.release.set()
+
+
+def test_snapshot_retry_failed_again(snap_compare):
+    engine = RecordedEngine(FACTS, outcomes=("failed",))
+    engine.log, engine.report = Path("/var/log/rescue/restore-1.log"), Path("/var/lib/rescue/restore-1.txt")
+
+    async def before(pilot):
+        await start_restore(pilot)
+        await run_to_end(pilot)
+        await pilot.press("r")
         await run_to_end(pilot)
 
     assert snap_compare(make_app(engine), terminal_size=SIZE, run_before=before)
@@ -196,7 +236,9 @@ def test_snapshot_resume_offer(snap_compare):
     target = next(d for d in recorded_disks() if d.device == planned_disk())
     review = engine.plan(machine, tuple(engine.choose(machine).values()), target)
     engine.unfinished = Interrupted(machine.client, target.device, 10, len(review.steps), review,
-                                    started="2026-11-26T11:02")
+                                    started="2026-11-26T11:02",
+                                    why="a step failed: step 11 (copy vault home image 2026-1126-0300 to "
+                                        "/home): the image tree is missing")
     assert snap_compare(make_app(engine), terminal_size=SIZE, run_before=settle)
 
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,10 @@ from rescue.errors import Exit
 from rescue.tui import RecordedEngine, make_app
 from rescue.tui.real import RealEngine, banks_under
 from rescue.tui.screens.backups import BackupsScreen, ImagesScreen
-from rescue.tui.screens.common import ConfirmScreen, HelpScreen, TextScreen, confirm_matches
+from rescue.tui.screens.base import MarkedTable
+from rescue.tui.screens.common import AskScreen, ConfirmScreen, SizesScreen, HelpScreen, TextScreen, confirm_matches
 from rescue.tui.screens.run import FailedScreen, ProgressScreen, ResultScreen, ResumeScreen
-from rescue.tui.screens.target import ReviewScreen, TargetScreen
+from rescue.tui.screens.target import ReviewScreen, TargetScreen, review_text
 
 FACTS = Path(__file__).parent / "data" / "tui"
 
@@ -42,6 +44,7 @@ def aio(fn):
 
 
 SIZE = (80, 24)
+STATE = 4  # the State column of the target list
 
 
 def disks() -> list[dict]:
@@ -130,9 +133,12 @@ async def restore_to_end(pilot, typed: str | None = None) -> None:
 
 
 async def cancel_held_copy(pilot, engine) -> str:
-    """c while the replay holds in a copy, then let it go; returns the status line seen meanwhile."""
+    """c and y while the replay holds in a copy, then let it go; returns the status line seen meanwhile."""
     assert engine.holding.wait(10)
     await pilot.press("c")
+    await pilot.pause()
+    assert isinstance(pilot.app.screen, AskScreen)
+    await pilot.press("y")
     await pilot.pause()
     status = body(pilot.app.screen, "#status")
     engine.release.set()
@@ -195,7 +201,7 @@ async def test_unsafe_target_is_listed_with_its_reason_but_cannot_be_selected():
         await to_target(pilot)
         screen = app.screen
         assert isinstance(screen, TargetScreen)
-        states = {d.device: str(screen.query_one("#disks", DataTable).get_row_at(i)[4])
+        states = {d.device: str(screen.query_one("#disks", DataTable).get_row_at(i)[STATE])
                   for i, d in enumerate(screen.disks)}
         assert states[unsafe_disk()] == "UNSAFE"
         assert states[safe_disk()] == "ok"
@@ -205,6 +211,51 @@ async def test_unsafe_target_is_listed_with_its_reason_but_cannot_be_selected():
         assert "NOT SELECTABLE" in body(screen, "#detail")
         assert "holds the running system" in body(screen, "#detail")
         assert engine.written == []
+
+
+@aio
+async def test_a_disk_the_plan_cannot_fit_is_marked_with_the_reason():
+    async with wizard() as (app, pilot):
+        await to_target(pilot)
+        screen = app.screen
+        assert isinstance(screen, TargetScreen)
+        table = screen.query_one("#disks", DataTable)
+        devices = [d.device for d in screen.disks]
+        small = safe_disk(plan=False)  # the recorded 128 MiB disk
+        assert str(table.get_row_at(devices.index(small))[STATE]) == "NO FIT"
+        assert str(table.get_row_at(devices.index(safe_disk()))[STATE]) == "ok"
+        assert table.cursor_row == devices.index(safe_disk())  # the cursor starts on a disk that fits
+        assert "1 can hold this restore" in body(screen, "#status")
+        table.move_cursor(row=devices.index(small))
+        await settle(pilot)
+        detail = body(screen, "#detail")
+        assert "THE RESTORE DOES NOT FIT" in detail and "65 MiB short" in detail
+
+
+@aio
+async def test_the_highlighted_row_is_marked_not_only_coloured():
+    async with wizard() as (app, pilot):
+        await settle(pilot)
+        machines = app.screen.query_one("#machines", MarkedTable)
+        assert machines.marked_row() == machines.cursor_row == 0
+        await press(pilot, "enter")
+        images = app.screen.query_one("#images", MarkedTable)
+        await press(pilot, "down")
+        assert images.marked_row() == images.cursor_row == 1
+        await press(pilot, "n")
+        disks_table = app.screen.query_one("#disks", MarkedTable)
+        start = disks_table.cursor_row
+        assert disks_table.marked_row() == start
+        await press(pilot, "up")
+        assert disks_table.marked_row() == start - 1
+        labels = [str(r.label) for r in disks_table.ordered_rows]
+        assert labels.count(">") == 1 and labels.count(" ") == len(labels) - 1
+        await press(pilot, "down")
+        await press(pilot, "enter")
+        await press(pilot, "n")
+        title = str(app.screen_stack[-2].query_one("#title", Static).render())
+        heading = str(app.screen.query_one(".heading", Static).render())
+        assert "4/7 Review" in title and "5/7 Confirm" in heading  # numbered as the titles are
 
 
 @aio
@@ -218,6 +269,30 @@ async def test_too_small_target_is_refused_in_the_review_with_what_to_do():
         assert "short" in text and "What to do:" in text
         await press(pilot, "n")
         assert app.screen is screen  # no confirmation for a refused plan
+
+
+@aio
+async def test_review_says_first_what_is_destroyed_then_the_short_plan_with_more_below():
+    async with wizard() as (app, pilot):
+        await to_review(pilot)
+        screen = app.screen
+        assert isinstance(screen, ReviewScreen) and screen.review is not None
+        lines = body(screen, "#body").splitlines()
+        assert lines[2] == f"On {safe_disk()} now: nothing, the disk is blank."  # the recorded blank disk
+        assert lines.index("In short:") < lines.index("Details")
+        assert any("grows from" in line for line in lines[:lines.index("Details")])
+        await pilot.pause()
+        assert body(screen, "#more").startswith("v More below")
+        await press(pilot, "end")
+        assert body(screen, "#more") == ""  # at the bottom, no more below
+
+    review = screen.review
+    used = replace(review, destroyed=(f"the dos partition table of {review.target}",
+                                      f"{review.target}1: 30 GiB ext4 label data"))
+    lines = review_text(used).splitlines()
+    assert lines[2] == f"On {review.target} now, and DESTROYED by the restore:"
+    assert lines[4] == f"  - {review.target}1: 30 GiB ext4 label data"
+    assert lines.index("In short:") > 4
 
 
 @aio
@@ -323,6 +398,14 @@ async def test_progress_screen_shows_each_step_state_and_copy_bytes_files_eta():
         assert set(states[copy_home + 1:]) == {"wait"}
         copy = body(screen, "#copy")
         assert "copy:home [" in copy and "files" in copy and "ETA" in copy
+        review = screen.review
+        copies = [w for w, s in zip(review.weights, review.steps) if s.startswith("copy vault")]
+        assert sum(copies) == review.bytes_to_copy  # the whole bar counts every vault's bytes
+        whole = body(screen, "#total")
+        before = sum(review.weights[:copy_home]) / sum(review.weights)
+        percent = int(whole.split("]")[1].split("%")[0])
+        assert int(before * 100) <= percent < 100  # the done steps, plus part of the running copy
+        assert f"step {copy_home + 1} of {len(review.steps)}" in whole and "ETA" in whole
         engine.release.set()
         await run_to_end(pilot)
         assert isinstance(app.screen, ResultScreen)
@@ -340,12 +423,133 @@ async def test_a_failed_step_offers_retry_log_shell_abort_and_retry_finishes():
         assert {"r", "l", "s", "a"} <= keys
         await press(pilot, "s")
         assert engine.shell_calls == 1
+        assert engine.shell_reviews == [screen.review]  # the shell mounts this restore's target
         await pilot.press("r")
         await run_to_end(pilot)
         assert isinstance(app.screen, ResultScreen)
         assert engine.runs == 2
         log = "\n".join(app.log_lines)
         assert "skip (done earlier)" in log  # the retry skipped what the first run had done
+
+
+@aio
+async def test_cancel_asks_first_and_no_keeps_the_restore_running():
+    engine = RecordedEngine(FACTS, hold_at="copy:root")
+    async with wizard(engine) as (app, pilot):
+        await start_restore(pilot)
+        assert engine.holding.wait(10)
+        progress = app.screen
+        assert isinstance(progress, ProgressScreen)
+        await pilot.press("c")
+        await pilot.pause()
+        assert isinstance(app.screen, AskScreen)
+        assert "copy vault root" in body(app.screen, "#dialog Static:last-of-type")  # where it is now
+        assert not progress.stop.is_set()  # a stray c stops nothing
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.screen is progress and not progress.stop.is_set()
+        await pilot.press("ctrl+c")  # the quit key asks too
+        await pilot.pause()
+        assert isinstance(app.screen, AskScreen) and not progress.stop.is_set()
+        await pilot.press("escape")
+        engine.release.set()
+        await run_to_end(pilot)
+        assert isinstance(app.screen, ResultScreen)  # the restore went on to its end
+    assert app.outcome == Exit.OK
+
+
+@aio
+async def test_a_cancelled_restore_says_at_which_step_it_stopped():
+    engine = RecordedEngine(FACTS, hold_at="copy:root")
+    async with wizard(engine) as (app, pilot):
+        await start_restore(pilot)
+        await cancel_held_copy(pilot, engine)
+        screen = app.screen
+        assert isinstance(screen, FailedScreen) and screen.cancelled
+        copy_root = next(i for i, s in enumerate(screen.review.steps) if "vault root" in s)
+        text = body(screen, "#error Static")
+        assert f"You cancelled the restore in step {copy_root + 1} of {len(screen.review.steps)} (copy vault root" \
+            in text.replace("\n", " ")
+        await press(pilot, "a")
+    assert app.return_code == Exit.ABORTED
+    assert "partly restored" in app.farewell() and "in step" in app.farewell()
+
+
+@aio
+async def test_a_retry_that_fails_the_same_way_is_seen_to_have_run(tmp_path):
+    engine = RecordedEngine(FACTS, outcomes=("failed", "failed", "ok"))
+    engine.log, engine.report = tmp_path / "restore-1.log", tmp_path / "restore-1.txt"
+    async with wizard(engine) as (app, pilot):
+        await restore_to_end(pilot)
+        first = app.screen
+        assert isinstance(first, FailedScreen)
+        text = body(first, "#error Static")
+        assert "Tries in this wizard" not in text
+        assert "rerun the same command" not in text  # the wizard's own words
+        assert "r  try again" in text and "s  open a shell" in text
+        assert f"Log:    {engine.log}" in text and f"Report: {engine.report}" in text
+        await pilot.press("r")
+        await run_to_end(pilot)
+        second = app.screen
+        assert isinstance(second, FailedScreen) and second is not first
+        text = body(second, "#error Static")
+        assert "Tries in this wizard (2):" in text
+        assert "ended the same way as the try before it" in text
+        assert len(app.tries) == 2 and app.tries[0].result == app.tries[1].result
+        await pilot.press("r")
+        await run_to_end(pilot)
+        assert isinstance(app.screen, ResultScreen)
+    assert engine.runs == 3
+
+
+@aio
+async def test_leaving_says_what_state_the_disk_is_in_and_what_to_do():
+    async with wizard() as (app, pilot):
+        await to_target(pilot)
+        await press(pilot, "q")
+    assert app.farewell() == "rescue wizard: nothing was written to any disk."
+
+    engine = RecordedEngine(FACTS, outcomes=("failed",))
+    async with wizard(engine) as (app, pilot):
+        await restore_to_end(pilot)
+        await press(pilot, "a")
+    line = app.farewell()
+    assert line.startswith(f"rescue wizard: {safe_disk()} is only partly restored (failed in step ")
+    assert "start rescue wizard again to resume" in line and "\n" not in line
+
+    engine = RecordedEngine(FACTS)
+    async with wizard(engine) as (app, pilot):
+        await restore_to_end(pilot)
+        await press(pilot, "q")
+    assert f"is restored onto {safe_disk()}; take out the backup disk and reboot" in app.farewell()
+
+
+def test_the_wizard_command_prints_the_leaving_line(monkeypatch, capsys):
+    from rescue.commands import wizard as command
+
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+
+    class Done:
+        return_code = int(Exit.ABORTED)
+
+        def run(self) -> None:
+            pass
+
+        def farewell(self) -> str:
+            return "rescue wizard: nothing was written to any disk."
+
+    monkeypatch.setattr(command.sys, "stdin", Tty())
+    monkeypatch.setattr(command.sys, "stdout", Tty())
+    monkeypatch.setattr("rescue.tui.make_app", lambda engine: Done())
+    import argparse
+
+    args = argparse.Namespace(bank=[], config=None, backup_mount=None, state_dir=None)
+    monkeypatch.setattr(command, "print", lambda line: printed.append(line), raising=False)
+    printed: list[str] = []
+    assert command.run(args) == Exit.ABORTED
+    assert printed == ["rescue wizard: nothing was written to any disk."]
 
 
 @aio
@@ -390,7 +594,9 @@ async def test_cancel_during_the_copy_stops_it_and_the_next_start_offers_resume(
         await settle(pilot)
         screen = again.screen
         assert isinstance(screen, ResumeScreen)
-        assert f"{copy_root} of {unfinished.steps_total} steps done" in body(screen, "#body")
+        text = body(screen, "#body")
+        assert f"Done:    {copy_root} of {unfinished.steps_total} steps; next: step {copy_root + 1}" in text
+        assert "Stopped: it was cancelled" in text
         await press(pilot, "r")
         assert isinstance(again.screen, ConfirmScreen) and again.screen.resume
         await type_text(pilot, safe_disk())
@@ -497,6 +703,31 @@ def real_image(bank: Path, vault: str = "home", image: str = "2026-1126-0300") -
     (bank / vault / image / "summary").write_text(summary)
 
 
+def test_the_engines_command_line_advice_is_told_in_the_wizards_words():
+    from rescue.tui.screens.run import wizard_words
+
+    said = "what to do: fix the cause and rerun the same command: finished steps are skipped"
+    assert wizard_words(said) == "what to do: fix the cause and press r to retry: finished steps are skipped"
+    assert wizard_words("detach the old disk and rerun") == "detach the old disk and press r to retry"
+
+
+def test_the_resume_offer_says_why_the_earlier_restore_stopped(tmp_path):
+    from rescue.tui.real import stop_reason
+
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    assert "never ended" in stop_reason(folder, 0)  # no report at all: the power went
+    (folder / "restore-1.txt").write_text("rescue restore report\nresult:   FAILED (step 11 (copy vault home "
+                                          "image 2026-1126-0300 to /home): the image tree is missing)\n")
+    assert stop_reason(folder, 0) == ("a step failed: step 11 (copy vault home image 2026-1126-0300 to /home): "
+                                      "the image tree is missing")
+    (folder / "restore-1.txt").write_text("result:   FAILED (step 11 (copy vault home): the copy was cancelled)\n")
+    assert stop_reason(folder, 0) == "it was cancelled: step 11 (copy vault home): the copy was cancelled"
+    (folder / "restore-1.txt").write_text("result:   FAILED\n")
+    assert "cancelled" in stop_reason(folder, 0)
+    assert "never ended" in stop_reason(folder, (folder / "restore-1.txt").stat().st_mtime + 10)  # an older run's
+
+
 def test_banks_are_found_on_the_backup_partition(tmp_path):
     backup = tmp_path / "backup"
     real_image(backup / "bank")
@@ -565,3 +796,29 @@ async def test_a_vault_can_be_left_out_and_taken_back():
         assert isinstance(app.screen, TargetScreen)
         await pick_disk(pilot, safe_disk())
         assert engine.skipped == ("tmp",)
+
+
+@aio
+async def test_sizes_set_from_the_review_plan_again_and_show_the_new_plan():
+    engine = RecordedEngine(FACTS)
+    async with wizard(engine) as (app, pilot):
+        await to_review(pilot)
+        screen = app.screen
+        assert isinstance(screen, ReviewScreen) and engine.sizes[-1] == ()
+        asked = len(engine.sizes)
+        await press(pilot, "z")
+        assert isinstance(app.screen, SizesScreen)
+        rows = str(list(app.screen.query("#dialog Static"))[1].render())
+        assert "ext4 /tmp" in rows and "now" in rows  # each partition's size now
+        await type_text(pilot, "/home=1G swap=128M")
+        await press(pilot, "enter")
+        assert app.screen is screen
+        assert engine.sizes[-1] == (("/home", 1 << 30), ("swap", 128 << 20))  # the engine planned again
+        assert body(screen, "#body").startswith("Sizes you set: /home=1G swap=128M\n")
+        assert screen.review is not None
+        await press(pilot, "z")
+        await type_text(pilot, " nonsense")
+        await press(pilot, "enter")
+        assert len(engine.sizes) == asked + 1  # not a size: nothing planned, the review as it was
+        assert app.screen is screen and screen.review is not None
+        assert body(screen, "#body").startswith("Sizes you set: /home=1G swap=128M\n")

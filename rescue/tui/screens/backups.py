@@ -11,7 +11,7 @@ from rescue.backups.model import Image, ImageStatus, Machine
 from rescue.tui.facade import Discovery
 from rescue.tui.messages import DiscoveryDone
 from rescue.tui.review import human
-from rescue.tui.screens.base import ListScreen, WizardScreen
+from rescue.tui.screens.base import ListScreen, MarkedTable, WizardScreen
 
 
 def image_date(image: Image) -> str:
@@ -139,7 +139,7 @@ empty), or takes it back in. n goes on to choose the target disk."""
     def compose(self) -> ComposeResult:
         yield from self.compose_title()
         yield Static(f"Machine {self.machine.client}: {len(self.machine.vaults)} vaults", markup=False)
-        table: DataTable = DataTable(id="images", cursor_type="row")
+        table: DataTable = MarkedTable(id="images", cursor_type="row")
         table.add_columns("Use", "Vault", "Image", "Date", "Status", "Size", "Layout")
         yield table
         yield Static("", id="detail", markup=False)

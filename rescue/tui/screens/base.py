@@ -12,6 +12,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
+from rich.text import Text
 from textual.widgets import DataTable, Footer, Static
 
 from rescue.errors import RescueError
@@ -46,6 +47,32 @@ def unexpected(e: Exception) -> RescueError:
     return RescueError(f"unexpected error: {type(e).__name__}: {e}",
                        why="this is a bug in rescue",
                        fix="note the message; rescue restore on another console may still work")
+
+
+class MarkedTable(DataTable):
+    """A table whose highlighted row carries '>' beside it, not only a colour: a monochrome
+    console or a serial line shows which row Enter chooses."""
+
+    def add_row(self, *cells, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs.setdefault("label", " ")
+        key = super().add_row(*cells, **kwargs)
+        self.mark()
+        return key
+
+    def watch_cursor_coordinate(self, old, new):  # type: ignore[no-untyped-def]
+        super().watch_cursor_coordinate(old, new)
+        self.mark()
+
+    def marked_row(self) -> int | None:
+        """The row carrying the marker (what a person sees as highlighted)."""
+        return next((i for i, r in enumerate(self.ordered_rows) if r.label is not None and r.label.plain == ">"),
+                    None)
+
+    def mark(self) -> None:
+        for i, row in enumerate(self.ordered_rows):
+            row.label = Text(">" if i == self.cursor_row else " ")
+        self._clear_caches()
+        self.refresh()
 
 
 class WizardScreen(Screen):
@@ -111,7 +138,7 @@ class ListScreen(WizardScreen):
     def compose(self) -> ComposeResult:
         yield from self.compose_title()
         yield Static(self.STATUS[1], id=self.STATUS[0], markup=False)
-        table: DataTable = DataTable(id=self.TABLE[0], cursor_type="row")
+        table: DataTable = MarkedTable(id=self.TABLE[0], cursor_type="row")
         table.add_columns(*self.TABLE[1])
         yield table
         yield Static("", id=self.DETAIL, markup=False)

@@ -115,7 +115,7 @@ class ConfirmScreen(ModalScreen[bool]):
                     "EVERYTHING NOW ON THIS DISK WILL BE DESTROYED.")
         short = self.device.rsplit("/", 1)[-1]
         with Vertical(id="dialog"):
-            yield Static("Confirm: step 5 of 7", classes="heading")
+            yield Static(" rescue wizard | 5/7 Confirm", classes="heading")
             yield Static(text, markup=False)
             yield Static(f"Type the disk's name ({self.device} or {short}) and press Enter.\n"
                          "Anything else goes back with nothing written.", markup=False)
@@ -133,24 +133,65 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(False)
 
 
-class PowerScreen(ModalScreen[bool]):
-    """Reboot or power off only after a second key: one stray 'r' must not take the console away."""
+class AskScreen(ModalScreen[bool]):
+    """A yes/no question that takes a second key: y answers yes, n or Esc no."""
 
     BINDINGS = [
         Binding("y", "answer(True)", "Yes"),
         Binding("n,escape", "answer(False)", "No"),
     ]
 
-    def __init__(self, action: str) -> None:
+    def __init__(self, heading: str, text: str, yes: str = "yes", no: str = "no") -> None:
         super().__init__()
-        self.action_name = action
+        self.heading = heading
+        self.text = text
+        self.keys = f"y: {yes}   n or Esc: {no}"
 
     def compose(self) -> ComposeResult:
-        what = "Reboot" if self.action_name == "reboot" else "Power off"
         with Vertical(id="dialog"):
-            yield Static(f"{what} now?", classes="heading")
-            yield Static("Take the backup disk out first if the machine should boot from the "
-                         "restored disk.\ny: yes   n or Esc: no", markup=False)
+            yield Static(self.heading, classes="heading", markup=False)
+            yield Static(f"{self.text}\n{self.keys}", markup=False)
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
+
+
+class PowerScreen(AskScreen):
+    """Reboot or power off only after a second key: one stray 'r' must not take the console away."""
+
+    def __init__(self, action: str) -> None:
+        what = "Reboot" if action == "reboot" else "Power off"
+        super().__init__(f"{what} now?", "Take the backup disk out first if the machine should boot "
+                                         "from the restored disk.")
+        self.action_name = action
+
+
+class SizesScreen(ModalScreen["str | None"]):
+    """The partition sizes a person sets from the review, as `rescue plan --size` takes them."""
+
+    BINDINGS = [Binding("escape", "close", "Back, sizes unchanged")]
+
+    def __init__(self, current: str, rows: str) -> None:
+        super().__init__()
+        self.current = current
+        self.rows = rows
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static("Partition sizes", classes="heading")
+            yield Static(self.rows, markup=False)
+            yield Static("Type MOUNTPOINT=SIZE, several separated by spaces (/home=20G swap=1G, or a "
+                         "partition number: 3=512M; units K M G T). The partitions not named share the "
+                         "rest in proportion. Empty: the plan's own sizes. Enter plans again.", markup=False)
+            yield Input(self.current, id="sizes")
+            yield Static("Esc goes back with the sizes unchanged.", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    @on(Input.Submitted)
+    def submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -9,11 +9,13 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
 from rescue.backups.model import Image, Machine
+from rescue.errors import RescueError
 from rescue.target import TargetDisk
+from rescue.tui.facade import unfit
 from rescue.tui.messages import DisksFound, PlanReady, WorkFailed
 from rescue.tui.review import Review, hang, human
 from rescue.tui.screens.base import ListScreen, WizardScreen, error_text
-from rescue.tui.screens.common import TextScreen
+from rescue.tui.screens.common import SizesScreen, TextScreen
 
 
 def contents(disk: TargetDisk) -> str:
@@ -27,12 +29,14 @@ def contents(disk: TargetDisk) -> str:
     return f"{table}{len(disk.partitions)} parts: {', '.join(kinds)}"
 
 
-def describe_disk(disk: TargetDisk) -> str:
+def describe_disk(disk: TargetDisk, unfit: str | None = None) -> str:
     lines = [f"{disk.device}  {disk.model or 'unknown model'}  {human(disk.size)}"
              + (f"  serial {disk.serial}" if disk.serial else "")]
     reasons = disk.unsafe_reasons
     if reasons:
         lines.append("NOT SELECTABLE: " + "; ".join(reasons))
+    elif unfit:
+        lines.append(f"THE RESTORE DOES NOT FIT: {unfit}")
     for p in disk.partitions:
         what = " ".join(x for x in (p.fstype, f"label {p.label}" if p.label else None,
                                     f"on {', '.join(p.mountpoints)}" if p.mountpoints else None) if x)
@@ -50,8 +54,10 @@ class TargetScreen(ListScreen):
 Every disk of this machine with its model, size and what is on it now.
 The restore erases the disk you choose. Disks marked UNSAFE hold the
 backup, the running system or mounted filesystems: they are listed so
-you can see them, but cannot be chosen. Enter chooses the highlighted
-disk; r looks again (after plugging in a disk)."""
+you can see them, but cannot be chosen. Disks marked NO FIT cannot hold
+this restore (too small for what the backup holds): the reason is shown
+below the list, and the review says what to do. Enter chooses the
+highlighted disk; r looks again (after plugging in a disk)."""
     BINDINGS = [
         Binding("enter", "choose", "Choose", priority=True, key_display="Enter"),
         Binding("r", "rescan", "Look again"),
@@ -65,6 +71,7 @@ disk; r looks again (after plugging in a disk)."""
     def __init__(self) -> None:
         super().__init__()
         self.disks: tuple[TargetDisk, ...] = ()
+        self.unfit: dict[str, str] = {}
 
     def on_mount(self) -> None:
         self.probe()
@@ -75,20 +82,33 @@ disk; r looks again (after plugging in a disk)."""
 
     @work(thread=True, exclusive=True, group="probe")
     def probe(self) -> None:
-        self.post_answer(lambda: DisksFound(self.engine.disks()))
+        def found() -> DisksFound:
+            disks = self.engine.disks()
+            w = self.wizard
+            if w.machine is None:
+                return DisksFound(disks)
+            chosen = tuple(w.images[v.name] for v in w.machine.vaults if v.name in w.images)
+            return DisksFound(disks, unfit(self.engine, w.machine, chosen, disks, w.skipped))
+
+        self.post_answer(found)
 
     @on(DisksFound)
     def show(self, message: DisksFound) -> None:
         self.disks = message.disks
+        self.unfit = message.unfit
         safe = sum(1 for d in self.disks if not d.unsafe_reasons)
-        self.status(f"{len(self.disks)} disks, {safe} can be chosen. The chosen disk is erased.")
+        fits = safe - len(self.unfit)
+        self.status(f"{len(self.disks)} disks, {safe} can be chosen, {fits} can hold this restore. "
+                    "The chosen disk is erased.")
         table = self.table()
         table.clear()
         for disk in self.disks:
+            state = "UNSAFE" if disk.unsafe_reasons else "NO FIT" if disk.device in self.unfit else "ok"
             table.add_row(disk.device, (disk.model or "-")[:20], human(disk.size), contents(disk)[:24],
-                          "UNSAFE" if disk.unsafe_reasons else "ok", key=disk.device)
-        # start on a safe disk, an empty one if there is one: never on the backup or the system
+                          state, key=disk.device)
+        # start on a safe disk that fits, an empty one if there is one: never on the backup or the system
         safe = [i for i, d in enumerate(self.disks) if not d.unsafe_reasons]
+        safe = [i for i in safe if self.disks[i].device not in self.unfit] or safe
         first_safe = next((i for i in safe if self.disks[i].empty), safe[0] if safe else 0)
         if self.disks:
             table.move_cursor(row=first_safe)
@@ -99,7 +119,8 @@ disk; r looks again (after plugging in a disk)."""
     def describe(self) -> None:
         if not self.disks:
             return
-        self.detail(describe_disk(self.disks[self.table().cursor_row]))
+        disk = self.disks[self.table().cursor_row]
+        self.detail(describe_disk(disk, self.unfit.get(disk.device)))
 
     @on(DataTable.RowSelected)
     def action_choose(self) -> None:
@@ -114,12 +135,25 @@ disk; r looks again (after plugging in a disk)."""
 
 
 def review_text(r: Review) -> str:
-    """The review as plain text: readable on any terminal, with or without colour."""
+    """The review as plain text: readable on any terminal, with or without colour.
+
+    What the restore destroys comes first, then the plan in a few lines, then the details."""
     out = [f"Restore {r.client} onto {r.target} ({r.target_model or 'unknown model'}, "
-           f"{human(r.target_size)}).",
-           f"Old disk {human(r.old_disk_size)}, new disk {human(r.target_size)}, "
-           f"{r.table_label} partition table.", ""]
-    out.append(f"{'':<20} {'old: start':>10} {'size':>9} | {'new: start':>10} {'size':>9}")
+           f"{human(r.target_size)}).", ""]
+    if r.destroyed:
+        out += [f"On {r.target} now, and DESTROYED by the restore:"] + [f"  - {d}" for d in r.destroyed]
+    else:
+        out.append(f"On {r.target} now: nothing, the disk is blank.")
+    out += ["", "In short:", f"  {len(r.rows)} partitions on a {r.table_label} table "
+            f"(old disk {human(r.old_disk_size)}, new disk {human(r.target_size)})"]
+    out += [f"  {row.type:<12} {human(row.new_size):>9}"
+            + (f"  ({row.note} from {human(row.old_size)})" if row.note in ("grows", "shrinks") else "")
+            for row in r.rows]
+    files = f" in {r.files_to_copy} files" if r.files_to_copy else ""
+    out.append(f"  copy {human(r.bytes_to_copy)}{files}, {len(r.steps)} steps")
+    if r.warnings:
+        out += ["", "Warnings:"] + [f"  ! {w}" for w in r.warnings]
+    out += ["", "Details", "", f"{'':<20} {'old: start':>10} {'size':>9} | {'new: start':>10} {'size':>9}"]
     for row in r.rows:
         out.append(f"{row.number:>2} {row.type[:17]:<17} {human(row.old_start):>10} {human(row.old_size):>9} | "
                    f"{human(row.new_start):>10} {human(row.new_size):>9}  {row.note}")
@@ -127,32 +161,39 @@ def review_text(r: Review) -> str:
     for fs in r.filesystems:
         out.append(f"  {fs.device:<14} {fs.fstype:<5} {fs.mountpoint or '-':<10} label {fs.label or '-'}")
         out.append(f"  {'':<14} UUID {fs.uuid or 'new'}")
-    files = f" in {r.files_to_copy} files" if r.files_to_copy else ""
     out += ["", f"Copy {human(r.bytes_to_copy)}{files}:"]
     for c in r.copies:
         out.append(f"  {c.vault:<12} {c.image:<16} -> {c.mountpoint:<10} {human(c.bytes):>10}"
                    + (f" {c.files} files" if c.files else ""))
     if r.migrations:
         out += ["", "Size changes:"] + [f"  {m}" for m in r.migrations]
-    if r.destroyed:
-        out += ["", f"Destroyed on {r.target}:"] + [f"  {d}" for d in r.destroyed]
-    if r.warnings:
-        out += ["", "Warnings:"] + [f"  ! {w}" for w in r.warnings]
     out += ["", f"Steps ({len(r.steps)}):"] + [f"  {i + 1:>2}. {s}" for i, s in enumerate(r.steps)]
     return hang("\n".join(out))
+
+
+def sizes_text(sizes: tuple[tuple[str, int], ...]) -> str:
+    """'/home=20G swap=1G', as the person typed them (and as rescue plan --size takes them)."""
+    return " ".join(f"{where}={human(size).replace(' ', '').replace('iB', '')}" for where, size in sizes)
+
+
+MORE_BELOW = "v More below: Down or PageDown scrolls (partition table, filesystems, steps)"
 
 
 class ReviewScreen(WizardScreen):
     STEP = "4/7 Review"
     HELP = """\
-What the restore will do, before anything is written: the old and new
-partition table side by side, the filesystems with the UUIDs and labels
-they keep (so fstab and grub still find them), the bytes to copy, size
-changes, and every step in order. s shows the restore script, which does
-the same by hand. n goes on to the confirmation."""
+What the restore will do, before anything is written. First what is on
+the target disk now and will be destroyed (or that it is blank), then the
+plan in short: each partition's new size and what grows or shrinks. Below
+(Down, PageDown, End) the old and new partition table side by side, the
+filesystems with the UUIDs and labels they keep (so fstab and grub still
+find them), the bytes to copy, and every step in order. s shows the
+restore script, which does the same by hand. z sets partition sizes (which
+filesystem grows or shrinks) and plans again. n goes on to the confirmation."""
     BINDINGS = [
         Binding("n", "next", "Next: confirm"),
         Binding("s", "script", "Script"),
+        Binding("z", "sizes", "Sizes"),
         Binding("q", "app.quit_wizard", "Quit"),
     ]
 
@@ -163,6 +204,7 @@ the same by hand. n goes on to the confirmation."""
         self.images = images
         self.target = target
         self.skipped = skipped
+        self.sizes: tuple[tuple[str, int], ...] = ()  # set with z; empty: the plan's own
         self.review: Review | None = None
 
     def compose(self) -> ComposeResult:
@@ -170,33 +212,71 @@ the same by hand. n goes on to the confirmation."""
         with VerticalScroll(id="review"):
             yield Static(f"Planning the restore of {self.machine.client} onto {self.target.device}...",
                          id="body", markup=False)
+        yield Static("", id="more", markup=False)
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
-        self.query_one("#review").focus()
+        scroll = self.query_one("#review", VerticalScroll)
+        scroll.focus()
+        self.watch(scroll, "scroll_y", self.hint_more, init=False)
+        self.watch(scroll, "virtual_size", self.hint_more, init=False)
         self.build()
+
+    def hint_more(self) -> None:
+        """'More below' while there is more below, so nobody takes the first page for all of it."""
+        scroll = self.query_one("#review", VerticalScroll)
+        more = self.review is not None and scroll.scroll_y < scroll.max_scroll_y
+        self.query_one("#more", Static).update(MORE_BELOW if more else "")
 
     @work(thread=True, exclusive=True, group="plan")
     def build(self) -> None:
         self.post_answer(lambda: PlanReady(self.engine.plan(self.machine, self.images, self.target,
-                                                            self.skipped)))
+                                                            self.skipped, self.sizes)))
 
     @on(WorkFailed)
     def failed(self, message: WorkFailed) -> None:
         self.query_one("#body", Static).update(
             "This restore cannot work; nothing has been written.\n\n" + error_text(message.error)
-            + "\n\nEsc goes back to choose another image or disk.")
+            + "\n\nz sets other partition sizes; Esc goes back to choose another image or disk.")
+        self.hint_more()
 
     @on(PlanReady)
     def show(self, message: PlanReady) -> None:
         self.review = message.review
-        self.query_one("#body", Static).update(review_text(message.review))
+        text = review_text(message.review)
+        if self.sizes:
+            text = f"Sizes you set: {sizes_text(self.sizes)}\n{text}"
+        self.query_one("#body", Static).update(text)
+        self.call_after_refresh(self.hint_more)
 
     def action_script(self) -> None:
         if self.review is None:
             return
         self.app.push_screen(TextScreen(f"restore.sh for {self.review.client} onto {self.review.target}",
                                         self.review.script))
+
+    def action_sizes(self) -> None:
+        """Change which filesystem grows or shrinks; the engine plans again and the review is shown anew."""
+        from rescue.commands.plan import parse_sizes
+
+        rows = "\n".join(f"  {row.number:>2} {row.type[:17]:<17} now {human(row.new_size):>9}"
+                         f" (was {human(row.old_size)})" for row in self.review.rows) if self.review else ""
+
+        def answered(typed: str | None) -> None:
+            if typed is None:
+                return
+            try:
+                sizes = parse_sizes(typed.split())
+            except RescueError as e:
+                self.notify(error_text(e).replace("--size ", ""), severity="error")
+                return
+            self.sizes = sizes
+            self.review = None
+            asked = sizes_text(sizes) or "the plan's own sizes"
+            self.query_one("#body", Static).update(f"Planning again with {asked}...")
+            self.build()
+
+        self.app.push_screen(SizesScreen(sizes_text(self.sizes), rows), answered)
 
     def action_next(self) -> None:
         if self.review is None:
