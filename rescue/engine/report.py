@@ -51,10 +51,13 @@ def summary_text(
     for i, step in enumerate(steps, 1):
         entry = journal.steps.get(step.key, {})
         state = entry.get("state") or "not run"
+        data = entry.get("data") if isinstance(entry.get("data"), dict) else {}
         extra = ""
-        if step.kind == "copy" and entry.get("data", {}).get("method"):
-            d = entry["data"]
-            extra = f" [{d['method']}, {_size(d.get('copied_bytes', 0))}, {d.get('copied_files', 0)} inodes]"
+        if step.kind == "copy" and data.get("method"):
+            extra = f" [{data['method']}, {_size(data.get('copied_bytes', 0))}, {data.get('copied_files', 0)} inodes]"
+        if state == "done" and data.get("attempted") is False:
+            # a step that ended without doing its work (no grub to install) is not "done"
+            state, extra = "skipped", f"{extra} (not done: {data.get('reason') or 'see the notes'})"
         lines.append(f"  {i:2}. {state:8} {step.describe()}{extra}")
     if missing:
         folders = ("; a name ending in / is a folder, nothing under it restored"

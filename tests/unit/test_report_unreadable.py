@@ -45,3 +45,24 @@ def test_a_damaged_journal_does_not_break_the_report(tmp_path):
     j.data("copy:home")["unreadable"] = "not a list"
     j.data("verify")["unreadable"] = ["not", "a", "dict"]
     assert unreadable_files(steps(), j) == []
+
+
+def test_a_bootloader_step_that_installed_nothing_is_skipped_not_done(tmp_path):
+    """The final report tells the final truth: no `done install grub` beside `bootloader NOT installed`."""
+    from rescue.layout.model import BootMode
+    from rescue.steps.bootloader import InstallBootloader
+
+    boot = InstallBootloader(disk="/dev/vdb", mode=BootMode.BIOS)
+    j = Journal(path=tmp_path / "journal.json")
+    j.start("bootloader")
+    j.data("bootloader").update(attempted=False, reason="the restored system has no grub-install")
+    j.finish("bootloader", 0.1)
+    text = summary_text(title="t", target="/dev/vdb", steps=[boot], journal=j, ok=True, seconds=1)
+    [line] = [x for x in text.splitlines() if "install grub" in x]
+    assert "skipped" in line and "done" not in line.split("install grub")[0], line
+    assert "(not done: the restored system has no grub-install)" in line
+
+    j.data("bootloader")["attempted"] = True  # installed: done, as before
+    text = summary_text(title="t", target="/dev/vdb", steps=[boot], journal=j, ok=True, seconds=1)
+    [line] = [x for x in text.splitlines() if "install grub" in x]
+    assert line.split()[1] == "done" and "not done" not in line
