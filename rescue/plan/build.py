@@ -364,7 +364,9 @@ def _map_vaults(
             continue
         if image.client and image.client != layout.client:
             warnings.append(f"vault {image.vault} names client {image.client}, the layout {layout.client}")
-        mp = vault_mountpoint(image.source, layout.root)
+        # a whole-machine image is the machine's own / (a capture's --root is where it was mounted
+        # for the capture, not part of the copy's paths)
+        mp = posixpath.normpath(image.source) if image.whole_machine else vault_mountpoint(image.source, layout.root)
         if mp is None or layout.filesystem_at(mp) is None:
             unmapped.append(f"{image.vault} (tree {image.source})")
             continue
