@@ -63,7 +63,8 @@ class ImageSource:
                 if not path.is_dir():
                     raise RescueError(
                         f"{noun} {path} is not a folder",
-                        why="it names where the backups are: " + _WHAT[option],
+                        why=("it does not exist" if not path.exists() else "it is a file")
+                        + "; it should name where the backups are: " + _WHAT[option],
                         fix=f"check the path (is the backup disk mounted?) and give it with {option} DIR",
                     )
 

@@ -399,9 +399,11 @@ def _spread_whole_images(result: dict[str, Image], mine: set[str | None], layout
     """A whole-machine image (rsnapshot, a plain folder) also fills the mount points below its own.
 
     Its tree holds /home's files under home/: each filesystem of this disk that no
-    other vault fills is copied from the matching folder of the nearest such image."""
+    other vault fills is copied from the matching folder of the nearest such image
+    (not a vfat ESP, which the bootloader step fills)."""
+    vfat = {fs.mountpoint for fs in layout.filesystems if fs.fstype == "vfat"}
     for mp in sorted((m for m in mine if m), key=_mount_key):
-        if mp in result:
+        if mp in result or mp in vfat:  # an ESP keeps no owners or modes: grub-install fills it anew
             continue
         above = [m for m in result if result[m].whole_machine and _below(mp, m)]
         if not above:
