@@ -15,7 +15,7 @@ HELP = "restore a machine step by step on the console (keyboard only, 80x24)"
 DESCRIPTION = (
     "Find the backups, choose a machine, its images and a target disk, review the plan, "
     "type the target's name to confirm, and watch the restore. Without --bank, --rsnapshot or --tree it reads the "
-    "banks on the mounted backup partition (/backup) and in /etc/dirvish/master.conf. "
+    "dirvish banks and rsnapshot roots on the mounted backup partition (/backup) and in /etc/dirvish/master.conf. "
     "An unfinished restore is offered for resume. F1 or ? shows help on every screen."
 )
 

@@ -55,6 +55,29 @@ def banks_under(mount: Path) -> tuple[Path, ...]:
     return tuple(c for c in children if looks_like_bank(c))
 
 
+def looks_like_rsnapshot_root(folder: Path) -> bool:
+    """An rsnapshot snapshot_root holds INTERVAL.N folders (daily.0, hourly.3, ...)."""
+    from rescue.backups.rsnapshot import _INTERVAL
+
+    try:
+        return any(_INTERVAL.fullmatch(c.name) and c.is_dir() and not c.is_symlink() for c in folder.iterdir())
+    except OSError:
+        return False
+
+
+def rsnapshot_roots_under(mount: Path) -> tuple[Path, ...]:
+    """rsnapshot roots on a mounted backup partition: the partition itself, or folders one level down."""
+    if not mount.is_dir():
+        return ()
+    if looks_like_rsnapshot_root(mount):
+        return (mount,)
+    try:
+        children = sorted(c for c in mount.iterdir() if c.is_dir() and not c.is_symlink())
+    except OSError:
+        return ()
+    return tuple(c for c in children if looks_like_rsnapshot_root(c))
+
+
 def review_of(plan: Plan) -> Review:
     """Lay a Plan out for the review screen: old and new side by side, in bytes."""
     old_sector = plan.old_table.sector_size or 512
@@ -124,11 +147,12 @@ class RealEngine:
         if self.given.folders:
             return dataclasses.replace(self.given, config=self.config), notes
         banks = banks_under(self.backup_mount)
+        roots = rsnapshot_roots_under(self.backup_mount)
         config = self.config or (self.master_conf if self.master_conf.is_file() else None)
-        if not banks and config is None:
-            notes.append(f"no bank on {self.backup_mount} and no {self.master_conf}: "
+        if not banks and not roots and config is None:
+            notes.append(f"no bank or rsnapshot root on {self.backup_mount} and no {self.master_conf}: "
                          "mount the backup partition or start with --bank DIR (or --rsnapshot ROOT)")
-        return ImageSource(banks=banks, config=config), notes
+        return ImageSource(banks=banks, rsnapshot_roots=roots, config=config), notes
 
     def discover(self) -> Discovery:
         source, notes = self.source()

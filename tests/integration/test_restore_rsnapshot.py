@@ -139,3 +139,30 @@ def test_bad_sources_are_refused_with_what_to_do(snaps, tmp_path, capsys):
     code = main(["plan", "--rsnapshot", str(snaps["snaps"].root), "--client", "nobody", "--target", "/dev/null"])
     err = capsys.readouterr().err
     assert code != Exit.OK and "no backups of a machine named" in err and "localhost" in err
+
+
+def test_refuses_the_disk_holding_the_rsnapshot_root(snaps, tmp_path, capsys):
+    import hashlib
+
+    def sha256(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    img = tmp_path / "backup-disk.img"
+    with loop_disk(img, 512 * (1 << 20)) as dev:
+        run(["mkfs.ext4", "-q", "-F", dev])
+        mnt = tmp_path / "backup"
+        mnt.mkdir()
+        run(["mount", dev, str(mnt)])
+        run(["cp", "-a", str(snaps["snaps"].root), str(mnt / "rsnapshot")])
+        run(["umount", str(mnt)])
+        run(["mount", "-o", "ro,noload", dev, str(mnt)])  # as the rescue system mounts the backup
+        try:
+            before = sha256(img)
+            code = main(["restore", "--rsnapshot", str(mnt / "rsnapshot"), "--client", "localhost",
+                         "--target", dev, "--state-dir", str(tmp_path / "state"), "--yes"])
+            err = capsys.readouterr().err
+        finally:
+            run(["umount", str(mnt)])
+        assert code == Exit.UNSAFE, err
+        assert "holds the backup being restored" in err
+        assert sha256(img) == before
