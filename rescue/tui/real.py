@@ -42,17 +42,21 @@ def looks_like_bank(folder: Path) -> bool:
         return False
 
 
-def banks_under(mount: Path) -> tuple[Path, ...]:
-    """Banks on a mounted backup partition: the partition itself, or folders one level down."""
+def folders_under(mount: Path, looks_right: Callable[[Path], bool]) -> tuple[Path, ...]:
+    """Backup folders on a mounted backup partition: the partition itself, or folders one level down."""
     if not mount.is_dir():
         return ()
-    if looks_like_bank(mount):
+    if looks_right(mount):
         return (mount,)
     try:
-        children = sorted(c for c in mount.iterdir() if c.is_dir())
+        children = sorted(c for c in mount.iterdir() if c.is_dir() and not c.is_symlink())
     except OSError:
         return ()
-    return tuple(c for c in children if looks_like_bank(c))
+    return tuple(c for c in children if looks_right(c))
+
+
+def banks_under(mount: Path) -> tuple[Path, ...]:
+    return folders_under(mount, looks_like_bank)
 
 
 def looks_like_rsnapshot_root(folder: Path) -> bool:
@@ -66,16 +70,7 @@ def looks_like_rsnapshot_root(folder: Path) -> bool:
 
 
 def rsnapshot_roots_under(mount: Path) -> tuple[Path, ...]:
-    """rsnapshot roots on a mounted backup partition: the partition itself, or folders one level down."""
-    if not mount.is_dir():
-        return ()
-    if looks_like_rsnapshot_root(mount):
-        return (mount,)
-    try:
-        children = sorted(c for c in mount.iterdir() if c.is_dir() and not c.is_symlink())
-    except OSError:
-        return ()
-    return tuple(c for c in children if looks_like_rsnapshot_root(c))
+    return folders_under(mount, looks_like_rsnapshot_root)
 
 
 def review_of(plan: Plan) -> Review:
