@@ -9,9 +9,12 @@ put /home's files on the /home filesystem, not into the root's /home folder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,7 @@ from rescue.cli import main
 from rescue.demo import DemoMachine, diff_trees
 from rescue.demo.rsnapshot import make_snapshots
 from rescue.devices import loop_disk
+from rescue.engine.journal import Journal
 from rescue.errors import Exit
 from rescue.run import run
 
@@ -142,8 +146,6 @@ def test_bad_sources_are_refused_with_what_to_do(snaps, tmp_path, capsys):
 
 
 def test_refuses_the_disk_holding_the_rsnapshot_root(snaps, tmp_path, capsys):
-    import hashlib
-
     def sha256(path: Path) -> str:
         return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -166,3 +168,39 @@ def test_refuses_the_disk_holding_the_rsnapshot_root(snaps, tmp_path, capsys):
         assert code == Exit.UNSAFE, err
         assert "holds the backup being restored" in err
         assert sha256(img) == before
+
+
+# A restore in a child process that kills itself with SIGKILL while the copy of / (rsync, leaving
+# the child mount points' files out) runs: the rerun resumes it with the same exclusions.
+KILLER = r"""
+import os, signal, sys, time
+import rescue.engine.context as context
+from rescue.cli import main
+
+real_spawn = context.EngineContext.spawn
+def spawn(self, argv, **kw):
+    proc = real_spawn(self, argv, **kw)
+    if argv[0] == "rsync" and "--dry-run" not in argv and self.key == "copy:localhost:/":
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return proc
+context.EngineContext.spawn = spawn
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_killed_in_the_copy_of_root_resumes_and_matches(snaps, tmp_path):
+
+    s = snaps["snaps"]
+    state = tmp_path / "state"
+    with loop_disk(tmp_path / "t.img", GiB) as dev:
+        argv = ["restore", "--rsnapshot", str(s.root), "--client", "localhost", "--target", dev,
+                "--state-dir", str(state), "--yes"]
+        proc = subprocess.run([sys.executable, "-c", KILLER, *argv], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+        journal = Journal.load(next(state.glob("*/journal.json")))
+        assert journal.was_started("copy:localhost:/") and not journal.is_done("copy:localhost:/")
+        rerun = subprocess.run([sys.executable, "-m", "rescue", *argv], capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == Exit.OK, rerun.stdout + rerun.stderr
+        assert "resuming an earlier run" in rerun.stdout and "finishing it with rsync" in rerun.stdout
+        assert compare(dev, snaps["parts"], s.tree("hourly.0"), tmp_path / "mnt") == []
