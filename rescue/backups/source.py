@@ -78,7 +78,24 @@ class ImageSource:
         self.check()
         backups = self.find()
         images = choose_images(backups.machine(client), at)
-        return Selection(images, newest_layout(images), backups.notes)
+        notes = backups.notes + tuple(n for i in images if (n := partial_machine(i)))
+        return Selection(images, newest_layout(images), notes)
+
+
+# what every Debian-like root holds; a whole-machine image without them backed up only part of it
+ROOT_FOLDERS = ("etc", "usr")
+
+
+def partial_machine(image: Image) -> str | None:
+    """A note when a whole-machine image lacks the root's own folders (an rsnapshot.conf that backs
+    up only /home and /etc): the restore would make a disk that cannot boot."""
+    if not image.whole_machine or image.source != "/":
+        return None
+    missing = [name for name in ROOT_FOLDERS if not (image.tree / name).is_dir()]
+    if not missing:
+        return None
+    return (f"{image.vault} {image.name} has no {', '.join(missing)} folder: it holds only part of the machine "
+            "(back up / with one_fs 0); the restored disk will hold only what it has and may not boot")
 
 
 _WHAT = {
