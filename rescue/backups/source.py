@@ -13,7 +13,6 @@ parent's rescue/ when DIR is a dirvish image's tree/).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -133,8 +132,3 @@ def source_from_args(args: argparse.Namespace, required: bool = True) -> ImageSo
         )
     return source
 
-
-def source_of(banks: Sequence[Path] = (), rsnapshot_roots: Sequence[Path] = (),
-              trees: Sequence[Path] = (), client: str | None = None) -> ImageSource:
-    """An ImageSource from lists (the unattended config, the drill)."""
-    return ImageSource(tuple(banks), tuple(rsnapshot_roots), tuple(trees), tree_client=client)
