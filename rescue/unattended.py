@@ -9,6 +9,8 @@ powers off, reboots or stays, as the config says.
 Example /backup/rescue-unattended.toml:
 
     bank = "/backup/bank"            # or banks = ["/backup/bank", "/backup/bank2"]
+    # rsnapshot = "/backup/rsnapshot"  # or instead: an rsnapshot snapshot_root (or a list of them)
+    # tree = "/backup/copy/tree"       # or instead: a plain folder holding the machine (or a list)
     client = "web1"
     image = "2026-1126"              # optional: the newest good image at or before this date
     after = "poweroff"               # after success: poweroff, reboot or stay
@@ -40,6 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rescue.backups.source import ImageSource
 from rescue.commands.plan import parse_size
 from rescue.errors import Exit, PlanRefused, RescueError
 from rescue.paths import host_paths
@@ -84,6 +87,13 @@ class Config:
     log_dir: Path | None = None
     fstypes: tuple[tuple[str, str], ...] = ()  # (mount point, type) pairs, as --fstype
     sizes: tuple[tuple[str, str], ...] = ()  # (mount point, number or swap; size such as "200G"), as --size
+    rsnapshot_roots: tuple[Path, ...] = ()
+    trees: tuple[Path, ...] = ()
+
+    @property
+    def source(self) -> ImageSource:
+        return ImageSource(banks=self.banks, rsnapshot_roots=self.rsnapshot_roots, trees=self.trees,
+                           tree_client=self.client)
 
 
 def load_config(path: Path) -> Config:
@@ -101,7 +111,7 @@ def load_config(path: Path) -> Config:
     def bad(key: str, what: str) -> ConfigError:
         return ConfigError(f"{path}: {key} {what}", fix="correct the file; `pydoc rescue.unattended` shows an example")
 
-    known = {"bank", "banks", "client", "image", "after", "after_failure", "bootloader", "grow", "log_dir",
+    known = {"bank", "banks", "rsnapshot", "tree", "client", "image", "after", "after_failure", "bootloader", "grow", "log_dir",
              "fstype", "size", "target"}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -113,7 +123,16 @@ def load_config(path: Path) -> Config:
         if not isinstance(data["banks"], list):
             raise bad("banks", "must be a list of folders")
         banks.extend(data["banks"])
-    if not banks or not all(isinstance(b, str) and b for b in banks):
+    others: dict[str, list[str]] = {}
+    for key in ("rsnapshot", "tree"):
+        value = data.get(key, [])
+        others[key] = [value] if isinstance(value, str) else value
+        if not isinstance(others[key], list) or not all(isinstance(v, str) and v for v in others[key]):
+            raise bad(key, "must name a folder, or be a list of folders")
+    if not banks and not others["rsnapshot"] and not others["tree"]:
+        raise bad("bank", "must name the bank folder (bank = \"/backup/bank\"), or give "
+                          "rsnapshot = \"ROOT\" or tree = \"DIR\" instead")
+    if not all(isinstance(b, str) and b for b in banks):
         raise bad("bank", "must name the bank folder (bank = \"/backup/bank\")")
     client = data.get("client")
     if not isinstance(client, str) or not client:
@@ -159,6 +178,7 @@ def load_config(path: Path) -> Config:
         image=data.get("image"), after=after, after_failure=after_failure, bootloader=bootloader,
         grow=data.get("grow"), log_dir=Path(data["log_dir"]) if data.get("log_dir") else None,
         fstypes=tuple(fstype.items()), sizes=tuple(size.items()),
+        rsnapshot_roots=tuple(Path(r) for r in others["rsnapshot"]), trees=tuple(Path(t) for t in others["tree"]),
     )
 
 
@@ -192,8 +212,10 @@ def select_target(selector: Selector, disks: Sequence[TargetDisk]) -> TargetDisk
 def restore_argv(config: Config, device: str) -> list[str]:
     argv = ["restore", "--client", config.client, "--target", device, "--yes",
             "--bootloader", config.bootloader, "--face", "rescue unattended restore"]
-    for b in config.banks:
-        argv += ["--bank", str(b)]
+    for option, folders in (("--bank", config.banks), ("--rsnapshot", config.rsnapshot_roots),
+                            ("--tree", config.trees)):
+        for folder in folders:
+            argv += [option, str(folder)]
     if config.image:
         argv += ["--image", config.image]
     if config.grow:
@@ -249,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(path)
         from rescue.probe import list_disks
 
-        target = select_target(config.target, list_disks(backup_sources=config.banks))
+        target = select_target(config.target, list_disks(backup_sources=config.source.folders))
         marker(f"TARGET {target.device}", args.kmsg)
         from rescue.cli import main as cli_main
 

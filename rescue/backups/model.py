@@ -55,6 +55,12 @@ class Image:
     def usable(self) -> bool:
         return self.status in (ImageStatus.SUCCESS, ImageStatus.WARNING)
 
+    @property
+    def whole_machine(self) -> bool:
+        """rsnapshot and plain folders hold every filesystem of the machine in one tree
+        (a dirvish vault holds one, its others being vaults of their own)."""
+        return self.kind is not SourceKind.DIRVISH
+
 
 @dataclass(frozen=True)
 class Vault:

@@ -4,7 +4,8 @@ For a copy made by hand (cp -a, rsync, an unpacked tarball) of a whole
 machine, or a dirvish image's tree/ given directly. A person named the
 folder, so it counts as a good image. A layout is used when the folder's
 parent has `rescue/layout.json` (a dirvish image's tree/ given directly) or
-the folder itself has `.rescue/layout.json`.
+the folder itself has `.rescue/layout.json`, or (one host folder of an
+rsnapshot snapshot given directly) the parent has `.rescue/NAME/layout.json`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ def plain_vault(tree: Path, client: str | None = None, source: str = "/") -> Vau
         raise BackupError(f"{shown(str(tree))} is not a folder",
                           fix="give the folder holding the copied files with --tree DIR")
     layout_dir = None
-    for candidate, root in ((real.parent / "rescue", real.parent), (real / ".rescue", real)):
+    # a dirvish image's tree/, a copy kept as FOLDER/tree with FOLDER/rescue, a copy with its layout
+    # inside, or one host folder of an rsnapshot snapshot (SNAPSHOT/.rescue/HOST)
+    for candidate, root in ((real.parent / "rescue", real.parent), (real / ".rescue", real),
+                            (real.parent / ".rescue" / real.name, real.parent)):
         if within(root, candidate / LAYOUT_FILE) is not None:
             layout_dir = candidate
             break

@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     layout, raw = capture(client=client, runner=runner, disk=args.disk, root=args.root, backup_paths=backup)
     if env is not None and env.status and env.status != "success":
         raw.warnings.append(f"dirvish reported status {env.status} for this image")
-    dest = args.out if args.out is not None else env.image_dir / "rescue"
+    # resolved: `--out .` (rsnapshot's backup_script runs in the folder it then copies) names its own folder
+    dest = args.out.resolve() if args.out is not None else env.image_dir / "rescue"
     write_capture(dest, layout, raw)
     fs = sum(1 for f in layout.filesystems if f.fstype != "swap")
     print(f"rescue capture: wrote {dest} ({len(layout.disks)} disk(s), {fs} filesystem(s), {len(layout.swaps)} swap)")

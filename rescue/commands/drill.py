@@ -21,8 +21,9 @@ backup disk in qemu with a blank, bigger disk and let the unattended restore
 run, then boot the restored disk and check that it reaches multi-user with its
 data, /tmp 1777, swap and the filesystem UUIDs it had. BIOS, then UEFI.
 
-With --bank DIR --client NAME: restore that machine's newest good images (or
---image DATE) the same way into a virtual disk and boot it. The bank is only
+With --bank DIR --client NAME (or --rsnapshot ROOT --client HOST): restore
+that machine's newest good images (or --image DATE, or a snapshot's name such
+as daily.1) the same way into a virtual disk and boot it. The bank is only
 read (the images are copied into the drill's own backup disk image); no real
 disk is ever written.
 
@@ -35,7 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo", action="store_true", help="the demo disaster (the default without --bank)")
     p.add_argument("--firmware", choices=("bios", "uefi"), help="run one firmware only (default: BIOS then UEFI)")
     p.add_argument("--bank", type=Path, metavar="DIR", help="a real bank to restore from (read only)")
-    p.add_argument("--client", metavar="NAME", help="with --bank: the machine to restore")
+    p.add_argument("--rsnapshot", type=Path, metavar="ROOT",
+                   help="a real rsnapshot snapshot_root to restore from instead (read only)")
+    p.add_argument("--client", metavar="NAME", help="with --bank or --rsnapshot: the machine to restore")
     p.add_argument("--image", metavar="DATE", help="with --bank: the newest good image at or before DATE")
     p.add_argument("--workdir", type=Path, metavar="DIR",
                    help="where the disk images and serial logs go (default /var/tmp/rescue-drill-TIME)")
@@ -53,20 +56,28 @@ def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise RescueError("rescue drill must run as root",
                           why="it attaches loop devices, mounts filesystems and runs dirvish")
-    if args.bank is None and (args.client or args.image):
-        raise RescueError("--client and --image go with --bank", fix="add --bank DIR, or drop them for the demo")
-    if args.bank is not None and args.demo:
+    real = args.bank if args.bank is not None else args.rsnapshot
+    if args.bank is not None and args.rsnapshot is not None:
+        raise RescueError("--bank and --rsnapshot do not go together",
+                          fix="drill one backup at a time: the dirvish bank or the rsnapshot root")
+    if real is None and (args.client or args.image):
+        raise RescueError("--client and --image go with --bank or --rsnapshot",
+                          fix="add --bank DIR (or --rsnapshot ROOT), or drop them for the demo")
+    if real is not None and args.demo:
         raise RescueError("--demo and --bank do not go together", fix="choose the demo or a real bank")
-    if args.bank is not None and not args.client:
-        raise RescueError("--bank needs --client NAME", fix="rescue list --bank DIR shows the machines in it")
+    if real is not None and not args.client:
+        option = "--bank DIR" if args.bank is not None else "--rsnapshot ROOT"
+        raise RescueError(f"{option.split()[0]} needs --client NAME",
+                          fix=f"rescue list {option} shows the machines in it")
     workdir = (args.workdir or demo.default_workdir()).resolve()
     firmwares = tuple(demo.firmwares_of(args.firmware))
-    if args.bank is not None:
+    if real is not None:
         from rescue.drill import bank as bankdrill
 
         bank_opts = bankdrill.BankOptions(
-            bank=args.bank.resolve(), client=args.client, image=args.image, workdir=workdir,
-            firmware=firmwares[0] if args.firmware else None, keep=args.keep, memory_mib=args.memory)
+            bank=args.bank.resolve() if args.bank is not None else None, client=args.client, image=args.image,
+            workdir=workdir, firmware=firmwares[0] if args.firmware else None, keep=args.keep,
+            memory_mib=args.memory, rsnapshot=args.rsnapshot.resolve() if args.rsnapshot is not None else None)
         chosen = bankdrill.choose(bank_opts)  # a bad --bank, --client or --image stops here
         _say(f"rescue drill: working in {workdir}")
         report = bankdrill.run_bank(bank_opts, _say, chosen)

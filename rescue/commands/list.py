@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from rescue.backups import health
-from rescue.backups import Backups, Image, ImageStatus, Machine, Vault, choose_image, find_backups
+from rescue.backups import Backups, Image, ImageStatus, Machine, Vault, choose_image
+from rescue.backups.source import add_source_arguments, source_from_args
 from rescue.backups.discover import date_limit
 from rescue.backups.dirvish import printable, shown
 from rescue.errors import BackupError, Exit
@@ -36,14 +37,9 @@ DEFAULT_LIMITS = health.Limits(max_age_days=2.0, min_nights=14.0, max_used_perce
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bank", action="append", type=Path, default=[], metavar="DIR",
-                   help="a dirvish bank (the folder holding the vaults); may be repeated")
+    add_source_arguments(p)
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="a dirvish master.conf whose bank: list to read")
-    p.add_argument("--rsnapshot", action="append", type=Path, default=[], metavar="ROOT",
-                   help="an rsnapshot snapshot_root; may be repeated")
-    p.add_argument("--tree", action="append", type=Path, default=[], metavar="DIR",
-                   help="a plain folder holding a copy of a whole machine; may be repeated")
     p.add_argument("--client", metavar="NAME", help="the machine a --tree belongs to")
     p.add_argument("--image", metavar="DATE",
                    help="mark the images a restore at or before DATE would use (2026-1126-0300, 2026-11-26)")
@@ -88,7 +84,7 @@ def _percent(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    backups = find_backups(args.bank, args.config, args.rsnapshot, args.tree, client=args.client)
+    backups = source_from_args(args, required=False).find()
     if args.image is not None and not any(i.name == args.image for v in backups.vaults for i in v.images):
         date_limit(args.image)  # a date that cannot be read is an error, not "nothing chosen"
     if args.measure and not args.health:

@@ -15,13 +15,21 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rescue.backups.source import ImageSource, Selection, add_source_arguments, source_from_args
 from rescue.errors import Exit, RescueError
+
+if TYPE_CHECKING:
+    from rescue.plan import PlanOptions
 
 NAME = "plan"
 ORDER = 15
 HELP = "show what a restore onto a disk would do, and write restore.sh (writes no disk)"
 DESCRIPTION = (
-    "Build the restore plan for --client from the images in --bank (the newest good image of each "
+    "Build the restore plan for --client from the images in --bank, --rsnapshot or --tree (the newest "
+    "good image of each "
     "vault, or the newest at or before --image DATE) onto --target, and print it: what on the target "
     "will be destroyed, the captured and the new partition table, the filesystems with their UUIDs "
     "and labels, the bytes to copy, every warning. --script FILE writes restore.sh. Nothing is "
@@ -31,8 +39,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bank", action="append", type=Path, default=[], metavar="DIR", required=True,
-                   help="a dirvish bank holding the client's vaults; may be repeated")
+    add_source_arguments(p)
     p.add_argument("--client", required=True, metavar="NAME", help="the machine to restore (rescue list shows them)")
     p.add_argument("--image", metavar="DATE",
                    help="use the newest good image at or before DATE (default: the newest good image)")
@@ -52,35 +59,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--script", type=Path, metavar="FILE", help="write restore.sh to FILE")
 
 
-def make_plan(args: argparse.Namespace):
-    """Bank + client + target -> Plan (or the RescueError saying why not). Reads only."""
-    from rescue.backups import choose_images, find_backups
-    from rescue.layout.legacy import newest_layout
-    from rescue.plan import PlanOptions, build_plan
-    from rescue.probe import probe_disk
+@dataclass(frozen=True)
+class Request:
+    """What plan and restore both read from their options, before the target is probed."""
 
-    for bank in args.bank:
-        if not bank.is_dir():
-            raise RescueError(f"bank {bank} is not a folder",
-                              fix="give the folder that holds the vaults with --bank DIR")
+    device: str  # the target disk, links resolved
+    source: ImageSource
+    selection: Selection
+    options: PlanOptions
+
+
+def read_request(args: argparse.Namespace, command: str, bootloader: bool) -> Request:
+    """Backups + client + target options -> the chosen images, their layout and the plan's options.
+
+    Reads only; every bad option is a RescueError before any disk is probed."""
+    from rescue.plan import PlanOptions
+
+    source = source_from_args(args)
+    source.check()
     if not os.path.exists(args.target):
         raise RescueError(f"{args.target} does not exist",
                           fix="name the target disk, e.g. /dev/sdb (lsblk lists the disks)")
     device = os.path.realpath(args.target)
-    fstypes = parse_fstypes(args.fstype)
-    sizes = parse_sizes(args.size)
-    backups = find_backups(banks=args.bank)
-    for note in backups.notes:
-        print(f"rescue plan: note: {note}", file=sys.stderr)
-    machine = backups.machine(args.client)
-    images = choose_images(machine, args.image)
-    layout = newest_layout(images)
-    target = probe_disk(device, backup_sources=args.bank)
     options = PlanOptions(
-        source_disk=args.source_disk, grow=args.grow, bootloader=not args.no_bootloader,
-        skip_vaults=tuple(args.skip_vault), fstypes=fstypes, sizes=sizes,
+        source_disk=args.source_disk, grow=args.grow, bootloader=bootloader,
+        skip_vaults=tuple(args.skip_vault), fstypes=parse_fstypes(args.fstype), sizes=parse_sizes(args.size),
     )
-    return build_plan(layout, images, target, options)
+    selection = source.select(args.client, args.image)
+    for note in selection.notes:
+        print(f"rescue {command}: note: {note}", file=sys.stderr)
+    return Request(device, source, selection, options)
+
+
+def make_plan(args: argparse.Namespace):
+    """Backups + client + target -> Plan (or the RescueError saying why not). Reads only."""
+    from rescue.plan import build_plan
+    from rescue.probe import probe_disk
+
+    req = read_request(args, "plan", bootloader=not args.no_bootloader)
+    target = probe_disk(req.device, backup_sources=req.source.folders)
+    return build_plan(req.selection.layout, req.selection.images, target, req.options)
 
 
 def add_fstype_argument(p: argparse.ArgumentParser) -> None:

@@ -18,19 +18,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rescue import events as ev
-from rescue.commands.plan import (
-    add_fstype_argument,
-    add_size_argument,
-    parse_fstypes,
-    parse_sizes,
-)
+from rescue.backups.source import add_source_arguments
+from rescue.commands.plan import add_fstype_argument, add_size_argument, read_request
 from rescue.errors import Aborted, Exit, RescueError
 
 NAME = "restore"
 ORDER = 20
 HELP = "restore a machine's disk from its backups onto a new disk (unattended with --yes)"
 DESCRIPTION = (
-    "Build the restore plan for --client from the images in --bank (the newest good image of each "
+    "Build the restore plan for --client from the images in --bank, --rsnapshot or --tree (the newest "
+    "good image of each "
     "vault, or the newest at or before --image DATE) onto --target, show it, and run it once the "
     "target's device name is typed (or --yes). --dry-run prints the plan and restore.sh and writes "
     "nothing. Rerun the same command after a failure or power cut: finished steps are skipped. "
@@ -42,8 +39,7 @@ STEP_DONE = "RESCUE-STEP-DONE"  # with --step-markers: the line a finished step'
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bank", action="append", type=Path, default=[], metavar="DIR", required=True,
-                   help="a dirvish bank holding the client's vaults; may be repeated")
+    add_source_arguments(p)
     p.add_argument("--client", required=True, metavar="NAME", help="the machine to restore (rescue list shows them)")
     p.add_argument("--image", metavar="DATE",
                    help="restore the newest good image at or before DATE (default: the newest good image)")
@@ -208,40 +204,27 @@ def usable_state_dir(wanted: Path) -> Path:
 
 
 def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
-    from rescue.backups import choose_images, find_backups
     from rescue.engine.executor import Executor
     from rescue.engine.journal import identity_name
     from rescue.engine.report import write_report
-    from rescue.layout.legacy import newest_layout
     from rescue.paths import host_paths
-    from rescue.plan import PlanOptions, build_plan
+    from rescue.plan import build_plan
     from rescue.probe import identity_of, probe_disk
     from rescue.safety import assert_still_safe
 
-    for bank in args.bank:
-        if not bank.is_dir():
-            raise RescueError(f"bank {bank} is not a folder", fix="give the folder that holds the vaults with --bank DIR")
-    if not os.path.exists(args.target):
-        raise RescueError(f"{args.target} does not exist", fix="name the target disk, e.g. /dev/sdb (lsblk lists them)")
-    device = os.path.realpath(args.target)
-    fstypes = parse_fstypes(args.fstype)
+    req = read_request(args, "restore", bootloader=args.bootloader != "skip")
+    device, images, layout, options = req.device, req.selection.images, req.selection.layout, req.options
+    backup_sources = req.source.folders
     state_dir = args.state_dir or host_paths().state_dir
     if not args.dry_run:
         state_dir = usable_state_dir(state_dir)
     identity = identity_of(device)
 
-    backups = find_backups(banks=args.bank)
-    machine = backups.machine(args.client)
-    images = choose_images(machine, args.image)
-    layout = newest_layout(images)
-    options = PlanOptions(source_disk=args.source_disk, grow=args.grow, skip_vaults=tuple(args.skip_vault),
-                          bootloader=args.bootloader != "skip", fstypes=fstypes, sizes=parse_sizes(args.size))
-
     folder = Path(state_dir) / identity_name(identity)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log_path = args.log or folder / f"restore-{stamp}.log"
     executor = Executor(target=device, identity=identity, state_dir=state_dir, log_path=log_path,
-                        recheck=lambda: assert_still_safe(device, backup_sources=args.bank) and None,
+                        recheck=lambda: assert_still_safe(device, backup_sources=backup_sources) and None,
                         bootloader=args.bootloader, verify_checksum=args.verify_checksum,
                         title=f"restore of {args.client} onto {device}", face=args.face)
     # One restore per disk: from before the leftovers are released to the end, this command holds
@@ -254,7 +237,7 @@ def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
             for line in executor.release_leftovers():
                 print(f"restore: {line}", flush=True)
 
-        target = probe_disk(device, backup_sources=args.bank)
+        target = probe_disk(device, backup_sources=backup_sources)
         plan = build_plan(layout, images, target, options)
         print(plan.review(), flush=True)
         if args.dry_run:

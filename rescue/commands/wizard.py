@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from rescue.backups.source import add_source_arguments, source_from_args
 from rescue.errors import Exit, RescueError
 
 NAME = "wizard"
@@ -13,15 +14,15 @@ ORDER = 30
 HELP = "restore a machine step by step on the console (keyboard only, 80x24)"
 DESCRIPTION = (
     "Find the backups, choose a machine, its images and a target disk, review the plan, "
-    "type the target's name to confirm, and watch the restore. Without --bank it reads the "
-    "banks on the mounted backup partition (/backup) and in /etc/dirvish/master.conf. "
+    "type the target's name to confirm, and watch the restore. Without --bank, --rsnapshot or --tree it reads the "
+    "dirvish banks and rsnapshot roots on the mounted backup partition (/backup) and in /etc/dirvish/master.conf. "
     "An unfinished restore is offered for resume. F1 or ? shows help on every screen."
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bank", action="append", type=Path, default=[], metavar="DIR",
-                   help="a dirvish bank to restore from; may be repeated")
+    add_source_arguments(p)
+    p.add_argument("--client", metavar="NAME", help="the machine a --tree belongs to")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="a dirvish master.conf whose bank: list to read")
     p.add_argument("--backup-mount", type=Path, default=None, metavar="DIR",
@@ -37,14 +38,12 @@ def run(args: argparse.Namespace) -> int:
             why="standard input or output is not a terminal",
             fix="run it on a console or over ssh -t, or use rescue restore for an unattended restore",
         )
-    for bank in args.bank:
-        if not bank.is_dir():
-            raise RescueError(f"bank {bank} is not a folder",
-                              fix="give the folder that holds the vaults with --bank DIR")
     from rescue.tui import RealEngine, make_app
 
-    engine = RealEngine(banks=args.bank, config=args.config, backup_mount=args.backup_mount,
-                        state_dir=args.state_dir)
+    source = source_from_args(args, required=False)
+    source.check()
+    engine = RealEngine(config=args.config, backup_mount=args.backup_mount, state_dir=args.state_dir,
+                        source=source)
     app = make_app(engine)
     app.run()
     print(app.farewell())  # the screen is gone: say what state the disk is in and what next

@@ -21,6 +21,7 @@ from rescue.run import run
 
 GiB = 1 << 30
 BANK = "dirvish"  # prepare-disk's default bank folder on the backup partition
+RSNAPSHOT_ROOT = "rsnapshot"  # where the bank drill puts copies of rsnapshot snapshots
 CONFIG_NAME = "rescue-unattended.toml"  # rescue.unattended.DEFAULT_CONFIG, relative to /backup
 BACKUP_MOUNT_IN_RESCUE = "/backup"  # where the rescue system mounts the backup partition
 
@@ -83,11 +84,14 @@ def mounted_partition(image: Path, name: str, where: Path, readonly: bool = Fals
                 run(["umount", "-l", str(where)], check=False)
 
 
-def unattended_config(client: str, target_by_id: str, image: str | None = None) -> str:
-    """The TOML `rescue.unattended` reads from the backup partition."""
+def unattended_config(client: str, target_by_id: str, image: str | None = None, source: str = "bank") -> str:
+    """The TOML `rescue.unattended` reads from the backup partition.
+
+    `source`: "bank" (the dirvish bank) or "rsnapshot" (an rsnapshot root, RSNAPSHOT_ROOT)."""
+    folder = RSNAPSHOT_ROOT if source == "rsnapshot" else BANK
     lines = [
         "# Written by rescue drill: restore the newest good images onto the blank disk.",
-        f'bank = "{BACKUP_MOUNT_IN_RESCUE}/{BANK}"',
+        f'{source} = "{BACKUP_MOUNT_IN_RESCUE}/{folder}"',
         f'client = "{client}"',
         'after = "poweroff"',
         'after_failure = "poweroff"',  # the drill reads the verdict from the console

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rescue.backups.discover import choose_images, find_backups
 from rescue.backups.model import Image
+from rescue.backups.source import ImageSource
 from rescue.devices import attached, partition_path
 from rescue.drill import backup_disk
 from rescue.drill.demo import (
@@ -33,7 +33,6 @@ from rescue.drill.demo import (
 from rescue.drill.demo_disk import FILES, DemoFacts, FsFact, cleanup_mounts
 from rescue.drill.report import Phase, PhaseFailed, Report, Run, Say
 from rescue.errors import BackupError, PlanRefused, RescueError
-from rescue.layout.legacy import newest_layout
 from rescue.layout.model import BootMode, Layout
 from rescue.plan.build import HOOK_HINT
 from rescue.qemu import Firmware
@@ -46,13 +45,19 @@ RESCUE_PART_BYTES = 1100 * MiB  # bios-boot + ESP + rescue partition of prepare-
 
 @dataclass(frozen=True)
 class BankOptions:
-    bank: Path
+    bank: Path | None  # a dirvish bank, or None with rsnapshot
     client: str
     image: str | None = None
     workdir: Path = default_workdir()
     firmware: Firmware | None = None  # None: the captured boot mode
     keep: bool = False
     memory_mib: int = 1024
+    rsnapshot: Path | None = None  # an rsnapshot root instead of the bank
+
+    @property
+    def source(self) -> ImageSource:
+        return ImageSource(banks=(self.bank,) if self.bank else (),
+                           rsnapshot_roots=(self.rsnapshot,) if self.rsnapshot else ())
 
 
 def _tree_bytes(path: Path) -> int:
@@ -81,6 +86,22 @@ def _facts(layout: Layout, firmware: Firmware) -> DemoFacts:
     swap = next((s.uuid for s in layout.swaps if s.uuid), "")
     return DemoFacts(firmware=firmware.value, hostname=layout.hostname or layout.client, label="",
                      disk_size=0, filesystems=fss, swap_uuid=swap, data_sum="", data_list=())
+
+
+def copy_snapshots(images: tuple[Image, ...], root: Path) -> int:
+    """Copy each chosen rsnapshot snapshot's HOST/ and .rescue/HOST/ into root/SNAPSHOT/; read only.
+
+    Only the machine's own folders: a snapshot holds every host of the server."""
+    total = 0
+    for image in images:
+        dest = root / image.name
+        dest.mkdir(parents=True, exist_ok=True)
+        run(["rsync", "-aHAXS", "--numeric-ids", f"{image.tree}/", f"{dest / image.vault}/"], timeout=None)
+        if image.layout_dir is not None:
+            (dest / ".rescue").mkdir(exist_ok=True)
+            run(["rsync", "-a", f"{image.layout_dir}/", f"{dest / '.rescue' / image.vault}/"])
+        total += _tree_bytes(dest)
+    return total
 
 
 def copy_images(images: tuple[Image, ...], bank_dir: Path) -> int:
@@ -162,9 +183,8 @@ def choose(opts: BankOptions) -> Chosen:
     A missing bank, an unknown client, a date with no image or images without
     a captured layout raise here, before the drill makes its work folder."""
     start = time.monotonic()
-    machine = find_backups([opts.bank]).machine(opts.client)
-    images = choose_images(machine, opts.image)
-    layout = newest_layout(images)
+    selection = opts.source.select(opts.client, opts.image)
+    images, layout = selection.images, selection.layout
     if layout is None:
         shown = ", ".join(f"{i.vault}/{i.name}" for i in images)
         raise PlanRefused(
@@ -174,7 +194,7 @@ def choose(opts: BankOptions) -> Chosen:
         )
     firmware = opts.firmware or (Firmware.UEFI if layout.boot.mode is BootMode.UEFI else Firmware.BIOS)
     disk, disk_size = _root_disk(layout)
-    need = sum(_tree_bytes(i.path) for i in images)
+    need = sum(_tree_bytes(i.tree if i.whole_machine else i.path) for i in images)
     return Chosen(images, layout, firmware, disk, disk_size, need, time.monotonic() - start)
 
 
@@ -221,8 +241,12 @@ def _drill(opts: BankOptions, chosen: Chosen, setup: Run, drill: Run, say: Say) 
         size = RESCUE_PART_BYTES + int(chosen.need * 1.15) + GiB
         backup_disk.prepare(backup_img, size, rescue_image)
         with backup_disk.mounted_partition(backup_img, "backup", work / "mnt-backup") as top:
-            copied = copy_images(images, top / backup_disk.BANK)
-            backup_disk.write_config(top, backup_disk.unattended_config(opts.client, TARGET_BY_ID))
+            if opts.rsnapshot is not None:
+                copied = copy_snapshots(images, top / backup_disk.RSNAPSHOT_ROOT)
+            else:
+                copied = copy_images(images, top / backup_disk.BANK)
+            source = "rsnapshot" if opts.rsnapshot is not None else "bank"
+            backup_disk.write_config(top, backup_disk.unattended_config(opts.client, TARGET_BY_ID, source=source))
         ph.check("images copied", copied > 0, got=f"{copied / GiB:.2f} GiB")
         ph.notes.append(backup_disk.choose_boot_entry(backup_img, work, "unattended"))
         backup_disk.blank_disk(target_img, chosen.disk_size)

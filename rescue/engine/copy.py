@@ -148,14 +148,23 @@ def cp_argv(source: Path, dest: Path, *, xattrs: bool = True, acls: bool = True)
     return argv + ["--", f"{source}/.", f"{dest}/"]
 
 
+def skip_filters(skip: Sequence[str]) -> list[str]:
+    """rsync rules that copy the folders `skip` names (mount points) but nothing inside them.
+
+    A whole-machine image (rsnapshot, a plain folder) holds /home's files under home/;
+    they belong on the /home filesystem, which its own copy fills."""
+    return [f"--exclude=/{rel.strip('/')}/*" for rel in skip]
+
+
 def rsync_argv(source: Path, dest: Path, *, xattrs: bool = True, acls: bool = True,
-               progress: bool = True, protect: Sequence[str] = ()) -> list[str]:
+               progress: bool = True, protect: Sequence[str] = (), skip: Sequence[str] = ()) -> list[str]:
     # --timeout: an rsync whose other half falls silent for 10 minutes (a wedged disk) ends
     # with an error (the step fails, a rerun resumes) instead of waiting forever.
     argv = ["rsync", "-aH", "--numeric-ids", "--sparse", "--delete", "--timeout=600"]
     # Mount points of the filesystems below this one (a separate /tmp): a backup that left
     # the folder out would have --delete try to remove it, and rmdir of a mount point is EBUSY.
     argv += [f"--filter=P /{rel.strip('/')}/" for rel in protect]
+    argv += skip_filters(skip)
     if acls:
         argv.append("-A")
     if xattrs:
@@ -471,10 +480,13 @@ def copy_tree(
     total_files: int = 0,
     progress: ProgressFn | None = None,
     protect: Sequence[str] = (),
+    skip: Sequence[str] = (),
 ) -> CopyResult:
     """Copy `source`'s contents onto `dest` (an existing, mounted folder).
 
     `protect`: folders relative to dest that rsync must never remove (mount points below it).
+    `skip`: folders relative to source copied empty (their files go to another filesystem);
+    cp cannot leave them out, so such a copy is rsync's from the start.
     """
     t0 = time.monotonic()
     clear_stale_scratch()
@@ -493,8 +505,8 @@ def copy_tree(
         threading.Thread(target=count, daemon=True).start()
 
     unreadable: list[str] = []
-    method = "rsync" if resume else "cp"
-    if not resume:
+    method = "rsync" if resume or skip else "cp"
+    if not resume and not skip:
         rc, errors = _fresh_copy(ctx, source, dest, before, totals, progress, xattrs=xattrs, acls=acls)
         if rc != 0:
             # cp could not copy everything (unreadable files, odd names on odd
@@ -506,9 +518,9 @@ def copy_tree(
             # to it: rsync -H waits forever when such a file already exists at the target.
             drop_partial_copies(dest, classify(errors, source, dest).unreadable)
     elif resume:
-        clear_redone_files(ctx, source, dest, xattrs=xattrs, acls=acls)
-    if resume:
-        argv = rsync_argv(source, dest, xattrs=xattrs, acls=acls, protect=protect)
+        clear_redone_files(ctx, source, dest, xattrs=xattrs, acls=acls, skip=skip)
+    if resume or skip:
+        argv = rsync_argv(source, dest, xattrs=xattrs, acls=acls, protect=protect, skip=skip)
         rc, errors = _run_watched(ctx, argv, dest, before, totals, progress, rsync=True)
         if rc in RSYNC_PARTIAL:
             unreadable = [e for e in errors if not e.startswith("rsync error:")][:1000] or unreadable
@@ -525,7 +537,8 @@ def copy_tree(
     return CopyResult(method, time.monotonic() - t0, done_b, done_n, tuple(unreadable))
 
 
-def clear_redone_files(ctx: Runner, source: Path, dest: Path, *, xattrs: bool, acls: bool) -> int:
+def clear_redone_files(ctx: Runner, source: Path, dest: Path, *, xattrs: bool, acls: bool,
+                       skip: Sequence[str] = ()) -> int:
     """Remove the target's copies of the files a resumed rsync will copy again.
 
     rsync -H waits forever when a hard-linked source file it cannot read
@@ -535,7 +548,7 @@ def clear_redone_files(ctx: Runner, source: Path, dest: Path, *, xattrs: bool, a
     (`>f`/`hf` items that exist at the target) and they go first; a read
     error then ends as an ordinary unreadable file. Returns how many went.
     """
-    argv = rsync_argv(source, dest, xattrs=xattrs, acls=acls, progress=False)  # a dry run: deletes nothing
+    argv = rsync_argv(source, dest, xattrs=xattrs, acls=acls, progress=False, skip=skip)  # a dry run: deletes nothing
     # Read line by line: after an early kill nearly every file is listed, and a
     # million names held at once would not fit a 1 GiB rescue machine.
     proc = ctx.spawn([argv[0], "--dry-run", "--out-format=%i %n", *argv[1:]], stderr=subprocess.DEVNULL)

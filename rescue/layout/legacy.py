@@ -170,7 +170,16 @@ def newest_layout(images: Sequence[Image]) -> Layout | None:
     newest describes the disk as it was last seen.
     """
     for image in sorted(images, key=lambda i: (i.created or "", i.name), reverse=True):
-        layout = load_layout(image.path)
+        layout = image_layout(image)
         if layout is not None:
             return layout
     return None
+
+
+def image_layout(image: Image) -> Layout | None:
+    """The layout kept with one image: where its source puts it (rsnapshot: .rescue/HOST/ in the
+    snapshot, a plain folder: .rescue/ in it), else the image folder's rescue/ or legacy files."""
+    found = image.layout_dir / "layout.json" if image.layout_dir is not None else None
+    if found is not None and found.is_file():
+        return Layout.loads(_read(found).decode("utf-8", "surrogateescape"), str(found))
+    return load_layout(image.path)

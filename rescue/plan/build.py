@@ -179,6 +179,7 @@ def build_plan(
         CopyTree(
             vault=copies_for[mp].vault, image=copies_for[mp].name, source=copies_for[mp].tree,
             mountpoint=mp, bytes=by_mount[mp].copy_bytes or 0, files=by_mount[mp].files or 0,
+            part=copies_for[mp].whole_machine, skip=_skip_below(mp, copies_for[mp], layout),
         )
         for mp in mount_order if mp in copies_for
     )
@@ -363,7 +364,9 @@ def _map_vaults(
             continue
         if image.client and image.client != layout.client:
             warnings.append(f"vault {image.vault} names client {image.client}, the layout {layout.client}")
-        mp = vault_mountpoint(image.source, layout.root)
+        # a whole-machine image is the machine's own / (a capture's --root is where it was mounted
+        # for the capture, not part of the copy's paths)
+        mp = posixpath.normpath(image.source) if image.whole_machine else vault_mountpoint(image.source, layout.root)
         if mp is None or layout.filesystem_at(mp) is None:
             unmapped.append(f"{image.vault} (tree {image.source})")
             continue
@@ -379,6 +382,7 @@ def _map_vaults(
                 fix="restore one of them and copy what you need from the other by hand",
             )
         result[mp] = image
+    _spread_whole_images(result, mine, layout)
     if unmapped:
         root = f" under {layout.root}" if layout.root != "/" else ""
         raise PlanRefused(
@@ -389,6 +393,43 @@ def _map_vaults(
                 "leave it out with --skip-vault NAME",
         )
     return result
+
+
+def _spread_whole_images(result: dict[str, Image], mine: set[str | None], layout: Layout) -> None:
+    """A whole-machine image (rsnapshot, a plain folder) also fills the mount points below its own.
+
+    Its tree holds /home's files under home/: each filesystem of this disk that no
+    other vault fills is copied from the matching folder of the nearest such image
+    (not a vfat ESP, which the bootloader step fills)."""
+    vfat = {fs.mountpoint for fs in layout.filesystems if fs.fstype == "vfat"}
+    for mp in sorted((m for m in mine if m), key=_mount_key):
+        if mp in result or mp in vfat:  # an ESP keeps no owners or modes: grub-install fills it anew
+            continue
+        above = [m for m in result if result[m].whole_machine and _below(mp, m)]
+        if not above:
+            continue
+        base = max(above, key=len)
+        image = result[base]
+        rel = posixpath.relpath(mp, base)
+        result[mp] = dataclasses.replace(image, tree=image.tree / rel, size=None, files=None,
+                                         source=posixpath.join(image.source, rel))
+
+
+def _below(mp: str, base: str) -> bool:
+    return mp != base and (base == "/" or mp.startswith(base.rstrip("/") + "/"))
+
+
+def _skip_below(mp: str, image: Image, layout: Layout) -> tuple[str, ...]:
+    """The captured mount points below `mp`, relative to it, when `image` holds a whole machine.
+
+    Their files are in the image's tree but belong on their own filesystems (or on
+    another disk): the copy of `mp` makes their folders, empty."""
+    if not image.whole_machine:
+        return ()
+    return tuple(sorted(
+        posixpath.relpath(fs.mountpoint, mp) for fs in layout.filesystems
+        if fs.mountpoint and fs.fstype != "swap" and _below(fs.mountpoint, mp)
+    ))
 
 
 def vault_mountpoint(source: str, root: str) -> str | None:

@@ -48,19 +48,27 @@ class CopyTree(Step):
     files: int = 0
     xattrs: bool = True
     acls: bool = True
+    # A whole-machine image (rsnapshot, a plain folder) fills every filesystem: this copy is
+    # one mount point of it, and `skip` names the mount points below it (copied empty here).
+    part: bool = False
+    skip: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
-        return f"copy:{self.vault}"
+        return f"copy:{self.vault}:{self.mountpoint}" if self.part else f"copy:{self.vault}"
 
     def describe(self) -> str:
         return f"copy vault {self.vault} image {self.image} to {self.mountpoint}"
 
     def script(self) -> list[str]:
-        from rescue.engine.copy import cp_argv
+        from rescue.engine.copy import cp_argv, rsync_argv
 
         work = '"$WORK"/' + shlex.quote(slug(self.mountpoint))
-        argv = cp_argv(self.source, Path("DEST"), xattrs=self.xattrs, acls=self.acls)
+        if self.skip:
+            argv = rsync_argv(self.source, Path("DEST"), xattrs=self.xattrs, acls=self.acls,
+                              progress=False, skip=self.skip)
+        else:
+            argv = cp_argv(self.source, Path("DEST"), xattrs=self.xattrs, acls=self.acls)
         return [
             f"mkdir -p {work}",
             f"mount --bind {at_root(self.mountpoint)} {work}",
@@ -112,7 +120,7 @@ class CopyTree(Step):
             try:
                 result = copy_tree(ctx, self.source, work, resume=ctx.resuming, xattrs=self.xattrs,
                                    acls=self.acls, total_bytes=self.bytes, total_files=self.files,
-                                   progress=progress, protect=_mounts_below(target))
+                                   progress=progress, protect=_mounts_below(target), skip=self.skip)
             except CommandError as e:
                 if NO_SPACE in e.stderr:
                     raise self._no_space(ctx, room) from None

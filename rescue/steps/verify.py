@@ -3,10 +3,11 @@ from __future__ import annotations
 import errno
 import os
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rescue.engine.copy import RSYNC_PARTIAL, XFS_ACL_FILTER
+from rescue.engine.copy import RSYNC_PARTIAL, XFS_ACL_FILTER, skip_filters
 from rescue.engine.copyerrors import NOISE, classify, counted, mark_folders, rsync_unescape, unmarked
 from rescue.errors import StepFailed
 from rescue.run import CommandError
@@ -23,7 +24,8 @@ READ_ERRORS = frozenset({errno.EIO, errno.EUCLEAN, errno.EBADMSG, errno.ENODATA,
 MAX_PROBES = 1000  # differing files read back from the image to see whether it can give them
 
 
-def verify_argv(source: str, dest: str, *, checksum: bool, xattrs: bool = True, acls: bool = True) -> list[str]:
+def verify_argv(source: str, dest: str, *, checksum: bool, xattrs: bool = True, acls: bool = True,
+                skip: Sequence[str] = ()) -> list[str]:
     """A dry-run rsync that itemizes every difference in content or metadata.
 
     After a read error in the image rsync skips --delete ("IO error encountered"), so
@@ -37,6 +39,7 @@ def verify_argv(source: str, dest: str, *, checksum: bool, xattrs: bool = True, 
         argv += ["-X", XFS_ACL_FILTER]  # xfs's second view of ACLs (see rescue.engine.copy)
     if checksum:
         argv.append("--checksum")
+    argv += skip_filters(skip)  # a whole-machine image's child mount points: their own trees
     return argv + ["--", f"{source}/", f"{dest}/"]
 
 
@@ -108,7 +111,7 @@ class Verify(Step):
         lines = []
         for c in self.copies:
             work = '"$WORK"/' + shlex.quote(f"verify-{slug(c.mountpoint)}")
-            argv = verify_argv(str(c.source), "DEST", checksum=False, xattrs=c.xattrs, acls=c.acls)
+            argv = verify_argv(str(c.source), "DEST", checksum=False, xattrs=c.xattrs, acls=c.acls, skip=c.skip)
             lines += [f"mkdir -p {work}", f"mount --bind {at_root(c.mountpoint)} {work}",
                       sh(*argv[:-1]) + f" {work}/", f"umount {work}"]
         for fs in (*self.filesystems, *self.swaps):
@@ -209,7 +212,8 @@ class Verify(Step):
         work = ctx.work / f"verify-{slug(c.mountpoint)}"
         os.makedirs(work, exist_ok=True)
         ctx.run(["mount", "--bind", str(ctx.path(c.mountpoint)), str(work)])
-        argv = verify_argv(str(c.source), str(work), checksum=ctx.verify_checksum, xattrs=c.xattrs, acls=c.acls)
+        argv = verify_argv(str(c.source), str(work), checksum=ctx.verify_checksum, xattrs=c.xattrs, acls=c.acls,
+                           skip=c.skip)
         try:
             result = ctx.run(argv, check=False)
         finally:

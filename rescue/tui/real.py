@@ -7,6 +7,8 @@ This only adapts their answers to what the screens draw.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import threading
@@ -16,7 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rescue.backups import Image, Machine, choose_image, find_backups
+from rescue.backups import Image, Machine, choose_image
+from rescue.backups.source import ImageSource
 from rescue.errors import BackupError, RescueError
 from rescue.events import Event
 from rescue.paths import host_paths
@@ -39,17 +42,35 @@ def looks_like_bank(folder: Path) -> bool:
         return False
 
 
-def banks_under(mount: Path) -> tuple[Path, ...]:
-    """Banks on a mounted backup partition: the partition itself, or folders one level down."""
+def folders_under(mount: Path, looks_right: Callable[[Path], bool]) -> tuple[Path, ...]:
+    """Backup folders on a mounted backup partition: the partition itself, or folders one level down."""
     if not mount.is_dir():
         return ()
-    if looks_like_bank(mount):
+    if looks_right(mount):
         return (mount,)
     try:
-        children = sorted(c for c in mount.iterdir() if c.is_dir())
+        children = sorted(c for c in mount.iterdir() if c.is_dir() and not c.is_symlink())
     except OSError:
         return ()
-    return tuple(c for c in children if looks_like_bank(c))
+    return tuple(c for c in children if looks_right(c))
+
+
+def banks_under(mount: Path) -> tuple[Path, ...]:
+    return folders_under(mount, looks_like_bank)
+
+
+def looks_like_rsnapshot_root(folder: Path) -> bool:
+    """An rsnapshot snapshot_root holds INTERVAL.N folders (daily.0, hourly.3, ...)."""
+    from rescue.backups.rsnapshot import _INTERVAL
+
+    try:
+        return any(_INTERVAL.fullmatch(c.name) and c.is_dir() and not c.is_symlink() for c in folder.iterdir())
+    except OSError:
+        return False
+
+
+def rsnapshot_roots_under(mount: Path) -> tuple[Path, ...]:
+    return folders_under(mount, looks_like_rsnapshot_root)
 
 
 def review_of(plan: Plan) -> Review:
@@ -118,9 +139,11 @@ class RealEngine:
 
     def __init__(self, banks: Sequence[Path] = (), config: Path | None = None,
                  backup_mount: Path | None = None, state_dir: Path | None = None,
-                 log_dir: Path | None = None, master_conf: Path | None = None) -> None:
+                 log_dir: Path | None = None, master_conf: Path | None = None,
+                 source: ImageSource | None = None) -> None:
         hosts = host_paths()  # the rescue system's /backup and /etc/dirvish/master.conf by default
-        self.given_banks = tuple(banks)
+        # what --bank, --rsnapshot and --tree named (the banks given alone: the older callers)
+        self.given = source if source is not None else ImageSource(banks=tuple(banks))
         self.config = config
         self.backup_mount = backup_mount or hosts.backup_mount
         self.master_conf = master_conf or hosts.dirvish_master
@@ -134,24 +157,25 @@ class RealEngine:
 
     # -- finding backups ----------------------------------------------------
 
-    def banks(self) -> tuple[tuple[Path, ...], Path | None, list[str]]:
-        """The banks to read: those given, else the backup partition's and master.conf's."""
+    def source(self) -> tuple[ImageSource, list[str]]:
+        """The backups to read: those given, else the backup partition's banks and master.conf's."""
         notes: list[str] = []
-        if self.given_banks:
-            return self.given_banks, self.config, notes
+        if self.given.folders:
+            return dataclasses.replace(self.given, config=self.config), notes
         banks = banks_under(self.backup_mount)
+        roots = rsnapshot_roots_under(self.backup_mount)
         config = self.config or (self.master_conf if self.master_conf.is_file() else None)
-        if not banks and config is None:
-            notes.append(f"no bank on {self.backup_mount} and no {self.master_conf}: "
-                         "mount the backup partition or start with --bank DIR")
-        return banks, config, notes
+        if not banks and not roots and config is None:
+            notes.append(f"no bank or rsnapshot root on {self.backup_mount} and no {self.master_conf}: "
+                         "mount the backup partition or start with --bank DIR (or --rsnapshot ROOT)")
+        return ImageSource(banks=banks, rsnapshot_roots=roots, config=config), notes
 
     def discover(self) -> Discovery:
-        banks, config, notes = self.banks()
-        if not banks and config is None:
+        source, notes = self.source()
+        if source.empty:
             return Discovery(banks=(), machines=(), warnings=tuple(notes))
-        found = find_backups(banks, config)
-        seen = tuple(dict.fromkeys([*banks, *(v.bank for v in found.vaults)]))
+        found = source.find()
+        seen = tuple(dict.fromkeys([*source.folders, *(v.bank for v in found.vaults)]))
         return Discovery(banks=seen, machines=found.machines, warnings=tuple(notes) + found.notes)
 
     def choose(self, machine: Machine) -> Mapping[str, Image]:
@@ -222,12 +246,12 @@ class RealEngine:
                            why=stop_reason(folder, when))
 
     def _sources(self) -> tuple[Path, ...]:
-        banks, config, _notes = self.banks()
-        sources = list(banks)
-        if config is not None:
+        source, _notes = self.source()
+        sources = list(source.folders)
+        if source.config is not None:
             from rescue.backups.dirvish import banks_from_master
 
-            sources.extend(banks_from_master(config))
+            sources.extend(banks_from_master(source.config))
         return tuple(sources) or (self.backup_mount,)
 
     def run(self, review: Review, emit: Callable[[Event], None], cancel: threading.Event) -> None:

@@ -115,3 +115,27 @@ def test_rsnapshot_intervals_with_other_names_rank_by_their_newest_snapshot(tmp_
     snap(root, "rarely.0", "alpha", base - 86400)
     [vault] = find_backups(rsnapshot_roots=[root]).machine("alpha").vaults
     assert [i.name for i in vault.images] == ["rarely.0", "often.1", "often.0"]
+
+
+def test_a_snapshot_of_part_of_a_machine_is_named_when_chosen(tmp_path):
+    from rescue.backups.source import ImageSource
+
+    root = tmp_path / "snapshots"
+    (root / "daily.0" / "web1" / "home" / "ann").mkdir(parents=True)
+    (root / "daily.0" / "web1" / "etc").mkdir()
+    picked = ImageSource(rsnapshot_roots=(root,)).select("web1")
+    assert [i.name for i in picked.images] == ["daily.0"] and picked.layout is None
+    assert any("has no usr folder" in n and "one_fs 0" in n for n in picked.notes), picked.notes
+    (root / "daily.0" / "web1" / "usr").mkdir()
+    assert not any("has no" in n for n in ImageSource(rsnapshot_roots=(root,)).select("web1").notes)
+
+
+def test_a_host_folder_of_a_snapshot_given_as_a_tree_finds_its_layout(tmp_path):
+    from rescue.backups.plain import plain_vault
+
+    snap = tmp_path / "daily.0"
+    (snap / "web1" / "etc").mkdir(parents=True)
+    (snap / ".rescue" / "web1").mkdir(parents=True)
+    (snap / ".rescue" / "web1" / "layout.json").write_text("{}")
+    vault = plain_vault(snap / "web1")
+    assert vault.images[0].layout_dir == (snap / ".rescue" / "web1").resolve()

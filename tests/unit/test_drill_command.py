@@ -15,6 +15,10 @@ from rescue.cli import main
     (["drill", "--image", "2026-1125"], "--client and --image go with --bank"),
     (["drill", "--demo", "--bank", "/srv/bank", "--client", "web1"], "--demo and --bank do not go together"),
     (["drill", "--bank", "/srv/bank"], "--bank needs --client NAME"),
+    (["drill", "--rsnapshot", "/srv/snapshots"], "--rsnapshot needs --client NAME"),
+    (["drill", "--bank", "/srv/bank", "--rsnapshot", "/srv/snapshots", "--client", "web1"],
+     "--bank and --rsnapshot do not go together"),
+    (["drill", "--demo", "--rsnapshot", "/srv/snapshots", "--client", "web1"], "--demo and --bank do not go together"),
 ])
 def test_contradictions_are_refused_with_the_reason(argv: list[str], said: str, capsys, tmp_path: Path) -> None:
     code = main([*argv, "--workdir", str(tmp_path / "w")])

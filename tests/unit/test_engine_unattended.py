@@ -55,8 +55,21 @@ def test_fstype_table_becomes_fstype_options(tmp_path):
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "--fstype"] == ["/home=ext4", "/srv=xfs"]
 
 
+def test_rsnapshot_and_tree_sources_become_their_options(tmp_path):
+    text = GOOD.replace('bank = "/backup/bank"', 'rsnapshot = "/backup/rsnapshot"\ntree = ["/backup/a", "/backup/b"]')
+    c = load_config(write(tmp_path, text))
+    assert c.banks == () and c.rsnapshot_roots == (Path("/backup/rsnapshot"),)
+    assert c.source.folders == (Path("/backup/rsnapshot"), Path("/backup/a"), Path("/backup/b"))
+    argv = restore_argv(c, "/dev/sdb")
+    assert "--bank" not in argv
+    assert [argv[i + 1] for i, a in enumerate(argv) if a in ("--rsnapshot", "--tree")] == \
+        ["/backup/rsnapshot", "/backup/a", "/backup/b"]
+
+
 @pytest.mark.parametrize(("text", "says"), [
     ('client = "x"\n[target]\ndevice = "/dev/sdb"\n', "bank"),
+    ('client = "x"\nrsnapshot = 3\n[target]\ndevice = "/dev/sdb"\n', "rsnapshot must name a folder"),
+    ('client = "x"\ntree = [""]\n[target]\ndevice = "/dev/sdb"\n', "tree must name a folder"),
     ('bank = "/b"\n[target]\ndevice = "/dev/sdb"\n', "client"),
     ('bank = "/b"\nclient = "x"\n', "[target]"),
     ('bank = "/b"\nclient = "x"\n[target]\ndevice = "/dev/sdb"\nby_id = "y"\n', "exactly one"),

@@ -741,6 +741,21 @@ def test_banks_are_found_on_the_backup_partition(tmp_path):
     assert [i.name for i in found.machines[0].vaults[0].images] == ["2026-1126-0300"]
 
 
+def test_rsnapshot_roots_are_found_on_the_backup_partition_or_given(tmp_path):
+    from rescue.backups.source import ImageSource
+
+    root = tmp_path / "backup" / "rsnapshot"
+    for snap in ("hourly.0", "daily.0"):
+        (root / snap / "web1" / "etc").mkdir(parents=True)
+    (tmp_path / "backup" / "lost+found").mkdir()
+    found = RealEngine(backup_mount=tmp_path / "backup", master_conf=tmp_path / "none.conf").discover()
+    assert found.banks == (root,) and [m.client for m in found.machines] == ["web1"]
+    assert [i.name for i in found.machines[0].vaults[0].images] == ["daily.0", "hourly.0"]
+    given = RealEngine(backup_mount=tmp_path / "no-backup", master_conf=tmp_path / "none.conf",
+                       source=ImageSource(rsnapshot_roots=(root,))).discover()
+    assert [m.client for m in given.machines] == ["web1"] and given.warnings == ()
+
+
 def test_banks_are_found_in_master_conf(tmp_path):
     real_image(tmp_path / "bank")
     conf = tmp_path / "master.conf"

@@ -107,3 +107,25 @@ def installed_rescue(_vm_tier_can_run: None, tmp_path_factory: pytest.TempPathFa
                            capture_output=True, text=True, check=True, env=INSTALLED_ENV, cwd="/").stdout.strip()
     assert Path(where).is_relative_to(venv_dir), f"the venv runs {where}, not its installed rescue"
     return venv_dir
+
+
+@pytest.fixture()
+def run_drill() -> Callable[[list[str]], tuple[int, str]]:
+    """Run `rescue drill ARGS` as the user would (a subprocess from the repository), its output
+    shown as it comes (a TCG drill takes minutes); gives (exit code, output)."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+
+    def drill(args: list[str]) -> tuple[int, str]:
+        out: list[str] = []
+        cmd = [sys.executable, "-m", "rescue", "drill", *args]
+        with subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                out.append(line)
+                print(line, end="", flush=True)
+            return proc.wait(timeout=60), "".join(out)
+
+    return drill

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -32,7 +30,6 @@ from rescue.qemu import Firmware
 from rescue.demo.trees import tree_digest as bank_digest
 from rescue.run import run
 
-REPO = Path(__file__).resolve().parents[2]
 STAMP = "etc/rescue-drill-night"  # in every image's root tree: the image's name
 
 
@@ -62,7 +59,7 @@ def mounts_below(top: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_real_bank_restores_the_chosen_older_image_and_boots(tmp_path: Path, record_property) -> None:
+def test_a_real_bank_restores_the_chosen_older_image_and_boots(tmp_path: Path, record_property, run_drill) -> None:
     start = time.monotonic()
     bank, facts, (older, newer) = make_machine_bank(tmp_path)
     record_property("bank made (s)", round(time.monotonic() - start))
@@ -71,18 +68,10 @@ def test_a_real_bank_restores_the_chosen_older_image_and_boots(tmp_path: Path, r
     var_tmp = set(Path("/var/tmp").glob("rescue-drill-*"))
     work = tmp_path / "work"
 
-    cmd = [sys.executable, "-m", "rescue", "drill", "--bank", str(bank), "--client", "localhost",
-           "--image", older, "--workdir", str(work), "--keep"]
     drill_start = time.monotonic()
-    out: list[str] = []
-    with subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            out.append(line)
-            print(line, end="", flush=True)
-        code = proc.wait(timeout=60)
+    code, text = run_drill(["--bank", str(bank), "--client", "localhost", "--image", older,
+                            "--workdir", str(work), "--keep"])
     record_property("drill (s)", round(time.monotonic() - drill_start))
-    text = "".join(out)
     try:
         assert code == 0, text[-6000:]
         assert "rescue drill: all passed" in text
