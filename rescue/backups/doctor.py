@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rescue.formats.escape import unescape
 from rescue.backups.dirvish import parse_config
 
 MBOX_MIN = 10 << 20  # an mbox above this, re-copied whole each night, is worth a finding
@@ -104,7 +105,7 @@ def fstype_of(path: Path) -> str:
     kind = ""
     for line in lines:
         fields = line.split()
-        if len(fields) > 2 and fields[1].replace("\\040", " ") == top:
+        if len(fields) > 2 and unescape(fields[1]) == top:
             kind = fields[2]  # the last mount on a point is the one seen
     return kind
 

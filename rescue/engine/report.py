@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rescue.formats.units import duration, human
 from rescue.engine.copyerrors import counted
 from rescue.engine.journal import Journal
 
@@ -44,7 +45,7 @@ def summary_text(
         f"target:   {target}",
         f"finished: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
         f"result:   {result}",
-        f"time:     {_duration(seconds)} this run; runs so far: {journal.runs}",
+        f"time:     {duration(seconds)} this run; runs so far: {journal.runs}",
         "",
         "steps:",
     ]
@@ -54,7 +55,7 @@ def summary_text(
         extra = ""
         if step.kind == "copy" and entry.get("data", {}).get("method"):
             d = entry["data"]
-            extra = f" [{d['method']}, {_size(d.get('copied_bytes', 0))}, {d.get('copied_files', 0)} inodes]"
+            extra = f" [{d['method']}, {human(d.get('copied_bytes', 0))}, {d.get('copied_files', 0)} inodes]"
         lines.append(f"  {i:2}. {state:8} {step.describe()}{extra}")
     if missing:
         folders = ("; a name ending in / is a folder, nothing under it restored"
@@ -119,14 +120,3 @@ def write_report(log_dir: Path, text: str, stamp: str | None = None) -> Path:
     return path
 
 
-def _duration(s: float) -> str:
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02}m{s % 60:02}s" if s >= 3600 else f"{s // 60}m{s % 60:02}s"
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
