@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rescue.formats.escape import unescape
+from rescue.formats.mountinfo import read_mountinfo
 from rescue.backups.dirvish import parse_config
 
 MBOX_MIN = 10 << 20  # an mbox above this, re-copied whole each night, is worth a finding
@@ -96,18 +96,14 @@ def updatedb_findings(root: Path, banks: Sequence[str]) -> list[Finding]:
 
 
 def fstype_of(path: Path) -> str:
-    """The type of the filesystem path lies on (/proc/self/mounts), '' when unknown."""
+    """The type of the filesystem path lies on (mountinfo), '' when unknown."""
     try:
         top = str(mount_top(path))
-        lines = Path("/proc/self/mounts").read_text().splitlines()
+        mounts = read_mountinfo()
     except OSError:
         return ""
-    kind = ""
-    for line in lines:
-        fields = line.split()
-        if len(fields) > 2 and unescape(fields[1]) == top:
-            kind = fields[2]  # the last mount on a point is the one seen
-    return kind
+    seen = [m.fstype for m in mounts if m.target == top]
+    return seen[-1] if seen else ""  # the last mount on a point is the one seen
 
 
 # --------------------------------------------------------------------------- logrotate

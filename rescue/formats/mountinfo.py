@@ -51,9 +51,6 @@ def parse_mountinfo(text: str) -> list[MountInfo]:
 
 
 def read_mountinfo(pid: str = "self", proc: Path = Path("/proc")) -> list[MountInfo]:
-    """The mounts one process sees (its mount namespace); [] when it is gone."""
-    try:
-        text = (proc / pid / "mountinfo").read_text(encoding="utf-8", errors="surrogateescape")
-    except OSError:
-        return []
+    """The mounts one process sees (its mount namespace); OSError when it cannot be read (never 'none')."""
+    text = (proc / pid / "mountinfo").read_text(encoding="utf-8", errors="surrogateescape")
     return parse_mountinfo(text)
