@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rescue.formats.mountinfo import read_mountinfo
 from rescue.errors import RescueError, UnsafeTarget
 from rescue.run import CommandError, run
 
@@ -268,11 +269,13 @@ def holders_of(device: str) -> list[str]:
         if ns in seen_ns:
             continue
         seen_ns.add(ns)
-        text = sys_read(Path("/proc") / pid / "mountinfo") or ""
-        for line in text.splitlines():
-            f = line.split()
-            if len(f) > 4 and f[2] == f"{devnum[0]}:{devnum[1]}":
-                out.append(f"mounted at {f[4]} in the mount namespace of process {pid} ({_comm(pid)})")
+        try:
+            mounts = read_mountinfo(pid)
+        except OSError:
+            continue  # the process ended meanwhile
+        for m in mounts:
+            if (m.major, m.minor) == devnum:
+                out.append(f"mounted at {m.target} in the mount namespace of process {pid} ({_comm(pid)})")
     out += [f"open in process {pid} ({comm})" for pid, comm in open_in({devnum}).items()]
     return out
 

@@ -13,9 +13,9 @@ Sources, each for what it is good at:
   partitions, holders (dm, md), loop devices and their backing files, so a
   loop disk whose image file lives on the backup disk counts as that disk.
 - blkinfo lists the machine's disks (it leaves out loop devices; those are
-  added from sysfs).
-pyparted is not needed here: sysfs and blkid already give the sector size
-and table type without opening the disk for writing.
+  added from sysfs, and sysfs lists the rest only where lsblk cannot run).
+- pyparted (rescue.libparted) reads the target's geometry: sector sizes, the
+  kernel's optimal I/O alignment and the usable range, for the plan.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rescue import libparted
+from rescue.formats.mountinfo import MountInfo, parse_mountinfo
+from rescue.layout import swaps
 from rescue.devices import sys_list
 from rescue.errors import RescueError
 from rescue.run import CommandError, run
@@ -113,53 +116,21 @@ def _holders(node: BlockNode, seen: set[str]) -> set[str]:
 # --------------------------------------------------------------------------- what lies under a path
 
 
-@dataclass(frozen=True)
-class MountEntry:
-    major: int
-    minor: int
-    mountpoint: str
-    fstype: str
-    source: str
-    options: str
-
-
-def _unescape(field: str) -> str:
-    """mountinfo writes space, tab, newline and backslash as octal escapes."""
-    return (field.replace("\\040", " ").replace("\\011", "\t")
-            .replace("\\012", "\n").replace("\\134", "\\"))
-
-
-def parse_mountinfo(text: str) -> list[MountEntry]:
-    out = []
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        f = left.split()
-        r = right.split()
-        if len(f) < 5 or len(r) < 2:
-            continue
-        try:
-            major, minor = (int(x) for x in f[2].split(":"))
-        except ValueError:
-            continue
-        out.append(MountEntry(major, minor, _unescape(f[4]), r[0], _unescape(r[1]),
-                              r[2] if len(r) > 2 else ""))
-    return out
-
-
-def mounts() -> list[MountEntry]:
+def mounts() -> list[MountInfo]:
     return parse_mountinfo(_read(PROC / "self" / "mountinfo"))
 
 
 def parse_swaps(text: str) -> list[str]:
     """Active swap areas (devices or files) from /proc/swaps."""
-    out = []
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if fields:
-            out.append(_unescape(fields[0]))
-    return out
+    return [s.device for s in swaps.parse_swaps(text, "/proc/swaps")]
+
+
+def _geometry(path: str) -> libparted.Geometry | None:
+    """libparted's reading of the disk (sector sizes, alignment, usable range); None where it cannot open it."""
+    try:
+        return libparted.read_geometry(path)
+    except Exception:  # pyparted raises its own exception types and IOError for unreadable devices
+        return None
 
 
 def _block_rdev(path: str) -> tuple[int, int] | None:
@@ -173,7 +144,7 @@ def _block_rdev(path: str) -> tuple[int, int] | None:
 
 
 def disks_of_dev(major: int, minor: int, _seen: set[tuple[int, int]] | None = None,
-                 _mounts: list[MountEntry] | None = None) -> set[str]:
+                 _mounts: list[MountInfo] | None = None) -> set[str]:
     """Every whole disk a device number ultimately lives on: through partitions,
     dm/md slaves, loop backing files, and (for btrfs, overlay and other
     filesystems without a device number of their own) the mount's source."""
@@ -191,7 +162,7 @@ def disks_of_dev(major: int, minor: int, _seen: set[tuple[int, int]] | None = No
             if rdev is not None:
                 out |= disks_of_dev(*rdev, _seen=seen, _mounts=_mounts)
             if m.fstype == "overlay":
-                for opt in m.options.split(","):
+                for opt in m.super_options.split(","):
                     key, _, value = opt.partition("=")
                     if key in ("lowerdir", "upperdir"):
                         for d in value.split(":"):
@@ -325,7 +296,7 @@ def probe_disk(device: str, *, backup_sources: Sequence[Path] = ()) -> TargetDis
         n = node_of(major, minor)
         return node.name in names or (n is not None and n.name in members)
 
-    mounted = tuple(sorted({m.mountpoint for m in all_mounts if on_this_disk(m.major, m.minor)}))
+    mounted = tuple(sorted({m.target for m in all_mounts if on_this_disk(m.major, m.minor)}))
     part_mounts: dict[str, set[str]] = {}
     for m in all_mounts:
         n = node_of(m.major, m.minor) if m.major else None
@@ -333,7 +304,7 @@ def probe_disk(device: str, *, backup_sources: Sequence[Path] = ()) -> TargetDis
             rdev = _block_rdev(m.source)
             n = node_of(*rdev) if rdev else None
         if n is not None:
-            part_mounts.setdefault(n.name, set()).add(m.mountpoint)
+            part_mounts.setdefault(n.name, set()).add(m.target)
 
     swap_active = False
     for s in parse_swaps(_read(PROC / "swaps")):
@@ -363,10 +334,14 @@ def probe_disk(device: str, *, backup_sources: Sequence[Path] = ()) -> TargetDis
     if pttype is None and not node.partition:
         pttype = (blkid_probe(path) or {}).get("PTTYPE") or None
 
+    geometry = _geometry(path) if not node.partition else None
     return TargetDisk(
         device=path,
         size=size,
-        sector_size=sector,
+        sector_size=geometry.logical_sector if geometry else sector,
+        physical_sector_size=geometry.physical_sector if geometry else None,
+        io_align=(geometry.align_offset, geometry.align_grain) if geometry else None,
+        usable=(geometry.first_usable, geometry.last_usable) if geometry else None,
         model=(info.get("model") or _read(disk_sys / "device" / "model") or None),
         serial=info.get("serial") or None,
         by_id=_by_id(path),
@@ -400,16 +375,19 @@ def identity_of(device: str) -> str:
 # --------------------------------------------------------------------------- all disks
 
 
-def list_disks(backup_sources: Sequence[Path] = ()) -> list[TargetDisk]:
-    """Every disk of this machine (attached loop devices included), probed."""
-    names: list[str] = []
+def disk_names() -> list[str]:
+    """The machine's disks: blkinfo's (lsblk's) whole disks, plus attached loop devices, which it leaves out.
+
+    sysfs lists the other disks only where lsblk cannot run.
+    """
     try:
         from blkinfo import BlkDiskInfo
 
         names = [d["name"] for d in BlkDiskInfo().get_disks({"type": "disk"})
                  if not d["name"].startswith(("ram", "zram"))]
-    except Exception:  # noqa: BLE001 - blkinfo wraps lsblk; sysfs below still lists the disks
-        names = []
+        from_sysfs = False
+    except Exception:  # noqa: BLE001 - blkinfo raises its own and lsblk's errors; sysfs still lists the disks
+        names, from_sysfs = [], True
     for entry in sys_list(SYS / "block"):
         name = entry.name
         if name.startswith(("ram", "zram")) or name in names:
@@ -417,8 +395,14 @@ def list_disks(backup_sources: Sequence[Path] = ()) -> list[TargetDisk]:
         if name.startswith("loop"):
             if _read(entry / "loop" / "backing_file"):
                 names.append(name)
-        elif not (entry / "partition").exists() and int(_read(entry / "size", "0")) > 0:
+        elif from_sysfs and not (entry / "partition").exists() and int(_read(entry / "size", "0")) > 0:
             names.append(name)
+    return names
+
+
+def list_disks(backup_sources: Sequence[Path] = ()) -> list[TargetDisk]:
+    """Every disk of this machine (attached loop devices included), probed."""
+    names = disk_names()
     out = []
     for name in names:
         dev = f"/dev/{name}"

@@ -27,6 +27,9 @@ class TargetDisk:
     device: str  # /dev/sdb, /dev/nvme1n1, /dev/loop3
     size: int  # bytes
     sector_size: int = 512
+    physical_sector_size: int | None = None  # libparted's reading; None where it was not read
+    io_align: tuple[int, int] | None = None  # the kernel's optimal I/O alignment (offset, grain), in sectors
+    usable: tuple[int, int] | None = None  # first and last sector a gpt table leaves on this disk
     model: str | None = None
     serial: str | None = None
     by_id: tuple[str, ...] = ()  # /dev/disk/by-id names, for configs and confirmation

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rescue.formats.mountinfo import read_mountinfo
 from rescue.backups.dirvish import parse_config
 
 if TYPE_CHECKING:
@@ -120,18 +121,14 @@ def updatedb_findings(root: Path, banks: Sequence[str]) -> list[Finding]:
 
 
 def fstype_of(path: Path) -> str:
-    """The type of the filesystem path lies on (/proc/self/mounts), '' when unknown."""
+    """The type of the filesystem path lies on (mountinfo), '' when unknown."""
     try:
         top = str(mount_top(path))
-        lines = Path("/proc/self/mounts").read_text().splitlines()
+        mounts = read_mountinfo()
     except OSError:
         return ""
-    kind = ""
-    for line in lines:
-        fields = line.split()
-        if len(fields) > 2 and fields[1].replace("\\040", " ") == top:
-            kind = fields[2]  # the last mount on a point is the one seen
-    return kind
+    seen = [m.fstype for m in mounts if m.target == top]
+    return seen[-1] if seen else ""  # the last mount on a point is the one seen
 
 
 # --------------------------------------------------------------------------- logrotate

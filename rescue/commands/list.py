@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from rescue.formats.units import human
 from rescue.backups import health
 from rescue.backups import Backups, Image, ImageStatus, Machine, Vault, choose_image
 from rescue.backups.source import add_source_arguments, source_from_args
@@ -281,14 +282,8 @@ def _source(v: Vault) -> str | None:
 
 
 def human_size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
+    """A size in the listing; '-' where the bank did not say."""
+    return "-" if n is None else human(n)
 
 
 def _when(image: Image) -> str:

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import re
 import stat
 import sys
 import tempfile
@@ -32,9 +30,10 @@ from pathlib import Path
 
 from rescue import bootcode
 from rescue.devices import attached, partition_path, rescan, wait_table_settled
-from rescue.errors import Aborted, Exit, PlanRefused, RescueError, UnsafeTarget
+from rescue.errors import Aborted, Exit, LayoutError, PlanRefused, RescueError, UnsafeTarget
 from rescue.image import bmap as bmapmod
 from rescue.image import manifest as mf
+from rescue.layout.sfdisk import parse_sfdisk
 from rescue.run import CommandError
 from rescue.run import run as cmd
 
@@ -313,10 +312,9 @@ def prepare(device: str, shown: str, image: RescueImage, args: argparse.Namespac
     cmd(["sfdisk", "--quiet", "--wipe", "always", "--wipe-partitions", "always", device],
         input=plan.sfdisk_script())
     rescan(device)
-    table = json.loads(cmd(["sfdisk", "--json", device]).stdout)["partitiontable"]
-    wait_table_settled(device, [(int(re.search(r"(\d+)$", p["node"]).group(1)), int(p["start"]), int(p["size"]))
-                                for p in table.get("partitions", [])], int(table.get("sectorsize", 512)))
-    disk_id = str(table.get("id", "")).lower().removeprefix("0x")
+    table = parse_sfdisk(cmd(["sfdisk", "--dump", device]).stdout, f"sfdisk --dump {device}")
+    wait_table_settled(device, [(p.number, p.start, p.size) for p in table.partitions], table.sector_size)
+    disk_id = (table.label_id or "").lower().removeprefix("0x")
     say(f"partition table {plan.table} (disk id {disk_id}): "
         + ", ".join(f"{p.number} {p.role}" for p in plan.parts))
     rescue = plan.part("rescue")
@@ -334,17 +332,17 @@ def prepare(device: str, shown: str, image: RescueImage, args: argparse.Namespac
 def existing_plan(device: str, image: RescueImage) -> tuple[DiskPlan, str]:
     """The layout of a disk prepared before, read back from its partition table."""
     try:
-        table = json.loads(cmd(["sfdisk", "--json", device]).stdout)["partitiontable"]
-    except (CommandError, ValueError, KeyError):
+        table = parse_sfdisk(cmd(["sfdisk", "--dump", device]).stdout, f"sfdisk --dump {device}")
+    except (CommandError, LayoutError):
         raise PlanRefused(f"{device} has no partition table", why="--update needs a disk prepare-disk made before",
                           fix="prepare it without --update") from None
-    label = table.get("label")
+    label = table.label
     parts = []
     rescue_number = None
-    for entry in table.get("partitions", []):
-        node = entry["node"]
-        number = int(node[len(device):].lstrip("p"))
-        ptype = str(entry.get("type", "")).upper()
+    for entry in table.partitions:
+        node = entry.node
+        number = entry.number
+        ptype = entry.type.upper()
         probed = cmd(["blkid", "-p", "-s", "LABEL", "-o", "value", node], check=False).stdout.strip()
         role = "other"
         if ptype == GPT_BIOS_BOOT:
@@ -354,7 +352,7 @@ def existing_plan(device: str, image: RescueImage) -> tuple[DiskPlan, str]:
         elif probed == image.label and rescue_number is None:
             role = "rescue"
             rescue_number = number
-        parts.append(Part(number, role, int(entry["start"]), int(entry["size"]), ptype))
+        parts.append(Part(number, role, entry.start, entry.size, ptype))
     rescue = next((p for p in parts if p.role == "rescue"), None)
     if rescue is None:
         raise PlanRefused(f"{device} has no rescue partition (no filesystem labelled {image.label})",

@@ -17,6 +17,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, TextIO
 
+from rescue.formats.units import duration, human
 from rescue import events as ev
 from rescue.backups.source import add_source_arguments
 from rescue.commands.plan import add_fstype_argument, add_size_argument, read_request
@@ -110,15 +111,15 @@ class ProgressPrinter:
             return
         self._last[e.key] = now
         self._pct[e.key] = 100 if final else pct
-        text = f"      {_size(e.bytes_done)}"
+        text = f"      {human(e.bytes_done)}"
         if e.bytes_total:
-            text += f" of {_size(e.bytes_total)} ({min(pct, 100)}%)"
+            text += f" of {human(e.bytes_total)} ({min(pct, 100)}%)"
         if e.files_total:
             text += f", {e.files_done} of {e.files_total} files"
         elif e.files_done:
             text += f", {e.files_done} files"
         if e.eta_seconds:
-            text += f", about {_eta(e.eta_seconds)} left"
+            text += f", about {duration(e.eta_seconds)} left"
         self.line(text)
 
     def marker(self, key: str) -> None:
@@ -130,21 +131,6 @@ class ProgressPrinter:
         out = self.out or sys.stdout
         out.write(text + "\n")
         out.flush()
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{int(n)} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
-def _eta(s: float) -> str:
-    s = int(s)
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02}m"
-    return f"{s // 60}m{s % 60:02}s" if s >= 60 else f"{s}s"
 
 
 def confirm(target: Any, ask: Callable[[str], str]) -> None:

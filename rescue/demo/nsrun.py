@@ -16,26 +16,17 @@ from __future__ import annotations
 
 import ctypes
 import os
-import re
 import sys
+
+from rescue.formats.mountinfo import read_mountinfo
 
 MS_BIND = 4096
 MNT_DETACH = 2
 
 
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
 def _mounts() -> list[tuple[str, str]]:
     """(mount point, source) from /proc/self/mountinfo."""
-    out = []
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            out.append((_unescape(fields[4]), _unescape(fields[sep + 2])))
-    return out
+    return [(m.target, m.source) for m in read_mountinfo()]
 
 
 def _related(mountpoint: str, keep: list[str]) -> bool:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from rescue.layout.sfdisk import parse_sfdisk
 from rescue.devices import attached, make_image_file
 from rescue.errors import RescueError
 from rescue.run import run
@@ -42,10 +42,10 @@ def prepare(path: Path, size: int, rescue_image: Path) -> Path:
 
 def partition_named(disk: str, name: str) -> str:
     """The gpt partition prepare-disk named `name` (rescue, backup, esp)."""
-    table = json.loads(run(["sfdisk", "--json", disk]).stdout)["partitiontable"]
-    for p in table.get("partitions", []):
-        if p.get("name") == name:
-            return p["node"]
+    table = parse_sfdisk(run(["sfdisk", "--dump", disk]).stdout, f"sfdisk --dump {disk}")
+    for p in table.partitions:
+        if p.name == name:
+            return p.node
     raise RescueError(f"{disk} has no partition named {name!r}",
                       why="the drill expects the gpt layout `rescue prepare-disk` makes")
 

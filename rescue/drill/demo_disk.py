@@ -23,6 +23,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rescue.formats.mountinfo import read_mountinfo
 from rescue.demo.machine import FIXED_MTIME, DemoMachine, PartSpec, fill_corpus
 from rescue.errors import RescueError
 from rescue.qemu import Firmware
@@ -212,7 +213,6 @@ class DemoDisk(DemoMachine):
 def cleanup_mounts(root: Path) -> None:
     """Lazy-unmount whatever is still mounted below root (after a crash of an earlier run)."""
     with contextlib.suppress(CommandError):
-        for line in reversed(Path("/proc/self/mounts").read_text().splitlines()):
-            target = line.split()[1].replace("\\040", " ")
+        for target in reversed([m.target for m in read_mountinfo()]):
             if target == str(root) or target.startswith(str(root) + "/"):
                 run(["umount", "-l", target], check=False)

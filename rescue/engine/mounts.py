@@ -30,50 +30,15 @@ import re
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from rescue.layout.swaps import parse_swaps
+from rescue.formats.mountinfo import MountInfo, read_mountinfo
 from rescue.run import CommandError, Result
 
 
-@dataclass(frozen=True)
-class MountInfo:
-    mount_id: int
-    parent_id: int
-    major: int
-    minor: int
-    root: str
-    target: str
-    fstype: str
-    source: str
-    options: str
-
-
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def parse_mountinfo(text: str) -> list[MountInfo]:
-    out = []
-    for line in text.splitlines():
-        if " - " not in line:
-            continue
-        left, right = line.split(" - ", 1)
-        a = left.split()
-        b = right.split()
-        if len(a) < 6 or len(b) < 2:
-            continue
-        major, minor = (int(x) for x in a[2].split(":"))
-        out.append(MountInfo(
-            mount_id=int(a[0]), parent_id=int(a[1]), major=major, minor=minor,
-            root=_unescape(a[3]), target=_unescape(a[4]), fstype=b[0],
-            source=_unescape(b[1]), options=a[5],
-        ))
-    return out
-
-
 def mountinfo() -> list[MountInfo]:
-    return parse_mountinfo(Path("/proc/self/mountinfo").read_text())
+    return read_mountinfo()
 
 
 def mounts_under(base: Path) -> list[MountInfo]:
@@ -128,11 +93,10 @@ def swaps_of_disk(disk: str) -> list[str]:
     nums = disk_devnums(disk)
     out = []
     try:
-        lines = Path("/proc/swaps").read_text().splitlines()[1:]
+        active = [s.device for s in parse_swaps(Path("/proc/swaps").read_text(), "/proc/swaps")]
     except OSError:
         return out
-    for line in lines:
-        dev = line.split()[0] if line.split() else ""
+    for dev in active:
         try:
             if block_rdev(dev) in nums:
                 out.append(dev)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rescue.formats.units import duration, human
 from rescue.engine.copyerrors import counted
 from rescue.engine.journal import Journal
 
@@ -44,7 +45,7 @@ def summary_text(
         f"target:   {target}",
         f"finished: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
         f"result:   {result}",
-        f"time:     {_duration(seconds)} this run; runs so far: {journal.runs}",
+        f"time:     {duration(seconds)} this run; runs so far: {journal.runs}",
         "",
         "steps:",
     ]
@@ -54,7 +55,7 @@ def summary_text(
         data = entry.get("data") if isinstance(entry.get("data"), dict) else {}
         extra = ""
         if step.kind == "copy" and data.get("method"):
-            extra = f" [{data['method']}, {_size(data.get('copied_bytes', 0))}, {data.get('copied_files', 0)} inodes]"
+            extra = f" [{data['method']}, {human(data.get('copied_bytes', 0))}, {data.get('copied_files', 0)} inodes]"
         if state == "done" and data.get("attempted") is False:
             # a step that ended without doing its work (no grub to install) is not "done"
             state, extra = "skipped", f"{extra} (not done: {data.get('reason') or 'see the notes'})"
@@ -122,14 +123,3 @@ def write_report(log_dir: Path, text: str, stamp: str | None = None) -> Path:
     return path
 
 
-def _duration(s: float) -> str:
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02}m{s % 60:02}s" if s >= 3600 else f"{s // 60}m{s % 60:02}s"
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import rescue
+from rescue.formats.units import sha256_file
 from rescue.errors import RescueError
 from rescue.image import bmap as bmapmod
 from rescue.image import manifest as mf
@@ -364,14 +365,6 @@ def make_ext4(root: Path, image: Path, recipe: Recipe) -> str:
          "-E", "root_owner=0:0,lazy_itable_init=0", "-d", str(root), str(image), f"{recipe.size_mib}M"],
         timeout=600)
     return run(["blkid", "-p", "-s", "UUID", "-o", "value", str(image)]).stdout.strip()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def cached_manifest(out: Path, key: str) -> mf.Manifest | None:

@@ -5,16 +5,14 @@ from __future__ import annotations
 import re
 
 from rescue.errors import LayoutError
+from rescue.formats.escape import unescape as octal_unescape
 from rescue.layout.model import FstabEntry
 from rescue.layout.sfdisk import read_text
 
 
 def unescape(field: str, file: str, line: int) -> str:
     """fstab and /proc files write space, tab, newline and backslash as \\040 \\011 \\012 \\134."""
-    def sub(m: re.Match[str]) -> str:
-        return chr(int(m.group(1), 8))
-
-    out = re.sub(r"\\([0-3][0-7]{2})", sub, field)
+    out = octal_unescape(field)
     if "\x00" in out:
         raise LayoutError(file, line, "a NUL in a field")
     return out

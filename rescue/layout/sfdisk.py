@@ -308,37 +308,34 @@ def _check_geometry(table: PartitionTable, lines: dict[str, int], file: str, dis
 
 
 def render_sfdisk(table: PartitionTable, device: str | None = None) -> str:
-    """An sfdisk script that recreates `table`; parse_sfdisk(render_sfdisk(t)) == t.
+    """The sfdisk script the restore writes: parse_sfdisk(render_sfdisk(t)) is t but for what the disk decides.
 
-    With device, the header and every partition node name that device
-    (/dev/sdb -> /dev/sdb1, /dev/loop3 -> /dev/loop3p1), for replaying onto a target.
+    With device, every partition node names that device (/dev/sdb -> /dev/sdb1,
+    /dev/loop3 -> /dev/loop3p1). last-lba, device and grain are never written:
+    sfdisk takes them from the target (a dump replayed with the old last-lba
+    pins the table to the old disk's size).
     """
     if device is not None:
         from rescue.devices import partition_path
 
         table = replace(
-            table, device=device,
-            partitions=tuple(replace(p, node=partition_path(device, p.number)) for p in table.partitions),
+            table, partitions=tuple(replace(p, node=partition_path(device, p.number)) for p in table.partitions),
         )
     lines = [f"label: {table.label}"]
-    if table.label_id is not None:
+    if table.label_id:
         lines.append(f"label-id: {table.label_id}")
-    if table.device is not None:
-        lines.append(f"device: {table.device}")
-    lines.append(f"unit: {table.unit}")
-    if table.first_lba is not None:
-        lines.append(f"first-lba: {table.first_lba}")
-    if table.last_lba is not None:
-        lines.append(f"last-lba: {table.last_lba}")
-    if table.table_length is not None:
-        lines.append(f"table-length: {table.table_length}")
-    if table.grain is not None:
-        lines.append(f"grain: {table.grain}")
-    lines.append(f"sector-size: {table.sector_size}")
+    lines.append("unit: sectors")
+    if table.label == "gpt":
+        if table.first_lba is not None:
+            lines.append(f"first-lba: {table.first_lba}")
+        if table.table_length is not None:
+            lines.append(f"table-length: {table.table_length}")
+    if table.sector_size and table.sector_size != 512:
+        lines.append(f"sector-size: {table.sector_size}")
     lines.append("")
     for p in table.partitions:
-        fields = [f"start={p.start:>12}", f"size={p.size:>12}", f"type={p.type}"]
-        if p.uuid is not None:
+        fields = [f"start={p.start}", f"size={p.size}", f"type={p.type}"]
+        if p.uuid:
             fields.append(f"uuid={p.uuid}")
         if p.name is not None:
             fields.append(f"name={_quote(p.name)}")

@@ -11,6 +11,7 @@ import dataclasses
 import posixpath
 from collections.abc import Sequence
 
+from rescue.formats.units import human
 from rescue.backups.model import Image, ImageStatus
 from rescue.devices import disk_of, partition_path
 from rescue.errors import PlanRefused
@@ -20,7 +21,6 @@ from rescue.plan.migrate import (
     MIB,
     Need,
     Role,
-    fmt_bytes,
     is_extended,
     migrate_table,
     needed_bytes,
@@ -95,6 +95,7 @@ def build_plan(
     new_table, migrations = migrate_table(
         table, old_sectors, target.device, target.size // ss, needs, grow,
     )
+    _check_geometry(target, new_table, warnings)
     new_size = {m.number: m.new_size * ss for m in migrations}
     fs_by_number = {_number(fs, number_of, disk, table): fs for fs in filesystems}
     migrations = tuple(
@@ -108,7 +109,7 @@ def build_plan(
     )
     if table.label == "dos" and target.size // ss > 2**32:
         warnings.append(
-            f"a dos partition table reaches only the first {fmt_bytes(2**32 * ss)} of "
+            f"a dos partition table reaches only the first {human(2**32 * ss)} of "
             f"{target.device}; the rest stays unused (convert to gpt later to use it)"
         )
 
@@ -121,8 +122,8 @@ def build_plan(
         minimum = FS_MIN_BYTES.get(fs.fstype, 0)
         if size < minimum:
             raise PlanRefused(
-                f"partition {n} ({fs.mountpoint or fs.device}) would be {fmt_bytes(size)}, "
-                f"but mkfs.{fs.fstype} makes nothing under {fmt_bytes(minimum)}",
+                f"partition {n} ({fs.mountpoint or fs.device}) would be {human(size)}, "
+                f"but mkfs.{fs.fstype} makes nothing under {human(minimum)}",
                 why=f"rescue makes every filesystem new, and today's mkfs.{fs.fstype} has that minimum",
                 fix=f"restore onto a bigger disk, or let partition {n} grow with --grow {fs.mountpoint or n}",
             )
@@ -277,7 +278,7 @@ def _choose_disk(layout: Layout, options: PlanOptions) -> Disk:
             why="rescue rebuilds the disk from its captured sfdisk dump",
             fix=HOOK_HINT,
         )
-    names = ", ".join(f"{d.device} ({fmt_bytes(d.size)}: {_mounts_on(layout, d)})" for d in disks)
+    names = ", ".join(f"{d.device} ({human(d.size)}: {_mounts_on(layout, d)})" for d in disks)
     if options.source_disk:
         for d in disks:
             if d.device == options.source_disk:
@@ -486,7 +487,7 @@ def destroyed(target: TargetDisk) -> tuple[str, ...]:
         what = p.fstype or "no filesystem found"
         label = f" label {p.label}" if p.label else ""
         uuid = f" UUID {p.uuid}" if p.uuid else ""
-        lines.append(f"{p.device}: {fmt_bytes(p.size)} {what}{label}{uuid}")
+        lines.append(f"{p.device}: {human(p.size)} {what}{label}{uuid}")
     for sig in target.signatures:
         line = f"{target.device}: {sig} signature"
         if line not in lines and not (target.pttype and sig == target.pttype):
@@ -499,6 +500,30 @@ def _used(fs: Filesystem, image: Image | None) -> int | None:
     if fs.used is not None:
         return fs.used
     return image.size if image is not None else None
+
+
+def _check_geometry(target: TargetDisk, table: PartitionTable, warnings: list[str]) -> None:
+    """libparted's reading of the target must agree with the plan's own sector arithmetic.
+
+    Two implementations of the usable range agreeing is the proof the table
+    fits; partitions off the disk's optimal I/O alignment still work, slower.
+    """
+    if target.usable is not None and table.label == "gpt" and (table.table_length or 128) == 128:
+        first, last = target.usable
+        outside = [p.number for p in table.partitions if p.start < first or p.end - 1 > last]
+        if table.last_lba != last or outside:
+            raise PlanRefused(
+                f"the planned table does not fit {target.device} as libparted reads it",
+                why=f"libparted: sectors {first} to {last} are usable; the plan ends the table at "
+                    f"{table.last_lba}" + (f" and places partition(s) {outside} outside" if outside else ""),
+                fix="report it with the captured layout.json and the target's size; restore by hand meanwhile",
+            )
+    if target.io_align is not None:
+        offset, grain = target.io_align
+        off = [p.number for p in table.partitions if grain > 1 and (p.start - offset) % grain]
+        if off:
+            warnings.append(f"partition(s) {', '.join(map(str, off))} start off {target.device}'s optimal I/O "
+                            f"alignment ({grain} sectors) as captured; they work, writes may be slower")
 
 
 def _copy_bytes(fs: Filesystem, image: Image | None) -> int | None:
@@ -630,7 +655,7 @@ def _apply_sizes(
                 and need.minimum is None else "its captured used bytes + 10 % + 64 MiB, at least what mkfs makes" \
                 if need and need.role is Role.DATA else "what mkfs or mkswap makes"
             raise PlanRefused(
-                f"--size {where}={fmt_bytes(size)} is too small: {what} needs {fmt_bytes(least)}",
+                f"--size {where}={human(size)} is too small: {what} needs {human(least)}",
                 why=f"a partition gets at least {used}",
                 fix=f"give {where} at least {-(-least // MIB)} MiB, or leave the size to rescue",
             )

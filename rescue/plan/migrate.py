@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from rescue.formats.units import human
 from rescue.devices import partition_path
 from rescue.errors import PlanRefused
 from rescue.layout.model import Partition, PartitionTable
@@ -336,9 +337,9 @@ def _too_small(
         if need is not None and need.role is Role.DATA and need.minimum is None:
             note = ", used bytes not captured: keeps its size"
             unknown = True
-        lines.append(f"partition {n} {what} {fmt_bytes(bounds[n].low * ss)}{note}")
+        lines.append(f"partition {n} {what} {human(bounds[n].low * ss)}{note}")
     overhead = need_total - sum(b.low for b in bounds.values()) * ss
-    why = (f"each partition gets at least its need: {'; '.join(lines)}; and {fmt_bytes(overhead)} for 1 MiB "
+    why = (f"each partition gets at least its need: {'; '.join(lines)}; and {human(overhead)} for 1 MiB "
            f"alignment and the partition table. A restored filesystem needs its captured used bytes "
            f"+ {int(MARGIN_FRACTION * 100)} % + {MARGIN_BYTES // MIB} MiB (at least what its mkfs makes), "
            f"swap and empty filesystems shrink to {EMPTY_FLOOR // MIB} MiB, partitions without a filesystem "
@@ -346,8 +347,8 @@ def _too_small(
     if unknown:
         why += "; a filesystem whose used bytes were not captured cannot shrink"
     return PlanRefused(
-        f"{target_device} is {short} MiB short: the filesystems need {fmt_bytes(need_total)} in all, "
-        f"the disk holds {fmt_bytes(holds)}",
+        f"{target_device} is {short} MiB short: the filesystems need {human(need_total)} in all, "
+        f"the disk holds {human(holds)}",
         why=why,
         fix=f"use a disk at least {short} MiB bigger, or give smaller --size values, or leave a vault out "
             "with --skip-vault (its filesystem is then made empty and small)",
@@ -381,15 +382,3 @@ def check_fits(table: PartitionTable, sectors: int) -> None:
         )
 
 
-def fmt_bytes(n: int) -> str:
-    """Sizes a person reads: 512 MiB, 20.0 GiB, 1.8 TiB."""
-    if n >= 1024 * GIB:
-        return f"{n / (1024 * GIB):.1f} TiB"
-    if n >= GIB:
-        return f"{n / GIB:.1f} GiB"
-    if n >= MIB:
-        v = n / MIB
-        return f"{v:.0f} MiB" if v == int(v) or v >= 100 else f"{v:.1f} MiB"
-    if n >= 1024:
-        return f"{n / 1024:.0f} KiB"
-    return f"{n} B"

@@ -10,7 +10,8 @@ from __future__ import annotations
 import textwrap
 from typing import TYPE_CHECKING
 
-from rescue.plan.migrate import fmt_bytes, is_extended
+from rescue.formats.units import human
+from rescue.plan.migrate import is_extended
 
 if TYPE_CHECKING:
     from rescue.plan.model import Migration, Plan
@@ -54,10 +55,10 @@ def render_review(plan: Plan) -> str:
     ss = plan.old_table.sector_size
     out.append(f"Restore plan for {plan.client}" + (f" (layout captured {plan.captured_at})" if plan.captured_at else ""))
     ident = " ".join(x for x in (t.model, f"serial {t.serial}" if t.serial else None) if x)
-    out.append(_clip(f"  target    {t.device}  {fmt_bytes(t.size)}  {ident}".rstrip()))
+    out.append(_clip(f"  target    {t.device}  {human(t.size)}  {ident}".rstrip()))
     if t.by_id:
         out.append(_clip(f"            {t.by_id[0]}"))
-    out.append(f"  replaces  captured disk {plan.source.device}  {fmt_bytes(plan.source.size)}")
+    out.append(f"  replaces  captured disk {plan.source.device}  {human(plan.source.size)}")
     out += _wrap("  in short  " + _summary(plan), indent=" " * 12)
     out.append("")
 
@@ -94,10 +95,10 @@ def _summary(plan: Plan) -> str:
     n = len(plan.filesystems)
     parts.append(f"make {n} filesystem{'s' if n != 1 else ''}" + (f" and {len(plan.swaps)} swap" if plan.swaps else ""))
     total = sum(c.bytes for c in plan.copies)
-    parts.append(f"copy {fmt_bytes(total)} from {len(plan.copies)} vault{'s' if len(plan.copies) != 1 else ''}")
+    parts.append(f"copy {human(total)} from {len(plan.copies)} vault{'s' if len(plan.copies) != 1 else ''}")
     for m in plan.migrations:
         if m.change in ("grows", "shrinks") and not m.container:
-            parts.append(f"{_name(m)} {m.change} to {fmt_bytes(m.new_size * m.sector_size)}")
+            parts.append(f"{_name(m)} {m.change} to {human(m.new_size * m.sector_size)}")
     if any(s.kind == "bootloader" for s in plan.steps):
         parts.append("install grub")
     text = ", ".join(parts)
@@ -119,13 +120,13 @@ def _table(plan: Plan, ss: int) -> list[str]:
         q = new_by_number.get(p.number)
         row = (
             f"  {p.number:>2} {_clip(type_name(p.type), 10):<11}"
-            f"{fmt_bytes(p.start * ss):>10}{fmt_bytes(p.size * ss):>9}  "
-            f"{fmt_bytes(q.start * ss) if q else '-':>10}{fmt_bytes(q.size * ss) if q else '-':>9}  "
+            f"{human(p.start * ss):>10}{human(p.size * ss):>9}  "
+            f"{human(q.start * ss) if q else '-':>10}{human(q.size * ss) if q else '-':>9}  "
             f"{holds.get(p.number, '')}"
         )
         lines.append(_clip(row.rstrip()))
-    disk_old = fmt_bytes(plan.source.size)
-    lines.append(f"  disk {disk_old} -> {fmt_bytes(plan.target.size)}"
+    disk_old = human(plan.source.size)
+    lines.append(f"  disk {disk_old} -> {human(plan.target.size)}"
                  + (f"; last-lba {new.last_lba} (recomputed)" if new.last_lba else ""))
     return lines
 
@@ -150,15 +151,15 @@ def _changes(plan: Plan) -> list[str]:
         lines.append("  none: every partition keeps its start and size (the table is replayed)")
         return lines
     for m in changed:
-        lines += _wrap(f"  {_name(m)} {m.change} from {fmt_bytes(m.old_size * m.sector_size)} "
-                       f"to {fmt_bytes(m.new_size * m.sector_size)} ({_why(plan, m)})", indent="    ")
+        lines += _wrap(f"  {_name(m)} {m.change} from {human(m.old_size * m.sector_size)} "
+                       f"to {human(m.new_size * m.sector_size)} ({_why(plan, m)})", indent="    ")
     for m in plan.migrations:
         if m.container and m.change in ("grows", "shrinks"):
             lines += _wrap(f"  extended partition {m.number} {m.change} with it, to "
-                           f"{fmt_bytes(m.new_size * m.sector_size)}", indent="    ")
+                           f"{human(m.new_size * m.sector_size)}", indent="    ")
     for m in moved:
-        lines += _wrap(f"  {_name(m)} moves: starts at {fmt_bytes(m.new_start * m.sector_size)} instead of "
-                       f"{fmt_bytes(m.old_start * m.sector_size)}, same size", indent="    ")
+        lines += _wrap(f"  {_name(m)} moves: starts at {human(m.new_start * m.sector_size)} instead of "
+                       f"{human(m.old_start * m.sector_size)}, same size", indent="    ")
     return lines
 
 
@@ -193,10 +194,10 @@ def _filesystems(plan: Plan) -> list[str]:
     for f in plan.filesystems:
         label = f"label {f.label}" if f.label else "no label"
         lines.append(_clip(f"  {f.mountpoint or '(not mounted)':<12} {f.fstype:<6} {f.device:<16} "
-                           f"{fmt_bytes(f.size):>9}  {label}"))
+                           f"{human(f.size):>9}  {label}"))
         if f.vault:
             files = f", {f.files:,} files" if f.files else ""
-            fill = f"copy {fmt_bytes(f.copy_bytes or 0)}{files} from vault {f.vault} ({f.image})"
+            fill = f"copy {human(f.copy_bytes or 0)}{files} from vault {f.vault} ({f.image})"
         elif f.esp:
             fill = "filled by the bootloader step"
         else:
@@ -205,10 +206,10 @@ def _filesystems(plan: Plan) -> list[str]:
     if plan.swaps:
         lines.append("Swap (UUID and label kept)")
         for s in plan.swaps:
-            lines.append(_clip(f"  {s.device:<16} {fmt_bytes(s.size):>9}  " + (f"label {s.label}" if s.label else "no label")))
+            lines.append(_clip(f"  {s.device:<16} {human(s.size):>9}  " + (f"label {s.label}" if s.label else "no label")))
             lines.append(f"{'':15}UUID {s.uuid or 'new'}")
     total = sum(c.bytes for c in plan.copies)
-    lines.append(f"Data to copy: {fmt_bytes(total)} from {len(plan.copies)} "
+    lines.append(f"Data to copy: {human(total)} from {len(plan.copies)} "
                  f"vault{'s' if len(plan.copies) != 1 else ''}")
     return lines
 

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from rescue.errors import LayoutError
+from rescue.layout.fstab import parse_fstab
 from rescue.layout.model import FstabEntry, RootMeta
 from rescue.steps.base import Context, Step, at_root, confined
 
@@ -17,21 +18,6 @@ APT_PARTIAL = ("/var/cache/apt/archives/partial", 0o700)
 # Files of the restored system that name filesystems by UUID.
 UUID_FILES = ("etc/fstab", "boot/grub/grub.cfg", "etc/initramfs-tools/conf.d/resume", "etc/crypttab")
 NOT_PATHS = ("none", "swap", "")
-
-
-def parse_fstab(text: str) -> list[tuple[str, str, str]]:
-    """(spec, file, vfstype) of each fstab line, octal escapes decoded."""
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        f = line.split()
-        if len(f) < 3:
-            continue
-        dec = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), x) for x in f[:3]]
-        out.append((dec[0], dec[1], dec[2]))
-    return out
 
 
 def resolve_spec(spec: str, found: list[dict[str, str]]) -> dict[str, str] | None:
@@ -150,7 +136,12 @@ class Fixups(Step):
             return
         found = [probe(ctx, p) for p in partitions_of(ctx.target)]
         bad, by_name = [], []
-        for spec, file, vfstype in parse_fstab(fstab.read_text(errors="surrogateescape")):
+        try:
+            entries = parse_fstab(fstab.read_bytes(), str(fstab))
+        except LayoutError as e:
+            ctx.note(f"fstab check skipped: {e} (edit etc/fstab before booting)")
+            return
+        for spec, file, vfstype in ((e.spec, e.file, e.vfstype) for e in entries):
             if spec.split("=", 1)[0].upper() in ("UUID", "LABEL", "PARTUUID", "PARTLABEL"):
                 if resolve_spec(spec, found) is None:
                     bad.append(f"{spec} ({file})")

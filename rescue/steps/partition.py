@@ -2,96 +2,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rescue.devices import partition_path, wait_table_settled
-from rescue.errors import RescueError, StepFailed
+from rescue.devices import wait_table_settled
+from rescue import libparted
+from rescue.errors import LayoutError, RescueError, StepFailed
 from rescue.layout.model import Partition, PartitionTable
+from rescue.layout.sfdisk import parse_sfdisk, render_sfdisk
 from rescue.run import CommandError
 from rescue.steps.base import Context, Step, rescan_disk, sh
 
 SFDISK_WRITE = ["sfdisk", "--wipe", "always", "--wipe-partitions", "always", "--no-reread"]
-
-
-def sfdisk_input(table: PartitionTable, disk: str) -> str:
-    """The sfdisk script for a planned table, on the target disk's partition names.
-
-    last-lba is never written: sfdisk takes it from the target's size (a dump
-    replayed with the old value pins the table to the old disk's size).
-    """
-    lines = [f"label: {table.label}"]
-    if table.label_id:
-        lines.append(f"label-id: {table.label_id}")
-    lines.append("unit: sectors")
-    if table.label == "gpt":
-        if table.first_lba is not None:
-            lines.append(f"first-lba: {table.first_lba}")
-        if table.table_length is not None:
-            lines.append(f"table-length: {table.table_length}")
-    if table.sector_size and table.sector_size != 512:
-        lines.append(f"sector-size: {table.sector_size}")
-    lines.append("")
-    for p in table.partitions:
-        fields = [f"start={p.start}", f"size={p.size}", f"type={p.type}"]
-        if p.uuid:
-            fields.append(f"uuid={p.uuid}")
-        if p.name:
-            fields.append('name="' + p.name.replace('"', "") + '"')
-        if p.attrs:
-            fields.append(f'attrs="{p.attrs}"')
-        if p.bootable:
-            fields.append("bootable")
-        lines.append(f"{partition_path(disk, p.number)} : " + ", ".join(fields))
-    return "\n".join(lines) + "\n"
-
-
-def parse_dump(text: str) -> PartitionTable:
-    """A lenient reading of `sfdisk -d` output, for when the strict parser refuses a dump."""
-    header: dict[str, str] = {}
-    parts = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line:
-            continue
-        if " : " in line and line.startswith("/"):
-            node, rest = line.split(" : ", 1)
-            fields: dict[str, str] = {}
-            bootable = False
-            for item in _split_fields(rest):
-                if "=" in item:
-                    k, v = item.split("=", 1)
-                    fields[k.strip()] = v.strip().strip('"')
-                elif item.strip() == "bootable":
-                    bootable = True
-            parts.append(Partition(
-                node=node.strip(), start=int(fields.get("start", 0)), size=int(fields.get("size", 0)),
-                type=fields.get("type", ""), uuid=fields.get("uuid"), name=fields.get("name"),
-                attrs=fields.get("attrs"), bootable=bootable,
-            ))
-        elif ":" in line:
-            k, v = line.split(":", 1)
-            header[k.strip()] = v.strip()
-    return PartitionTable(
-        label=header.get("label", ""), device=header.get("device"), label_id=header.get("label-id"),
-        first_lba=int(header["first-lba"]) if "first-lba" in header else None,
-        last_lba=int(header["last-lba"]) if "last-lba" in header else None,
-        sector_size=int(header.get("sector-size", 512)),
-        table_length=int(header["table-length"]) if "table-length" in header else None,
-        partitions=tuple(parts),
-    )
-
-
-def _split_fields(rest: str) -> list[str]:
-    out, cur, quoted = [], "", False
-    for ch in rest:
-        if ch == '"':
-            quoted = not quoted
-        if ch == "," and not quoted:
-            out.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    if cur.strip():
-        out.append(cur)
-    return out
 
 
 def _norm_type(t: str) -> str:
@@ -136,23 +55,21 @@ def table_differences(plan: PartitionTable, disk: PartitionTable) -> list[str]:
 
 
 def read_table(ctx: Context, disk: str) -> PartitionTable | None:
-    """The table on the disk now, read with the layout's strict sfdisk parser."""
-    from rescue.errors import LayoutError
-    from rescue.layout.sfdisk import parse_sfdisk
-
+    """The table on the disk now; None when there is none or the dump parser refuses it (both are rewritten)."""
     try:
         out = ctx.run(["sfdisk", "--dump", disk]).stdout
     except CommandError:
         return None  # no table (a blank disk)
     try:
         return parse_sfdisk(out, file=f"sfdisk --dump {disk}")
-    except LayoutError:
-        return parse_dump(out)  # the comparison below still names what differs
+    except LayoutError as e:
+        ctx.say(f"the table on {disk} does not read as a partition table: {e}")
+        return None
 
 
 @dataclass(frozen=True)
 class WritePartitionTable(Step):
-    """Write the planned table with sfdisk, then read it back and compare.
+    """Write the planned table with sfdisk, then read it back with sfdisk and libparted and compare.
 
     A rerun after an interruption rewrites the table only when the one on the
     disk differs from the plan, so finished filesystems are not disturbed.
@@ -170,7 +87,7 @@ class WritePartitionTable(Step):
         return f"write {self.table.label} partition table ({len(self.table.partitions)} partitions) to {self.disk}"
 
     def script(self) -> list[str]:
-        body = sfdisk_input(self.table, self.disk).rstrip("\n").splitlines()
+        body = render_sfdisk(self.table, self.disk).rstrip("\n").splitlines()
         return [
             sh(*SFDISK_WRITE, self.disk) + " <<'SFDISK'",
             *body,
@@ -184,10 +101,11 @@ class WritePartitionTable(Step):
         if current is not None and not table_differences(self.table, current):
             ctx.say(f"{self.disk} already holds the planned table; not rewritten")
         else:
-            ctx.run([*SFDISK_WRITE, self.disk], input=sfdisk_input(self.table, self.disk))
+            ctx.run([*SFDISK_WRITE, self.disk], input=render_sfdisk(self.table, self.disk))
         rescan_disk(ctx, self.disk)
         back = read_table(ctx, self.disk)
         diffs = table_differences(self.table, back) if back else ["no partition table could be read back"]
+        diffs += libparted.differences(self.table, libparted.read_table(self.disk))
         if diffs:
             raise StepFailed(
                 f"the partition table on {self.disk} is not the one planned",
@@ -221,6 +139,9 @@ def write_table(disk: str, table: PartitionTable) -> None:
     from rescue.devices import rescan
     from rescue.run import run
 
-    run([*SFDISK_WRITE, disk], input=sfdisk_input(table, disk))
+    run([*SFDISK_WRITE, disk], input=render_sfdisk(table, disk))
+    diffs = libparted.differences(table, libparted.read_table(disk))
+    if diffs:
+        raise StepFailed(f"the partition table on {disk} is not the one planned", why="; ".join(diffs))
     rescan(disk)
     settle(disk, table)

@@ -10,33 +10,9 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+from rescue.formats.units import duration, human  # noqa: F401  (the screens import them from here)
+
 STEP_COST = 64 << 20  # a step that copies nothing (mkfs, grub, a mount) counts as this many bytes
-
-
-def human(size: int | None) -> str:
-    """Bytes in binary units a person reads at a glance: 512 MiB, 1.5 GiB."""
-    if size is None:
-        return "?"
-    value = float(size)
-    for unit in _UNITS:
-        if abs(value) < 1024 or unit == _UNITS[-1]:
-            if unit == "B":
-                return f"{int(value)} B"
-            text = f"{value:.1f}".rstrip("0").rstrip(".")
-            return f"{text} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def duration(seconds: float | None) -> str:
-    """ETA and elapsed time as h:mm:ss or m:ss."""
-    if seconds is None:
-        return "--:--"
-    s = max(0, int(round(seconds)))
-    h, rest = divmod(s, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def hang(text: str, width: int = 76) -> str:

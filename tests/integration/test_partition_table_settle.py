@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from rescue.formats.units import sha256_file
 from rescue import devices
 from rescue.backups import choose_images, find_backups
 from rescue.demo import DemoMachine, make_bank
@@ -69,11 +69,7 @@ def bank(tmp_path_factory):
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def prepared_target(dev: str) -> str:

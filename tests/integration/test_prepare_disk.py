@@ -6,7 +6,6 @@ rebuilt only when the recipe or rescue's code changes).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from rescue.formats.units import sha256_file
 from rescue import bootcode
 from rescue.commands import prepare_disk
 from rescue.devices import attached, make_image_file, partition_path
@@ -45,11 +45,7 @@ def probe(dev: str, tag: str) -> str:
 
 
 def sha256_of(dev: str) -> str:
-    h = hashlib.sha256()
-    with open(dev, "rb") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(dev)
 
 
 def test_gpt_backup_disk_has_all_four_partitions_boot_code_and_a_root_only_bank(rescue_image: Path, tmp_path: Path):

@@ -50,7 +50,7 @@ from rescue.demo.dirvish import REAL_WORLD_EXCLUDES
 EXCLUDES = tuple(e for e in REAL_WORLD_EXCLUDES if e != "/tmp/")
 from rescue.devices import loop_disk, partition_path
 from rescue.errors import Exit
-from rescue.image.build import sha256_file
+from rescue.formats.units import sha256_file
 from rescue.run import run
 
 MiB = 1 << 20

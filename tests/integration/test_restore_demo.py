@@ -32,7 +32,7 @@ from rescue.engine.journal import Journal
 from rescue.errors import Exit
 from rescue.layout.legacy import load_layout
 from rescue.run import run
-from rescue.steps.partition import parse_dump
+from rescue.layout.sfdisk import parse_sfdisk
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -108,7 +108,7 @@ def check_identity(demo, dev: str) -> None:
         assert found["UUID"] == p.uuid, key
         assert found.get("LABEL") == p.label, key
         assert found["PART_ENTRY_UUID"].lower() == p.partuuid.lower(), key
-    table = parse_dump(run(["sfdisk", "--dump", dev]).stdout)
+    table = parse_sfdisk(run(["sfdisk", "--dump", dev]).stdout)
     assert table.label_id.lower() == demo["table"].label_id.lower()
 
 
@@ -119,7 +119,7 @@ def test_restore_onto_equal_disk_matches_every_tree(demo, tmp_path, capsys):
         assert code == Exit.OK, out
         assert compare_disk(demo, dev, tmp_path / "mnt") == []
         check_identity(demo, dev)
-        table = parse_dump(run(["sfdisk", "--dump", dev]).stdout)
+        table = parse_sfdisk(run(["sfdisk", "--dump", dev]).stdout)
         assert [(p.start, p.size) for p in table.partitions] == \
             [(p.start, p.size) for p in demo["table"].partitions]
         # ext4 was copied onto with noinit_itable (the zeroing of unused inode tables is left
@@ -144,7 +144,7 @@ def test_restore_onto_other_sizes(demo, tmp_path, size, grows):
         assert main(restore_argv(demo, dev, tmp_path / "state", "--yes")) == Exit.OK
         assert compare_disk(demo, dev, tmp_path / "mnt") == []
         check_identity(demo, dev)
-        table = parse_dump(run(["sfdisk", "--dump", dev]).stdout)
+        table = parse_sfdisk(run(["sfdisk", "--dump", dev]).stdout)
         last = max(table.partitions, key=lambda p: p.start)
         old_last = max(demo["table"].partitions, key=lambda p: p.start)
         assert (last.size > old_last.size) == grows
@@ -411,7 +411,7 @@ def test_restore_of_a_dos_disk_with_logical_partitions(tmp_path):
 
 
 def check_identity_dos(demo, dev: str) -> None:
-    table = parse_dump(run(["sfdisk", "--dump", dev]).stdout)
+    table = parse_sfdisk(run(["sfdisk", "--dump", dev]).stdout)
     assert table.label == "dos" and table.label_id.lower() == demo["table"].label_id.lower()
     assert sorted(p.number for p in table.partitions) == sorted(p.number for p in demo["table"].partitions)
     for key, p in demo["parts"].items():

@@ -13,13 +13,13 @@ another restore (the wizard on another console) is writing right now.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from rescue.formats.units import sha256_file
 from rescue.backups import choose_images, find_backups
 from rescue.cli import main
 from rescue.demo import DemoMachine, make_bank
@@ -44,11 +44,7 @@ def bank(tmp_path_factory):
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def blank_with_table(dev: str) -> None:

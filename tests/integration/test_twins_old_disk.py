@@ -18,12 +18,12 @@ Every mount this test makes to compare is itself proved by major:minor.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import pytest
 
+from rescue.formats.units import sha256_file
 from rescue.cli import main
 from rescue.demo import DemoMachine, diff_trees, make_bank
 from rescue.devices import loop_disk, partition_path, wait_released
@@ -36,11 +36,7 @@ GiB = 1 << 30
 
 def sha256_of(device: str) -> str:
     run(["blockdev", "--flushbufs", device], check=False)
-    h = hashlib.sha256()
-    with open(device, "rb") as f:
-        while chunk := f.read(4 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(device)
 
 
 def forget_btrfs() -> None:

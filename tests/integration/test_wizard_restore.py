@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import os
 import shlex
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable
 
+from rescue.formats.units import sha256_file
 from rescue.demo import DemoMachine, diff_trees, make_bank
 from rescue.devices import loop_disk
 from rescue.engine.journal import Journal
@@ -110,11 +110,7 @@ def engine_for(demo, tmp_path, target, **kw) -> OwnDisks:
 
 
 def sha256(device: str) -> str:
-    h = hashlib.sha256()
-    with open(device, "rb") as f:
-        while chunk := f.read(4 * MiB):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(device)
 
 
 async def settle(pilot) -> None:

@@ -38,7 +38,6 @@ from rescue.errors import BackupError, LayoutError, RescueError
 from rescue.layout import parse_df, parse_findmnt, parse_fstab, parse_lsblk, parse_sfdisk, parse_swaps
 from rescue.layout.legacy import load_layout, load_legacy
 from rescue.layout.model import Layout
-from rescue.steps.fixups import parse_fstab as fixups_fstab
 from rescue.unattended import ConfigError, config_from_cmdline, load_config
 
 UNIT = Path(__file__).parent
@@ -393,8 +392,6 @@ TARGETS: list[Target] = [
     Target("kernel-cmdline", lambda d, s: config_from_cmdline(_text(d)), (),
            [b"BOOT_IMAGE=/vmlinuz quiet rescue.config=/backup/x.toml console=ttyS0,115200"]),
     Target("journal", _journal_call, (), [_journal_seed()], tree=_journal_tree),
-    Target("restored-fstab", lambda d, s: fixups_fstab(_text(d)), (),
-           [CAPTURE.joinpath("fstab").read_bytes(), SAMPLES.joinpath("hand-fstab").read_bytes()]),
     Target("drill-console", lambda d, s: parse_console(_text(d)), (),
            [b"DEMO-UP demo\nDEMO-FS / 1234-abcd ext4 755\nDEMO-SWAP /dev/vda3 active\nDEMO-DATA ok\nDEMO-DONE\n"]),
 ]

@@ -62,10 +62,15 @@ def test_4k_sectors_and_table_length() -> None:
     assert t.table_length == 8
 
 
+def as_written(t: PartitionTable) -> PartitionTable:
+    """The table less what sfdisk takes from the target disk and the restore never writes."""
+    return replace(t, device=None, last_lba=None, grain=None)
+
+
 @pytest.mark.parametrize("name", ["dos-simple.dump", "dos-extended.dump", "gpt.dump", "gpt-4k.dump", "gpt-table-length.dump"])
 def test_render_round_trips_every_sample(name: str) -> None:
     t = parse_sfdisk(sample(name), name)
-    assert parse_sfdisk(render_sfdisk(t)) == t
+    assert parse_sfdisk(render_sfdisk(t)) == as_written(t)
 
 
 @pytest.mark.parametrize("name", ["dos-extended.dump", "gpt.dump"])
@@ -89,8 +94,8 @@ def test_render_replays_through_real_sfdisk(name: str, tmp_path: Path) -> None:
 def test_render_for_a_target_renames_nodes() -> None:
     t = parse_sfdisk(sample("dos-extended.dump"), "x")
     text = render_sfdisk(t, device="/dev/nvme1n1")
-    assert "device: /dev/nvme1n1\n" in text
-    assert "/dev/nvme1n1p5 : start=      528384" in text
+    assert "device:" not in text and "last-lba" not in text  # the target decides them
+    assert "/dev/nvme1n1p5 : start=528384" in text
     assert "ext.img" not in text
 
 
@@ -195,4 +200,4 @@ def tables(draw: st.DrawFn) -> PartitionTable:
 @settings(max_examples=300, deadline=None)
 @given(tables())
 def test_parse_of_render_is_identity(t: PartitionTable) -> None:
-    assert parse_sfdisk(render_sfdisk(t), "rendered") == t
+    assert parse_sfdisk(render_sfdisk(t), "rendered") == as_written(t)

@@ -116,8 +116,8 @@ def test_too_small_names_the_disks_whole_shortfall_and_each_partitions_need():
     mib = 1 + 1 + 256 + (3072 + 308 + 64) + 64 + (10 + 1 + 64) + (2048 + 205 + 64)
     assert mib == 6158
     e = refusal(lay, images(lay), target(5 * GIB))
-    assert e.what == ("/dev/sdb is 1039 MiB short: the filesystems need 6.0 GiB in all, "
-                      "the disk holds 5.0 GiB")
+    assert e.what == ("/dev/sdb is 1039 MiB short: the filesystems need 6 GiB in all, "
+                      "the disk holds 5 GiB")
     for words in ("partition 3 / (ext4) 3.4 GiB", "partition 4 swap /dev/sda4 64 MiB",
                   "partition 5 /tmp (ext4) 75 MiB", "partition 6 /home (xfs) 2.3 GiB",
                   "partition 1 no filesystem 1 MiB", "partition 2 /boot/efi (vfat) 256 MiB"):
@@ -134,7 +134,7 @@ def test_shrinking_a_filesystem_whose_used_bytes_are_unknown_is_refused():
     lay = layout("dos")
     fss = (dataclasses.replace(lay.filesystems[0], used=None),) + lay.filesystems[1:]
     e = refusal(dataclasses.replace(lay, filesystems=fss), images(lay), target(6 * GIB))
-    assert "used bytes not captured" in e.why and "partition 1 / (ext4) 6.0 GiB" in e.why
+    assert "used bytes not captured" in e.why and "partition 1 / (ext4) 6 GiB" in e.why
 
 
 def test_xfs_minimum_is_respected_even_without_a_size_change():

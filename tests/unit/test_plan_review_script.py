@@ -23,12 +23,12 @@ def test_review_fits_an_80_column_console_and_says_what_matters():
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= 79
     assert "WILL BE DESTROYED on /dev/sdb:" in text
-    assert "/dev/sdb1: 5.0 GiB ntfs label DATA" in text
+    assert "/dev/sdb1: 5 GiB ntfs label DATA" in text
     assert "/home grows from 6.7 GiB to 14.7 GiB (as asked with --grow)" in " ".join(text.split())
     assert "label-id 3C6A2B8E-1D4F-4E5A-9B7C-2F8E1A9D0C11" in text
-    assert "UUID 00000006-1111-4222-8333-000000000006; copy 2.0 GiB from" in text
+    assert "UUID 00000006-1111-4222-8333-000000000006; copy 2 GiB from" in text
     assert "no vault holds /tmp" in text
-    assert "Data to copy: 5.0 GiB from 2 vaults" in text
+    assert "Data to copy: 5 GiB from 2 vaults" in text
     table = [line for line in lines if line.startswith("   6 ")]
     assert table == ["   6 Linux         5.3 GiB  6.7 GiB     5.3 GiB 14.7 GiB  /home xfs"]
 

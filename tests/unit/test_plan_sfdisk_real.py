@@ -1,6 +1,7 @@
 """The planned tables are accepted by the real sfdisk exactly as planned.
 
-Each plan's new table is written with sfdisk onto a sparse image file of the
+Each plan's new table is written as the restore writes it (its partition
+step's script and sfdisk arguments) onto a sparse image file of the
 target's size (no root needed), read back with `sfdisk -d`, and compared:
 starts, sizes, types, PARTUUIDs, names, attrs, bootable flags, label-id and
 gpt's last-lba must all be what the plan said.
@@ -16,6 +17,7 @@ from plan_fixtures import GIB, MIB, images, layout, target
 from rescue.layout.sfdisk import parse_sfdisk, render_sfdisk
 from rescue.plan import PlanOptions, build_plan
 from rescue.run import run
+from rescue.steps.partition import SFDISK_WRITE, WritePartitionTable
 
 CASES = [
     ("gpt", 12 * GIB, None), ("gpt", 20 * GIB, None), ("gpt", 9 * GIB, None), ("gpt", 16 * GIB, "/"),
@@ -32,8 +34,10 @@ def test_real_sfdisk_writes_the_planned_table_as_planned(tmp_path, name, size, g
     img = tmp_path / "target.img"
     with open(img, "wb") as f:
         f.truncate(size)
-    script = render_sfdisk(plan.new_table, device="target.img")
-    run(["sfdisk", "--no-reread", "--no-tell-kernel", "target.img"], input=script, cwd=str(tmp_path))
+    (step,) = [s for s in plan.steps if isinstance(s, WritePartitionTable)]
+    assert step.table == plan.new_table
+    script = render_sfdisk(step.table, device="target.img")
+    run([*SFDISK_WRITE, "--no-tell-kernel", "target.img"], input=script, cwd=str(tmp_path))
     dump = run(["sfdisk", "-d", "target.img"], cwd=str(tmp_path)).stdout
     back = parse_sfdisk(dump, "target.img dump")
 

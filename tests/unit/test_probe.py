@@ -22,12 +22,12 @@ def test_parse_mountinfo():
     entries = parse_mountinfo(MOUNTINFO)
     assert len(entries) == 5
     root = entries[1]
-    assert (root.major, root.minor, root.mountpoint, root.fstype, root.source) == (254, 0, "/", "ext4", "/dev/vda")
-    assert entries[2].mountpoint == "/mnt/my backup"  # \040 is a space
+    assert (root.major, root.minor, root.target, root.fstype, root.source) == (254, 0, "/", "ext4", "/dev/vda")
+    assert entries[2].target == "/mnt/my backup"  # \040 is a space
     assert entries[2].source == "/dev/sdb2"  # optional fields (shared:5) skipped
     btrfs = entries[3]
     assert (btrfs.major, btrfs.fstype, btrfs.source) == (0, "btrfs", "/dev/nvme0n1p3")
-    assert "lowerdir=/lower1:/lower2" in entries[4].options
+    assert "lowerdir=/lower1:/lower2" in entries[4].super_options
 
 
 def test_parse_swaps():

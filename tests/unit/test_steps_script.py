@@ -23,9 +23,11 @@ from rescue.steps import (
     WritePartitionTable,
 )
 from rescue.steps.base import at_root, confined, slug
-from rescue.steps.fixups import parse_fstab, resolve_spec
+from rescue.layout.fstab import parse_fstab
+from rescue.steps.fixups import resolve_spec
 from rescue.steps.mkfs import mkfs_argv, same_uuid, vfat_volume_id
-from rescue.steps.partition import parse_dump, sfdisk_input, table_differences
+from rescue.layout.sfdisk import parse_sfdisk, render_sfdisk
+from rescue.steps.partition import table_differences
 from rescue.steps.verify import expected_differences, itemized_path
 
 GPT = PartitionTable(
@@ -52,7 +54,7 @@ sector-size: 512
 
 
 def test_sfdisk_input_keeps_ids_names_and_drops_last_lba():
-    text = sfdisk_input(GPT, "/dev/loop3")
+    text = render_sfdisk(GPT, "/dev/loop3")
     assert "label-id: 58CE6047-070F-DC41-BA14-178C0ED9BDB2" in text
     assert "last-lba" not in text
     assert ('/dev/loop3p2 : start=526336, size=131072, type=0657FD6D-A4AB-43C4-84E5-0933C84B4F4F, '
@@ -60,7 +62,7 @@ def test_sfdisk_input_keeps_ids_names_and_drops_last_lba():
 
 
 def test_dump_read_back_equals_the_plan_and_differences_are_named():
-    table = parse_dump(DUMP)
+    table = parse_sfdisk(DUMP)
     assert table.label == "gpt" and table.last_lba == 4194270
     assert table_differences(GPT, table) == []
     moved = PartitionTable(label="gpt", label_id=GPT.label_id, partitions=(
@@ -76,7 +78,7 @@ def test_dos_ids_compare_without_0x_and_leading_zeros():
     plan = PartitionTable(label="dos", label_id="0x0012abcd",
                           partitions=(Partition("/dev/sda1", 2048, 100, "83", bootable=True),))
     dump = "label: dos\nlabel-id: 0x12abcd\n\n/dev/loop0p1 : start=2048, size=100, type=83, bootable\n"
-    assert table_differences(plan, parse_dump(dump)) == []
+    assert table_differences(plan, parse_sfdisk(dump)) == []
 
 
 def test_real_sfdisk_accepts_the_rendered_input(tmp_path):
@@ -84,12 +86,12 @@ def test_real_sfdisk_accepts_the_rendered_input(tmp_path):
     img = tmp_path / "disk.img"
     with open(img, "wb") as f:
         f.truncate(2 << 30)
-    subprocess.run(["sfdisk", "--no-reread", "--no-tell-kernel", str(img)], input=sfdisk_input(GPT, str(img)),
+    subprocess.run(["sfdisk", "--no-reread", "--no-tell-kernel", str(img)], input=render_sfdisk(GPT, str(img)),
                    text=True, check=True, capture_output=True,
                    env={**os.environ, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     dump = subprocess.run(["sfdisk", "--dump", str(img)], text=True, check=True, capture_output=True,
                           env={**os.environ, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}).stdout
-    assert table_differences(GPT, parse_dump(dump)) == []
+    assert table_differences(GPT, parse_sfdisk(dump)) == []
 
 
 @pytest.mark.parametrize(("fstype", "expect"), [
@@ -166,7 +168,7 @@ def test_fstab_specs_resolve_against_probed_filesystems():
     text = "# comment\nUUID=aa /  ext4 defaults 0 1\nLABEL=my\\040home /home xfs defaults 0 2\n" \
            "PARTUUID=CC none swap sw 0 0\n/dev/sda9 /x ext4 defaults 0 0\n"
     entries = parse_fstab(text)
-    assert entries[1] == ("LABEL=my home", "/home", "xfs")
+    assert (entries[1].spec, entries[1].file, entries[1].vfstype) == ("LABEL=my home", "/home", "xfs")
     found = [{"UUID": "aa", "TYPE": "ext4"}, {"LABEL": "my home", "TYPE": "xfs"}, {"PART_ENTRY_UUID": "cc"}]
     assert resolve_spec("UUID=aa", found) is found[0]
     assert resolve_spec("LABEL=my home", found) is found[1]
