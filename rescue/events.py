@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# `rescue restore --step-markers` prints this, then a finished step's key, on a line of its own:
+# the drill reads from the console which steps ended (never from the plan's text).
+STEP_DONE = "RESCUE-STEP-DONE"
+
 
 @dataclass(frozen=True)
 class Event:

@@ -36,7 +36,7 @@ DESCRIPTION = (
 )
 
 PROGRESS_EVERY = 5.0  # seconds between progress lines (a serial console is slow)
-STEP_DONE = "RESCUE-STEP-DONE"  # with --step-markers: the line a finished step's key follows
+STEP_DONE = ev.STEP_DONE  # with --step-markers: the line a finished step's key follows
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,8 +72,10 @@ class ProgressPrinter:
     """Events as plain lines that work on a serial console: no colours, no redraws."""
 
     def __init__(self, out: TextIO | None = None, every: float = PROGRESS_EVERY,
-                 clock: Callable[[], float] = time.monotonic, markers: bool = False) -> None:
+                 clock: Callable[[], float] = time.monotonic, markers: bool = False,
+                 name: str = "restore") -> None:
         self.out = out
+        self.name = name  # the command whose steps these are
         self.markers = markers  # a `RESCUE-STEP-DONE KEY` line per finished step, for the drill
         self.every = every
         self.clock = clock  # monotonic time counts from boot: a rescue system up for seconds is near 0
@@ -84,7 +86,7 @@ class ProgressPrinter:
     def __call__(self, e: ev.Event) -> None:
         if isinstance(e, ev.PlanStarted):
             self.total = e.total_steps
-            self.line(f"restore: {e.total_steps} steps" + (" (resuming an earlier run)" if e.resumed else ""))
+            self.line(f"{self.name}: {e.total_steps} steps" + (" (resuming an earlier run)" if e.resumed else ""))
         elif isinstance(e, ev.StepSkipped):
             self.line(f"[{e.index + 1}/{self.total}] done already: {e.description}")
             self.marker(e.key)

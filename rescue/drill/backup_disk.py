@@ -1,4 +1,4 @@
-"""The drill's backup disk: made by `rescue prepare-disk`, as a user makes one.
+"""The drill's backup disk: made by prepare-disk's engine (rescue.prepare), as a user makes one.
 
 A disk image file gets the rescue system and a backup partition; the drill
 mounts the backup partition on the host to let dirvish write the bank, writes
@@ -8,7 +8,6 @@ default boot entry of this copy of the disk.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import re
 from collections.abc import Iterator
@@ -26,17 +25,16 @@ CONFIG_NAME = "rescue-unattended.toml"  # rescue.unattended.DEFAULT_CONFIG, rela
 BACKUP_MOUNT_IN_RESCUE = "/backup"  # where the rescue system mounts the backup partition
 
 
-def prepare(path: Path, size: int, rescue_image: Path) -> Path:
-    """A fresh backup disk image file, made by the real `rescue prepare-disk`."""
-    from rescue.commands import prepare_disk
+def prepare(path: Path, size: int, rescue_image: Path, state_dir: Path | None = None) -> Path:
+    """A fresh backup disk image file, made by the plan and engine `rescue prepare-disk` runs.
+
+    The journal and the log go beside the image (state_dir), never into the host's state folder."""
+    from rescue.prepare import PrepareOptions, prepare_disk
 
     make_image_file(path, size)
-    parser = argparse.ArgumentParser(prog="rescue prepare-disk")
-    prepare_disk.add_arguments(parser)
-    args = parser.parse_args([str(path), "--image", str(rescue_image), "--yes"])
-    code = prepare_disk.run(args)
-    if code != 0:
-        raise RescueError(f"rescue prepare-disk {path} exited {code}")
+    opts = PrepareOptions(dev=str(path), image=rescue_image, yes=True,
+                          state_dir=state_dir or path.parent / "prepare-state")
+    prepare_disk(opts, say=lambda line: None)
     return path
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from rescue.commands.restore import STEP_DONE
 from rescue.drill.demo_disk import DemoFacts
 from rescue.drill.report import Phase
+from rescue.events import STEP_DONE
 from rescue.qemu import plain
 
 _LINE = re.compile(r"(DEMO-[A-Z]+)(?: (.*))?$")

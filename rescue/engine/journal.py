@@ -25,10 +25,11 @@ DONE = "done"
 
 # What a finished step leaves on the disk that shows it is still the same disk: the table id
 # (blkid PTUUID) after the wipe ("" = no table) and the partition step, a filesystem's or swap's
-# UUID after mkfs and mkswap. A journal (and restore.sh's markers) resumes only where the disk
+# UUID after mkfs and mkswap, the rescue filesystem's UUID after prepare-disk writes its image. A journal (and restore.sh's markers) resumes only where the disk
 # still shows these.
 DISK_CHECKS = {"wipe": ("disk", "PTUUID"), "partition": ("disk", "PTUUID"),
-               "mkfs": ("device", "UUID"), "mkswap": ("device", "UUID")}
+               "mkfs": ("device", "UUID"), "mkswap": ("device", "UUID"),
+               "image": ("device", "UUID")}
 
 
 def disk_check_of(step: Any) -> tuple[str, str] | None:

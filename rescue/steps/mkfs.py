@@ -94,16 +94,20 @@ class MakeFilesystem(Step):
         what = f" for {self.mountpoint}" if self.mountpoint else ""
         return f"make {self.fstype} on {self.device}{what} (UUID {self.uuid or 'new'}, label {self.label or '-'})"
 
+    def argv(self, uuid: str | None) -> list[str]:
+        """The mkfs command line (a subclass may add options, e.g. the ESP's FAT32)."""
+        return mkfs_argv(self.fstype, self.device, uuid, self.label)
+
     def script(self) -> list[str]:
         lines = []
         if self.fstype == "btrfs":
             lines.append("btrfs device scan --forget || true")
-        lines.append(sh(*mkfs_argv(self.fstype, self.device, self.uuid, self.label)))
+        lines.append(sh(*self.argv(self.uuid)))
         lines.append(sh("blkid", "-p", self.device))
         return lines
 
     def run(self, ctx: Context) -> None:
-        argv = mkfs_argv(self.fstype, self.device, self.uuid, self.label)
+        argv = self.argv(self.uuid)
         wait_free(self.device)  # a killed run's mount may still be letting go: wait, or name who holds it
         if self.fstype == "btrfs":
             # Forget btrfs devices the kernel remembers but nothing mounts (an old twin).
@@ -114,7 +118,7 @@ class MakeFilesystem(Step):
             if self.fstype == "btrfs" and self.uuid and "non-unique" in e.stderr.lower():
                 ctx.note(f"btrfs refused UUID {self.uuid} for {self.device}: another attached disk has it (the old disk?); "
                          "making it with a new UUID")
-                ctx.run(mkfs_argv(self.fstype, self.device, None, self.label))
+                ctx.run(self.argv(None))
             else:
                 raise
         found = probe(ctx, self.device)
@@ -134,3 +138,13 @@ class MakeFilesystem(Step):
             ctx.note(f"{self.device}{' (' + self.mountpoint + ')' if self.mountpoint else ''}: "
                      f"UUID changed from {self.uuid} to {new}")
         ctx.save()
+
+
+@dataclass(frozen=True)
+class MakeEsp(MakeFilesystem):
+    """An EFI system partition: vfat made FAT32, as the UEFI spec asks of a fixed disk's ESP
+    (mkfs.vfat alone makes a small one FAT16, which some firmware will not boot from)."""
+
+    def argv(self, uuid: str | None) -> list[str]:
+        argv = super().argv(uuid)
+        return [argv[0], "-F", "32", *argv[1:]]

@@ -17,7 +17,7 @@ import pytest
 
 from rescue.formats.units import sha256_file
 from rescue import bootcode
-from rescue.commands import prepare_disk
+from rescue import prepare as prepare_disk  # the plan and its engine run (the command is only the face)
 from rescue.devices import attached, make_image_file, partition_path
 from rescue.errors import Exit, UnsafeTarget
 from rescue.image import bmap as bmapmod

@@ -1,4 +1,5 @@
-"""prepare-disk's partition plan: pure data, checked against real sfdisk on a disk image file."""
+"""prepare-disk's partition plan: pure data, written by the one sfdisk writer (render_sfdisk) and checked
+against real sfdisk on a disk image file."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rescue.commands import prepare_disk as pd
+from rescue.layout.sfdisk import render_sfdisk
+from rescue.prepare import plan as pd
 from rescue.run import run
 
 GIB = 1 << 30
@@ -29,7 +31,7 @@ def test_dos_plan_is_rescue_and_backup_with_grub_in_the_gap():
     assert [p.role for p in plan.parts] == ["rescue", "backup"]
     assert plan.part("rescue").size * 512 == GIB + MIB, "rounded up to whole MiB"
     assert (plan.core_lba, plan.core_room) == (1, 2047)
-    assert "bootable" in plan.sfdisk_script()
+    assert "bootable" in render_sfdisk(plan.sized(2 * GIB).partition_table("/dev/sdb"))
 
 
 @pytest.mark.parametrize("table", ["gpt", "dos"])
@@ -37,11 +39,11 @@ def test_sfdisk_accepts_the_script_and_lays_out_what_the_plan_says(table: str, t
     disk = tmp_path / "disk.img"
     with open(disk, "wb") as f:
         f.truncate(2 * GIB)
-    plan = pd.plan_disk(table, GIB, 64)
-    run(["sfdisk", "--quiet", str(disk)], input=plan.sfdisk_script())
+    plan = pd.plan_disk(table, GIB, 64).sized(2 * GIB)
+    run(["sfdisk", "--quiet", str(disk)], input=render_sfdisk(plan.partition_table(str(disk))))
     parts = json.loads(run(["sfdisk", "--json", str(disk)]).stdout)["partitiontable"]["partitions"]
     assert [p["start"] for p in parts] == [p.start for p in plan.parts]
-    assert [p["size"] for p in parts[:-1]] == [p.size for p in plan.parts[:-1]]
+    assert [p["size"] for p in parts] == [p.size for p in plan.parts]
     if table == "gpt":
         assert [p["name"] for p in parts] == ["bios-boot", "esp", "rescue", "backup"]
         assert "LegacyBIOSBootable" in parts[2].get("attrs", "")
@@ -51,3 +53,18 @@ def test_minimum_disk_size_depends_on_the_backup_filesystem():
     plan = pd.plan_disk("gpt", GIB, 64)
     assert pd.min_disk_bytes(plan, "xfs") - pd.min_disk_bytes(plan, "ext4") == (300 - 64) * MIB
     assert pd.min_disk_bytes(plan, "ext4") > GIB + 65 * MIB
+
+
+@pytest.mark.parametrize(("table", "size"), [("gpt", 2 * GIB), ("gpt", 2000 * MIB), ("dos", 2 * GIB), ("dos", 2001 * MIB)])
+def test_the_backup_partition_ends_where_sfdisk_ends_the_rest_of_the_disk(table: str, size: int, tmp_path: Path):
+    """The plan sizes the last partition itself; it must be what sfdisk makes of "the rest of the disk"."""
+    disk = tmp_path / "disk.img"
+    with open(disk, "wb") as f:
+        f.truncate(size)
+    plan = pd.plan_disk(table, GIB, 64)
+    script = render_sfdisk(plan.sized(size).partition_table(str(disk)))
+    rest = script.rstrip("\n").rsplit("\n", 1)
+    run(["sfdisk", "--quiet", str(disk)], input=rest[0] + "\n" + rest[1].split(", size=")[0] + ", type="
+        + rest[1].split("type=")[1] + "\n")
+    parts = json.loads(run(["sfdisk", "--json", str(disk)]).stdout)["partitiontable"]["partitions"]
+    assert parts[-1]["size"] == plan.sized(size).parts[-1].size
