@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rescue import events as ev
 from rescue.devices import attached, partition_path
@@ -36,6 +37,9 @@ from rescue.prepare.plan import (
 )
 from rescue.run import CommandError
 from rescue.run import run as cmd
+
+if TYPE_CHECKING:
+    from rescue.engine.executor import Outcome
 
 FACE = "rescue prepare-disk"
 
@@ -155,7 +159,7 @@ class Prepared:
     """What a preparation did: its plan, and the engine's outcome (None: a dry run)."""
 
     plan: PreparePlan
-    outcome: object | None
+    outcome: Outcome | None
     seconds: float
 
 

@@ -96,3 +96,12 @@ Host laptop
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def rescue_image() -> Path:
+    """The rescue root image, built once and cached (/var/cache/rescue/image) for prepare-disk's tests."""
+    from rescue.image.build import ensure_image
+
+    image, _ = ensure_image()
+    return image

@@ -27,14 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 GIB = 1 << 30
 
 
-@pytest.fixture(scope="module")
-def rescue_image() -> Path:
-    from rescue.image.build import ensure_image
-
-    image, _ = ensure_image()
-    return image
-
-
 def prepare(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "rescue", "prepare-disk", *args],
                           capture_output=True, text=True, cwd=REPO, timeout=900, stdin=subprocess.DEVNULL)
