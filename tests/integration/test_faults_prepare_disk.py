@@ -8,7 +8,6 @@ DISKLABEL. Disk image files only; the journal lives in the test's folder.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal

@@ -214,3 +214,16 @@ def test_the_built_image_is_locked_down_and_carries_rescue_and_the_restore_tools
     wants = _debugfs(rescue_image, "ls /etc/systemd/system/multi-user.target.wants")
     assert "rescue-mount-backup.service" in wants
     assert "serial-getty@ttyS0.service" in _debugfs(rescue_image, "ls /etc/systemd/system/getty.target.wants")
+
+
+def test_dry_run_shows_the_plan_and_the_steps_as_shell_and_writes_nothing(rescue_image: Path, tmp_path: Path):
+    disk = make_image_file(tmp_path / "dry.img", 2 * GIB)
+    state = tmp_path / "state"
+    result = prepare(str(disk), "--image", str(rescue_image), "--dry-run", "--state-dir", str(state))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ERASED" in result.stdout and "nothing was written" in result.stdout
+    assert "sfdisk --wipe always" in result.stdout and 'name="backup"' in result.stdout
+    assert "mkfs.ext4" in result.stdout and "mkfs.vfat -F 32" in result.stdout
+    assert not state.exists() or list(state.rglob("*")) == [], "no journal, no log"
+    assert run(["losetup", "--associated", str(disk)]).stdout == "", "its loop device is detached again"
+    assert os.stat(disk).st_blocks == 0, "not a byte of the image file was written"
