@@ -105,7 +105,7 @@ class ResumeDecision:
 
 
 def resume_decision(journal: Journal, steps: Sequence[Any], digest: str,
-                    read: ReadDevice | None = None) -> ResumeDecision:
+                    read: ReadDevice | None = None, work: str = "restore") -> ResumeDecision:
     """Resume only the unfinished restore of this plan on the disk it was writing (DESIGN.md).
 
     A finished restore is never resumed: a new confirmed restore starts over.
@@ -115,15 +115,15 @@ def resume_decision(journal: Journal, steps: Sequence[Any], digest: str,
     if not journal.steps:
         return ResumeDecision(False)
     if journal.digest != digest:
-        return ResumeDecision(False, "an earlier restore onto this disk followed another plan: starting over")
+        return ResumeDecision(False, f"an earlier {work} onto this disk followed another plan: starting over")
     if journal.finished is not None or all(journal.is_done(s.key) for s in steps):
         when = (f" on {time.strftime('%Y-%m-%d at %H:%M', time.localtime(journal.finished))}"
                 if journal.finished else "")
-        return ResumeDecision(False, f"an earlier restore onto this disk finished{when}: "
-                                     "this is a new restore, so every step runs again")
+        return ResumeDecision(False, f"an earlier {work} onto this disk finished{when}: "
+                                     f"this is a new {work}, so every step runs again")
     diffs = disk_differences(journal, steps, read)
     if diffs:
-        return ResumeDecision(False, f"the journal of an earlier restore does not match this disk "
+        return ResumeDecision(False, f"the journal of an earlier {work} does not match this disk "
                                      f"({'; '.join(diffs)}): starting over")
     return ResumeDecision(True)
 
@@ -197,6 +197,7 @@ class Executor:
         face: str = "rescue restore",
         lock_dir: Path | None = None,
         read_device: ReadDevice | None = None,
+        work: str = "restore",
     ) -> None:
         self.target = target
         self.identity = identity or target
@@ -212,6 +213,7 @@ class Executor:
         self.disk_lock = DiskLock(target, face, lock_dir or self.mount_dir / "locks")
         self._lock_depth = 0
         self.read_device = read_device or _blkid
+        self.work = work  # what the plan does, in the messages: "restore", "prepare-disk"
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -298,12 +300,12 @@ class Executor:
         t0 = time.monotonic()
         journal = self.journal()
         log = CommandLog(self.log_path)
-        log.write(f"== rescue restore onto {self.target} at {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        log.write(f"== rescue {self.work} onto {self.target} at {time.strftime('%Y-%m-%d %H:%M:%S')}")
         digest = plan_digest([step_record(s) for s in steps])
         for line in self._release_leftovers(journal, log):
             log.write(f"  # {line}")
             on_event(ev.Output("resume", line))
-        decision = resume_decision(journal, steps, digest, self.read_device)
+        decision = resume_decision(journal, steps, digest, self.read_device, self.work)
         resumed = decision.resume
         if decision.why:
             log.write(f"  # {decision.why}")
@@ -334,7 +336,7 @@ class Executor:
                     on_event(ev.StepSkipped(i, step.key, step.describe()))
                     continue
                 if self.cancel.is_set():
-                    raise Aborted("the restore was cancelled between steps",
+                    raise Aborted(f"the {self.work} was cancelled between steps",
                                   fix="rerun the same command to resume where it stopped")
                 if not checked:
                     self.recheck()
@@ -393,7 +395,7 @@ class Executor:
             journal.finished = time.time()
             journal.save()
         if not outcome.ok:
-            raise StepFailed("the restore finished but its filesystems could not all be unmounted",
+            raise StepFailed(f"the {self.work} finished but its filesystems could not all be unmounted",
                              fix="close programs using them, unmount them, and rerun the same command")
         return outcome
 

@@ -186,7 +186,8 @@ def prepare_disk(opts: PrepareOptions, *, confirm: Confirm | None = None, say: S
         folder = state_dir / identity_name(ident)
         executor = Executor(target=device, identity=ident, state_dir=state_dir,
                             log_path=None if opts.dry_run else folder / f"prepare-disk-{time.strftime('%Y%m%d-%H%M%S')}.log",
-                            mount_dir=mount_dir or DEFAULT_MOUNT_DIR, title=f"prepare-disk of {shown}", face=FACE)
+                            mount_dir=mount_dir or DEFAULT_MOUNT_DIR, title=f"prepare-disk of {shown}", face=FACE,
+                            work="prepare-disk")
         # One writer per disk (the restore's lock) from before a killed run's leftovers are released
         # to the end; a dry run writes nothing and takes no lock.
         with contextlib.nullcontext() if opts.dry_run else executor.locked():

@@ -118,6 +118,11 @@ def reference(rescue_image: Path, tmp_path_factory: pytest.TempPathFactory) -> d
                        timeout=900, stdin=subprocess.DEVNULL)
     assert p.returncode == Exit.OK, p.stdout + p.stderr
     assert loops_of(disk) == [], "an uninterrupted run detaches the loop device it attached"
+    # a finished preparation is never resumed: the same command prepares the disk again, every step
+    again = subprocess.run(argv(disk, rescue_image, tmp / "state"), capture_output=True, text=True, cwd=REPO,
+                           timeout=900, stdin=subprocess.DEVNULL)
+    assert again.returncode == Exit.OK, again.stdout + again.stderr
+    assert "an earlier prepare-disk onto this disk finished" in again.stdout and "done already" not in again.stdout
     found = facts(disk, rescue_image, tmp / "mnt")
     assert [found["parts"][n]["PART_ENTRY_NAME"] for n in (1, 2, 3, 4)] == ["bios-boot", "esp", "rescue", "backup"]
     assert found["backup"]["disklabel_is_label_and_disk_id"] and found["backup"]["top"] == "0o700"
