@@ -38,6 +38,7 @@ GPT_BACKUP_SECTORS = 33  # the backup header and entries at the end of a gpt dis
 BACKUP_FS = ("ext4", "xfs", "btrfs")
 MIN_BACKUP_MIB = {"ext4": 64, "btrfs": 128, "xfs": 300}
 LABEL_MAX = {"ext4": 16, "xfs": 12, "btrfs": 255}
+BACKUP_MOUNT = "/backup"  # under the engine's private mount folder, named as the rescue system mounts it
 
 
 @dataclass(frozen=True)
@@ -205,8 +206,8 @@ def build_prepare_plan(opts: PrepareOptions, device: str, shown: str, disk_bytes
     steps += [
         InstallBootCode(device, disk.table, rescue.number, disk.core_lba, disk.core_room, esp_dev),
         MakeFilesystem(backup_dev, opts.backup_fs, None, opts.label),
-        MountFilesystem(backup_dev, "/", opts.backup_fs),
-        MakeBank(backup_dev, opts.bank, opts.label, opts.disk_name),
+        MountFilesystem(backup_dev, BACKUP_MOUNT, opts.backup_fs),
+        MakeBank(backup_dev, opts.bank, opts.label, opts.disk_name, BACKUP_MOUNT),
         UnmountAll(),
     ]
     return PreparePlan(device, shown, disk_bytes, disk, False, tuple(steps))

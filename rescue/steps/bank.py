@@ -18,7 +18,7 @@ class MakeBank(Step):
     bank: str  # folder name, e.g. dirvish
     label: str  # filesystem label: the default disk name is LABEL-DISKID
     disk_name: str | None = None  # what DISKLABEL says; None: LABEL-DISKID, read from the disk's table
-    mountpoint: str = "/"
+    mountpoint: str = "/backup"
 
     @property
     def key(self) -> str:

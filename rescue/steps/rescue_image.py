@@ -37,7 +37,7 @@ class WriteRescueImage(Step):
     def script(self) -> list[str]:
         if self.bmap:
             return [sh("bmaptool", "copy", "--bmap", self.bmap, self.image, self.device)]
-        return [sh("dd", f"if={self.image}", f"of={self.device}", "bs=4M", "conv=fsync,sparse")]
+        return [sh("dd", f"if={self.image}", f"of={self.device}", "bs=4M", "conv=fsync")]  # all of it: no map
 
     def run(self, ctx: Context) -> None:
         from rescue.image import bmap as bmapmod
