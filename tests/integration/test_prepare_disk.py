@@ -227,3 +227,16 @@ def test_dry_run_shows_the_plan_and_the_steps_as_shell_and_writes_nothing(rescue
     assert not state.exists() or list(state.rglob("*")) == [], "no journal, no log"
     assert run(["losetup", "--associated", str(disk)]).stdout == "", "its loop device is detached again"
     assert os.stat(disk).st_blocks == 0, "not a byte of the image file was written"
+
+
+def test_a_disk_a_restore_is_writing_is_refused_by_its_lock_and_nothing_is_written(rescue_image: Path,
+                                                                                   tmp_path: Path):
+    """prepare-disk takes the restore's disk lock: one writer per disk, whichever command it is."""
+    from rescue.engine.lock import DiskLock
+
+    disk = make_image_file(tmp_path / "locked.img", 2 * GIB)
+    with attached(disk) as dev, DiskLock(dev, "rescue wizard"):
+        result = prepare(str(disk), "--image", str(rescue_image), "--yes", "--state-dir", str(tmp_path / "state"))
+        assert result.returncode == Exit.REFUSED, result.stdout + result.stderr
+        assert "is under way: rescue wizard" in result.stderr
+    assert os.stat(disk).st_blocks == 0, "not a byte of the image file was written"
