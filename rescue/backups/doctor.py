@@ -351,6 +351,21 @@ def mount_top(path: Path) -> Path:
     return p
 
 
+@dataclass(frozen=True)
+class BackupDisk:
+    """Which backup disk holds a bank, and when a backup last wrote to it (its newest image)."""
+
+    bank: str
+    disklabel: str | None  # the first line of DISKLABEL on the bank's filesystem
+    last_written: str | None  # ISO: the newest image's creation time
+
+
+def backup_disk(bank: Path, newest: str | None) -> BackupDisk:
+    text = _read(mount_top(bank) / "DISKLABEL", limit=4096)
+    label = text.strip().splitlines()[0].strip() if text and text.strip() else None
+    return BackupDisk(bank=str(bank), disklabel=label, last_written=newest)
+
+
 def disklabel_findings(bank: Path) -> list[Finding]:
     """The nightly job logs which backup disk was in the cage from its DISKLABEL file."""
     top = mount_top(bank)

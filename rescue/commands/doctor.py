@@ -12,6 +12,8 @@ from rescue.backups import find_backups
 from rescue.backups.dirvish import banks_from_master, shown
 from rescue.backups.doctor import (
     LOGROTATE_CONF,
+    BackupDisk,
+    backup_disk,
     Finding,
     changer_findings,
     dirvish_findings,
@@ -101,14 +103,23 @@ def _doctor(args: argparse.Namespace, client_root: Path, client: str | None) -> 
             findings += changer_findings(v.name, last)
         for m in machines:
             findings += unheld_findings(m.client, machine_health(m).unheld)
+    disks: list[BackupDisk] = []
     for bank in banks:
         findings += dirvish_findings(master_found, bank)
         findings += expire_findings(master_found, bank)
         findings += disklabel_findings(bank)
+        here = Path(bank).resolve()
+        times = [i.created for v in backups.vaults if v.bank.resolve() == here for i in v.images
+                 if i.usable and i.created]
+        disks.append(backup_disk(Path(bank), max(times, default=None)))
     if args.json:
-        json.dump({"version": JSON_VERSION, "findings": [to_json(f) for f in findings]}, sys.stdout, indent=2)
+        json.dump({"version": JSON_VERSION, "findings": [to_json(f) for f in findings],
+                   "disks": [to_json(d) for d in disks]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
+        for d in disks:  # which disk this is, and when a backup last wrote to it
+            print(f"bank {shown(d.bank)}: backup disk {d.disklabel or '(no DISKLABEL)'}, "
+                  f"last written {d.last_written.replace('T', ' ') if d.last_written else 'never (no good image)'}")
         for f in findings:
             print(f"{f.code}: {f.what}")
             print(f"  evidence: {f.evidence}")

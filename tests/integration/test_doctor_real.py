@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -136,7 +137,10 @@ def clean_machine(tmp_path, bank, capsys):
     (bank / "root" / "dirvish" / "default.conf").write_text(
         f"client: {socket.gethostname()}\ntree: {root}\nrsync-option:\n\t--xattrs\n\t-A\n")
     assert main(["doctor", "--root", str(root), "--config", str(conf / "master.conf")]) == Exit.OK
-    assert capsys.readouterr().out.startswith("no findings")
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].startswith("no findings"), out
+    if (bank.parent / "DISKLABEL").is_file():  # which disk, and when a backup last wrote to it (no image yet)
+        assert out[0] == f"bank {bank}: backup disk BACKUP-1, last written never (no good image)", out
 
 
 @pytest.fixture
@@ -173,7 +177,11 @@ def test_doctor_over_ssh_reads_the_clients_logrotate_and_weighs_it_by_its_images
     # the client rotates without dateext: found, named by host, and weighed by the client's own images
     (client_etc / "logrotate.conf").write_text("weekly\nrotate 4\n")
     assert main(args) == FINDINGS
-    found = {f["code"]: f for f in json.loads(capsys.readouterr().out)["findings"]}
+    report = json.loads(capsys.readouterr().out)
+    found = {f["code"]: f for f in report["findings"]}
+    summary = (bank / "root" / "2026-1125-0300" / "summary").read_text()
+    when = re.search(r"^Image-now: (\S+) (\S+)$", summary, re.M)
+    assert report["disks"] == [{"bank": str(bank), "disklabel": None, "last_written": f"{when[1]}T{when[2]}"}]
     assert "updatedb-indexes-bank" not in found  # the server prunes the bank; the client's updatedb never sees it
     rot = found["logrotate-no-dateext"]
     assert rot["evidence"].startswith("laptop:/etc/logrotate.conf: no dateext; image 2026-1125-0300 stored "
