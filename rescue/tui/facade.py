@@ -3,7 +3,7 @@
 The wizard holds no restore logic: it asks an Engine to find backups, list
 disks, build a plan and run it, and draws what comes back. RealEngine
 delegates to rescue.backups, rescue.probe, rescue.plan and rescue.engine;
-tests use RecordedEngine (rescue.tui.recorded), which answers from facts
+tests use RecordedEngine (tests/unit/recorded_engine.py), which answers from facts
 recorded on a real machine.
 """
 

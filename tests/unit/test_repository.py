@@ -21,3 +21,11 @@ def test_readme_quick_start_has_the_two_commands_ci_runs():
     assert "bash scripts/setup.sh && .venv/bin/rescue drill" in readme
     assert "bash scripts/setup.sh && .venv/bin/pytest" in readme
     assert "bash scripts/setup.sh && .venv/bin/pytest" in ci
+
+
+def test_the_package_ships_no_test_double():
+    """The wizard's recorded-facts engine is for the tests: it lives in tests/, not in the wheel."""
+    shipped = [p.relative_to(REPO) for p in (REPO / "rescue").rglob("*.py") if "RecordedEngine" in p.read_text()]
+    assert shipped == [] or all("class RecordedEngine" not in (REPO / p).read_text() for p in shipped), shipped
+    assert not (REPO / "rescue" / "tui" / "recorded.py").exists()
+    assert (TESTS / "unit" / "recorded_engine.py").is_file()

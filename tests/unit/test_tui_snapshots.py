@@ -17,7 +17,9 @@ from textual.widgets import DataTable
 
 from rescue.jsonform import from_json
 from rescue.target import TargetDisk
-from rescue.tui import Interrupted, RecordedEngine, make_app
+from rescue.tui import Interrupted, make_app
+
+from recorded_engine import RecordedEngine  # noqa: E402  (tests/unit is on sys.path)
 from rescue.tui.screens.target import TargetScreen
 
 FACTS = Path(__file__).parent / "data" / "tui"

@@ -1,6 +1,6 @@
 """The wizard driven with Pilot through every screen, against recorded facts.
 
-The facts in tests/unit/data/tui were recorded by `python -m rescue.tui.recorded`
+The facts in tests/unit/data/tui were recorded by `python tests/unit/recorded_engine.py`
 on a real machine: a real dirvish bank (one failed night), real disks probed
 by rescue.probe, plans by the real build_plan, and the events of a real
 restore (and of a real failed one) onto a loop disk. RecordedEngine replays
@@ -22,7 +22,9 @@ from textual.widgets import DataTable, Input, Static
 
 from rescue.cli import main
 from rescue.errors import Exit
-from rescue.tui import RecordedEngine, make_app
+from rescue.tui import make_app
+
+from recorded_engine import RecordedEngine  # noqa: E402  (tests/unit is on sys.path)
 from rescue.tui.real import RealEngine, banks_under
 from rescue.tui.screens.backups import BackupsScreen, ImagesScreen
 from rescue.tui.screens.base import MarkedTable
