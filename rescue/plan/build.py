@@ -53,7 +53,82 @@ def build_plan(
     target: TargetDisk,
     options: PlanOptions = PlanOptions(),
 ) -> Plan:
-    """The whole restore as ordered steps, or a refusal (PlanRefused / UnsafeTarget)."""
+    """The whole restore as ordered steps, or a refusal (PlanRefused / UnsafeTarget).
+
+    Its phases, in order: refusals that need no planning; the captured disk to replay;
+    what is restored where; the new partition table; the filesystems and swap on it;
+    the steps."""
+    layout = _refuse_before_planning(layout, images, target)
+    warnings: list[str] = [
+        f"vault {i.vault} image {i.name}: {i.status_text.strip()} (files deleted while the backup ran are missing)"
+        for i in images if i.status is ImageStatus.WARNING
+    ]
+    src = _captured_disk(layout, options, target)
+    what = _what_is_restored(src, images, options, warnings)
+    table = _new_table(src, what, target, options, warnings)
+    new_filesystems, new_swaps = _new_filesystems(src, what, table, target, warnings)
+    mount_order, copies, steps = _steps(src, what, new_filesystems, new_swaps, table.table, target, options,
+                                        warnings)
+    if layout.source == "legacy":
+        warnings.append(
+            "this layout comes from the old df/sfdisk files: filesystem types, UUIDs and labels "
+            "may be guesses; check them below"
+        )
+    return Plan(
+        client=layout.client,
+        images=tuple(images),
+        target=target,
+        source=src.disk,
+        old_table=src.table,
+        new_table=table.table,
+        migrations=table.migrations,
+        filesystems=tuple(new_filesystems),
+        swaps=new_swaps,
+        mount_order=mount_order,
+        copies=copies,
+        destroyed=destroyed(target),
+        warnings=tuple(warnings),
+        steps=steps,
+        options=options,
+        captured_at=layout.captured_at,
+        layout_warnings=layout.warnings,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Captured:
+    """The captured disk whose table is replayed, and how its partitions are numbered."""
+
+    layout: Layout
+    disk: Disk
+    table: PartitionTable
+    sector_size: int
+    number_of: dict[str, int]
+
+    def number(self, fs: Filesystem) -> int | None:
+        return _number(fs, self.number_of, self.disk, self.table)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Restored:
+    """What goes where: the filesystems made anew, the swaps, and the image each one is filled from."""
+
+    on_disk: list[Filesystem]
+    filesystems: list[Filesystem]
+    swaps: list[_SwapPart]
+    copies_for: dict[str, Image]
+    esp_numbers: set[int | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class _NewTable:
+    table: PartitionTable
+    migrations: tuple
+    new_size: dict[int, int]  # bytes of each partition on the target
+
+
+def _refuse_before_planning(layout: Layout | None, images: Sequence[Image], target: TargetDisk) -> Layout:
+    """The refusals that need no planning: an unsafe target, unusable images, no layout."""
     refuse_unsafe(target)
     _refuse_unusable_images(images)
     if layout is None:
@@ -62,10 +137,11 @@ def build_plan(
             why="without the captured partition table and filesystems rescue cannot rebuild the disk",
             fix=HOOK_HINT + ", and make a new backup",
         )
-    warnings: list[str] = [
-        f"vault {i.vault} image {i.name}: {i.status_text.strip()} (files deleted while the backup ran are missing)"
-        for i in images if i.status is ImageStatus.WARNING
-    ]
+    return layout
+
+
+def _captured_disk(layout: Layout, options: PlanOptions, target: TargetDisk) -> _Captured:
+    """The captured disk to replay; its sectors must be the target's."""
     disk = _choose_disk(layout, options)
     table = disk.table
     assert table is not None  # _choose_disk only returns disks with a table
@@ -77,18 +153,28 @@ def build_plan(
             why="the captured partition table is written in sectors and rescue does not convert it",
             fix=f"restore onto a disk with {ss}-byte sectors",
         )
+    return _Captured(layout=layout, disk=disk, table=table, sector_size=ss, number_of=_partition_numbers(table))
 
-    number_of = _partition_numbers(table)
-    on_disk = [fs for fs in layout.filesystems if _number(fs, number_of, disk, table) is not None]
+
+def _what_is_restored(src: _Captured, images: Sequence[Image], options: PlanOptions,
+                      warnings: list[str]) -> _Restored:
+    layout, disk, table, number_of = src.layout, src.disk, src.table, src.number_of
+    on_disk = [fs for fs in layout.filesystems if src.number(fs) is not None]
     swaps = _swaps(layout, on_disk, number_of, disk, table)
     filesystems = _override_fstypes([fs for fs in on_disk if fs.fstype != "swap"], options, layout, warnings)
     _refuse_unsupported(filesystems, disk)
-
     copies_for = _map_vaults(layout, images, options, disk, filesystems, warnings)
+    esp_numbers = {src.number(fs) for fs in filesystems if _is_esp(fs, layout, table, number_of, disk)}
+    return _Restored(on_disk=on_disk, filesystems=filesystems, swaps=swaps, copies_for=copies_for,
+                     esp_numbers=esp_numbers)
 
-    # migration
-    esp_numbers = {_number(fs, number_of, disk, table) for fs in filesystems if _is_esp(fs, layout, table, number_of, disk)}
-    needs = _needs(filesystems, swaps, copies_for, esp_numbers, number_of, disk, table)
+
+def _new_table(src: _Captured, what: _Restored, target: TargetDisk, options: PlanOptions,
+               warnings: list[str]) -> _NewTable:
+    """The captured table migrated onto the target: every partition holds its needs and fits the disk."""
+    table, disk, ss, number_of = src.table, src.disk, src.sector_size, src.number_of
+    filesystems, swaps = what.filesystems, what.swaps
+    needs = _needs(filesystems, swaps, what.copies_for, what.esp_numbers, number_of, disk, table)
     grow = _choose_grow(options, table, filesystems, number_of, disk)
     needs = _apply_sizes(options, needs, grow, table, filesystems, swaps, number_of, disk)
     old_sectors = disk.size // ss if disk.size else _table_end(table)
@@ -97,7 +183,7 @@ def build_plan(
     )
     _check_geometry(target, new_table, warnings)
     new_size = {m.number: m.new_size * ss for m in migrations}
-    fs_by_number = {_number(fs, number_of, disk, table): fs for fs in filesystems}
+    fs_by_number = {src.number(fs): fs for fs in filesystems}
     migrations = tuple(
         dataclasses.replace(
             m,
@@ -112,13 +198,17 @@ def build_plan(
             f"a dos partition table reaches only the first {human(2**32 * ss)} of "
             f"{target.device}; the rest stays unused (convert to gpt later to use it)"
         )
+    return _NewTable(table=new_table, migrations=migrations, new_size=new_size)
 
-    # filesystems and swap on the target
+
+def _new_filesystems(src: _Captured, what: _Restored, table: _NewTable, target: TargetDisk,
+                     warnings: list[str]) -> tuple[list[NewFilesystem], tuple[NewSwap, ...]]:
+    """The filesystems and swap made on the target, each with what the person must know about it."""
     new_filesystems: list[NewFilesystem] = []
-    for fs in sorted(filesystems, key=lambda f: _number(f, number_of, disk, table) or 0):
-        n = _number(fs, number_of, disk, table)
+    for fs in sorted(what.filesystems, key=lambda f: src.number(f) or 0):
+        n = src.number(fs)
         assert n is not None
-        size = new_size[n]
+        size = table.new_size[n]
         minimum = FS_MIN_BYTES.get(fs.fstype, 0)
         if size < minimum:
             raise PlanRefused(
@@ -127,8 +217,8 @@ def build_plan(
                 why=f"rescue makes every filesystem new, and today's mkfs.{fs.fstype} has that minimum",
                 fix=f"restore onto a bigger disk, or let partition {n} grow with --grow {fs.mountpoint or n}",
             )
-        image = copies_for.get(fs.mountpoint or "")
-        esp = n in esp_numbers
+        image = what.copies_for.get(fs.mountpoint or "")
+        esp = n in what.esp_numbers
         if fs.mountpoint is None:
             warnings.append(
                 f"{fs.device} ({fs.fstype}) was not mounted when captured: it is made empty "
@@ -157,13 +247,20 @@ def build_plan(
         ))
     new_swaps = tuple(
         NewSwap(device=partition_path(target.device, s.number), number=s.number,
-                size=new_size[s.number], uuid=s.uuid, label=s.label, captured_device=s.captured_device)
-        for s in sorted(swaps, key=lambda s: s.number)
+                size=table.new_size[s.number], uuid=s.uuid, label=s.label, captured_device=s.captured_device)
+        for s in sorted(what.swaps, key=lambda s: s.number)
     )
-    for fs in layout.filesystems:
-        if fs.fstype == "swap" and fs not in on_disk and not fs.device.startswith("/dev/"):
+    for fs in src.layout.filesystems:
+        if fs.fstype == "swap" and fs not in what.on_disk and not fs.device.startswith("/dev/"):
             warnings.append(f"swap file {fs.device} is not recreated; make it again after the restore")
+    return new_filesystems, new_swaps
 
+
+def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem], new_swaps: tuple[NewSwap, ...],
+           new_table: PartitionTable, target: TargetDisk, options: PlanOptions,
+           warnings: list[str]) -> tuple[tuple[str, ...], tuple[CopyTree, ...], tuple[Step, ...]]:
+    """The restore's steps in order: (mount order, copies, all steps)."""
+    layout, copies_for = src.layout, what.copies_for
     mounted = [f for f in new_filesystems if f.mountpoint]
     mount_order = tuple(f.mountpoint for f in sorted(mounted, key=lambda f: _mount_key(f.mountpoint)))  # type: ignore[arg-type]
     mkfs_steps = tuple(
@@ -185,11 +282,11 @@ def build_plan(
         for mp in mount_order if mp in copies_for
     )
     roots = tuple(
-        fs.root for fs in sorted(filesystems, key=lambda f: _mount_key(f.mountpoint or "/"))
+        fs.root for fs in sorted(what.filesystems, key=lambda f: _mount_key(f.mountpoint or "/"))
         if fs.root is not None and fs.mountpoint in by_mount
     )
 
-    bootloader = _bootloader(layout, options, disk, target, by_mount, warnings)
+    bootloader = _bootloader(layout, options, src.disk, target, by_mount, warnings)
     steps: list[Step] = [WipeSignatures(disk=target.device), WritePartitionTable(disk=target.device, table=new_table)]
     steps += mkfs_steps
     steps += mkswap_steps
@@ -204,31 +301,7 @@ def build_plan(
         mode=layout.boot.mode, check_boot=bootloader is not None,
     ))
     steps.append(UnmountAll())
-
-    if layout.source == "legacy":
-        warnings.append(
-            "this layout comes from the old df/sfdisk files: filesystem types, UUIDs and labels "
-            "may be guesses; check them below"
-        )
-    return Plan(
-        client=layout.client,
-        images=tuple(images),
-        target=target,
-        source=disk,
-        old_table=table,
-        new_table=new_table,
-        migrations=migrations,
-        filesystems=tuple(new_filesystems),
-        swaps=new_swaps,
-        mount_order=mount_order,
-        copies=copies,
-        destroyed=destroyed(target),
-        warnings=tuple(warnings),
-        steps=tuple(steps),
-        options=options,
-        captured_at=layout.captured_at,
-        layout_warnings=layout.warnings,
-    )
+    return mount_order, copies, tuple(steps)
 
 
 # -- refusals -------------------------------------------------------------------
