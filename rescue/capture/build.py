@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from rescue.devices import disk_of
 from rescue.errors import LayoutError
@@ -26,7 +26,6 @@ from rescue.layout.model import (
     FstabEntry,
     Layout,
     Mount,
-    PartitionTable,
     RootMeta,
     Swap,
 )
@@ -108,7 +107,11 @@ def build_layout(
     root: str = "/",
     warnings: tuple[str, ...] = (),
 ) -> Layout:
-    """Read the raw files of one capture into a Layout (LayoutError on anything unreadable)."""
+    """Read the raw files of one capture into a Layout (LayoutError on anything unreadable).
+
+    Its phases: the disks and their tables; what blkid probed; the mounts below ROOT; df's
+    figures and the filesystem roots' modes; the filesystems and swap on the disks; fstab,
+    os-release and hostname; the boot mode."""
     notes = list(warnings)
     for required in ("lsblk.json", "disks"):
         if required not in files:
@@ -116,109 +119,14 @@ def build_layout(
     devices = parse_lsblk(files["lsblk.json"], "lsblk.json")
     by_path: dict[str, BlockDevice] = {d.path: d for d in walk(devices)}
     disk_paths = [line.strip() for line in read_text(files.get("disks", b""), "disks").splitlines() if line.strip()]
-
-    disks: list[Disk] = []
-    tables: dict[str, PartitionTable] = {}
-    for path in disk_paths:
-        dev = by_path.get(path)
-        if dev is None:
-            raise LayoutError("disks", None, f"{path} is not in lsblk.json")
-        table = None
-        dump = files.get(f"sfdisk-{node_name(path)}.dump")
-        if dump is not None:
-            table = parse_sfdisk(dump, f"sfdisk-{node_name(path)}.dump", dev.size)
-            tables[path] = table
-        disks.append(Disk(
-            device=path, size=dev.size, sector_size=table.sector_size if table else (dev.log_sec or 512),
-            model=dev.model, serial=dev.serial, table=table,
-        ))
-
-    probes: dict[str, dict[str, str]] = {}
-    for name, data in files.items():
-        if name.startswith("blkid-") and name.endswith(".txt"):
-            facts = parse_blkid(data, name)
-            node = facts.get("DEVNAME") or "/dev/" + name[len("blkid-"):-len(".txt")]
-            probes[node] = facts
-
-    mounts_all = parse_findmnt(files["findmnt.json"], "findmnt.json") if "findmnt.json" in files else ()
-    mounts: list[Mount] = []
-    mount_of: dict[str, str] = {}  # device -> relative mount point (first, shallowest)
-    options_of: dict[str, str] = {}
-    fstype_of: dict[str, str] = {}
-    for m in mounts_all:
-        rel = relative_to_root(m.target, root)
-        dev = source_device(m.source)
-        if rel is None or not dev.startswith("/dev/"):
-            continue
-        mounts.append(Mount(target=rel, source=m.source, fstype=m.fstype, options=m.options))
-        sub = m.source[len(dev):]
-        if sub in ("", "[/]") and (dev not in mount_of or len(rel) < len(mount_of[dev])):
-            mount_of[dev] = rel
-            options_of[dev] = m.options
-            fstype_of[dev] = m.fstype
-
-    df: dict[str, DfEntry] = {}
-    if "df.txt" in files:
-        for e in parse_df(files["df.txt"], "df.txt"):
-            rel = relative_to_root(e.target, root)
-            if rel is not None:
-                df[rel] = e
-    roots: dict[str, RootMeta] = {}
-    if "roots.txt" in files:
-        for path, meta in parse_roots(files["roots.txt"], "roots.txt").items():
-            rel = relative_to_root(path, root)
-            if rel is not None:
-                roots[rel] = RootMeta(rel, meta.mode, meta.uid, meta.gid)
-
-    stacked = sorted({d.type for p in disk_paths for d in walk((by_path[p],)) if d.type not in ("disk", "part", "loop")})
-    if stacked:
-        notes.append(f"the disks carry {', '.join(stacked)} devices: rescue rebuilds partitions, "
-                     "filesystems and swap only; recreate those layers by hand before restoring onto them")
-
-    # Every device on the captured disks that carries a filesystem or swap.
-    filesystems: list[Filesystem] = []
-    swap_facts: dict[str, Filesystem] = {}
+    disks = _disks(files, disk_paths, by_path)
+    probes = _probes(files)
+    mounts, mounted = _mounts(files, root)
+    df, roots = _usage(files, root)
+    _note_stacked_layers(disk_paths, by_path, notes)
     on_disks = [d for p in disk_paths for d in walk((by_path[p],))]
-    for dev in on_disks:
-        facts = probes.get(dev.path, {})
-        fstype = facts.get("TYPE") or dev.fstype or fstype_of.get(dev.path)
-        if not fstype:
-            continue
-        if not facts.get("TYPE"):
-            notes.append(f"{dev.path}: blkid could not probe it; facts from lsblk and findmnt")
-        mp = mount_of.get(dev.path)
-        used = df.get(mp) if mp else None
-        fs = Filesystem(
-            device=dev.path, fstype=fstype,
-            uuid=facts.get("UUID") or dev.uuid,
-            label=facts.get("LABEL") or dev.label,
-            partuuid=facts.get("PART_ENTRY_UUID") or dev.partuuid,
-            mountpoint=mp, options=options_of.get(dev.path),
-            size=used.size if used else None, used=used.used if used else None,
-            root=roots.get(mp) if mp else None,
-        )
-        filesystems.append(fs)
-        if fstype == "swap":
-            swap_facts[dev.path] = fs
-
-    # Swap: what /proc/swaps shows active, plus swap partitions on the disks.
-    swaps: list[Swap] = []
-    seen: set[str] = set()
-    if "swaps" in files:
-        for s in parse_swaps(files["swaps"], "swaps"):
-            facts = probes.get(s.device, {})
-            fs = swap_facts.get(s.device)
-            swaps.append(Swap(
-                device=s.device, size=s.size, priority=s.priority,
-                uuid=facts.get("UUID") or (fs.uuid if fs else None),
-                label=facts.get("LABEL") or (fs.label if fs else None),
-            ))
-            seen.add(s.device)
-    for path, fs in swap_facts.items():
-        if path in seen:
-            continue
-        dev = by_path[path]
-        swaps.append(Swap(device=path, size=dev.size, uuid=fs.uuid, label=fs.label))
+    filesystems = _filesystems(on_disks, probes, mounted, df, roots, notes)
+    swaps = _swaps(files, filesystems, probes, by_path)
 
     fstab = parse_fstab(files["fstab"], "fstab") if "fstab" in files else ()
     filesystems = _mountpoints_from_fstab(filesystems, fstab, notes)
@@ -241,6 +149,134 @@ def build_layout(
         boot=boot,
         warnings=tuple(notes),
     )
+
+
+@dataclass(frozen=True)
+class _Mounted:
+    """How a device is mounted below ROOT: its shallowest mount point (relative), options, type."""
+
+    mountpoint: str
+    options: str
+    fstype: str
+
+
+def _disks(files: Mapping[str, bytes], disk_paths: list[str], by_path: dict[str, BlockDevice]) -> list[Disk]:
+    """The captured disks, each with its partition table (sfdisk dump) where it has one."""
+    disks: list[Disk] = []
+    for path in disk_paths:
+        dev = by_path.get(path)
+        if dev is None:
+            raise LayoutError("disks", None, f"{path} is not in lsblk.json")
+        table = None
+        dump = files.get(f"sfdisk-{node_name(path)}.dump")
+        if dump is not None:
+            table = parse_sfdisk(dump, f"sfdisk-{node_name(path)}.dump", dev.size)
+        disks.append(Disk(
+            device=path, size=dev.size, sector_size=table.sector_size if table else (dev.log_sec or 512),
+            model=dev.model, serial=dev.serial, table=table,
+        ))
+    return disks
+
+
+def _probes(files: Mapping[str, bytes]) -> dict[str, dict[str, str]]:
+    """blkid's facts per device node (blkid-NAME.txt)."""
+    probes: dict[str, dict[str, str]] = {}
+    for name, data in files.items():
+        if name.startswith("blkid-") and name.endswith(".txt"):
+            facts = parse_blkid(data, name)
+            node = facts.get("DEVNAME") or "/dev/" + name[len("blkid-"):-len(".txt")]
+            probes[node] = facts
+    return probes
+
+
+def _mounts(files: Mapping[str, bytes], root: str) -> tuple[list[Mount], dict[str, _Mounted]]:
+    """The mounts below ROOT (relative), and per device its whole-filesystem mount."""
+    mounts_all = parse_findmnt(files["findmnt.json"], "findmnt.json") if "findmnt.json" in files else ()
+    mounts: list[Mount] = []
+    mounted: dict[str, _Mounted] = {}  # device -> first, shallowest mount of the whole filesystem
+    for m in mounts_all:
+        rel = relative_to_root(m.target, root)
+        dev = source_device(m.source)
+        if rel is None or not dev.startswith("/dev/"):
+            continue
+        mounts.append(Mount(target=rel, source=m.source, fstype=m.fstype, options=m.options))
+        sub = m.source[len(dev):]
+        if sub in ("", "[/]") and (dev not in mounted or len(rel) < len(mounted[dev].mountpoint)):
+            mounted[dev] = _Mounted(rel, m.options, m.fstype)
+    return mounts, mounted
+
+
+def _usage(files: Mapping[str, bytes], root: str) -> tuple[dict[str, DfEntry], dict[str, RootMeta]]:
+    """df's figures and the filesystem roots' modes, by mount point relative to ROOT."""
+    df: dict[str, DfEntry] = {}
+    if "df.txt" in files:
+        for e in parse_df(files["df.txt"], "df.txt"):
+            rel = relative_to_root(e.target, root)
+            if rel is not None:
+                df[rel] = e
+    roots: dict[str, RootMeta] = {}
+    if "roots.txt" in files:
+        for path, meta in parse_roots(files["roots.txt"], "roots.txt").items():
+            rel = relative_to_root(path, root)
+            if rel is not None:
+                roots[rel] = RootMeta(rel, meta.mode, meta.uid, meta.gid)
+    return df, roots
+
+
+def _note_stacked_layers(disk_paths: list[str], by_path: dict[str, BlockDevice], notes: list[str]) -> None:
+    stacked = sorted({d.type for p in disk_paths for d in walk((by_path[p],)) if d.type not in ("disk", "part", "loop")})
+    if stacked:
+        notes.append(f"the disks carry {', '.join(stacked)} devices: rescue rebuilds partitions, "
+                     "filesystems and swap only; recreate those layers by hand before restoring onto them")
+
+
+def _filesystems(on_disks: list[BlockDevice], probes: dict[str, dict[str, str]], mounted: dict[str, _Mounted],
+                 df: dict[str, DfEntry], roots: dict[str, RootMeta], notes: list[str]) -> list[Filesystem]:
+    """Every device on the captured disks that carries a filesystem or swap."""
+    filesystems: list[Filesystem] = []
+    for dev in on_disks:
+        facts = probes.get(dev.path, {})
+        m = mounted.get(dev.path)
+        fstype = facts.get("TYPE") or dev.fstype or (m.fstype if m else None)
+        if not fstype:
+            continue
+        if not facts.get("TYPE"):
+            notes.append(f"{dev.path}: blkid could not probe it; facts from lsblk and findmnt")
+        mp = m.mountpoint if m else None
+        used = df.get(mp) if mp else None
+        filesystems.append(Filesystem(
+            device=dev.path, fstype=fstype,
+            uuid=facts.get("UUID") or dev.uuid,
+            label=facts.get("LABEL") or dev.label,
+            partuuid=facts.get("PART_ENTRY_UUID") or dev.partuuid,
+            mountpoint=mp, options=m.options if m else None,
+            size=used.size if used else None, used=used.used if used else None,
+            root=roots.get(mp) if mp else None,
+        ))
+    return filesystems
+
+
+def _swaps(files: Mapping[str, bytes], filesystems: list[Filesystem], probes: dict[str, dict[str, str]],
+           by_path: dict[str, BlockDevice]) -> list[Swap]:
+    """What /proc/swaps shows active, plus the swap partitions on the disks."""
+    swap_facts = {fs.device: fs for fs in filesystems if fs.fstype == "swap"}
+    swaps: list[Swap] = []
+    seen: set[str] = set()
+    if "swaps" in files:
+        for s in parse_swaps(files["swaps"], "swaps"):
+            facts = probes.get(s.device, {})
+            fs = swap_facts.get(s.device)
+            swaps.append(Swap(
+                device=s.device, size=s.size, priority=s.priority,
+                uuid=facts.get("UUID") or (fs.uuid if fs else None),
+                label=facts.get("LABEL") or (fs.label if fs else None),
+            ))
+            seen.add(s.device)
+    for path, fs in swap_facts.items():
+        if path in seen:
+            continue
+        swaps.append(Swap(device=path, size=by_path[path].size, uuid=fs.uuid, label=fs.label))
+    return swaps
 
 
 def _fstab_names(fs: Filesystem) -> set[str]:
