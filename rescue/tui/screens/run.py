@@ -21,7 +21,9 @@ from rescue.tui.review import Review, duration, hang, human
 from rescue.tui.screens.base import WizardScreen, error_text, unexpected
 from rescue.tui.screens.common import AskScreen
 
-BAR = 30
+BAR = 30  # characters of a progress bar. Drawn as [####....], not with Textual's ProgressBar: that one
+# tells done from to-do by colour alone (the same line character in two colours), which a monochrome
+# console or a serial line does not show; # and . read everywhere, and in the snapshot tests too.
 
 
 def clock() -> str:
