@@ -32,6 +32,9 @@ from pathlib import Path
 
 from rescue.backups.dirvish import parse_config
 from rescue.backups.model import Image, ImageStatus, Machine, SourceKind, Vault
+from rescue.jsonform import FormError, from_json
+from rescue.layout.btrfs import needs_a_vault
+from rescue.layout.model import BtrfsVolume
 
 ADDED_FILE = "added.json"
 ADDED_VERSION = 1
@@ -229,6 +232,13 @@ class MachineHealth:
     incomplete: int
     layout: bool  # the newest usable image of some vault has a captured layout
     unheld: tuple[str, ...]  # mount points of the captured layout no vault backs up
+    # btrfs subvolumes the machine shows inside a mounted one, that no vault holds (xdev skips them)
+    unheld_subvolumes: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """Every mount point and subvolume of the captured layout is in some vault."""
+        return not self.unheld and not self.unheld_subvolumes
 
 
 def nights_left(free: int, free_inodes: int, growth_bytes: int | None, growth_inodes: int | None) -> float | None:
@@ -320,6 +330,7 @@ def machine_health(machine: Machine, now: dt.datetime | None = None, recent: int
     layout = False
     layout_image: Image | None = None
     held: set[str] = set()
+    crossing: set[str] = set()  # sources of vaults whose rsync crosses into other filesystems (no xdev)
     for v in machine.vaults:
         usable = [i for i in v.images if i.usable]
         if usable and usable[-1].layout_dir is not None:
@@ -338,14 +349,18 @@ def machine_health(machine: Machine, now: dt.datetime | None = None, recent: int
                 incomplete += i.status is ImageStatus.INCOMPLETE
         if v.configured_source:
             held.add(v.configured_source.rstrip("/") or "/")
+        if v.kind is SourceKind.DIRVISH and v.xdev is False:
+            crossing |= {s.rstrip("/") or "/" for s in (v.configured_source, *(i.source for i in v.images)) if s}
     when = _when(newest) if newest is not None else None
+    data = _layout_data(layout_image) if layout_image is not None else None
     return MachineHealth(
         client=machine.client,
         newest=f"{newest.vault}/{newest.name}" if newest is not None else None,
         newest_at=when.isoformat(timespec="seconds") if when is not None else None,
         age_days=(now - when).total_seconds() / 86400 if when is not None else None,
         failed=failed, incomplete=incomplete, layout=layout,
-        unheld=_unheld(layout_image, held) if layout_image is not None else (),
+        unheld=_unheld(data, held) if data is not None else (),
+        unheld_subvolumes=_unheld_subvolumes(data, held, crossing) if data is not None else (),
     )
 
 
@@ -358,31 +373,62 @@ def _when(image: Image | None) -> dt.datetime | None:
         return None
 
 
-def _unheld(image: Image, held: set[str]) -> tuple[str, ...]:
-    """Mount points of the image's captured layout (its filesystems, not swap)
-    that no vault backs up. A layout captured with --root names the client's
-    own mount points, which are what the vault sources name too when the
-    client is backed up over ssh; a vault whose source lies under a --root
-    capture's root is mapped back by that root."""
+def _layout_data(image: Image) -> dict | None:
+    """The image's layout.json as plain JSON (read leniently: a layout of another
+    version still tells its mount points)."""
     try:
         with open(image.layout_dir / "layout.json", "rb") as f:  # type: ignore[operator]
             data = json.loads(f.read(8 << 20))
     except (OSError, ValueError, TypeError):
-        return ()
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _mapped(data: dict, paths: set[str]) -> set[str]:
+    """Vault sources as the captured machine names them. A layout captured with --root
+    names the client's own mount points, which are what the vault sources name too when
+    the client is backed up over ssh; a vault whose source lies under a --root capture's
+    root is mapped back by that root."""
     root = str(data.get("root") or "/").rstrip("/")
-    mapped = set(held)
+    mapped = set(paths)
     if root:
-        for h in held:
+        for h in paths:
             if h == root:
                 mapped.add("/")
             elif h.startswith(root + "/"):
                 mapped.add(h[len(root):])
+    return mapped
+
+
+def _unheld(data: dict, held: set[str]) -> tuple[str, ...]:
+    """Mount points of the captured layout (its filesystems, not swap) that no vault backs up."""
+    mapped = _mapped(data, held)
     out = []
     for fs in data.get("filesystems") or ():
         mp = fs.get("mountpoint") if isinstance(fs, dict) else None
         if isinstance(mp, str) and mp.startswith("/") and fs.get("fstype") != "swap":
             if (mp.rstrip("/") or "/") not in mapped:
                 out.append(mp)
+    return tuple(sorted(set(out)))
+
+
+def _unheld_subvolumes(data: dict, held: set[str], crossing: set[str]) -> tuple[str, ...]:
+    """btrfs subvolumes the machine shows inside a mounted subvolume (not mounted themselves,
+    not read-only snapshots) that no vault holds: neither a vault of their own nor a vault
+    above them whose rsync crosses filesystems (no xdev). dirvish's `xdev: 1` copies such a
+    subvolume's folder empty, since it is another st_dev."""
+    held_m, crossing_m = _mapped(data, held), _mapped(data, crossing)
+    out = []
+    for item in data.get("btrfs") or ():
+        try:
+            volume = from_json(BtrfsVolume, item)
+        except FormError:
+            continue
+        for sub in needs_a_vault(volume):
+            seen = (sub.seen_at or "").rstrip("/") or "/"
+            if seen in held_m or any(seen == c or seen.startswith(c.rstrip("/") + "/") for c in crossing_m):
+                continue
+            out.append(seen)
     return tuple(sorted(set(out)))
 
 
@@ -431,4 +477,10 @@ def problems(banks: Sequence[BankHealth], machines: Sequence[MachineHealth], lim
             elif m.age_days > limits.max_age_days:
                 out.append(f"machine {m.client}: newest usable image {m.newest} is {m.age_days:.1f} days old, "
                            f"over --max-age {limits.max_age_days:g}d")
+        if m.unheld:
+            out.append(f"machine {m.client}: backup incomplete: mount point(s) in no vault: "
+                       f"{', '.join(m.unheld)}")
+        if m.unheld_subvolumes:
+            out.append(f"machine {m.client}: backup incomplete: btrfs subvolume(s) in no vault: "
+                       f"{', '.join(m.unheld_subvolumes)} (a vault with xdev copies a subvolume's folder empty)")
     return out

@@ -1,7 +1,8 @@
 """The plain commands capture runs on a client, locally or over ssh.
 
 The client needs no Python and no rescue: only lsblk, sfdisk, blkid,
-findmnt, df, stat, cat and test, which every Linux system has. The same
+findmnt, df, stat, cat and test, which every Linux system has (and, where a
+btrfs filesystem is mounted, btrfs, find and lsattr). The same
 argv lists run either here (through rescue.run) or on the far side of
 `ssh -o BatchMode=yes HOST`, each argument shell-quoted, so nothing the
 client prints is ever evaluated: device names and mount points that come
@@ -111,3 +112,18 @@ SFDISK = ("sfdisk", "--dump")
 BLKID = ("blkid", "-p", "-o", "export")
 STAT_ROOTS = ("stat", "-c", "%a %u %g %n")
 GRUB_DIRS = ("/boot/grub", "/boot/grub2")
+# btrfs (run on one mount point of each btrfs filesystem, given last)
+BTRFS_SUBVOLUMES = ("btrfs", "subvolume", "list", "-a", "-u", "-q", "-p", "-R")
+BTRFS_READONLY = ("btrfs", "subvolume", "list", "-a", "-r")
+BTRFS_DEFAULT = ("btrfs", "subvolume", "get-default")
+BTRFS_QGROUPS = ("btrfs", "qgroup", "show", "--raw", "-r", "-e")
+# nocow folders: lsattr -d of every folder down to NOCOW_DEPTH below each btrfs mount point,
+# not crossing into another filesystem or subvolume (-xdev; each mounted one is walked from its
+# own mount). Deep enough for /var/lib/libvirt/images, /var/lib/mysql, /var/log/journal and
+# /home/USER/VMs; a walk of the whole tree each night would cost what the backup itself costs.
+NOCOW_DEPTH = 4
+
+
+def nocow_walk(mountpoint: str) -> list[str]:
+    return ["find", mountpoint, "-xdev", "-maxdepth", str(NOCOW_DEPTH), "-type", "d",
+            "-exec", "lsattr", "-d", "--", "{}", "+"]
