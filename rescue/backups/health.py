@@ -234,6 +234,7 @@ class MachineHealth:
     unheld: tuple[str, ...]  # mount points of the captured layout no vault backs up
     # btrfs subvolumes the machine shows inside a mounted one, that no vault holds (xdev skips them)
     unheld_subvolumes: tuple[str, ...] = ()
+    layout_root: str | None = None  # where the newest layout was captured (--root; "/" for a running machine)
 
     @property
     def complete(self) -> bool:
@@ -329,8 +330,7 @@ def machine_health(machine: Machine, now: dt.datetime | None = None, recent: int
     failed = incomplete = 0
     layout = False
     layout_image: Image | None = None
-    held: set[str] = set()
-    crossing: set[str] = set()  # sources of vaults whose rsync crosses into other filesystems (no xdev)
+    held, crossing = held_sources(machine.vaults)
     for v in machine.vaults:
         usable = [i for i in v.images if i.usable]
         if usable and usable[-1].layout_dir is not None:
@@ -341,16 +341,10 @@ def machine_health(machine: Machine, now: dt.datetime | None = None, recent: int
             if newest is None or _when(i) > _when(newest):
                 newest = i
         for i in v.images:
-            if i.source:
-                held.add(i.source.rstrip("/") or "/")
             when = _when(i)
             if when is not None and when >= since:
                 failed += i.status is ImageStatus.FAILED
                 incomplete += i.status is ImageStatus.INCOMPLETE
-        if v.configured_source:
-            held.add(v.configured_source.rstrip("/") or "/")
-        if v.kind is SourceKind.DIRVISH and v.xdev is False:
-            crossing |= {s.rstrip("/") or "/" for s in (v.configured_source, *(i.source for i in v.images)) if s}
     when = _when(newest) if newest is not None else None
     data = _layout_data(layout_image) if layout_image is not None else None
     return MachineHealth(
@@ -361,7 +355,27 @@ def machine_health(machine: Machine, now: dt.datetime | None = None, recent: int
         failed=failed, incomplete=incomplete, layout=layout,
         unheld=_unheld(data, held) if data is not None else (),
         unheld_subvolumes=_unheld_subvolumes(data, held, crossing) if data is not None else (),
+        layout_root=str(data.get("root") or "/") if data is not None else None,
     )
+
+
+def held_sources(vaults: Iterable[Vault]) -> tuple[set[str], set[str]]:
+    """The paths the vaults back up (every image's and the configured tree:), and among them
+    those of dirvish vaults whose rsync crosses into other filesystems (xdev off)."""
+    held: set[str] = set()
+    crossing: set[str] = set()
+    for v in vaults:
+        sources = {s.rstrip("/") or "/" for s in (v.configured_source, *(i.source for i in v.images)) if s}
+        held |= sources
+        if v.kind is SourceKind.DIRVISH and v.xdev is False:
+            crossing |= sources
+    return held, crossing
+
+
+def subvolumes_no_vault_holds(layout: dict, vaults: Iterable[Vault]) -> tuple[str, ...]:
+    """For a layout just captured (as JSON): its btrfs subvolumes that none of vaults holds."""
+    held, crossing = held_sources(vaults)
+    return _unheld_subvolumes(layout, held, crossing)
 
 
 def _when(image: Image | None) -> dt.datetime | None:

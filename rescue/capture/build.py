@@ -131,7 +131,8 @@ def build_layout(
     swaps = _swaps(files, filesystems, probes, by_path)
 
     fstab = parse_fstab(files["fstab"], "fstab") if "fstab" in files else ()
-    filesystems = _mountpoints_from_fstab(filesystems, fstab, notes)
+    subvol_mounted = {source_device(m.source) for m in mounts if m.fstype == "btrfs"}
+    filesystems = _mountpoints_from_fstab(filesystems, fstab, notes, subvol_mounted)
     os_release = parse_os_release(files["os-release"]) if "os-release" in files else {}
     hostname = read_text(files.get("hostname", b""), "hostname").strip() or None
 
@@ -295,7 +296,7 @@ def _fstab_names(fs: Filesystem) -> set[str]:
 
 
 def _mountpoints_from_fstab(
-    filesystems: list[Filesystem], fstab: tuple[FstabEntry, ...], notes: list[str]
+    filesystems: list[Filesystem], fstab: tuple[FstabEntry, ...], notes: list[str], subvol_mounted: set[str] = frozenset(),
 ) -> list[Filesystem]:
     """A filesystem not mounted at capture time (an ESP a build host cannot mount, a
     noauto entry) still has a place: the one the captured system's fstab gives it."""
@@ -308,7 +309,11 @@ def _mountpoints_from_fstab(
                 if e.spec in names and e.file.startswith("/") and e.file not in taken:
                     fs = replace(fs, mountpoint=e.file)
                     taken.add(e.file)
-                    notes.append(f"{fs.device} was not mounted at capture; its mount point {e.file} is from fstab")
+                    if fs.device in subvol_mounted:  # its subvolumes are: see the layout's btrfs part
+                        notes.append(f"{fs.device} is mounted as btrfs subvolumes only; its mount point {e.file} "
+                                     "is from fstab")
+                    else:
+                        notes.append(f"{fs.device} was not mounted at capture; its mount point {e.file} is from fstab")
                     break
         out.append(fs)
     return out
