@@ -23,6 +23,7 @@ index, rescue/) outside tree/.
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import json
 import os
 import stat
@@ -330,7 +331,8 @@ def machine_health(machine: Machine, now: dt.datetime | None = None, recent: int
     failed = incomplete = 0
     layout = False
     layout_image: Image | None = None
-    held, crossing = held_sources(machine.vaults)
+    holds = held_sources(machine.vaults)
+    held = set(holds.paths)
     for v in machine.vaults:
         usable = [i for i in v.images if i.usable]
         if usable and usable[-1].layout_dir is not None:
@@ -354,28 +356,40 @@ def machine_health(machine: Machine, now: dt.datetime | None = None, recent: int
         age_days=(now - when).total_seconds() / 86400 if when is not None else None,
         failed=failed, incomplete=incomplete, layout=layout,
         unheld=_unheld(data, held) if data is not None else (),
-        unheld_subvolumes=_unheld_subvolumes(data, held, crossing) if data is not None else (),
+        unheld_subvolumes=_unheld_subvolumes(data, holds) if data is not None else (),
         layout_root=str(data.get("root") or "/") if data is not None else None,
     )
 
 
-def held_sources(vaults: Iterable[Vault]) -> tuple[set[str], set[str]]:
-    """The paths the vaults back up (every image's and the configured tree:), and among them
-    those of dirvish vaults whose rsync crosses into other filesystems (xdev off)."""
+@dataclass(frozen=True)
+class Held:
+    """What a machine's vaults back up: their sources (every image's and the configured tree:),
+    those of dirvish vaults whose rsync crosses into other filesystems (xdev off), and each
+    source's excludes (the newest image's, as dirvish wrote them in its summary)."""
+
+    paths: frozenset[str]
+    crossing: frozenset[str]
+    excludes: dict[str, tuple[str, ...]]
+
+
+def held_sources(vaults: Iterable[Vault]) -> Held:
     held: set[str] = set()
     crossing: set[str] = set()
+    excludes: dict[str, tuple[str, ...]] = {}
     for v in vaults:
         sources = {s.rstrip("/") or "/" for s in (v.configured_source, *(i.source for i in v.images)) if s}
         held |= sources
         if v.kind is SourceKind.DIRVISH and v.xdev is False:
             crossing |= sources
-    return held, crossing
+        if v.images:
+            for s in sources:
+                excludes[s] = excludes.get(s, ()) + v.images[-1].excludes
+    return Held(frozenset(held), frozenset(crossing), excludes)
 
 
 def subvolumes_no_vault_holds(layout: dict, vaults: Iterable[Vault]) -> tuple[str, ...]:
     """For a layout just captured (as JSON): its btrfs subvolumes that none of vaults holds."""
-    held, crossing = held_sources(vaults)
-    return _unheld_subvolumes(layout, held, crossing)
+    return _unheld_subvolumes(layout, held_sources(vaults))
 
 
 def _when(image: Image | None) -> dt.datetime | None:
@@ -426,12 +440,17 @@ def _unheld(data: dict, held: set[str]) -> tuple[str, ...]:
     return tuple(sorted(set(out)))
 
 
-def _unheld_subvolumes(data: dict, held: set[str], crossing: set[str]) -> tuple[str, ...]:
+def _unheld_subvolumes(data: dict, holds: Held) -> tuple[str, ...]:
     """btrfs subvolumes the machine shows inside a mounted subvolume (not mounted themselves,
     not read-only snapshots) that no vault holds: neither a vault of their own nor a vault
     above them whose rsync crosses filesystems (no xdev). dirvish's `xdev: 1` copies such a
-    subvolume's folder empty, since it is another st_dev."""
-    held_m, crossing_m = _mapped(data, held), _mapped(data, crossing)
+    subvolume's folder empty, since it is another st_dev. One the vault above excludes
+    (docker's /var/lib/docker, a cache) is left out on purpose: not reported."""
+    held_m, crossing_m = _mapped(data, set(holds.paths)), _mapped(data, set(holds.crossing))
+    excludes: dict[str, tuple[str, ...]] = {}
+    for source, patterns in holds.excludes.items():
+        for name in _mapped(data, {source}):
+            excludes[name] = excludes.get(name, ()) + patterns
     out = []
     for item in data.get("btrfs") or ():
         try:
@@ -442,8 +461,39 @@ def _unheld_subvolumes(data: dict, held: set[str], crossing: set[str]) -> tuple[
             seen = (sub.seen_at or "").rstrip("/") or "/"
             if seen in held_m or any(seen == c or seen.startswith(c.rstrip("/") + "/") for c in crossing_m):
                 continue
+            above = [h for h in held_m if h == "/" or seen.startswith(h.rstrip("/") + "/")]
+            vault = max(above, key=len, default=None)
+            if vault is not None and excluded(seen[len(vault.rstrip("/")):], excludes.get(vault, ())):
+                continue
             out.append(seen)
     return tuple(sorted(set(out)))
+
+
+def excluded(rel: str, patterns: Sequence[str]) -> bool:
+    """Whether rsync's exclude patterns leave out /rel (relative to the vault's tree) or a
+    folder above it. A simple reading of rsync's rules: a pattern starting with / is anchored
+    at the tree; one with no other / matches any one name; one with a / inside matches the
+    end of the path; a trailing / (folders only) is dropped, as is a trailing ** or *** ."""
+    parts = [p for p in rel.strip("/").split("/") if p]
+    for pattern in patterns:
+        pat = pattern.strip()
+        if not pat or pat.startswith(("+", "#", ";")):
+            continue
+        pat = pat.removeprefix("- ").rstrip("/")
+        for tail in ("/***", "/**"):
+            pat = pat.removesuffix(tail)
+        if not pat:
+            continue
+        anchored = pat.startswith("/")
+        words = pat.strip("/").split("/")
+        for i in range(1, len(parts) + 1):  # every folder on the way, and the path itself
+            path = parts[:i]
+            if anchored:
+                if len(path) == len(words) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(path, words)):
+                    return True
+            elif len(path) >= len(words) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(path[-len(words):], words)):
+                return True
+    return False
 
 
 def dirvish_banks(vaults: Iterable[Vault]) -> dict[Path, list[Vault]]:
@@ -491,9 +541,8 @@ def problems(banks: Sequence[BankHealth], machines: Sequence[MachineHealth], lim
             elif m.age_days > limits.max_age_days:
                 out.append(f"machine {m.client}: newest usable image {m.newest} is {m.age_days:.1f} days old, "
                            f"over --max-age {limits.max_age_days:g}d")
-        if m.unheld:
-            out.append(f"machine {m.client}: backup incomplete: mount point(s) in no vault: "
-                       f"{', '.join(m.unheld)}")
+        # (a mount point in no vault is often meant: an ESP or a scratch /tmp; a subvolume rarely is,
+        # and one left out on purpose is excluded in its vault above)
         if m.unheld_subvolumes:
             out.append(f"machine {m.client}: backup incomplete: btrfs subvolume(s) in no vault: "
                        f"{', '.join(m.unheld_subvolumes)} (a vault with xdev copies a subvolume's folder empty)")

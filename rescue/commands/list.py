@@ -49,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON (stable, versioned) instead of text")
     p.add_argument("--health", action="store_true",
                    help="per bank: how full (bytes, inodes), growth per night, nights left; per machine: "
-                        "age of the newest good image, failed images, layout, mount points no vault holds")
+                        "age of the newest good image, failed images, layout, mount points and btrfs subvolumes no vault "
+                        "holds")
     p.add_argument("--measure", action="store_true",
                    help="with --health: measure the last images that lack rescue/added.json and write it "
                         "(one walk per image; this WRITES into the bank)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from rescue.errors import LayoutError
 from rescue.layout.model import BtrfsMount, BtrfsVolume, FstabEntry, Mount, Qgroup, Subvolume
@@ -258,7 +258,3 @@ def needs_a_vault(volume: BtrfsVolume) -> list[Subvolume]:
     subvolume, not mounted themselves, and not read-only snapshots."""
     return [s for s in volume.subvolumes
             if s.seen_at is not None and not s.mounted and not (s.snapshot and s.readonly)]
-
-
-def with_nocow(volume: BtrfsVolume, nocow: Iterable[str]) -> BtrfsVolume:
-    return replace(volume, nocow=topmost(nocow))

@@ -17,7 +17,7 @@ import pytest
 
 from rescue.backups import find_backups
 from rescue.backups.doctor import subvolume_findings
-from rescue.backups.health import machine_health, problems, Limits
+from rescue.backups.health import Limits, excluded, machine_health, problems
 from rescue.capture.build import build_layout
 from rescue.errors import LayoutError
 from rescue.layout import Layout
@@ -147,10 +147,12 @@ def test_where_the_machine_shows_a_subvolume():
         {"@/var/lib/machines", "@home-2026-1201"}
 
 
-def _vault(bank: Path, name: str, tree: str, layout: bool, xdev: bool = True) -> None:
+def _vault(bank: Path, name: str, tree: str, layout: bool, xdev: bool = True, exclude: str = "") -> None:
     d = bank / name / "2026-1126-0300"
     (d / "tree").mkdir(parents=True)
     text = summary(client="web", tree=tree, image="2026-1126-0300")
+    if exclude:
+        text = text.replace("exclude:\n", f"exclude:\n\t{exclude}\n")
     if not xdev:
         text = text.replace("stats xdev", "stats").replace("UNSET checksum", "UNSET xdev checksum")
     (d / "summary").write_text(text)
@@ -187,3 +189,25 @@ def test_a_vault_without_xdev_crosses_into_the_subvolume(tmp_path):
     [m] = find_backups([bank]).machines
     assert m.vaults[1].xdev is False and m.vaults[0].xdev is True
     assert machine_health(m).unheld_subvolumes == ()
+
+
+def test_a_subvolume_the_vault_above_excludes_is_left_out_on_purpose(tmp_path):
+    bank = tmp_path / "bank"
+    _vault(bank, "root", ROOT, layout=True, exclude="/var/lib/machines/")
+    _vault(bank, "home", ROOT + "/home", layout=False)
+    [m] = find_backups([bank]).machines
+    assert "/var/lib/machines/" in m.vaults[1].images[-1].excludes
+    assert machine_health(m).unheld_subvolumes == ()
+
+
+@pytest.mark.parametrize("rel,patterns,out", [
+    ("/var/lib/docker/btrfs/subvolumes/ab12", ["/var/lib/docker/"], True),
+    ("/var/lib/docker/btrfs/subvolumes/ab12", ["docker"], True),
+    ("/var/lib/docker/btrfs/subvolumes/ab12", ["lib/docker/"], True),
+    ("/var/cache/pkg", ["/var/cache/**"], True),
+    ("/var/lib/machines", ["lost+found/", "*~", "/proc/", "/var/lib/docker/"], False),
+    ("/srv/docker2", ["docker"], False),
+    ("/srv/data", ["/data"], False),  # anchored at the vault's tree, not anywhere
+])
+def test_excludes_read_as_rsync_reads_them(rel, patterns, out):
+    assert excluded(rel, patterns) is out
