@@ -112,10 +112,13 @@ def _btrfs(runner: Runner, raw: Raw, mounts: Sequence[Mount]) -> None:
         lines: list[bytes] = []
         for target in targets:
             try:
-                r = runner(probe.nocow_walk(target), ok=(0, 1))  # 1: a folder lsattr could not read
+                r = runner(probe.nocow_walk(target), ok=(0, 1, 124))  # 1: a folder lsattr could not read
             except CommandError as e:
                 raw.warnings.append(f"{target}: nocow folders not looked for ({(e.stderr or '').strip()[:120]})")
                 continue
+            if r.returncode == 124:
+                raw.warnings.append(f"{target}: the walk for nocow folders did not end within "
+                                    f"{probe.NOCOW_SECONDS} s; those found so far are recorded")
             kept, odd = nocow_lines(_bytes(r.stdout))
             lines += kept
             if odd:
