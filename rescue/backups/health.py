@@ -452,7 +452,8 @@ def _unheld_subvolumes(data: dict, holds: Held) -> tuple[str, ...]:
         for name in _mapped(data, {source}):
             excludes[name] = excludes.get(name, ()) + patterns
     out = []
-    for item in data.get("btrfs") or ():
+    volumes = data.get("btrfs")
+    for item in volumes if isinstance(volumes, list) else ():
         try:
             volume = from_json(BtrfsVolume, item)
         except FormError:
