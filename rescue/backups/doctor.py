@@ -399,21 +399,26 @@ def subvolume_findings(client: str, unheld: Sequence[str], vaults: Sequence[tupl
     the machine's vaults, to name the one that skips each subvolume and show the fix."""
     if not unheld:
         return []
-    skipped = []
+    skipped, excludes = [], []
     for path in unheld:
         above = [v for v in vaults if path.startswith(v[1].rstrip("/") + "/") or v[1] == "/"]
         by = max(above, key=lambda v: len(v[1]), default=None)
-        skipped.append(f"{path} (inside vault {by[0]}, tree {by[1]}, xdev {'on' if by[2] else 'unknown'})"
-                       if by is not None else f"{path} (inside no vault)")
+        if by is None:
+            skipped.append(f"{path} (inside no vault)")
+            continue
+        skipped.append(f"{path} (inside vault {by[0]}, tree {by[1]}, xdev {'on' if by[2] else 'unknown'})")
+        excludes.append(f"'exclude: {path[len(by[1].rstrip('/')):]}/' in vault {by[0]}")
     base = root.rstrip("/")
     examples = "; ".join(f"a vault {_vault_name(p)} with 'tree: {base}{p}' and 'xdev: 1'" for p in unheld)
+    leave = (f"; one meant to stay out of the backup: exclude it in the vault above ({'; '.join(excludes)}), "
+             "and it is no longer reported") if excludes else ""
     return [Finding(
         code="subvolume-not-backed-up",
         what=f"machine {client}: {len(unheld)} btrfs subvolume(s) are in no vault, so its backup is incomplete",
         evidence=f"subvolumes the captured layout shows, not mounted of their own: {'; '.join(skipped)}. "
                  "rsync -x (dirvish's xdev) does not cross into a subvolume: it is another st_dev, and its "
                  "folder is copied empty",
-        fix=f"add a vault per subvolume: {examples} (rescue's README shows one); or drop xdev from the vault above",
+        fix=f"add a vault per subvolume: {examples} (rescue's README shows one){leave}",
     )]
 
 
