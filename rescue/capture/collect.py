@@ -22,11 +22,18 @@ from pathlib import Path
 from rescue.capture import probe
 from rescue.capture.build import node_name
 from rescue.capture.probe import LocalRunner, Runner, checked_device
-from rescue.errors import RescueError
-from rescue.layout.btrfs import nocow_lines
+from rescue.errors import LayoutError, RescueError
+from rescue.layout.btrfs import (
+    mount_subvol,
+    nocow_lines,
+    parse_get_default,
+    parse_readonly_ids,
+    parse_subvolume_list,
+    subvolumes_seen,
+)
 from rescue.layout.findmnt import parse_findmnt, source_device
 from rescue.layout.lsblk import BlockDevice, parse_lsblk, walk
-from rescue.layout.model import Mount
+from rescue.layout.model import BtrfsMount, Mount
 from rescue.layout.swaps import parse_swaps
 from rescue.run import CommandError
 
@@ -110,7 +117,7 @@ def _btrfs(runner: Runner, raw: Raw, mounts: Sequence[Mount]) -> None:
         elif "not enabled" not in q.stderr:
             raw.warnings.append(f"{dev}: btrfs quota groups not read ({q.stderr.strip()[:120]})")
         lines: list[bytes] = []
-        for target in targets:
+        for target in [*targets, *_nested(raw, name, dev, mounts)]:
             try:
                 r = runner(probe.nocow_walk(target), ok=(0, 1, 124))  # 1: a folder lsattr could not read
             except CommandError as e:
@@ -125,6 +132,26 @@ def _btrfs(runner: Runner, raw: Raw, mounts: Sequence[Mount]) -> None:
                 raw.warnings.append(f"{target}: {odd} nocow folder(s) with a name that is not UTF-8 not recorded")
         # only the +C lines are kept: the walk prints one line per folder (thousands a night)
         raw.files[f"{name}-nocow.txt"] = b"".join(line + b"\n" for line in lines)
+
+
+def _nested(raw: Raw, name: str, dev: str, mounts: Sequence[Mount]) -> list[str]:
+    """Where the machine shows the subvolumes that are not mounted of their own (seen inside a
+    mounted one, which -xdev does not walk into), read-only snapshots left out: their folders
+    are walked for nocow too, the first NOCOW_NESTED of them (docker's btrfs driver makes a
+    subvolume per image layer: hundreds)."""
+    try:
+        rows = parse_subvolume_list(raw.files[f"{name}-subvolumes.txt"], f"{name}-subvolumes.txt")
+        readonly = parse_readonly_ids(raw.files[f"{name}-readonly.txt"], f"{name}-readonly.txt")
+        default = parse_get_default(raw.files[f"{name}-default.txt"], f"{name}-default.txt")
+    except LayoutError:
+        return []  # build says what is wrong with these files; the walk does without them
+    here = [m for m in mounts if m.fstype == "btrfs" and source_device(m.source) == dev]
+    seen = subvolumes_seen(rows, readonly, [BtrfsMount(m.target, *mount_subvol(m.options)) for m in here], default)
+    paths = sorted(s.seen_at for s in seen if s.seen_at and not s.mounted and not (s.snapshot and s.readonly))
+    if len(paths) > probe.NOCOW_NESTED:
+        raw.warnings.append(f"{dev}: nocow folders looked for in {probe.NOCOW_NESTED} of its {len(paths)} "
+                            "subvolumes that are not mounted of their own")
+    return paths[:probe.NOCOW_NESTED]
 
 
 def disks_to_skip(devices: tuple[BlockDevice, ...], mounts: Sequence[Mount], backup_paths: Sequence[str]) -> dict[str, str]:

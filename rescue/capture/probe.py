@@ -121,10 +121,13 @@ BTRFS_QGROUPS = ("btrfs", "qgroup", "show", "--raw", "-r", "-e")
 # not crossing into another filesystem or subvolume (-xdev; each mounted one is walked from its
 # own mount). Deep enough for /var/lib/libvirt/images, /var/lib/mysql, /var/log/journal and
 # /home/USER/VMs; a walk of the whole tree each night would cost what the backup itself costs.
+# Nested subvolumes that are not mounted (another st_dev, so -xdev stops at them) are walked
+# from where the machine shows them.
 # find still stats each mount point it meets (to see it is one): `timeout` ends the walk should
 # a dead network mount below hang it, and the capture goes on without the nocow folders.
 NOCOW_DEPTH = 4
 NOCOW_SECONDS = 120
+NOCOW_NESTED = 16  # nested subvolumes (not mounted of their own) walked as well, at most
 
 
 def nocow_walk(mountpoint: str) -> list[str]:

@@ -5,7 +5,7 @@ A real machine on a loop disk: one gpt partition with btrfs, subvolumes `@`
 nested `@/var/lib/machines` that is not mounted of its own (seen inside `@`),
 a read-only snapshot of `@` inside it at /.snapshots/1 (snapper's way), a
 writable snapshot of `@home` at the top level (seen nowhere), and a nocow
-folder /srv/vm (chattr +C). The unmodified dirvish backs it up with `xdev: 1`
+folder /srv/vm (chattr +C) and one inside the nested subvolume. The unmodified dirvish backs it up with `xdev: 1`
 (rsync -x), one vault per mount point, with `rescue capture` as its hook:
 the image of / holds /var/lib/machines as an empty folder. capture must
 record all of it, doctor and `rescue list` must name /var/lib/machines, and a
@@ -57,6 +57,8 @@ def btrfs_machine(work: Path) -> Iterator[tuple[str, Path, str]]:
             run(["btrfs", "subvolume", "create", top / "@" / "var" / "lib" / "machines"])
             (top / "@" / "var" / "lib" / "machines" / "web").mkdir()
             (top / "@" / "var" / "lib" / "machines" / "web" / "os-release").write_text("ID=debian\n")
+            (top / "@" / "var" / "lib" / "machines" / "images").mkdir()  # nocow inside the nested subvolume
+            run(["chattr", "+C", top / "@" / "var" / "lib" / "machines" / "images"])
             (top / "@" / "srv" / "vm").mkdir(parents=True)
             run(["chattr", "+C", top / "@" / "srv" / "vm"])
             (top / "@" / "srv" / "vm" / "disk.qcow2").write_bytes(b"q" * 4096)
@@ -117,7 +119,7 @@ def test_capture_records_subvolumes_snapshots_mounts_nocow(machine, tmp_path, ca
     assert (mounts["/home"].subvol, mounts["/home"].fstab_options) == ("/@home", "subvol=@home,compress=zstd")
     pool = mounts["/mnt/pool"]  # only in fstab (noauto): the top level, by id
     assert (pool.mounted, pool.subvolid, pool.subvol, pool.options) == (False, 5, None, "")
-    assert vol.nocow == ("/srv/vm",)
+    assert vol.nocow == ("/srv/vm", "/var/lib/machines/images")
     assert vol.quota is False and vol.qgroups == ()
     for name in ("subvolumes", "readonly", "default", "nocow"):
         assert (out / f"btrfs-{disk[5:]}p1-{name}.txt").is_file(), name

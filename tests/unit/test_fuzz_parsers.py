@@ -297,7 +297,7 @@ def _btrfs_capture_call(data: bytes, scratch: Path) -> object:
 
 
 def _btrfs_raw(part: str) -> list[bytes]:
-    return [BTRFS_CAPTURE.joinpath(f"btrfs-loop3p1-{part}.txt").read_bytes()]
+    return [p.read_bytes() for p in BTRFS_CAPTURE.glob(f"btrfs-*-{part}.txt")]
 
 
 def _legacy_setup(scratch: Path) -> None:

@@ -4,7 +4,7 @@ subvolumes seen by the machine, and which of them a vault with xdev misses.
 layout_samples/btrfs-capture is a whole real capture (tests/integration/test_btrfs_subvolumes.py's
 machine, quotas on): `@` at / (subvol=@,compress=zstd,noatime), `@home` at /home, a nested
 `@/var/lib/machines`, a read-only snapshot `@/.snapshots/1`, a writable snapshot `@home-2026-1201`
-at the top level, /srv/vm with +C. Lines marked "real" below were copied from btrfs-progs 6.2.
+at the top level, /srv/vm and /var/lib/machines/images with +C. Lines marked "real" below were copied from btrfs-progs 6.2.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ ROOT = "/tmp/rescue-btrfs-sample/root"  # where the sample machine was mounted (
 
 
 def raw(name: str) -> bytes:
-    return (CAPTURE / f"btrfs-loop3p1-{name}.txt").read_bytes()
+    [path] = CAPTURE.glob(f"btrfs-*-{name}.txt")
+    return path.read_bytes()
 
 
 def test_subvolume_list_paths_are_from_the_top_level():
@@ -83,7 +84,7 @@ def test_readonly_default_and_qgroups():
 
 
 def test_nocow_keeps_the_topmost_of_each_run():
-    assert btrfs.parse_nocow(raw("nocow"), "n") == (f"{ROOT}/srv/vm",)
+    assert btrfs.parse_nocow(raw("nocow"), "n") == (f"{ROOT}/srv/vm", f"{ROOT}/var/lib/machines/images")
     lines = ("---------------C------ /srv/vm\n---------------C------ /srv/vm/inner\n"
              "---------------C------ /srv/vm2\n---------------------- /var\n")
     assert btrfs.parse_nocow(lines, "n") == ("/srv/vm", "/srv/vm2")
@@ -117,7 +118,7 @@ def test_build_joins_the_real_capture():
     mounts = {m.target: m for m in vol.mounts}
     assert mounts["/"].compress == "zstd" and mounts["/"].fstab_options == "subvol=@,compress=zstd,noatime"
     assert (mounts["/mnt/pool"].mounted, mounts["/mnt/pool"].subvolid) == (False, 5)
-    assert vol.nocow == ("/srv/vm",) and vol.quota and len(vol.qgroups) == 6
+    assert vol.nocow == ("/srv/vm", "/var/lib/machines/images") and vol.quota and len(vol.qgroups) == 6
     assert [s.path for s in btrfs.needs_a_vault(vol)] == ["@/var/lib/machines"]
     assert any("mounted as btrfs subvolumes only" in w for w in built.warnings)
 
