@@ -4,7 +4,8 @@ subvolumes seen by the machine, and which of them a vault with xdev misses.
 layout_samples/btrfs-capture is a whole real capture (tests/integration/test_btrfs_subvolumes.py's
 machine, quotas on): `@` at / (subvol=@,compress=zstd,noatime), `@home` at /home, a nested
 `@/var/lib/machines`, a read-only snapshot `@/.snapshots/1`, a writable snapshot `@home-2026-1201`
-at the top level, /srv/vm and /var/lib/machines/images with +C. Lines marked "real" below were copied from btrfs-progs 6.2.
+at the top level, /srv/vm and /var/lib/machines/images with +C (remade by capturing btrfs_machine there
+with `btrfs quota enable`). Lines marked "real" below were copied from btrfs-progs 6.2 output.
 """
 
 from __future__ import annotations
