@@ -228,7 +228,12 @@ class Layout:
         return None
 
     def dumps(self) -> str:
-        return json.dumps(to_json(self), indent=2, sort_keys=False) + "\n"
+        data = to_json(self)
+        if not self.btrfs:
+            # a machine without btrfs writes the layout.json an older rescue (the one on a backup
+            # disk's rescue partition, say) can still read: it refuses keys it does not know
+            del data["btrfs"]
+        return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
     @classmethod
     def loads(cls, text: str, file: str = "layout.json") -> Layout:

@@ -213,3 +213,11 @@ def test_a_subvolume_the_vault_above_excludes_is_left_out_on_purpose(tmp_path):
 ])
 def test_excludes_read_as_rsync_reads_them(rel, patterns, out):
     assert excluded(rel, patterns) is out
+
+
+def test_a_layout_without_btrfs_is_written_as_older_rescues_read_it():
+    """An older rescue (on a backup disk's rescue partition) refuses keys it does not know."""
+    lay = Layout.loads((SAMPLES / "capture-demo" / "layout.json").read_text())
+    assert "btrfs" not in json.loads(lay.dumps()) and Layout.loads(lay.dumps()) == lay
+    with_btrfs = Layout.loads((CAPTURE / "layout.json").read_text())
+    assert json.loads(with_btrfs.dumps())["btrfs"] and Layout.loads(with_btrfs.dumps()) == with_btrfs
