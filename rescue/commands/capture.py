@@ -72,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
     dest = args.out.resolve() if args.out is not None else env.image_dir / "rescue"
     write_capture(dest, layout, raw)
     fs = sum(1 for f in layout.filesystems if f.fstype != "swap")
-    print(f"rescue capture: wrote {dest} ({len(layout.disks)} disk(s), {fs} filesystem(s), {len(layout.swaps)} swap)")
+    subvolumes = sum(len(v.subvolumes) for v in layout.btrfs)
+    extra = f", {subvolumes} btrfs subvolume(s)" if layout.btrfs else ""
+    print(f"rescue capture: wrote {dest} ({len(layout.disks)} disk(s), {fs} filesystem(s), "
+          f"{len(layout.swaps)} swap{extra})")
     if env is not None:
         _measure(env.image_dir)
         _coverage(env, client or env.client, layout)

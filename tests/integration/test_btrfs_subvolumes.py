@@ -95,6 +95,7 @@ def test_capture_records_subvolumes_snapshots_mounts_nocow(machine, tmp_path, ca
     disk, root, uuid = machine
     out = tmp_path / "cap"
     assert main(["capture", "--disk", disk, "--root", str(root), "--out", str(out)]) == Exit.OK
+    assert "(1 disk(s), 1 filesystem(s), 0 swap, 5 btrfs subvolume(s))" in capsys.readouterr().out
     lay = Layout.loads((out / "layout.json").read_text())
     [vol] = lay.btrfs
     assert (vol.device, vol.uuid, vol.label, vol.default_id) == (disk + "p1", uuid, "machine", 5)
