@@ -244,6 +244,9 @@ def subvolumes_seen(rows: Sequence[SubvolumeRow], readonly: frozenset[int], moun
                 p, t = min(above, key=lambda x: (-len(x[0]), len(x[1]), x[1]))
                 rest = r.path[len(p):].lstrip("/")
                 seen_at = t.rstrip("/") + "/" + rest if t != "/" else "/" + rest
+                if any(_under(seen_at, t2) and _under(t2, t) and t2 != t for m in mounts if m.mounted
+                       for t2 in (m.target,)):
+                    seen_at = None  # below a folder another mount covers: the machine does not show it
         origin = by_uuid.get(r.parent_uuid) if r.parent_uuid else None
         out.append(Subvolume(
             id=r.id, path=r.path, parent_id=r.parent_id, uuid=r.uuid, parent_uuid=r.parent_uuid,
@@ -251,6 +254,10 @@ def subvolumes_seen(rows: Sequence[SubvolumeRow], readonly: frozenset[int], moun
             snapshot_of=origin.path if origin is not None else None, seen_at=seen_at, mounted=mounted,
         ))
     return tuple(out)
+
+
+def _under(path: str, top: str) -> bool:
+    return top == "/" or path == top or path.startswith(top.rstrip("/") + "/")
 
 
 def needs_a_vault(volume: BtrfsVolume) -> list[Subvolume]:

@@ -141,6 +141,13 @@ def test_where_the_machine_shows_a_subvolume():
         rows, frozenset(), [BtrfsMount(target="/mnt/pool", subvolid=5)], default_id=5)}
     assert seen["@home-2026-1201"].seen_at == "/mnt/pool/@home-2026-1201"
     assert seen["@/var/lib/machines"].seen_at == "/mnt/pool/@/var/lib/machines"
+    # a subvolume inside @'s own home folder is hidden by the mount of @home on /home
+    hidden = btrfs.SubvolumeRow(id=300, parent_id=256, uuid="u-300", parent_uuid=None, received_uuid=None,
+                                path="@/home/old")
+    seen = {s.path: s for s in btrfs.subvolumes_seen(
+        (*rows, hidden), frozenset(), [BtrfsMount(target="/", subvol="/@"), BtrfsMount(target="/home", subvol="/@home")],
+        default_id=5)}
+    assert seen["@/home/old"].seen_at is None and seen["@/var/lib/machines"].seen_at == "/var/lib/machines"
     # a writable snapshot seen in the tree holds data of its own (a machinectl clone): it needs a vault
     vol = dataclasses.replace(Layout.loads((CAPTURE / "layout.json").read_text()).btrfs[0])
     subs = tuple(dataclasses.replace(s, seen_at="/var/lib/machines/clone") if s.path == "@home-2026-1201" else s
