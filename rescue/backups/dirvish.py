@@ -403,7 +403,14 @@ def read_vault(bank: Path, vault_dir: Path, notes: Notes | None = None) -> Vault
         kind=SourceKind.DIRVISH,
         configured_client=_scalar(conf, "client") or None,
         configured_source=_scalar(conf, "tree") or None,
+        configured_xdev=_flag(_scalar(conf, "xdev")),
     )
+
+
+def _flag(value: str) -> bool | None:
+    """A dirvish boolean option: 1/true/yes or 0/false/no; None when not given."""
+    v = value.strip().lower()
+    return True if v in ("1", "true", "yes", "on") else False if v in ("0", "false", "no", "off") else None
 
 
 def scan_bank(bank: Path, notes: Notes | None = None) -> tuple[Vault, ...]:

@@ -19,6 +19,8 @@ Findings made so far (issue 20, first part):
   never-expire           no expire-default or expire-rule, and the images say Expire: Never
   no-disklabel           the backup filesystem holding the bank has no DISKLABEL file (which disk is this?)
   mount-not-backed-up    a mount point of the captured layout that no vault holds (xdev stops at it)
+  subvolume-not-backed-up  a btrfs subvolume the machine shows inside a mounted one, that no vault
+                         holds: a vault with xdev copies its folder empty (another st_dev)
 """
 
 from __future__ import annotations
@@ -389,3 +391,37 @@ def unheld_findings(client: str, unheld: Sequence[str]) -> list[Finding]:
         evidence=f"mount points without a vault: {', '.join(unheld)} (a vault with xdev stops at a mount point)",
         fix="add a vault for each (dirvish: tree: MOUNTPOINT), or drop xdev where that is meant",
     )]
+
+
+def subvolume_findings(client: str, unheld: Sequence[str], vaults: Sequence[tuple[str, str, bool | None]],
+                       root: str = "/") -> list[Finding]:
+    """btrfs subvolumes no vault holds. vaults: (name, source as the machine names it, xdev) of
+    the machine's vaults, to name the one that skips each subvolume and show the fix."""
+    if not unheld:
+        return []
+    skipped, excludes = [], []
+    for path in unheld:
+        above = [v for v in vaults if path.startswith(v[1].rstrip("/") + "/") or v[1] == "/"]
+        by = max(above, key=lambda v: len(v[1]), default=None)
+        if by is None:
+            skipped.append(f"{path} (inside no vault)")
+            continue
+        skipped.append(f"{path} (inside vault {by[0]}, tree {by[1]}, xdev {'on' if by[2] else 'unknown'})")
+        excludes.append(f"'exclude: {path[len(by[1].rstrip('/')):]}/' in vault {by[0]}")
+    base = root.rstrip("/")
+    examples = "; ".join(f"a vault {_vault_name(p)} with 'tree: {base}{p}' and 'xdev: 1'" for p in unheld)
+    leave = (f"; one meant to stay out of the backup: exclude it in the vault above ({'; '.join(excludes)}), "
+             "and it is no longer reported") if excludes else ""
+    return [Finding(
+        code="subvolume-not-backed-up",
+        what=f"machine {client}: {len(unheld)} btrfs subvolume(s) are in no vault, so its backup is incomplete",
+        evidence=f"subvolumes the captured layout shows, not mounted of their own: {'; '.join(skipped)}. "
+                 "rsync -x (dirvish's xdev) does not cross into a subvolume: it is another st_dev, and its "
+                 "folder is copied empty",
+        fix=f"add a vault per subvolume: {examples} (rescue's README shows one){leave}",
+    )]
+
+
+def _vault_name(path: str) -> str:
+    """A vault name for a subvolume's path: /var/lib/machines -> var-lib-machines."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", path.strip("/")) or "root"

@@ -23,6 +23,7 @@ index, rescue/) outside tree/.
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import json
 import os
 import stat
@@ -32,6 +33,9 @@ from pathlib import Path
 
 from rescue.backups.dirvish import parse_config
 from rescue.backups.model import Image, ImageStatus, Machine, SourceKind, Vault
+from rescue.jsonform import FormError, from_json
+from rescue.layout.btrfs import needs_a_vault
+from rescue.layout.model import BtrfsVolume
 
 ADDED_FILE = "added.json"
 ADDED_VERSION = 1
@@ -229,6 +233,14 @@ class MachineHealth:
     incomplete: int
     layout: bool  # the newest usable image of some vault has a captured layout
     unheld: tuple[str, ...]  # mount points of the captured layout no vault backs up
+    # btrfs subvolumes the machine shows inside a mounted one, that no vault holds (xdev skips them)
+    unheld_subvolumes: tuple[str, ...] = ()
+    layout_root: str | None = None  # where the newest layout was captured (--root; "/" for a running machine)
+
+    @property
+    def complete(self) -> bool:
+        """Every mount point and subvolume of the captured layout is in some vault."""
+        return not self.unheld and not self.unheld_subvolumes
 
 
 def nights_left(free: int, free_inodes: int, growth_bytes: int | None, growth_inodes: int | None) -> float | None:
@@ -319,7 +331,8 @@ def machine_health(machine: Machine, now: dt.datetime | None = None, recent: int
     failed = incomplete = 0
     layout = False
     layout_image: Image | None = None
-    held: set[str] = set()
+    holds = held_sources(machine.vaults)
+    held = set(holds.paths)
     for v in machine.vaults:
         usable = [i for i in v.images if i.usable]
         if usable and usable[-1].layout_dir is not None:
@@ -330,23 +343,53 @@ def machine_health(machine: Machine, now: dt.datetime | None = None, recent: int
             if newest is None or _when(i) > _when(newest):
                 newest = i
         for i in v.images:
-            if i.source:
-                held.add(i.source.rstrip("/") or "/")
             when = _when(i)
             if when is not None and when >= since:
                 failed += i.status is ImageStatus.FAILED
                 incomplete += i.status is ImageStatus.INCOMPLETE
-        if v.configured_source:
-            held.add(v.configured_source.rstrip("/") or "/")
     when = _when(newest) if newest is not None else None
+    data = _layout_data(layout_image) if layout_image is not None else None
     return MachineHealth(
         client=machine.client,
         newest=f"{newest.vault}/{newest.name}" if newest is not None else None,
         newest_at=when.isoformat(timespec="seconds") if when is not None else None,
         age_days=(now - when).total_seconds() / 86400 if when is not None else None,
         failed=failed, incomplete=incomplete, layout=layout,
-        unheld=_unheld(layout_image, held) if layout_image is not None else (),
+        unheld=_unheld(data, held) if data is not None else (),
+        unheld_subvolumes=_unheld_subvolumes(data, holds) if data is not None else (),
+        layout_root=str(data.get("root") or "/") if data is not None else None,
     )
+
+
+@dataclass(frozen=True)
+class Held:
+    """What a machine's vaults back up: their sources (every image's and the configured tree:),
+    those of dirvish vaults whose rsync crosses into other filesystems (xdev off), and each
+    source's excludes (the newest image's, as dirvish wrote them in its summary)."""
+
+    paths: frozenset[str]
+    crossing: frozenset[str]
+    excludes: dict[str, tuple[str, ...]]
+
+
+def held_sources(vaults: Iterable[Vault]) -> Held:
+    held: set[str] = set()
+    crossing: set[str] = set()
+    excludes: dict[str, tuple[str, ...]] = {}
+    for v in vaults:
+        sources = {s.rstrip("/") or "/" for s in (v.configured_source, *(i.source for i in v.images)) if s}
+        held |= sources
+        if v.kind is SourceKind.DIRVISH and v.xdev is False:
+            crossing |= sources
+        if v.images:
+            for s in sources:
+                excludes[s] = excludes.get(s, ()) + v.images[-1].excludes
+    return Held(frozenset(held), frozenset(crossing), excludes)
+
+
+def subvolumes_no_vault_holds(layout: dict, vaults: Iterable[Vault]) -> tuple[str, ...]:
+    """For a layout just captured (as JSON): its btrfs subvolumes that none of vaults holds."""
+    return _unheld_subvolumes(layout, held_sources(vaults))
 
 
 def _when(image: Image | None) -> dt.datetime | None:
@@ -358,25 +401,36 @@ def _when(image: Image | None) -> dt.datetime | None:
         return None
 
 
-def _unheld(image: Image, held: set[str]) -> tuple[str, ...]:
-    """Mount points of the image's captured layout (its filesystems, not swap)
-    that no vault backs up. A layout captured with --root names the client's
-    own mount points, which are what the vault sources name too when the
-    client is backed up over ssh; a vault whose source lies under a --root
-    capture's root is mapped back by that root."""
+def _layout_data(image: Image) -> dict | None:
+    """The image's layout.json as plain JSON (read leniently: a layout of another
+    version still tells its mount points)."""
     try:
         with open(image.layout_dir / "layout.json", "rb") as f:  # type: ignore[operator]
             data = json.loads(f.read(8 << 20))
     except (OSError, ValueError, TypeError):
-        return ()
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _mapped(data: dict, paths: set[str]) -> set[str]:
+    """Vault sources as the captured machine names them. A layout captured with --root
+    names the client's own mount points, which are what the vault sources name too when
+    the client is backed up over ssh; a vault whose source lies under a --root capture's
+    root is mapped back by that root."""
     root = str(data.get("root") or "/").rstrip("/")
-    mapped = set(held)
+    mapped = set(paths)
     if root:
-        for h in held:
+        for h in paths:
             if h == root:
                 mapped.add("/")
             elif h.startswith(root + "/"):
                 mapped.add(h[len(root):])
+    return mapped
+
+
+def _unheld(data: dict, held: set[str]) -> tuple[str, ...]:
+    """Mount points of the captured layout (its filesystems, not swap) that no vault backs up."""
+    mapped = _mapped(data, held)
     out = []
     for fs in data.get("filesystems") or ():
         mp = fs.get("mountpoint") if isinstance(fs, dict) else None
@@ -384,6 +438,63 @@ def _unheld(image: Image, held: set[str]) -> tuple[str, ...]:
             if (mp.rstrip("/") or "/") not in mapped:
                 out.append(mp)
     return tuple(sorted(set(out)))
+
+
+def _unheld_subvolumes(data: dict, holds: Held) -> tuple[str, ...]:
+    """btrfs subvolumes the machine shows inside a mounted subvolume (not mounted themselves,
+    not read-only snapshots) that no vault holds: neither a vault of their own nor a vault
+    above them whose rsync crosses filesystems (no xdev). dirvish's `xdev: 1` copies such a
+    subvolume's folder empty, since it is another st_dev. One the vault above excludes
+    (docker's /var/lib/docker, a cache) is left out on purpose: not reported."""
+    held_m, crossing_m = _mapped(data, set(holds.paths)), _mapped(data, set(holds.crossing))
+    excludes: dict[str, tuple[str, ...]] = {}
+    for source, patterns in holds.excludes.items():
+        for name in _mapped(data, {source}):
+            excludes[name] = excludes.get(name, ()) + patterns
+    out = []
+    volumes = data.get("btrfs")
+    for item in volumes if isinstance(volumes, list) else ():
+        try:
+            volume = from_json(BtrfsVolume, item)
+        except FormError:
+            continue
+        for sub in needs_a_vault(volume):
+            seen = (sub.seen_at or "").rstrip("/") or "/"
+            if seen in held_m or any(seen == c or seen.startswith(c.rstrip("/") + "/") for c in crossing_m):
+                continue
+            above = [h for h in held_m if h == "/" or seen.startswith(h.rstrip("/") + "/")]
+            vault = max(above, key=len, default=None)
+            if vault is not None and excluded(seen[len(vault.rstrip("/")):], excludes.get(vault, ())):
+                continue
+            out.append(seen)
+    return tuple(sorted(set(out)))
+
+
+def excluded(rel: str, patterns: Sequence[str]) -> bool:
+    """Whether rsync's exclude patterns leave out /rel (relative to the vault's tree) or a
+    folder above it. A simple reading of rsync's rules: a pattern starting with / is anchored
+    at the tree; one with no other / matches any one name; one with a / inside matches the
+    end of the path; a trailing / (folders only) is dropped, as is a trailing ** or *** ."""
+    parts = [p for p in rel.strip("/").split("/") if p]
+    for pattern in patterns:
+        pat = pattern.strip()
+        if not pat or pat.startswith(("+", "#", ";")):
+            continue
+        pat = pat.removeprefix("- ").rstrip("/")
+        for tail in ("/***", "/**"):
+            pat = pat.removesuffix(tail)
+        if not pat:
+            continue
+        anchored = pat.startswith("/")
+        words = pat.strip("/").split("/")
+        for i in range(1, len(parts) + 1):  # every folder on the way, and the path itself
+            path = parts[:i]
+            if anchored:
+                if len(path) == len(words) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(path, words)):
+                    return True
+            elif len(path) >= len(words) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(path[-len(words):], words)):
+                return True
+    return False
 
 
 def dirvish_banks(vaults: Iterable[Vault]) -> dict[Path, list[Vault]]:
@@ -431,4 +542,9 @@ def problems(banks: Sequence[BankHealth], machines: Sequence[MachineHealth], lim
             elif m.age_days > limits.max_age_days:
                 out.append(f"machine {m.client}: newest usable image {m.newest} is {m.age_days:.1f} days old, "
                            f"over --max-age {limits.max_age_days:g}d")
+        # (a mount point in no vault is often meant: an ESP or a scratch /tmp; a subvolume rarely is,
+        # and one left out on purpose is excluded in its vault above)
+        if m.unheld_subvolumes:
+            out.append(f"machine {m.client}: backup incomplete: btrfs subvolume(s) in no vault: "
+                       f"{', '.join(m.unheld_subvolumes)} (a vault with xdev copies a subvolume's folder empty)")
     return out

@@ -70,6 +70,16 @@ class Vault:
     kind: SourceKind = SourceKind.DIRVISH
     configured_client: str | None = None  # dirvish/default.conf "client:", for vaults without images
     configured_source: str | None = None  # dirvish/default.conf "tree:"
+    configured_xdev: bool | None = None  # dirvish/default.conf "xdev:" (None: not said there)
+
+    @property
+    def xdev(self) -> bool | None:
+        """Whether rsync stays on one filesystem (-x): the newest image's SET/UNSET line says
+        what dirvish did; a vault without images has only its default.conf (None: unknown)."""
+        for image in reversed(self.images):
+            if image.flags:
+                return "xdev" in image.flags
+        return self.configured_xdev
 
     @property
     def client(self) -> str | None:

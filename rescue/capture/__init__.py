@@ -17,6 +17,12 @@ What an image's rescue/ folder holds:
   boot-mode              uefi or bios (/sys/firmware/efi), or from-disk for --disk captures
   grub                   the grub folders found (/boot/grub, /boot/grub2)
   disks                  the disks recorded, one per line
+  btrfs-<dev>-subvolumes.txt  per mounted btrfs filesystem: btrfs subvolume list -a -u -q -p -R
+  btrfs-<dev>-readonly.txt    btrfs subvolume list -a -r (the read-only subvolumes)
+  btrfs-<dev>-default.txt     btrfs subvolume get-default
+  btrfs-<dev>-qgroups.txt     btrfs qgroup show --raw -r -e (only when quotas are on)
+  btrfs-<dev>-nocow.txt       the lsattr -d lines with C of the folders down to 4 levels below
+                              each of its mount points (only those lines are kept)
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from rescue.devices import disk_of
 from rescue.errors import LayoutError
+from rescue.layout import btrfs
 from rescue.layout.df import DfEntry, parse_df
 from rescue.layout.findmnt import parse_findmnt, source_device
 from rescue.layout.fstab import parse_fstab
@@ -21,6 +22,7 @@ from rescue.layout.lsblk import BlockDevice, parse_lsblk, walk
 from rescue.layout.model import (
     Boot,
     BootMode,
+    BtrfsVolume,
     Disk,
     Filesystem,
     FstabEntry,
@@ -111,7 +113,7 @@ def build_layout(
 
     Its phases: the disks and their tables; what blkid probed; the mounts below ROOT; df's
     figures and the filesystem roots' modes; the filesystems and swap on the disks; fstab,
-    os-release and hostname; the boot mode."""
+    os-release and hostname; the boot mode; btrfs subvolumes."""
     notes = list(warnings)
     for required in ("lsblk.json", "disks"):
         if required not in files:
@@ -129,11 +131,13 @@ def build_layout(
     swaps = _swaps(files, filesystems, probes, by_path)
 
     fstab = parse_fstab(files["fstab"], "fstab") if "fstab" in files else ()
-    filesystems = _mountpoints_from_fstab(filesystems, fstab, notes)
+    subvol_mounted = {source_device(m.source) for m in mounts if m.fstype == "btrfs"}
+    filesystems = _mountpoints_from_fstab(filesystems, fstab, notes, subvol_mounted)
     os_release = parse_os_release(files["os-release"]) if "os-release" in files else {}
     hostname = read_text(files.get("hostname", b""), "hostname").strip() or None
 
     boot = _boot(files, disks, filesystems, notes)
+    btrfs = _btrfs(files, mounts, probes, fstab, root)
     return Layout(
         client=client or hostname or "unknown",
         captured_at=captured_at,
@@ -148,6 +152,7 @@ def build_layout(
         fstab=fstab,
         boot=boot,
         warnings=tuple(notes),
+        btrfs=btrfs,
     )
 
 
@@ -291,7 +296,7 @@ def _fstab_names(fs: Filesystem) -> set[str]:
 
 
 def _mountpoints_from_fstab(
-    filesystems: list[Filesystem], fstab: tuple[FstabEntry, ...], notes: list[str]
+    filesystems: list[Filesystem], fstab: tuple[FstabEntry, ...], notes: list[str], subvol_mounted: set[str] = frozenset(),
 ) -> list[Filesystem]:
     """A filesystem not mounted at capture time (an ESP a build host cannot mount, a
     noauto entry) still has a place: the one the captured system's fstab gives it."""
@@ -304,10 +309,54 @@ def _mountpoints_from_fstab(
                 if e.spec in names and e.file.startswith("/") and e.file not in taken:
                     fs = replace(fs, mountpoint=e.file)
                     taken.add(e.file)
-                    notes.append(f"{fs.device} was not mounted at capture; its mount point {e.file} is from fstab")
+                    if fs.device in subvol_mounted:  # its subvolumes are: see the layout's btrfs part
+                        notes.append(f"{fs.device} is mounted as btrfs subvolumes only; its mount point {e.file} "
+                                     "is from fstab")
+                    else:
+                        notes.append(f"{fs.device} was not mounted at capture; its mount point {e.file} is from fstab")
                     break
         out.append(fs)
     return out
+
+
+def _btrfs(files: Mapping[str, bytes], mounts: list[Mount], probes: dict[str, dict[str, str]],
+           fstab: tuple[FstabEntry, ...], root: str) -> tuple[BtrfsVolume, ...]:
+    """Per btrfs filesystem read at capture (btrfs-NODE-*.txt): its subvolumes and where the
+    machine shows them, its default subvolume, mounts with their fstab lines, nocow folders
+    and quota groups."""
+    volumes = []
+    for name in sorted(files):
+        m = re.fullmatch(r"btrfs-(.+)-subvolumes\.txt", name)
+        if not m:
+            continue
+        node = m.group(1)
+        rows = btrfs.parse_subvolume_list(files[name], name)
+        ro_name, default_name = f"btrfs-{node}-readonly.txt", f"btrfs-{node}-default.txt"
+        readonly = btrfs.parse_readonly_ids(files.get(ro_name, b""), ro_name)
+        default_id = btrfs.parse_get_default(files[default_name], default_name) if default_name in files \
+            else btrfs.TOP_LEVEL
+        dev = next((d for d in {source_device(x.source) for x in mounts} if node_name(d) == node), "/dev/" + node)
+        facts = probes.get(dev, {})
+        names = {dev}
+        if facts.get("UUID"):
+            names |= {f"UUID={facts['UUID']}", f"UUID={facts['UUID'].lower()}", f"UUID={facts['UUID'].upper()}"}
+        if facts.get("LABEL"):
+            names.add(f"LABEL={facts['LABEL']}")
+        if facts.get("PART_ENTRY_UUID"):
+            names.add(f"PARTUUID={facts['PART_ENTRY_UUID'].lower()}")
+            names.add(f"PARTUUID={facts['PART_ENTRY_UUID'].upper()}")
+        mounted = [x for x in mounts if x.fstype == "btrfs" and source_device(x.source) == dev]
+        bmounts = btrfs.join_mounts(mounted, fstab, names, rows)
+        qname, nname = f"btrfs-{node}-qgroups.txt", f"btrfs-{node}-nocow.txt"
+        qgroups = btrfs.parse_qgroups(files[qname], qname) if qname in files else ()
+        nocow = [rel for p in (btrfs.parse_nocow(files[nname], nname) if nname in files else ())
+                 if (rel := relative_to_root(p, root)) is not None]
+        volumes.append(BtrfsVolume(
+            device=dev, uuid=facts.get("UUID"), label=facts.get("LABEL"), default_id=default_id,
+            subvolumes=btrfs.subvolumes_seen(rows, readonly, bmounts, default_id), mounts=bmounts,
+            nocow=btrfs.topmost(nocow), quota=qname in files, qgroups=qgroups,
+        ))
+    return tuple(volumes)
 
 
 def _boot(files: Mapping[str, bytes], disks: list[Disk], filesystems: list[Filesystem], notes: list[str]) -> Boot:

@@ -22,10 +22,18 @@ from pathlib import Path
 from rescue.capture import probe
 from rescue.capture.build import node_name
 from rescue.capture.probe import LocalRunner, Runner, checked_device
-from rescue.errors import RescueError
+from rescue.errors import LayoutError, RescueError
+from rescue.layout.btrfs import (
+    mount_subvol,
+    nocow_lines,
+    parse_get_default,
+    parse_readonly_ids,
+    parse_subvolume_list,
+    subvolumes_seen,
+)
 from rescue.layout.findmnt import parse_findmnt, source_device
 from rescue.layout.lsblk import BlockDevice, parse_lsblk, walk
-from rescue.layout.model import Mount
+from rescue.layout.model import BtrfsMount, Mount
 from rescue.layout.swaps import parse_swaps
 from rescue.run import CommandError
 
@@ -78,6 +86,72 @@ def _stat_roots(runner: Runner, raw: Raw, targets: list[str]) -> None:
         raw.files["roots.txt"] = _bytes(r.stdout)
     else:
         raw.files["roots.txt"] = b""
+
+
+def _btrfs(runner: Runner, raw: Raw, mounts: Sequence[Mount]) -> None:
+    """Per btrfs filesystem (by the device it is mounted from), read through its shallowest
+    mount: its subvolumes, the read-only ones, the default subvolume, quota groups if quotas
+    are on, and the folders with +C (nocow) near the top of each of its mounts.
+
+    Raw files btrfs-NODE-{subvolumes,readonly,default,qgroups,nocow}.txt. A machine without
+    btrfs-progs gets a warning, never a failed capture: its other filesystems still count."""
+    by_dev: dict[str, list[str]] = {}
+    for m in mounts:
+        if m.fstype == "btrfs":
+            by_dev.setdefault(checked_device(source_device(m.source)), []).append(m.target)
+    for dev, targets in sorted(by_dev.items()):
+        targets = sorted(set(targets), key=lambda t: (t.count("/"), t))
+        where, name = targets[0], f"btrfs-{node_name(dev)}"
+        try:
+            raw.files[f"{name}-subvolumes.txt"] = _bytes(runner([*probe.BTRFS_SUBVOLUMES, where]).stdout)
+            raw.files[f"{name}-readonly.txt"] = _bytes(runner([*probe.BTRFS_READONLY, where]).stdout)
+            raw.files[f"{name}-default.txt"] = _bytes(runner([*probe.BTRFS_DEFAULT, where]).stdout)
+            q = runner([*probe.BTRFS_QGROUPS, where], ok=(0, 1))
+        except CommandError as e:
+            raw.warnings.append(f"{dev}: btrfs subvolumes not recorded ({(e.stderr or '').strip()[:120]})")
+            for part in ("subvolumes", "readonly", "default"):
+                raw.files.pop(f"{name}-{part}.txt", None)
+            continue
+        if q.returncode == 0:
+            raw.files[f"{name}-qgroups.txt"] = _bytes(q.stdout)
+        elif "not enabled" not in q.stderr:
+            raw.warnings.append(f"{dev}: btrfs quota groups not read ({q.stderr.strip()[:120]})")
+        lines: list[bytes] = []
+        for target in [*targets, *_nested(raw, name, dev, mounts)]:
+            try:
+                r = runner(probe.nocow_walk(target), ok=(0, 1, 124))  # 1: a folder lsattr could not read
+            except CommandError as e:
+                raw.warnings.append(f"{target}: nocow folders not looked for ({(e.stderr or '').strip()[:120]})")
+                continue
+            if r.returncode == 124:
+                raw.warnings.append(f"{target}: the walk for nocow folders did not end within "
+                                    f"{probe.NOCOW_SECONDS} s; those found so far are recorded")
+            kept, odd = nocow_lines(_bytes(r.stdout))
+            lines += kept
+            if odd:
+                raw.warnings.append(f"{target}: {odd} nocow folder(s) with a name that is not UTF-8 not recorded")
+        # only the +C lines are kept: the walk prints one line per folder (thousands a night)
+        raw.files[f"{name}-nocow.txt"] = b"".join(line + b"\n" for line in lines)
+
+
+def _nested(raw: Raw, name: str, dev: str, mounts: Sequence[Mount]) -> list[str]:
+    """Where the machine shows the subvolumes that are not mounted of their own (seen inside a
+    mounted one, which -xdev does not walk into), read-only snapshots left out: their folders
+    are walked for nocow too, the first NOCOW_NESTED of them (docker's btrfs driver makes a
+    subvolume per image layer: hundreds)."""
+    try:
+        rows = parse_subvolume_list(raw.files[f"{name}-subvolumes.txt"], f"{name}-subvolumes.txt")
+        readonly = parse_readonly_ids(raw.files[f"{name}-readonly.txt"], f"{name}-readonly.txt")
+        default = parse_get_default(raw.files[f"{name}-default.txt"], f"{name}-default.txt")
+    except LayoutError:
+        return []  # build says what is wrong with these files; the walk does without them
+    here = [m for m in mounts if m.fstype == "btrfs" and source_device(m.source) == dev]
+    seen = subvolumes_seen(rows, readonly, [BtrfsMount(m.target, *mount_subvol(m.options)) for m in here], default)
+    paths = sorted(s.seen_at for s in seen if s.seen_at and not s.mounted and not (s.snapshot and s.readonly))
+    if len(paths) > probe.NOCOW_NESTED:
+        raw.warnings.append(f"{dev}: nocow folders looked for in {probe.NOCOW_NESTED} of its {len(paths)} "
+                            "subvolumes that are not mounted of their own")
+    return paths[:probe.NOCOW_NESTED]
 
 
 def disks_to_skip(devices: tuple[BlockDevice, ...], mounts: Sequence[Mount], backup_paths: Sequence[str]) -> dict[str, str]:
@@ -145,6 +219,7 @@ def collect_running(runner: Runner | None = None, backup_paths: Sequence[str] = 
         if df.returncode:
             raw.warnings.append("df: " + df.stderr.strip()[:200])
     _stat_roots(runner, raw, targets)
+    _btrfs(runner, raw, [m for m in mounts if source_device(m.source) in on_disks])
     return raw
 
 
@@ -189,6 +264,7 @@ def collect_offline(disk: str, root: Path, runner: Runner | None = None) -> Raw:
     df = runner([*probe.DF, *targets])
     raw.files["df.txt"] = _bytes(df.stdout)
     _stat_roots(runner, raw, targets)
+    _btrfs(runner, raw, ours)
     _optional_cat(runner, raw, "fstab", [f"{root_s}/etc/fstab"])
     _optional_cat(runner, raw, "os-release", [f"{root_s}/etc/os-release", f"{root_s}/usr/lib/os-release"])
     r = runner(["cat", f"{root_s}/etc/hostname"], ok=(0, 1))

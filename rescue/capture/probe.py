@@ -1,7 +1,8 @@
 """The plain commands capture runs on a client, locally or over ssh.
 
 The client needs no Python and no rescue: only lsblk, sfdisk, blkid,
-findmnt, df, stat, cat and test, which every Linux system has. The same
+findmnt, df, stat, cat and test, which every Linux system has (and, where a
+btrfs filesystem is mounted, btrfs, find and lsattr). The same
 argv lists run either here (through rescue.run) or on the far side of
 `ssh -o BatchMode=yes HOST`, each argument shell-quoted, so nothing the
 client prints is ever evaluated: device names and mount points that come
@@ -111,3 +112,24 @@ SFDISK = ("sfdisk", "--dump")
 BLKID = ("blkid", "-p", "-o", "export")
 STAT_ROOTS = ("stat", "-c", "%a %u %g %n")
 GRUB_DIRS = ("/boot/grub", "/boot/grub2")
+# btrfs (run on one mount point of each btrfs filesystem, given last)
+BTRFS_SUBVOLUMES = ("btrfs", "subvolume", "list", "-a", "-u", "-q", "-p", "-R")
+BTRFS_READONLY = ("btrfs", "subvolume", "list", "-a", "-r")
+BTRFS_DEFAULT = ("btrfs", "subvolume", "get-default")
+BTRFS_QGROUPS = ("btrfs", "qgroup", "show", "--raw", "-r", "-e")
+# nocow folders: lsattr -d of every folder down to NOCOW_DEPTH below each btrfs mount point,
+# not crossing into another filesystem or subvolume (-xdev; each mounted one is walked from its
+# own mount). Deep enough for /var/lib/libvirt/images, /var/lib/mysql, /var/log/journal and
+# /home/USER/VMs; a walk of the whole tree each night would cost what the backup itself costs.
+# Nested subvolumes that are not mounted (another st_dev, so -xdev stops at them) are walked
+# from where the machine shows them.
+# find still stats each mount point it meets (to see it is one): `timeout` ends the walk should
+# a dead network mount below hang it, and the capture goes on without the nocow folders.
+NOCOW_DEPTH = 4
+NOCOW_SECONDS = 120
+NOCOW_NESTED = 16  # nested subvolumes (not mounted of their own) walked as well, at most
+
+
+def nocow_walk(mountpoint: str) -> list[str]:
+    return ["timeout", str(NOCOW_SECONDS), "find", mountpoint, "-xdev", "-maxdepth", str(NOCOW_DEPTH), "-type", "d",
+            "-exec", "lsattr", "-d", "--", "{}", "+"]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
-from rescue.backups.health import record_added
-from rescue.capture import capture, hook_env, is_local, write_capture
+from rescue.backups import find_backups
+from rescue.backups.health import record_added, subvolumes_no_vault_holds
+from rescue.capture import HookEnv, capture, hook_env, is_local, write_capture
 from rescue.capture.probe import SshRunner
 from rescue.errors import Exit, RescueError
+from rescue.layout.model import Layout
 
 NAME = "capture"
 HELP = "record a machine's disk layout (as a dirvish post-server hook, or into --out DIR)"
@@ -18,7 +21,9 @@ ORDER = 10
 DESCRIPTION = """\
 Record what rsync never saves: partition tables (sfdisk -d), filesystems with
 their UUIDs and labels, swap, mount points, the mode and owner of each
-filesystem's root, fstab, boot mode (BIOS/UEFI) and the OS release.
+filesystem's root, fstab, boot mode (BIOS/UEFI) and the OS release; per btrfs
+filesystem its subvolumes (snapshots, read-only), the default subvolume, each
+mount's subvol= and options, nocow folders and quota groups.
 
 As a dirvish post-server hook (no --out), it reads DIRVISH_CLIENT and
 DIRVISH_DEST and writes a rescue/ folder into the image, beside tree/. A
@@ -67,10 +72,31 @@ def run(args: argparse.Namespace) -> int:
     dest = args.out.resolve() if args.out is not None else env.image_dir / "rescue"
     write_capture(dest, layout, raw)
     fs = sum(1 for f in layout.filesystems if f.fstype != "swap")
-    print(f"rescue capture: wrote {dest} ({len(layout.disks)} disk(s), {fs} filesystem(s), {len(layout.swaps)} swap)")
+    subvolumes = sum(len(v.subvolumes) for v in layout.btrfs)
+    extra = f", {subvolumes} btrfs subvolume(s)" if layout.btrfs else ""
+    print(f"rescue capture: wrote {dest} ({len(layout.disks)} disk(s), {fs} filesystem(s), "
+          f"{len(layout.swaps)} swap{extra})")
     if env is not None:
         _measure(env.image_dir)
+        _coverage(env, client or env.client, layout)
     return int(Exit.OK)
+
+
+def _coverage(env: HookEnv, client: str, layout: Layout) -> None:
+    """Say which btrfs subvolumes of the layout no vault of this client in the bank holds
+    (dirvish's xdev copies them empty). A note in the image's log; never a failed capture."""
+    if not layout.btrfs:
+        return
+    try:
+        bank = env.image_dir.parent.parent
+        vaults = [v for v in find_backups([bank]).vaults if v.client == client]
+        unheld = subvolumes_no_vault_holds(json.loads(layout.dumps()), vaults)
+    except Exception as e:  # noqa: BLE001 - the layout is written; this is advice
+        print(f"rescue capture: note: the bank's vaults were not compared with the subvolumes ({e})", file=sys.stderr)
+        return
+    if unheld:
+        print(f"rescue capture: INCOMPLETE backup of {client}: btrfs subvolume(s) in no vault: {', '.join(unheld)} "
+              "(a vault with xdev copies a subvolume's folder empty; add a vault for each, see `rescue doctor`)")
 
 
 def _measure(image_dir: Path) -> None:

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rescue.backups import find_backups
+from rescue.backups import Machine, find_backups
 from rescue.backups.dirvish import banks_from_master, shown
 from rescue.backups.doctor import (
     LOGROTATE_CONF,
@@ -21,6 +21,7 @@ from rescue.backups.doctor import (
     expire_findings,
     fetch_client_files,
     logrotate_findings,
+    subvolume_findings,
     unheld_findings,
     updatedb_findings,
 )
@@ -72,6 +73,24 @@ def run(args: argparse.Namespace) -> int:
     return _doctor(args, client_root=args.root, client=None)
 
 
+def _vault_sources(machine: Machine, root: str) -> list[tuple[str, str, bool | None]]:
+    """(vault, source as the captured machine names it, xdev) of a machine's vaults; a source
+    under a --root capture's root is named as the machine names it."""
+    out = []
+    base = root.rstrip("/")
+    for v in machine.vaults:
+        source = next((i.source for i in reversed(v.images) if i.source), None) or v.configured_source
+        if not source:
+            continue
+        source = source.rstrip("/") or "/"
+        if base and source == base:
+            source = "/"
+        elif base and source.startswith(base + "/"):
+            source = source[len(base):]
+        out.append((v.name, source, v.xdev))
+    return out
+
+
 def _doctor(args: argparse.Namespace, client_root: Path, client: str | None) -> int:
     """client_root: where the backed-up machine's files are (its root, or the copy fetched over ssh);
     args.root: the machine holding the bank (its updatedb and dirvish configuration)."""
@@ -102,7 +121,10 @@ def _doctor(args: argparse.Namespace, client_root: Path, client: str | None) -> 
             last = [i.path for i in v.images if i.usable][-(args.nights + 1):]
             findings += changer_findings(v.name, last)
         for m in machines:
-            findings += unheld_findings(m.client, machine_health(m).unheld)
+            cover = machine_health(m)
+            findings += unheld_findings(m.client, cover.unheld)
+            findings += subvolume_findings(m.client, cover.unheld_subvolumes,
+                                           _vault_sources(m, cover.layout_root or "/"), cover.layout_root or "/")
     disks: list[BackupDisk] = []
     for bank in banks:
         findings += dirvish_findings(master_found, bank)

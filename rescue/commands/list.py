@@ -49,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON (stable, versioned) instead of text")
     p.add_argument("--health", action="store_true",
                    help="per bank: how full (bytes, inodes), growth per night, nights left; per machine: "
-                        "age of the newest good image, failed images, layout, mount points no vault holds")
+                        "age of the newest good image, failed images, layout, mount points and btrfs subvolumes no vault "
+                        "holds")
     p.add_argument("--measure", action="store_true",
                    help="with --health: measure the last images that lack rescue/added.json and write it "
                         "(one walk per image; this WRITES into the bank)")
@@ -157,7 +158,7 @@ def health_json(banks: list[health.BankHealth], machines: list[health.MachineHea
     return {"version": JSON_VERSION, "banks": [to_json(b) | {"used_percent": round(b.used_percent, 2),
                                                          "inodes_used_percent": round(b.inodes_used_percent, 2)}
                       for b in banks],
-            "machines": [to_json(m) for m in machines], "notes": notes}
+            "machines": [to_json(m) | {"complete": m.complete} for m in machines], "notes": notes}
 
 
 def health_text(banks: list[health.BankHealth], machines: list[health.MachineHealth], notes: list[str]) -> str:
@@ -193,11 +194,21 @@ def health_text(banks: list[health.BankHealth], machines: list[health.MachineHea
                      f"{shown(m.newest) if m.newest else '-'} ({age})")
         lines.append(f"  last {health.RECENT_NIGHTS} nights: {m.failed} failed, {m.incomplete} incomplete; "
                      f"layout captured: {'yes' if m.layout else 'NO'}")
-        if m.unheld:
-            lines.append(f"  mount points no vault holds: {', '.join(shown(x) for x in m.unheld)}")
+        lines.extend(_incomplete(m))
     for note in notes:
         lines.append(f"note: {note}")
     return "\n".join(lines) + "\n"
+
+
+def _incomplete(m: health.MachineHealth) -> list[str]:
+    """What the machine's vaults leave out of its captured layout (the machine is then incomplete)."""
+    lines = []
+    if m.unheld:
+        lines.append(f"  INCOMPLETE: mount points no vault holds: {', '.join(shown(x) for x in m.unheld)}")
+    if m.unheld_subvolumes:
+        lines.append(f"  INCOMPLETE: btrfs subvolumes no vault holds: {', '.join(shown(x) for x in m.unheld_subvolumes)}"
+                     " (a vault with xdev copies a subvolume's folder empty: give each its own vault)")
+    return lines
 
 
 # --------------------------------------------------------------------------- choosing, sizes
@@ -267,7 +278,9 @@ def as_json(backups: Backups, at: str | None = None, sizes: dict[Path, int] | No
                 "chosen": _chosen(v, at),
                 "images": images,
             })
-        machines.append({"client": m.client, "vaults": vaults})
+        cover = health.machine_health(m)
+        machines.append({"client": m.client, "vaults": vaults, "complete": cover.complete,
+                         "unheld": list(cover.unheld), "unheld_subvolumes": list(cover.unheld_subvolumes)})
     return {"version": JSON_VERSION, "machines": machines, "notes": list(backups.notes)}
 
 
@@ -300,7 +313,7 @@ def _machine_text(m: Machine, at: str | None, sizes: dict[Path, int]) -> list[st
     name = shown(m.client) if m.client else "(no client named)"
     where = sorted({f"{v.kind.value} {shown(str(v.bank))}" for v in m.vaults})
     lines = [f"Machine {name}: {len(m.vaults)} vault{'s' if len(m.vaults) != 1 else ''}",
-             *(f"  from {w}" for w in where)]
+             *(f"  from {w}" for w in where), *_incomplete(health.machine_health(m))]
     for v in m.vaults:
         chosen = _chosen(v, at)
         lines.append(f"  vault {shown(v.name)}, source {shown(_source(v) or '?')}")

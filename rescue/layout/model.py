@@ -143,6 +143,65 @@ class Boot:
 
 
 @dataclass(frozen=True)
+class Subvolume:
+    """One btrfs subvolume (`btrfs subvolume list -a -u -q -p -R`, `-r` for the read-only ones)."""
+
+    id: int
+    path: str  # from the filesystem's top level (id 5): "@", "@/var/lib/machines"
+    parent_id: int  # the subvolume it lies in (5: the top level)
+    uuid: str
+    parent_uuid: str | None = None  # set on a snapshot: the subvolume it was taken from
+    received_uuid: str | None = None  # set on a subvolume made by `btrfs receive`
+    readonly: bool = False
+    snapshot: bool = False  # taken from another subvolume (parent_uuid set)
+    snapshot_of: str | None = None  # the path of that subvolume, when it still exists
+    seen_at: str | None = None  # where the captured machine shows it (relative to ROOT); None: nowhere
+    mounted: bool = False  # mounted itself (subvol=) at seen_at, rather than seen inside another
+
+
+@dataclass(frozen=True)
+class BtrfsMount:
+    """A mount of a btrfs filesystem: what findmnt shows in use, joined with its fstab line."""
+
+    target: str  # relative to ROOT: "/", "/home"
+    subvol: str | None = None  # "/@home" (subvol=), None: not said (the default subvolume)
+    subvolid: int | None = None
+    options: str = ""  # in use (findmnt); the kernel shows one filesystem's options for all its mounts
+    fstab_options: str | None = None  # as the fstab line asks, None: no fstab line
+    compress: str | None = None  # compress= or compress-force= (fstab's, else in use): "zstd", "zstd:3"
+    mounted: bool = True  # False: only in fstab (noauto, or not mounted at capture)
+
+
+@dataclass(frozen=True)
+class Qgroup:
+    """A btrfs quota group (`btrfs qgroup show --raw -r -e`), when quotas are on."""
+
+    qgroupid: str  # "0/257"
+    referenced: int
+    exclusive: int
+    max_referenced: int | None = None
+    max_exclusive: int | None = None
+
+
+@dataclass(frozen=True)
+class BtrfsVolume:
+    """One btrfs filesystem: its subvolumes, default subvolume, mounts, nocow folders, quotas."""
+
+    device: str  # the device it is mounted from
+    uuid: str | None = None
+    label: str | None = None
+    default_id: int = 5  # `btrfs subvolume get-default` (5: the top level)
+    subvolumes: tuple[Subvolume, ...] = ()
+    mounts: tuple[BtrfsMount, ...] = ()
+    nocow: tuple[str, ...] = ()  # folders with chattr +C (relative to ROOT), the topmost of each run
+    quota: bool = False
+    qgroups: tuple[Qgroup, ...] = ()
+
+    def subvolume(self, id: int) -> Subvolume | None:
+        return next((s for s in self.subvolumes if s.id == id), None)
+
+
+@dataclass(frozen=True)
 class Layout:
     """Everything needed to rebuild one machine's disks."""
 
@@ -160,6 +219,7 @@ class Layout:
     fstab: tuple[FstabEntry, ...] = ()
     boot: Boot = Boot()
     warnings: tuple[str, ...] = ()
+    btrfs: tuple[BtrfsVolume, ...] = ()  # per btrfs filesystem (older layouts: none recorded)
 
     def filesystem_at(self, mountpoint: str) -> Filesystem | None:
         for fs in self.filesystems:
@@ -168,7 +228,12 @@ class Layout:
         return None
 
     def dumps(self) -> str:
-        return json.dumps(to_json(self), indent=2, sort_keys=False) + "\n"
+        data = to_json(self)
+        if not self.btrfs:
+            # a machine without btrfs writes the layout.json an older rescue (the one on a backup
+            # disk's rescue partition, say) can still read: it refuses keys it does not know
+            del data["btrfs"]
+        return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
     @classmethod
     def loads(cls, text: str, file: str = "layout.json") -> Layout:

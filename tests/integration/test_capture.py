@@ -64,6 +64,13 @@ def test_offline_capture_matches_what_was_built(tmp_path: Path, label: str, home
         assert [(mt.target, mt.fstype) for mt in lay.mounts] == [("/", "ext4"), ("/home", home_fs), ("/tmp", "ext4")]
         assert {(e.spec, e.file) for e in lay.fstab} == {(f"UUID={p.uuid}", p.mountpoint or "none") for p in m.partitions}
         assert lay.boot.mode is BootMode.BIOS and lay.boot.grub_disk == m.disk
+        if home_fs == "btrfs":  # mounted whole (its top level): no subvolume, one mount
+            [vol] = lay.btrfs
+            assert (vol.device, vol.uuid, vol.subvolumes, vol.default_id) == (m.partition("/home").node,
+                                                                              m.partition("/home").uuid, (), 5)
+            assert [(mt.target, mt.subvol, mt.subvolid, mt.mounted) for mt in vol.mounts] == [("/home", "/", 5, True)]
+        else:
+            assert lay.btrfs == ()
         for raw in ("lsblk.json", "findmnt.json", "fstab", "df.txt", "roots.txt", "os-release", "hostname"):
             assert (out / raw).is_file(), raw
 

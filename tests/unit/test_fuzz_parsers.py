@@ -36,6 +36,7 @@ from rescue.drill.checks import parse_console
 from rescue.engine.journal import Journal
 from rescue.errors import BackupError, LayoutError, RescueError
 from rescue.layout import parse_df, parse_findmnt, parse_fstab, parse_lsblk, parse_sfdisk, parse_swaps
+from rescue.layout import btrfs
 from rescue.layout.legacy import load_layout, load_legacy
 from rescue.layout.model import Layout
 from rescue.unattended import ConfigError, config_from_cmdline, load_config
@@ -281,6 +282,24 @@ def _capture_seeds() -> list[bytes]:
     return [bytes([i]) + CAPTURE_FILES[n] for i, n in enumerate(names)]
 
 
+BTRFS_CAPTURE = SAMPLES / "btrfs-capture"
+BTRFS_FILES = {p.name: p.read_bytes() for p in BTRFS_CAPTURE.iterdir() if p.is_file() and p.name != "layout.json"}
+
+
+def _btrfs_capture_call(data: bytes, scratch: Path) -> object:
+    """A real btrfs capture (subvolumes, snapshots, nocow, qgroups) with one raw file replaced."""
+    names = sorted(BTRFS_FILES)
+    name = names[data[0] % len(names)] if data else names[0]
+    files = dict(BTRFS_FILES)
+    files[name] = data[1:]
+    return build_layout(files, client="subvols", captured_at="2026-12-04T23:00:00+00:00",
+                        root="/tmp/rescue-btrfs-sample/root")
+
+
+def _btrfs_raw(part: str) -> list[bytes]:
+    return [p.read_bytes() for p in BTRFS_CAPTURE.glob(f"btrfs-*-{part}.txt")]
+
+
 def _legacy_setup(scratch: Path) -> None:
     if (scratch / "laptop").exists():
         shutil.rmtree(scratch / "laptop")
@@ -377,11 +396,20 @@ TARGETS: list[Target] = [
     Target("roots", lambda d, s: parse_roots(d, "fuzz"), (LayoutError,), [CAPTURE.joinpath("roots.txt").read_bytes()]),
     # whole files as a bank holds them
     Target("layout.json", lambda d, s: Layout.loads(_text(d), "fuzz"), (LayoutError,),
-           [CAPTURE.joinpath("layout.json").read_bytes()], tree=_layout_tree),
+           [CAPTURE.joinpath("layout.json").read_bytes(), BTRFS_CAPTURE.joinpath("layout.json").read_bytes()],
+           tree=_layout_tree),
     Target("layout.json-file", _layout_file_call, (LayoutError,), [CAPTURE.joinpath("layout.json").read_bytes()],
            tree=_layout_tree),
     Target("capture-folder", _capture_call, (LayoutError,), _capture_seeds()),
     Target("legacy-files", _legacy_call, (LayoutError,), _legacy_seeds(), setup=_legacy_setup),
+    Target("btrfs-subvolumes", lambda d, s: btrfs.parse_subvolume_list(d, "fuzz"), (LayoutError,),
+           _btrfs_raw("subvolumes")),
+    Target("btrfs-readonly", lambda d, s: btrfs.parse_readonly_ids(d, "fuzz"), (LayoutError,), _btrfs_raw("readonly")),
+    Target("btrfs-default", lambda d, s: btrfs.parse_get_default(d, "fuzz"), (LayoutError,), _btrfs_raw("default")),
+    Target("btrfs-qgroups", lambda d, s: btrfs.parse_qgroups(d, "fuzz"), (LayoutError,), _btrfs_raw("qgroups")),
+    Target("btrfs-nocow", lambda d, s: btrfs.parse_nocow(d, "fuzz"), (LayoutError,), _btrfs_raw("nocow")),
+    Target("btrfs-capture-folder", _btrfs_capture_call, (LayoutError,),
+           [bytes([i]) + BTRFS_FILES[n] for i, n in enumerate(sorted(BTRFS_FILES))]),
     Target("dirvish-summary", _image_call, (BackupError,),
            [p.read_bytes() for p in DIRVISH.glob("summary.*")] + [DIRVISH.joinpath("log.success").read_bytes()],
            setup=_image_setup),
