@@ -255,4 +255,12 @@ class Layout:
         try:
             return from_json(cls, data)
         except FormError as e:
+            if "unknown key" in str(e):
+                # The nightly capture runs the backup server's rescue; the backup disk's
+                # rescue partition may be older and not know what a newer one records.
+                raise LayoutError(
+                    file, None, f"{e}: a newer rescue wrote this layout",
+                    fix="boot a rescue as new as the backup server's (rescue prepare-disk --update DEV "
+                        "refreshes a backup disk's rescue system), or run that rescue's restore",
+                ) from None
             raise LayoutError(file, None, str(e)) from None

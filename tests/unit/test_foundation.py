@@ -111,3 +111,13 @@ def test_a_closed_pipe_ends_a_command_quietly(tmp_path):
     err = p.stderr.read().decode()
     assert p.wait() == 141, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_a_layout_from_a_newer_rescue_says_so_and_how_to_update():
+    """The nightly capture runs the backup server's rescue, the restore the backup disk's:
+    a key this rescue does not know means a newer one wrote the file."""
+    text = '{"schema": 1, "client": "x", "captured_at": "t", "lvm": {}}'
+    with pytest.raises(LayoutError) as e:
+        Layout.loads(text, file="/bank/v/i/rescue/layout.json")
+    assert "unknown key 'lvm'" in str(e.value) and "newer rescue" in str(e.value)
+    assert "prepare-disk --update" in e.value.fix
