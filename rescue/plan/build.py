@@ -137,7 +137,29 @@ def _refuse_before_planning(layout: Layout | None, images: Sequence[Image], targ
             why="without the captured partition table and filesystems rescue cannot rebuild the disk",
             fix=HOOK_HINT + ", and make a new backup",
         )
+    _refuse_btrfs_subvolume_mounts(layout)
     return layout
+
+
+def _refuse_btrfs_subvolume_mounts(layout: Layout) -> None:
+    """A machine that mounts btrfs subvolumes (subvol=@, a default subvolume) cannot be restored yet.
+
+    The restore makes each btrfs one tree: the restored fstab's subvol=@ would name
+    nothing and the machine would stop at boot. Subvolumes only seen inside a mounted
+    tree are fine: they come back as folders, their files kept."""
+    for vol in layout.btrfs:
+        mounts = [m for m in vol.mounts if (m.subvol or "/").strip("/") or (m.subvolid or 5) != 5]
+        if mounts or vol.default_id != 5:
+            shown = ", ".join(f"{m.target} (subvol={m.subvol or m.subvolid})" for m in mounts)
+            what = shown or f"default subvolume id {vol.default_id}"
+            raise PlanRefused(
+                f"the btrfs filesystem {vol.uuid or vol.device} is mounted by subvolume: {what}",
+                why="rescue does not yet make btrfs subvolumes; each btrfs is restored as one tree, so the "
+                    "restored fstab would name subvolumes that are not there and the machine would not boot",
+                fix="restore this machine by hand: mkfs.btrfs -U with the old UUID, btrfs subvolume create "
+                    "for each subvolume in the image's rescue/ files, mount each and copy its vault with "
+                    "rsync -aHAX --numeric-ids",
+            )
 
 
 def _captured_disk(layout: Layout, options: PlanOptions, target: TargetDisk) -> _Captured:
