@@ -9,7 +9,6 @@ after a failure or a power cut resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -142,14 +141,15 @@ class ProgressPrinter:
 
 def confirm(target: Any, ask: Callable[[str], str]) -> None:
     """The person types the target's device name; anything else aborts with nothing written."""
-    names = {target.device, os.path.basename(target.device), *target.by_id}
+    from rescue.engine.restore import confirmed
+
     prompt = (f"\nEverything on {target.device} will be destroyed.\n"
               f"Type the target's device name ({target.device}) to go on, anything else aborts: ")
     try:
         answer = ask(prompt).strip()
     except EOFError:
         answer = ""
-    if answer not in names:
+    if not confirmed(answer, target.device, target.by_id):
         raise Aborted("the restore was not confirmed; nothing was written",
                       why=f"the answer {answer!r} is not {target.device}" if answer else "no answer was given",
                       fix=f"run again and type {target.device}, or use --yes in a script")

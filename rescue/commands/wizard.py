@@ -43,7 +43,8 @@ def options_from_args(args: argparse.Namespace) -> RestoreOptions:
     return RestoreOptions(grow=getattr(args, "grow", None), source_disk=getattr(args, "source_disk", None),
                           fstypes=parse_fstypes(getattr(args, "fstype", None) or ()),
                           bootloader=getattr(args, "bootloader", "auto"),
-                          verify_checksum=getattr(args, "verify_checksum", False), state_dir=args.state_dir)
+                          verify_checksum=getattr(args, "verify_checksum", False), state_dir=args.state_dir,
+                          face="rescue wizard")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -94,6 +94,12 @@ class Choice:
         return tuple(self.images[v.name] for v in self.machine.vaults if v.name in self.images)
 
 
+def confirmed(typed: str, device: str, by_id: Sequence[str] = ()) -> bool:
+    """The person typed the target's name: its path (/dev/sdb), its kernel name (sdb) or a by-id name."""
+    typed = typed.strip()
+    return bool(typed) and typed in (device, os.path.basename(device), *by_id)
+
+
 def missing_vaults(machine: Machine, chosen: Mapping[str, Image], skip: Sequence[str] = ()) -> tuple[str, ...]:
     """Vaults with no image chosen that were not left out: a restore of them is refused."""
     return tuple(v.name for v in machine.vaults if v.name not in chosen and v.name not in skip)
@@ -264,7 +270,7 @@ class Session:
             target=device, identity=identity, state_dir=self.state_dir, log_path=self.log_path,
             recheck=lambda: assert_still_safe(device, backup_sources=folders) and None,
             bootloader=options.bootloader, verify_checksum=options.verify_checksum, cancel=cancel,
-            title=f"restore of {options.client} onto {device}", face=options.face)
+            title=f"restore onto {device}", face=options.face)  # run() names the machine
         self.summary: str | None = None  # the last run's summary, also when it failed
         self.report: Path | None = None
 
