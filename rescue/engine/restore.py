@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 from rescue import events as ev
 from rescue.backups.discover import choose_image
+from rescue.backups.dirvish import shown
 from rescue.backups.model import Image, Machine
 from rescue.backups.source import ImageSource, Selection, partial_machine
 from rescue.errors import BackupError, PlanRefused
@@ -74,21 +75,20 @@ class Choice:
 
     def picked(self, images: Sequence[Image]) -> Choice:
         """The same machine with the images a person picked (the wizard's images screen)."""
-        chosen = {i.vault: i for i in images}
-        return dataclasses.replace(self, images=chosen)
-
-    def missing(self, skip: Sequence[str] = ()) -> tuple[str, ...]:
-        return missing_vaults(self.machine, self.images, skip)
+        return dataclasses.replace(self, images={i.vault: i for i in images})
 
     def restorable(self, skip: Sequence[str] = ()) -> tuple[Image, ...]:
         """The images to hand to the plan, in vault order; a vault with none is refused unless left out.
 
         A vault left out still hands over its image when it has one: the plan then says it is left out."""
-        for vault in self.missing(skip):
+        if not self.machine.vaults:
+            raise BackupError(f"machine {shown(self.machine.client)} has no vaults",
+                              fix="give the bank that holds its vaults with --bank DIR")
+        for vault in missing_vaults(self.machine, self.images, skip):
             raise self.unusable.get(vault) or BackupError(
-                f"no image chosen for vault {vault}",
+                f"no image chosen for vault {shown(vault)}",
                 fix="choose one of its good images, or leave the vault out (--skip-vault, x in the wizard)")
-        if self.machine.vaults and all(v.name in skip for v in self.machine.vaults):
+        if all(v.name in skip for v in self.machine.vaults):
             raise PlanRefused("every vault is left out: there would be nothing to restore",
                               fix="leave out fewer vaults")
         return tuple(self.images[v.name] for v in self.machine.vaults if v.name in self.images)
@@ -133,9 +133,6 @@ class Restore:
 
     def choose(self, machine: Machine) -> Choice:
         """Per vault the newest good image (at or before options.image); never a failed one."""
-        if not machine.vaults:
-            raise BackupError(f"machine {machine.client} has no vaults",
-                              fix="give the bank that holds its vaults with --bank DIR")
         images: dict[str, Image] = {}
         unusable: dict[str, BackupError] = {}
         for vault in machine.vaults:
