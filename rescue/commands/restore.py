@@ -57,7 +57,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_layout_arguments(p)
     add_size_argument(p)
     p.add_argument("--skip-vault", action="append", default=[], metavar="NAME", help="leave a vault out")
-    p.add_argument("--face", default="rescue restore", help=argparse.SUPPRESS)  # who holds the disk's lock
     p.add_argument("--step-markers", action="store_true", help=argparse.SUPPRESS)  # RESCUE-STEP-DONE KEY lines
     add_run_arguments(p)
 
@@ -182,7 +181,7 @@ def _stop_on_sigterm() -> None:
 
 def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
     req = read_request(args, "restore", bootloader=args.bootloader, verify_checksum=args.verify_checksum,
-                       state_dir=args.state_dir, log=args.log, face=args.face)
+                       state_dir=args.state_dir, log=args.log)
     return restore_on_console(req.restore, req.selection, req.device, yes=args.yes, dry_run=args.dry_run,
                               markers=args.step_markers, ask=ask)
 
