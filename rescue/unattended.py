@@ -44,6 +44,7 @@ from pathlib import Path
 
 from rescue.backups.source import ImageSource
 from rescue.commands.plan import parse_size
+from rescue.engine.restore import RestoreOptions
 from rescue.errors import Exit, PlanRefused, RescueError
 from rescue.paths import host_paths
 from rescue.target import TargetDisk
@@ -209,25 +210,28 @@ def select_target(selector: Selector, disks: Sequence[TargetDisk]) -> TargetDisk
     return found[0]
 
 
-def restore_argv(config: Config, device: str) -> list[str]:
-    argv = ["restore", "--client", config.client, "--target", device, "--yes",
-            "--bootloader", config.bootloader, "--face", "rescue unattended restore"]
-    for option, folders in (("--bank", config.banks), ("--rsnapshot", config.rsnapshot_roots),
-                            ("--tree", config.trees)):
-        for folder in folders:
-            argv += [option, str(folder)]
-    if config.image:
-        argv += ["--image", config.image]
-    if config.grow:
-        argv += ["--grow", config.grow]
-    for where, fstype in config.fstypes:
-        argv += ["--fstype", f"{where}={fstype}"]
-    for where, text in config.sizes:
-        argv += ["--size", f"{where}={text}"]
-    if config.log_dir:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        argv += ["--state-dir", str(config.log_dir), "--log", str(config.log_dir / f"restore-{stamp}.log")]
-    return argv + ["--step-markers"]  # RESCUE-STEP-DONE KEY lines: what the drill reads
+def restore_options(config: Config) -> RestoreOptions:
+    """The config's answers as the options every face gives the one restore object."""
+    from rescue.commands.plan import parse_sizes
+
+    log_dir = config.log_dir
+    return RestoreOptions(
+        client=config.client, image=config.image, grow=config.grow, fstypes=config.fstypes,
+        sizes=parse_sizes([f"{where}={text}" for where, text in config.sizes]), bootloader=config.bootloader,
+        state_dir=log_dir, log=log_dir / f"restore-{time.strftime('%Y%m%d-%H%M%S')}.log" if log_dir else None,
+        face="rescue unattended restore")
+
+
+def restore(config: Config, device: str, console: Callable[..., int] | None = None) -> int:
+    """`rescue restore --yes` onto the selected disk, with RESCUE-STEP-DONE lines for the drill."""
+    from rescue.commands.restore import restore_on_console
+    from rescue.engine.restore import Restore
+
+    job = Restore(config.source, restore_options(config))
+    selection = job.select()
+    for note in selection.notes:
+        print(f"rescue restore: note: {note}", file=sys.stderr)
+    return (console or restore_on_console)(job, selection, os.path.realpath(device), yes=True, markers=True)
 
 
 def power(action: str, run: Callable[[list[str]], object] | None = None) -> list[str] | None:
@@ -273,12 +277,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         target = select_target(config.target, list_disks(backup_sources=config.source.folders))
         marker(f"TARGET {target.device}", args.kmsg)
-        from rescue.cli import main as cli_main
-
-        code = Exit(cli_main(restore_argv(config, target.device)))
+        code = Exit(restore(config, target.device))
     except RescueError as e:
         print(f"unattended-restore: {e}", file=sys.stderr, flush=True)
         code = e.exit_code
+    except KeyboardInterrupt:  # Ctrl-C, or a TERM (shutdown): mounts released, the journal resumes
+        print("unattended-restore: interrupted", file=sys.stderr, flush=True)
+        code = Exit.ABORTED
     except Exception as e:  # noqa: BLE001 - the console must still get a marker
         print(f"unattended-restore: unexpected error: {e!r}", file=sys.stderr, flush=True)
         code = Exit.ERROR

@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from rescue.backups.source import ImageSource, Selection, add_source_arguments, source_from_args
+from rescue.backups.source import Selection, add_source_arguments, source_from_args
 from rescue.errors import Exit, RescueError
 
 if TYPE_CHECKING:
-    from rescue.plan import PlanOptions
+    from rescue.engine.restore import Restore
+    from rescue.plan.model import Plan
 
 NAME = "plan"
 ORDER = 15
@@ -45,15 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="use the newest good image at or before DATE (default: the newest good image)")
     p.add_argument("--target", required=True, metavar="DEV",
                    help="the whole disk the restore would overwrite, e.g. /dev/sdb")
-    p.add_argument("--grow", metavar="MOUNTPOINT|N",
-                   help="the partition that takes all the free space (default: the restored filesystems "
-                        "share it in proportion to their captured size)")
-    add_size_argument(p)
-    p.add_argument("--source-disk", metavar="DEV",
-                   help="which captured disk this target replaces (machines with several disks)")
+    add_layout_arguments(p)
     p.add_argument("--skip-vault", action="append", default=[], metavar="NAME",
                    help="leave a vault out of the plan; may be repeated")
-    add_fstype_argument(p)
+    add_size_argument(p)
     p.add_argument("--no-bootloader", action="store_true", help="plan no grub installation")
     p.add_argument("--json", action="store_true", help="print the plan as JSON instead of the review")
     p.add_argument("--script", type=Path, metavar="FILE", help="write restore.sh to FILE")
@@ -64,16 +60,16 @@ class Request:
     """What plan and restore both read from their options, before the target is probed."""
 
     device: str  # the target disk, links resolved
-    source: ImageSource
+    restore: Restore  # the one restore object every face drives
     selection: Selection
-    options: PlanOptions
 
 
-def read_request(args: argparse.Namespace, command: str, bootloader: bool) -> Request:
-    """Backups + client + target options -> the chosen images, their layout and the plan's options.
+def read_request(args: argparse.Namespace, command: str, **run: Any) -> Request:
+    """Backups + client + target options -> the restore, its chosen images and their layout.
 
-    Reads only; every bad option is a RescueError before any disk is probed."""
-    from rescue.plan import PlanOptions
+    Reads only; every bad option is a RescueError before any disk is probed. `run` holds the
+    options only a restore has (bootloader, state folder, log, ...)."""
+    from rescue.engine.restore import Restore, RestoreOptions
 
     source = source_from_args(args)
     source.check()
@@ -81,24 +77,33 @@ def read_request(args: argparse.Namespace, command: str, bootloader: bool) -> Re
         raise RescueError(f"{args.target} does not exist",
                           fix="name the target disk, e.g. /dev/sdb (lsblk lists the disks)")
     device = os.path.realpath(args.target)
-    options = PlanOptions(
-        source_disk=args.source_disk, grow=args.grow, bootloader=bootloader,
+    options = RestoreOptions(
+        client=args.client, image=args.image, source_disk=args.source_disk, grow=args.grow,
         skip_vaults=tuple(args.skip_vault), fstypes=parse_fstypes(args.fstype), sizes=parse_sizes(args.size),
+        **run,
     )
-    selection = source.select(args.client, args.image)
+    restore = Restore(source, options)
+    selection = restore.select()
     for note in selection.notes:
         print(f"rescue {command}: note: {note}", file=sys.stderr)
-    return Request(device, source, selection, options)
+    return Request(device, restore, selection)
 
 
-def make_plan(args: argparse.Namespace):
+def make_plan(args: argparse.Namespace) -> Plan:
     """Backups + client + target -> Plan (or the RescueError saying why not). Reads only."""
-    from rescue.plan import build_plan
-    from rescue.probe import probe_disk
+    req = read_request(args, "plan", bootloader="skip" if args.no_bootloader else "auto")
+    return req.restore.plan(req.selection, req.device)
 
-    req = read_request(args, "plan", bootloader=not args.no_bootloader)
-    target = probe_disk(req.device, backup_sources=req.source.folders)
-    return build_plan(req.selection.layout, req.selection.images, target, req.options)
+
+def add_layout_arguments(p: argparse.ArgumentParser) -> None:
+    """--grow, --source-disk and --fstype: how the captured disk is laid onto the target, the same
+    for rescue plan, rescue restore and the wizard."""
+    p.add_argument("--grow", metavar="MOUNTPOINT|N",
+                   help="the partition that takes all the free space (default: the restored filesystems "
+                        "share it in proportion to their captured size)")
+    p.add_argument("--source-disk", metavar="DEV",
+                   help="which captured disk this target replaces (machines with several disks)")
+    add_fstype_argument(p)
 
 
 def add_fstype_argument(p: argparse.ArgumentParser) -> None:

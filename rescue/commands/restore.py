@@ -9,19 +9,21 @@ after a failure or a power cut resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rescue.formats.units import duration, human
 from rescue import events as ev
 from rescue.backups.source import add_source_arguments
-from rescue.commands.plan import add_fstype_argument, add_size_argument, read_request
+from rescue.commands.plan import add_layout_arguments, add_size_argument, read_request
 from rescue.errors import Aborted, Exit, RescueError
+
+if TYPE_CHECKING:
+    from rescue.backups.source import Selection
+    from rescue.engine.restore import Restore
 
 NAME = "restore"
 ORDER = 20
@@ -52,14 +54,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="log of every command run (default: restore-DATE.log in the state folder)")
     p.add_argument("--state-dir", type=Path, metavar="DIR",
                    help="where the resume journal is kept (default /var/lib/rescue)")
-    p.add_argument("--grow", metavar="MOUNTPOINT|N",
-                   help="the partition that takes all the free space (default: the restored filesystems share it)")
+    add_layout_arguments(p)
     add_size_argument(p)
-    p.add_argument("--source-disk", metavar="DEV", help="which captured disk this target replaces (multi-disk machines)")
     p.add_argument("--skip-vault", action="append", default=[], metavar="NAME", help="leave a vault out")
-    add_fstype_argument(p)
-    p.add_argument("--face", default="rescue restore", help=argparse.SUPPRESS)  # who holds the disk's lock
     p.add_argument("--step-markers", action="store_true", help=argparse.SUPPRESS)  # RESCUE-STEP-DONE KEY lines
+    add_run_arguments(p)
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """--bootloader and --verify-checksum: how the restore runs, the same for rescue restore and the wizard."""
     p.add_argument("--bootloader", choices=("auto", "install", "skip"), default="auto",
                    help="auto (default): install grub, except onto a loop device where it is reported as "
                         "not attempted; install: always try; skip: do not install")
@@ -137,14 +140,15 @@ class ProgressPrinter:
 
 def confirm(target: Any, ask: Callable[[str], str]) -> None:
     """The person types the target's device name; anything else aborts with nothing written."""
-    names = {target.device, os.path.basename(target.device), *target.by_id}
+    from rescue.engine.restore import confirmed
+
     prompt = (f"\nEverything on {target.device} will be destroyed.\n"
               f"Type the target's device name ({target.device}) to go on, anything else aborts: ")
     try:
         answer = ask(prompt).strip()
     except EOFError:
         answer = ""
-    if answer not in names:
+    if not confirmed(answer, target.device, target.by_id):
         raise Aborted("the restore was not confirmed; nothing was written",
                       why=f"the answer {answer!r} is not {target.device}" if answer else "no answer was given",
                       fix=f"run again and type {target.device}, or use --yes in a script")
@@ -175,88 +179,42 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
-def usable_state_dir(wanted: Path) -> Path:
-    """The journal's folder; on a read-only rescue root, /run (lost at power-off, said so)."""
-    try:
-        wanted.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if os.access(wanted, os.W_OK):
-            return wanted
-    except OSError:
-        pass
-    from rescue.paths import host_paths
-
-    fallback = host_paths().fallback_state_dir
-    print(f"restore: {wanted} is not writable; keeping the journal in {fallback} "
-          "(a restore cut off by a power loss then starts over)", flush=True)
-    return fallback
-
-
 def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
-    from rescue.engine.executor import Executor
-    from rescue.engine.journal import identity_name
-    from rescue.engine.report import write_report
-    from rescue.paths import host_paths
-    from rescue.plan import build_plan
-    from rescue.probe import identity_of, probe_disk
-    from rescue.safety import assert_still_safe
+    req = read_request(args, "restore", bootloader=args.bootloader, verify_checksum=args.verify_checksum,
+                       state_dir=args.state_dir, log=args.log)
+    return restore_on_console(req.restore, req.selection, req.device, yes=args.yes, dry_run=args.dry_run,
+                              markers=args.step_markers, ask=ask)
 
-    req = read_request(args, "restore", bootloader=args.bootloader != "skip")
-    device, images, layout, options = req.device, req.selection.images, req.selection.layout, req.options
-    backup_sources = req.source.folders
-    state_dir = args.state_dir or host_paths().state_dir
-    if not args.dry_run:
-        state_dir = usable_state_dir(state_dir)
-    identity = identity_of(device)
 
-    folder = Path(state_dir) / identity_name(identity)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    log_path = args.log or folder / f"restore-{stamp}.log"
-    executor = Executor(target=device, identity=identity, state_dir=state_dir, log_path=log_path,
-                        recheck=lambda: assert_still_safe(device, backup_sources=backup_sources) and None,
-                        bootloader=args.bootloader, verify_checksum=args.verify_checksum,
-                        title=f"restore of {args.client} onto {device}", face=args.face)
-    # One restore per disk: from before the leftovers are released to the end, this command holds
-    # the disk's lock, so another console's wizard or restore is refused, as this one is while
-    # another holds it. A dry run writes nothing and takes no lock.
-    with nullcontext() if args.dry_run else executor.locked():
-        if not args.dry_run:
-            # A killed earlier run may have left its mounts and copy process: release
-            # them (only what its journal names) so the target probes as free again.
-            for line in executor.release_leftovers():
-                print(f"restore: {line}", flush=True)
+def restore_on_console(restore: Restore, selection: Selection, device: str, *, yes: bool = False,
+                       dry_run: bool = False, markers: bool = False, ask: Callable[[str], str] = _ask) -> int:
+    """The restore as plain lines on a console: `rescue restore` and the unattended entry alike."""
 
-        target = probe_disk(device, backup_sources=backup_sources)
-        plan = build_plan(layout, images, target, options)
+    def say(line: str) -> None:
+        print(f"restore: {line}", flush=True)
+
+    if dry_run:  # writes nothing and takes no lock
+        plan = restore.plan(selection, device)
         print(plan.review(), flush=True)
-        if args.dry_run:
-            print("\n# ---- restore.sh (nothing was written) ----")
-            print(plan.script(), flush=True)
-            return int(Exit.OK)
-        if not args.yes:
-            confirm(target, ask)
-
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (folder / "plan.json").write_text(plan.dumps())
-        printer = ProgressPrinter(markers=args.step_markers)
-        done: dict[str, str] = {}
+        print("\n# ---- restore.sh (nothing was written) ----")
+        print(plan.script(), flush=True)
+        return int(Exit.OK)
+    with restore.session(device, say=say) as session:
+        plan = session.plan(selection)
+        print(plan.review(), flush=True)
+        if not yes:
+            confirm(plan.target, ask)
+        printer = ProgressPrinter(markers=markers)
         _stop_on_sigterm()
-
-        def on_event(e: ev.Event) -> None:
-            if isinstance(e, ev.PlanDone):
-                done["summary"] = e.summary
-            printer(e)
-
         try:
-            outcome = executor.run(plan, on_event)
+            outcome = session.run(plan, printer)
         except RescueError:
-            if "summary" in done:
-                report = write_report(folder, done["summary"], stamp)
-                print("\n" + done["summary"], flush=True)
-                print(f"restore: report kept in {report}; every command run is in {log_path}", flush=True)
+            if session.summary is not None:
+                print("\n" + session.summary, flush=True)
+                say(f"report kept in {session.report}; every command run is in {session.log_path}")
             raise
-        report = write_report(folder, outcome.summary, stamp)
         print("\n" + outcome.summary)
-        print(f"restore: report kept in {report}; every command run is in {log_path}", flush=True)
+        say(f"report kept in {session.report}; every command run is in {session.log_path}")
         return int(Exit.INCOMPLETE if outcome.incomplete else Exit.OK)
 
 

@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 from rescue.backups.source import add_source_arguments, source_from_args
+from rescue.commands.plan import add_layout_arguments
+from rescue.commands.restore import add_run_arguments
+from rescue.engine.restore import RestoreOptions
 from rescue.errors import Exit, RescueError
 
 NAME = "wizard"
@@ -29,6 +32,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the backup partition is mounted (default /backup)")
     p.add_argument("--state-dir", type=Path, metavar="DIR",
                    help="where restore journals are kept (default /var/lib/rescue)")
+    add_layout_arguments(p)  # the same options as rescue restore; vaults and sizes are asked on screens
+    add_run_arguments(p)
+
+
+def options_from_args(args: argparse.Namespace) -> RestoreOptions:
+    """The wizard's command-line answers as the options rescue restore takes."""
+    from rescue.commands.plan import parse_fstypes
+
+    return RestoreOptions(grow=getattr(args, "grow", None), source_disk=getattr(args, "source_disk", None),
+                          fstypes=parse_fstypes(getattr(args, "fstype", None) or ()),
+                          bootloader=getattr(args, "bootloader", "auto"),
+                          verify_checksum=getattr(args, "verify_checksum", False), state_dir=args.state_dir,
+                          face="rescue wizard")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     source = source_from_args(args, required=False)
     source.check()
-    engine = RealEngine(config=args.config, backup_mount=args.backup_mount, state_dir=args.state_dir,
-                        source=source)
+    engine = RealEngine(config=args.config, backup_mount=args.backup_mount, source=source,
+                        options=options_from_args(args))
     app = make_app(engine)
     app.run()
     print(app.farewell())  # the screen is gone: say what state the disk is in and what next

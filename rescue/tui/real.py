@@ -8,20 +8,17 @@ This only adapts their answers to what the screens draw.
 from __future__ import annotations
 
 import dataclasses
-
-import json
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from rescue.backups import Image, Machine, choose_image
+from rescue.backups import Image, Machine
 from rescue.backups.source import ImageSource
-from rescue.errors import BackupError, RescueError
-from rescue.events import Event
+from rescue.engine.restore import Restore, RestoreOptions
+from rescue.errors import RescueError
+from rescue.events import Event, Output
 from rescue.paths import host_paths
 from rescue.target import TargetDisk
 from rescue.tui.facade import SHELL_MOUNT, Discovery, Interrupted
@@ -29,8 +26,6 @@ from rescue.tui.review import STEP_COST, CopyRow, FsRow, Review, TableRow
 
 if TYPE_CHECKING:
     from rescue.plan.model import Plan
-
-PLAN_FILE = "plan.json"  # beside the journal, written by rescue restore and the wizard alike
 
 
 def looks_like_bank(folder: Path) -> bool:
@@ -111,23 +106,6 @@ def review_of(plan: Plan) -> Review:
                            STEP_COST) for s in plan.steps))
 
 
-def stop_reason(folder: Path, since: float) -> str:
-    """Why the restore kept in folder stopped, from the report its last run wrote (the engine writes one
-    whenever a run ends, failed or cancelled); no report since it started means it never ended."""
-    reports = sorted((p for p in folder.glob("restore-*.txt") if p.stat().st_mtime >= since),
-                     key=lambda p: p.stat().st_mtime)
-    if not reports:
-        return "it never ended: the power went, the machine was reset, or the restore was killed"
-    for line in reports[-1].read_text(errors="replace").splitlines():
-        if line.startswith("result:"):
-            result = line.removeprefix("result:").strip()
-            if result == "FAILED":  # no step failed: the run was stopped between steps or in a copy
-                return "it was cancelled (or stopped) before it finished"
-            inner = result.removeprefix("FAILED (").removesuffix(")") if result.startswith("FAILED (") else result
-            return f"it was cancelled: {inner}" if "cancelled" in inner else f"a step failed: {inner}"
-    return "its last report says nothing about the result"
-
-
 def _h(n: int) -> str:
     from rescue.tui.review import human
 
@@ -140,15 +118,17 @@ class RealEngine:
     def __init__(self, banks: Sequence[Path] = (), config: Path | None = None,
                  backup_mount: Path | None = None, state_dir: Path | None = None,
                  log_dir: Path | None = None, master_conf: Path | None = None,
-                 source: ImageSource | None = None) -> None:
+                 source: ImageSource | None = None, options: RestoreOptions | None = None) -> None:
         hosts = host_paths()  # the rescue system's /backup and /etc/dirvish/master.conf by default
         # what --bank, --rsnapshot and --tree named (the banks given alone: the older callers)
         self.given = source if source is not None else ImageSource(banks=tuple(banks))
         self.config = config
         self.backup_mount = backup_mount or hosts.backup_mount
         self.master_conf = master_conf or hosts.dirvish_master
-        self.state_dir = state_dir
-        self.log_dir = log_dir
+        # the same options as rescue restore; the machine, vaults left out and sizes come from the screens
+        self.options = dataclasses.replace(options or RestoreOptions(), face="rescue wizard",
+                                           **{k: v for k, v in (("state_dir", state_dir), ("log_dir", log_dir))
+                                              if v is not None})
         self.plans: dict[Review, Plan] = {}
         self.last_log: Path | None = None
         self.last_report: Path | None = None
@@ -178,14 +158,14 @@ class RealEngine:
         seen = tuple(dict.fromkeys([*source.folders, *(v.bank for v in found.vaults)]))
         return Discovery(banks=seen, machines=found.machines, warnings=tuple(notes) + found.notes)
 
+    def restore(self, **options: Any) -> Restore:
+        """The one restore object rescue restore and the unattended entry drive too."""
+        return Restore(self.source()[0], dataclasses.replace(self.options, **options),
+                       backup_folders=self._sources())
+
     def choose(self, machine: Machine) -> Mapping[str, Image]:
-        chosen: dict[str, Image] = {}
-        for vault in machine.vaults:
-            try:
-                chosen[vault.name] = choose_image(vault)
-            except BackupError:
-                continue
-        return chosen
+        """The default image per vault; a vault with none is refused at plan time unless left out."""
+        return self.restore().choose(machine).images
 
     # -- disks and plan -----------------------------------------------------
 
@@ -196,54 +176,32 @@ class RealEngine:
 
     def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk,
              skip: tuple[str, ...] = (), sizes: tuple[tuple[str, int], ...] = ()) -> Review:
-        from rescue.layout.legacy import newest_layout
-        from rescue.plan import PlanOptions, build_plan
-
-        layout = newest_layout(images)  # as rescue restore does
-        plan = build_plan(layout, images, target, PlanOptions(skip_vaults=tuple(skip), sizes=tuple(sizes)))
+        restore = self.restore(skip_vaults=tuple(skip), sizes=tuple(sizes))
+        plan = restore.plan(restore.choose(machine).picked(images), target)
         review = review_of(plan)
         self.plans[review] = plan
         return review
 
     # -- running ------------------------------------------------------------
 
-    def _state_dir(self) -> Path:
-        return self.state_dir or host_paths().state_dir
+    @property
+    def state_dir(self) -> Path | None:
+        return self.options.state_dir
+
+    @state_dir.setter
+    def state_dir(self, folder: Path | None) -> None:
+        self.options = dataclasses.replace(self.options, state_dir=folder)
 
     def interrupted(self) -> Interrupted | None:
-        """The newest unfinished restore whose plan was kept beside its journal, on a disk that still is
-        what that journal recorded (the engine's own resume rule): only that one is offered."""
-        from rescue.engine.executor import resume_decision, step_record
-        from rescue.engine.journal import Journal, plan_digest
-        from rescue.jsonform import FormError
-        from rescue.plan.model import Plan
-
-        state = self._state_dir()
-        if not state.is_dir():
+        """The engine's unfinished restore (its own resume rule), laid out for the resume screen."""
+        found = self.restore().unfinished()
+        if found is None:
             return None
-        found: list[tuple[float, Plan, int]] = []
-        for plan_file in state.glob(f"*/{PLAN_FILE}"):
-            journal = Journal.load(plan_file.with_name("journal.json"))
-            if not journal.exists:
-                continue
-            try:
-                plan = Plan.from_json(json.loads(plan_file.read_text()))
-            except (OSError, ValueError, FormError):
-                continue
-            if not resume_decision(journal, plan.steps, plan_digest([step_record(s) for s in plan.steps])).resume:
-                continue  # another plan by now, finished, or the disk changed: a restore from here starts over
-            done = sum(1 for s in plan.steps if journal.is_done(s.key))
-            found.append((plan_file.stat().st_mtime, plan, done))
-        if not found:
-            return None
-        when, plan, done = max(found, key=lambda f: f[0])
+        plan = found.plan
         review = review_of(plan)
         self.plans[review] = plan
-        started = datetime.fromtimestamp(when).isoformat(timespec="minutes")
-        folder = next(f.parent for f in state.glob(f"*/{PLAN_FILE}") if f.stat().st_mtime == when)
-        return Interrupted(client=plan.client, target=plan.target.device, steps_done=done,
-                           steps_total=len(plan.steps), review=review, started=started,
-                           why=stop_reason(folder, when))
+        return Interrupted(client=plan.client, target=plan.target.device, steps_done=found.steps_done,
+                           steps_total=len(plan.steps), review=review, started=found.started, why=found.why)
 
     def _sources(self) -> tuple[Path, ...]:
         source, _notes = self.source()
@@ -255,45 +213,18 @@ class RealEngine:
         return tuple(sources) or (self.backup_mount,)
 
     def run(self, review: Review, emit: Callable[[Event], None], cancel: threading.Event) -> None:
-        """Run as `rescue restore` does: same journal, plan.json, log, report and last safety look."""
-        from rescue.engine.executor import Executor
-        from rescue.engine.journal import identity_name
-        from rescue.engine.report import write_report
-        from rescue.events import PlanDone
-        from rescue.probe import identity_of
-        from rescue.safety import assert_still_safe
-
+        """Run as `rescue restore` does: the same lock, leftovers released, journal, plan.json, log and report."""
         plan = self.plans[review]
-        device = plan.target.device
-        identity = identity_of(device)
-        folder = self._state_dir() / identity_name(identity)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        log_dir = self.log_dir or folder
-        log_path = log_dir / f"restore-{stamp}.log"
-        sources = self._sources()
-        executor = Executor(target=device, identity=identity, state_dir=self._state_dir(),
-                            log_path=log_path, cancel=cancel,
-                            recheck=lambda: assert_still_safe(device, backup_sources=sources) and None,
-                            title=f"restore of {plan.client} onto {device}", face="rescue wizard")
-        summary: list[str] = []
 
-        def on_event(e: Event) -> None:
-            if isinstance(e, PlanDone):
-                summary.append(e.summary)
-            emit(e)
+        def say(line: str) -> None:
+            emit(Output("resume", line))
 
-        # One restore per disk (the other console's wizard, rescue restore): the engine's lock,
-        # taken before plan.json is written over the one a running restore keeps beside its journal.
-        with executor.locked():
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            (folder / PLAN_FILE).write_text(plan.dumps())  # so the next start can offer to resume
-            log_dir.mkdir(parents=True, exist_ok=True)
-            self.last_log = log_path
+        with self.restore().session(plan.target.device, say=say, cancel=cancel) as session:
+            self.last_log = session.log_path
             try:
-                executor.run(plan, on_event)
+                session.run(plan, emit)
             finally:
-                if summary:
-                    self.last_report = write_report(folder, summary[-1], stamp)
+                self.last_report = session.report
 
     def log_path(self) -> Path | None:
         return self.last_log

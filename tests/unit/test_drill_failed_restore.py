@@ -71,7 +71,7 @@ def test_a_failure_at_verify_after_grub_finished_boots_for_the_evidence():
 
 def test_the_restore_prints_its_end_of_step_lines_only_when_asked():
     from rescue.commands.restore import ProgressPrinter
-    from rescue.unattended import Config, Selector, restore_argv
+    from rescue.unattended import Config, Selector, restore
 
     for markers in (True, False):
         out = io.StringIO()
@@ -83,9 +83,20 @@ def test_the_restore_prints_its_end_of_step_lines_only_when_asked():
         p(ev.StepStarted(12, 15, "bootloader", "install grub for BIOS on /dev/vdb"))
         p(ev.StepDone(12, "bootloader", 19.2))
         assert steps_done(out.getvalue()) == ({"wipe:/dev/vdb", "bootloader"} if markers else set())
-    argv = restore_argv(Config(Path("x.toml"), (Path("/backup/bank"),), "web1", Selector(device="/dev/vdb")),
-                        "/dev/vdb")
-    assert "--step-markers" in argv, "the unattended restore (what the drill boots) prints them"
+    asked: dict = {}
+
+    def console(job, selection, device, **kw):
+        asked.update(kw)
+        return 0
+
+    class Picked:  # the images and layout, without reading a bank
+        images, layout, notes = (), None, ()
+
+    config = Config(Path("x.toml"), (Path("/backup/bank"),), "web1", Selector(device="/dev/vdb"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("rescue.engine.restore.Restore.select", lambda self: Picked())
+        restore(config, "/dev/vdb", console=console)
+    assert asked.get("markers") is True, "the unattended restore (what the drill boots) prints them"
 
 
 # --- the drill itself, with qemu replaced by a replay of recorded consoles -------------------

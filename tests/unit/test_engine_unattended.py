@@ -14,7 +14,7 @@ from rescue.unattended import (
     config_from_cmdline,
     load_config,
     power,
-    restore_argv,
+    restore_options,
     select_target,
 )
 
@@ -37,22 +37,21 @@ def write(tmp_path: Path, text: str) -> Path:
     return p
 
 
-def test_good_config_becomes_a_restore_command(tmp_path):
+def test_good_config_becomes_the_restore_options_every_face_gives(tmp_path):
     c = load_config(write(tmp_path, GOOD))
     assert c.client == "web1" and c.banks == (Path("/backup/bank"),) and c.after == "reboot"
     assert c.after_failure == "stay" and c.target == Selector(by_id="ata-NEW_DISK_1")
-    argv = restore_argv(c, "/dev/sdb")
-    assert argv[:7] == ["restore", "--client", "web1", "--target", "/dev/sdb", "--yes", "--bootloader"]
-    assert ["--bank", "/backup/bank"] == argv[10:12] and "--image" in argv and "--state-dir" in argv
-    assert argv[argv.index("--face") + 1] == "rescue unattended restore"  # what another console's refusal names
-    assert "--fstype" not in argv
+    o = restore_options(c)
+    assert (o.client, o.image, o.bootloader) == ("web1", "2026-1126", "auto")
+    assert o.state_dir == Path("/var/log/rescue") and o.log is not None and o.log.parent == Path("/var/log/rescue")
+    assert o.face == "rescue unattended restore"  # what another console's refusal names
+    assert o.fstypes == ()
 
 
 def test_fstype_table_becomes_fstype_options(tmp_path):
     c = load_config(write(tmp_path, GOOD.replace("[target]", '[fstype]\n"/home" = "ext4"\n"/srv" = "xfs"\n[target]')))
     assert c.fstypes == (("/home", "ext4"), ("/srv", "xfs"))
-    argv = restore_argv(c, "/dev/sdb")
-    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--fstype"] == ["/home=ext4", "/srv=xfs"]
+    assert restore_options(c).fstypes == (("/home", "ext4"), ("/srv", "xfs"))
 
 
 def test_rsnapshot_and_tree_sources_become_their_options(tmp_path):
@@ -60,10 +59,7 @@ def test_rsnapshot_and_tree_sources_become_their_options(tmp_path):
     c = load_config(write(tmp_path, text))
     assert c.banks == () and c.rsnapshot_roots == (Path("/backup/rsnapshot"),)
     assert c.source.folders == (Path("/backup/rsnapshot"), Path("/backup/a"), Path("/backup/b"))
-    argv = restore_argv(c, "/dev/sdb")
-    assert "--bank" not in argv
-    assert [argv[i + 1] for i, a in enumerate(argv) if a in ("--rsnapshot", "--tree")] == \
-        ["/backup/rsnapshot", "/backup/a", "/backup/b"]
+    assert c.source.trees == (Path("/backup/a"), Path("/backup/b")) and c.source.tree_client == "web1"
 
 
 @pytest.mark.parametrize(("text", "says"), [

@@ -188,13 +188,12 @@ def test_rescue_restore_takes_size_like_grow():
 
 
 def test_unattended_size_table_becomes_size_options(tmp_path):
-    from rescue.unattended import ConfigError, load_config, restore_argv
+    from rescue.unattended import ConfigError, load_config, restore_options
 
     base = 'bank = "/b"\nclient = "x"\n{}[target]\ndevice = "/dev/sdb"\n'
     path = tmp_path / "rescue-unattended.toml"
     path.write_text(base.format('[size]\n"/home" = "200G"\nswap = "1G"\n'))
-    argv = restore_argv(load_config(path), "/dev/sdb")
-    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--size"] == ["/home=200G", "swap=1G"]
+    assert restore_options(load_config(path)).sizes == (("/home", 200 * GIB), ("swap", GIB))
     path.write_text(base.format('[size]\n"/home" = "lots"\n'))
     with pytest.raises(ConfigError, match=r"\[size\]"):
         load_config(path)

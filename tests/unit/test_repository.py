@@ -29,3 +29,42 @@ def test_the_package_ships_no_test_double():
     assert shipped == [] or all("class RecordedEngine" not in (REPO / p).read_text() for p in shipped), shipped
     assert not (REPO / "rescue" / "tui" / "recorded.py").exists()
     assert (TESTS / "unit" / "recorded_engine.py").is_file()
+
+
+FACES = ("commands", "tui", "drill")  # what collects answers and draws events
+
+
+def _calls_and_imports(path: Path) -> tuple[set[str], set[str]]:
+    import ast
+
+    tree = ast.parse(path.read_text(), str(path))
+    calls, imports = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            calls.add(f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else "")
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imports.update([node.module, *(f"{node.module}.{a.name}" for a in node.names)])
+        elif isinstance(node, ast.Import):
+            imports.update(a.name for a in node.names)
+    return calls, imports
+
+
+def test_no_face_builds_its_own_executor_or_plan():
+    """rescue restore, the wizard and the drill run restores through rescue.engine.restore, so their
+    options and refusals cannot drift apart again (issue 16)."""
+    found = []
+    for face in FACES:
+        for path in sorted((REPO / "rescue" / face).rglob("*.py")):
+            calls, _ = _calls_and_imports(path)
+            found += [f"{path.relative_to(REPO)}: {name}()" for name in sorted(calls & {"Executor", "Plan", "build_plan"})]
+    assert found == []
+
+
+def test_the_drill_imports_no_command_module():
+    found = []
+    for path in sorted((REPO / "rescue" / "drill").rglob("*.py")):
+        _, imports = _calls_and_imports(path)
+        found += [f"{path.relative_to(REPO)}: {m}" for m in sorted(imports)
+                  if m == "rescue.commands" or m.startswith("rescue.commands.") or m == "rescue.cli"]
+    assert found == []

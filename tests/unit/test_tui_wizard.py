@@ -714,7 +714,7 @@ def test_the_engines_command_line_advice_is_told_in_the_wizards_words():
 
 
 def test_the_resume_offer_says_why_the_earlier_restore_stopped(tmp_path):
-    from rescue.tui.real import stop_reason
+    from rescue.engine.restore import stop_reason
 
     folder = tmp_path / "disk"
     folder.mkdir()

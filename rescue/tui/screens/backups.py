@@ -8,6 +8,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from rescue.backups.model import Image, ImageStatus, Machine
+from rescue.engine.restore import missing_vaults
 from rescue.tui.facade import Discovery
 from rescue.tui.messages import DiscoveryDone
 from rescue.tui.review import human
@@ -90,7 +91,7 @@ disk or mounting a backup partition)."""
         has_layout = any(i.layout_dir is not None for i in chosen.values())
         notes = []
         bad = sum(1 for v in machine.vaults for i in v.images if not i.usable)
-        missing = [v.name for v in machine.vaults if v.name not in chosen]
+        missing = missing_vaults(machine, chosen)
         if missing:
             notes.append(f"no good image: {', '.join(missing)}")
         if bad:
@@ -203,7 +204,7 @@ empty), or takes it back in. n goes on to choose the target disk."""
         self.fill()
 
     def action_next(self) -> None:
-        missing = [v.name for v in self.machine.vaults if v.name not in self.chosen and v.name not in self.skipped]
+        missing = missing_vaults(self.machine, self.chosen, tuple(self.skipped))
         if missing:
             self.notify(f"No good image chosen for: {', '.join(missing)}. Choose one, or x leaves "
                         "the vault out.", severity="error")

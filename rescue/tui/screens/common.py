@@ -84,9 +84,10 @@ class TextScreen(ModalScreen[None]):
 
 
 def confirm_matches(typed: str, device: str) -> bool:
-    """The target's name as typed: its path (/dev/sdb) or its kernel name (sdb)."""
-    typed = typed.strip()
-    return bool(typed) and typed in (device, device.rsplit("/", 1)[-1])
+    """The target's name as typed: its path (/dev/sdb) or its kernel name (sdb), as rescue restore takes it."""
+    from rescue.engine.restore import confirmed
+
+    return confirmed(typed, device)
 
 
 class ConfirmScreen(ModalScreen[bool]):
