@@ -20,6 +20,7 @@ from rescue.layout.findmnt import parse_findmnt, source_device
 from rescue.layout.fstab import parse_fstab
 from rescue.layout.lsblk import BlockDevice, parse_lsblk, walk
 from rescue.layout.model import (
+    BlockLayers,
     Boot,
     BootMode,
     BtrfsVolume,
@@ -32,10 +33,12 @@ from rescue.layout.model import (
     Swap,
 )
 from rescue.layout.sfdisk import parse_sfdisk, read_text
+from rescue.layout import stack
 from rescue.layout.swaps import parse_swaps
 
 ESP_GPT = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 ESP_DOS = "ef"
+_MD_TYPES = ("raid0", "raid1", "raid4", "raid5", "raid6", "raid10", "linear", "md")
 
 
 def parse_blkid(data: bytes | str, file: str) -> dict[str, str]:
@@ -125,8 +128,10 @@ def build_layout(
     probes = _probes(files)
     mounts, mounted = _mounts(files, root)
     df, roots = _usage(files, root)
-    _note_stacked_layers(disk_paths, by_path, notes)
-    on_disks = [d for p in disk_paths for d in walk((by_path[p],))]
+    layers = _layers(files, disk_paths)
+    _note_stacked_layers(disk_paths, by_path, notes, layers)
+    # an md array (and the LVs on it) shows under each of its member disks: once each
+    on_disks = list({d.path: d for p in disk_paths for d in walk((by_path[p],))}.values())
     filesystems = _filesystems(on_disks, probes, mounted, df, roots, notes)
     swaps = _swaps(files, filesystems, probes, by_path)
 
@@ -153,6 +158,7 @@ def build_layout(
         boot=boot,
         warnings=tuple(notes),
         btrfs=btrfs,
+        layers=layers or None,
     )
 
 
@@ -228,8 +234,45 @@ def _usage(files: Mapping[str, bytes], root: str) -> tuple[dict[str, DfEntry], d
     return df, roots
 
 
-def _note_stacked_layers(disk_paths: list[str], by_path: dict[str, BlockDevice], notes: list[str]) -> None:
+def _layers(files: Mapping[str, bytes], disk_paths: list[str]) -> BlockLayers:
+    """md arrays (md-NODE-detail.export, md-NODE-detail.txt, md-examine-MEMBER.txt) and LVM
+    (lvm-{pvs,vgs,lvs}.json, lvm-vgcfgbackup-VG.txt), with the disks' identity."""
+    arrays = []
+    for name in sorted(files):
+        m = re.fullmatch(r"md-(.+)-detail\.export", name)
+        if not m:
+            continue
+        node = m.group(1)
+        export = stack.parse_export(files[name], name)
+        examines = {dev: (files[f"md-examine-{node_name(dev)}.txt"], f"md-examine-{node_name(dev)}.txt")
+                    for dev in stack.md_members(export) if f"md-examine-{node_name(dev)}.txt" in files}
+        detail_name = f"md-{node}-detail.txt"
+        arrays.append(stack.build_md_array(
+            "/dev/" + node.replace("-", "/"),  # node_name's reverse: md0, md-root (/dev/md/root)
+            files[name], name, files.get(detail_name), detail_name, examines))
+    vgs: tuple = ()
+    if all(f"lvm-{k}.json" in files for k in ("pvs", "vgs", "lvs")):
+        configs = {n[len("lvm-vgcfgbackup-"):-len(".txt")]: n for n in files
+                   if n.startswith("lvm-vgcfgbackup-") and n.endswith(".txt")}
+        vgs = stack.parse_lvm(files["lvm-pvs.json"], files["lvm-vgs.json"], files["lvm-lvs.json"], configs)
+    by_id = stack.parse_by_id(files["disk-by-id.txt"]) if "disk-by-id.txt" in files else {}
+    return BlockLayers(
+        md=tuple(arrays), vgs=vgs,
+        disks=stack.disk_identities(files["lsblk.json"], disk_paths, by_id) if (arrays or vgs) else (),
+        mdadm_conf="mdadm.conf" if "mdadm.conf" in files else None,
+        lvm_devices_file="lvm-system.devices" if "lvm-system.devices" in files else None,
+    )
+
+
+def _note_stacked_layers(disk_paths: list[str], by_path: dict[str, BlockDevice], notes: list[str],
+                         layers: BlockLayers) -> None:
     stacked = sorted({d.type for p in disk_paths for d in walk((by_path[p],)) if d.type not in ("disk", "part", "loop")})
+    if layers:
+        recorded = [t for t in stacked if t == "lvm" or t in _MD_TYPES]
+        if recorded:
+            notes.append(f"the disks carry {', '.join(recorded)} devices: recorded (md arrays, LVM); "
+                         "rescue cannot restore them yet")
+        stacked = [t for t in stacked if t not in recorded]
     if stacked:
         notes.append(f"the disks carry {', '.join(stacked)} devices: rescue rebuilds partitions, "
                      "filesystems and swap only; recreate those layers by hand before restoring onto them")

@@ -15,6 +15,7 @@ said. Two kinds of capture:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from rescue.layout.btrfs import (
 from rescue.layout.findmnt import parse_findmnt, source_device
 from rescue.layout.lsblk import BlockDevice, parse_lsblk, walk
 from rescue.layout.model import BtrfsMount, Mount
+from rescue.layout.stack import md_members, parse_export
 from rescue.layout.swaps import parse_swaps
 from rescue.run import CommandError
 
@@ -154,6 +156,97 @@ def _nested(raw: Raw, name: str, dev: str, mounts: Sequence[Mount]) -> list[str]
     return paths[:probe.NOCOW_NESTED]
 
 
+MD_TYPES = ("raid0", "raid1", "raid4", "raid5", "raid6", "raid10", "linear", "md")
+TEMP = re.compile(r"/tmp/tmp\.[A-Za-z0-9]+")
+VG_NAME = re.compile(r"[A-Za-z0-9+_.][A-Za-z0-9+_.-]*")
+
+
+def layered(devices: Sequence[BlockDevice]) -> tuple[list[str], bool]:
+    """The md arrays (paths, once each) and whether LVM is there, as lsblk shows them."""
+    md: list[str] = []
+    lvm = False
+    for d in walk(tuple(devices)):
+        if d.type in MD_TYPES and d.path not in md:
+            md.append(d.path)
+        if d.type == "lvm" or d.fstype == "LVM2_member":
+            lvm = True
+    return md, lvm
+
+
+def _layers(runner: Runner, raw: Raw, devices: Sequence[BlockDevice]) -> None:
+    """md arrays and LVM under the filesystems: what mdadm, pvs/vgs/lvs and vgcfgbackup say,
+    mdadm.conf, the LVM devices file and the disks' by-id names. Nothing runs on a machine
+    whose lsblk shows neither (most of them): its capture stays as it was."""
+    md, lvm = layered(devices)
+    if not md and not lvm:
+        return
+    r = runner(list(probe.BY_ID), ok=(0, 1))
+    raw.files["disk-by-id.txt"] = _bytes(r.stdout)
+    if md:
+        _optional_cat(runner, raw, "mdstat", ["/proc/mdstat"])
+        _optional_cat(runner, raw, "mdadm.conf", list(probe.MDADM_CONF))
+        for array in md:
+            node = node_name(checked_device(array))
+            try:
+                export = runner([*probe.MD_DETAIL_EXPORT, array]).stdout
+                raw.files[f"md-{node}-detail.export"] = _bytes(export)
+                raw.files[f"md-{node}-detail.txt"] = _bytes(runner([*probe.MD_DETAIL, array]).stdout)
+            except CommandError as e:
+                raise RescueError(
+                    f"mdadm could not read the array {array}",
+                    why=(e.stderr or "").strip()[:200] or f"exit {e.returncode}",
+                    fix="install mdadm on the client; without it the array cannot be recorded or rebuilt",
+                ) from None
+            for member in md_members(parse_export(_bytes(export), f"md-{node}-detail.export")):
+                member = checked_device(member)
+                r = runner([*probe.MD_EXAMINE, member], ok=(0, 1))
+                if r.returncode:
+                    raw.warnings.append(f"{array}: mdadm --examine {member} failed ({r.stderr.strip()[:100]})")
+                    continue
+                raw.files[f"md-examine-{node_name(member)}.txt"] = _bytes(r.stdout)
+    if lvm:
+        try:
+            for name, argv in (("lvm-pvs.json", probe.PVS), ("lvm-vgs.json", probe.VGS), ("lvm-lvs.json", probe.LVS)):
+                raw.files[name] = _bytes(runner(list(argv)).stdout)
+        except CommandError as e:
+            raise RescueError(
+                "the LVM commands (pvs, vgs, lvs) failed on the client",
+                why=(e.stderr or "").strip()[:200] or f"exit {e.returncode}",
+                fix="install lvm2 on the client (2.02.158 or newer for --reportformat json)",
+            ) from None
+        r = runner(["cat", probe.LVM_DEVICES_FILE], ok=(0, 1))
+        if r.returncode == 0:
+            raw.files["lvm-system.devices"] = _bytes(r.stdout)
+        _vgcfgbackups(runner, raw)
+
+
+def _vgcfgbackups(runner: Runner, raw: Raw) -> None:
+    """`vgcfgbackup -f` of each VG into a temporary file on the client, read, then removed."""
+    import json
+
+    try:
+        doc = json.loads(raw.files["lvm-vgs.json"])
+        names = [row["vg_name"] for rep in doc["report"] for row in rep["vg"]]
+    except (ValueError, KeyError, TypeError):
+        return  # build says what is wrong with lvm-vgs.json
+    for vg in names:
+        if not isinstance(vg, str) or not VG_NAME.fullmatch(vg):
+            raw.warnings.append(f"volume group {vg!r}: an odd name, its vgcfgbackup not recorded")
+            continue
+        tmp = runner(list(probe.MKTEMP)).stdout.strip()
+        if not TEMP.fullmatch(tmp):
+            raw.warnings.append(f"mktemp on the client gave {tmp[:60]!r}: vgcfgbackup of {vg} not recorded")
+            continue
+        try:
+            b = runner([*probe.VGCFGBACKUP, tmp, vg], ok=(0, 5))
+            if b.returncode == 0:
+                raw.files[f"lvm-vgcfgbackup-{vg}.txt"] = _bytes(runner(["cat", tmp]).stdout)
+            else:
+                raw.warnings.append(f"vgcfgbackup {vg} failed: {b.stderr.strip()[:120]}")
+        finally:
+            runner(["rm", "-f", tmp], ok=(0, 1))
+
+
 def disks_to_skip(devices: tuple[BlockDevice, ...], mounts: Sequence[Mount], backup_paths: Sequence[str]) -> dict[str, str]:
     """Disks holding the backup (the bank an image is written to) are not part of the
     machine to restore, unless they also hold its /. Returns {disk: reason}."""
@@ -203,10 +296,14 @@ def collect_running(runner: Runner | None = None, backup_paths: Sequence[str] = 
     disks = [d for d in disks if d.path not in skip]
     raw.files["disks"] = "".join(checked_device(d.path) + "\n" for d in disks).encode()
     active_swaps = {s.device for s in parse_swaps(raw.files["swaps"], "swaps")}
+    probed: set[str] = set()
     for disk in disks:
         _sfdisk(runner, raw, disk.path, required=False)
         for dev in walk((disk,)):
-            _blkid(runner, raw, checked_device(dev.path))
+            if dev.path not in probed:  # an md array or LV shows under each of its disks
+                probed.add(dev.path)
+                _blkid(runner, raw, checked_device(dev.path))
+    _layers(runner, raw, disks)
     on_disks = {d.path for disk in disks for d in walk((disk,))}
     for sw in sorted(active_swaps - on_disks):
         if sw.startswith("/dev/"):

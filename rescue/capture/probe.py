@@ -117,6 +117,23 @@ BTRFS_SUBVOLUMES = ("btrfs", "subvolume", "list", "-a", "-u", "-q", "-p", "-R")
 BTRFS_READONLY = ("btrfs", "subvolume", "list", "-a", "-r")
 BTRFS_DEFAULT = ("btrfs", "subvolume", "get-default")
 BTRFS_QGROUPS = ("btrfs", "qgroup", "show", "--raw", "-r", "-e")
+# layered storage (only where lsblk shows md arrays or LVM): md arrays given last,
+# members for --examine; LVM reports in bytes, JSON; the disks' by-id names
+MDSTAT = ("cat", "/proc/mdstat")
+MD_DETAIL_EXPORT = ("mdadm", "--detail", "--export")
+MD_DETAIL = ("mdadm", "--detail")
+MD_EXAMINE = ("mdadm", "--examine")
+MDADM_CONF = ("/etc/mdadm/mdadm.conf", "/etc/mdadm.conf")
+LVM_DEVICES_FILE = "/etc/lvm/devices/system.devices"
+_LVM_COMMON = ("--reportformat", "json", "--units", "b", "--nosuffix")
+PVS = ("pvs", *_LVM_COMMON, "-o", "pv_name,pv_uuid,vg_name,pv_size,pe_start,dev_size")
+VGS = ("vgs", *_LVM_COMMON, "-o", "vg_name,vg_uuid,vg_extent_size,vg_size,vg_free")
+LVS = ("lvs", "-a", *_LVM_COMMON, "-o",
+       "lv_name,lv_uuid,vg_name,lv_size,segtype,lv_attr,lv_path,lv_dm_path,pool_lv,data_lv,"
+       "metadata_lv,lv_metadata_size,chunk_size,stripes,stripe_size,devices")
+MKTEMP = ("mktemp",)
+VGCFGBACKUP = ("vgcfgbackup", "-f")  # FILE VG
+BY_ID = ("find", "/dev/disk/by-id", "-maxdepth", "1", "-type", "l", "-printf", "%f %l\\n")
 # nocow folders: lsattr -d of every folder down to NOCOW_DEPTH below each btrfs mount point,
 # not crossing into another filesystem or subvolume (-xdev; each mounted one is walked from its
 # own mount). Deep enough for /var/lib/libvirt/images, /var/lib/mysql, /var/log/journal and

@@ -201,6 +201,130 @@ class BtrfsVolume:
         return next((s for s in self.subvolumes if s.id == id), None)
 
 
+# --- layered storage: md RAID, LVM, the disks' identity (issue 17) -----------------------------
+
+@dataclass(frozen=True)
+class MdMember:
+    """One member of an md array, as its own superblock says (`mdadm --examine`)."""
+
+    device: str  # /dev/sda1
+    role: str | None = None  # "0", "1", ... the slot; "spare", "faulty"
+    dev_uuid: str | None = None  # the member's own Device UUID
+    data_offset: int | None = None  # sectors: where the array's data starts on the member
+    super_offset: int | None = None  # sectors
+    events: int | None = None
+    state: str | None = None  # `mdadm --detail`'s view: "active sync", "faulty", ...
+
+
+@dataclass(frozen=True)
+class MdArray:
+    """An md RAID array (`mdadm --detail --export` and `--detail`, members' `--examine`)."""
+
+    device: str  # /dev/md0, /dev/md/root
+    uuid: str  # MD_UUID, mdadm's colon form
+    name: str | None = None  # host:name
+    level: str | None = None  # raid1, raid5, ...
+    metadata: str | None = None  # 1.2, 1.0, 0.90, imsm, ddf
+    raid_devices: int | None = None
+    size: int | None = None  # bytes the array offers
+    chunk: int | None = None  # bytes (striped levels)
+    layout: str | None = None  # left-symmetric, near=2, ...
+    bitmap: str | None = None  # internal, none, or the bitmap file
+    consistency: str | None = None  # Consistency Policy: bitmap, resync, journal, ppl
+    data_offset: int | None = None  # sectors, when every member agrees
+    members: tuple[MdMember, ...] = ()
+
+
+@dataclass(frozen=True)
+class LvmPv:
+    """A physical volume (`pvs --reportformat json`)."""
+
+    device: str  # /dev/md0, /dev/sda3
+    uuid: str
+    vg: str | None = None
+    size: int | None = None  # bytes
+    pe_start: int | None = None  # bytes: where the first extent starts
+    dev_size: int | None = None  # bytes of the device under it
+
+
+@dataclass(frozen=True)
+class LvmLv:
+    """A logical volume (`lvs -a --reportformat json`): hidden ones ([pool_tdata]) included."""
+
+    name: str
+    uuid: str
+    size: int  # bytes; for a thin pool: its data size
+    segtype: str  # linear, striped, raid1, thin-pool, thin, ...
+    attr: str | None = None
+    path: str | None = None  # /dev/vg/name (none for hidden LVs)
+    dm_path: str | None = None  # /dev/mapper/vg-name
+    pool: str | None = None  # a thin LV's pool
+    data_lv: str | None = None  # a thin pool's [pool_tdata]
+    metadata_lv: str | None = None  # a thin pool's [pool_tmeta]
+    metadata_size: int | None = None  # bytes of a thin pool's metadata
+    chunk_size: int | None = None  # bytes of a thin pool's chunk
+    stripes: int | None = None
+    stripe_size: int | None = None  # bytes
+    devices: str | None = None  # the PVs it lies on (`devices` field)
+
+
+@dataclass(frozen=True)
+class LvmVg:
+    """A volume group, its PVs and LVs, and the raw `vgcfgbackup -f` text kept beside the layout."""
+
+    name: str
+    uuid: str
+    extent_size: int  # bytes
+    size: int | None = None
+    free: int | None = None
+    pvs: tuple[LvmPv, ...] = ()
+    lvs: tuple[LvmLv, ...] = ()
+    config_file: str | None = None  # lvm-vgcfgbackup-NAME.txt in the capture folder
+
+    def lv(self, name: str) -> LvmLv | None:
+        return next((x for x in self.lvs if x.name == name), None)
+
+
+@dataclass(frozen=True)
+class DiskIdentity:
+    """How a disk is recognised: its /dev/disk/by-id names, serial, WWN, size and sectors."""
+
+    device: str
+    size: int
+    logical_sector: int | None = None
+    physical_sector: int | None = None
+    model: str | None = None
+    serial: str | None = None
+    wwn: str | None = None
+    by_id: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BlockLayers:
+    """What lies between the disks and the filesystems: md arrays and LVM.
+
+    Written into layout.json only when a machine has any (an older rescue keeps reading
+    the layouts of every other machine). The raw files (vgcfgbackup texts, mdadm.conf,
+    the LVM devices file) stay beside it in the capture folder."""
+
+    md: tuple[MdArray, ...] = ()
+    vgs: tuple[LvmVg, ...] = ()
+    disks: tuple[DiskIdentity, ...] = ()
+    mdadm_conf: str | None = None  # file name in the capture folder, when the machine has one
+    lvm_devices_file: str | None = None  # ditto, for /etc/lvm/devices/system.devices
+
+    def __bool__(self) -> bool:
+        return bool(self.md or self.vgs)
+
+    def describe(self) -> list[str]:
+        """One line per array and volume group, for refusals and reports."""
+        out = [f"md {a.device} ({a.level or '?'}, {len(a.members)} members: "
+               f"{', '.join(m.device for m in a.members)})" for a in self.md]
+        out += [f"LVM volume group {vg.name} on {', '.join(p.device for p in vg.pvs) or '?'} "
+                f"(LVs {', '.join(lv.name for lv in vg.lvs if lv.path) or 'none'})" for vg in self.vgs]
+        return out
+
+
 @dataclass(frozen=True)
 class Layout:
     """Everything needed to rebuild one machine's disks."""
@@ -220,6 +344,7 @@ class Layout:
     boot: Boot = Boot()
     warnings: tuple[str, ...] = ()
     btrfs: tuple[BtrfsVolume, ...] = ()  # per btrfs filesystem (older layouts: none recorded)
+    layers: BlockLayers | None = None  # md RAID and LVM (older layouts and plain machines: none)
 
     def filesystem_at(self, mountpoint: str) -> Filesystem | None:
         for fs in self.filesystems:
@@ -233,6 +358,8 @@ class Layout:
             # a machine without btrfs writes the layout.json an older rescue (the one on a backup
             # disk's rescue partition, say) can still read: it refuses keys it does not know
             del data["btrfs"]
+        if not self.layers:
+            del data["layers"]
         return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
     @classmethod

@@ -138,7 +138,28 @@ def _refuse_before_planning(layout: Layout | None, images: Sequence[Image], targ
             fix=HOOK_HINT + ", and make a new backup",
         )
     _refuse_btrfs_subvolume_mounts(layout)
+    _refuse_layered_storage(layout)
     return layout
+
+
+def _refuse_layered_storage(layout: Layout) -> None:
+    """A machine on md RAID or LVM cannot be restored yet: refused whole, never half-restored.
+
+    Its partitions could be replayed, but the filesystems live on arrays and logical
+    volumes rescue does not make yet: a restore would leave a disk that boots nothing."""
+    if not layout.layers:
+        return
+    shown = "; ".join(layout.layers.describe())
+    raise PlanRefused(
+        f"this machine's filesystems are on md RAID or LVM: {shown}",
+        why="rescue records these layers (every UUID, the arrays' members and data offsets, each volume "
+            "group's vgcfgbackup) but does not yet rebuild them; a restore of the partitions alone would "
+            "leave a disk that does not boot",
+        fix="restore this machine by hand from the image's rescue/ files: mdadm --create with the recorded "
+            "--uuid, --metadata, --data-offset and --assume-clean; pvcreate --uuid --restorefile and "
+            "vgcfgrestore from lvm-vgcfgbackup-VG.txt; mkfs with the recorded UUIDs; then copy each vault "
+            "with rsync -aHAX --numeric-ids",
+    )
 
 
 def _refuse_btrfs_subvolume_mounts(layout: Layout) -> None:
