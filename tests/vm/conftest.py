@@ -46,6 +46,8 @@ def rescue_image(_vm_tier_can_run: None) -> Path:
     """
     from rescue.image.build import ensure_image
 
+    if os.environ.get("RESCUE_TEST_IMAGE"):  # an image built elsewhere (its own --cache and --out)
+        return Path(os.environ["RESCUE_TEST_IMAGE"])
     image, _ = ensure_image()
     return image
 
