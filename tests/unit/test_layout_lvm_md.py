@@ -1,0 +1,127 @@
+"""md RAID and LVM in a capture (issue 17): the parsers and the plan's refusal.
+
+The raw files in data/lvm-md/ were RECORDED inside the rescue VM by `rescue capture --out`
+(tests/vm/test_lvm_md_capture.py; mdadm 4.2, lvm2 2.03.16): this build host's kernel has
+neither md nor device-mapper, so no array or volume group can be made here. See its README.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from plan_fixtures import GIB, images, target
+
+from rescue.capture.build import build_layout
+from rescue.capture.collect import Raw, _layers, layered
+from rescue.errors import LayoutError, PlanRefused
+from rescue.layout import stack
+from rescue.layout.lsblk import parse_lsblk
+from rescue.layout.model import BlockLayers, Layout
+from rescue.plan import PlanOptions, build_plan
+from rescue.run import Result
+
+DATA = Path(__file__).resolve().parent / "data" / "lvm-md"
+MIB = 1 << 20
+
+
+def recorded() -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in DATA.iterdir() if p.name not in ("README", "layout.json")}
+
+
+@pytest.fixture(scope="module")
+def layout() -> Layout:
+    return build_layout(recorded(), client="lvmtest", captured_at="2026-12-04T23:43:00+00:00")
+
+
+def test_the_md_array_keeps_every_identifier_a_rebuild_needs(layout):
+    (md,) = layout.layers.md
+    assert (md.device, md.uuid, md.name) == ("/dev/md0", "a1b83783:b8cf8b8a:ab25223a:5c381a1b", "lvmtest:0")
+    assert (md.level, md.metadata, md.raid_devices) == ("raid1", "1.2", 2)
+    assert (md.bitmap, md.consistency, md.data_offset, md.chunk) == ("internal", "bitmap", 2048, None)
+    assert md.size == 259072 * 1024
+    assert [(m.device, m.role, m.state) for m in md.members] == [
+        ("/dev/vdb1", "0", "active sync"), ("/dev/vdc1", "1", "active sync")]
+    assert [m.dev_uuid for m in md.members] == ["742818b2:f030e96c:cb106ac9:8f899e1c",
+                                                "1f82fa46:276be8bc:b64bce2f:e8480d68"]
+    assert {(m.data_offset, m.super_offset, m.events) for m in md.members} == {(2048, 8, 21)}
+    assert layout.layers.mdadm_conf == "mdadm.conf"
+
+
+def test_the_volume_group_its_pv_and_every_lv_with_the_thin_pool_sizes(layout):
+    (vg,) = layout.layers.vgs
+    assert (vg.name, vg.uuid, vg.extent_size) == ("vgtest", "dJBO1d-vmgR-4tdS-3rHa-BHso-M96t-03cyvO", 4 * MIB)
+    assert [(p.device, p.uuid, p.pe_start) for p in vg.pvs] == [
+        ("/dev/md0", "W5GyWV-JV5b-GIqU-eKnA-YhI1-DGI0-mb8kKb", MIB)]
+    lvs = {lv.name: lv for lv in vg.lvs}
+    assert {"root", "home", "swap", "pool", "thin", "pool_tdata", "pool_tmeta", "lvol0_pmspare"} == set(lvs)
+    assert (lvs["root"].size, lvs["root"].segtype, lvs["root"].path) == (64 * MIB, "linear", "/dev/vgtest/root")
+    assert lvs["root"].uuid == "XU6hP7-YMft-V8K4-b4Wy-zqQE-GJWA-8Gewod"
+    pool = lvs["pool"]
+    assert (pool.segtype, pool.size, pool.metadata_size, pool.chunk_size) == ("thin-pool", 32 * MIB, 4 * MIB, 128 * 1024)
+    assert (pool.data_lv, pool.metadata_lv, pool.path) == ("pool_tdata", "pool_tmeta", None)
+    assert (lvs["thin"].segtype, lvs["thin"].pool, lvs["thin"].size) == ("thin", "pool", 64 * MIB)
+    assert all(len(lv.uuid) == 38 for lv in vg.lvs)
+    assert vg.config_file == "lvm-vgcfgbackup-vgtest.txt"
+    assert f'id = "{vg.uuid}"' in (DATA / vg.config_file).read_text()
+
+
+def test_the_disks_identity_and_the_filesystems_on_the_lvs_once_each(layout):
+    disks = {d.device: d for d in layout.layers.disks}
+    assert {"/dev/vda", "/dev/vdb", "/dev/vdc"} <= set(disks)
+    assert (disks["/dev/vdb"].size, disks["/dev/vdb"].logical_sector, disks["/dev/vdb"].physical_sector) == \
+        (256 * MIB, 512, 512)
+    by_label = {fs.label: fs for fs in layout.filesystems if fs.label}
+    assert by_label["lvroot"].device == "/dev/mapper/vgtest-root" and by_label["lvroot"].mountpoint == "/mnt/t"
+    assert by_label["lvhome"].mountpoint == "/mnt/t/home" and by_label["lvswap"].fstype == "swap"
+    devices = [fs.device for fs in layout.filesystems]
+    assert len(devices) == len(set(devices)), "an LV on a RAID1 shows under both disks: recorded once"
+    assert any("recorded (md arrays, LVM)" in w for w in layout.warnings)
+
+
+def test_layers_go_through_layout_json_and_plain_layouts_stay_as_old_rescues_read_them(layout):
+    again = Layout.loads(layout.dumps())
+    assert again.layers == layout.layers
+    assert json.loads((DATA / "layout.json").read_text())["layers"]["md"][0]["uuid"] == layout.layers.md[0].uuid
+    plain = dataclasses.replace(layout, layers=None)
+    assert "layers" not in json.loads(plain.dumps())
+    assert Layout.loads(plain.dumps()).layers is None
+    assert not BlockLayers()
+
+
+def test_the_plan_refuses_a_machine_on_md_or_lvm_whole_saying_what_to_do(layout):
+    with pytest.raises(PlanRefused) as e:
+        build_plan(layout, images(layout), target(64 * GIB), PlanOptions())
+    assert "md RAID or LVM" in e.value.what and "/dev/md0" in e.value.what and "vgtest" in e.value.what
+    assert "does not yet rebuild" in e.value.why
+    assert "--data-offset" in e.value.fix and "vgcfgrestore" in e.value.fix
+
+
+def test_garbage_in_the_recorded_files_is_a_layout_error_naming_the_file():
+    with pytest.raises(LayoutError, match="md-x-detail.export"):
+        stack.parse_export(b"MD_LEVEL raid1\n", "md-x-detail.export")
+    with pytest.raises(LayoutError, match="lvm-lvs.json"):
+        stack.parse_lvm(b'{"report":[{"pv":[]}]}', b'{"report":[{"vg":[]}]}', b'{"report":[{"vg":[]}]}')
+    files = recorded()
+    files["lvm-vgs.json"] = files["lvm-vgs.json"].replace(b'"4194304"', b'"4.00m"')
+    with pytest.raises(LayoutError, match="--units b"):
+        build_layout(files, client="x", captured_at="t")
+
+
+def test_a_plain_machine_runs_no_mdadm_or_lvm_command():
+    plain = b'{"blockdevices":[{"name":"sda","path":"/dev/sda","type":"disk","size":1073741824,' \
+            b'"children":[{"name":"sda1","path":"/dev/sda1","type":"part","size":1048576,"fstype":"ext4"}]}]}'
+    devices = parse_lsblk(plain, "lsblk.json")
+    assert layered(devices) == ([], False)
+    asked = []
+
+    def runner(argv, ok=(0,)):
+        asked.append(argv)
+        return Result(list(argv), 0, "", "")
+
+    _layers(runner, Raw(), devices)
+    assert asked == []
+    md, lvm = layered(parse_lsblk(DATA.joinpath("lsblk.json").read_bytes(), "lsblk.json"))
+    assert md == ["/dev/md0"] and lvm
