@@ -23,6 +23,15 @@ What an image's rescue/ folder holds:
   btrfs-<dev>-qgroups.txt     btrfs qgroup show --raw -r -e (only when quotas are on)
   btrfs-<dev>-nocow.txt       the lsattr -d lines with C of the folders down to 4 levels below
                               each of its mount points (only those lines are kept)
+Only where lsblk shows md arrays or LVM (issue 17):
+  md-<md>-detail.export       mdadm --detail --export (UUID, name, level, metadata, members' roles)
+  md-<md>-detail.txt          mdadm --detail (chunk, layout, bitmap, consistency policy, states)
+  md-examine-<member>.txt     mdadm --examine of each member (data and super offset, device UUID)
+  mdstat, mdadm.conf          /proc/mdstat, /etc/mdadm/mdadm.conf (or /etc/mdadm.conf)
+  lvm-{pvs,vgs,lvs}.json      pvs/vgs/lvs -a --reportformat json --units b --nosuffix
+  lvm-vgcfgbackup-<vg>.txt    vgcfgbackup -f of each VG (a temporary file on the client, removed)
+  lvm-system.devices          /etc/lvm/devices/system.devices, when the machine has one
+  disk-by-id.txt              the /dev/disk/by-id links ('NAME TARGET' lines)
 """
 
 from __future__ import annotations

@@ -23,7 +23,11 @@ Record what rsync never saves: partition tables (sfdisk -d), filesystems with
 their UUIDs and labels, swap, mount points, the mode and owner of each
 filesystem's root, fstab, boot mode (BIOS/UEFI) and the OS release; per btrfs
 filesystem its subvolumes (snapshots, read-only), the default subvolume, each
-mount's subvol= and options, nocow folders and quota groups.
+mount's subvol= and options, nocow folders and quota groups; md RAID arrays
+(UUID, name, level, metadata, data offset, bitmap, members and roles) and LVM
+(PV, VG and LV UUIDs, sizes, thin pools, each VG's vgcfgbackup) with the
+disks' by-id names, serial and WWN. A plan refuses md/LVM machines until
+rescue can rebuild those layers.
 
 As a dirvish post-server hook (no --out), it reads DIRVISH_CLIENT and
 DIRVISH_DEST and writes a rescue/ folder into the image, beside tree/. A
