@@ -125,3 +125,69 @@ def test_a_plain_machine_runs_no_mdadm_or_lvm_command():
     assert asked == []
     md, lvm = layered(parse_lsblk(DATA.joinpath("lsblk.json").read_bytes(), "lsblk.json"))
     assert md == ["/dev/md0"] and lvm
+
+
+class Replay:
+    """The client's answers, from the recorded files: what collect asks for md and LVM."""
+
+    def __init__(self, vgs: bytes | None = None, mktemp: str = "/tmp/tmp.Xy12ab\n"):
+        self.asked: list[list[str]] = []
+        self.vgs, self.mktemp = vgs, mktemp
+
+    def __call__(self, argv, ok=(0,)):
+        argv = list(argv)
+        self.asked.append(argv)
+        files = {p.name: p.read_bytes().decode() for p in DATA.iterdir() if p.is_file()}
+        head = argv[0]
+        if argv[:3] == ["mdadm", "--detail", "--export"]:
+            out = files["md-md0-detail.export"]
+        elif argv[:2] == ["mdadm", "--detail"]:
+            out = files["md-md0-detail.txt"]
+        elif argv[:2] == ["mdadm", "--examine"]:
+            out = files[f"md-examine-{argv[2].removeprefix('/dev/')}.txt"]
+        elif head in ("pvs", "lvs"):
+            out = files[f"lvm-{head}.json"]
+        elif head == "vgs":
+            out = self.vgs.decode() if self.vgs is not None else files["lvm-vgs.json"]
+        elif head == "mktemp":
+            out = self.mktemp
+        elif head == "vgcfgbackup":
+            out = ""
+        elif argv[:2] == ["cat", "/tmp/tmp.Xy12ab"]:
+            out = files["lvm-vgcfgbackup-vgtest.txt"]
+        elif head == "find":
+            out = files["disk-by-id.txt"]
+        elif argv == ["cat", "/proc/mdstat"]:
+            out = files["mdstat"]
+        elif argv[:2] == ["cat", "/etc/mdadm/mdadm.conf"]:
+            out = files["mdadm.conf"]
+        else:
+            return Result(tuple(argv), 1, "", "No such file or directory")
+        return Result(tuple(argv), 0, out, "")
+
+
+def test_collect_asks_mdadm_per_array_and_member_and_backs_up_each_vg_through_a_removed_temp_file():
+    devices = parse_lsblk(DATA.joinpath("lsblk.json").read_bytes(), "lsblk.json")
+    raw, client = Raw(), Replay()
+    _layers(client, raw, devices)
+    assert ["mdadm", "--examine", "/dev/vdb1"] in client.asked and ["mdadm", "--examine", "/dev/vdc1"] in client.asked
+    assert ["vgcfgbackup", "-f", "/tmp/tmp.Xy12ab", "vgtest"] in client.asked
+    assert client.asked[-1] == ["rm", "-f", "/tmp/tmp.Xy12ab"], "the temporary file is removed"
+    for name in ("md-md0-detail.export", "md-md0-detail.txt", "md-examine-vdb1.txt", "lvm-lvs.json",
+                 "lvm-vgcfgbackup-vgtest.txt", "disk-by-id.txt", "mdadm.conf", "mdstat"):
+        assert raw.files[name] == (DATA / name).read_bytes(), name
+    assert "lvm-system.devices" not in raw.files  # the machine has none: no warning either
+    assert raw.warnings == []
+
+
+def test_collect_refuses_odd_vg_names_and_temp_paths_from_the_client():
+    devices = parse_lsblk(DATA.joinpath("lsblk.json").read_bytes(), "lsblk.json")
+    odd = b'{"report":[{"vg":[{"vg_name":"-rf /", "vg_uuid":"u", "vg_extent_size":"4194304"}]}]}'
+    raw, client = Raw(), Replay(vgs=odd)
+    _layers(client, raw, devices)
+    assert not [a for a in client.asked if a[0] in ("vgcfgbackup", "mktemp")]
+    assert any("odd name" in w for w in raw.warnings)
+    raw, client = Raw(), Replay(mktemp="/etc/passwd\n")
+    _layers(client, raw, devices)
+    assert not [a for a in client.asked if a[0] in ("vgcfgbackup", "rm")]
+    assert any("mktemp" in w for w in raw.warnings)
