@@ -12,6 +12,7 @@ The outputs they read:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -209,7 +210,7 @@ def parse_lvm(pvs: bytes, vgs: bytes, lvs: bytes, configs: Mapping[str, str] | N
         if uuid in seen:  # one row per segment: keep the LV once, its segment types joined
             old = seen[uuid]
             if segtype not in old.segtype.split(","):
-                seen[uuid] = LvmLv(**{**old.__dict__, "segtype": f"{old.segtype},{segtype}"})
+                seen[uuid] = dataclasses.replace(old, segtype=f"{old.segtype},{segtype}")
             continue
         seen[uuid] = LvmLv(
             name=name, uuid=uuid, size=size, segtype=segtype, attr=_opt(row, "lv_attr"),

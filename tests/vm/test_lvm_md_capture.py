@@ -19,7 +19,6 @@ Two rescue boots (about 2-4 minutes under TCG).
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import subprocess
