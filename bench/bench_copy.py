@@ -147,8 +147,15 @@ def _one(method: str, src: str, dst: str, nbytes: int) -> dict[str, float]:
         import rescue.engine.copy
         from rescue.engine.copy import Unjournalled, copy_tree
 
-        if method.removeprefix("restore-").isdigit():  # restore-N: N cp runs instead of the default
-            rescue.engine.copy.WORKERS = int(method.removeprefix("restore-"))
+        for knob in method.split("-")[1:]:
+            if knob.isdigit():  # restore-N: N cp runs instead of the default
+                rescue.engine.copy.WORKERS = int(knob)
+            elif knob == "rsync":  # restore-rsync: a fresh copy by one rsync -aHAX
+                rescue.engine.copy.FRESH_TOOL = "rsync"
+            elif knob == "nowb":  # restore-nowb: without the write-behind (the machine's writeback setting)
+                rescue.engine.copy.WRITE_BEHIND_BYTES = 0
+            elif knob.startswith("wb") and knob[2:].isdigit():  # restore-wbM: write-behind from M MiB
+                rescue.engine.copy.WRITE_BEHIND_BYTES = int(knob[2:]) * MiB
 
         ticks = []
         # as the copy step runs it: the plan knows the used bytes, not the file count
@@ -248,7 +255,7 @@ def main() -> int:
     p.add_argument("--links", type=int, default=3000, help="extra hard links to small files")
     p.add_argument("--rounds", type=int, default=2, help="runs of each method; the fastest counts")
     p.add_argument("--methods", default="restore,tar,tar+wb,cp+wb,rsync+wb,cp,rsync",
-                   help="comma-separated: restore,restore-N (N cp runs),tar,cp,rsync,tar+wb,cp+wb,rsync+wb")
+                   help="comma-separated: restore,restore-N (N cp runs),restore-nowb,restore-wbM (M MiB),restore-N-nowb,tar,cp,rsync,tar+wb,cp+wb,rsync+wb")
     p.add_argument("--rss", action="store_true",
                    help="the memory budget run: restore only (unless --methods), one round, the summed RSS "
                         "of the process and its commands sampled against 256 MiB")
@@ -301,7 +308,11 @@ def main() -> int:
             if args.large:
                 plan += [("restore-large", "corpus/large"), ("dd", None), ("dd-direct", None)]
             for r in range(args.rounds):
-                for method, sub in plan:
+                # each round starts one method later: the first copy of a round was measured up to
+                # 2-3x slower than the same copy later in the round (whatever the method), so a fixed
+                # order made the first-listed method (the restore) look slow
+                k = r % len(methods)
+                for method, sub in [*plan[k:len(methods)], *plan[:k], *plan[len(methods):]]:
                     mkfs(ddev)
                     if method.startswith("dd"):
                         res = child(method, sdev, ddev, large_bytes)
