@@ -150,8 +150,6 @@ def _one(method: str, src: str, dst: str, nbytes: int) -> dict[str, float]:
         for knob in method.split("-")[1:]:
             if knob.isdigit():  # restore-N: N cp runs instead of the default
                 rescue.engine.copy.WORKERS = int(knob)
-            elif knob == "rsync":  # restore-rsync: a fresh copy by one rsync -aHAX
-                rescue.engine.copy.FRESH_TOOL = "rsync"
             elif knob == "nowb":  # restore-nowb: without the write-behind (the machine's writeback setting)
                 rescue.engine.copy.WRITE_BEHIND_BYTES = 0
             elif knob.startswith("wb") and knob[2:].isdigit():  # restore-wbM: write-behind from M MiB

@@ -98,9 +98,6 @@ WRITE_BEHIND_STATE = Path("/run/rescue-write-behind")  # "pid bytes ratio limit"
 # no faster than 4 on 2 cores), and more readers of one spinning backup disk only make it
 # seek more. Measured with bench/bench_copy.py --methods restore-2,restore-4,restore-6.
 WORKERS = min(2 * (os.cpu_count() or 1), 4)
-# The tool of a fresh copy: "cp" (parallel cp runs, see the module docstring) or "rsync" (one
-# rsync -aHAX from the start, as a resumed copy; bench/bench_copy.py's restore-rsync measures it).
-FRESH_TOOL = "cp"
 SPLIT_DEPTH = 3  # folders deeper than this are never split among workers
 SCRATCH_PREFIX = "rescue-copy-"  # + pid: the scratch folder of a parallel copy, in /tmp
 MAX_LOOSE = 64  # a folder with more files (not folders) than this is copied whole
@@ -508,9 +505,8 @@ def copy_tree(
         threading.Thread(target=count, daemon=True).start()
 
     unreadable: list[str] = []
-    fresh_rsync = not resume and FRESH_TOOL == "rsync"  # an empty target: nothing to clear first
-    method = "rsync" if resume or skip or fresh_rsync else "cp"
-    if not resume and not skip and not fresh_rsync:
+    method = "rsync" if resume or skip else "cp"
+    if not resume and not skip:
         rc, errors = _fresh_copy(ctx, source, dest, before, totals, progress, xattrs=xattrs, acls=acls)
         if rc != 0:
             # cp could not copy everything (unreadable files, odd names on odd
@@ -528,7 +524,7 @@ def copy_tree(
             clear_redone_files(ctx, source, dest, xattrs=xattrs, acls=acls, skip=skip)
     elif resume:
         clear_redone_files(ctx, source, dest, xattrs=xattrs, acls=acls, skip=skip)
-    if resume or skip or fresh_rsync:
+    if resume or skip:
         argv = rsync_argv(source, dest, xattrs=xattrs, acls=acls, protect=protect, skip=skip)
         rc, errors = _run_watched(ctx, argv, dest, before, totals, progress, rsync=True)
         if rc in RSYNC_PARTIAL:
