@@ -40,14 +40,15 @@ Why these tools:
   (tar --xattrs --acls --numeric-owner -c | tar ... -xp) 5.1-8.3 s, with
   the write-behind 4.2-6.3 s; cp -a with it 8.3-10.3 s; rsync -aHAX with
   it 4.3-9.1 s: restore / fastest peer 0.35-0.99. A dirvish-like tree
-  (100,000 files each linked from another image): restore 7.9 s, tar+wb
-  9.4 s, cp+wb 9.7 s, tar 11.6 s, rsync+wb 17.3 s (0.84 of the fastest).
+  (100,000 files each linked from another image), two runs: restore
+  7.0-7.9 s, tar+wb 7.6-9.4 s, cp+wb 9.1-9.7 s, tar 11.1-11.6 s, rsync+wb
+  10.4-17.3 s (0.84 and 0.92 of the fastest, tar+wb both times).
   The first copy of a bench round runs up to 2-3x slower whatever the
   method (the figures of issue 19, restore 1.29x a tar pipe, and the 5-14 %
   once measured for four cp runs over two, came from a fixed order with the
   restore first); with the order rotated two cp runs and four were each
-  ahead in some runs (2.6-3.8 s against 2.2-4.3 s; 8.6 s against 7.9 s on
-  the dirvish-like tree): within the noise of a busy machine, so four
+  ahead in some runs (2.6-3.8 s against 2.2-4.3 s), but behind four on
+  the dirvish-like tree in both (8.6-8.7 s against 7.0-7.9 s), so four
   stay. Without the write-behind the restore took 5.4-7.1 s (this host
   has 24 GiB, so nothing was written before the final sync). Large files
   at 0.87-1.02 of a direct-I/O dd when the machine is quiet. A million
@@ -55,7 +56,7 @@ Why these tools:
   the process and its commands alive at once 103 MiB (python 27 MiB, the
   largest command 66 MiB; bench_copy --rss). The cp runs cost more CPU
   than one cp or a tar pipe (ext4's locks under several writers, the du
-  and link scans: 7.2-7.5 s against 5.6-6.2 s on the dirvish-like tree), so
+  and link scans: 7.2-7.9 s against 5.4-6.7 s on the dirvish-like tree), so
   on a machine busy with other work the parallel copy can be slower than
   one cp; a restore has the machine to itself.
 - A resumed copy (the journal says an earlier run started it) is finished by
