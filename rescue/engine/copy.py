@@ -35,11 +35,13 @@ Why these tools:
 - Measured (bench/bench_copy.py, 2 cores shared with other work, load 3-6,
   ext4 loop disks, source mounted read-only, best of 3 with the order of the
   methods rotated each round; wall time including the final sync).
-  30,000 small files + 3 x 256 MiB, three runs (one with the copy's tests
-  running beside it): restore 2.2-4.3 s; tar pipe
-  (tar --xattrs --acls --numeric-owner -c | tar ... -xp) 5.1-8.3 s, with
-  the write-behind 4.2-6.3 s; cp -a with it 8.3-10.3 s; rsync -aHAX with
-  it 4.3-9.1 s: restore / fastest peer 0.35-0.99. A dirvish-like tree
+  30,000 small files + 3 x 256 MiB, four runs (one with the copy's tests
+  running beside it): restore 2.2-7.7 s; tar pipe (tar --xattrs --acls
+  --numeric-owner -c | tar ... -xp) 5.1-8.3 s, with the write-behind
+  4.2-6.3 s; cp -a with it 8.3-10.3 s; rsync -aHAX with it 4.3-9.1 s:
+  restore / fastest peer 0.82, 0.99, 0.35, 1.72 (the last with the load
+  at 4-5, tar+wb at 4.5 s): what else the machine runs decides more than
+  the method, and the 0.9 goal is met in two of four runs. A dirvish-like tree
   (100,000 files each linked from another image), two runs: restore
   7.0-7.9 s, tar+wb 7.6-9.4 s, cp+wb 9.1-9.7 s, tar 11.1-11.6 s, rsync+wb
   10.4-17.3 s (0.84 and 0.92 of the fastest, tar+wb both times).
