@@ -33,8 +33,9 @@ Why these tools:
   ends with a disk cache flush that every cp run then waited for (measured:
   copy + final sync 5.9-7.4 s with it, 4.6-6.0 s with this).
 - Measured (bench/bench_copy.py, 2 cores shared with other work, load 3-6,
-  ext4 loop disks, source mounted read-only, best of 3 with the order of the
-  methods rotated each round; wall time including the final sync).
+  ext4 loop disks, source mounted read-only, best of 3, the order of the
+  methods rotated each round or the restore not first; wall time including
+  the final sync).
   30,000 small files + 3 x 256 MiB, four runs (one with the copy's tests
   running beside it): restore 2.2-7.7 s; tar pipe (tar --xattrs --acls
   --numeric-owner -c | tar ... -xp) 5.1-8.3 s, with the write-behind
@@ -47,8 +48,8 @@ Why these tools:
   10.4-17.3 s (0.84 and 0.92 of the fastest, tar+wb both times).
   The first copy of a bench round runs up to 2-3x slower whatever the
   method (the figures of issue 19, restore 1.29x a tar pipe, and the 5-14 %
-  once measured for four cp runs over two, came from a fixed order with the
-  restore first); with the order rotated two cp runs and four were each
+  once measured for four cp runs over two, were most likely taken in a fixed
+  order with the restore first); with the order rotated two cp runs and four were each
   ahead in some runs (2.6-3.8 s against 2.2-4.3 s), but behind four on
   the dirvish-like tree in both (8.6-8.7 s against 7.0-7.9 s), so four
   stay. Without the write-behind the restore took 5.4-7.1 s (this host
