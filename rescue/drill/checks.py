@@ -120,3 +120,63 @@ def _check_data(c: Console, facts: DemoFacts, phase: Phase) -> None:
             phase.notes.append(f"backed up, not restored as such: {f}")
         for f in extra[:5]:
             phase.notes.append(f"restored as: {f}")
+
+
+_STEP_START = re.compile(r"^\[(\d+)/\d+\] (?!done already:)(.+?)\s*$")
+_STEP_PROGRESS = re.compile(r"^\s+([\d.]+ (?:B|KiB|MiB|GiB|TiB)) of ([\d.]+ (?:B|KiB|MiB|GiB|TiB)) \(")
+_STEP_END = re.compile(r"^\s+done in ([\d.]+)s\s*$")
+_UNIT = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """One restore step as the rescue VM's console showed it: its time, and for a copy its bytes."""
+
+    what: str
+    seconds: float
+    copied: int = 0  # bytes, from the step's last progress line (copies only)
+
+
+def _bytes(text: str) -> int:
+    number, unit = text.split()
+    return int(float(number) * _UNIT[unit])
+
+
+def step_times(console: str) -> list[StepTime]:
+    """The finished steps of the restore printed on `console` ([N/M] what ... done in S s)."""
+    steps: list[StepTime] = []
+    what: str | None = None
+    copied = 0
+    for line in plain(console).splitlines():
+        if m := _STEP_START.match(line):
+            what, copied = m.group(2), 0
+        elif what and (m := _STEP_PROGRESS.match(line)):
+            copied = _bytes(m.group(1))
+        elif what and (m := _STEP_END.match(line)):
+            steps.append(StepTime(what, float(m.group(1)), copied if what.startswith("copy ") else 0))
+            what = None
+    return steps
+
+
+def timing_notes(steps: list[StepTime]) -> list[str]:
+    """What the restore's time went to, for the drill's report: the copy's throughput and what
+    verify cost beside it (rescue's goal: at most half of the copy)."""
+    if not steps:
+        return []
+    kinds = {"copy": 0.0, "verify": 0.0, "bootloader": 0.0, "mkfs": 0.0, "other": 0.0}
+    copied = 0
+    for s in steps:
+        kind = ("copy" if s.what.startswith("copy ") else "verify" if s.what.startswith("verify ")
+                else "bootloader" if s.what.startswith("install ") else "mkfs" if s.what.startswith("make ")
+                else "other")
+        kinds[kind] += s.seconds
+        copied += s.copied
+    mib = copied / (1 << 20)
+    notes = [f"restore steps: {', '.join(f'{k} {v:.1f} s' for k, v in kinds.items() if v)}"]
+    if kinds["copy"] > 0:
+        notes.append(f"copy: {mib:.1f} MiB in {kinds['copy']:.1f} s = {mib / kinds['copy']:.1f} MiB/s")
+        if kinds["verify"]:
+            ratio = kinds["verify"] / kinds["copy"]
+            notes.append(f"verify: {kinds['verify']:.1f} s = {ratio:.2f} of the copy's time "
+                         f"({'within' if ratio <= 0.5 else 'OVER'} rescue's goal of at most half)")
+    return notes

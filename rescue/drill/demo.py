@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rescue.drill import backup_disk, demo_os
-from rescue.drill.checks import BOOT_FAILURES, NOT_BOOTABLE, check_restored, steps_done
+from rescue.drill.checks import BOOT_FAILURES, NOT_BOOTABLE, check_restored, step_times, steps_done, timing_notes
 from rescue.drill.demo_disk import DISK_SIZE, DemoDisk, DemoFacts, cleanup_mounts
 from rescue.drill.report import Phase, PhaseFailed, Report, Run, Say
 from rescue.layout.model import Layout
@@ -146,6 +146,7 @@ def restore_and_boot(
                     raise
                 ph.check("backup disk booted the Unattended restore entry", "Unattended restore" in vm.console())
                 ph.check(RESTORE_OK, True, got=f"after {seconds:.0f} s")
+                ph.notes.extend(timing_notes(step_times(vm.console())))
                 try:
                     vm.wait_exit(180)
                     ph.check("rescue system powered off after the restore", True)

@@ -129,3 +129,23 @@ def test_an_unexpected_error_becomes_a_failed_phase_not_a_traceback() -> None:
         with run.phase("backup", lambda s: None):
             raise KeyError("home")
     assert run.phases[0].error == "unexpected error: KeyError('home')"
+
+
+def test_the_restore_steps_time_and_the_copy_throughput_come_from_the_rescue_vms_console():
+    """Recorded from a real drill (BIOS, rescue VM of one CPU under TCG): the drill's report
+    says what the restore's time went to and what verify cost beside the copy."""
+    from rescue.drill.checks import step_times, timing_notes
+
+    console = (Path(__file__).parent / "data" / "drill" / "restore-console-bios.txt").read_text()
+    steps = step_times(console)
+    assert len(steps) == 15 and steps[0].what.startswith("erase old signatures")
+    copies = [s for s in steps if s.what.startswith("copy ")]
+    assert [(s.seconds, s.copied) for s in copies] == [(39.4, int(427.2 * (1 << 20))), (1.6, 64 << 20)]
+    notes = timing_notes(steps)
+    assert "copy 41.0 s" in notes[0] and "verify 4.3 s" in notes[0] and "bootloader 25.8 s" in notes[0]
+    assert notes[1] == "copy: 491.2 MiB in 41.0 s = 12.0 MiB/s"
+    assert notes[2].startswith("verify: 4.3 s = 0.10 of the copy's time (within")
+    # a step resumed as done already has no time of its own; a slow verify is said plainly
+    slow = console.replace("done in 4.3s", "done in 30.0s")
+    assert "OVER rescue's goal" in timing_notes(step_times(slow))[2]
+    assert timing_notes(step_times("no restore here")) == []
