@@ -27,7 +27,7 @@ from rescue.backups.discover import choose_image
 from rescue.backups.dirvish import shown
 from rescue.backups.model import Image, Machine
 from rescue.backups.source import ImageSource, Selection, partial_machine
-from rescue.errors import BackupError, PlanRefused
+from rescue.errors import BackupError, PlanRefused, RescueError
 from rescue.paths import host_paths
 
 if TYPE_CHECKING:
@@ -205,6 +205,41 @@ class Restore:
             "(a restore cut off by a power loss then starts over)")
         return fallback
 
+    def release_leftovers(self) -> list[str]:
+        """Release what killed earlier runs left (their copy process, their mounts in the
+        runtime folder), on every disk the journals name, as a restore's start does on its own disk.
+
+        The wizard does this before it lists the disks: a disk a killed run left mounted
+        would show as unsafe and could not be chosen to start again. A disk whose lock
+        another console holds is left alone: its restore is running, not left over."""
+        from rescue.engine.executor import Executor
+        from rescue.engine.journal import Journal
+        from rescue.engine.lock import DiskBusy
+
+        done: list[str] = []
+        for state in self._state_folders():
+            if not state.is_dir():
+                continue
+            for path in sorted(state.glob("*/journal.json")):
+                journal = Journal.load(path)
+                if not journal.exists or not journal.target:
+                    continue
+                executor = Executor(target=journal.target, state_dir=state, face=self.options.face)
+                try:
+                    done += [f"{journal.target}: {line}" for line in executor.release_leftovers(journal)]
+                except DiskBusy:
+                    continue
+                except RescueError as e:  # its mounts could not be released: the disk stays unsafe, said why
+                    done.append(f"{journal.target}: {e.what}")
+        return done
+
+    def _state_folders(self) -> list[Path]:
+        """Where journals are kept: the state folder, and /run when a session had to fall back to it."""
+        folders = [self.state_dir]
+        if not os.access(self.state_dir if self.state_dir.exists() else self.state_dir.parent, os.W_OK):
+            folders.append(host_paths().fallback_state_dir)  # where a session kept it (usable_state_dir)
+        return folders
+
     # -- resume -------------------------------------------------------------
 
     def unfinished(self) -> Unfinished | None:
@@ -216,10 +251,7 @@ class Restore:
         from rescue.plan.model import Plan
 
         found: list[tuple[float, Path, Plan, int]] = []
-        folders = [self.state_dir]
-        if not os.access(self.state_dir if self.state_dir.exists() else self.state_dir.parent, os.W_OK):
-            folders.append(host_paths().fallback_state_dir)  # where a session kept it (usable_state_dir)
-        for state in folders:
+        for state in self._state_folders():
             if not state.is_dir():
                 continue
             for plan_file in state.glob(f"*/{PLAN_FILE}"):

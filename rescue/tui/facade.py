@@ -61,6 +61,11 @@ class Engine(Protocol):
         """Every disk of this machine, safe or not."""
         ...
 
+    def release_leftovers(self) -> tuple[str, ...]:
+        """Release what killed earlier restores left mounted or running (before disks() is asked),
+        so a disk such a run left behind can be chosen again; says what was done."""
+        ...
+
     def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk,
              skip: tuple[str, ...] = (), sizes: tuple[tuple[str, int], ...] = ()) -> Review:
         """Build the plan and its review; raises RescueError when it cannot work.

@@ -27,6 +27,7 @@ class DiscoveryDone(Message):
 class DisksFound(Message):
     disks: tuple[TargetDisk, ...]
     unfit: dict[str, str] = field(default_factory=dict)  # device -> why the plan cannot go onto it
+    released: tuple[str, ...] = ()  # what killed earlier restores left, released before looking
 
 
 @dataclass

@@ -174,6 +174,9 @@ class RealEngine:
 
         return tuple(list_disks(backup_sources=self._sources()))
 
+    def release_leftovers(self) -> tuple[str, ...]:
+        return tuple(self.restore().release_leftovers())
+
     def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk,
              skip: tuple[str, ...] = (), sizes: tuple[tuple[str, int], ...] = ()) -> Review:
         restore = self.restore(skip_vaults=tuple(skip), sizes=tuple(sizes))

@@ -411,3 +411,51 @@ def test_a_new_user_in_tmux_restores_onto_a_smaller_disk_with_no_option(demo, tm
             term.close()
         out = run(["blkid", "-p", "-o", "value", "-s", "PTTYPE", target], check=False).stdout.strip()
         assert out  # the disk holds the restored partition table
+
+
+@aio
+async def test_a_disk_a_killed_restore_left_mounted_can_be_chosen_again(demo, tmp_path):
+    """`rescue restore` killed (-9) in its copy leaves the target mounted in the runtime folder
+    and its cp running. Before the wizard lists the disks it releases them (only what that
+    run's journal names, under the disk's lock) and says so: the disk is not UNSAFE because
+    of rescue's own leftovers, and the restore can start again (before, only a restore
+    already started onto that disk released them, and the wizard could not start one)."""
+    import re
+    import signal
+    import subprocess
+
+    with loop_disk(tmp_path / "again.img", 1536 * MiB) as dev:
+        argv = [sys.executable, "-u", "-m", "rescue", "restore", "--bank", str(demo["bank"].bank),
+                "--client", demo["bank"].client, "--target", dev, "--state-dir", str(tmp_path / "state"),
+                "--yes"]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            for line in proc.stdout:
+                if re.match(r"^\[\d+/\d+\] copy vault", line):
+                    time.sleep(0.3)
+                    break
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        left = probe_disk(dev, backup_sources=(demo["bank"].bank,))
+        assert left.unsafe_reasons, "the killed restore left nothing mounted: the test proves nothing"
+        app = make_app(engine_for(demo, tmp_path, dev))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            assert isinstance(app.screen, ResumeScreen)  # offered first; the person starts anew
+            await pilot.press("n")
+            await settle(pilot)
+            await pilot.press("enter")  # the machine
+            await settle(pilot)
+            await pilot.press("n")  # its newest good images
+            await settle(pilot)
+            screen = app.screen
+            assert isinstance(screen, TargetScreen)
+            disk = next(d for d in screen.disks if d.device == dev)
+            assert not disk.unsafe_reasons, disk.unsafe_reasons
+            status = str(screen.query_one("#status").render())
+            assert f"{dev}: released the mounts of an earlier run" in status, status
+        sources = [line.split(" - ")[1].split()[1] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+        assert not [s for s in sources if s.startswith(f"{dev}p")], "a partition of the target is still mounted"

@@ -100,6 +100,9 @@ class RecordedEngine:
     def disks(self) -> tuple[TargetDisk, ...]:
         return tuple(from_json(TargetDisk, d) for d in self._load("disks.json"))
 
+    def release_leftovers(self) -> tuple[str, ...]:
+        return ()  # recorded facts: no earlier run, nothing mounted
+
     def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk,
              skip: tuple[str, ...] = (), sizes: tuple[tuple[str, int], ...] = ()) -> Review:
         self.skipped = tuple(skip)  # recorded plans are for all vaults; tests look at what was asked

@@ -83,12 +83,13 @@ highlighted disk; r looks again (after plugging in a disk)."""
     @work(thread=True, exclusive=True, group="probe")
     def probe(self) -> None:
         def found() -> DisksFound:
+            released = self.engine.release_leftovers()
             disks = self.engine.disks()
             w = self.wizard
             if w.machine is None:
-                return DisksFound(disks)
+                return DisksFound(disks, released=released)
             chosen = tuple(w.images[v.name] for v in w.machine.vaults if v.name in w.images)
-            return DisksFound(disks, unfit(self.engine, w.machine, chosen, disks, w.skipped))
+            return DisksFound(disks, unfit(self.engine, w.machine, chosen, disks, w.skipped), released)
 
         self.post_answer(found)
 
@@ -98,7 +99,8 @@ highlighted disk; r looks again (after plugging in a disk)."""
         self.unfit = message.unfit
         safe = sum(1 for d in self.disks if not d.unsafe_reasons)
         fits = safe - len(self.unfit)
-        self.status(f"{len(self.disks)} disks, {safe} can be chosen, {fits} can hold this restore. "
+        released = "".join(f"{line}\n" for line in message.released)
+        self.status(f"{released}{len(self.disks)} disks, {safe} can be chosen, {fits} can hold this restore. "
                     "The chosen disk is erased.")
         table = self.table()
         table.clear()
