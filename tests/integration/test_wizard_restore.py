@@ -415,8 +415,8 @@ def test_a_new_user_in_tmux_restores_onto_a_smaller_disk_with_no_option(demo, tm
 
 @aio
 async def test_a_disk_a_killed_restore_left_mounted_can_be_chosen_again(demo, tmp_path):
-    """`rescue restore` killed (-9) in its copy leaves the target mounted in the runtime folder
-    and its cp running. Before the wizard lists the disks it releases them (only what that
+    """`rescue restore` killed (-9) once its copy has begun leaves the target mounted in the
+    runtime folder (and a copy process, if still at it). Before the wizard lists the disks it releases them (only what that
     run's journal names, under the disk's lock) and says so: the disk is not UNSAFE because
     of rescue's own leftovers, and the restore can start again (before, only a restore
     already started onto that disk released them, and the wizard could not start one)."""
@@ -439,23 +439,40 @@ async def test_a_disk_a_killed_restore_left_mounted_can_be_chosen_again(demo, tm
         finally:
             if proc.poll() is None:
                 proc.kill()
-        left = probe_disk(dev, backup_sources=(demo["bank"].bank,))
-        assert left.unsafe_reasons, "the killed restore left nothing mounted: the test proves nothing"
-        app = make_app(engine_for(demo, tmp_path, dev))
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot)
-            assert isinstance(app.screen, ResumeScreen)  # offered first; the person starts anew
-            await pilot.press("n")
-            await settle(pilot)
-            await pilot.press("enter")  # the machine
-            await settle(pilot)
-            await pilot.press("n")  # its newest good images
-            await settle(pilot)
-            screen = app.screen
-            assert isinstance(screen, TargetScreen)
-            disk = next(d for d in screen.disks if d.device == dev)
-            assert not disk.unsafe_reasons, disk.unsafe_reasons
-            status = str(screen.query_one("#status").render())
-            assert f"{dev}: released the mounts of an earlier run" in status, status
-        sources = [line.split(" - ")[1].split()[1] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-        assert not [s for s in sources if s.startswith(f"{dev}p")], "a partition of the target is still mounted"
+        try:
+            await _choose_again_after_the_kill(demo, tmp_path, dev)
+        finally:  # a failure here must not leave the killed run's mounts (and the loop device) behind
+            for target in sorted(_mounted_from(dev), key=len, reverse=True):
+                run(["umount", "-l", target], check=False)
+
+
+def _mounted_from(dev: str) -> list[str]:
+    """Mount points of the partitions of `dev` (mountinfo: fields after ' - ' are type, source)."""
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        head, _, tail = line.partition(" - ")
+        if tail.split()[1].startswith(f"{dev}p"):
+            points.append(head.split()[4])
+    return points
+
+
+async def _choose_again_after_the_kill(demo, tmp_path, dev: str) -> None:
+    left = probe_disk(dev, backup_sources=(demo["bank"].bank,))
+    assert left.unsafe_reasons, "the killed restore left nothing mounted: the test proves nothing"
+    app = make_app(engine_for(demo, tmp_path, dev))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert isinstance(app.screen, ResumeScreen)  # offered first; the person starts anew
+        await pilot.press("n")
+        await settle(pilot)
+        await pilot.press("enter")  # the machine
+        await settle(pilot)
+        await pilot.press("n")  # its newest good images
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, TargetScreen)
+        disk = next(d for d in screen.disks if d.device == dev)
+        assert not disk.unsafe_reasons, disk.unsafe_reasons
+        status = str(screen.query_one("#status").render())
+        assert f"{dev}: released the mounts of an earlier run" in status, status
+    assert _mounted_from(dev) == [], "a partition of the target is still mounted"
