@@ -169,6 +169,7 @@ class _BtrfsRestore:
     steps: tuple[Step, ...] = ()
     options: dict[str, str] = dataclasses.field(default_factory=dict)  # mount point -> "subvol=@home"
     mounts: dict[str, NewFilesystem] = dataclasses.field(default_factory=dict)  # subvolume mount -> its btrfs
+    inside: tuple[str, ...] = ()  # subvolumes seen inside a mounted one (/var/lib/machines): filled, not mounted
 
 
 def _btrfs_volume(layout: Layout, fs: Filesystem) -> BtrfsVolume | None:
@@ -203,6 +204,9 @@ def _subvolume_targets(layout: Layout, filesystems: Sequence[Filesystem]) -> dic
         for m in vol.mounts:
             if m.mounted and m.target not in own:
                 found[m.target] = fs
+        for sv in vol.subvolumes:  # a subvolume seen inside another (/var/lib/machines): a vault may hold it
+            if sv.seen_at and not sv.snapshot and not sv.mounted and sv.seen_at not in own:
+                found.setdefault(sv.seen_at, fs)
     return found
 
 
@@ -213,6 +217,7 @@ def _btrfs_subvolumes(layout: Layout, new_filesystems: Sequence[NewFilesystem],
     steps: list[Step] = []
     options: dict[str, str] = {}
     mounts: dict[str, NewFilesystem] = {}
+    inside: list[str] = []
     own = {fs.mountpoint for fs in layout.filesystems if fs.mountpoint}
     for nf in new_filesystems:
         fs = next((f for f in layout.filesystems if f.device == nf.captured_device and f.mountpoint == nf.mountpoint), None)
@@ -247,10 +252,12 @@ def _btrfs_subvolumes(layout: Layout, new_filesystems: Sequence[NewFilesystem],
                     options[m.target] = "subvolid=5"
                 if m.target != nf.mountpoint:
                     mounts[m.target] = nf
+        inside += [sv.seen_at for sv in vol.subvolumes
+                   if sv.seen_at and sv.path in kept and not sv.mounted and sv.seen_at not in own]
         nocow = tuple(_top_level_path(vol, p, default) for p in vol.nocow)
         steps.append(MakeSubvolumes(device=nf.device, subvolumes=tuple(sorted(kept, key=lambda p: (p.count("/"), p))),
                                     default=default, nocow=nocow))
-    return _BtrfsRestore(steps=tuple(steps), options=options, mounts=mounts)
+    return _BtrfsRestore(steps=tuple(steps), options=options, mounts=mounts, inside=tuple(inside))
 
 
 def _top_level_path(vol: BtrfsVolume, path: str, default: str | None) -> str:
@@ -436,7 +443,7 @@ def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem]
             files=by_mount[mp].files or 0 if mp in by_mount else copies_for[mp].files or 0,
             part=copies_for[mp].whole_machine, skip=_skip_below(mp, copies_for[mp], layout),
         )
-        for mp in mount_order if mp in copies_for
+        for mp in sorted(set(mount_order) | set(btrfs.inside), key=_mount_key) if mp in copies_for
     )
     roots = tuple(
         fs.root for fs in sorted(what.filesystems, key=lambda f: _mount_key(f.mountpoint or "/"))

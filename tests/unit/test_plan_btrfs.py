@@ -84,3 +84,12 @@ def test_the_partition_holds_every_vault_on_it():
     plan = build_plan(lay, imgs, target(64 * GIB))
     fs = plan.filesystems[0]
     assert fs.size >= 8 * GIB
+
+
+def test_a_vault_of_a_subvolume_seen_inside_another_fills_it_without_a_mount():
+    root = sample().root.rstrip("/")
+    imgs = (*vaults(), image("machines", root + "/var/lib/machines", client=sample().client))
+    plan = build_plan(sample(), imgs, target(64 * GIB))
+    copies = [c.mountpoint for c in plan.steps if isinstance(c, CopyTree)]
+    assert copies == ["/", "/home", "/var/lib/machines"]
+    assert "/var/lib/machines" not in [m.mountpoint for m in plan.steps if isinstance(m, MountFilesystem)]
