@@ -667,10 +667,9 @@ def _skip_below(mp: str, image: Image, layout: Layout) -> tuple[str, ...]:
     another disk): the copy of `mp` makes their folders, empty."""
     if not image.whole_machine:
         return ()
-    return tuple(sorted(
-        posixpath.relpath(fs.mountpoint, mp) for fs in layout.filesystems
-        if fs.mountpoint and fs.fstype != "swap" and _below(fs.mountpoint, mp)
-    ))
+    below = {fs.mountpoint for fs in layout.filesystems if fs.mountpoint and fs.fstype != "swap"}
+    below |= set(_subvolume_targets(layout, layout.filesystems))  # /home from @home: its own copy
+    return tuple(sorted(posixpath.relpath(m, mp) for m in below if _below(m, mp)))
 
 
 def vault_mountpoint(source: str, root: str) -> str | None:

@@ -93,3 +93,13 @@ def test_a_vault_of_a_subvolume_seen_inside_another_fills_it_without_a_mount():
     copies = [c.mountpoint for c in plan.steps if isinstance(c, CopyTree)]
     assert copies == ["/", "/home", "/var/lib/machines"]
     assert "/var/lib/machines" not in [m.mountpoint for m in plan.steps if isinstance(m, MountFilesystem)]
+
+
+def test_a_whole_machine_image_fills_each_subvolume_once():
+    from rescue.backups.model import SourceKind
+
+    whole = dataclasses.replace(image("all", "/", client=sample().client), kind=SourceKind.RSNAPSHOT)
+    plan = build_plan(sample(), (whole,), target(64 * GIB))
+    copies = {c.mountpoint: c for c in plan.steps if isinstance(c, CopyTree)}
+    assert set(copies) >= {"/", "/home"}
+    assert "home" in copies["/"].skip
