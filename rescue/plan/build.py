@@ -15,7 +15,7 @@ from rescue.formats.units import human
 from rescue.backups.model import Image, ImageStatus
 from rescue.devices import disk_of, partition_path
 from rescue.errors import PlanRefused
-from rescue.layout.model import BootMode, Disk, Filesystem, Layout, PartitionTable
+from rescue.layout.model import BootMode, BtrfsMount, BtrfsVolume, Disk, Filesystem, Layout, PartitionTable
 from rescue.plan.migrate import (
     FS_MIN_BYTES,
     MIB,
@@ -40,6 +40,7 @@ from rescue.steps import (
     WipeSignatures,
     WritePartitionTable,
 )
+from rescue.steps.subvolumes import MakeSubvolumes
 from rescue.target import TargetDisk
 
 SUPPORTED_FSTYPES = ("ext2", "ext3", "ext4", "xfs", "btrfs", "vfat")
@@ -137,7 +138,6 @@ def _refuse_before_planning(layout: Layout | None, images: Sequence[Image], targ
             why="without the captured partition table and filesystems rescue cannot rebuild the disk",
             fix=HOOK_HINT + ", and make a new backup",
         )
-    _refuse_btrfs_subvolume_mounts(layout)
     _refuse_layered_storage(layout)
     return layout
 
@@ -162,25 +162,138 @@ def _refuse_layered_storage(layout: Layout) -> None:
     )
 
 
-def _refuse_btrfs_subvolume_mounts(layout: Layout) -> None:
-    """A machine that mounts btrfs subvolumes (subvol=@, a default subvolume) cannot be restored yet.
+@dataclasses.dataclass(frozen=True)
+class _BtrfsRestore:
+    """How btrfs subvolumes come back: the steps that make them, and the mounts that use them."""
 
-    The restore makes each btrfs one tree: the restored fstab's subvol=@ would name
-    nothing and the machine would stop at boot. Subvolumes only seen inside a mounted
-    tree are fine: they come back as folders, their files kept."""
+    steps: tuple[Step, ...] = ()
+    options: dict[str, str] = dataclasses.field(default_factory=dict)  # mount point -> "subvol=@home"
+    mounts: dict[str, NewFilesystem] = dataclasses.field(default_factory=dict)  # subvolume mount -> its btrfs
+    inside: tuple[str, ...] = ()  # subvolumes seen inside a mounted one (/var/lib/machines): filled, not mounted
+
+
+def _btrfs_volume(layout: Layout, fs: Filesystem) -> BtrfsVolume | None:
+    """The captured btrfs of `fs` when it is mounted by subvolume (or has a default subvolume)."""
+    if fs.fstype != "btrfs":
+        return None
     for vol in layout.btrfs:
-        mounts = [m for m in vol.mounts if (m.subvol or "/").strip("/") or (m.subvolid or 5) != 5]
-        if mounts or vol.default_id != 5:
-            shown = ", ".join(f"{m.target} (subvol={m.subvol or m.subvolid})" for m in mounts)
-            what = shown or f"default subvolume id {vol.default_id}"
-            raise PlanRefused(
-                f"the btrfs filesystem {vol.uuid or vol.device} is mounted by subvolume: {what}",
-                why="rescue does not yet make btrfs subvolumes; each btrfs is restored as one tree, so the "
-                    "restored fstab would name subvolumes that are not there and the machine would not boot",
-                fix="restore this machine by hand: mkfs.btrfs -U with the old UUID, btrfs subvolume create "
-                    "for each subvolume in the image's rescue/ files, mount each and copy its vault with "
-                    "rsync -aHAX --numeric-ids",
+        if (vol.uuid and vol.uuid == fs.uuid) or vol.device == fs.device:
+            if vol.default_id != 5 or any(_subvol_of(vol, m) for m in vol.mounts):
+                return vol
+    return None
+
+
+def _subvol_of(vol: BtrfsVolume, m: BtrfsMount) -> str | None:
+    """The path of the subvolume a mount uses ("@home"), None: the top level or the default."""
+    if m.subvol is not None:
+        return m.subvol.strip("/") or None
+    if m.subvolid is not None and m.subvolid != 5:
+        return next((s.path for s in vol.subvolumes if s.id == m.subvolid), None)
+    return None
+
+
+def _subvolume_targets(layout: Layout, filesystems: Sequence[Filesystem]) -> dict[str, Filesystem]:
+    """Mount points of subvolumes (/home from @home) that lie on one of `filesystems`
+    but are not that filesystem's own mount point."""
+    own = {fs.mountpoint for fs in layout.filesystems if fs.mountpoint}
+    found: dict[str, Filesystem] = {}
+    for fs in filesystems:
+        vol = _btrfs_volume(layout, fs)
+        if vol is None:
+            continue
+        for m in vol.mounts:
+            if m.mounted and m.target not in own:
+                found[m.target] = fs
+        for sv in vol.subvolumes:  # a subvolume seen inside another (/var/lib/machines): a vault may hold it
+            if sv.seen_at and not sv.snapshot and not sv.mounted and sv.seen_at not in own:
+                found.setdefault(sv.seen_at, fs)
+    return found
+
+
+def _btrfs_subvolumes(layout: Layout, new_filesystems: Sequence[NewFilesystem],
+                      warnings: list[str]) -> _BtrfsRestore:
+    """Subvolumes made at their paths (parents first, snapshots left out), the default set
+    by path, nocow folders marked, and each subvolume mounted as it was."""
+    steps: list[Step] = []
+    options: dict[str, str] = {}
+    mounts: dict[str, NewFilesystem] = {}
+    inside: list[str] = []
+    own = {fs.mountpoint for fs in layout.filesystems if fs.mountpoint}
+    for nf in new_filesystems:
+        fs = next((f for f in layout.filesystems if f.device == nf.captured_device and f.mountpoint == nf.mountpoint), None)
+        vol = _btrfs_volume(layout, fs) if fs is not None else None
+        if vol is None:
+            continue
+        by_id = {s.id: s for s in vol.subvolumes}
+        default = by_id[vol.default_id].path if vol.default_id in by_id else None
+        snapshots = [s.path for s in vol.subvolumes if s.snapshot and s.path != default]
+        kept = [s.path for s in vol.subvolumes
+                if s.path not in snapshots and not any(s.path.startswith(p + "/") for p in snapshots)]
+        if snapshots:
+            warnings.append(
+                f"btrfs snapshots on {nf.device} ({nf.mountpoint}) are left out: {', '.join(snapshots)} "
+                "(their data is not in any vault; the subvolumes they were taken from are restored)"
             )
+        for m in vol.mounts:
+            if m.fstab_options and any(o.startswith("subvolid=") and o != "subvolid=5"
+                                       for o in m.fstab_options.split(",")):
+                warnings.append(
+                    f"fstab mounts {m.target} by subvolume id ({m.fstab_options}): the restored subvolumes get "
+                    f"new ids, so that fstab line must name subvol={_subvol_of(vol, m) or '?'} instead "
+                    "(fix it in the restored /etc/fstab)"
+                )
+            if not m.mounted:
+                continue
+            subvol = _subvol_of(vol, m)
+            if m.target == nf.mountpoint or m.target not in own:
+                if subvol:
+                    options[m.target] = f"subvol={subvol}"
+                elif m.subvolid == 5 and default:
+                    options[m.target] = "subvolid=5"
+                if m.target != nf.mountpoint:
+                    mounts[m.target] = nf
+        inside += [sv.seen_at for sv in vol.subvolumes
+                   if sv.seen_at and sv.path in kept and not sv.mounted and sv.seen_at not in own]
+        nocow = tuple(_top_level_path(vol, p, default) for p in vol.nocow)
+        steps.append(MakeSubvolumes(device=nf.device, subvolumes=tuple(sorted(kept, key=lambda p: (p.count("/"), p))),
+                                    default=default, nocow=nocow))
+    return _BtrfsRestore(steps=tuple(steps), options=options, mounts=mounts, inside=tuple(inside))
+
+
+def _top_level_path(vol: BtrfsVolume, path: str, default: str | None) -> str:
+    """Where a folder of the machine (/srv/vm) lies from the btrfs's top level (@/srv/vm):
+    under the subvolume mounted at the nearest mount point above it."""
+    best: BtrfsMount | None = None
+    for m in vol.mounts:
+        if m.mounted and (path == m.target or _below(path, m.target)) and (best is None or len(m.target) > len(best.target)):
+            best = m
+    base = (_subvol_of(vol, best) if best else None) or (default if best is None or best.subvolid != 5 else None)
+    rel = path[len(best.target):] if best else path
+    return posixpath.join(base or "", rel.strip("/")) or "."
+
+
+def _count_subvolume_vaults(layout: Layout, filesystems: Sequence[Filesystem], copies_for: dict[str, Image],
+                            needs: dict[int, Need], number_of: dict[str, int], disk: Disk,
+                            table: PartitionTable) -> None:
+    """A btrfs holds the vaults of all its subvolume mounts (/ and /home on one partition):
+    when df's used bytes were not captured, its need is what they all counted."""
+    for target, fs in _subvolume_targets(layout, filesystems).items():
+        n = _number(fs, number_of, disk, table)
+        image = copies_for.get(target)
+        if n is None or image is None or image.size is None or fs.used is not None:
+            continue
+        need = needs[n]
+        used = (_used(fs, copies_for.get(fs.mountpoint or "")) or 0) if need.role is Role.DATA else 0
+        extra = sum(i.size or 0 for t, f in _subvolume_targets(layout, filesystems).items()
+                    if f is fs and (i := copies_for.get(t)) is not None)
+        needs[n] = dataclasses.replace(need, minimum=needed_bytes(used + extra, fs.fstype), role=Role.DATA,
+                                    floor=FS_MIN_BYTES.get(fs.fstype, 0))
+
+
+def _subvolume_copy_bytes(mp: str, by_mount: dict[str | None, NewFilesystem], copies_for: dict[str, Image]) -> int:
+    if mp in by_mount:
+        return by_mount[mp].copy_bytes or 0
+    return copies_for[mp].size or 0
 
 
 def _captured_disk(layout: Layout, options: PlanOptions, target: TargetDisk) -> _Captured:
@@ -218,6 +331,7 @@ def _new_table(src: _Captured, what: _Restored, target: TargetDisk, options: Pla
     table, disk, ss, number_of = src.table, src.disk, src.sector_size, src.number_of
     filesystems, swaps = what.filesystems, what.swaps
     needs = _needs(filesystems, swaps, what.copies_for, what.esp_numbers, number_of, disk, table)
+    _count_subvolume_vaults(src.layout, filesystems, what.copies_for, needs, number_of, disk, table)
     grow = _choose_grow(options, table, filesystems, number_of, disk)
     needs = _apply_sizes(options, needs, grow, table, filesystems, swaps, number_of, disk)
     old_sectors = disk.size // ss if disk.size else _table_end(table)
@@ -277,7 +391,8 @@ def _new_filesystems(src: _Captured, what: _Restored, table: _NewTable, target: 
                 f"the UUID of {fs.mountpoint or fs.device} was not captured: it gets a new one; "
                 "fstab or grub lines naming the old UUID must be fixed by hand"
             )
-        if fs.options and any(o.startswith("subvol=") and o not in ("subvol=/",) for o in fs.options.split(",")):
+        if (fs.options and any(o.startswith("subvol=") and o not in ("subvol=/",) for o in fs.options.split(","))
+                and _btrfs_volume(src.layout, fs) is None):
             warnings.append(
                 f"{fs.mountpoint} was mounted from a btrfs subvolume ({fs.options}); rescue "
                 "copies into the top level and does not recreate subvolumes"
@@ -312,17 +427,23 @@ def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem]
     )
     mkswap_steps = tuple(MakeSwap(device=s.device, uuid=s.uuid, label=s.label) for s in new_swaps)
     by_mount = {f.mountpoint: f for f in mounted}
+    btrfs = _btrfs_subvolumes(layout, new_filesystems, warnings)
+    if btrfs.mounts:
+        mount_order = tuple(sorted(set(mount_order) | set(btrfs.mounts), key=_mount_key))
+    carrier = {**by_mount, **btrfs.mounts}
     mount_steps = tuple(
-        MountFilesystem(device=by_mount[mp].device, mountpoint=mp, fstype=by_mount[mp].fstype)
+        MountFilesystem(device=carrier[mp].device, mountpoint=mp, fstype=carrier[mp].fstype,
+                        options=btrfs.options.get(mp, ""))
         for mp in mount_order
     )
     copies = tuple(
         CopyTree(
             vault=copies_for[mp].vault, image=copies_for[mp].name, source=copies_for[mp].tree,
-            mountpoint=mp, bytes=by_mount[mp].copy_bytes or 0, files=by_mount[mp].files or 0,
+            mountpoint=mp, bytes=_subvolume_copy_bytes(mp, by_mount, copies_for),
+            files=by_mount[mp].files or 0 if mp in by_mount else copies_for[mp].files or 0,
             part=copies_for[mp].whole_machine, skip=_skip_below(mp, copies_for[mp], layout),
         )
-        for mp in mount_order if mp in copies_for
+        for mp in sorted(set(mount_order) | set(btrfs.inside), key=_mount_key) if mp in copies_for
     )
     roots = tuple(
         fs.root for fs in sorted(what.filesystems, key=lambda f: _mount_key(f.mountpoint or "/"))
@@ -333,6 +454,7 @@ def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem]
     steps: list[Step] = [WipeSignatures(disk=target.device), WritePartitionTable(disk=target.device, table=new_table)]
     steps += mkfs_steps
     steps += mkswap_steps
+    steps += btrfs.steps
     steps += mount_steps
     steps += copies
     if mount_steps:
@@ -471,8 +593,10 @@ def _map_vaults(
     filesystems: Sequence[Filesystem], warnings: list[str],
 ) -> dict[str, Image]:
     """Mount point -> the image that fills it. A vault that fits no filesystem is refused."""
-    mine = {fs.mountpoint for fs in filesystems if fs.mountpoint}
-    known = sorted(fs.mountpoint for fs in layout.filesystems if fs.mountpoint and fs.fstype != "swap")
+    subvolume_mounts = _subvolume_targets(layout, filesystems)
+    mine = {fs.mountpoint for fs in filesystems if fs.mountpoint} | set(subvolume_mounts)
+    known = sorted({fs.mountpoint for fs in layout.filesystems if fs.mountpoint and fs.fstype != "swap"}
+                   | set(subvolume_mounts))
     result: dict[str, Image] = {}
     unmapped = []
     for image in images:
@@ -484,7 +608,7 @@ def _map_vaults(
         # a whole-machine image is the machine's own / (a capture's --root is where it was mounted
         # for the capture, not part of the copy's paths)
         mp = posixpath.normpath(image.source) if image.whole_machine else vault_mountpoint(image.source, layout.root)
-        if mp is None or layout.filesystem_at(mp) is None:
+        if mp is None or (layout.filesystem_at(mp) is None and mp not in subvolume_mounts):
             unmapped.append(f"{image.vault} (tree {image.source})")
             continue
         if mp not in mine:
@@ -543,10 +667,9 @@ def _skip_below(mp: str, image: Image, layout: Layout) -> tuple[str, ...]:
     another disk): the copy of `mp` makes their folders, empty."""
     if not image.whole_machine:
         return ()
-    return tuple(sorted(
-        posixpath.relpath(fs.mountpoint, mp) for fs in layout.filesystems
-        if fs.mountpoint and fs.fstype != "swap" and _below(fs.mountpoint, mp)
-    ))
+    below = {fs.mountpoint for fs in layout.filesystems if fs.mountpoint and fs.fstype != "swap"}
+    below |= set(_subvolume_targets(layout, layout.filesystems))  # /home from @home: its own copy
+    return tuple(sorted(posixpath.relpath(m, mp) for m in below if _below(m, mp)))
 
 
 def vault_mountpoint(source: str, root: str) -> str | None:

@@ -20,6 +20,7 @@ from rescue.steps import (
     Fixups,
     InstallBootloader,
     MakeFilesystem,
+    MakeSubvolumes,
     MakeSwap,
     MountFilesystem,
     Step,
@@ -36,7 +37,7 @@ STEP_KINDS: dict[str, type[Step]] = {
     cls.kind: cls
     for cls in (
         WipeSignatures, WritePartitionTable, MakeFilesystem, MakeSwap, MountFilesystem,
-        CopyTree, Fixups, InstallBootloader, Verify, UnmountAll,
+        CopyTree, Fixups, InstallBootloader, Verify, UnmountAll, MakeSubvolumes,
     )
 }
 

@@ -10,6 +10,7 @@ from rescue.steps.mkfs import MakeEsp, MakeFilesystem
 from rescue.steps.mkswap import MakeSwap
 from rescue.steps.mount import MountFilesystem
 from rescue.steps.partition import WritePartitionTable
+from rescue.steps.subvolumes import MakeSubvolumes
 from rescue.steps.rescue_image import WriteRescueImage
 from rescue.steps.unmount import UnmountAll
 from rescue.steps.verify import Verify
@@ -18,5 +19,5 @@ from rescue.steps.wipe import WipeSignatures
 __all__ = [
     "Context", "Step", "WipeSignatures", "WritePartitionTable", "MakeFilesystem", "MakeSwap",
     "MountFilesystem", "CopyTree", "Fixups", "InstallBootloader", "Verify", "UnmountAll",
-    "MakeEsp", "WriteRescueImage", "InstallBootCode", "MakeBank",
+    "MakeEsp", "WriteRescueImage", "InstallBootCode", "MakeBank", "MakeSubvolumes",
 ]

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rescue.engine.mounts import prove_mounted
+from rescue.engine.mounts import prove_mounted, top_mount_at
 from rescue.errors import UnsafeTarget
 from rescue.run import CommandError
 from rescue.steps.base import Context, Step, at_root, confined, sh
 
 
-def mount_argv(device: str, fstype: str, where: str) -> list[str]:
+def mount_argv(device: str, fstype: str, where: str, options: str = "") -> list[str]:
     """The private mount. xfs gets nouuid so an attached twin does not block it
     (the device numbers prove afterwards which disk was mounted). ext4 gets
     noinit_itable, as installers use it: mkfs leaves the inode tables to be
@@ -21,6 +21,8 @@ def mount_argv(device: str, fstype: str, where: str) -> list[str]:
         argv += ["-o", "nouuid"]
     elif fstype == "ext4":
         argv += ["-o", "noinit_itable"]
+    if options:  # a btrfs subvolume: subvol=@home
+        argv += ["-o", options]
     return argv + [device, where]
 
 
@@ -45,11 +47,12 @@ class MountFilesystem(Step):
         return f"mount:{self.mountpoint}"
 
     def describe(self) -> str:
-        return f"mount {self.device} at {self.mountpoint}"
+        how = f" (-o {self.options})" if self.options else ""
+        return f"mount {self.device}{how} at {self.mountpoint}"
 
     def script(self) -> list[str]:
         where = at_root(self.mountpoint)
-        argv = mount_argv(self.device, self.fstype, "WHERE")
+        argv = mount_argv(self.device, self.fstype, "WHERE", self.options)
         line = sh(*argv[:-1]) + " " + where
         lines = [f"mkdir -p {where}"]
         if self.fstype == "btrfs":
@@ -66,7 +69,7 @@ class MountFilesystem(Step):
         if self.fstype == "btrfs":
             ctx.run(["btrfs", "device", "scan", "--forget"], check=False)
         try:
-            ctx.run(mount_argv(self.device, self.fstype, str(where)))
+            ctx.run(mount_argv(self.device, self.fstype, str(where), self.options))
         except CommandError as e:
             if self.fstype == "btrfs" and "File exists" in e.stderr:
                 # Linux 6.1 (the rescue system's kernel): a btrfs with the same UUID and device id
@@ -78,7 +81,7 @@ class MountFilesystem(Step):
                     fix="unmount the old disk's filesystems (or detach that disk) and rerun the same command",
                 ) from None
             raise
-        why = prove_mounted(ctx.run, where, self.device, self.fstype)
+        why = prove_mounted(ctx.run, where, self.device, self.fstype) or self._wrong_subvolume(where)
         if why:
             ctx.run(["umount", str(where)], check=False)
             raise UnsafeTarget(
@@ -86,3 +89,13 @@ class MountFilesystem(Step):
                 why=why,
                 fix="detach the old disk that carries the same filesystems and rerun",
             )
+
+    def _wrong_subvolume(self, where) -> str | None:
+        """A subvolume mount's mountinfo root names the subvolume: prove it is the one asked for."""
+        subvol = next((o[len("subvol="):] for o in self.options.split(",") if o.startswith("subvol=")), None)
+        if subvol is None:
+            return None
+        m = top_mount_at(where)
+        if m is None or m.root.strip("/") != subvol.strip("/"):
+            return f"{where} shows subvolume {m.root if m else 'nothing'}, not {subvol}"
+        return None

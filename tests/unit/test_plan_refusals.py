@@ -188,22 +188,14 @@ def test_unknown_legacy_fstype_can_be_named_with_fstype():
     assert "cannot make zfs" in refusal(legacy, images(lay), target(8 * GIB), fstypes=(("/", "zfs"),)).what
 
 
-def test_a_machine_that_mounts_btrfs_subvolumes_is_refused_until_they_can_be_made():
-    """subvol=@ in the restored fstab would name nothing (each btrfs is restored as one
-    tree): refused with the way by hand; subvolumes only seen inside a tree are fine."""
+def test_btrfs_subvolumes_only_seen_inside_a_tree_plan_as_before():
+    """A btrfs mounted from its top level is one tree: no subvolume step is added
+    (tests/unit/test_plan_btrfs.py covers the machines that mount subvolumes)."""
     from rescue.layout.model import BtrfsMount, BtrfsVolume, Subvolume
 
     lay = layout("gpt")
     imgs = images(lay)
     inside_only = BtrfsVolume("/dev/sda2", uuid="u-1", subvolumes=(Subvolume(256, "machines", 5, "s-1"),),
                               mounts=(BtrfsMount("/"),))
-    assert build_plan(dataclasses.replace(lay, btrfs=(inside_only,)), imgs, target(64 * GIB)).steps
-    by_subvol = BtrfsVolume("/dev/sda2", uuid="u-1", default_id=5,
-                            subvolumes=(Subvolume(256, "@", 5, "s-1"), Subvolume(257, "@home", 5, "s-2")),
-                            mounts=(BtrfsMount("/", subvol="/@"), BtrfsMount("/home", subvol="/@home")))
-    e = refusal(dataclasses.replace(lay, btrfs=(by_subvol,)), imgs, target(64 * GIB))
-    assert "mounted by subvolume: / (subvol=/@), /home (subvol=/@home)" in e.what
-    assert "btrfs subvolume create" in e.fix
-    by_default = BtrfsVolume("/dev/sda2", uuid="u-1", default_id=256, mounts=(BtrfsMount("/"),))
-    assert "default subvolume id 256" in refusal(dataclasses.replace(lay, btrfs=(by_default,)), imgs,
-                                                 target(64 * GIB)).what
+    plain = build_plan(lay, imgs, target(64 * GIB))
+    assert build_plan(dataclasses.replace(lay, btrfs=(inside_only,)), imgs, target(64 * GIB)).steps == plain.steps
