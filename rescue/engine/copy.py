@@ -535,12 +535,11 @@ def copy_tree(
             # What cp half-copied of a file it could not read goes first, with every hard link
             # to it: rsync -H waits forever when such a file already exists at the target.
             drop_partial_copies(dest, classify(errors, source, dest).unreadable)
-            # cp's lines cannot be trusted to name every such file: the parallel cp runs share
-            # one stderr, and two read errors at the same moment interleave into lines that
-            # name none (the restore then hung about 1 run in 4). The dry run finds the rest
-            # from the files themselves: a half-written copy differs in size and time.
-            clear_redone_files(ctx, source, dest, xattrs=xattrs, acls=acls, skip=skip)
-    elif resume:
+    if resume:
+        # A resumed copy, or cp's failed one: cp's lines cannot be trusted to name every
+        # half-written file (the parallel cp runs share one stderr, and two read errors at
+        # the same moment interleave into lines that name none; the restore then hung about
+        # 1 run in 4). The dry run finds them from the files themselves.
         clear_redone_files(ctx, source, dest, xattrs=xattrs, acls=acls, skip=skip)
     if resume or skip:
         argv = rsync_argv(source, dest, xattrs=xattrs, acls=acls, protect=protect, skip=skip)
