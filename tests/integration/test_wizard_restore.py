@@ -432,8 +432,12 @@ async def test_a_disk_a_killed_restore_left_mounted_can_be_chosen_again(demo, tm
         try:
             for line in proc.stdout:
                 if re.match(r"^\[\d+/\d+\] copy vault", line):
-                    time.sleep(0.3)
                     break
+            # the step's line comes before its mount: wait for the mount itself (a busy
+            # machine took more than 0.3 s), then kill
+            deadline = time.monotonic() + 60
+            while not _mounted_from(dev) and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.05)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=60)
         finally:
