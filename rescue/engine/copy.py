@@ -93,7 +93,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rescue.engine.copyerrors import classify, drop_partial_copies, rsync_unescape
-from rescue.errors import Aborted
+from rescue.errors import Aborted, RescueError
 from rescue.run import CommandError
 from rescue.run import run as gateway_run
 from rescue.run import spawn as gateway_spawn
@@ -107,6 +107,11 @@ XFS_ACL_FILTER = "--filter=-x trusted.SGI_ACL_*"
 # rsync: 23 = some files could not be transferred, 24 = source files vanished.
 RSYNC_PARTIAL = (23, 24)
 POLL_SECONDS = 1.0
+# A copy that does nothing at all for this long is stuck, not slow: no byte or file lands on
+# the target, no line is printed, and none of its processes makes a read or write call (a
+# dying backup disk's retries hold one read for minutes at most). rsync's --timeout does not
+# fire for a local copy waiting on itself (rsync -aH has deadlocked so, see copy_tree).
+STALL_SECONDS = 15 * 60
 WRITE_BEHIND_BYTES = 64 << 20  # dirty bytes from which the kernel writes back during a copy (0: the machine's own)
 VM = Path("/proc/sys/vm")
 WRITE_BEHIND_STATE = Path("/run/rescue-write-behind")  # "pid bytes ratio limit" of a copy that lowered it
@@ -668,6 +673,32 @@ def _fresh_copy(ctx: Runner, source: Path, dest: Path, before: FsUsage, totals: 
     return 0, errors
 
 
+class CopyStalled(RescueError):
+    """The copy made no progress of any kind for STALL_SECONDS; it was stopped."""
+
+
+def group_io(pgid: int, proc_root: Path = Path("/proc")) -> int:
+    """Read and write calls made so far by the live processes of one process group.
+
+    The copy's processes (xargs, the cp runs, rsync's three) share the group its spawn made.
+    A process that exits takes its counts along: any change, up or down, is activity."""
+    total = 0
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            if int(fields[2]) != pgid:  # after the name: state, ppid, pgrp
+                continue
+            for line in (entry / "io").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in ("syscr", "syscw"):
+                    total += int(value)
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+    return total
+
+
 def _run_watched(
     ctx: Runner,
     argv: list[str],
@@ -682,11 +713,15 @@ def _run_watched(
     errors: list[str] = []
     reported = {"bytes": -1}
 
+    lines = [0]
+
     def on_err(line: str) -> None:
+        lines[0] += 1
         if len(errors) < 2000:
             errors.append(line)
 
     def on_out(line: str) -> None:
+        lines[0] += 1
         m = _PROGRESS2.match(line)
         if m:
             reported["bytes"] = int(m.group(1).replace(",", ""))
@@ -694,6 +729,8 @@ def _run_watched(
     threads = [_drain(proc.stderr, on_err), _drain(proc.stdout, on_out)]
     eta = _Eta()
     last = 0.0
+    seen: tuple[object, ...] = ()
+    moved = time.monotonic()
     try:
         with write_behind(WRITE_BEHIND_BYTES) if WRITE_BEHIND_BYTES else contextlib.nullcontext():
             while proc.poll() is None:
@@ -704,12 +741,28 @@ def _run_watched(
                     proc.wait(timeout=0.2)  # returns at once when the command ends
                 except subprocess.TimeoutExpired:
                     pass
-                if not progress or time.monotonic() - last < POLL_SECONDS:
+                if time.monotonic() - last < POLL_SECONDS:
                     continue
                 last = time.monotonic()
                 try:
                     now = FsUsage.of(dest)
                 except OSError:
+                    continue
+                activity = (now.bytes, now.inodes, lines[0], group_io(proc.pid))
+                if activity != seen:
+                    seen, moved = activity, last
+                elif last - moved >= STALL_SECONDS:
+                    _stop(proc)
+                    raise CopyStalled(
+                        f"the copy made no progress for {STALL_SECONDS // 60} minutes and was stopped "
+                        f"({argv[0]} onto {dest})",
+                        why="nothing landed on the target, nothing was printed, and no copying process "
+                            "read or wrote: it was stuck, not slow",
+                        fix="rerun the same command: what was copied stays, the resumed copy clears "
+                            "half-written files first; if it stops again, the log's last lines name where, "
+                            "and dmesg shows whether the backup disk is failing",
+                    )
+                if not progress:
                     continue
                 done_b = max(now.bytes - before.bytes, 0)
                 if rsync and reported["bytes"] >= 0:
