@@ -13,14 +13,20 @@ the host as a tar written onto a fourth raw disk. Then:
   files this test recorded);
 - the second boot, with the members attached and nothing stopped by hand first, assembles
   no array and activates no volume group (/proc/mdstat lists none, `dmsetup ls` none), and
-  the spare disks' checksums are those after the first boot.
+  the spare disks' checksums are those after the first boot, also after rescue's own md step
+  (rescue.steps.md) made the array again with the captured UUID, name, metadata, data offset
+  and bitmap on a new disk beside them, found it running on a rerun, and assembled it from
+  its named members once stopped.
 Two rescue boots (about 2-4 minutes under TCG).
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import re
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -30,6 +36,9 @@ import pytest
 
 from rescue.devices import attached, make_image_file, partition_path
 from rescue.image.build import sha256_file
+from rescue.jsonform import from_json
+from rescue.layout.model import MdArray
+from rescue.plan.md import plan_arrays
 from rescue.qemu import Firmware
 from rescue.run import run
 from test_security_rescue import ShellVM, boot_shell
@@ -132,14 +141,67 @@ def test_md_lvm_captured_with_every_identifier_and_never_assembled_at_boot(rescu
     assert len([fs for fs in layout["filesystems"] if fs["label"] == "lvroot"]) == 1, layout["filesystems"]
 
     sums = [sha256_file(s) for s in spares]
-    with ShellVM([disk, *spares], tmp_path, firmware=Firmware.BIOS, name="lvmmd2") as vm:
+    target = make_image_file(tmp_path / "target.img", 640 * MiB)
+    array = from_json(MdArray, md)
+    (make,) = plan_arrays([array], {"/dev/vdb1": "/dev/vdd1", "/dev/vdc1": "/dev/vdd2"}).steps
+    with ShellVM([disk, *spares, target], tmp_path, firmware=Firmware.BIOS, name="lvmmd2") as vm:
         boot_shell(vm)
         state = vm.ask("udevadm settle; sleep 3; echo MDSTAT; cat /proc/mdstat; echo DM; dmsetup ls; "
                        "echo EXAMINE; mdadm --examine /dev/vdb1 | grep -c 'Array UUID'", timeout=120)
+        # the restore's own step makes the array again, the same UUID, on the new disk, while
+        # the old members are attached; then a rerun finds it running, and once stopped assembles it
+        made = vm.ask(_in_rescue(MAKE_ARRAY, make), timeout=300)
         vm.type("poweroff")
         vm.wait_exit(180)
     mdstat = state.split("MDSTAT")[1].split("DM")[0]
     assert not re.search(r"^md\d+\s*:", mdstat, re.M), state
     assert "No devices found" in state.split("\nDM\n")[1].split("EXAMINE")[0], state
     assert state.strip().endswith("1"), state  # the superblock is still there, only left alone
-    assert [sha256_file(s) for s in spares] == sums, "a rescue boot changed the md members"
+    assert "MADE-OK" in made, made
+    detail = dict(line.split("=", 1) for line in made.split("DETAIL\n")[1].split("EXAMINE")[0].split() if "=" in line)
+    assert detail["MD_UUID"] == array.uuid and detail["MD_NAME"] == "lvmtest:0", made
+    assert detail["MD_LEVEL"] == "raid1" and detail["MD_METADATA"] == "1.2", made
+    assert sorted(v for k, v in detail.items() if k.endswith("_DEV")) == ["/dev/vdd1", "/dev/vdd2"], made
+    examine = made.split("EXAMINE\n")[1]
+    assert f"Data Offset : {array.data_offset} sectors" in examine, examine
+    assert "Internal Bitmap" in examine, examine
+    assert "resync" not in made.split("MDSTAT2")[1], made  # --assume-clean: a mirror of new disks does not resync
+    assert "RERUN-OK" in made and "ASSEMBLED-OK" in made and "STOPPED-OK" in made, made
+    assert [sha256_file(s) for s in spares] == sums, "a rescue boot, or making the array again, changed the old members"
+
+
+# Runs inside the rescue system: rescue's own MakeArray/StopArrays steps, with the gateway.
+MAKE_ARRAY = """
+import json, subprocess, sys
+from rescue.run import run
+from rescue.steps.md import MakeArray, StopArrays
+class Ctx:
+    def run(self, argv, **kw):
+        return run(argv, **kw)
+fields = json.loads(sys.argv[1])
+fields["members"] = tuple(fields["members"])
+step = MakeArray(**fields)
+ctx = Ctx()
+step.run(ctx)
+print("MADE-OK")
+print("DETAIL"); print(run(["mdadm", "--detail", "--export", step.device]).stdout)
+print("EXAMINE"); print(run(["mdadm", "--examine", step.members[0]]).stdout)
+print("MDSTAT2"); print(open("/proc/mdstat").read())
+step.run(ctx); print("RERUN-OK")
+StopArrays((step.device,)).run(ctx)
+step.run(ctx)
+if "MD_UUID=" + step.uuid in run(["mdadm", "--detail", "--export", step.device]).stdout:
+    print("ASSEMBLED-OK")
+StopArrays((step.device,)).run(ctx)
+if run(["mdadm", "--detail", step.device], check=False).returncode != 0:
+    print("STOPPED-OK")
+"""
+
+
+def _in_rescue(script: str, make) -> str:
+    """A shell line that partitions the target (two halves) and runs `script` with the step's fields."""
+    fields = {f.name: getattr(make, f.name) for f in dataclasses.fields(make)}
+    code = base64.b64encode(script.encode()).decode()
+    return ("printf 'label: gpt\\n,300M\\n,300M\\n' | sfdisk -q /dev/vdd && udevadm settle && "
+            f"echo {code} | base64 -d > /run/make_array.py && "
+            f"python3 /run/make_array.py {shlex.quote(json.dumps(fields))} 2>&1")
