@@ -42,6 +42,7 @@ from rescue.engine.mounts import (
 )
 from rescue.engine.report import summary_text
 from rescue.errors import Aborted, RescueError, StepFailed, UnsafeTarget
+from rescue.steps.md import stop_left_array
 from rescue.jsonform import to_json
 from rescue.paths import host_paths
 from rescue.run import run
@@ -284,6 +285,10 @@ class Executor:
                                  fix="unmount them by hand and run again")
             remove_empty_tree(base)
             done.append(f"released the mounts of an earlier run under {base}")
+        for key, entry in journal.steps.items():  # once nothing on them is mounted
+            array = entry.get("data", {}).get("array")
+            if isinstance(array, dict) and stop_left_array(run, str(array.get("device")), str(array.get("uuid"))):
+                done.append(f"stopped md {array['device']}, which an earlier run made ({key})")
         if done and journal.exists:
             journal.save()
         return done

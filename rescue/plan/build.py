@@ -16,6 +16,7 @@ from rescue.backups.model import Image, ImageStatus
 from rescue.devices import disk_of, partition_path
 from rescue.errors import PlanRefused
 from rescue.layout.model import BootMode, BtrfsMount, BtrfsVolume, Disk, Filesystem, Layout, PartitionTable
+from rescue.plan.md import ArraysOnDisk, arrays_on_disk, plan_arrays
 from rescue.plan.migrate import (
     FS_MIN_BYTES,
     MIB,
@@ -119,6 +120,7 @@ class _Restored:
     swaps: list[_SwapPart]
     copies_for: dict[str, Image]
     esp_numbers: set[int | None]
+    md: ArraysOnDisk = ArraysOnDisk()  # arrays with members on this disk, and the filesystems on them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,18 +145,18 @@ def _refuse_before_planning(layout: Layout | None, images: Sequence[Image], targ
 
 
 def _refuse_layered_storage(layout: Layout) -> None:
-    """A machine on md RAID or LVM cannot be restored yet: refused whole, never half-restored.
+    """A machine on LVM cannot be restored yet: refused whole, never half-restored.
 
-    Its partitions could be replayed, but the filesystems live on arrays and logical
-    volumes rescue does not make yet: a restore would leave a disk that boots nothing."""
-    if not layout.layers:
+    Its partitions could be replayed, but the filesystems live on logical volumes rescue
+    does not make yet: a restore would leave a disk that boots nothing. md arrays are made."""
+    if not layout.layers or not layout.layers.vgs:
         return
     shown = "; ".join(layout.layers.describe())
     raise PlanRefused(
-        f"this machine's filesystems are on md RAID or LVM: {shown}",
-        why="rescue records these layers (every UUID, the arrays' members and data offsets, each volume "
-            "group's vgcfgbackup) but does not yet rebuild them; a restore of the partitions alone would "
-            "leave a disk that does not boot",
+        f"this machine's filesystems are on LVM: {shown}",
+        why="rescue records LVM (every UUID, each volume group's vgcfgbackup) and makes md arrays again, "
+            "but does not yet rebuild volume groups; a restore of the partitions alone would leave a disk "
+            "that does not boot",
         fix="restore this machine by hand from the image's rescue/ files: mdadm --create with the recorded "
             "--uuid, --metadata, --data-offset and --assume-clean; pvcreate --uuid --restorefile and "
             "vgcfgrestore from lvm-vgcfgbackup-VG.txt; mkfs with the recorded UUIDs; then copy each vault "
@@ -315,14 +317,31 @@ def _captured_disk(layout: Layout, options: PlanOptions, target: TargetDisk) -> 
 def _what_is_restored(src: _Captured, images: Sequence[Image], options: PlanOptions,
                       warnings: list[str]) -> _Restored:
     layout, disk, table, number_of = src.layout, src.disk, src.table, src.number_of
-    on_disk = [fs for fs in layout.filesystems if src.number(fs) is not None]
+    md = _arrays(src)
+    # an array's member is made by its array; any other member signature stays a refusal below
+    on_disk = [fs for fs in layout.filesystems if src.number(fs) is not None and fs.device not in md.members]
     swaps = _swaps(layout, on_disk, number_of, disk, table)
-    filesystems = _override_fstypes([fs for fs in on_disk if fs.fstype != "swap"], options, layout, warnings)
-    _refuse_unsupported(filesystems, disk)
-    copies_for = _map_vaults(layout, images, options, disk, filesystems, warnings)
+    made = _override_fstypes([fs for fs in [*on_disk, *md.filesystems] if fs.fstype != "swap"],
+                             options, layout, warnings)
+    _refuse_unsupported(made, disk)
+    copies_for = _map_vaults(layout, images, options, disk, made, warnings)
+    filesystems = [fs for fs in made if md.array_of(fs.device) is None]
+    md = dataclasses.replace(md, filesystems=(*(fs for fs in made if md.array_of(fs.device)),
+                                              *(fs for fs in md.filesystems if fs.fstype == "swap")))
     esp_numbers = {src.number(fs) for fs in filesystems if _is_esp(fs, layout, table, number_of, disk)}
     return _Restored(on_disk=on_disk, filesystems=filesystems, swaps=swaps, copies_for=copies_for,
-                     esp_numbers=esp_numbers)
+                     esp_numbers=esp_numbers, md=md)
+
+
+def _arrays(src: _Captured) -> ArraysOnDisk:
+    """The md arrays with a member among this disk's partitions; their swaps too (layout.swaps)."""
+    layout = src.layout
+    if layout.layers is None or not layout.layers.md:
+        return ArraysOnDisk()
+    swaps = [Filesystem(device=sw.device, fstype="swap", uuid=sw.uuid, label=sw.label) for sw in layout.swaps]
+    known = {fs.device for fs in layout.filesystems}
+    return arrays_on_disk(layout.layers.md, [*layout.filesystems, *(s for s in swaps if s.device not in known)],
+                          lambda dev: src.number(Filesystem(device=dev, fstype="")))
 
 
 def _new_table(src: _Captured, what: _Restored, target: TargetDisk, options: PlanOptions,
@@ -331,6 +350,8 @@ def _new_table(src: _Captured, what: _Restored, target: TargetDisk, options: Pla
     table, disk, ss, number_of = src.table, src.disk, src.sector_size, src.number_of
     filesystems, swaps = what.filesystems, what.swaps
     needs = _needs(filesystems, swaps, what.copies_for, what.esp_numbers, number_of, disk, table)
+    for member, n in what.md.members.items():  # an array keeps its members' sizes: the same size, exactly
+        needs[n] = Need(f"md member {member}", None, Role.FIXED)
     _count_subvolume_vaults(src.layout, filesystems, what.copies_for, needs, number_of, disk, table)
     grow = _choose_grow(options, table, filesystems, number_of, disk)
     needs = _apply_sizes(options, needs, grow, table, filesystems, swaps, number_of, disk)
@@ -346,7 +367,8 @@ def _new_table(src: _Captured, what: _Restored, target: TargetDisk, options: Pla
             m,
             mountpoint=fs_by_number[m.number].mountpoint if m.number in fs_by_number else None,
             fstype=(fs_by_number[m.number].fstype if m.number in fs_by_number
-                    else "swap" if any(s.number == m.number for s in swaps) else None),
+                    else "swap" if any(s.number == m.number for s in swaps)
+                    else "linux_raid_member" if m.number in what.md.members.values() else None),
         )
         for m in migrations
     )
@@ -408,10 +430,37 @@ def _new_filesystems(src: _Captured, what: _Restored, table: _NewTable, target: 
                 size=table.new_size[s.number], uuid=s.uuid, label=s.label, captured_device=s.captured_device)
         for s in sorted(what.swaps, key=lambda s: s.number)
     )
+    md_filesystems, md_swaps = _on_arrays(what, table)
+    new_filesystems += md_filesystems
+    new_swaps += md_swaps
     for fs in src.layout.filesystems:
         if fs.fstype == "swap" and fs not in what.on_disk and not fs.device.startswith("/dev/"):
             warnings.append(f"swap file {fs.device} is not recreated; make it again after the restore")
     return new_filesystems, new_swaps
+
+
+def _on_arrays(what: _Restored, table: _NewTable) -> tuple[list[NewFilesystem], tuple[NewSwap, ...]]:
+    """The filesystems and swaps made on md arrays: on the array's device, the size it had
+    (its members keep their sizes); shown on the partition of its first member."""
+    filesystems: list[NewFilesystem] = []
+    swaps: list[NewSwap] = []
+    for fs in what.md.filesystems:
+        array = what.md.array_of(fs.device)
+        assert array is not None
+        n = what.md.first_member(array)
+        size = array.size or table.new_size[n]
+        if fs.fstype == "swap":
+            swaps.append(NewSwap(device=array.device, number=n, size=size, uuid=fs.uuid, label=fs.label,
+                                 captured_device=fs.device))
+            continue
+        image = what.copies_for.get(fs.mountpoint or "")
+        filesystems.append(NewFilesystem(
+            device=array.device, number=n, fstype=fs.fstype, size=size, uuid=fs.uuid, label=fs.label,
+            mountpoint=fs.mountpoint, captured_device=fs.device, used=fs.used,
+            vault=image.vault if image else None, image=image.name if image else None,
+            copy_bytes=_copy_bytes(fs, image), files=image.files if image else None,
+        ))
+    return filesystems, tuple(swaps)
 
 
 def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem], new_swaps: tuple[NewSwap, ...],
@@ -451,7 +500,10 @@ def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem]
     )
 
     bootloader = _bootloader(layout, options, src.disk, target, by_mount, warnings)
+    arrays = plan_arrays(what.md.arrays, {old: partition_path(target.device, n) for old, n in what.md.members.items()})
+    warnings.extend(arrays.warnings)
     steps: list[Step] = [WipeSignatures(disk=target.device), WritePartitionTable(disk=target.device, table=new_table)]
+    steps += arrays.steps
     steps += mkfs_steps
     steps += mkswap_steps
     steps += btrfs.steps
@@ -466,6 +518,8 @@ def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem]
         mode=layout.boot.mode, check_boot=bootloader is not None,
     ))
     steps.append(UnmountAll())
+    if arrays.stop:
+        steps.append(arrays.stop)
     return mount_order, copies, tuple(steps)
 
 

@@ -7,11 +7,12 @@ and says so (the review and the report tell how to complete it with a disk added
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rescue.errors import PlanRefused
-from rescue.layout.model import MdArray
+from rescue.layout.model import Filesystem, MdArray
 from rescue.steps.md import MakeArray, StopArrays
 
 # what rescue makes again; linear/raid0 have no redundancy to lose, but also nothing to
@@ -86,3 +87,51 @@ def plan_arrays(arrays: Sequence[MdArray], new_partition: Mapping[str, str]) -> 
             bitmap=array.bitmap, data_offset=array.data_offset,
         ))
     return MdRestore(tuple(steps), tuple(warnings))
+
+
+# signatures of a layer's member (blkid TYPE): such a partition is made by its layer, never by mkfs
+MEMBER_TYPES = frozenset({"linux_raid_member", "LVM2_member", "crypto_LUKS"})
+
+
+@dataclass(frozen=True)
+class ArraysOnDisk:
+    """The captured arrays with a member on the disk being replayed, and what lies on them."""
+
+    arrays: tuple[MdArray, ...] = ()
+    members: Mapping[str, int] = dataclasses.field(default_factory=dict)  # captured member -> partition number
+    filesystems: tuple[Filesystem, ...] = ()  # made on an array (swap too)
+
+    def array_of(self, device: str) -> MdArray | None:
+        return next((a for a in self.arrays if device in _names(a)), None)
+
+    def first_member(self, array: MdArray) -> int:
+        """The partition number shown for what lies on the array (its first member on this disk)."""
+        return min(self.members[m.device] for m in array.members if m.device in self.members)
+
+
+def _names(array: MdArray) -> set[str]:
+    """The names the captured system used for the array: /dev/md0, /dev/md/0, /dev/md/host:0."""
+    names = {array.device}
+    if array.name:
+        short = array.name.split(":", 1)[-1]
+        names |= {f"/dev/md/{array.name}", f"/dev/md/{short}"}
+        if short.isdigit():
+            names.add(f"/dev/md{short}")
+    return names
+
+
+def arrays_on_disk(arrays: Sequence[MdArray], filesystems: Sequence[Filesystem],
+                   number: Callable[[str], int | None]) -> ArraysOnDisk:
+    """Arrays with at least one member among the disk's partitions (`number`: captured device ->
+    its partition number on the disk being replayed, or None), and the filesystems on them."""
+    on: list[MdArray] = []
+    members: dict[str, int] = {}
+    for array in arrays:
+        mine = {m.device: number(m.device) for m in array.members}
+        mine = {dev: n for dev, n in mine.items() if n is not None}
+        if mine:
+            on.append(array)
+            members.update(mine)
+    found = ArraysOnDisk(tuple(on), members)
+    held = tuple(fs for fs in filesystems if found.array_of(fs.device) and fs.fstype not in MEMBER_TYPES)
+    return dataclasses.replace(found, filesystems=held)

@@ -29,6 +29,7 @@ from rescue.steps import (
     WipeSignatures,
     WritePartitionTable,
 )
+from rescue.steps.md import MakeArray, StopArrays
 from rescue.target import TargetDisk
 
 PLAN_SCHEMA = 1
@@ -37,7 +38,7 @@ STEP_KINDS: dict[str, type[Step]] = {
     cls.kind: cls
     for cls in (
         WipeSignatures, WritePartitionTable, MakeFilesystem, MakeSwap, MountFilesystem,
-        CopyTree, Fixups, InstallBootloader, Verify, UnmountAll, MakeSubvolumes,
+        CopyTree, Fixups, InstallBootloader, Verify, UnmountAll, MakeSubvolumes, MakeArray, StopArrays,
     )
 }
 

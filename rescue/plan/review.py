@@ -7,11 +7,14 @@ copied from where, and every warning, before anything is written.
 
 from __future__ import annotations
 
+import os
 import textwrap
 from typing import TYPE_CHECKING
 
+from rescue.devices import partition_path
 from rescue.formats.units import human
 from rescue.plan.migrate import is_extended
+from rescue.steps.md import MakeArray
 
 if TYPE_CHECKING:
     from rescue.plan.model import Migration, Plan
@@ -133,10 +136,15 @@ def _table(plan: Plan, ss: int) -> list[str]:
 
 def _holds(plan: Plan) -> dict[int, str]:
     holds: dict[int, str] = {}
+    arrays = {m: s.device for s in plan.steps if isinstance(s, MakeArray) for m in s.present}
     for f in plan.filesystems:
         holds[f.number] = f"{f.mountpoint or '(not mounted)'} {f.fstype}"
     for s in plan.swaps:
         holds[s.number] = "swap"
+    for p in plan.new_table.partitions:  # an md member shows its array, then what lies on it
+        array = arrays.get(partition_path(plan.target.device, p.number))
+        if array:
+            holds[p.number] = f"{os.path.basename(array)}: {holds.get(p.number, '(nothing)')}"
     for p in plan.old_table.partitions:
         if is_extended(plan.old_table, p):
             holds[p.number] = "(logicals)"

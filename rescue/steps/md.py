@@ -12,7 +12,9 @@ Parity levels (raid4/5/6) resync: their parity must be right before a member can
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from rescue.errors import UnsafeTarget
 from rescue.layout.stack import md_members, parse_export
@@ -38,6 +40,9 @@ class MakeArray(Step):
     """`mdadm --create` of one array from named members (None: a slot left empty, degraded)."""
 
     kind = "md-create"
+    # run again on a resume: after a reboot the array must be assembled before anything uses it
+    # (run() finds it made and assembles it from the named members)
+    persistent = False
     device: str  # /dev/md0, /dev/md/root: as the restored system knows it
     uuid: str  # mdadm's colon form
     level: str  # raid1, raid5, ...
@@ -108,6 +113,9 @@ class MakeArray(Step):
         ]
 
     def run(self, ctx: Context) -> None:
+        # noted first: a run killed from here on leaves an array the next run stops (and only it)
+        ctx.data()["array"] = {"device": self.device, "uuid": self.uuid}
+        ctx.save()
         if self._running(ctx):
             return
         if all(self._made_on(ctx, m) for m in self.present):
@@ -165,3 +173,12 @@ class StopArrays(Step):
     def run(self, ctx: Context) -> None:
         for device in reversed(self.devices):  # an array built on another stops first
             ctx.run(["mdadm", "--stop", device], check=False)
+
+
+def stop_left_array(run: Callable[..., Any], device: str, uuid: str) -> bool:
+    """Stop an array an earlier, killed run made (the journal names it), if it still runs with
+    that UUID. Any other array under that name is not this restore's and is left alone."""
+    found = run(["mdadm", "--detail", "--export", device], check=False)
+    if found.returncode != 0 or f"MD_UUID={uuid}" not in found.stdout.splitlines():
+        return False
+    return run(["mdadm", "--stop", device], check=False).returncode == 0

@@ -95,6 +95,14 @@ class Recorder:
 
     def __init__(self, detail: str | None, examine: str = "") -> None:
         self.detail, self.examine, self.calls = detail, examine, []
+        self.noted: dict = {}
+        self.saved = 0
+
+    def data(self, key=None):
+        return self.noted
+
+    def save(self):
+        self.saved += 1
 
     def run(self, argv, check=True, **kw):
         self.calls.append(list(argv))
@@ -126,7 +134,123 @@ def test_a_rerun_assembles_what_the_first_run_made_instead_of_making_it_again(ar
     _step(array).run(ctx)
     assert ["mdadm", "--assemble", "/dev/md0", "--run", f"--uuid={array.uuid}", "/dev/sdc1", "/dev/sdd1"] in ctx.calls
     assert not any(c[:2] == ["mdadm", "--create"] or c[0] == "wipefs" for c in ctx.calls)
+    assert ctx.noted["array"] == {"device": "/dev/md0", "uuid": array.uuid} and ctx.saved
     fresh = Recorder(None)
     _step(array).run(fresh)
     assert [c[0] for c in fresh.calls].count("wipefs") == 2
     assert any(c[:2] == ["mdadm", "--create"] for c in fresh.calls)
+
+
+# --- the plan of a machine on md RAID1 (no LVM): /boot, / and swap each on an array of two disks ---
+
+import json  # noqa: E402
+
+from plan_fixtures import GIB, MIB, images, target  # noqa: E402
+
+from rescue.layout.model import (  # noqa: E402
+    BlockLayers, Boot, BootMode, Disk, Filesystem, FstabEntry, Layout, Partition, PartitionTable, RootMeta, Swap,
+)
+from rescue.plan import PlanOptions, build_plan  # noqa: E402
+from rescue.plan.model import Plan  # noqa: E402
+
+UUIDS = ("3a5a5e2c:1b7d0f11:8e0c7b55:0d4e9a01", "3a5a5e2c:1b7d0f11:8e0c7b55:0d4e9a02",
+         "3a5a5e2c:1b7d0f11:8e0c7b55:0d4e9a03")
+
+
+def _md_table(disk: str) -> PartitionTable:
+    parts = (Partition(f"{disk}1", 2048, 1 * GIB // 512, "fd"),
+             Partition(f"{disk}2", 2048 + GIB // 512, 6 * GIB // 512, "fd"),
+             Partition(f"{disk}3", 2048 + 7 * GIB // 512, 1 * GIB // 512, "fd"))
+    return PartitionTable(label="dos", device=disk, partitions=parts)
+
+
+def md_layout() -> Layout:
+    arrays = tuple(
+        MdArray(device=f"/dev/md{i}", uuid=UUIDS[i], name=f"server:{i}", level="raid1", metadata="1.2",
+                raid_devices=2, size=size - 2 * MIB, bitmap="internal", data_offset=2048,
+                members=(MdMember(f"/dev/sda{i + 1}", role="0"), MdMember(f"/dev/sdb{i + 1}", role="1")))
+        for i, size in enumerate((1 * GIB, 6 * GIB, 1 * GIB))
+    )
+    fss = (
+        Filesystem("/dev/md0", "ext2", uuid="11111111-0000-4000-8000-000000000000", label="boot", mountpoint="/boot",
+                   used=60 * MIB, root=RootMeta("/boot", 0o755, 0, 0)),
+        Filesystem("/dev/md1", "ext4", uuid="22222222-0000-4000-8000-000000000000", label="root", mountpoint="/",
+                   used=2 * GIB, root=RootMeta("/", 0o755, 0, 0)),
+        Filesystem("/dev/md2", "swap", uuid="33333333-0000-4000-8000-000000000000"),
+        *(Filesystem(f"/dev/sd{d}{n}", "linux_raid_member") for d in "ab" for n in (1, 2, 3)),
+    )
+    return Layout(
+        client="server", captured_at="2026-12-05T03:00:00Z", hostname="server",
+        disks=(Disk("/dev/sda", 8 * GIB + 2 * MIB, table=_md_table("/dev/sda")),
+               Disk("/dev/sdb", 8 * GIB + 2 * MIB, table=_md_table("/dev/sdb"))),
+        filesystems=fss, swaps=(Swap("/dev/md2", GIB - 2 * MIB, uuid="33333333-0000-4000-8000-000000000000"),),
+        fstab=(FstabEntry("UUID=22222222-0000-4000-8000-000000000000", "/", "ext4"),),
+        boot=Boot(mode=BootMode.BIOS, grub_disk="/dev/sda"), layers=BlockLayers(md=arrays),
+    )
+
+
+def _md_plan(**options):
+    lay = md_layout()
+    return build_plan(lay, images(lay), target(16 * GIB, device="/dev/sdc"),
+                      PlanOptions(source_disk="/dev/sda", **options))
+
+
+def test_a_raid1_machine_onto_one_disk_makes_each_array_degraded_and_the_filesystems_on_them():
+    plan = _md_plan()
+    kinds = [s.kind for s in plan.steps]
+    makes = [s for s in plan.steps if isinstance(s, MakeArray)]
+    assert [m.device for m in makes] == ["/dev/md0", "/dev/md1", "/dev/md2"]
+    assert [m.members for m in makes] == [("/dev/sdc1", None), ("/dev/sdc2", None), ("/dev/sdc3", None)]
+    assert all(m.uuid == u and m.name == f"server:{i}" for i, (m, u) in enumerate(zip(makes, UUIDS)))
+    # the arrays come after the table and before anything is made on them; stopped last
+    assert kinds.index("partition") < kinds.index("md-create")
+    assert max(i for i, k in enumerate(kinds) if k == "md-create") < kinds.index("mkfs")
+    assert kinds[-1] == "md-stop" and plan.steps[-1].devices == ("/dev/md0", "/dev/md1", "/dev/md2")
+    made = {f.device: f for f in plan.filesystems}
+    assert made["/dev/md1"].mountpoint == "/" and made["/dev/md1"].uuid.startswith("22222222")
+    assert made["/dev/md0"].fstype == "ext2" and made["/dev/md0"].vault == "boot"
+    assert [s.device for s in plan.swaps] == ["/dev/md2"] and plan.swaps[0].uuid.startswith("33333333")
+    assert not any(f.fstype == "linux_raid_member" for f in plan.filesystems)
+    degraded = [w for w in plan.warnings if "degraded, 1 of 2" in w]
+    assert len(degraded) == 3, plan.warnings
+
+
+def test_member_partitions_keep_their_captured_sizes_on_a_bigger_disk():
+    plan = _md_plan()
+    old = {p.number: p.size for p in plan.old_table.partitions}
+    new = {p.number: p.size for p in plan.new_table.partitions}
+    assert new == old  # an array's members are made as they were: the array keeps its size
+
+
+def test_the_md_plan_survives_plan_json_and_restore_sh_makes_each_array_once():
+    plan = _md_plan()
+    again = Plan.from_json(json.loads(plan.dumps()))
+    assert again.steps == plan.steps
+    text = plan.script()
+    assert text.count("mdadm --create") == 3 and "missing" in text
+    assert "mdadm --stop /dev/md2" in text
+
+
+def test_a_member_signature_of_no_captured_array_is_still_refused():
+    lay = md_layout()
+    lay = dataclasses.replace(lay, layers=BlockLayers())
+    with pytest.raises(PlanRefused, match="linux_raid_member"):
+        build_plan(lay, images(lay), target(16 * GIB, device="/dev/sdc"), PlanOptions(source_disk="/dev/sda"))
+
+
+def test_the_review_shows_each_member_partition_with_its_array_and_what_lies_on_it():
+    text = _md_plan().review()
+    assert "md0: /boot ext2" in text and "md1: / ext4" in text and "md2: swap" in text
+    assert "mdadm /dev/md1 --add" in text
+
+
+def test_a_killed_runs_array_is_stopped_only_when_it_still_runs_with_the_journals_uuid(array):
+    """Executor.release_leftovers stops what the journal says an earlier run made, nothing else."""
+    from rescue.steps.md import stop_left_array
+
+    ours = Recorder(f"MD_UUID={array.uuid}\n")
+    assert stop_left_array(ours.run, "/dev/md0", array.uuid)
+    assert ["mdadm", "--stop", "/dev/md0"] in ours.calls
+    other = Recorder("MD_UUID=00000000:00000000:00000000:00000001\n")
+    assert not stop_left_array(other.run, "/dev/md0", array.uuid)
+    assert not any(c[:2] == ["mdadm", "--stop"] for c in other.calls)
