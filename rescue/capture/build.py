@@ -254,7 +254,8 @@ def _layers(files: Mapping[str, bytes], disk_paths: list[str]) -> BlockLayers:
     if all(f"lvm-{k}.json" in files for k in ("pvs", "vgs", "lvs")):
         configs = {n[len("lvm-vgcfgbackup-"):-len(".txt")]: n for n in files
                    if n.startswith("lvm-vgcfgbackup-") and n.endswith(".txt")}
-        vgs = stack.parse_lvm(files["lvm-pvs.json"], files["lvm-vgs.json"], files["lvm-lvs.json"], configs)
+        texts = {vg: read_text(files[name], name) for vg, name in configs.items()}
+        vgs = stack.parse_lvm(files["lvm-pvs.json"], files["lvm-vgs.json"], files["lvm-lvs.json"], configs, texts)
     by_id = stack.parse_by_id(files["disk-by-id.txt"]) if "disk-by-id.txt" in files else {}
     return BlockLayers(
         md=tuple(arrays), vgs=vgs,

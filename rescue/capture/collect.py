@@ -346,6 +346,7 @@ def collect_offline(disk: str, root: Path, runner: Runner | None = None) -> Raw:
     nodes = [checked_device(d.path) for d in walk(devices)]
     for node in nodes:
         _blkid(runner, raw, node)
+    _layers(runner, raw, devices)  # md arrays and LVM on that disk (lsblk shows them as its children)
     r = runner([*probe.FINDMNT, "--submounts", "--mountpoint", root_s], ok=(0, 1))
     if r.returncode != 0:
         raise RescueError(f"nothing is mounted at {root_s}", fix=f"mount the / filesystem of {disk} at {root_s}")

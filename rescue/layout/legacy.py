@@ -13,6 +13,8 @@ files, so old banks stay restorable.
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime as dt
 import re
 from collections.abc import Sequence
@@ -38,8 +40,23 @@ def load_layout(image_dir: Path | str) -> Layout | None:
     image_dir = Path(image_dir)
     current = image_dir / "rescue" / "layout.json"
     if current.is_file():
-        return Layout.loads(_read(current).decode("utf-8", "surrogateescape"), str(current))
+        return _with_vg_configs(Layout.loads(_read(current).decode("utf-8", "surrogateescape"), str(current)),
+                                current.parent)
     return load_legacy(image_dir)
+
+
+def _with_vg_configs(layout: Layout, folder: Path) -> Layout:
+    """A layout written before it carried each VG's vgcfgbackup text gets it from the file
+    kept beside it (the restore makes the VG again from that text)."""
+    if not layout.layers or not any(vg.config is None and vg.config_file for vg in layout.layers.vgs):
+        return layout
+    vgs = []
+    for vg in layout.layers.vgs:
+        path = folder / vg.config_file if vg.config_file and vg.config is None else None
+        if path is not None and path.is_file() and "/" not in vg.config_file:
+            vg = dataclasses.replace(vg, config=_read(path).decode("utf-8", "surrogateescape"))
+        vgs.append(vg)
+    return dataclasses.replace(layout, layers=dataclasses.replace(layout.layers, vgs=tuple(vgs)))
 
 
 def _read(path: Path) -> bytes:
@@ -181,5 +198,6 @@ def image_layout(image: Image) -> Layout | None:
     snapshot, a plain folder: .rescue/ in it), else the image folder's rescue/ or legacy files."""
     found = image.layout_dir / "layout.json" if image.layout_dir is not None else None
     if found is not None and found.is_file():
-        return Layout.loads(_read(found).decode("utf-8", "surrogateescape"), str(found))
+        return _with_vg_configs(Layout.loads(_read(found).decode("utf-8", "surrogateescape"), str(found)),
+                                found.parent)
     return load_layout(image.path)

@@ -280,6 +280,7 @@ class LvmVg:
     pvs: tuple[LvmPv, ...] = ()
     lvs: tuple[LvmLv, ...] = ()
     config_file: str | None = None  # lvm-vgcfgbackup-NAME.txt in the capture folder
+    config: str | None = None  # that file's text: the restore makes the VG again from it
 
     def lv(self, name: str) -> LvmLv | None:
         return next((x for x in self.lvs if x.name == name), None)

@@ -181,9 +181,11 @@ def _strip_brackets(name: str | None) -> str | None:
     return name.strip("[]") if name else name
 
 
-def parse_lvm(pvs: bytes, vgs: bytes, lvs: bytes, configs: Mapping[str, str] | None = None) -> tuple[LvmVg, ...]:
-    """The volume groups with their PVs and LVs; configs: VG name -> vgcfgbackup file name."""
-    configs = configs or {}
+def parse_lvm(pvs: bytes, vgs: bytes, lvs: bytes, configs: Mapping[str, str] | None = None,
+              texts: Mapping[str, str] | None = None) -> tuple[LvmVg, ...]:
+    """The volume groups with their PVs and LVs; configs: VG name -> vgcfgbackup file name,
+    texts: VG name -> that file's text."""
+    configs, texts = configs or {}, texts or {}
     pv_rows, vg_rows, lv_rows = _report(pvs, "lvm-pvs.json", "pv"), _report(vgs, "lvm-vgs.json", "vg"), \
         _report(lvs, "lvm-lvs.json", "lv")
     pvs_of: dict[str, list[LvmPv]] = {}
@@ -231,7 +233,7 @@ def parse_lvm(pvs: bytes, vgs: bytes, lvs: bytes, configs: Mapping[str, str] | N
         out.append(LvmVg(
             name=name, uuid=uuid, extent_size=extent, size=_bytes_field(row, "vg_size", "lvm-vgs.json"),
             free=_bytes_field(row, "vg_free", "lvm-vgs.json"), pvs=tuple(pvs_of.get(name, ())),
-            lvs=tuple(lvs_of.get(name, {}).values()), config_file=configs.get(name),
+            lvs=tuple(lvs_of.get(name, {}).values()), config_file=configs.get(name), config=texts.get(name),
         ))
     return tuple(sorted(out, key=lambda v: v.name))
 

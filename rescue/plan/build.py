@@ -16,6 +16,7 @@ from rescue.backups.model import Image, ImageStatus
 from rescue.devices import disk_of, partition_path
 from rescue.errors import PlanRefused
 from rescue.layout.model import BootMode, BtrfsMount, BtrfsVolume, Disk, Filesystem, Layout, PartitionTable
+from rescue.plan.lvm import VolumeGroupsOnDisk, plan_volume_groups, volume_groups_on_disk
 from rescue.plan.md import ArraysOnDisk, arrays_on_disk, plan_arrays
 from rescue.plan.migrate import (
     FS_MIN_BYTES,
@@ -41,6 +42,7 @@ from rescue.steps import (
     WipeSignatures,
     WritePartitionTable,
 )
+from rescue.steps.lvm import dm_name
 from rescue.steps.subvolumes import MakeSubvolumes
 from rescue.target import TargetDisk
 
@@ -121,6 +123,7 @@ class _Restored:
     copies_for: dict[str, Image]
     esp_numbers: set[int | None]
     md: ArraysOnDisk = ArraysOnDisk()  # arrays with members on this disk, and the filesystems on them
+    lvm: VolumeGroupsOnDisk = VolumeGroupsOnDisk()  # VGs on this disk's partitions or arrays, and theirs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,28 +143,7 @@ def _refuse_before_planning(layout: Layout | None, images: Sequence[Image], targ
             why="without the captured partition table and filesystems rescue cannot rebuild the disk",
             fix=HOOK_HINT + ", and make a new backup",
         )
-    _refuse_layered_storage(layout)
     return layout
-
-
-def _refuse_layered_storage(layout: Layout) -> None:
-    """A machine on LVM cannot be restored yet: refused whole, never half-restored.
-
-    Its partitions could be replayed, but the filesystems live on logical volumes rescue
-    does not make yet: a restore would leave a disk that boots nothing. md arrays are made."""
-    if not layout.layers or not layout.layers.vgs:
-        return
-    shown = "; ".join(layout.layers.describe())
-    raise PlanRefused(
-        f"this machine's filesystems are on LVM: {shown}",
-        why="rescue records LVM (every UUID, each volume group's vgcfgbackup) and makes md arrays again, "
-            "but does not yet rebuild volume groups; a restore of the partitions alone would leave a disk "
-            "that does not boot",
-        fix="restore this machine by hand from the image's rescue/ files: mdadm --create with the recorded "
-            "--uuid, --metadata, --data-offset and --assume-clean; pvcreate --uuid --restorefile and "
-            "vgcfgrestore from lvm-vgcfgbackup-VG.txt; mkfs with the recorded UUIDs; then copy each vault "
-            "with rsync -aHAX --numeric-ids",
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,19 +300,23 @@ def _what_is_restored(src: _Captured, images: Sequence[Image], options: PlanOpti
                       warnings: list[str]) -> _Restored:
     layout, disk, table, number_of = src.layout, src.disk, src.table, src.number_of
     md = _arrays(src)
-    # an array's member is made by its array; any other member signature stays a refusal below
-    on_disk = [fs for fs in layout.filesystems if src.number(fs) is not None and fs.device not in md.members]
+    lvm = _volume_groups(src, md)
+    # an array's member and a PV are made by their layer; any other member signature stays a refusal below
+    members = set(md.members) | set(lvm.pv_devices)
+    on_disk = [fs for fs in layout.filesystems if src.number(fs) is not None and fs.device not in members]
     swaps = _swaps(layout, on_disk, number_of, disk, table)
-    made = _override_fstypes([fs for fs in [*on_disk, *md.filesystems] if fs.fstype != "swap"],
+    made = _override_fstypes([fs for fs in [*on_disk, *md.filesystems, *lvm.filesystems] if fs.fstype != "swap"],
                              options, layout, warnings)
     _refuse_unsupported(made, disk)
     copies_for = _map_vaults(layout, images, options, disk, made, warnings)
-    filesystems = [fs for fs in made if md.array_of(fs.device) is None]
+    filesystems = [fs for fs in made if md.array_of(fs.device) is None and lvm.lv_of(fs.device) is None]
     md = dataclasses.replace(md, filesystems=(*(fs for fs in made if md.array_of(fs.device)),
                                               *(fs for fs in md.filesystems if fs.fstype == "swap")))
+    lvm = dataclasses.replace(lvm, filesystems=(*(fs for fs in made if lvm.lv_of(fs.device)),
+                                                *(fs for fs in lvm.filesystems if fs.fstype == "swap")))
     esp_numbers = {src.number(fs) for fs in filesystems if _is_esp(fs, layout, table, number_of, disk)}
     return _Restored(on_disk=on_disk, filesystems=filesystems, swaps=swaps, copies_for=copies_for,
-                     esp_numbers=esp_numbers, md=md)
+                     esp_numbers=esp_numbers, md=md, lvm=lvm)
 
 
 def _arrays(src: _Captured) -> ArraysOnDisk:
@@ -344,6 +330,18 @@ def _arrays(src: _Captured) -> ArraysOnDisk:
                           lambda dev: src.number(Filesystem(device=dev, fstype="")))
 
 
+def _volume_groups(src: _Captured, md: ArraysOnDisk) -> VolumeGroupsOnDisk:
+    """The VGs whose PVs are this disk's partitions or its arrays; their swaps too."""
+    layout = src.layout
+    if layout.layers is None or not layout.layers.vgs:
+        return VolumeGroupsOnDisk()
+    swaps = [Filesystem(device=sw.device, fstype="swap", uuid=sw.uuid, label=sw.label) for sw in layout.swaps]
+    known = {fs.device for fs in layout.filesystems}
+    return volume_groups_on_disk(
+        layout.layers.vgs, [*layout.filesystems, *(s for s in swaps if s.device not in known)],
+        lambda dev: src.number(Filesystem(device=dev, fstype="")) is not None or md.array_of(dev) is not None)
+
+
 def _new_table(src: _Captured, what: _Restored, target: TargetDisk, options: PlanOptions,
                warnings: list[str]) -> _NewTable:
     """The captured table migrated onto the target: every partition holds its needs and fits the disk."""
@@ -352,6 +350,10 @@ def _new_table(src: _Captured, what: _Restored, target: TargetDisk, options: Pla
     needs = _needs(filesystems, swaps, what.copies_for, what.esp_numbers, number_of, disk, table)
     for member, n in what.md.members.items():  # an array keeps its members' sizes: the same size, exactly
         needs[n] = Need(f"md member {member}", None, Role.FIXED)
+    for pv in what.lvm.pv_devices:  # a PV too: vgcfgrestore places every extent where it was
+        n = src.number(Filesystem(device=pv, fstype=""))
+        if n is not None:
+            needs[n] = Need(f"LVM PV {pv}", None, Role.FIXED)
     _count_subvolume_vaults(src.layout, filesystems, what.copies_for, needs, number_of, disk, table)
     grow = _choose_grow(options, table, filesystems, number_of, disk)
     needs = _apply_sizes(options, needs, grow, table, filesystems, swaps, number_of, disk)
@@ -368,7 +370,8 @@ def _new_table(src: _Captured, what: _Restored, target: TargetDisk, options: Pla
             mountpoint=fs_by_number[m.number].mountpoint if m.number in fs_by_number else None,
             fstype=(fs_by_number[m.number].fstype if m.number in fs_by_number
                     else "swap" if any(s.number == m.number for s in swaps)
-                    else "linux_raid_member" if m.number in what.md.members.values() else None),
+                    else "linux_raid_member" if m.number in what.md.members.values()
+                    else "LVM2_member" if m.number in _pv_numbers(src, what) else None),
         )
         for m in migrations
     )
@@ -430,37 +433,56 @@ def _new_filesystems(src: _Captured, what: _Restored, table: _NewTable, target: 
                 size=table.new_size[s.number], uuid=s.uuid, label=s.label, captured_device=s.captured_device)
         for s in sorted(what.swaps, key=lambda s: s.number)
     )
-    md_filesystems, md_swaps = _on_arrays(what, table)
-    new_filesystems += md_filesystems
-    new_swaps += md_swaps
+    layered, layered_swaps = _on_layers(src, what, table)
+    new_filesystems += layered
+    new_swaps += layered_swaps
     for fs in src.layout.filesystems:
         if fs.fstype == "swap" and fs not in what.on_disk and not fs.device.startswith("/dev/"):
             warnings.append(f"swap file {fs.device} is not recreated; make it again after the restore")
     return new_filesystems, new_swaps
 
 
-def _on_arrays(what: _Restored, table: _NewTable) -> tuple[list[NewFilesystem], tuple[NewSwap, ...]]:
-    """The filesystems and swaps made on md arrays: on the array's device, the size it had
-    (its members keep their sizes); shown on the partition of its first member."""
+def _pv_numbers(src: _Captured, what: _Restored) -> set[int]:
+    numbers = {src.number(Filesystem(device=pv, fstype="")) for pv in what.lvm.pv_devices}
+    return {n for n in numbers if n is not None}
+
+
+def _on_layers(src: _Captured, what: _Restored,
+               table: _NewTable) -> tuple[list[NewFilesystem], tuple[NewSwap, ...]]:
+    """The filesystems and swaps made on md arrays and LVs: on the array's or the LV's device,
+    the size it had (members and PVs keep their sizes); shown on the partition under it."""
     filesystems: list[NewFilesystem] = []
     swaps: list[NewSwap] = []
-    for fs in what.md.filesystems:
-        array = what.md.array_of(fs.device)
-        assert array is not None
-        n = what.md.first_member(array)
-        size = array.size or table.new_size[n]
+    for fs in [*what.md.filesystems, *what.lvm.filesystems]:
+        device, n, size = _layer_device(src, what, table, fs)
         if fs.fstype == "swap":
-            swaps.append(NewSwap(device=array.device, number=n, size=size, uuid=fs.uuid, label=fs.label,
+            swaps.append(NewSwap(device=device, number=n, size=size, uuid=fs.uuid, label=fs.label,
                                  captured_device=fs.device))
             continue
         image = what.copies_for.get(fs.mountpoint or "")
         filesystems.append(NewFilesystem(
-            device=array.device, number=n, fstype=fs.fstype, size=size, uuid=fs.uuid, label=fs.label,
+            device=device, number=n, fstype=fs.fstype, size=size, uuid=fs.uuid, label=fs.label,
             mountpoint=fs.mountpoint, captured_device=fs.device, used=fs.used,
             vault=image.vault if image else None, image=image.name if image else None,
             copy_bytes=_copy_bytes(fs, image), files=image.files if image else None,
         ))
     return filesystems, tuple(swaps)
+
+
+def _layer_device(src: _Captured, what: _Restored, table: _NewTable, fs: Filesystem) -> tuple[str, int, int]:
+    """(new device, partition shown, bytes) of a filesystem on an array or an LV."""
+    array = what.md.array_of(fs.device)
+    if array is not None:
+        n = what.md.first_member(array)
+        return array.device, n, array.size or table.new_size[n]
+    hit = what.lvm.lv_of(fs.device)
+    assert hit is not None
+    vg, lv = hit
+    under = vg.pvs[0].device
+    pv_array = what.md.array_of(under)
+    n = what.md.first_member(pv_array) if pv_array else src.number(Filesystem(device=under, fstype=""))
+    assert n is not None
+    return f"/dev/mapper/{dm_name(vg.name, lv.name)}", n, lv.size
 
 
 def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem], new_swaps: tuple[NewSwap, ...],
@@ -502,8 +524,11 @@ def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem]
     bootloader = _bootloader(layout, options, src.disk, target, by_mount, warnings)
     arrays = plan_arrays(what.md.arrays, {old: partition_path(target.device, n) for old, n in what.md.members.items()})
     warnings.extend(arrays.warnings)
+    groups = plan_volume_groups(what.lvm, {pv: _new_pv_device(src, what, pv, target) for pv in what.lvm.pv_devices},
+                                {vg.name: vg.config or "" for vg in what.lvm.vgs})
     steps: list[Step] = [WipeSignatures(disk=target.device), WritePartitionTable(disk=target.device, table=new_table)]
     steps += arrays.steps
+    steps += groups.steps
     steps += mkfs_steps
     steps += mkswap_steps
     steps += btrfs.steps
@@ -518,9 +543,21 @@ def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem]
         mode=layout.boot.mode, check_boot=bootloader is not None,
     ))
     steps.append(UnmountAll())
+    if groups.off:
+        steps.append(groups.off)
     if arrays.stop:
         steps.append(arrays.stop)
     return mount_order, copies, tuple(steps)
+
+
+def _new_pv_device(src: _Captured, what: _Restored, pv: str, target: TargetDisk) -> str:
+    """Where a captured PV goes: its partition on the target, or its array (made under its own name)."""
+    array = what.md.array_of(pv)
+    if array is not None:
+        return array.device
+    n = src.number(Filesystem(device=pv, fstype=""))
+    assert n is not None
+    return partition_path(target.device, n)
 
 
 # -- refusals -------------------------------------------------------------------

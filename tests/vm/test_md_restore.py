@@ -1,20 +1,22 @@
-"""A machine on md RAID1 restored onto one new disk inside the rescue VM, with its old array
-members still attached (issue 17).
+"""A server on md RAID1 and LVM restored onto one new disk inside the rescue VM, with its old
+disks still attached (issue 17).
 
-The host kernel has no md: the machine is built inside a booted rescue system on two spare
-virtio disks (a GPT with two partitions each; md0 RAID1 for /boot as ext2, md1 RAID1 with an
-internal bitmap for / as ext4; fstab naming their UUIDs) and captured there with
-`rescue capture --disk /dev/vdb --root` (its first disk, as a person restoring from one disk
-would name it). The files come back to the host as a tar on a raw disk; the host puts the
-capture and a plain tree of the machine (a whole-machine source, issue 21) on the backup
-partition. The second boot runs the real `rescue restore --source-disk /dev/vdb` onto a
-blank disk while both old members are attached, with the same array UUIDs on them. Passes
-when:
-- each array is made again on the new disk with the captured UUID, name, metadata and data
-  offset, degraded (one of two members) as the plan said, and stopped at the end;
-- the filesystems on them have their UUIDs and labels, and hold the tree's files;
-- the old members' checksums are unchanged (nothing was assembled or written on them).
-Two rescue boots (2-5 minutes under TCG).
+The host kernel has neither md nor device-mapper: the machine is built inside a booted rescue
+system on two spare virtio disks (GPT, three partitions each): md0 RAID1 for /boot (ext2);
+md1 RAID1 with an internal bitmap, a PV of volume group vgmd holding root (ext4, /); the
+first disk's third partition a plain PV of vgdata holding srv (ext4, /srv) and swap; fstab
+naming the UUIDs. It is captured there with `rescue capture --disk /dev/vdb --root` (the
+disk a person restoring one disk would name). The capture comes back to the host as a tar on
+a raw disk; the host puts it and a plain tree of the machine (a whole-machine source, issue
+21) on the backup partition. The second boot runs the real `rescue restore --source-disk
+/dev/vdb` onto a blank disk while both old disks are attached: the same array UUIDs, and the
+old vdb3 is a PV with the very PV and VG UUIDs the restore makes again. Passes when:
+- each array is made again with the captured UUID, name, metadata and data offset, degraded
+  (one of two members) as the plan said, and stopped at the end;
+- each PV, VG and LV has its captured UUID (vgcfgrestore), the VGs are deactivated at the end;
+- the filesystems and the swap have their UUIDs and labels, and hold the tree's files;
+- the old disks' checksums are unchanged (nothing was assembled, activated or written there).
+Two rescue boots (3-6 minutes under TCG).
 """
 
 from __future__ import annotations
@@ -34,22 +36,33 @@ from test_lvm_md_capture import RAID_GUID, _backup_disk
 from test_security_rescue import ShellVM, boot_shell
 
 MiB = 1 << 20
+LVM_GUID = "E6D6D379-F507-44C2-A23C-238F2A3DF928"
 
 BUILD = f"""set -e
-for d in /dev/vdb /dev/vdc; do printf 'label: gpt\\n,96M,{RAID_GUID}\\n,,{RAID_GUID}\\n' | sfdisk -q $d; done
+for d in /dev/vdb /dev/vdc; do printf 'label: gpt\\n,40M,{RAID_GUID}\\n,120M,{RAID_GUID}\\n,,{LVM_GUID}\\n' | sfdisk -q $d; done
 udevadm settle
 mdadm --create /dev/md0 --run --level=1 --raid-devices=2 --metadata=1.2 --name=mdtest:0 /dev/vdb1 /dev/vdc1
 mdadm --create /dev/md1 --run --level=1 --raid-devices=2 --metadata=1.2 --bitmap=internal \
   --name=mdtest:1 /dev/vdb2 /dev/vdc2
+pvcreate -q /dev/md1 && vgcreate -q vgmd /dev/md1 && lvcreate -q -y -L 96M -n root vgmd
+pvcreate -q /dev/vdb3 && vgcreate -q vgdata /dev/vdb3
+lvcreate -q -y -L 40M -n srv vgdata && lvcreate -q -y -L 16M -n swap vgdata
 mkfs.ext2 -q -L mdboot /dev/md0
-mkfs.ext4 -q -L mdroot /dev/md1
-mkdir -p /mnt/t && mount /dev/md1 /mnt/t && mkdir -p /mnt/t/boot /mnt/t/etc && mount /dev/md0 /mnt/t/boot
-echo "UUID=$(blkid -s UUID -o value /dev/md1) / ext4 defaults 0 1" > /mnt/t/etc/fstab
+mkfs.ext4 -q -L lvroot /dev/vgmd/root
+mkfs.ext4 -q -L lvsrv /dev/vgdata/srv
+mkswap -L lvswap /dev/vgdata/swap > /dev/null
+mkdir -p /mnt/t && mount /dev/vgmd/root /mnt/t && mkdir -p /mnt/t/boot /mnt/t/etc /mnt/t/srv
+mount /dev/md0 /mnt/t/boot && mount /dev/vgdata/srv /mnt/t/srv
+echo "UUID=$(blkid -s UUID -o value /dev/vgmd/root) / ext4 defaults 0 1" >> /mnt/t/etc/fstab
 echo "UUID=$(blkid -s UUID -o value /dev/md0) /boot ext2 defaults 0 2" >> /mnt/t/etc/fstab
+echo "UUID=$(blkid -s UUID -o value /dev/vgdata/srv) /srv ext4 defaults 0 2" >> /mnt/t/etc/fstab
+echo "UUID=$(blkid -s UUID -o value /dev/vgdata/swap) none swap sw 0 0" >> /mnt/t/etc/fstab
+swapon /dev/vgdata/swap
 echo BUILT-OK
 """
 
-TEARDOWN = "umount /mnt/t/boot /mnt/t; mdadm --stop /dev/md0; mdadm --stop /dev/md1; sync; echo DOWN-OK"
+TEARDOWN = ("swapoff /dev/vgdata/swap; umount /mnt/t/srv /mnt/t/boot /mnt/t; vgchange -q -an vgmd vgdata; "
+            "mdadm --stop /dev/md0; mdadm --stop /dev/md1; sync; echo DOWN-OK")
 
 FILES = {"etc/hostname": "mdtest\n", "etc/motd": "restored from md\n", "boot/config-demo": "CONFIG_MD=y\n",
          "srv/data/big.bin": "x" * 300_000}
@@ -102,6 +115,7 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
     layout = json.loads(files["layout.json"])
     arrays = {a["device"]: a for a in layout["layers"]["md"]}
     assert set(arrays) == {"/dev/md0", "/dev/md1"}, arrays
+    assert {vg["name"] for vg in layout["layers"]["vgs"]} == {"vgmd", "vgdata"}, layout["layers"]
     by_label = {fs["label"]: fs for fs in layout["filesystems"] if fs.get("label")}
     _put_machine(disk, files, tmp_path)
 
@@ -114,30 +128,46 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
             "--bootloader skip --state-dir /run/rescue-state --yes > /run/restore.log 2>&1; echo RC=$?; "
             "tail -n 60 /run/restore.log", timeout=900)
         check = vm.ask(
-            "echo MDSTAT; cat /proc/mdstat; "
+            "echo MDSTAT; cat /proc/mdstat; echo DMSETUP; dmsetup ls; "
             "for p in /dev/vdd1 /dev/vdd2; do echo EXAMINE $p; mdadm --examine $p; done; "
             "mdadm --assemble /dev/md0 --run /dev/vdd1 >/dev/null 2>&1; mdadm --assemble /dev/md1 --run /dev/vdd2 "
-            ">/dev/null 2>&1; echo BLKID; blkid -o export /dev/md0 /dev/md1; "
-            "mkdir -p /mnt/r && mount -o ro /dev/md1 /mnt/r && mount -o ro /dev/md0 /mnt/r/boot && "
-            "echo FILES && cat /mnt/r/etc/motd /mnt/r/boot/config-demo && wc -c < /mnt/r/srv/data/big.bin; "
-            "umount /mnt/r/boot /mnt/r; mdadm --stop /dev/md0 /dev/md1 >/dev/null 2>&1; echo CHECK-END",
+            ">/dev/null 2>&1; echo PVS; pvs --devices=/dev/md1,/dev/vdd3 --noheadings -o pv_name,pv_uuid,vg_name,vg_uuid; "
+            "echo LVS; lvs --devices=/dev/md1,/dev/vdd3 --noheadings -o vg_name,lv_name,lv_uuid; "
+            "vgchange --devices=/dev/md1 -ay vgmd >/dev/null; vgchange --devices=/dev/vdd3 -ay vgdata >/dev/null; "
+            "udevadm settle; echo BLKID; blkid -o export /dev/md0 /dev/mapper/vgmd-root /dev/mapper/vgdata-srv "
+            "/dev/mapper/vgdata-swap; "
+            "mkdir -p /mnt/r && mount -o ro /dev/mapper/vgmd-root /mnt/r && mount -o ro /dev/md0 /mnt/r/boot && "
+            "mount -o ro /dev/mapper/vgdata-srv /mnt/r/srv && echo FILES && cat /mnt/r/etc/motd /mnt/r/boot/config-demo"
+            " && wc -c < /mnt/r/srv/data/big.bin; umount /mnt/r/srv /mnt/r/boot /mnt/r; "
+            "vgchange --devices=/dev/md1,/dev/vdd3 -an vgmd vgdata >/dev/null; "
+            "mdadm --stop /dev/md0 /dev/md1 >/dev/null 2>&1; echo CHECK-END",
             timeout=300)
         vm.type("poweroff")
         vm.wait_exit(180)
 
     assert "RC=0" in restored, restored
     assert "degraded, 1 of 2" in restored, restored  # said in the plan the person confirmed
-    mdstat = check.split("MDSTAT")[1].split("EXAMINE")[0]
+    mdstat = check.split("MDSTAT")[1].split("DMSETUP")[0]
     assert not re.search(r"^md\d+\s*:", mdstat, re.M), check  # stopped at the end, old ones never assembled
+    assert "No devices found" in check.split("DMSETUP")[1].split("EXAMINE")[0], check  # VGs deactivated
     for part, array in (("/dev/vdd1", arrays["/dev/md0"]), ("/dev/vdd2", arrays["/dev/md1"])):
-        examine = check.split(f"EXAMINE {part}")[1].split("EXAMINE")[0].split("BLKID")[0]
+        examine = check.split(f"EXAMINE {part}")[1].split("EXAMINE")[0].split("PVS")[0]
         assert f"Array UUID : {array['uuid']}" in examine, examine
         assert f"Name : {array['name']}" in examine, examine
         assert f"Data Offset : {array['data_offset']} sectors" in examine, examine
         assert "Raid Devices : 2" in examine, examine
     assert "Internal Bitmap" in check.split("EXAMINE /dev/vdd2")[1], check
+    vgs = {vg["name"]: vg for vg in layout["layers"]["vgs"]}
+    pvs = check.split("PVS")[1].split("LVS")[0]
+    for vg, dev in (("vgmd", "/dev/md1"), ("vgdata", "/dev/vdd3")):
+        (pv,) = vgs[vg]["pvs"]
+        assert re.search(rf"{dev}\s+{pv['uuid']}\s+{vg}\s+{vgs[vg]['uuid']}", pvs), pvs
+    lvs = check.split("LVS")[1].split("BLKID")[0]
+    for vg in vgs.values():
+        for lv in vg["lvs"]:
+            assert re.search(rf"{vg['name']}\s+{lv['name']}\s+{lv['uuid']}", lvs), lvs  # vgcfgrestore kept LV UUIDs
     blkid = check.split("BLKID")[1].split("FILES")[0]
-    for label in ("mdboot", "mdroot"):
+    for label in ("mdboot", "lvroot", "lvsrv", "lvswap"):
         assert f"UUID={by_label[label]['uuid']}" in blkid and f"LABEL={label}" in blkid, blkid
     shown = check.split("FILES")[1]
     assert "restored from md" in shown and "CONFIG_MD=y" in shown and "300000" in shown, check

@@ -1,0 +1,111 @@
+"""The LVM volume groups of a restore: which captured VGs come back, on which new devices.
+
+Pure: the captured VGs (with their vgcfgbackup texts), where each PV's device went in, steps
+and refusals out. A VG comes back whole or not at all: every PV must be restored (a VG
+spanning a disk that is not restored is refused, never made partial).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from rescue.errors import PlanRefused
+from rescue.layout.model import Filesystem, LvmLv, LvmVg
+from rescue.steps.lvm import DeactivateVolumeGroups, MakeVolumeGroup, dm_name
+
+# what vgcfgrestore makes exactly; thin pools need their metadata made by hand (vgcfgrestore
+# would leave them unusable), caches and VDO need more than a text file
+EXACT_SEGMENTS = frozenset({"linear", "striped", "mirror", "raid1", "raid4", "raid5", "raid6", "raid10"})
+
+
+@dataclass(frozen=True)
+class VolumeGroupsOnDisk:
+    """The captured VGs whose PVs are all restored, and what lies on their LVs."""
+
+    vgs: tuple[LvmVg, ...] = ()
+    pv_devices: Mapping[str, str] = dataclasses.field(default_factory=dict)  # captured PV -> captured node under it
+    filesystems: tuple[Filesystem, ...] = ()  # on an LV (swap too)
+
+    def lv_of(self, device: str) -> tuple[LvmVg, LvmLv] | None:
+        for vg in self.vgs:
+            for lv in vg.lvs:
+                if device in (lv.path, lv.dm_path, f"/dev/mapper/{dm_name(vg.name, lv.name)}"):
+                    return vg, lv
+        return None
+
+
+def volume_groups_on_disk(vgs: Sequence[LvmVg], filesystems: Sequence[Filesystem],
+                          restored: Callable[[str], bool]) -> VolumeGroupsOnDisk:
+    """VGs with a PV on a restored device (`restored`: captured device -> restored here?).
+
+    A VG with some PVs restored and some not is refused."""
+    on: list[LvmVg] = []
+    pvs: dict[str, str] = {}
+    for vg in vgs:
+        here = [pv for pv in vg.pvs if restored(pv.device)]
+        if not here:
+            continue
+        missing = [pv.device for pv in vg.pvs if pv not in here]
+        if missing:
+            raise PlanRefused(
+                f"LVM volume group {vg.name} also lies on {', '.join(missing)}, which this restore does not make",
+                why="a volume group comes back whole or not at all: without those PVs its LVs would be partial",
+                fix="restore the disks that hold all of its PVs together (each captured disk onto its own target)",
+            )
+        on.append(vg)
+        pvs.update({pv.device: pv.device for pv in here})
+    found = VolumeGroupsOnDisk(tuple(on), pvs)
+    seen: set[str] = set()
+    held = []
+    for fs in filesystems:
+        hit = found.lv_of(fs.device)
+        if hit is None or fs.fstype == "LVM2_member":
+            continue
+        key = f"{hit[0].name}/{hit[1].name}"
+        if key not in seen:  # a swap shows as /dev/dm-1 and as /dev/mapper/vg-swap: one is made
+            seen.add(key)
+            held.append(fs)
+    return dataclasses.replace(found, filesystems=tuple(held))
+
+
+@dataclass(frozen=True)
+class LvmRestore:
+    steps: tuple[MakeVolumeGroup, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def off(self) -> DeactivateVolumeGroups | None:
+        return DeactivateVolumeGroups(tuple((s.name, s.devices) for s in self.steps)) if self.steps else None
+
+
+def plan_volume_groups(found: VolumeGroupsOnDisk, new_device: Mapping[str, str],
+                       configs: Mapping[str, str]) -> LvmRestore:
+    """One MakeVolumeGroup per VG (`new_device`: captured PV device -> its new device;
+    `configs`: VG name -> its vgcfgbackup text)."""
+    steps = []
+    for vg in found.vgs:
+        odd = sorted({lv.segtype for lv in vg.lvs if lv.segtype not in EXACT_SEGMENTS})
+        if odd:
+            names = ", ".join(f"{lv.name} ({lv.segtype})" for lv in vg.lvs if lv.segtype not in EXACT_SEGMENTS)
+            raise PlanRefused(
+                f"volume group {vg.name} has LVs rescue does not make yet: {names}",
+                why="rescue makes a volume group again from its vgcfgbackup, which is exact for linear, "
+                    "striped, mirror and raid LVs; " + ", ".join(odd) + " LVs need their own metadata made",
+                fix=f"restore {vg.name} by hand: pvcreate --uuid --restorefile and vgcfgrestore --force from "
+                    f"lvm-vgcfgbackup-{vg.name}.txt, then lvremove and lvcreate the thin pool and its thin LVs "
+                    "with the recorded sizes",
+            )
+        text = configs.get(vg.name)
+        if not text:
+            raise PlanRefused(
+                f"the vgcfgbackup of volume group {vg.name} was not captured",
+                why="rescue makes a volume group again, with every UUID, from that text",
+                fix="run rescue capture again on the machine (as the dirvish hook) and make a new backup",
+            )
+        steps.append(MakeVolumeGroup(
+            name=vg.name, uuid=vg.uuid, pvs=tuple((new_device[pv.device], pv.uuid) for pv in vg.pvs),
+            config=text, lvs=tuple(lv.name for lv in vg.lvs if lv.path),
+        ))
+    return LvmRestore(tuple(steps))
