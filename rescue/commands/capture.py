@@ -26,8 +26,7 @@ filesystem its subvolumes (snapshots, read-only), the default subvolume, each
 mount's subvol= and options, nocow folders and quota groups; md RAID arrays
 (UUID, name, level, metadata, data offset, bitmap, members and roles) and LVM
 (PV, VG and LV UUIDs, sizes, thin pools, each VG's vgcfgbackup) with the
-disks' by-id names, serial and WWN. md arrays are made again by the restore;
-a plan refuses LVM machines until rescue can rebuild volume groups.
+disks' by-id names, serial and WWN, for the restore to make them again.
 
 As a dirvish post-server hook (no --out), it reads DIRVISH_CLIENT and
 DIRVISH_DEST and writes a rescue/ folder into the image, beside tree/. A

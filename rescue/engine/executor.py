@@ -42,6 +42,7 @@ from rescue.engine.mounts import (
 )
 from rescue.engine.report import summary_text
 from rescue.errors import Aborted, RescueError, StepFailed, UnsafeTarget
+from rescue.steps.lvm import deactivate_left_group
 from rescue.steps.md import stop_left_array
 from rescue.jsonform import to_json
 from rescue.paths import host_paths
@@ -285,8 +286,15 @@ class Executor:
                                  fix="unmount them by hand and run again")
             remove_empty_tree(base)
             done.append(f"released the mounts of an earlier run under {base}")
-        for key, entry in journal.steps.items():  # once nothing on them is mounted
-            array = entry.get("data", {}).get("array")
+        # once nothing on them is mounted: the VGs an earlier run made first (they may lie on its arrays)
+        made = [(key, entry.get("data", {})) for key, entry in journal.steps.items()]
+        for key, data in made:
+            vg = data.get("vg")
+            if isinstance(vg, dict) and isinstance(vg.get("devices"), list) and deactivate_left_group(
+                    run, str(vg.get("name")), str(vg.get("uuid")), [str(d) for d in vg["devices"]]):
+                done.append(f"deactivated LVM volume group {vg['name']}, which an earlier run made ({key})")
+        for key, data in made:
+            array = data.get("array")
             if isinstance(array, dict) and stop_left_array(run, str(array.get("device")), str(array.get("uuid"))):
                 done.append(f"stopped md {array['device']}, which an earlier run made ({key})")
         if done and journal.exists:

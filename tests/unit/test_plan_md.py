@@ -254,3 +254,25 @@ def test_a_killed_runs_array_is_stopped_only_when_it_still_runs_with_the_journal
     other = Recorder("MD_UUID=00000000:00000000:00000000:00000001\n")
     assert not stop_left_array(other.run, "/dev/md0", array.uuid)
     assert not any(c[:2] == ["mdadm", "--stop"] for c in other.calls)
+
+
+def test_a_killed_runs_volume_group_is_deactivated_only_when_its_own_devices_show_its_uuid():
+    from rescue.steps.lvm import deactivate_left_group
+
+    class Vgs(Recorder):
+        def __init__(self, uuid):
+            super().__init__(None)
+            self.uuid = uuid
+
+        def run(self, argv, check=True, **kw):
+            self.calls.append(list(argv))
+            out = f"  {self.uuid}\n" if argv[0] == "vgs" else ""
+            return Result(tuple(argv), 0, out, "")
+
+    ours = Vgs("dJBO1d-vmgR-4tdS-3rHa-BHso-M96t-03cyvO")
+    assert deactivate_left_group(ours.run, "vgtest", "dJBO1d-vmgR-4tdS-3rHa-BHso-M96t-03cyvO", ["/dev/sdc2"])
+    assert ours.calls[-1] == ["vgchange", "--devices=/dev/sdc2", "-an", "vgtest"]
+    assert all(c[1] == "--devices=/dev/sdc2" for c in ours.calls)  # never a scan of every disk
+    other = Vgs("something-else")
+    assert not deactivate_left_group(other.run, "vgtest", "dJBO1d-vmgR-4tdS-3rHa-BHso-M96t-03cyvO", ["/dev/sdc2"])
+    assert not any(c[0] == "vgchange" for c in other.calls)
