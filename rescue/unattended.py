@@ -17,6 +17,8 @@ Example /backup/rescue-unattended.toml:
     after_failure = "stay"           # after a failure (default stay: the console shows why)
     bootloader = "auto"              # optional: auto, install or skip
     grow = "/home"                   # optional: the partition that takes the size difference
+    source_disk = "/dev/sda"         # optional: the captured disk this target replaces (machines with
+                                     # several; mirrored disks need none: the one grub was on is taken)
     log_dir = "/var/log/rescue"      # optional: journal, log and report (the backup is read-only)
 
     [fstype]                         # optional: make these types instead of the captured ones
@@ -90,6 +92,7 @@ class Config:
     sizes: tuple[tuple[str, str], ...] = ()  # (mount point, number or swap; size such as "200G"), as --size
     rsnapshot_roots: tuple[Path, ...] = ()
     trees: tuple[Path, ...] = ()
+    source_disk: str | None = None  # the captured disk this target replaces, as --source-disk
 
     @property
     def source(self) -> ImageSource:
@@ -113,7 +116,7 @@ def load_config(path: Path) -> Config:
         return ConfigError(f"{path}: {key} {what}", fix="correct the file; `pydoc rescue.unattended` shows an example")
 
     known = {"bank", "banks", "rsnapshot", "tree", "client", "image", "after", "after_failure", "bootloader", "grow", "log_dir",
-             "fstype", "size", "target"}
+             "fstype", "size", "target", "source_disk"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise bad(unknown[0], "is not a setting rescue knows")
@@ -138,7 +141,7 @@ def load_config(path: Path) -> Config:
     client = data.get("client")
     if not isinstance(client, str) or not client:
         raise bad("client", "must name the machine to restore")
-    for key in ("image", "grow", "log_dir"):
+    for key in ("image", "grow", "log_dir", "source_disk"):
         if key in data and not isinstance(data[key], str):
             raise bad(key, "must be a string")
     after = data.get("after", "poweroff")
@@ -180,6 +183,7 @@ def load_config(path: Path) -> Config:
         grow=data.get("grow"), log_dir=Path(data["log_dir"]) if data.get("log_dir") else None,
         fstypes=tuple(fstype.items()), sizes=tuple(size.items()),
         rsnapshot_roots=tuple(Path(r) for r in others["rsnapshot"]), trees=tuple(Path(t) for t in others["tree"]),
+        source_disk=data.get("source_disk") or None,
     )
 
 
@@ -217,6 +221,7 @@ def restore_options(config: Config) -> RestoreOptions:
     log_dir = config.log_dir
     return RestoreOptions(
         client=config.client, image=config.image, grow=config.grow, fstypes=config.fstypes,
+        source_disk=config.source_disk,
         sizes=parse_sizes([f"{where}={text}" for where, text in config.sizes]), bootloader=config.bootloader,
         state_dir=log_dir, log=log_dir / f"restore-{time.strftime('%Y%m%d-%H%M%S')}.log" if log_dir else None,
         face="rescue unattended restore")

@@ -67,7 +67,7 @@ def build_plan(
         f"vault {i.vault} image {i.name}: {i.status_text.strip()} (files deleted while the backup ran are missing)"
         for i in images if i.status is ImageStatus.WARNING
     ]
-    src = _captured_disk(layout, options, target)
+    src = _captured_disk(layout, options, target, warnings)
     what = _what_is_restored(src, images, options, warnings)
     table = _new_table(src, what, target, options, warnings)
     new_filesystems, new_swaps = _new_filesystems(src, what, table, target, warnings)
@@ -280,9 +280,9 @@ def _subvolume_copy_bytes(mp: str, by_mount: dict[str | None, NewFilesystem], co
     return copies_for[mp].size or 0
 
 
-def _captured_disk(layout: Layout, options: PlanOptions, target: TargetDisk) -> _Captured:
+def _captured_disk(layout: Layout, options: PlanOptions, target: TargetDisk, warnings: list[str]) -> _Captured:
     """The captured disk to replay; its sectors must be the target's."""
-    disk = _choose_disk(layout, options)
+    disk = _choose_disk(layout, options, warnings)
     table = disk.table
     assert table is not None  # _choose_disk only returns disks with a table
     ss = table.sector_size or disk.sector_size
@@ -599,7 +599,7 @@ def _refuse_unusable_images(images: Sequence[Image]) -> None:
         seen[i.vault] = i
 
 
-def _choose_disk(layout: Layout, options: PlanOptions) -> Disk:
+def _choose_disk(layout: Layout, options: PlanOptions, warnings: list[str]) -> Disk:
     disks = [d for d in layout.disks if d.table is not None]
     if not disks:
         raise PlanRefused(
@@ -617,6 +617,16 @@ def _choose_disk(layout: Layout, options: PlanOptions) -> Disk:
             why=f"the captured disks are {names}",
             fix="name one of them with --source-disk",
         )
+    whole = [d for d in disks if _carries_everything(layout, d)] if len(disks) > 1 else []
+    if whole:
+        # mirrored disks (md RAID1 and what lies on it): each holds the whole machine, one is enough
+        chosen = next((d for d in whole if d.device == layout.boot.grub_disk), whole[0])
+        rest = [d.device for d in disks if d is not chosen]
+        warnings.append(
+            f"{layout.client} had {len(disks)} disks; {chosen.device} holds the whole machine (with one member "
+            f"of each mirror) and is the one restored onto this target, {', '.join(rest)} not; "
+            "name another with --source-disk")
+        return chosen
     if len(disks) > 1:
         raise PlanRefused(
             f"{layout.client} had {len(disks)} disks: {names}",
@@ -624,6 +634,31 @@ def _choose_disk(layout: Layout, options: PlanOptions) -> Disk:
             fix="name the captured disk this target replaces with --source-disk, then plan the others onto their own targets",
         )
     return disks[0]
+
+
+def _carries_everything(layout: Layout, disk: Disk) -> bool:
+    """Whether this captured disk alone holds every mounted filesystem and swap of the machine:
+    on its partitions, on md arrays with a member on it that can run degraded from it, or on
+    volume groups whose PVs all lie there."""
+    if disk.table is None or layout.layers is None or not layout.layers.md:
+        return False  # without mirrors no disk holds another's filesystems
+    table = disk.table
+    number_of = _partition_numbers(table)
+
+    def number(dev: str) -> int | None:
+        return _number(Filesystem(device=dev, fstype=""), number_of, disk, table)
+
+    arrays = arrays_on_disk(layout.layers.md, (), number)
+    try:
+        plan_arrays(arrays.arrays, dict.fromkeys(arrays.members, "x"))  # each can run from this disk's members
+        vgs = volume_groups_on_disk(layout.layers.vgs, (),
+                                    lambda dev: number(dev) is not None or arrays.array_of(dev) is not None)
+    except PlanRefused:
+        return False
+    needed = [fs.device for fs in layout.filesystems if fs.mountpoint and fs.fstype != "swap"]
+    needed += [sw.device for sw in layout.swaps if not sw.device.startswith("/dev/dm-")]
+    return all(number(dev) is not None or arrays.array_of(dev) is not None or vgs.lv_of(dev) is not None
+               for dev in needed)
 
 
 def _refuse_unsupported(filesystems: Sequence[Filesystem], disk: Disk) -> None:

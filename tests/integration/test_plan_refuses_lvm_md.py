@@ -1,4 +1,5 @@
-"""`rescue plan` on a machine captured with md RAID and LVM prints the refusal (issue 17).
+"""`rescue plan` on a machine captured with md RAID and LVM with a thin pool prints the refusal
+(issue 17): rescue makes md arrays and volume groups again, not yet thin pools.
 
 The layout is the one recorded inside the rescue VM (tests/unit/data/lvm-md, see its
 README: this host has neither md nor device-mapper); the target is a loop disk, as
@@ -18,7 +19,7 @@ DATA = Path(__file__).resolve().parents[1] / "unit" / "data" / "lvm-md"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_rescue_plan_refuses_a_machine_on_md_and_lvm_and_says_what_to_do(tmp_path):
+def test_rescue_plan_refuses_a_thin_pool_on_md_and_says_what_to_do(tmp_path):
     box = tmp_path / "lvmtest"
     (box / "tree" / "etc").mkdir(parents=True)
     (box / "tree" / "usr").mkdir()
@@ -26,10 +27,10 @@ def test_rescue_plan_refuses_a_machine_on_md_and_lvm_and_says_what_to_do(tmp_pat
     disk = make_image_file(tmp_path / "target.img", 2 << 30)
     with attached(disk) as dev:
         r = subprocess.run([sys.executable, "-m", "rescue", "plan", "--tree", str(box / "tree"),
-                            "--client", "lvmtest", "--target", dev],
+                            "--client", "lvmtest", "--source-disk", "/dev/vdb", "--target", dev],
                            capture_output=True, text=True, cwd=REPO, timeout=300)
     out = r.stdout + r.stderr
     assert r.returncode == 3, out
-    assert "on LVM" in out and "/dev/md0" in out and "vgtest" in out, out
-    assert "why:" in out and "vgcfgrestore" in out, out
+    assert "vgtest" in out and "pool (thin-pool)" in out, out
+    assert "why:" in out and "vgcfgrestore --force" in out, out
     assert "Traceback" not in out, out

@@ -54,6 +54,15 @@ def test_fstype_table_becomes_fstype_options(tmp_path):
     assert restore_options(c).fstypes == (("/home", "ext4"), ("/srv", "xfs"))
 
 
+def test_source_disk_names_the_captured_disk_the_target_replaces(tmp_path):
+    c = load_config(write(tmp_path, GOOD.replace("[target]", 'source_disk = "/dev/sdb"\n[target]')))
+    assert c.source_disk == "/dev/sdb"
+    assert restore_options(c).source_disk == "/dev/sdb" and restore_options(c).plan_options().source_disk == "/dev/sdb"
+    assert restore_options(load_config(write(tmp_path, GOOD))).source_disk is None
+    with pytest.raises(ConfigError, match="source_disk must be a string"):
+        load_config(write(tmp_path, GOOD.replace("[target]", "source_disk = 2\n[target]")))
+
+
 def test_rsnapshot_and_tree_sources_become_their_options(tmp_path):
     text = GOOD.replace('bank = "/backup/bank"', 'rsnapshot = "/backup/rsnapshot"\ntree = ["/backup/a", "/backup/b"]')
     c = load_config(write(tmp_path, text))

@@ -276,3 +276,32 @@ def test_a_killed_runs_volume_group_is_deactivated_only_when_its_own_devices_sho
     other = Vgs("something-else")
     assert not deactivate_left_group(other.run, "vgtest", "dJBO1d-vmgR-4tdS-3rHa-BHso-M96t-03cyvO", ["/dev/sdc2"])
     assert not any(c[0] == "vgchange" for c in other.calls)
+
+
+def test_a_mirrored_machine_is_restored_from_the_disk_grub_was_on_without_naming_it():
+    """Both disks of a RAID1 machine hold it whole: the wizard and the unattended restore, which
+    name no captured disk, restore the grub disk's half and say so; a disk that holds only part
+    of the machine is never chosen for the person."""
+    lay = md_layout()
+    plan = build_plan(lay, images(lay), target(16 * GIB, device="/dev/sdc"), PlanOptions())
+    assert plan.source.device == "/dev/sda"
+    (said,) = [w for w in plan.warnings if "had 2 disks" in w]
+    assert "/dev/sda holds the whole machine" in said and "--source-disk" in said
+    other = dataclasses.replace(lay, boot=dataclasses.replace(lay.boot, grub_disk="/dev/sdb"))
+    assert build_plan(other, images(other), target(16 * GIB, device="/dev/sdc"), PlanOptions()).source.device == "/dev/sdb"
+    # /srv on a plain partition of sdb: sdb holds everything, sda not
+    srv = Filesystem("/dev/sdb4", "ext4", uuid="44444444-0000-4000-8000-000000000000", mountpoint="/srv", used=MIB)
+    extra = Partition("/dev/sdb4", 2048 + 8 * GIB // 512, 2048, "83")
+    table_b = dataclasses.replace(lay.disks[1].table, partitions=(*lay.disks[1].table.partitions, extra))
+    one_sided = dataclasses.replace(lay, filesystems=(*lay.filesystems, srv),
+                                    disks=(lay.disks[0], dataclasses.replace(lay.disks[1], table=table_b)))
+    plan = build_plan(one_sided, images(one_sided), target(16 * GIB, device="/dev/sdc"), PlanOptions())
+    assert plan.source.device == "/dev/sdb"
+    # and /data on sda4 too: neither disk holds everything, the person must choose
+    data = Filesystem("/dev/sda4", "ext4", uuid="55555555-0000-4000-8000-000000000000", mountpoint="/data", used=MIB)
+    table_a = dataclasses.replace(lay.disks[0].table, partitions=(
+        *lay.disks[0].table.partitions, dataclasses.replace(extra, node="/dev/sda4")))
+    split = dataclasses.replace(one_sided, filesystems=(*one_sided.filesystems, data),
+                                disks=(dataclasses.replace(lay.disks[0], table=table_a), one_sided.disks[1]))
+    with pytest.raises(PlanRefused, match="had 2 disks"):
+        build_plan(split, images(split), target(16 * GIB, device="/dev/sdc"), PlanOptions())
