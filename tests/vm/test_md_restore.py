@@ -15,7 +15,9 @@ old vdb3 is a PV with the very PV and VG UUIDs the restore makes again. Passes w
   (one of two members) as the plan said, and stopped at the end;
 - each PV, VG and LV has its captured UUID (vgcfgrestore), the VGs are deactivated at the end;
 - the filesystems and the swap have their UUIDs and labels, and hold the tree's files;
-- the old disks' checksums are unchanged (nothing was assembled, activated or written there).
+- the old disks' checksums are unchanged (nothing was assembled, activated or written there);
+- a second restore onto the same disk (its arrays and PVs already carry those UUIDs) succeeds,
+  and the checks above are made after it.
 Two rescue boots (3-6 minutes under TCG).
 """
 
@@ -127,6 +129,11 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
             "rescue restore --tree /backup/mdtest/tree --client mdtest --source-disk /dev/vdb --target /dev/vdd "
             "--bootloader skip --state-dir /run/rescue-state --yes > /run/restore.log 2>&1; echo RC=$?; "
             "tail -n 60 /run/restore.log", timeout=900)
+        # a second run onto the same disk: its arrays and PVs carry the very UUIDs it makes
+        again = vm.ask(
+            "rescue restore --tree /backup/mdtest/tree --client mdtest --source-disk /dev/vdb --target /dev/vdd "
+            "--bootloader skip --state-dir /run/rescue-state --yes > /run/again.log 2>&1; echo RC=$?; "
+            "tail -n 30 /run/again.log", timeout=900)
         check = vm.ask(
             "echo MDSTAT; cat /proc/mdstat; echo DMSETUP; dmsetup ls; "
             "for p in /dev/vdd1 /dev/vdd2; do echo EXAMINE $p; mdadm --examine $p; done; "
@@ -146,6 +153,7 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
         vm.wait_exit(180)
 
     assert "RC=0" in restored, restored
+    assert "RC=0" in again, again
     assert "degraded, 1 of 2" in restored, restored  # said in the plan the person confirmed
     mdstat = check.split("MDSTAT")[1].split("DMSETUP")[0]
     assert not re.search(r"^md\d+\s*:", mdstat, re.M), check  # stopped at the end, old ones never assembled
