@@ -8,6 +8,8 @@ PACKAGES=(
   # partitioning and filesystems the restore replays
   fdisk parted libparted-dev pkg-config util-linux e2fsprogs xfsprogs btrfs-progs
   dosfstools mtools kmod udev
+  # LUKS headers the capture reads and keeps (no device-mapper here: never opened)
+  cryptsetup-bin
   # copying and checking trees
   rsync attr acl
   # backups the restore reads

@@ -134,7 +134,10 @@ def write_capture(dest: Path, layout: Layout, raw: Raw) -> Path:
             shutil.rmtree(tmp)
         tmp.mkdir(mode=0o755)
         for name, data in sorted(raw.files.items()):
-            (tmp / name).write_bytes(data)
+            # a LUKS header opens the disk for every old passphrase: root's only, from the first byte
+            fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if name.endswith("-header.img") else 0o644)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
         (tmp / "layout.json").write_text(layout.dumps())
         for f in tmp.iterdir():
             with open(f, "rb") as fh:

@@ -28,12 +28,14 @@ from rescue.layout.model import (
     Filesystem,
     FstabEntry,
     Layout,
+    LuksDevice,
     Mount,
     RootMeta,
     Swap,
 )
 from rescue.layout.sfdisk import parse_sfdisk, read_text
 from rescue.layout import stack
+from rescue.layout.luks import crypttab_line, parse_luks_dump
 from rescue.layout.swaps import parse_swaps
 
 ESP_GPT = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
@@ -257,22 +259,46 @@ def _layers(files: Mapping[str, bytes], disk_paths: list[str]) -> BlockLayers:
         texts = {vg: read_text(files[name], name) for vg, name in configs.items()}
         vgs = stack.parse_lvm(files["lvm-pvs.json"], files["lvm-vgs.json"], files["lvm-lvs.json"], configs, texts)
     by_id = stack.parse_by_id(files["disk-by-id.txt"]) if "disk-by-id.txt" in files else {}
+    luks = _luks(files)
     return BlockLayers(
-        md=tuple(arrays), vgs=vgs,
-        disks=stack.disk_identities(files["lsblk.json"], disk_paths, by_id) if (arrays or vgs) else (),
+        md=tuple(arrays), vgs=vgs, luks=luks,
+        disks=stack.disk_identities(files["lsblk.json"], disk_paths, by_id) if (arrays or vgs or luks) else (),
         mdadm_conf="mdadm.conf" if "mdadm.conf" in files else None,
         lvm_devices_file="lvm-system.devices" if "lvm-system.devices" in files else None,
     )
+
+
+def _luks(files: Mapping[str, bytes]) -> tuple[LuksDevice, ...]:
+    """Each LUKS container (luks-NODE-dump.txt), with the name it was open as (lsblk's crypt
+    child), its crypttab line and its kept header."""
+    crypt_child: dict[str, str] = {}
+    if any(n.startswith("luks-") for n in files) and "lsblk.json" in files:
+        for dev in walk(tuple(parse_lsblk(files["lsblk.json"], "lsblk.json"))):
+            for child in dev.children:
+                if child.type == "crypt":
+                    crypt_child[dev.path] = child.path
+    crypttab = read_text(files["crypttab"], "crypttab") if "crypttab" in files else ""
+    out = []
+    for name in sorted(files):
+        m = re.fullmatch(r"luks-(.+)-dump\.txt", name)
+        if not m:
+            continue
+        node = m.group(1)
+        device = "/dev/" + node.replace("-", "/")
+        header = f"luks-{node}-header.img"
+        found = parse_luks_dump(read_text(files[name], name), name, device)
+        found = replace(found, mapping=crypt_child.get(device), header_file=header if header in files else None)
+        out.append(replace(found, crypttab=crypttab_line(crypttab, found)))
+    return tuple(out)
 
 
 def _note_stacked_layers(disk_paths: list[str], by_path: dict[str, BlockDevice], notes: list[str],
                          layers: BlockLayers) -> None:
     stacked = sorted({d.type for p in disk_paths for d in walk((by_path[p],)) if d.type not in ("disk", "part", "loop")})
     if layers:
-        recorded = [t for t in stacked if t == "lvm" or t in _MD_TYPES]
+        recorded = [t for t in stacked if t in ("lvm", "crypt") or t in _MD_TYPES]
         if recorded:
-            notes.append(f"the disks carry {', '.join(recorded)} devices: recorded (md arrays, LVM); "
-                         "rescue cannot restore them yet")
+            notes.append(f"the disks carry {', '.join(recorded)} devices: recorded (md arrays, LVM, LUKS)")
         stacked = [t for t in stacked if t not in recorded]
     if stacked:
         notes.append(f"the disks carry {', '.join(stacked)} devices: rescue rebuilds partitions, "

@@ -173,12 +173,25 @@ def layered(devices: Sequence[BlockDevice]) -> tuple[list[str], bool]:
     return md, lvm
 
 
-def _layers(runner: Runner, raw: Raw, devices: Sequence[BlockDevice]) -> None:
-    """md arrays and LVM under the filesystems: what mdadm, pvs/vgs/lvs and vgcfgbackup say,
-    mdadm.conf, the LVM devices file and the disks' by-id names. Nothing runs on a machine
-    whose lsblk shows neither (most of them): its capture stays as it was."""
+def luks_devices(devices: Sequence[BlockDevice], raw: Raw) -> list[str]:
+    """The LUKS containers (paths, once each), open or not: as lsblk shows them, or as blkid's
+    probe (already in raw) found them where lsblk has no udev to ask."""
+    found: list[str] = []
+    for d in walk(tuple(devices)):
+        probed = raw.files.get(f"blkid-{node_name(d.path)}.txt", b"")
+        if (d.fstype == "crypto_LUKS" or b"TYPE=crypto_LUKS" in probed.splitlines()) and d.path not in found:
+            found.append(d.path)
+    return found
+
+
+def _layers(runner: Runner, raw: Raw, devices: Sequence[BlockDevice], root: str = "/") -> None:
+    """md arrays, LVM and LUKS under the filesystems: what mdadm, pvs/vgs/lvs, vgcfgbackup
+    and cryptsetup say, mdadm.conf, the LVM devices file, crypttab, each LUKS header and the
+    disks' by-id names. Nothing runs on a machine whose lsblk shows none of them (most of
+    them): its capture stays as it was."""
     md, lvm = layered(devices)
-    if not md and not lvm:
+    luks = luks_devices(devices, raw)
+    if not md and not lvm and not luks:
         return
     r = runner(list(probe.BY_ID), ok=(0, 1))
     raw.files["disk-by-id.txt"] = _bytes(r.stdout)
@@ -218,6 +231,38 @@ def _layers(runner: Runner, raw: Raw, devices: Sequence[BlockDevice]) -> None:
         if r.returncode == 0:
             raw.files["lvm-system.devices"] = _bytes(r.stdout)
         _vgcfgbackups(runner, raw)
+    if luks:
+        _optional_cat(runner, raw, "crypttab", [os.path.join(root, "etc/crypttab")])
+        for dev in luks:
+            _luks_header(runner, raw, checked_device(dev))
+
+
+def _luks_header(runner: Runner, raw: Raw, dev: str) -> None:
+    """`cryptsetup luksDump` and the header itself (`luksHeaderBackup` into a temporary folder
+    on the client, read, then removed): the restore writes it back, so the UUID and every
+    keyslot, hence every old passphrase and keyfile, open the new disk."""
+    node = node_name(dev)
+    try:
+        raw.files[f"luks-{node}-dump.txt"] = _bytes(runner([*probe.LUKS_DUMP, dev]).stdout)
+    except CommandError as e:
+        raise RescueError(
+            f"cryptsetup could not read the LUKS header of {dev}",
+            why=(e.stderr or "").strip()[:200] or f"exit {e.returncode}",
+            fix="install cryptsetup (Debian: cryptsetup-bin) on the client; without it the container "
+                "cannot be recorded or made again",
+        ) from None
+    tmp = runner(list(probe.MKTEMP_DIR)).stdout.strip()
+    if not TEMP.fullmatch(tmp):
+        raw.warnings.append(f"mktemp -d on the client gave {tmp[:60]!r}: the LUKS header of {dev} not kept")
+        return
+    try:
+        path = f"{tmp}/header.img"
+        runner([*probe.LUKS_HEADER_BACKUP, dev, "--header-backup-file", path])
+        raw.files[f"luks-{node}-header.img"] = _bytes(runner(["cat", path]).stdout)
+    except CommandError as e:
+        raw.warnings.append(f"the LUKS header of {dev} was not kept: {(e.stderr or '').strip()[:120]}")
+    finally:
+        runner(["rm", "-rf", tmp], ok=(0, 1))
 
 
 def _vgcfgbackups(runner: Runner, raw: Raw) -> None:
@@ -346,7 +391,7 @@ def collect_offline(disk: str, root: Path, runner: Runner | None = None) -> Raw:
     nodes = [checked_device(d.path) for d in walk(devices)]
     for node in nodes:
         _blkid(runner, raw, node)
-    _layers(runner, raw, devices)  # md arrays and LVM on that disk (lsblk shows them as its children)
+    _layers(runner, raw, devices, root_s)  # md, LVM and LUKS on that disk (lsblk shows them as its children)
     r = runner([*probe.FINDMNT, "--submounts", "--mountpoint", root_s], ok=(0, 1))
     if r.returncode != 0:
         raise RescueError(f"nothing is mounted at {root_s}", fix=f"mount the / filesystem of {disk} at {root_s}")

@@ -132,6 +132,9 @@ LVS = ("lvs", "-a", *_LVM_COMMON, "-o",
        "lv_name,lv_uuid,vg_name,lv_size,segtype,lv_attr,lv_path,lv_dm_path,pool_lv,data_lv,"
        "metadata_lv,lv_metadata_size,chunk_size,stripes,stripe_size,devices")
 MKTEMP = ("mktemp",)
+MKTEMP_DIR = ("mktemp", "-d")
+LUKS_DUMP = ("cryptsetup", "luksDump")  # DEV
+LUKS_HEADER_BACKUP = ("cryptsetup", "luksHeaderBackup")  # DEV --header-backup-file FILE
 VGCFGBACKUP = ("vgcfgbackup", "-f")  # FILE VG
 BY_ID = ("find", "/dev/disk/by-id", "-maxdepth", "1", "-type", "l", "-printf", "%f %l\\n")
 # nocow folders: lsattr -d of every folder down to NOCOW_DEPTH below each btrfs mount point,

@@ -301,6 +301,35 @@ class DiskIdentity:
 
 
 @dataclass(frozen=True)
+class LuksKeyslot:
+    """One used keyslot of a LUKS header (`cryptsetup luksDump`)."""
+
+    slot: int
+    kind: str | None = None  # luks2; LUKS1 slots have no type
+    key_bits: int | None = None
+    pbkdf: str | None = None  # pbkdf2, argon2i, argon2id
+    hash: str | None = None  # pbkdf2's hash
+
+
+@dataclass(frozen=True)
+class LuksDevice:
+    """A LUKS container: what its header says, the crypttab line that opens it, where it was
+    open, and the header's own copy (`cryptsetup luksHeaderBackup`) in the capture folder."""
+
+    device: str  # /dev/sda3
+    version: int  # 1 or 2
+    uuid: str
+    label: str | None = None  # LUKS2 only
+    cipher: str | None = None  # aes-xts-plain64
+    key_bits: int | None = None  # of the volume key
+    data_offset: int | None = None  # bytes: where the encrypted data starts
+    keyslots: tuple[LuksKeyslot, ...] = ()
+    mapping: str | None = None  # /dev/mapper/NAME when it was open at capture
+    crypttab: str | None = None  # the machine's crypttab line for it
+    header_file: str | None = None  # luks-NODE-header.img beside layout.json (mode 0600)
+
+
+@dataclass(frozen=True)
 class BlockLayers:
     """What lies between the disks and the filesystems: md arrays and LVM.
 
@@ -313,9 +342,10 @@ class BlockLayers:
     disks: tuple[DiskIdentity, ...] = ()
     mdadm_conf: str | None = None  # file name in the capture folder, when the machine has one
     lvm_devices_file: str | None = None  # ditto, for /etc/lvm/devices/system.devices
+    luks: tuple[LuksDevice, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.md or self.vgs)
+        return bool(self.md or self.vgs or self.luks)
 
     def describe(self) -> list[str]:
         """One line per array and volume group, for refusals and reports."""
@@ -323,6 +353,8 @@ class BlockLayers:
                f"{', '.join(m.device for m in a.members)})" for a in self.md]
         out += [f"LVM volume group {vg.name} on {', '.join(p.device for p in vg.pvs) or '?'} "
                 f"(LVs {', '.join(lv.name for lv in vg.lvs if lv.path) or 'none'})" for vg in self.vgs]
+        out += [f"LUKS{c.version} {c.device} (UUID {c.uuid}{', open as ' + c.mapping if c.mapping else ''})"
+                for c in self.luks]
         return out
 
 

@@ -299,6 +299,7 @@ def _captured_disk(layout: Layout, options: PlanOptions, target: TargetDisk, war
 def _what_is_restored(src: _Captured, images: Sequence[Image], options: PlanOptions,
                       warnings: list[str]) -> _Restored:
     layout, disk, table, number_of = src.layout, src.disk, src.table, src.number_of
+    _refuse_luks(src)
     md = _arrays(src)
     lvm = _volume_groups(src, md)
     # an array's member and a PV are made by their layer; any other member signature stays a refusal below
@@ -317,6 +318,29 @@ def _what_is_restored(src: _Captured, images: Sequence[Image], options: PlanOpti
     esp_numbers = {src.number(fs) for fs in filesystems if _is_esp(fs, layout, table, number_of, disk)}
     return _Restored(on_disk=on_disk, filesystems=filesystems, swaps=swaps, copies_for=copies_for,
                      esp_numbers=esp_numbers, md=md, lvm=lvm)
+
+
+def _refuse_luks(src: _Captured) -> None:
+    """A LUKS container on this disk (or an array of it) cannot be made again yet: refused whole,
+    saying how to do it by hand from the kept header."""
+    layers = src.layout.layers
+    if layers is None or not layers.luks:
+        return
+    here = [c for c in layers.luks if src.number(Filesystem(device=c.device, fstype="")) is not None
+            or any(c.device == a.device for a in layers.md)]
+    if not here:
+        return
+    shown = ", ".join(f"{c.device} (LUKS{c.version}, UUID {c.uuid})" for c in here)
+    files = ", ".join(c.header_file for c in here if c.header_file) or "none was kept"
+    raise PlanRefused(
+        f"this disk holds LUKS encryption: {shown}",
+        why="rescue records each container and keeps its header, but does not yet make it again and "
+            "fill what lies inside",
+        fix=f"restore it by hand: replay the table (sfdisk), then cryptsetup luksHeaderRestore DEV "
+            f"--header-backup-file HEADER (the image's rescue/ folder: {files}), open it with one of the old "
+            "passphrases (cryptsetup open), make what lay inside with the recorded UUIDs, and copy each vault "
+            "with rsync -aHAX --numeric-ids",
+    )
 
 
 def _arrays(src: _Captured) -> ArraysOnDisk:

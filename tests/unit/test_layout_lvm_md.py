@@ -78,7 +78,7 @@ def test_the_disks_identity_and_the_filesystems_on_the_lvs_once_each(layout):
     assert by_label["lvhome"].mountpoint == "/mnt/t/home" and by_label["lvswap"].fstype == "swap"
     devices = [fs.device for fs in layout.filesystems]
     assert len(devices) == len(set(devices)), "an LV on a RAID1 shows under both disks: recorded once"
-    assert any("recorded (md arrays, LVM)" in w for w in layout.warnings)
+    assert any("recorded (md arrays, LVM, LUKS)" in w for w in layout.warnings)
 
 
 def test_layers_go_through_layout_json_and_plain_layouts_stay_as_old_rescues_read_them(layout):
