@@ -16,7 +16,10 @@ the host as a tar written onto a fourth raw disk. Then:
   the spare disks' checksums are those after the first boot, also after rescue's own md step
   (rescue.steps.md) made the array again with the captured UUID, name, metadata, data offset
   and bitmap on a new disk beside them, found it running on a rerun, and assembled it from
-  its named members once stopped.
+  its named members once stopped;
+- a LUKS2 disk attached at that boot is left locked (/dev/mapper holds only control), and its
+  header, backed up and written back onto another partition, opens with the old passphrase:
+  the way a LUKS restore keeps every keyslot (issue 18).
 Two rescue boots (about 2-4 minutes under TCG).
 """
 
@@ -34,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from rescue.devices import attached, make_image_file, partition_path
+from rescue.devices import attached, make_image_file, partition_path, rescan
 from rescue.image.build import sha256_file
 from rescue.jsonform import from_json
 from rescue.layout.model import MdArray
@@ -142,15 +145,25 @@ def test_md_lvm_captured_with_every_identifier_and_never_assembled_at_boot(rescu
 
     sums = [sha256_file(s) for s in spares]
     target = make_image_file(tmp_path / "target.img", 640 * MiB)
+    crypt, crypt_uuid = _luks_disk(tmp_path)  # made here: LUKS needs no device-mapper until it is opened
     array = from_json(MdArray, md)
     (make,) = plan_arrays([array], {"/dev/vdb1": "/dev/vdd1", "/dev/vdc1": "/dev/vdd2"}).steps
-    with ShellVM([disk, *spares, target], tmp_path, firmware=Firmware.BIOS, name="lvmmd2") as vm:
+    with ShellVM([disk, *spares, target, crypt], tmp_path, firmware=Firmware.BIOS, name="lvmmd2") as vm:
         boot_shell(vm)
         state = vm.ask("udevadm settle; sleep 3; echo MDSTAT; cat /proc/mdstat; echo DM; dmsetup ls; "
                        "echo EXAMINE; mdadm --examine /dev/vdb1 | grep -c 'Array UUID'", timeout=120)
         # the restore's own step makes the array again, the same UUID, on the new disk, while
         # the old members are attached; then a rerun finds it running, and once stopped assembles it
         made = vm.ask(_in_rescue(MAKE_ARRAY, make), timeout=300)
+        # LUKS (issue 18): attached at boot and left locked; its header, kept and written back
+        # onto another partition, opens with the old passphrase: the restore's method
+        luks = vm.ask(
+            "echo MAPPER; ls /dev/mapper; echo HEADER; "
+            "cryptsetup luksHeaderBackup /dev/vde1 --header-backup-file /run/h.img && "
+            "cryptsetup luksHeaderRestore --batch-mode /dev/vde2 --header-backup-file /run/h.img && "
+            f"printf %s {shlex.quote(PASSPHRASE)} | cryptsetup open --key-file=- /dev/vde2 restored && "
+            "cryptsetup luksUUID /dev/vde2 && cryptsetup status restored | head -1 && cryptsetup close restored; "
+            "echo LUKS-END", timeout=300)
         vm.type("poweroff")
         vm.wait_exit(180)
     mdstat = state.split("MDSTAT")[1].split("DM")[0]
@@ -158,6 +171,10 @@ def test_md_lvm_captured_with_every_identifier_and_never_assembled_at_boot(rescu
     assert "No devices found" in state.split("\nDM\n")[1].split("EXAMINE")[0], state
     assert state.strip().endswith("1"), state  # the superblock is still there, only left alone
     assert "MADE-OK" in made, made
+    mapper = luks.split("MAPPER")[1].split("HEADER")[0].split()
+    assert mapper == ["control"], luks  # nothing was unlocked at boot
+    opened = luks.split("HEADER")[1]
+    assert crypt_uuid in opened and "/dev/mapper/restored is active" in opened, luks
     detail = dict(line.split("=", 1) for line in made.split("DETAIL\n")[1].split("EXAMINE")[0].split() if "=" in line)
     assert detail["MD_UUID"] == array.uuid and detail["MD_NAME"] == "lvmtest:0", made
     assert detail["MD_LEVEL"] == "raid1" and detail["MD_METADATA"] == "1.2", made
@@ -168,6 +185,23 @@ def test_md_lvm_captured_with_every_identifier_and_never_assembled_at_boot(rescu
     assert "resync" not in made.split("MDSTAT2")[1], made  # --assume-clean: a mirror of new disks does not resync
     assert "RERUN-OK" in made and "ASSEMBLED-OK" in made and "STOPPED-OK" in made, made
     assert [sha256_file(s) for s in spares] == sums, "a rescue boot, or making the array again, changed the old members"
+
+
+PASSPHRASE = "the old passphrase"
+
+
+def _luks_disk(tmp: Path) -> tuple[Path, str]:
+    """A disk with a LUKS2 container on its first partition (a fast PBKDF) and an empty second."""
+    img = make_image_file(tmp / "luks.img", 64 * MiB)
+    with attached(img) as dev:
+        run(["sfdisk", "-q", dev], input="label: gpt\n,24M\n,24M\n")
+        rescan(dev)
+        part = partition_path(dev, 1)
+        subprocess.run(["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2",
+                        "--pbkdf-force-iterations", "1000", "--key-file=-", part],
+                       input=PASSPHRASE.encode(), check=True, capture_output=True)
+        uuid = run(["cryptsetup", "luksUUID", part]).stdout.strip()
+    return img, uuid
 
 
 # Runs inside the rescue system: rescue's own MakeArray/StopArrays steps, with the gateway.
