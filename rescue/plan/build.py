@@ -550,6 +550,7 @@ def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem]
     warnings.extend(arrays.warnings)
     groups = plan_volume_groups(what.lvm, {pv: _new_pv_device(src, what, pv, target) for pv in what.lvm.pv_devices},
                                 {vg.name: vg.config or "" for vg in what.lvm.vgs})
+    warnings.extend(groups.warnings)
     steps: list[Step] = [WipeSignatures(disk=target.device), WritePartitionTable(disk=target.device, table=new_table)]
     steps += arrays.steps
     steps += groups.steps

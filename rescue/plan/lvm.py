@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 from rescue.errors import PlanRefused
 from rescue.layout.model import Filesystem, LvmLv, LvmVg
-from rescue.steps.lvm import DeactivateVolumeGroups, MakeVolumeGroup, dm_name
+from rescue.steps.lvm import DeactivateVolumeGroups, MakeVolumeGroup, ThinPool, ThinVolume, dm_name
 
 # what vgcfgrestore makes exactly; thin pools need their metadata made by hand (vgcfgrestore
-# would leave them unusable), caches and VDO need more than a text file
+# would leave them unusable: they are made again by lvcreate), caches and VDO need more than a text file
 EXACT_SEGMENTS = frozenset({"linear", "striped", "mirror", "raid1", "raid4", "raid5", "raid6", "raid10"})
+THIN = frozenset({"thin-pool", "thin"})
 
 
 @dataclass(frozen=True)
@@ -85,17 +86,18 @@ def plan_volume_groups(found: VolumeGroupsOnDisk, new_device: Mapping[str, str],
     """One MakeVolumeGroup per VG (`new_device`: captured PV device -> its new device;
     `configs`: VG name -> its vgcfgbackup text)."""
     steps = []
+    warnings = []
     for vg in found.vgs:
-        odd = sorted({lv.segtype for lv in vg.lvs if lv.segtype not in EXACT_SEGMENTS})
+        odd = sorted({lv.segtype for lv in vg.lvs if lv.segtype not in EXACT_SEGMENTS | THIN})
         if odd:
-            names = ", ".join(f"{lv.name} ({lv.segtype})" for lv in vg.lvs if lv.segtype not in EXACT_SEGMENTS)
+            names = ", ".join(f"{lv.name} ({lv.segtype})" for lv in vg.lvs
+                              if lv.segtype not in EXACT_SEGMENTS | THIN)
             raise PlanRefused(
                 f"volume group {vg.name} has LVs rescue does not make yet: {names}",
-                why="rescue makes a volume group again from its vgcfgbackup, which is exact for linear, "
-                    "striped, mirror and raid LVs; " + ", ".join(odd) + " LVs need their own metadata made",
+                why="rescue makes a volume group again from its vgcfgbackup (exact for linear, striped, mirror "
+                    "and raid LVs) and thin pools by lvcreate; " + ", ".join(odd) + " LVs need their own metadata made",
                 fix=f"restore {vg.name} by hand: pvcreate --uuid --restorefile and vgcfgrestore --force from "
-                    f"lvm-vgcfgbackup-{vg.name}.txt, then lvremove and lvcreate the thin pool and its thin LVs "
-                    "with the recorded sizes",
+                    f"lvm-vgcfgbackup-{vg.name}.txt, then make those LVs again with the recorded sizes",
             )
         text = configs.get(vg.name)
         if not text:
@@ -104,8 +106,56 @@ def plan_volume_groups(found: VolumeGroupsOnDisk, new_device: Mapping[str, str],
                 why="rescue makes a volume group again, with every UUID, from that text",
                 fix="run rescue capture again on the machine (as the dirvish hook) and make a new backup",
             )
+        pools = tuple(lv for lv in vg.lvs if lv.segtype == "thin-pool")
+        thins = tuple(lv for lv in vg.lvs if lv.segtype == "thin")
+        if pools:
+            # the pool, its hidden data and metadata LVs, the spare metadata LV and the thin LVs
+            # are left out of vgcfgrestore and made by lvcreate after it (empty, as mkfs wants them)
+            gone = {lv.name for lv in (*pools, *thins)} | {n for lv in pools for n in (lv.data_lv, lv.metadata_lv) if n}
+            gone |= {lv.name for lv in vg.lvs if lv.name.endswith("_pmspare")}
+            text = without_lvs(text, gone)
+            warnings.append(
+                f"volume group {vg.name}: thin pool {', '.join(p.name for p in pools)} is made again by lvcreate "
+                f"with its recorded data, metadata and chunk sizes; its thin LVs ({', '.join(t.name for t in thins) or 'none'}) "
+                "get new LV UUIDs (lvcreate cannot set one); the filesystems on them keep theirs")
         steps.append(MakeVolumeGroup(
             name=vg.name, uuid=vg.uuid, pvs=tuple((new_device[pv.device], pv.uuid) for pv in vg.pvs),
             config=text, lvs=tuple(lv.name for lv in vg.lvs if lv.path),
+            pools=tuple(ThinPool(p.name, p.size, p.metadata_size, p.chunk_size) for p in pools),
+            thin=tuple(ThinVolume(t.name, t.pool or "", t.size) for t in thins),
         ))
-    return LvmRestore(tuple(steps))
+    return LvmRestore(tuple(steps), tuple(warnings))
+
+
+def without_lvs(config: str, names: set[str]) -> str:
+    """The vgcfgbackup text with these LVs' sections taken out of `logical_volumes { }`.
+
+    The text format nests `name { ... }` blocks; strings are in double quotes (never with a
+    brace in a name rescue removes, but quoted braces are skipped all the same)."""
+    start = config.find("logical_volumes {")
+    if start < 0:
+        return config
+    i = config.index("{", start) + 1
+    out, keep_from = [], 0
+    depth, block_start, block_name = 1, None, None
+    quoted = False
+    while i < len(config) and depth > 0:
+        ch = config[i]
+        if ch == '"' and config[i - 1] != "\\":
+            quoted = not quoted
+        elif not quoted and ch == "{":
+            if depth == 1:
+                line_start = config.rfind("\n", 0, i) + 1
+                block_start, block_name = line_start, config[line_start:i].strip()
+            depth += 1
+        elif not quoted and ch == "}":
+            depth -= 1
+            if depth == 1 and block_name in names and block_start is not None:
+                end = config.find("\n", i) + 1 or len(config)
+                out.append(config[keep_from:block_start])
+                keep_from = end
+                if config[keep_from:keep_from + 1] == "\n":  # the blank line between sections
+                    keep_from += 1
+        i += 1
+    out.append(config[keep_from:])
+    return "".join(out)

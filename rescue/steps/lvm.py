@@ -31,6 +31,23 @@ def _devices(devices: tuple[str, ...]) -> str:
 
 
 @dataclass(frozen=True)
+class ThinPool:
+    """A thin pool made by lvcreate (vgcfgrestore cannot make its metadata). Bytes."""
+
+    name: str
+    size: int  # data
+    metadata_size: int | None = None
+    chunk_size: int | None = None
+
+
+@dataclass(frozen=True)
+class ThinVolume:
+    name: str
+    pool: str
+    size: int  # virtual bytes
+
+
+@dataclass(frozen=True)
 class MakeVolumeGroup(Step):
     """pvcreate --uuid --restorefile on each new PV, vgcfgrestore, activate: that VG only."""
 
@@ -42,6 +59,8 @@ class MakeVolumeGroup(Step):
     pvs: tuple[tuple[str, str], ...]  # (new device, the PV's captured UUID)
     config: str  # the captured `vgcfgbackup` text
     lvs: tuple[str, ...] = ()  # LV names, to check before activation that no other VG holds their names
+    pools: tuple[ThinPool, ...] = ()  # made after vgcfgrestore (its text leaves them out)
+    thin: tuple[ThinVolume, ...] = ()
 
     @property
     def key(self) -> str:
@@ -65,7 +84,26 @@ class MakeVolumeGroup(Step):
         lines.append(f"vgs {sh(devs)} --noheadings -o vg_uuid {sh(self.name)} 2>/dev/null | grep -q {sh(self.uuid)} || "
                      f"{sh(*self.vgcfgrestore_argv(conf))}")
         lines.append(sh(*self.activate_argv()))
+        for argv in self.thin_argvs():
+            lv = argv[argv.index("-n") + 1]
+            lines.append(f"[ -e /dev/mapper/{sh(dm_name(self.name, lv))} ] || {sh(*argv)}")
         return lines
+
+    def thin_argvs(self) -> list[list[str]]:
+        """lvcreate of each thin pool (data, metadata and chunk sizes as captured), then its thin LVs."""
+        devs = _devices(self.devices)
+        out = []
+        for p in self.pools:
+            argv = ["lvcreate", devs, "-y", "--type", "thin-pool", "-L", f"{p.size}b"]
+            if p.metadata_size:
+                argv += ["--poolmetadatasize", f"{p.metadata_size}b"]
+            if p.chunk_size:
+                argv += ["--chunksize", f"{p.chunk_size // 1024}k"]
+            out.append([*argv, "-n", p.name, self.name])
+        for t in self.thin:
+            out.append(["lvcreate", devs, "-y", "--type", "thin", "-V", f"{t.size}b", "--thinpool", t.pool,
+                        "-n", t.name, self.name])
+        return out
 
     def pvcreate_argv(self, dev: str, uuid: str, conf: str) -> list[str]:
         return ["pvcreate", _devices(self.devices), "-ff", "-y", "--uuid", uuid, "--restorefile", conf, dev]
@@ -94,6 +132,12 @@ class MakeVolumeGroup(Step):
             if not (found.returncode == 0 and found.stdout.strip() == self.uuid):
                 ctx.run(self.vgcfgrestore_argv(conf))
         ctx.run(self.activate_argv())
+        for argv in self.thin_argvs():  # made once: a resumed run finds them (activated above)
+            lv = argv[argv.index("-n") + 1]
+            found = ctx.run(["lvs", _devices(self.devices), "--noheadings", "-o", "lv_name", f"{self.name}/{lv}"],
+                            check=False)
+            if found.returncode != 0 or found.stdout.strip() != lv:
+                ctx.run(argv)
         ctx.run(["udevadm", "settle", "--timeout=30"], check=False)
 
     def _refuse_foreign_mappings(self, ctx: Context) -> None:

@@ -91,11 +91,34 @@ def test_layers_go_through_layout_json_and_plain_layouts_stay_as_old_rescues_rea
     assert not BlockLayers()
 
 
-def test_a_volume_group_with_a_thin_pool_is_refused_saying_what_to_do_by_hand(layout):
+def test_a_thin_pool_is_left_out_of_vgcfgrestore_and_made_by_lvcreate_with_its_sizes(layout):
+    plan = build_plan(layout, images(layout), target(64 * GIB), PlanOptions(source_disk="/dev/vdb"))
+    (make,) = [s for s in plan.steps if s.kind == "lvm-vg"]
+    (vg,) = layout.layers.vgs
+    for gone in ("pool {", "thin {", "pool_tmeta {", "pool_tdata {", "lvol0_pmspare {"):
+        assert gone not in make.config, gone
+    for kept in ("root {", "swap {", "home {", f'id = "{vg.uuid}"'):
+        assert kept in make.config, kept
+    assert make.config.count("{") == make.config.count("}")
+    pool = vg.lv("pool")
+    (create_pool, create_thin) = make.thin_argvs()
+    assert create_pool[-3:] == ["-n", "pool", "vgtest"] and f"{pool.size}b" in create_pool
+    assert f"{pool.metadata_size}b" in create_pool and "128k" in create_pool
+    assert create_thin[-3:] == ["-n", "thin", "vgtest"] and "--thinpool" in create_thin
+    assert f"{vg.lv('thin').size}b" in create_thin
+    assert all(a == "--devices=/dev/md0" for argv in make.thin_argvs() for a in argv if a.startswith("--devices"))
+    assert any("thin pool pool is made again by lvcreate" in w and "new LV UUIDs" in w for w in plan.warnings)
+    assert "[ -e /dev/mapper/vgtest-thin ] || lvcreate" in plan.script()
+
+
+def test_cache_and_vdo_lvs_are_refused_saying_what_to_do_by_hand(layout):
+    (vg,) = layout.layers.vgs
+    odd = dataclasses.replace(vg, lvs=tuple(dataclasses.replace(lv, segtype="cache") if lv.name == "home" else lv
+                                            for lv in vg.lvs))
+    lay = dataclasses.replace(layout, layers=dataclasses.replace(layout.layers, vgs=(odd,)))
     with pytest.raises(PlanRefused) as e:
-        build_plan(layout, images(layout), target(64 * GIB), PlanOptions(source_disk="/dev/vdb"))
-    assert "vgtest" in e.value.what and "pool (thin-pool)" in e.value.what and "thin (thin)" in e.value.what
-    assert "vgcfgrestore --force" in e.value.fix and "lvm-vgcfgbackup-vgtest.txt" in e.value.fix
+        build_plan(lay, images(lay), target(64 * GIB), PlanOptions(source_disk="/dev/vdb"))
+    assert "home (cache)" in e.value.what and "vgcfgrestore --force" in e.value.fix
 
 
 def test_md_raid1_with_lvm_on_it_is_planned_with_every_identifier(layout):

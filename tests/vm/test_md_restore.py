@@ -4,7 +4,8 @@ disks still attached (issue 17).
 The host kernel has neither md nor device-mapper: the machine is built inside a booted rescue
 system on two spare virtio disks (GPT, three partitions each): md0 RAID1 for /boot (ext2);
 md1 RAID1 with an internal bitmap, a PV of volume group vgmd holding root (ext4, /); the
-first disk's third partition a plain PV of vgdata holding srv (ext4, /srv) and swap; fstab
+first disk's third partition a plain PV of vgdata holding srv (ext4, /srv), swap, and a thin
+pool with a thin LV (ext4, /var/lib/vm); fstab
 naming the UUIDs. It is captured there with `rescue capture --disk /dev/vdb --root` (the
 disk a person restoring one disk would name). The capture comes back to the host as a tar on
 a raw disk; the host puts it and a plain tree of the machine (a whole-machine source, issue
@@ -13,7 +14,8 @@ a raw disk; the host puts it and a plain tree of the machine (a whole-machine so
 old vdb3 is a PV with the very PV and VG UUIDs the restore makes again. Passes when:
 - each array is made again with the captured UUID, name, metadata and data offset, degraded
   (one of two members) as the plan said, and stopped at the end;
-- each PV, VG and LV has its captured UUID (vgcfgrestore), the VGs are deactivated at the end;
+- each PV, VG and LV has its captured UUID (vgcfgrestore), the thin pool and its thin LV are made
+  again by lvcreate (new LV UUIDs, the filesystem's kept), the VGs are deactivated at the end;
 - the filesystems and the swap have their UUIDs and labels, and hold the tree's files;
 - the old disks' checksums are unchanged (nothing was assembled, activated or written there);
 - a second restore onto the same disk (its arrays and PVs already carry those UUIDs) succeeds,
@@ -48,26 +50,32 @@ mdadm --create /dev/md1 --run --level=1 --raid-devices=2 --metadata=1.2 --bitmap
   --name=mdtest:1 /dev/vdb2 /dev/vdc2
 pvcreate -q /dev/md1 && vgcreate -q vgmd /dev/md1 && lvcreate -q -y -L 96M -n root vgmd
 pvcreate -q /dev/vdb3 && vgcreate -q vgdata /dev/vdb3
-lvcreate -q -y -L 40M -n srv vgdata && lvcreate -q -y -L 16M -n swap vgdata
+lvcreate -q -y -L 32M -n srv vgdata && lvcreate -q -y -L 16M -n swap vgdata
+lvcreate -q -y --type thin-pool -L 16M --chunksize 128k -n pool vgdata
+lvcreate -q -y -V 48M --thin -n vm vgdata/pool
 mkfs.ext2 -q -L mdboot /dev/md0
 mkfs.ext4 -q -L lvroot /dev/vgmd/root
 mkfs.ext4 -q -L lvsrv /dev/vgdata/srv
 mkswap -L lvswap /dev/vgdata/swap > /dev/null
+mkfs.ext4 -q -L lvthin /dev/vgdata/vm
 mkdir -p /mnt/t && mount /dev/vgmd/root /mnt/t && mkdir -p /mnt/t/boot /mnt/t/etc /mnt/t/srv
 mount /dev/md0 /mnt/t/boot && mount /dev/vgdata/srv /mnt/t/srv
+mkdir -p /mnt/t/var/lib/vm && mount /dev/vgdata/vm /mnt/t/var/lib/vm
 echo "UUID=$(blkid -s UUID -o value /dev/vgmd/root) / ext4 defaults 0 1" >> /mnt/t/etc/fstab
 echo "UUID=$(blkid -s UUID -o value /dev/md0) /boot ext2 defaults 0 2" >> /mnt/t/etc/fstab
 echo "UUID=$(blkid -s UUID -o value /dev/vgdata/srv) /srv ext4 defaults 0 2" >> /mnt/t/etc/fstab
+echo "UUID=$(blkid -s UUID -o value /dev/vgdata/vm) /var/lib/vm ext4 defaults 0 2" >> /mnt/t/etc/fstab
 echo "UUID=$(blkid -s UUID -o value /dev/vgdata/swap) none swap sw 0 0" >> /mnt/t/etc/fstab
 swapon /dev/vgdata/swap
 echo BUILT-OK
 """
 
-TEARDOWN = ("swapoff /dev/vgdata/swap; umount /mnt/t/srv /mnt/t/boot /mnt/t; vgchange -q -an vgmd vgdata; "
+TEARDOWN = ("swapoff /dev/vgdata/swap; umount /mnt/t/var/lib/vm /mnt/t/srv /mnt/t/boot /mnt/t; "
+            "vgchange -q -an vgmd vgdata; "
             "mdadm --stop /dev/md0; mdadm --stop /dev/md1; sync; echo DOWN-OK")
 
 FILES = {"etc/hostname": "mdtest\n", "etc/motd": "restored from md\n", "boot/config-demo": "CONFIG_MD=y\n",
-         "srv/data/big.bin": "x" * 300_000}
+         "srv/data/big.bin": "x" * 300_000, "var/lib/vm/guest.img": "a thin volume's file\n"}
 
 
 def _put_machine(disk: Path, cap: dict[str, bytes], tmp: Path) -> None:
@@ -139,13 +147,14 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
             "for p in /dev/vdd1 /dev/vdd2; do echo EXAMINE $p; mdadm --examine $p; done; "
             "mdadm --assemble /dev/md0 --run /dev/vdd1 >/dev/null 2>&1; mdadm --assemble /dev/md1 --run /dev/vdd2 "
             ">/dev/null 2>&1; echo PVS; pvs --devices=/dev/md1,/dev/vdd3 --noheadings -o pv_name,pv_uuid,vg_name,vg_uuid; "
-            "echo LVS; lvs --devices=/dev/md1,/dev/vdd3 --noheadings -o vg_name,lv_name,lv_uuid; "
+            "echo LVS; lvs --devices=/dev/md1,/dev/vdd3 --noheadings -o vg_name,lv_name,lv_uuid,segtype; "
             "vgchange --devices=/dev/md1 -ay vgmd >/dev/null; vgchange --devices=/dev/vdd3 -ay vgdata >/dev/null; "
             "udevadm settle; echo BLKID; blkid -o export /dev/md0 /dev/mapper/vgmd-root /dev/mapper/vgdata-srv "
-            "/dev/mapper/vgdata-swap; "
+            "/dev/mapper/vgdata-swap /dev/mapper/vgdata-vm; "
             "mkdir -p /mnt/r && mount -o ro /dev/mapper/vgmd-root /mnt/r && mount -o ro /dev/md0 /mnt/r/boot && "
-            "mount -o ro /dev/mapper/vgdata-srv /mnt/r/srv && echo FILES && cat /mnt/r/etc/motd /mnt/r/boot/config-demo"
-            " && wc -c < /mnt/r/srv/data/big.bin; umount /mnt/r/srv /mnt/r/boot /mnt/r; "
+            "mount -o ro /dev/mapper/vgdata-srv /mnt/r/srv && mount -o ro /dev/mapper/vgdata-vm /mnt/r/var/lib/vm && "
+            "echo FILES && cat /mnt/r/etc/motd /mnt/r/boot/config-demo /mnt/r/var/lib/vm/guest.img"
+            " && wc -c < /mnt/r/srv/data/big.bin; umount /mnt/r/var/lib/vm /mnt/r/srv /mnt/r/boot /mnt/r; "
             "vgchange --devices=/dev/md1,/dev/vdd3 -an vgmd vgdata >/dev/null; "
             "mdadm --stop /dev/md0 /dev/md1 >/dev/null 2>&1; echo CHECK-END",
             timeout=300)
@@ -173,10 +182,14 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
     lvs = check.split("LVS")[1].split("BLKID")[0]
     for vg in vgs.values():
         for lv in vg["lvs"]:
+            if lv["segtype"] in ("thin-pool", "thin") or not lv.get("path"):
+                continue  # made by lvcreate (the plan says their LV UUIDs are new); hidden ones with them
             assert re.search(rf"{vg['name']}\s+{lv['name']}\s+{lv['uuid']}", lvs), lvs  # vgcfgrestore kept LV UUIDs
+    assert re.search(r"vgdata\s+pool\s+\S+\s+thin-pool", lvs) and re.search(r"vgdata\s+vm\s+\S+\s+thin", lvs), lvs
     blkid = check.split("BLKID")[1].split("FILES")[0]
-    for label in ("mdboot", "lvroot", "lvsrv", "lvswap"):
+    for label in ("mdboot", "lvroot", "lvsrv", "lvswap", "lvthin"):
         assert f"UUID={by_label[label]['uuid']}" in blkid and f"LABEL={label}" in blkid, blkid
     shown = check.split("FILES")[1]
     assert "restored from md" in shown and "CONFIG_MD=y" in shown and "300000" in shown, check
+    assert "a thin volume's file" in shown, check
     assert [sha256_file(s) for s in spares] == sums, "the restore changed the old array members"
