@@ -344,26 +344,28 @@ def _refuse_luks(src: _Captured) -> None:
 
 
 def _arrays(src: _Captured) -> ArraysOnDisk:
-    """The md arrays with a member among this disk's partitions; their swaps too (layout.swaps)."""
+    """The md arrays with a member among this disk's partitions, and what lies on them."""
     layout = src.layout
     if layout.layers is None or not layout.layers.md:
         return ArraysOnDisk()
-    swaps = [Filesystem(device=sw.device, fstype="swap", uuid=sw.uuid, label=sw.label) for sw in layout.swaps]
-    known = {fs.device for fs in layout.filesystems}
-    return arrays_on_disk(layout.layers.md, [*layout.filesystems, *(s for s in swaps if s.device not in known)],
-                          lambda dev: src.number(Filesystem(device=dev, fstype="")))
+    return arrays_on_disk(layout.layers.md, _with_swaps(layout), lambda dev: src.number(Filesystem(device=dev, fstype="")))
 
 
 def _volume_groups(src: _Captured, md: ArraysOnDisk) -> VolumeGroupsOnDisk:
-    """The VGs whose PVs are this disk's partitions or its arrays; their swaps too."""
+    """The VGs whose PVs are this disk's partitions or its arrays, and what lies on their LVs."""
     layout = src.layout
     if layout.layers is None or not layout.layers.vgs:
         return VolumeGroupsOnDisk()
-    swaps = [Filesystem(device=sw.device, fstype="swap", uuid=sw.uuid, label=sw.label) for sw in layout.swaps]
-    known = {fs.device for fs in layout.filesystems}
     return volume_groups_on_disk(
-        layout.layers.vgs, [*layout.filesystems, *(s for s in swaps if s.device not in known)],
+        layout.layers.vgs, _with_swaps(layout),
         lambda dev: src.number(Filesystem(device=dev, fstype="")) is not None or md.array_of(dev) is not None)
+
+
+def _with_swaps(layout: Layout) -> list[Filesystem]:
+    """The captured filesystems, and each active swap blkid did not list among them."""
+    known = {fs.device for fs in layout.filesystems}
+    return [*layout.filesystems, *(Filesystem(device=sw.device, fstype="swap", uuid=sw.uuid, label=sw.label)
+                                   for sw in layout.swaps if sw.device not in known)]
 
 
 def _new_table(src: _Captured, what: _Restored, target: TargetDisk, options: PlanOptions,
