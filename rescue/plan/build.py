@@ -1098,12 +1098,23 @@ def _mount_key(mountpoint: str) -> tuple[int, str]:
 
 
 def _mounts_on(layout: Layout, disk: Disk) -> str:
+    """The mount points that lie on the disk: on its partitions, or on arrays and VGs of them."""
     table = disk.table
     if table is None:
         return "no table"
     number_of = _partition_numbers(table)
-    mps = sorted(fs.mountpoint for fs in layout.filesystems
-                 if fs.mountpoint and _number(fs, number_of, disk, table) is not None)
+
+    def number(dev: str) -> int | None:
+        return _number(Filesystem(device=dev, fstype=""), number_of, disk, table)
+
+    arrays = arrays_on_disk(layout.layers.md, (), number) if layout.layers else ArraysOnDisk()
+    vgs: tuple = ()
+    if layout.layers:
+        vgs = tuple(vg for vg in layout.layers.vgs
+                    if any(number(pv.device) is not None or arrays.array_of(pv.device) for pv in vg.pvs))
+    layered = VolumeGroupsOnDisk(vgs)
+    mps = sorted({fs.mountpoint for fs in layout.filesystems if fs.mountpoint and (
+        number(fs.device) is not None or arrays.array_of(fs.device) or layered.lv_of(fs.device))})
     return " ".join(mps) or "no mounted filesystems"
 
 

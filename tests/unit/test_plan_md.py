@@ -305,3 +305,16 @@ def test_a_mirrored_machine_is_restored_from_the_disk_grub_was_on_without_naming
                                 disks=(dataclasses.replace(lay.disks[0], table=table_a), one_sided.disks[1]))
     with pytest.raises(PlanRefused, match="had 2 disks"):
         build_plan(split, images(split), target(16 * GIB, device="/dev/sdc"), PlanOptions())
+
+
+def test_a_refusal_names_the_mounts_each_disk_holds_through_its_arrays():
+    lay = md_layout()
+    data = Filesystem("/dev/sda4", "ext4", uuid="55555555-0000-4000-8000-000000000000", mountpoint="/data", used=MIB)
+    srv = Filesystem("/dev/sdb4", "ext4", uuid="44444444-0000-4000-8000-000000000000", mountpoint="/srv", used=MIB)
+    extra = Partition("/dev/sda4", 2048 + 8 * GIB // 512, 2048, "83")
+    disks = tuple(dataclasses.replace(d, table=dataclasses.replace(d.table, partitions=(
+        *d.table.partitions, dataclasses.replace(extra, node=f"{d.device}4")))) for d in lay.disks)
+    split = dataclasses.replace(lay, filesystems=(*lay.filesystems, data, srv), disks=disks)
+    with pytest.raises(PlanRefused) as e:
+        build_plan(split, images(split), target(16 * GIB, device="/dev/sdc"), PlanOptions())
+    assert "/dev/sda (8 GiB: / /boot /data)" in e.value.what and "/dev/sdb (8 GiB: / /boot /srv)" in e.value.what
