@@ -102,7 +102,9 @@ def add_layout_arguments(p: argparse.ArgumentParser) -> None:
                    help="the partition that takes all the free space (default: the restored filesystems "
                         "share it in proportion to their captured size)")
     p.add_argument("--source-disk", metavar="DEV",
-                   help="which captured disk this target replaces (machines with several disks)")
+                   help="which captured disk this target replaces (machines with several disks; "
+                        "of mirrored disks, each holding the whole machine, the one grub was on is "
+                        "taken without it: its md arrays come back degraded)")
     add_fstype_argument(p)
 
 
