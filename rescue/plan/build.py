@@ -562,7 +562,8 @@ def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem]
     steps += mount_steps
     steps += copies
     if mount_steps:
-        steps.append(Fixups(roots=roots, fstab=layout.fstab))
+        steps.append(Fixups(roots=roots, fstab=layout.fstab,
+                            pvs=tuple(pv for group in groups.steps for pv in group.pvs)))
     if bootloader:
         steps.append(bootloader)
     steps.append(Verify(

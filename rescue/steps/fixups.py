@@ -18,6 +18,7 @@ APT_PARTIAL = ("/var/cache/apt/archives/partial", 0o700)
 # Files of the restored system that name filesystems by UUID.
 UUID_FILES = ("etc/fstab", "boot/grub/grub.cfg", "etc/initramfs-tools/conf.d/resume", "etc/crypttab")
 NOT_PATHS = ("none", "swap", "")
+LVM_DEVICES_FILE = "/etc/lvm/devices/system.devices"
 
 
 def resolve_spec(spec: str, found: list[dict[str, str]]) -> dict[str, str] | None:
@@ -48,6 +49,7 @@ class Fixups(Step):
     kind = "fixups"
     roots: tuple[RootMeta, ...]
     fstab: tuple[FstabEntry, ...] = ()  # mount points to create
+    pvs: tuple[tuple[str, str], ...] = ()  # (new device, PV UUID) of the volume groups made again
 
     @property
     def key(self) -> str:
@@ -119,6 +121,34 @@ class Fixups(Step):
         if created:
             ctx.say("created " + ", ".join(created))
         self._check_fstab(ctx)
+        self._lvm_devices_file(ctx)
+
+    def _lvm_devices_file(self, ctx: Context) -> None:
+        """An LVM devices file names each PV by the old disk's WWID or serial: LVM at boot would
+        ignore the new disk's PVs and find no root. Each line of a PV made again now names it by
+        device name (idtype devname; LVM finds it by its PVID if that name changes at boot)."""
+        path = confined(ctx.root, LVM_DEVICES_FILE)
+        if not self.pvs or not path.is_file() or path.is_symlink():
+            return
+        ours = {uuid.replace("-", ""): dev for dev, uuid in self.pvs}
+        lines, changed = [], []
+        for line in path.read_text(errors="surrogateescape").splitlines():
+            fields = dict(f.split("=", 1) for f in line.split() if "=" in f) if not line.startswith("#") else {}
+            dev = ours.get(fields.get("PVID", ""))
+            if dev is None:
+                lines.append(line)
+                continue
+            lines.append(f"IDTYPE=devname IDNAME={dev} DEVNAME={dev} PVID={fields['PVID']}")
+            changed.append(f"{fields.get('IDTYPE', '?')}={fields.get('IDNAME', '?')} -> {dev}")
+        if not changed:
+            return
+        path.write_text("\n".join(lines) + "\n", errors="surrogateescape")
+        rewritten = ctx.data().setdefault("rewritten", [])
+        if LVM_DEVICES_FILE not in rewritten:
+            rewritten.append(LVM_DEVICES_FILE)  # verify expects it to differ from the image
+        ctx.save()
+        ctx.note(f"rewrote {LVM_DEVICES_FILE}: its PVs named the old disk ({'; '.join(changed)}); "
+                 "after the first boot, `vgimportdevices -a` names them by the new disk's id again")
 
     def _check_fstab(self, ctx: Context) -> None:
         from rescue.steps.mkfs import probe

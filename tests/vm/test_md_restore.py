@@ -16,7 +16,8 @@ old vdb3 is a PV with the very PV and VG UUIDs the restore makes again. Passes w
   (one of two members) as the plan said, and stopped at the end;
 - each PV, VG and LV has its captured UUID (vgcfgrestore), the thin pool and its thin LV are made
   again by lvcreate (new LV UUIDs, the filesystem's kept), the VGs are deactivated at the end;
-- the filesystems and the swap have their UUIDs and labels, and hold the tree's files;
+- the filesystems and the swap have their UUIDs and labels, and hold the tree's files; the
+  machine's LVM devices file, which named the PVs by the old disk's ids, names the new ones;
 - the old disks' checksums are unchanged (nothing was assembled, activated or written there);
 - a second restore onto the same disk (its arrays and PVs already carry those UUIDs) succeeds,
   and the checks above are made after it.
@@ -94,6 +95,13 @@ def _put_machine(disk: Path, cap: dict[str, bytes], tmp: Path) -> None:
                 (tree / rel).parent.mkdir(parents=True, exist_ok=True)
                 (tree / rel).write_text(text)
             (tree / "etc" / "fstab").write_bytes(cap["fstab"])
+            # an LVM devices file as the machine's vgimportdevices wrote it: the PVs by the old disk's ids
+            pvs = [pv for vg in json.loads(cap["layout.json"])["layers"]["vgs"] for pv in vg["pvs"]]
+            devices = tree / "etc" / "lvm" / "devices" / "system.devices"
+            devices.parent.mkdir(parents=True)
+            devices.write_text("VERSION=1.1.1\n" + "".join(
+                f"IDTYPE=sys_wwid IDNAME=naa.old{n} DEVNAME={pv['device']} PVID={pv['uuid'].replace('-', '')}\n"
+                for n, pv in enumerate(pvs)))
             for rel in ("tmp", "proc", "sys", "dev", "run", "usr/bin"):
                 (tree / rel).mkdir(parents=True)
             (mnt / "rescue" / "boot.cfg").write_text("set default=shell\nset timeout=1\n")
@@ -153,7 +161,8 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
             "/dev/mapper/vgdata-swap /dev/mapper/vgdata-vm; "
             "mkdir -p /mnt/r && mount -o ro /dev/mapper/vgmd-root /mnt/r && mount -o ro /dev/md0 /mnt/r/boot && "
             "mount -o ro /dev/mapper/vgdata-srv /mnt/r/srv && mount -o ro /dev/mapper/vgdata-vm /mnt/r/var/lib/vm && "
-            "echo FILES && cat /mnt/r/etc/motd /mnt/r/boot/config-demo /mnt/r/var/lib/vm/guest.img"
+            "echo FILES && cat /mnt/r/etc/motd /mnt/r/boot/config-demo /mnt/r/var/lib/vm/guest.img "
+            "/mnt/r/etc/lvm/devices/system.devices"
             " && wc -c < /mnt/r/srv/data/big.bin; umount /mnt/r/var/lib/vm /mnt/r/srv /mnt/r/boot /mnt/r; "
             "vgchange --devices=/dev/md1,/dev/vdd3 -an vgmd vgdata >/dev/null; "
             "mdadm --stop /dev/md0 /dev/md1 >/dev/null 2>&1; echo CHECK-END",
@@ -192,4 +201,8 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
     shown = check.split("FILES")[1]
     assert "restored from md" in shown and "CONFIG_MD=y" in shown and "300000" in shown, check
     assert "a thin volume's file" in shown, check
+    for vg, dev in (("vgmd", "/dev/md1"), ("vgdata", "/dev/vdd3")):  # the devices file names the new PVs
+        (pv,) = vgs[vg]["pvs"]
+        assert f"IDTYPE=devname IDNAME={dev} DEVNAME={dev} PVID={pv['uuid'].replace('-', '')}" in shown, check
+    assert "naa.old" not in shown, check
     assert [sha256_file(s) for s in spares] == sums, "the restore changed the old array members"
