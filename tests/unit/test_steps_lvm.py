@@ -77,3 +77,22 @@ def test_restore_sh_writes_the_captured_text_and_guards_each_command():
     assert "cat > /tmp/rescue-vg-vg-data.txt <<'RESCUE_VG_EOF'\nvg-data {\n}\nRESCUE_VG_EOF" in text
     assert f"grep -q {PV_UUID} ||" in text and f"grep -q {VG_UUID} ||" in text
     assert text.endswith("vgchange --devices=/dev/sdc3 -ay vg-data")
+
+
+def test_taking_lvs_out_of_a_vgcfgbackup_keeps_everything_else_byte_for_byte():
+    from rescue.plan.lvm import without_lvs
+
+    text = ('contents = "Text Format Volume Group"\ndescription = "odd {braces} in a string"\n\nvg {\n'
+            '\tlogical_volumes {\n\n\t\troot {\n\t\t\tid = "a"\n\t\t\tsegment1 {\n\t\t\t\ttype = "striped"\n'
+            '\t\t\t}\n\t\t}\n\n\t\tpool {\n\t\t\tid = "b"\n\t\t\tsegment1 {\n\t\t\t\ttype = "thin-pool"\n'
+            '\t\t\t}\n\t\t}\n\n\t\tthin {\n\t\t\tid = "c"\n\t\t}\n\t}\n}\n')
+    out = without_lvs(text, {"pool", "thin"})
+
+    def lines(t: str) -> list[str]:  # blank lines between sections are the text format's own
+        return [line for line in t.splitlines() if line.strip()]
+
+    assert lines(out) == lines(text.replace('\t\tpool {\n\t\t\tid = "b"\n\t\t\tsegment1 {\n\t\t\t\ttype = "thin-pool"\n'
+                               '\t\t\t}\n\t\t}\n\n', "").replace('\n\t\tthin {\n\t\t\tid = "c"\n\t\t}\n', ""))
+    assert 'odd {braces} in a string' in out and 'root {' in out and 'pool {' not in out
+    assert out.count("{") == out.count("}")
+    assert without_lvs(text, set()) == text
