@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from rescue.errors import RescueError
 
@@ -131,7 +132,7 @@ def spawn(
     cwd: Arg | None = None,
     stdout: int | None = subprocess.PIPE,
     stderr: int | None = subprocess.PIPE,
-    stdin: int | None = subprocess.DEVNULL,
+    stdin: int | IO[bytes] | None = subprocess.DEVNULL,  # a file: another child's output (a pipe)
 ) -> subprocess.Popen[bytes]:
     """Start a long-running command (copy, qemu) whose output is streamed."""
     args = _argv(argv)

@@ -20,6 +20,8 @@ Example /backup/rescue-unattended.toml:
     source_disk = "/dev/sda"         # optional: the captured disk this target replaces (machines with
                                      # several; mirrored disks need none: the one grub was on is taken)
     log_dir = "/var/log/rescue"      # optional: journal, log and report (the backup is read-only)
+    compare_tar_onto = "virtio-rescue-d2"  # optional (the drill's --compare-tar): after the restore,
+                                     # time a plain tar pipe of the same images onto this empty disk
 
     [fstype]                         # optional: make these types instead of the captured ones
     "/home" = "ext4"
@@ -93,6 +95,7 @@ class Config:
     rsnapshot_roots: tuple[Path, ...] = ()
     trees: tuple[Path, ...] = ()
     source_disk: str | None = None  # the captured disk this target replaces, as --source-disk
+    compare_tar_onto: str | None = None  # by-id name of an empty scratch disk (the drill's --compare-tar)
 
     @property
     def source(self) -> ImageSource:
@@ -116,7 +119,7 @@ def load_config(path: Path) -> Config:
         return ConfigError(f"{path}: {key} {what}", fix="correct the file; `pydoc rescue.unattended` shows an example")
 
     known = {"bank", "banks", "rsnapshot", "tree", "client", "image", "after", "after_failure", "bootloader", "grow", "log_dir",
-             "fstype", "size", "target", "source_disk"}
+             "fstype", "size", "target", "source_disk", "compare_tar_onto"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise bad(unknown[0], "is not a setting rescue knows")
@@ -141,7 +144,7 @@ def load_config(path: Path) -> Config:
     client = data.get("client")
     if not isinstance(client, str) or not client:
         raise bad("client", "must name the machine to restore")
-    for key in ("image", "grow", "log_dir", "source_disk"):
+    for key in ("image", "grow", "log_dir", "source_disk", "compare_tar_onto"):
         if key in data and not isinstance(data[key], str):
             raise bad(key, "must be a string")
     after = data.get("after", "poweroff")
@@ -183,7 +186,7 @@ def load_config(path: Path) -> Config:
         grow=data.get("grow"), log_dir=Path(data["log_dir"]) if data.get("log_dir") else None,
         fstypes=tuple(fstype.items()), sizes=tuple(size.items()),
         rsnapshot_roots=tuple(Path(r) for r in others["rsnapshot"]), trees=tuple(Path(t) for t in others["tree"]),
-        source_disk=data.get("source_disk") or None,
+        source_disk=data.get("source_disk") or None, compare_tar_onto=data.get("compare_tar_onto") or None,
     )
 
 
@@ -239,6 +242,50 @@ def restore(config: Config, device: str, console: Callable[..., int] | None = No
     return (console or restore_on_console)(job, selection, os.path.realpath(device), yes=True, markers=True)
 
 
+def compare_tar(config: Config, target: str) -> str:
+    """A plain tar pipe of the restored images onto the config's empty scratch disk, timed: the
+    peer the restore's copy is measured against, in the same boot (issue 19). Returns the line
+    for the console. The scratch disk must be empty and not the target; it is made ext4."""
+    import tempfile
+
+    from rescue.engine.copy import FsUsage
+    from rescue.engine.restore import Restore
+    from rescue.probe import list_disks
+    from rescue.run import run, spawn
+
+    assert config.compare_tar_onto
+    disks = list_disks(backup_sources=config.source.folders)
+    try:
+        scratch = select_target(Selector(by_id=config.compare_tar_onto), disks)
+    except PlanRefused as e:
+        return f"COMPARE skipped: {e}"
+    if scratch.device == os.path.realpath(target) or not scratch.empty or scratch.unsafe_reasons:
+        return f"COMPARE skipped: {scratch.device} is not an empty spare disk"
+    images = Restore(config.source, restore_options(config)).select().images
+    run(["mkfs.ext4", "-q", "-F", scratch.device])
+    mnt = Path(tempfile.mkdtemp(prefix="rescue-compare-"))
+    run(["mount", "-o", "noinit_itable", scratch.device, str(mnt)])
+    try:
+        before, t0 = FsUsage.of(mnt), time.monotonic()
+        for image in images:
+            dest = mnt / image.vault
+            dest.mkdir()
+            reader = spawn(["tar", "--xattrs", "--acls", "--numeric-owner", "-C", str(image.tree), "-cf", "-", "."],
+                           stderr=None)
+            writer = spawn(["tar", "--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "-C", str(dest),
+                            "-xpf", "-"], stdin=reader.stdout, stdout=None, stderr=None)
+            reader.stdout.close()
+            writer.wait()
+            reader.wait()
+        run(["sync"])
+        seconds = time.monotonic() - t0
+        mib = (FsUsage.of(mnt).bytes - before.bytes) / (1 << 20)
+    finally:
+        run(["umount", str(mnt)], check=False)
+        mnt.rmdir()
+    return f"COMPARE tar {mib:.1f} MiB in {seconds:.1f} s = {mib / max(seconds, 0.001):.1f} MiB/s"
+
+
 def power(action: str, run: Callable[[list[str]], object] | None = None) -> list[str] | None:
     """Power off or reboot the rescue system (systemd when it runs, else the plain commands)."""
     if action == "stay":
@@ -283,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = select_target(config.target, list_disks(backup_sources=config.source.folders))
         marker(f"TARGET {target.device}", args.kmsg)
         code = Exit(restore(config, target.device))
+        if code == Exit.OK and config.compare_tar_onto:
+            marker(compare_tar(config, target.device), args.kmsg)
     except RescueError as e:
         print(f"unattended-restore: {e}", file=sys.stderr, flush=True)
         code = e.exit_code

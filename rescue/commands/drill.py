@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the disk images and serial logs go (default /var/tmp/rescue-drill-TIME)")
     p.add_argument("--keep", action="store_true", help="keep the disk images (serial logs are always kept)")
     p.add_argument("--memory", type=int, default=1024, metavar="MIB", help="guest memory (default 1024)")
+    p.add_argument("--compare-tar", action="store_true",
+                   help="the demo: after the restore, in the same rescue boot, time a plain tar pipe of the "
+                        "same images onto a third blank disk; the report sets the copy's time against it")
 
 
 def _say(msg: str) -> None:
@@ -63,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     if real is None and (args.client or args.image):
         raise RescueError("--client and --image go with --bank or --rsnapshot",
                           fix="add --bank DIR (or --rsnapshot ROOT), or drop them for the demo")
+    if real is not None and args.compare_tar:
+        raise RescueError("--compare-tar goes with the demo drill", fix="drop it, or drill the demo")
     if real is not None and args.demo:
         raise RescueError("--demo and --bank do not go together", fix="choose the demo or a real bank")
     if real is not None and not args.client:
@@ -83,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         report = bankdrill.run_bank(bank_opts, _say, chosen)
     else:
         _say(f"rescue drill: working in {workdir}")
-        opts = demo.Options(workdir=workdir, firmwares=firmwares, keep=args.keep, memory_mib=args.memory)
+        opts = demo.Options(workdir=workdir, firmwares=firmwares, keep=args.keep, memory_mib=args.memory,
+                            compare_tar=args.compare_tar)
         report = demo.run_demo(opts, _say)
     print()
     print(report.render())

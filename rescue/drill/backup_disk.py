@@ -82,7 +82,8 @@ def mounted_partition(image: Path, name: str, where: Path, readonly: bool = Fals
                 run(["umount", "-l", str(where)], check=False)
 
 
-def unattended_config(client: str, target_by_id: str, image: str | None = None, source: str = "bank") -> str:
+def unattended_config(client: str, target_by_id: str, image: str | None = None, source: str = "bank",
+                      compare_tar_onto: str | None = None) -> str:
     """The TOML `rescue.unattended` reads from the backup partition.
 
     `source`: "bank" (the dirvish bank) or "rsnapshot" (an rsnapshot root, RSNAPSHOT_ROOT)."""
@@ -96,6 +97,8 @@ def unattended_config(client: str, target_by_id: str, image: str | None = None, 
     ]
     if image:
         lines.append(f'image = "{image}"')
+    if compare_tar_onto:
+        lines.append(f'compare_tar_onto = "{compare_tar_onto}"')
     lines += ["", "[target]", f'by_id = "{target_by_id}"', ""]
     return "\n".join(lines)
 

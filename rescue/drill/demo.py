@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rescue.drill import backup_disk, demo_os
-from rescue.drill.checks import BOOT_FAILURES, NOT_BOOTABLE, check_restored, step_times, steps_done, timing_notes
+from rescue.drill.checks import (
+    BOOT_FAILURES,
+    NOT_BOOTABLE,
+    check_restored,
+    compared,
+    step_times,
+    steps_done,
+    timing_notes,
+)
 from rescue.drill.demo_disk import DISK_SIZE, DemoDisk, DemoFacts, cleanup_mounts
 from rescue.drill.report import Phase, PhaseFailed, Report, Run, Say
 from rescue.layout.model import Layout
@@ -32,6 +40,7 @@ BACKUP_DISK_SIZE = 3 * GiB
 TARGET_SIZE = DISK_SIZE + 1 * GiB  # a different (bigger) disk than the one that died
 CLIENT = "localhost"  # dirvish backs up this host's mounts; it names the client so
 TARGET_BY_ID = "virtio-rescue-d1"  # the second qemu disk (serial rescue-d1) as udev names it
+SCRATCH_BY_ID = "virtio-rescue-d2"  # the third, with --compare-tar: where the tar pipe writes
 
 RESTORE_TIMEOUT = 1800  # TCG on a busy machine: boot ~1-3 min, restore ~3-6 min
 BOOT_TIMEOUT = 900
@@ -47,6 +56,7 @@ class Options:
     firmwares: tuple[Firmware, ...] = (Firmware.BIOS, Firmware.UEFI)
     keep: bool = False
     memory_mib: int = 1024
+    compare_tar: bool = False  # also time a plain tar pipe of the same images in the restore's boot
 
 
 @dataclass(frozen=True)
@@ -109,7 +119,8 @@ def drill_one(fw: Firmware, prepared: Prepared, opts: Options, run: Run, say: Sa
 
     with run.phase("unattended config + boot entry", say) as ph:
         with backup_disk.mounted_partition(backup_img, "backup", work / "mnt-backup") as top:
-            cfg = backup_disk.write_config(top, backup_disk.unattended_config(CLIENT, TARGET_BY_ID))
+            cfg = backup_disk.write_config(top, backup_disk.unattended_config(
+                CLIENT, TARGET_BY_ID, compare_tar_onto=SCRATCH_BY_ID if opts.compare_tar else None))
             ph.notes.append(f"{cfg.name}: client {CLIENT}, target by-id {TARGET_BY_ID}, newest image {images[-1]}")
         how = backup_disk.choose_boot_entry(backup_img, work, "unattended")
         ph.check("grub default is the Unattended restore entry", True, got=how)
@@ -117,15 +128,22 @@ def drill_one(fw: Firmware, prepared: Prepared, opts: Options, run: Run, say: Sa
         backup_disk.blank_disk(target_img, TARGET_SIZE)
         ph.notes.append(f"blank target {target_img.name}: {TARGET_SIZE / GiB:.0f} GiB (the original was "
                         f"{DISK_SIZE / GiB:.0f} GiB)")
+        scratch = ()
+        if opts.compare_tar:
+            scratch = (work / "tar-scratch.img",)
+            backup_disk.blank_disk(scratch[0], TARGET_SIZE)
+            ph.notes.append(f"blank {scratch[0].name}: a plain tar pipe of the same images is timed onto it")
 
     restore_and_boot(run, say, work=work, firmware=fw, backup_img=backup_img, target_img=target_img,
-                     facts=DemoFacts.load(facts_file), memory_mib=opts.memory_mib, label=fw.value)
+                     facts=DemoFacts.load(facts_file), memory_mib=opts.memory_mib, label=fw.value,
+                     extra_disks=scratch)
 
 
 def restore_and_boot(
     run: Run, say: Say, *, work: Path, firmware: Firmware, backup_img: Path, target_img: Path,
     facts: DemoFacts, memory_mib: int, label: str, data: bool = True,
     restore_timeout: float = RESTORE_TIMEOUT, before_boot: Callable[[Phase], None] | None = None,
+    extra_disks: Sequence[Path] = (),
 ) -> None:
     """Boot the backup disk's unattended restore with the blank disk, then boot the result alone."""
 
@@ -133,7 +151,7 @@ def restore_and_boot(
         return lambda s, line: say(f"  [{label}] {what}: {s / 60:4.1f} min  | {line}")
 
     restore_failed: PhaseFailed | None = None
-    vm = VM([backup_img, target_img], work, firmware=firmware, memory_mib=memory_mib, name="restore")
+    vm = VM([backup_img, target_img, *extra_disks], work, firmware=firmware, memory_mib=memory_mib, name="restore")
     try:
         with run.phase("restore inside the rescue VM", say) as ph:
             run.logs.append(str(vm.serial_log))
@@ -146,7 +164,7 @@ def restore_and_boot(
                     raise
                 ph.check("backup disk booted the Unattended restore entry", "Unattended restore" in vm.console())
                 ph.check(RESTORE_OK, True, got=f"after {seconds:.0f} s")
-                ph.notes.extend(timing_notes(step_times(vm.console())))
+                ph.notes.extend(timing_notes(step_times(vm.console()), tar=compared(vm.console())))
                 try:
                     vm.wait_exit(180)
                     ph.check("rescue system powered off after the restore", True)

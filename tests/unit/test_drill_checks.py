@@ -149,3 +149,17 @@ def test_the_restore_steps_time_and_the_copy_throughput_come_from_the_rescue_vms
     slow = console.replace("done in 4.3s", "done in 30.0s")
     assert "OVER rescue's goal" in timing_notes(step_times(slow))[2]
     assert timing_notes(step_times("no restore here")) == []
+
+
+def test_a_tar_pipe_timed_in_the_same_boot_is_set_against_the_copy():
+    from rescue.drill.checks import compared, step_times, timing_notes
+
+    console = (Path(__file__).parent / "data" / "drill" / "restore-console-bios.txt").read_text()
+    assert compared(console) is None
+    line = "[  120.5] RESCUE-RESTORE: COMPARE tar 480.0 MiB in 32.0 s = 15.0 MiB/s\n"
+    tar = compared(console + line)
+    assert tar == (480.0, 32.0)
+    notes = timing_notes(step_times(console), tar=tar)
+    # the copy: 491.2 MiB in 41.0 s (0.0835 s/MiB); tar: 0.0667 s/MiB
+    assert notes[-1] == ("tar pipe, same images, same boot: 480.0 MiB in 32.0 s = 15.0 MiB/s; "
+                         "restore's copy / tar = 1.25 (time per MiB)")

@@ -142,3 +142,9 @@ def test_power_and_kernel_command_line():
     assert ran == [argv] and argv[-1] in ("poweroff", "-f")
     assert config_from_cmdline("quiet rescue.config=/backup/x.toml console=ttyS0") == Path("/backup/x.toml")
     assert config_from_cmdline("quiet") is None
+
+
+def test_compare_tar_onto_names_the_drills_scratch_disk(tmp_path):
+    c = load_config(write(tmp_path, GOOD.replace("[target]", 'compare_tar_onto = "virtio-rescue-d2"\n[target]')))
+    assert c.compare_tar_onto == "virtio-rescue-d2"
+    assert load_config(write(tmp_path, GOOD)).compare_tar_onto is None
