@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rescue.devices import attached, make_image_file, partition_path
+from rescue.devices import attached, make_image_file, partition_path, rescan
 from rescue.errors import PlanRefused
 from rescue.layout import Layout
 from rescue.run import run
@@ -40,7 +40,7 @@ def machine(tmp_path: Path):
     img = make_image_file(tmp_path / "disk.img", 256 * MiB)
     with attached(img) as disk:
         run(["sfdisk", "-q", disk], input="label: gpt\n,64M\n,40M\n,40M\n")
-        run(["partx", "-u", disk], check=False)
+        rescan(disk)
         root_part, v2, v1 = (partition_path(disk, n) for n in (1, 2, 3))
         run(["mkfs.ext4", "-q", "-L", "root", root_part])
         _luks(v2, "luksFormat", "--type", "luks2", "--label", "vault", *FAST)
