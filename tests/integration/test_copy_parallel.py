@@ -85,6 +85,9 @@ def test_parallel_copy_keeps_hard_links_across_parts_and_folder_metadata(filesys
         sorted([b"big/a/x/f0", b"big/b/y/linked", b"top-link"])]
 
     ticks, writeback = [], []
+    # an earlier test's killed restore may have left its lowered setting for the next
+    # copy to put back: put it back first, so `before` is the machine's own
+    copy.put_back_writeback()
     before = copy.writeback_setting()
     monkeypatch.setattr(copy, "POLL_SECONDS", 0)  # a tick at once, however fast the copy
 
