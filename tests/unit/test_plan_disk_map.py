@@ -1,0 +1,100 @@
+"""Which captured disk goes onto which target: automatic, by name, by-id, serial, and the refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from rescue.errors import PlanRefused
+from rescue.layout.model import BlockLayers, Disk, DiskIdentity, Layout, Partition, PartitionTable
+from rescue.plan.disks import TargetSpec, map_disks
+
+GIB = 1024**3
+
+
+def disk(dev: str, serial: str | None = None, table: bool = True) -> Disk:
+    t = PartitionTable(label="gpt", device=dev, partitions=(Partition(node=dev + "1", start=2048,
+                                                                      size=1000, type="L"),)) if table else None
+    return Disk(device=dev, size=10 * GIB, serial=serial, table=t)
+
+
+def machine(*disks: Disk, identities: tuple[DiskIdentity, ...] = ()) -> Layout:
+    return Layout(client="srv", captured_at="2026-12-01T00:00:00Z", disks=disks,
+                  layers=BlockLayers(disks=identities) if identities else None)
+
+
+def specs(*texts: str) -> list[TargetSpec]:
+    return [TargetSpec.parse(t) for t in texts]
+
+
+def mapped(m) -> dict[str, str]:
+    return {p.old.device: p.new for p in m.pairs}
+
+
+def test_one_captured_disk_and_one_target_map_themselves():
+    m = map_disks(machine(disk("/dev/sda"), disk("/dev/sr0", table=False)), specs("/dev/loop7"))
+    assert mapped(m) == {"/dev/sda": "/dev/loop7"}
+
+
+def test_two_disks_map_by_captured_name_in_captured_order():
+    m = map_disks(machine(disk("/dev/sda"), disk("/dev/sdb")), specs("/dev/sdb=/dev/loop2", "/dev/sda=/dev/loop1"))
+    assert [(p.old.device, p.new) for p in m.pairs] == [("/dev/sda", "/dev/loop1"), ("/dev/sdb", "/dev/loop2")]
+
+
+def test_a_disk_is_found_by_its_by_id_name_full_or_short_and_by_serial():
+    ident = DiskIdentity(device="/dev/sdb", size=10 * GIB, serial="WD-123", wwn="0x5000c500a",
+                         by_id=("/dev/disk/by-id/ata-WDC_WD-123",))
+    layout = machine(disk("/dev/sda", serial="S-A"), disk("/dev/sdb"), identities=(ident,))
+    for old in ("/dev/disk/by-id/ata-WDC_WD-123", "ata-WDC_WD-123", "WD-123", "0x5000c500a"):
+        m = map_disks(layout, specs(f"{old}=/dev/loop2", "S-A=/dev/loop1"))
+        assert mapped(m) == {"/dev/sda": "/dev/loop1", "/dev/sdb": "/dev/loop2"}
+
+
+def test_two_disks_and_a_plain_target_are_ambiguous():
+    with pytest.raises(PlanRefused) as e:
+        map_disks(machine(disk("/dev/sda"), disk("/dev/sdb")), specs("/dev/loop1"))
+    assert "2 disks" in e.value.what and "--target OLD=NEW" in e.value.fix
+
+
+def test_a_plain_target_with_the_other_disk_skipped_is_unambiguous():
+    m = map_disks(machine(disk("/dev/sda"), disk("/dev/sdb")), specs("/dev/loop1"), skip=("/dev/sdb",))
+    assert mapped(m) == {"/dev/sda": "/dev/loop1"} and [d.device for d in m.skipped] == ["/dev/sdb"]
+
+
+def test_an_unmapped_captured_disk_is_refused_unless_skipped():
+    layout = machine(disk("/dev/sda"), disk("/dev/sdb"))
+    with pytest.raises(PlanRefused) as e:
+        map_disks(layout, specs("/dev/sda=/dev/loop1"))
+    assert "/dev/sdb" in e.value.what and "--skip-disk" in e.value.fix
+    assert mapped(map_disks(layout, specs("/dev/sda=/dev/loop1"), skip=("/dev/sdb",))) == {"/dev/sda": "/dev/loop1"}
+
+
+def test_an_unknown_old_disk_is_refused_with_the_captured_ones():
+    with pytest.raises(PlanRefused) as e:
+        map_disks(machine(disk("/dev/sda"), disk("/dev/sdb")), specs("/dev/sdz=/dev/loop1", "/dev/sda=/dev/loop2"))
+    assert "/dev/sdz is not a captured disk" in e.value.what and "/dev/sda" in e.value.why
+
+
+@pytest.mark.parametrize("targets", [("/dev/sda=/dev/loop1", "/dev/sdb=/dev/loop1"),
+                                     ("/dev/sda=/dev/loop1", "/dev/sda=/dev/loop2")])
+def test_a_disk_named_twice_is_refused(targets):
+    with pytest.raises(PlanRefused) as e:
+        map_disks(machine(disk("/dev/sda"), disk("/dev/sdb")), specs(*targets))
+    assert "named twice" in e.value.what
+
+
+def test_a_plain_target_among_several_is_refused():
+    with pytest.raises(PlanRefused) as e:
+        map_disks(machine(disk("/dev/sda"), disk("/dev/sdb")), specs("/dev/sda=/dev/loop1", "/dev/loop2"))
+    assert "does not say which captured disk" in e.value.what
+
+
+def test_mapped_and_skipped_at_once_is_refused():
+    with pytest.raises(PlanRefused):
+        map_disks(machine(disk("/dev/sda"), disk("/dev/sdb")), specs("/dev/sda=/dev/loop1", "/dev/sdb=/dev/loop2"),
+                  skip=("/dev/sdb",))
+
+
+@pytest.mark.parametrize("text", ["", "=/dev/loop1", "/dev/sda="])
+def test_a_target_naming_no_disk_is_refused(text):
+    with pytest.raises(PlanRefused):
+        TargetSpec.parse(text)
