@@ -25,7 +25,8 @@ from rescue.plan.migrate import (
     migrate_table,
     needed_bytes,
 )
-from rescue.plan.model import NewFilesystem, NewSwap, Plan, PlanOptions
+from rescue.plan.disks import TargetSpec, map_disks, names_of
+from rescue.plan.model import DiskPlan, NewFilesystem, NewSwap, Plan, PlanOptions
 from rescue.safety import check_target
 from rescue.steps import (
     CopyTree,
@@ -51,48 +52,118 @@ HOOK_HINT = "run rescue capture as the dirvish post-server hook; see scripts/dir
 def build_plan(
     layout: Layout | None,
     images: Sequence[Image],
-    target: TargetDisk,
+    target: TargetDisk | Sequence[TargetDisk],
     options: PlanOptions = PlanOptions(),
 ) -> Plan:
     """The whole restore as ordered steps, or a refusal (PlanRefused / UnsafeTarget).
 
-    Its phases, in order: refusals that need no planning; the captured disk to replay;
-    what is restored where; the new partition table; the filesystems and swap on it;
-    the steps."""
-    layout = _refuse_before_planning(layout, images, target)
+    `target` is one disk, or one per `options.disk_map` entry (in its order) for a machine
+    with several. Its phases, in order: refusals that need no planning; which captured disk
+    goes onto which target; per target what is restored there, its new partition table and
+    the filesystems and swap on it; the steps."""
+    targets = (target,) if isinstance(target, TargetDisk) else tuple(target)
+    layout = _refuse_before_planning(layout, images, targets)
     warnings: list[str] = [
         f"vault {i.vault} image {i.name}: {i.status_text.strip()} (files deleted while the backup ran are missing)"
         for i in images if i.status is ImageStatus.WARNING
     ]
-    src = _captured_disk(layout, options, target)
-    what = _what_is_restored(src, images, options, warnings)
-    table = _new_table(src, what, target, options, warnings)
-    new_filesystems, new_swaps = _new_filesystems(src, what, table, target, warnings)
-    mount_order, copies, steps = _steps(src, what, new_filesystems, new_swaps, table.table, target, options,
-                                        warnings)
+    pairs = _disk_pairs(layout, targets, options)
+    parts = [_plan_disk(layout, disk, [d for d, _ in pairs if d is not disk], images, t, options, warnings)
+             for disk, t in pairs]
+    mount_order, copies, steps = _steps(parts, options, warnings)
     if layout.source == "legacy":
         warnings.append(
             "this layout comes from the old df/sfdisk files: filesystem types, UUIDs and labels "
             "may be guesses; check them below"
         )
+    first = parts[0]
     return Plan(
         client=layout.client,
         images=tuple(images),
-        target=target,
-        source=src.disk,
-        old_table=src.table,
-        new_table=table.table,
-        migrations=table.migrations,
-        filesystems=tuple(new_filesystems),
-        swaps=new_swaps,
+        target=first.target,
+        source=first.src.disk,
+        old_table=first.src.table,
+        new_table=first.table.table,
+        migrations=first.table.migrations,
+        filesystems=tuple(f for part in parts for f in part.filesystems),
+        swaps=tuple(s for part in parts for s in part.swaps),
         mount_order=mount_order,
         copies=copies,
-        destroyed=destroyed(target),
+        destroyed=destroyed(first.target),
         warnings=tuple(warnings),
         steps=steps,
         options=options,
         captured_at=layout.captured_at,
         layout_warnings=layout.warnings,
+        more=tuple(DiskPlan(target=p.target, source=p.src.disk, old_table=p.src.table, new_table=p.table.table,
+                            migrations=p.table.migrations, destroyed=destroyed(p.target)) for p in parts[1:]),
+    )
+
+
+def _disk_pairs(layout: Layout, targets: Sequence[TargetDisk],
+                options: PlanOptions) -> list[tuple[Disk, TargetDisk]]:
+    """Each captured disk to restore with its target, in captured order (rescue.plan.disks decides)."""
+    if options.disk_map:
+        if len(options.disk_map) != len(targets):
+            raise ValueError("build_plan wants one target per disk_map entry, in its order")
+        specs = [TargetSpec(old=old, new=t.device) for (old, _), t in zip(options.disk_map, targets)]
+    elif options.source_disk:  # the older way: this captured disk only, the others left out
+        specs = [TargetSpec(old=options.source_disk, new=targets[0].device)]
+    else:
+        specs = [TargetSpec(new=t.device) for t in targets]
+    skip = options.skip_disks
+    if options.source_disk and not options.disk_map:
+        chosen = map_disks(layout, specs, skip=[d.device for d in layout.disks if d.table is not None
+                                                and options.source_disk not in names_of(d, layout)])
+    else:
+        chosen = map_disks(layout, specs, skip=skip)
+    by_device = {t.device: t for t in targets}
+    return [(pair.old, by_device[pair.new]) for pair in chosen.pairs]
+
+
+@dataclasses.dataclass(frozen=True)
+class _DiskPart:
+    """One target's share of the restore: the captured disk it replaces, what goes there, its table."""
+
+    src: _Captured
+    what: _Restored
+    target: TargetDisk
+    table: _NewTable
+    filesystems: list[NewFilesystem]
+    swaps: tuple[NewSwap, ...]
+
+
+def _plan_disk(layout: Layout, disk: Disk, others: Sequence[Disk], images: Sequence[Image], target: TargetDisk,
+               options: PlanOptions, warnings: list[str]) -> _DiskPart:
+    """One captured disk onto its target: what is restored there, the new table, the filesystems on it.
+
+    `others` are the captured disks restored onto the other targets: their vaults are theirs."""
+    src = _captured_disk(layout, disk, target)
+    options = _options_for(src, options, several=bool(others))
+    elsewhere = {mp for d in others for mp in _mountpoints_on(layout, d)}
+    what = _what_is_restored(src, images, options, elsewhere, warnings)
+    table = _new_table(src, what, target, options, warnings)
+    new_filesystems, new_swaps = _new_filesystems(src, what, table, target, warnings)
+    return _DiskPart(src=src, what=what, target=target, table=table, filesystems=new_filesystems, swaps=new_swaps)
+
+
+def _options_for(src: _Captured, options: PlanOptions, several: bool) -> PlanOptions:
+    """With several targets, --grow and --size name mount points, each applied on the disk holding it."""
+    if not several:
+        return options
+    named = [w for w in (options.grow, *(w for w, _ in options.sizes)) if w]
+    loose = [w for w in named if not w.startswith("/")]
+    if loose:
+        raise PlanRefused(
+            f"--grow/--size {loose[0]} names a partition by number or as swap, but there are several targets",
+            why="a partition number or 'swap' does not say which disk it means",
+            fix="name the partition by its mount point (/srv), which says its disk",
+        )
+    mine = set(_mountpoints_on(src.layout, src.disk))
+    return dataclasses.replace(
+        options,
+        grow=options.grow if options.grow and posixpath.normpath(options.grow) in mine else None,
+        sizes=tuple((w, n) for w, n in options.sizes if posixpath.normpath(w) in mine),
     )
 
 
@@ -128,9 +199,11 @@ class _NewTable:
     new_size: dict[int, int]  # bytes of each partition on the target
 
 
-def _refuse_before_planning(layout: Layout | None, images: Sequence[Image], target: TargetDisk) -> Layout:
-    """The refusals that need no planning: an unsafe target, unusable images, no layout."""
-    refuse_unsafe(target)
+def _refuse_before_planning(layout: Layout | None, images: Sequence[Image],
+                            targets: Sequence[TargetDisk]) -> Layout:
+    """The refusals that need no planning: an unsafe target (any of them), unusable images, no layout."""
+    for target in targets:
+        refuse_unsafe(target)
     _refuse_unusable_images(images)
     if layout is None:
         raise PlanRefused(
@@ -296,11 +369,10 @@ def _subvolume_copy_bytes(mp: str, by_mount: dict[str | None, NewFilesystem], co
     return copies_for[mp].size or 0
 
 
-def _captured_disk(layout: Layout, options: PlanOptions, target: TargetDisk) -> _Captured:
+def _captured_disk(layout: Layout, disk: Disk, target: TargetDisk) -> _Captured:
     """The captured disk to replay; its sectors must be the target's."""
-    disk = _choose_disk(layout, options)
     table = disk.table
-    assert table is not None  # _choose_disk only returns disks with a table
+    assert table is not None  # map_disks only pairs disks with a table
     ss = table.sector_size or disk.sector_size
     if ss != target.sector_size:
         raise PlanRefused(
@@ -312,14 +384,14 @@ def _captured_disk(layout: Layout, options: PlanOptions, target: TargetDisk) -> 
     return _Captured(layout=layout, disk=disk, table=table, sector_size=ss, number_of=_partition_numbers(table))
 
 
-def _what_is_restored(src: _Captured, images: Sequence[Image], options: PlanOptions,
+def _what_is_restored(src: _Captured, images: Sequence[Image], options: PlanOptions, elsewhere: set[str],
                       warnings: list[str]) -> _Restored:
     layout, disk, table, number_of = src.layout, src.disk, src.table, src.number_of
     on_disk = [fs for fs in layout.filesystems if src.number(fs) is not None]
     swaps = _swaps(layout, on_disk, number_of, disk, table)
     filesystems = _override_fstypes([fs for fs in on_disk if fs.fstype != "swap"], options, layout, warnings)
     _refuse_unsupported(filesystems, disk)
-    copies_for = _map_vaults(layout, images, options, disk, filesystems, warnings)
+    copies_for = _map_vaults(layout, images, options, disk, filesystems, elsewhere, warnings)
     esp_numbers = {src.number(fs) for fs in filesystems if _is_esp(fs, layout, table, number_of, disk)}
     return _Restored(on_disk=on_disk, filesystems=filesystems, swaps=swaps, copies_for=copies_for,
                      esp_numbers=esp_numbers)
@@ -414,11 +486,14 @@ def _new_filesystems(src: _Captured, what: _Restored, table: _NewTable, target: 
     return new_filesystems, new_swaps
 
 
-def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem], new_swaps: tuple[NewSwap, ...],
-           new_table: PartitionTable, target: TargetDisk, options: PlanOptions,
+def _steps(parts: Sequence[_DiskPart], options: PlanOptions,
            warnings: list[str]) -> tuple[tuple[str, ...], tuple[CopyTree, ...], tuple[Step, ...]]:
-    """The restore's steps in order: (mount order, copies, all steps)."""
-    layout, copies_for = src.layout, what.copies_for
+    """The restore's steps in order: (mount order, copies, all steps). Every target is partitioned
+    first, then every filesystem made, mounted into one tree and filled as one machine."""
+    layout = parts[0].src.layout
+    copies_for = {mp: image for part in parts for mp, image in part.what.copies_for.items()}
+    new_filesystems = [f for part in parts for f in part.filesystems]
+    new_swaps = [s for part in parts for s in part.swaps]
     mounted = [f for f in new_filesystems if f.mountpoint]
     mount_order = tuple(f.mountpoint for f in sorted(mounted, key=lambda f: _mount_key(f.mountpoint)))  # type: ignore[arg-type]
     mkfs_steps = tuple(
@@ -446,12 +521,17 @@ def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem]
         for mp in sorted(set(mount_order) | set(btrfs.inside), key=_mount_key) if mp in copies_for
     )
     roots = tuple(
-        fs.root for fs in sorted(what.filesystems, key=lambda f: _mount_key(f.mountpoint or "/"))
+        fs.root for fs in sorted((f for part in parts for f in part.what.filesystems),
+                                 key=lambda f: _mount_key(f.mountpoint or "/"))
         if fs.root is not None and fs.mountpoint in by_mount
     )
 
-    bootloader = _bootloader(layout, options, src.disk, target, by_mount, warnings)
-    steps: list[Step] = [WipeSignatures(disk=target.device), WritePartitionTable(disk=target.device, table=new_table)]
+    boot_part = _boot_part(layout, parts)
+    bootloader = _bootloader(layout, options, boot_part.src.disk, boot_part.target, by_mount, warnings)
+    steps: list[Step] = []
+    for part in parts:
+        steps += [WipeSignatures(disk=part.target.device),
+                  WritePartitionTable(disk=part.target.device, table=part.table.table)]
     steps += mkfs_steps
     steps += mkswap_steps
     steps += btrfs.steps
@@ -462,11 +542,16 @@ def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem]
     if bootloader:
         steps.append(bootloader)
     steps.append(Verify(
-        disk=target.device, copies=copies, filesystems=mkfs_steps, swaps=mkswap_steps,
+        disk=boot_part.target.device, copies=copies, filesystems=mkfs_steps, swaps=mkswap_steps,
         mode=layout.boot.mode, check_boot=bootloader is not None,
     ))
     steps.append(UnmountAll())
     return mount_order, copies, tuple(steps)
+
+
+def _boot_part(layout: Layout, parts: Sequence[_DiskPart]) -> _DiskPart:
+    """The target that replaces the disk which held grub's boot code (the first one when unknown)."""
+    return next((p for p in parts if p.src.disk.device == layout.boot.grub_disk), parts[0])
 
 
 # -- refusals -------------------------------------------------------------------
@@ -506,33 +591,6 @@ def _refuse_unusable_images(images: Sequence[Image]) -> None:
                 fix="choose one image per vault",
             )
         seen[i.vault] = i
-
-
-def _choose_disk(layout: Layout, options: PlanOptions) -> Disk:
-    disks = [d for d in layout.disks if d.table is not None]
-    if not disks:
-        raise PlanRefused(
-            f"the layout captured for {layout.client} holds no partition table",
-            why="rescue rebuilds the disk from its captured sfdisk dump",
-            fix=HOOK_HINT,
-        )
-    names = ", ".join(f"{d.device} ({human(d.size)}: {_mounts_on(layout, d)})" for d in disks)
-    if options.source_disk:
-        for d in disks:
-            if d.device == options.source_disk:
-                return d
-        raise PlanRefused(
-            f"{options.source_disk} is not a captured disk of {layout.client}",
-            why=f"the captured disks are {names}",
-            fix="name one of them with --source-disk",
-        )
-    if len(disks) > 1:
-        raise PlanRefused(
-            f"{layout.client} had {len(disks)} disks: {names}",
-            why="each target disk replaces one captured disk",
-            fix="name the captured disk this target replaces with --source-disk, then plan the others onto their own targets",
-        )
-    return disks[0]
 
 
 def _refuse_unsupported(filesystems: Sequence[Filesystem], disk: Disk) -> None:
@@ -590,9 +648,10 @@ def _override_fstypes(
 
 def _map_vaults(
     layout: Layout, images: Sequence[Image], options: PlanOptions, disk: Disk,
-    filesystems: Sequence[Filesystem], warnings: list[str],
+    filesystems: Sequence[Filesystem], elsewhere: set[str], warnings: list[str],
 ) -> dict[str, Image]:
-    """Mount point -> the image that fills it. A vault that fits no filesystem is refused."""
+    """Mount point -> the image that fills it. A vault that fits no filesystem is refused;
+    one of a disk restored onto another target (`elsewhere`) is that target's."""
     subvolume_mounts = _subvolume_targets(layout, filesystems)
     mine = {fs.mountpoint for fs in filesystems if fs.mountpoint} | set(subvolume_mounts)
     known = sorted({fs.mountpoint for fs in layout.filesystems if fs.mountpoint and fs.fstype != "swap"}
@@ -610,6 +669,8 @@ def _map_vaults(
         mp = posixpath.normpath(image.source) if image.whole_machine else vault_mountpoint(image.source, layout.root)
         if mp is None or (layout.filesystem_at(mp) is None and mp not in subvolume_mounts):
             unmapped.append(f"{image.vault} (tree {image.source})")
+            continue
+        if mp not in mine and mp in elsewhere:
             continue
         if mp not in mine:
             warnings.append(
@@ -944,14 +1005,14 @@ def _mount_key(mountpoint: str) -> tuple[int, str]:
     return (len(parts), mountpoint)
 
 
-def _mounts_on(layout: Layout, disk: Disk) -> str:
+def _mountpoints_on(layout: Layout, disk: Disk) -> tuple[str, ...]:
+    """The captured mount points whose filesystems lay on `disk`."""
     table = disk.table
     if table is None:
-        return "no table"
+        return ()
     number_of = _partition_numbers(table)
-    mps = sorted(fs.mountpoint for fs in layout.filesystems
-                 if fs.mountpoint and _number(fs, number_of, disk, table) is not None)
-    return " ".join(mps) or "no mounted filesystems"
+    return tuple(sorted(fs.mountpoint for fs in layout.filesystems
+                        if fs.mountpoint and _number(fs, number_of, disk, table) is not None))
 
 
 def _table_end(table: PartitionTable) -> int:

@@ -98,3 +98,85 @@ def test_mapped_and_skipped_at_once_is_refused():
 def test_a_target_naming_no_disk_is_refused(text):
     with pytest.raises(PlanRefused):
         TargetSpec.parse(text)
+
+
+# -- the plan of a machine with two disks ------------------------------------------
+
+def two_disk_machine():
+    import dataclasses
+
+    from plan_fixtures import images, layout, table
+
+    from rescue.layout.model import Filesystem
+
+    lay = layout("dos")
+    second = Disk("/dev/sdb", 12 * GIB, table=table("gpt", "/dev/sdb"))
+    lay = dataclasses.replace(
+        lay, disks=lay.disks + (second,),
+        filesystems=lay.filesystems + (Filesystem("/dev/sdb6", "xfs", uuid="u-home", mountpoint="/home", used=GIB),),
+    )
+    return lay, images(lay)
+
+
+def test_two_disks_are_planned_onto_two_targets_as_one_machine():
+    from plan_fixtures import target
+
+    from rescue.plan import Plan, PlanOptions, build_plan
+    from rescue.steps import InstallBootloader, Verify, WipeSignatures, WritePartitionTable
+
+    lay, imgs = two_disk_machine()
+    sdc, sdd = target(8 * GIB, device="/dev/sdc"), target(12 * GIB, device="/dev/sdd")
+    plan = build_plan(lay, imgs, [sdd, sdc],
+                      PlanOptions(disk_map=(("/dev/sdb", "/dev/sdd"), ("/dev/sda", "/dev/sdc"))))
+    assert [(d.source.device, d.target.device) for d in plan.disks] == [("/dev/sda", "/dev/sdc"),
+                                                                        ("/dev/sdb", "/dev/sdd")]
+    assert plan.new_table.device == "/dev/sdc" and plan.more[0].new_table.device == "/dev/sdd"
+    assert {c.mountpoint for c in plan.copies} == {"/", "/home"}
+    assert not any("another disk" in w for w in plan.warnings)
+    home = next(f for f in plan.filesystems if f.mountpoint == "/home")
+    assert (home.device, home.fstype, home.uuid) == ("/dev/sdd6", "xfs", "u-home")
+    written = [(type(s).__name__, s.disk) for s in plan.steps if isinstance(s, (WipeSignatures, WritePartitionTable))]
+    assert written == [("WipeSignatures", "/dev/sdc"), ("WritePartitionTable", "/dev/sdc"),
+                       ("WipeSignatures", "/dev/sdd"), ("WritePartitionTable", "/dev/sdd")]
+    assert len({s.key for s in plan.steps}) == len(plan.steps)
+    boot = [s for s in plan.steps if isinstance(s, InstallBootloader)]
+    assert [b.disk for b in boot] == ["/dev/sdc"]  # the fixture's grub lived on /dev/sda
+    assert next(s for s in plan.steps if isinstance(s, Verify)).disk == "/dev/sdc"
+    again = Plan.from_json(plan.to_json())
+    assert again == plan and again.targets == (sdc, sdd)
+    review = plan.review()
+    assert "WILL BE DESTROYED on /dev/sdc" in review and "WILL BE DESTROYED on /dev/sdd" in review
+    assert "replaces  captured disk /dev/sdb" in review and "Partition table of /dev/sdd" in review
+    script = plan.script()
+    assert f"check_target /dev/sdc {8 * GIB} " in script and f"check_target /dev/sdd {12 * GIB} " in script
+    assert "EVERYTHING ON /dev/sdc AND /dev/sdd" in script
+    assert plan.fingerprint != build_plan(lay, imgs, [sdc], PlanOptions(disk_map=(("/dev/sda", "/dev/sdc"),),
+                                                                       skip_disks=("/dev/sdb",))).fingerprint
+
+
+def test_a_skipped_disk_leaves_its_vaults_out_with_a_warning():
+    from plan_fixtures import target
+
+    from rescue.plan import PlanOptions, build_plan
+
+    lay, imgs = two_disk_machine()
+    plan = build_plan(lay, imgs, [target(8 * GIB, device="/dev/sdc")],
+                      PlanOptions(disk_map=(("/dev/sda", "/dev/sdc"),), skip_disks=("/dev/sdb",)))
+    assert {c.mountpoint for c in plan.copies} == {"/"} and not plan.more
+    assert any("vault home holds /home, which lived on another disk" in w for w in plan.warnings)
+
+
+def test_every_target_is_checked_for_safety():
+    import dataclasses
+
+    from plan_fixtures import target
+
+    from rescue.errors import UnsafeTarget
+    from rescue.plan import PlanOptions, build_plan
+
+    lay, imgs = two_disk_machine()
+    busy = dataclasses.replace(target(12 * GIB, device="/dev/sdd"), mounted=("/mnt",))
+    with pytest.raises(UnsafeTarget) as e:
+        build_plan(lay, imgs, [target(8 * GIB, device="/dev/sdc"), busy],
+                   PlanOptions(disk_map=(("/dev/sda", "/dev/sdc"), ("/dev/sdb", "/dev/sdd"))))
+    assert "/dev/sdd" in str(e.value)
