@@ -106,7 +106,7 @@ def _disk_pairs(layout: Layout, targets: Sequence[TargetDisk],
     if options.disk_map:
         if len(options.disk_map) != len(targets):
             raise ValueError("build_plan wants one target per disk_map entry, in its order")
-        specs = [TargetSpec(old=old, new=t.device) for (old, _), t in zip(options.disk_map, targets)]
+        specs = [TargetSpec(old=old or None, new=t.device) for (old, _), t in zip(options.disk_map, targets)]
     elif options.source_disk:  # the older way: this captured disk only, the others left out
         specs = [TargetSpec(old=options.source_disk, new=targets[0].device)]
     else:
