@@ -6,7 +6,7 @@ gpt table. The machine is backed up by real dirvish with the capture hook
 disks are restored with `--target OLD=NEW` per captured disk. Both tables keep
 their label-id and PARTUUIDs, both filesystems their UUIDs, both vaults' files
 are back. An ambiguous or unknown mapping writes nothing; a second run onto the
-same disks restores them again.
+same disks restores them again, and so does the unattended config's [[targets]].
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from rescue.devices import attach, detach, loop_disk
 from rescue.errors import Exit
 from rescue.layout.sfdisk import parse_sfdisk
 from rescue.run import run
+from rescue.unattended import load_config
+from rescue.unattended import restore as unattended_restore
 
 MIB = 1 << 20
 IMAGE = "2026-1205-0300"
@@ -143,6 +145,15 @@ def test_two_disks_restored_onto_two_targets_in_one_restore(tmp_path, capsys):
             assert main(argv) == Exit.OK, capsys.readouterr().out[-3000:]
             out = capsys.readouterr().out
             assert "every step runs again" in out and "result:   OK" in out, out
+            _check(m, bank, {"a": na, "b": nb}, tmp_path / "mnt")
+            # the unattended config's [[targets]] does the same
+            config = tmp_path / "rescue-unattended.toml"
+            config.write_text(f'bank = "{bank}"\nclient = "localhost"\nlog_dir = "{tmp_path / "state"}"\n'
+                              f'[[targets]]\ndisk = "{old["a"]}"\ndevice = "{na}"\n'
+                              f'[[targets]]\ndisk = "{old["b"]}"\ndevice = "{nb}"\n')
+            loaded = load_config(config)
+            assert unattended_restore(loaded, [na, nb]) == Exit.OK, capsys.readouterr().out[-3000:]
+            assert "RESCUE-STEP-DONE partition:" + nb in capsys.readouterr().out
             _check(m, bank, {"a": na, "b": nb}, tmp_path / "mnt")
     finally:
         run(["umount", tmp_path / "backup"], check=False)
