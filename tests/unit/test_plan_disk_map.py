@@ -180,3 +180,18 @@ def test_every_target_is_checked_for_safety():
         build_plan(lay, imgs, [target(8 * GIB, device="/dev/sdc"), busy],
                    PlanOptions(disk_map=(("/dev/sda", "/dev/sdc"), ("/dev/sdb", "/dev/sdd"))))
     assert "/dev/sdd" in str(e.value)
+
+
+def test_the_wizard_review_lists_every_disk_and_what_each_loses():
+    from plan_fixtures import target
+
+    from rescue.plan import PlanOptions, build_plan
+    from rescue.tui.real import review_of
+    from rescue.tui.screens.target import review_text
+
+    lay, imgs = two_disk_machine()
+    plan = build_plan(lay, imgs, [target(8 * GIB, device="/dev/sdc"), target(12 * GIB, device="/dev/sdd")],
+                      PlanOptions(disk_map=(("/dev/sda", "/dev/sdc"), ("/dev/sdb", "/dev/sdd"))))
+    text = review_text(review_of(plan))
+    assert "captured /dev/sda (8 GiB) -> /dev/sdc (8 GiB)" in text
+    assert "captured /dev/sdb (12 GiB) -> /dev/sdd (12 GiB)" in text
