@@ -333,7 +333,7 @@ class Executor:
         journal.save()
         ctx = EngineContext(target=self.target, journal=journal, mount_base=base, log=log, emit=on_event,
                             cancel=self.cancel, bootloader=self.bootloader,
-                            verify_checksum=self.verify_checksum)
+                            verify_checksum=self.verify_checksum, more_targets=self.more_targets)
         ctx.root.mkdir(mode=0o755)
         ctx.work.mkdir(mode=0o700)
         on_event(ev.PlanStarted(len(steps), resumed))

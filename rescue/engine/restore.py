@@ -297,7 +297,8 @@ class Session:
 
         self.restore = restore
         self.devices = (device,) if isinstance(device, str) else tuple(device)
-        self.device = device = self.devices[0]  # the journal, the log and the report live with the first
+        # the journal, the log and the report live with one of them, whatever order they were named in
+        self.device = device = min(self.devices)
         options = restore.options
         self.state_dir = restore.usable_state_dir(say)
         identity = identity_of(device)
@@ -310,7 +311,7 @@ class Session:
             recheck=lambda: [assert_still_safe(d, backup_sources=folders) for d in self.devices] and None,
             bootloader=options.bootloader, verify_checksum=options.verify_checksum, cancel=cancel,
             title=f"restore onto {self.shown}", face=options.face,  # run() names the machine
-            more_targets=self.devices[1:])
+            more_targets=tuple(d for d in self.devices if d != device))
         self.summary: str | None = None  # the last run's summary, also when it failed
         self.report: Path | None = None
 

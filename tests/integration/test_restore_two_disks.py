@@ -11,6 +11,7 @@ same disks restores them again, and so does the unattended config's [[targets]].
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import rescue
@@ -110,6 +111,18 @@ def _check(m: dict, bank: Path, new: dict[str, str], where: Path) -> None:
         run(["umount", where])
 
 
+def _cut_off_before_the_copies(state: Path) -> None:
+    """Make the finished restore's journal look like a run killed while it verified the copies."""
+    [path] = state.glob("*/journal.json")
+    journal = json.loads(path.read_text())
+    steps = json.loads(path.with_name("plan.json").read_text())["steps"]
+    keys = [s["key"] for s in steps[:next(i for i, s in enumerate(steps) if s["kind"] == "verify")]]
+    assert any(k.startswith("partition:") for k in keys) and any(k.startswith("mkfs:") for k in keys)
+    journal["steps"] = {k: journal["steps"][k] for k in keys}
+    journal["finished"] = None
+    path.write_text(json.dumps(journal))
+
+
 def test_two_disks_restored_onto_two_targets_in_one_restore(tmp_path, capsys):
     m = _machine(tmp_path / "m")
     try:
@@ -139,7 +152,16 @@ def test_two_disks_restored_onto_two_targets_in_one_restore(tmp_path, capsys):
             assert f"WILL BE DESTROYED on {na}" in review and f"WILL BE DESTROYED on {nb}" in review
             assert f"replaces  captured disk {old['b']}" in review
             assert main(argv) == Exit.OK, capsys.readouterr().out[-3000:]
-            assert "result:   OK" in capsys.readouterr().out
+            out = capsys.readouterr().out
+            assert "result:   OK" in out and "every UUID=/LABEL=/PARTUUID= entry names a filesystem" in out, out
+            _check(m, bank, {"a": na, "b": nb}, tmp_path / "mnt")
+            # a run cut off while it verified (its journal says so) resumes on both disks
+            _cut_off_before_the_copies(tmp_path / "state")
+            assert main(argv) == Exit.OK, capsys.readouterr().out[-3000:]
+            out = capsys.readouterr().out
+            assert "resuming an earlier run" in out and "every step runs again" not in out, out
+            assert f"done already: write gpt partition table (1 partitions) to {nb}" in out, out
+            assert f"done already: make xfs on {nb}p1" in out, out
             _check(m, bank, {"a": na, "b": nb}, tmp_path / "mnt")
             # a second run onto the same disks restores them again
             assert main(argv) == Exit.OK, capsys.readouterr().out[-3000:]
