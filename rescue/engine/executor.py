@@ -200,39 +200,53 @@ class Executor:
         lock_dir: Path | None = None,
         read_device: ReadDevice | None = None,
         work: str = "restore",
+        more_targets: Sequence[str] = (),
     ) -> None:
         self.target = target
+        self.more_targets = tuple(more_targets)  # the other disks of a restore onto several
         self.identity = identity or target
         self.state_dir = Path(state_dir) if state_dir is not None else host_paths().state_dir
         self.log_path = log_path
         self.mount_dir = Path(mount_dir)
-        self.recheck = recheck or (lambda: _still_safe(target, backup_paths))
+        self.recheck = recheck or (lambda: [_still_safe(d, backup_paths) for d in (target, *self.more_targets)]
+                                   and None)
         self.bootloader = bootloader
         self.verify_checksum = verify_checksum
         self.cancel = cancel or threading.Event()
         self.title = title
-        # the disk lock lives beside the mounts, in the runtime folder every face shares (/run/rescue)
-        self.disk_lock = DiskLock(target, face, lock_dir or self.mount_dir / "locks")
+        # the disk locks live beside the mounts, in the runtime folder every face shares (/run/rescue);
+        # several are always taken in the same (sorted) order, so two restores never wait on each other
+        self.disk_locks = tuple(DiskLock(disk, face, lock_dir or self.mount_dir / "locks")
+                                for disk in sorted({target, *self.more_targets}))
         self._lock_depth = 0
         self.read_device = read_device or _blkid
         self.work = work  # what the plan does, in the messages: "restore", "prepare-disk"
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the target's one-restore-per-disk lock; DiskBusy names who holds it.
+        """Hold every target's one-restore-per-disk lock; DiskBusy names who holds one.
 
         Re-entrant: run() and release_leftovers() take it themselves, and a
         face that writes beside the journal first (plan.json) holds it around both.
         """
         if self._lock_depth == 0:
-            self.disk_lock.acquire()
+            taken: list[DiskLock] = []
+            try:
+                for lock in self.disk_locks:
+                    lock.acquire()
+                    taken.append(lock)
+            except BaseException:
+                for lock in reversed(taken):
+                    lock.release()
+                raise
         self._lock_depth += 1
         try:
             yield
         finally:
             self._lock_depth -= 1
             if self._lock_depth == 0:
-                self.disk_lock.release()
+                for lock in reversed(self.disk_locks):
+                    lock.release()
 
     def journal(self) -> Journal:
         return Journal.for_target(self.state_dir, self.identity)
@@ -332,7 +346,7 @@ class Executor:
         journal.save()
         ctx = EngineContext(target=self.target, journal=journal, mount_base=base, log=log, emit=on_event,
                             cancel=self.cancel, bootloader=self.bootloader,
-                            verify_checksum=self.verify_checksum)
+                            verify_checksum=self.verify_checksum, more_targets=self.more_targets)
         ctx.root.mkdir(mode=0o755)
         ctx.work.mkdir(mode=0o700)
         on_event(ev.PlanStarted(len(steps), resumed))
@@ -355,7 +369,8 @@ class Executor:
                     self.recheck()
                     # what a killed run left (a mount in a dying namespace, a child still exiting)
                     # lets go within moments; anything else holding the target is named, nothing written
-                    wait_free(self.target)
+                    for disk in (self.target, *self.more_targets):
+                        wait_free(disk)
                     checked = True
                 ctx.key = step.key
                 ctx.resuming = journal.was_started(step.key)
