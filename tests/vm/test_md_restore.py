@@ -199,7 +199,7 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
         examine = two.split(f"EXAMINE {part}")[1].split("EXAMINE")[0].split("ASSEMBLED")[0]
         assert f"Array UUID : {array['uuid']}" in examine, examine
         assert "Array State : AA" in examine, examine  # whole: two of two
-    assert re.search(r"md1 : active raid1 .*vd[ef]2.*vd[ef]2", two.split("ASSEMBLED")[1]), two
+    assert re.search(r"md1 : active (\(auto-read-only\) )?raid1 vd[ef]2\S* vd[ef]2", two.split("ASSEMBLED")[1]), two
     assert "[2/2] [UU]" in two.split("ASSEMBLED")[1].split("PVS2")[0], two
     assert re.search(r"/dev/md1\s+vgmd", two) and re.search(r"/dev/vde3\s+vgdata", two), two
 
