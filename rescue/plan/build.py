@@ -20,6 +20,7 @@ from rescue.plan.lvm import VolumeGroupsOnDisk, plan_volume_groups, volume_group
 from rescue.plan.md import ArraysOnDisk, arrays_on_disk, plan_arrays
 from rescue.plan.migrate import (
     FS_MIN_BYTES,
+    GIB,
     MIB,
     Need,
     Role,
@@ -96,7 +97,7 @@ def build_plan(
         mount_order=mount_order,
         copies=copies,
         destroyed=destroyed(first.target),
-        warnings=tuple(warnings),
+        warnings=tuple(dict.fromkeys(warnings)),  # a vault's note is made once per target
         steps=steps,
         options=options,
         captured_at=layout.captured_at,
@@ -523,6 +524,14 @@ def _new_table(src: _Captured, what: _Restored, target: TargetDisk, options: Pla
         )
         for m in migrations
     )
+    layered = {*what.md.members.values(), *_pv_numbers(src, what)}
+    free = (target.size // ss - _table_end(new_table)) * ss
+    if layered and layered >= {p.number for p in new_table.partitions} and free >= max(GIB, target.size // 10):
+        # nothing on this disk may grow (grow is None for layers): say where the new room is
+        warnings.append(
+            f"{target.device}: {human(free)} stay free at the end of the disk: md members and LVM PVs keep "
+            "their captured sizes; to use the room later, add a partition, or grow the last one and then "
+            "the array (mdadm --grow /dev/mdN --size=max) or the PV (pvresize) and an LV (lvextend -r)")
     if table.label == "dos" and target.size // ss > 2**32:
         warnings.append(
             f"a dos partition table reaches only the first {human(2**32 * ss)} of "

@@ -374,3 +374,14 @@ def test_a_volume_group_on_two_plain_disks_is_made_once_from_both_targets():
     (make,) = [s for s in plan.steps if isinstance(s, MakeVolumeGroup)]
     assert sorted(make.pvs) == [("/dev/sdc1", vg.pvs[0].uuid), ("/dev/sdd1", vg.pvs[1].uuid)]
     assert [f.device for f in plan.filesystems] == ["/dev/mapper/vgdata-root"]
+
+
+def test_a_bigger_disk_under_arrays_says_where_its_room_is_and_each_note_is_said_once():
+    lay = md_layout()
+    plan = build_plan(lay, images(lay), [target(16 * GIB, device="/dev/sdc"), target(16 * GIB, device="/dev/sdd")],
+                      PlanOptions(disk_map=(("/dev/sda", "/dev/sdc"), ("/dev/sdb", "/dev/sdd"))))
+    room = [w for w in plan.warnings if "stay free at the end" in w]
+    assert [w.split(":")[0] for w in room] == ["/dev/sdc", "/dev/sdd"] and "mdadm --grow" in room[0]
+    assert len(plan.warnings) == len(set(plan.warnings))
+    same = build_plan(lay, images(lay), target(8 * GIB + 2 * MIB, device="/dev/sdc"), PlanOptions(source_disk="/dev/sda"))
+    assert not any("stay free" in w for w in same.warnings)  # a disk of the same size has no room to speak of
