@@ -80,6 +80,35 @@ def _norm(value: str) -> str:
     return value.strip().lower().removeprefix("0x")
 
 
+def _bare_uuid(value: str) -> str:
+    """An md or LVM UUID as blkid and mdadm/lvm each print it, compared without separators."""
+    return value.replace(":", "").replace("-", "").strip().lower()
+
+
+def _layer_evidence(steps: Sequence[Any]) -> dict[str, list[tuple[str, str]]]:
+    """For each array and LV the plan makes: (partition, UUID it carries) that show it is there
+    while it is not active (after a reboot the arrays are not assembled, the VGs not activated:
+    their steps run again on a resume, after this check)."""
+    from rescue.steps.lvm import MakeVolumeGroup, dm_name
+    from rescue.steps.md import MakeArray
+
+    arrays = {s.device: s for s in steps if isinstance(s, MakeArray)}
+
+    def under(device: str, uuid: str) -> list[tuple[str, str]]:
+        a = arrays.get(device)
+        if a is None:
+            return [(device, uuid)]
+        return [(m, _bare_uuid(a.uuid)) for m in a.members if m]
+
+    evidence = {d: under(d, "") for d in arrays}
+    for s in steps:
+        if isinstance(s, MakeVolumeGroup):
+            pvs = [e for dev, uuid in s.pvs for e in under(dev, _bare_uuid(uuid))]
+            for lv in (*s.lvs, *(t.name for t in s.thin), *(p.name for p in s.pools)):
+                evidence[f"/dev/mapper/{dm_name(s.name, lv)}"] = pvs
+    return evidence
+
+
 def disk_differences(journal: Journal, steps: Sequence[Any], read: ReadDevice | None = None) -> list[str]:
     """Where the disk no longer is what the journal's finished steps left on it (empty: it is)."""
     read = read or _blkid
@@ -88,8 +117,15 @@ def disk_differences(journal: Journal, steps: Sequence[Any], read: ReadDevice | 
     for s in steps:
         if journal.is_done(s.key) and disk_check_of(s) and not journal.steps[s.key].get("disk_check"):
             diffs.append(f"'{s.describe()}' finished without a record of what it left on the disk")
+    layers = _layer_evidence(steps)
     for (device, field), want in journal.expected_on_disk(keys).items():
         found = read(device)
+        if found is None and device in layers and not os.path.exists(device):
+            # an array or LV not active (a reboot since): its partitions must still carry it
+            gone = [part for part, uuid in layers[device] if _bare_uuid((read(part) or {}).get("UUID", "")) != uuid]
+            if gone:
+                diffs.append(f"{device} is not active and {', '.join(gone)} no longer carry it")
+            continue
         if found is None:
             diffs.append(f"{device} cannot be read")
             continue

@@ -385,3 +385,43 @@ def test_a_bigger_disk_under_arrays_says_where_its_room_is_and_each_note_is_said
     assert len(plan.warnings) == len(set(plan.warnings))
     same = build_plan(lay, images(lay), target(8 * GIB + 2 * MIB, device="/dev/sdc"), PlanOptions(source_disk="/dev/sda"))
     assert not any("stay free" in w for w in same.warnings)  # a disk of the same size has no room to speak of
+
+
+def test_a_resume_after_a_reboot_finds_inactive_arrays_and_lvs_by_their_partitions(tmp_path):
+    """After a reboot the arrays are not assembled and the VGs not active, so /dev/md0 and
+    /dev/mapper/VG-LV cannot be read: the resume check looks at the partitions under them
+    (their md and PV UUIDs as blkid prints them) instead of starting over; a partition
+    that no longer carries them is a different disk."""
+    from rescue.engine.executor import disk_differences
+    from rescue.engine.journal import Journal
+    from rescue.steps.lvm import MakeVolumeGroup
+
+    array = MakeArray(device="/dev/md1", uuid="3a5a5e2c:1b7d0f11:8e0c7b55:0d4e9a02", level="raid1",
+                      members=("/dev/sdc2", "/dev/sdd2"))
+    vg = MakeVolumeGroup(name="vg-main", uuid="Aa1Bb2-Cc3D-d4Ee-5Ff6-Gg7H-h8Ii-9Jj0Kk",
+                         pvs=(("/dev/md1", "pv0aaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaaaa"),
+                              ("/dev/sdc3", "pv1bbb-bbbb-bbbb-bbbb-bbbb-bbbb-bbbbbb")),
+                         config="", lvs=("root",))
+    steps = [array, vg]
+    j = Journal(tmp_path / "j.json")
+    for key, dev in (("mkfs:/dev/md1", "/dev/mapper/vg--main-root"), ("mkfs:/dev/md0", "/dev/md1")):
+        j.start(key)
+        j.record_check(key, dev, "UUID", "22222222-0000-4000-8000-000000000000")
+        j.finish(key, 1.0)
+
+    class S:
+        def __init__(self, key):
+            self.key = key
+
+    disk = {"/dev/sdc2": {"TYPE": "linux_raid_member", "UUID": "3a5a5e2c-1b7d-0f11-8e0c-7b550d4e9a02"},
+            "/dev/sdd2": {"TYPE": "linux_raid_member", "UUID": "3a5a5e2c-1b7d-0f11-8e0c-7b550d4e9a02"},
+            "/dev/sdc3": {"TYPE": "LVM2_member", "UUID": "pv1bbb-bbbb-bbbb-bbbb-bbbb-bbbb-bbbbbb"}}
+    keys = [*steps, S("mkfs:/dev/md1"), S("mkfs:/dev/md0")]
+    assert disk_differences(j, keys, disk.get) == []
+    disk["/dev/sdd2"] = {}  # a member replaced meanwhile
+    diffs = disk_differences(j, keys, disk.get)  # the array, and the LV on it
+    assert "/dev/md1 is not active and /dev/sdd2 no longer carry it" in diffs and len(diffs) == 2
+    disk["/dev/sdd2"] = dict(disk["/dev/sdc2"])
+    disk["/dev/sdc3"] = {"TYPE": "ext4", "UUID": "x"}
+    (diff,) = disk_differences(j, keys, disk.get)
+    assert diff.startswith("/dev/mapper/vg--main-root is not active and /dev/sdc3")
