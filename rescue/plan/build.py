@@ -15,8 +15,27 @@ from rescue.formats.units import human
 from rescue.backups.model import Image, ImageStatus
 from rescue.devices import disk_of, partition_path
 from rescue.errors import PlanRefused
-from rescue.layout.model import BootMode, BtrfsMount, BtrfsVolume, Disk, Filesystem, Layout, MdArray, PartitionTable
-from rescue.plan.lvm import VolumeGroupsOnDisk, plan_volume_groups, volume_groups_on_disk
+from rescue.layout.model import (
+    BootMode,
+    BtrfsMount,
+    BtrfsVolume,
+    Disk,
+    Filesystem,
+    Layout,
+    LvmVg,
+    MdArray,
+    PartitionTable,
+)
+from rescue.plan.lvm import (
+    VolumeGroupsOnDisk,
+    fittable,
+    least_pv_bytes,
+    lv_fits,
+    plan_volume_groups,
+    refit_config,
+    share_extents,
+    volume_groups_on_disk,
+)
 from rescue.plan.md import ArraysOnDisk, arrays_on_disk, plan_arrays
 from rescue.plan.migrate import (
     FS_MIN_BYTES,
@@ -235,6 +254,8 @@ class _NewTable:
     table: PartitionTable
     migrations: tuple
     new_size: dict[int, int]  # bytes of each partition on the target
+    # VGs laid out anew on a smaller PV: name -> (extents of each LV, PV extents, PV bytes)
+    vg_fits: dict[str, tuple[dict[str, int], int, int]] = dataclasses.field(default_factory=dict)
 
 
 def _refuse_before_planning(layout: Layout | None, images: Sequence[Image],
@@ -507,11 +528,36 @@ def _new_table(src: _Captured, what: _Restored, target: TargetDisk, options: Pla
     grow = _choose_grow(options, table, filesystems, number_of, disk)
     needs = _apply_sizes(options, needs, grow, table, filesystems, swaps, number_of, disk)
     old_sectors = disk.size // ss if disk.size else _table_end(table)
-    new_table, migrations = migrate_table(
-        table, old_sectors, target.device, target.size // ss, needs, grow,
-    )
+    try:
+        new_table, migrations = migrate_table(
+            table, old_sectors, target.device, target.size // ss, needs, grow,
+        )
+        fitted: dict[int, tuple[LvmVg, tuple]] = {}
+    except PlanRefused:
+        # too small with every PV at its captured size: a VG of linear LVs on one PV is laid
+        # out anew, each LV down to its filesystem's used bytes + margin (else refused as before)
+        fitted = _fittable_pvs(src, what)
+        if not fitted:
+            raise
+        for n, (vg, fits) in fitted.items():
+            needs[n] = Need(f"LVM PV {vg.pvs[0].device} (volume group {vg.name})",
+                            least_pv_bytes(vg, fits) + MIB, Role.DATA)
+        new_table, migrations = migrate_table(
+            table, old_sectors, target.device, target.size // ss, needs, grow,
+        )
     _check_geometry(target, new_table, warnings)
     new_size = {m.number: m.new_size * ss for m in migrations}
+    vg_fits = {}
+    for n, (vg, fits) in fitted.items():
+        pe_count = (new_size[n] - (vg.pvs[0].pe_start or 0)) // vg.extent_size
+        extents = share_extents(fits, pe_count)
+        vg_fits[vg.name] = (extents, pe_count, new_size[n])
+        shrunk = [f"{f.name} {human(f.captured * vg.extent_size)} -> {human(extents[f.name] * vg.extent_size)}"
+                  for f in fits if extents[f.name] < f.captured]
+        warnings.append(
+            f"volume group {vg.name} is laid out anew on the smaller partition {n} of {target.device} "
+            f"({human(new_size[n])}): {', '.join(shrunk) or 'no LV shrinks'}; every name and UUID is kept, "
+            "each LV still holds its filesystem's used bytes with room to spare")
     fs_by_number = {src.number(fs): fs for fs in filesystems}
     migrations = tuple(
         dataclasses.replace(
@@ -537,7 +583,18 @@ def _new_table(src: _Captured, what: _Restored, target: TargetDisk, options: Pla
             f"a dos partition table reaches only the first {human(2**32 * ss)} of "
             f"{target.device}; the rest stays unused (convert to gpt later to use it)"
         )
-    return _NewTable(table=new_table, migrations=migrations, new_size=new_size)
+    return _NewTable(table=new_table, migrations=migrations, new_size=new_size, vg_fits=vg_fits)
+
+
+def _fittable_pvs(src: _Captured, what: _Restored) -> dict[int, tuple[LvmVg, tuple]]:
+    """The PV partitions of this disk whose VG can be laid out anew (rescue.plan.lvm.fittable),
+    with each LV's least and captured extents."""
+    out = {}
+    for vg in what.lvm.vgs:
+        n = src.number(Filesystem(device=vg.pvs[0].device, fstype="")) if fittable(vg) else None
+        if n is not None:
+            out[n] = (vg, lv_fits(vg, what.lvm.filesystems, needed_bytes))
+    return out
 
 
 def _new_filesystems(src: _Captured, what: _Restored, table: _NewTable, target: TargetDisk,
@@ -645,7 +702,8 @@ def _layer_device(src: _Captured, what: _Restored, table: _NewTable, fs: Filesys
     vg, lv = hit
     # shown on this disk's first PV (a VG may also lie on another target's disk)
     n = next(n for pv in vg.pvs if (n := _pv_number(src, what, pv.device)) is not None)
-    return f"/dev/mapper/{dm_name(vg.name, lv.name)}", n, lv.size
+    fit = table.vg_fits.get(vg.name)
+    return f"/dev/mapper/{dm_name(vg.name, lv.name)}", n, fit[0][lv.name] * vg.extent_size if fit else lv.size
 
 
 def _steps(parts: Sequence[_DiskPart], options: PlanOptions,
@@ -696,8 +754,10 @@ def _steps(parts: Sequence[_DiskPart], options: PlanOptions,
                                               for p in parts for old, n in p.what.md.members.items()})
     warnings.extend(arrays.warnings)
     lvm = _all_volume_groups(parts)
+    fits = {name: fit for p in parts for name, fit in p.table.vg_fits.items()}
     groups = plan_volume_groups(lvm, {pv: _new_pv_device(parts, pv) for pv in lvm.pv_devices},
-                                {vg.name: vg.config or "" for vg in lvm.vgs})
+                                {vg.name: refit_config(vg.config or "", *fits[vg.name]) if vg.name in fits
+                                 else vg.config or "" for vg in lvm.vgs})
     warnings.extend(groups.warnings)
     steps: list[Step] = []
     for part in parts:

@@ -8,6 +8,7 @@ spanning a disk that is not restored is refused, never made partial).
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -159,3 +160,131 @@ def without_lvs(config: str, names: set[str]) -> str:
         i += 1
     out.append(config[keep_from:])
     return "".join(out)
+
+
+# -- a volume group fitted onto a smaller PV ----------------------------------------------------
+
+SWAP_FLOOR = 128 << 20  # a swap LV shrinks down to this (or its captured size, if smaller)
+
+
+@dataclass(frozen=True)
+class LvFit:
+    """One LV's extents: at least `least` (its filesystem's used bytes + margin), `captured` as it was."""
+
+    name: str
+    captured: int
+    least: int
+
+
+def fittable(vg: LvmVg) -> bool:
+    """Whether rescue can lay this VG out anew on a smaller PV: one PV, linear LVs only (a thin
+    pool, a mirror or raid LV keeps its captured places: its PV keeps its size)."""
+    return (len(vg.pvs) == 1 and vg.pvs[0].pe_start is not None and bool(vg.lvs)
+            and all(lv.segtype == "linear" and lv.path for lv in vg.lvs) and bool(vg.config))
+
+
+def lv_fits(vg: LvmVg, filesystems: Sequence[Filesystem], needed: Callable[[int, str], int]) -> tuple[LvFit, ...]:
+    """Each LV's captured and least extents: a filesystem's used bytes + margin (`needed`), a
+    swap's SWAP_FLOOR; an LV whose filesystem or use is unknown keeps its size."""
+    ext = vg.extent_size
+    found = VolumeGroupsOnDisk((vg,))
+    on: dict[str, Filesystem] = {}
+    for fs in filesystems:
+        hit = found.lv_of(fs.device)
+        if hit is not None:
+            on.setdefault(hit[1].name, fs)
+    fits = []
+    for lv in vg.lvs:
+        captured = -(-lv.size // ext)
+        fs = on.get(lv.name)
+        if fs is not None and fs.fstype == "swap":
+            least = min(captured, -(-SWAP_FLOOR // ext))
+        elif fs is not None and fs.used is not None:
+            least = min(captured, -(-needed(fs.used, fs.fstype) // ext))
+        else:
+            least = captured
+        fits.append(LvFit(lv.name, captured, least))
+    return tuple(fits)
+
+
+def least_pv_bytes(vg: LvmVg, fits: Sequence[LvFit]) -> int:
+    """The smallest PV (partition) that holds the VG fitted: its metadata area and each LV at least."""
+    pv = vg.pvs[0]
+    return (pv.pe_start or 0) + sum(f.least for f in fits) * vg.extent_size
+
+
+def share_extents(fits: Sequence[LvFit], extents: int) -> dict[str, int]:
+    """Each LV's extents on a PV of `extents`: the captured size where all fit, else at least its
+    least and the rest shared in proportion to what each gave up (never above captured)."""
+    if sum(f.captured for f in fits) <= extents:
+        return {f.name: f.captured for f in fits}
+    spare = extents - sum(f.least for f in fits)
+    if spare < 0:
+        raise ValueError("the PV is smaller than the LVs' least sizes")  # the table fit refused it first
+    give = sum(f.captured - f.least for f in fits)
+    sizes = {f.name: f.least + (spare * (f.captured - f.least) // give if give else 0) for f in fits}
+    return sizes
+
+
+def refit_config(config: str, extents: Mapping[str, int], pe_count: int, dev_size: int) -> str:
+    """The vgcfgbackup text of a fittable VG with each LV `extents[name]` long, laid out one after
+    another from the PV's first extent in the order they lay, and the PV `pe_count` extents on a
+    device of `dev_size` bytes. UUIDs, names, flags and tags stay as captured."""
+    blocks = _blocks(config, "logical_volumes")
+    firsts = {name: _first_extent(config[a:b]) for name, a, b in blocks}
+    at, place = 0, {}
+    for name in sorted((n for n, _, _ in blocks), key=lambda n: firsts[n]):
+        place[name] = at
+        at += extents[name]
+    if at > pe_count:
+        raise ValueError(f"{at} extents of LVs on a PV of {pe_count}")
+    out, last = [], 0
+    for name, a, b in blocks:
+        out.append(config[last:a])
+        out.append(_one_segment(config[a:b], extents[name], place[name]))
+        last = b
+    text = "".join(out) + config[last:]
+    text = re.sub(r"(\n\s*pe_count = )\d+[^\n]*", rf"\g<1>{pe_count}", text, count=1)
+    return re.sub(r"(\n\s*dev_size = )\d+[^\n]*", rf"\g<1>{dev_size // 512}", text, count=1)
+
+
+def _blocks(config: str, section: str) -> list[tuple[str, int, int]]:
+    """(name, start, end) of each `name { ... }` block directly inside `section { }`."""
+    start = config.find(f"{section} {{")
+    if start < 0:
+        return []
+    i = config.index("{", start) + 1
+    depth, quoted, found, opened = 1, False, [], None
+    while i < len(config) and depth > 0:
+        ch = config[i]
+        if ch == '"' and config[i - 1] != "\\":
+            quoted = not quoted
+        elif not quoted and ch == "{":
+            if depth == 1:
+                line = config.rfind("\n", 0, i) + 1
+                opened = (config[line:i].strip(), line)
+            depth += 1
+        elif not quoted and ch == "}":
+            depth -= 1
+            if depth == 1 and opened:
+                found.append((opened[0], opened[1], i + 1))
+                opened = None
+        i += 1
+    return found
+
+
+def _first_extent(block: str) -> int:
+    m = re.search(r'stripes = \[\s*"[^"]*",\s*(\d+)', block)
+    return int(m.group(1)) if m else 0
+
+
+def _one_segment(block: str, extents: int, first: int) -> str:
+    """An LV block with its segments replaced by one linear segment on pv0 from `first`."""
+    head = block[:block.index("segment_count")]
+    indent = head[head.rfind("\n") + 1:]
+    inner = indent + "\t"
+    pv = re.search(r'stripes = \[\s*"([^"]*)"', block)
+    return (f"{head}segment_count = 1\n\n{indent}segment1 {{\n{inner}start_extent = 0\n"
+            f"{inner}extent_count = {extents}\n\n{inner}type = \"striped\"\n{inner}stripe_count = 1\t# linear\n\n"
+            f"{inner}stripes = [\n{inner}\t\"{pv.group(1) if pv else 'pv0'}\", {first}\n{inner}]\n{indent}}}\n"
+            f"{indent[:-1]}}}")

@@ -141,10 +141,10 @@ def _table(plan: Plan, d: DiskPlan) -> list[str]:
 def _holds(plan: Plan, d: DiskPlan) -> dict[int, str]:
     holds: dict[int, str] = {}
     arrays = {m: s.device for s in plan.steps if isinstance(s, MakeArray) for m in s.present}
-    for f in _on(d, plan.filesystems):
-        holds[f.number] = f"{f.mountpoint or '(not mounted)'} {f.fstype}"
+    for f in _on(d, plan.filesystems):  # a PV's partition shows every LV on it
+        holds[f.number] = ", ".join(filter(None, (holds.get(f.number), f"{f.mountpoint or '(not mounted)'} {f.fstype}")))
     for s in _on(d, plan.swaps):
-        holds[s.number] = "swap"
+        holds[s.number] = ", ".join(filter(None, (holds.get(s.number), "swap")))
     on_array = {f.device: f"{f.mountpoint or '(not mounted)'} {f.fstype}" for f in plan.filesystems}
     on_array |= {s.device: "swap" for s in plan.swaps}
     for p in d.new_table.partitions:  # an md member shows its array, then what lies on it

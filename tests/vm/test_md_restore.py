@@ -20,7 +20,9 @@ old vdb3 is a PV with the very PV and VG UUIDs the restore makes again. Passes w
   machine's LVM devices file, which named the PVs by the old disk's ids, names the new ones;
 - the old disks' checksums are unchanged (nothing was assembled, activated or written there);
 - a second restore onto the same disk (its arrays and PVs already carry those UUIDs) succeeds,
-  and the checks above are made after it;
+  and the checks above are made after it; so does a restore cut off while copying (kill -9)
+  after a "reboot" (processes gone, arrays stopped, VGs inactive): it resumes, its finished
+  steps found done by the UUIDs the partitions under the arrays and LVs carry;
 - the whole machine (captured with both disks) restored onto two new disks in one restore
   (`--target OLD=NEW` twice): each array made once from both new members, whole (two of two,
   no resync needed), the volume groups on their PVs, all stopped at the end.
@@ -79,7 +81,26 @@ TEARDOWN = ("swapoff /dev/vgdata/swap; umount /mnt/t/var/lib/vm /mnt/t/srv /mnt/
             "mdadm --stop /dev/md0; mdadm --stop /dev/md1; sync; echo DOWN-OK")
 
 FILES = {"etc/hostname": "mdtest\n", "etc/motd": "restored from md\n", "boot/config-demo": "CONFIG_MD=y\n",
-         "srv/data/big.bin": "x" * 300_000, "var/lib/vm/guest.img": "a thin volume's file\n"}
+         "srv/data/big.bin": "x" * 300_000, "var/lib/vm/guest.img": "a thin volume's file\n",
+         "opt/slow.bin": "s" * (40 << 20)}  # the copy takes a few seconds: time to cut it off
+
+RESTORE = ("rescue restore --tree /backup/mdtest/tree --client mdtest --source-disk /dev/vdb --target /dev/vdd "
+           "--bootloader skip --state-dir /run/rescue-state --yes")
+
+# A restore cut off while copying, then the machine "rebooted": every process gone, nothing mounted,
+# no array assembled, no VG active. The rerun must resume (its arrays and LVs found by their
+# partitions' UUIDs), not start over.
+CUT = f"""{RESTORE} > /run/cut.log 2>&1 & pid=$!
+for i in $(seq 1200); do grep -q '] copy ' /run/cut.log && break; sleep 0.1; done
+kill -9 $pid
+for i in $(seq 50); do pgrep -x cp >/dev/null || pgrep -x xargs >/dev/null || pgrep -x rsync >/dev/null || break
+  pkill -9 -x xargs; pkill -9 -x cp; pkill -9 -x rsync; sleep 0.2; done
+for i in $(seq 20); do m=$(findmnt -rn -o TARGET | grep '^/run/rescue/target-' | sort -r); [ -z "$m" ] && break
+  for t in $m; do umount "$t"; done; sleep 0.2; done
+echo CUT-MOUNTS; findmnt -rn -o TARGET,SOURCE | grep -E "/dev/md|/dev/mapper|/dev/dm"; ps -eo pid,stat,comm | grep -E " (cp|xargs|rsync)$"
+swapoff -a; vgchange --devices=/dev/md1,/dev/vdd3 -an vgmd vgdata >/dev/null; mdadm --stop /dev/md0 /dev/md1
+echo CUT-MDSTAT; cat /proc/mdstat; echo CUT-LOG; tail -n 3 /run/cut.log
+{RESTORE} > /run/resumed.log 2>&1; echo RC=$?; head -n 3 /run/resumed.log; grep -c 'done already' /run/resumed.log"""
 
 
 def _put_machine(disk: Path, cap: dict[str, bytes], tmp: Path, client: str = "mdtest") -> None:
@@ -157,6 +178,7 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
             "rescue restore --tree /backup/mdtest/tree --client mdtest --source-disk /dev/vdb --target /dev/vdd "
             "--bootloader skip --state-dir /run/rescue-state --yes > /run/restore.log 2>&1; echo RC=$?; "
             "tail -n 60 /run/restore.log", timeout=900)
+        cut = vm.ask(CUT, timeout=900)
         # a second run onto the same disk: its arrays and PVs carry the very UUIDs it makes
         again = vm.ask(
             "rescue restore --tree /backup/mdtest/tree --client mdtest --source-disk /dev/vdb --target /dev/vdd "
@@ -175,7 +197,7 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
             "mount -o ro /dev/mapper/vgdata-srv /mnt/r/srv && mount -o ro /dev/mapper/vgdata-vm /mnt/r/var/lib/vm && "
             "echo FILES && cat /mnt/r/etc/motd /mnt/r/boot/config-demo /mnt/r/var/lib/vm/guest.img "
             "/mnt/r/etc/lvm/devices/system.devices"
-            " && wc -c < /mnt/r/srv/data/big.bin; umount /mnt/r/var/lib/vm /mnt/r/srv /mnt/r/boot /mnt/r; "
+            " && wc -c < /mnt/r/srv/data/big.bin && echo SLOW $(wc -c < /mnt/r/opt/slow.bin); umount /mnt/r/var/lib/vm /mnt/r/srv /mnt/r/boot /mnt/r; "
             "vgchange --devices=/dev/md1,/dev/vdd3 -an vgmd vgdata >/dev/null; "
             "mdadm --stop /dev/md0 /dev/md1 >/dev/null 2>&1; echo CHECK-END",
             timeout=300)
@@ -198,13 +220,16 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
         array = arrays["/dev/md0" if part.endswith("1") else "/dev/md1"]
         examine = two.split(f"EXAMINE {part}")[1].split("EXAMINE")[0].split("ASSEMBLED")[0]
         assert f"Array UUID : {array['uuid']}" in examine, examine
-        assert "Array State : AA" in examine, examine  # whole: two of two
+        assert re.search(r"Array State : +AA ", examine), examine  # whole: two of two
     assert re.search(r"md1 : active (\(auto-read-only\) )?raid1 vd[ef]2\S* vd[ef]2", two.split("ASSEMBLED")[1]), two
     assert "[2/2] [UU]" in two.split("ASSEMBLED")[1].split("PVS2")[0], two
     assert re.search(r"/dev/md1\s+vgmd", two) and re.search(r"/dev/vde3\s+vgdata", two), two
 
     assert "RC=0" in restored, restored
     assert "RC=0" in again, again
+    assert not re.search(r"^md\d+\s*:", cut.split("CUT-MDSTAT")[1].split("CUT-LOG")[0], re.M), cut  # "rebooted"
+    assert "RC=0" in cut and "(resuming an earlier run)" in cut, cut
+    assert int(cut.strip().splitlines()[-1]) >= 7, cut  # wipe, table, every mkfs and mkswap: not made again
     assert "degraded, 1 of 2" in restored, restored  # said in the plan the person confirmed
     mdstat = check.split("MDSTAT")[1].split("DMSETUP")[0]
     assert not re.search(r"^md\d+\s*:", mdstat, re.M), check  # stopped at the end, old ones never assembled
@@ -233,6 +258,7 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
         assert f"UUID={by_label[label]['uuid']}" in blkid and f"LABEL={label}" in blkid, blkid
     shown = check.split("FILES")[1]
     assert "restored from md" in shown and "CONFIG_MD=y" in shown and "300000" in shown, check
+    assert f"SLOW {40 << 20}" in shown, check
     assert "a thin volume's file" in shown, check
     for vg, dev in (("vgmd", "/dev/md1"), ("vgdata", "/dev/vdd3")):  # the devices file names the new PVs
         (pv,) = vgs[vg]["pvs"]
