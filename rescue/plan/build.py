@@ -29,10 +29,12 @@ from rescue.layout.model import (
 from rescue.plan.lvm import (
     VolumeGroupsOnDisk,
     fittable,
+    growable,
     least_pv_bytes,
     lv_fits,
     plan_volume_groups,
     refit_config,
+    resized_pv_config,
     share_extents,
     volume_groups_on_disk,
 )
@@ -526,8 +528,12 @@ def _new_table(src: _Captured, what: _Restored, target: TargetDisk, options: Pla
             needs[n] = Need(f"LVM PV {pv}", None, Role.FIXED)
     _count_subvolume_vaults(src.layout, filesystems, what.copies_for, needs, number_of, disk, table)
     grow = _choose_grow(options, table, filesystems, number_of, disk)
-    needs = _apply_sizes(options, needs, grow, table, filesystems, swaps, number_of, disk)
     old_sectors = disk.size // ss if disk.size else _table_end(table)
+    pv_grows = _growing_pv(src, what, target, options, old_sectors * ss)
+    if pv_grows is not None:  # the new room goes to the VG, not to /boot beside it
+        grow = pv_grows[0]
+        needs[grow] = Need(f"LVM PV {pv_grows[1].pvs[0].device}", None, Role.DATA)
+    needs = _apply_sizes(options, needs, grow, table, filesystems, swaps, number_of, disk)
     try:
         new_table, migrations = migrate_table(
             table, old_sectors, target.device, target.size // ss, needs, grow,
@@ -547,7 +553,17 @@ def _new_table(src: _Captured, what: _Restored, target: TargetDisk, options: Pla
         )
     _check_geometry(target, new_table, warnings)
     new_size = {m.number: m.new_size * ss for m in migrations}
-    vg_fits = {}
+    vg_fits: dict[str, tuple[dict[str, int] | None, int, int]] = {}
+    if pv_grows is not None and not fitted:
+        n, vg = pv_grows
+        pe_count = (new_size[n] - (vg.pvs[0].pe_start or 0)) // vg.extent_size
+        captured = next(p.size for p in table.partitions if p.number == n) * ss
+        if new_size[n] > captured:
+            vg_fits[vg.name] = (None, pe_count, new_size[n])
+            warnings.append(
+                f"volume group {vg.name}: its PV (partition {n} of {target.device}) takes the new room, "
+                f"{human(new_size[n] - captured)} left free in the VG; every LV keeps its size and place "
+                f"(lvextend -r -L +SIZE {vg.name}/LV gives an LV more, once the machine runs)")
     for n, (vg, fits) in fitted.items():
         pe_count = (new_size[n] - (vg.pvs[0].pe_start or 0)) // vg.extent_size
         extents = share_extents(fits, pe_count)
@@ -584,6 +600,17 @@ def _new_table(src: _Captured, what: _Restored, target: TargetDisk, options: Pla
             f"{target.device}; the rest stays unused (convert to gpt later to use it)"
         )
     return _NewTable(table=new_table, migrations=migrations, new_size=new_size, vg_fits=vg_fits)
+
+
+def _growing_pv(src: _Captured, what: _Restored, target: TargetDisk, options: PlanOptions,
+                old_bytes: int) -> tuple[int, LvmVg] | None:
+    """(partition, VG) of the one PV on this disk that takes a bigger target's new room, when the
+    person did not choose with --grow or --size and the PV lies on a plain partition."""
+    if options.grow or options.sizes or target.size <= old_bytes:
+        return None
+    pvs = [(n, vg) for vg in what.lvm.vgs if growable(vg)
+           for n in [src.number(Filesystem(device=vg.pvs[0].device, fstype=""))] if n is not None]
+    return pvs[0] if len(pvs) == 1 else None
 
 
 def _fittable_pvs(src: _Captured, what: _Restored) -> dict[int, tuple[LvmVg, tuple]]:
@@ -702,8 +729,8 @@ def _layer_device(src: _Captured, what: _Restored, table: _NewTable, fs: Filesys
     vg, lv = hit
     # shown on this disk's first PV (a VG may also lie on another target's disk)
     n = next(n for pv in vg.pvs if (n := _pv_number(src, what, pv.device)) is not None)
-    fit = table.vg_fits.get(vg.name)
-    return f"/dev/mapper/{dm_name(vg.name, lv.name)}", n, fit[0][lv.name] * vg.extent_size if fit else lv.size
+    extents = table.vg_fits.get(vg.name, (None,))[0]
+    return f"/dev/mapper/{dm_name(vg.name, lv.name)}", n, extents[lv.name] * vg.extent_size if extents else lv.size
 
 
 def _steps(parts: Sequence[_DiskPart], options: PlanOptions,
@@ -756,8 +783,7 @@ def _steps(parts: Sequence[_DiskPart], options: PlanOptions,
     lvm = _all_volume_groups(parts)
     fits = {name: fit for p in parts for name, fit in p.table.vg_fits.items()}
     groups = plan_volume_groups(lvm, {pv: _new_pv_device(parts, pv) for pv in lvm.pv_devices},
-                                {vg.name: refit_config(vg.config or "", *fits[vg.name]) if vg.name in fits
-                                 else vg.config or "" for vg in lvm.vgs})
+                                {vg.name: _vg_text(vg, fits.get(vg.name)) for vg in lvm.vgs})
     warnings.extend(groups.warnings)
     steps: list[Step] = []
     for part in parts:
@@ -785,6 +811,16 @@ def _steps(parts: Sequence[_DiskPart], options: PlanOptions,
     if arrays.stop:
         steps.append(arrays.stop)
     return mount_order, copies, tuple(steps)
+
+
+def _vg_text(vg: LvmVg, fit: tuple[dict[str, int] | None, int, int] | None) -> str:
+    """The vgcfgbackup text vgcfgrestore gets: as captured, its PV grown, or laid out anew."""
+    if fit is None:
+        return vg.config or ""
+    extents, pe_count, size = fit
+    if extents is None:
+        return resized_pv_config(vg.config or "", pe_count, size)
+    return refit_config(vg.config or "", extents, pe_count, size)
 
 
 def _all_arrays(parts: Sequence[_DiskPart]) -> tuple[MdArray, ...]:

@@ -176,6 +176,11 @@ class LvFit:
     least: int
 
 
+def growable(vg: LvmVg) -> bool:
+    """Whether this VG's one PV can be made bigger in its text (its LVs keep their places)."""
+    return len(vg.pvs) == 1 and vg.pvs[0].pe_start is not None and bool(vg.config)
+
+
 def fittable(vg: LvmVg) -> bool:
     """Whether rescue can lay this VG out anew on a smaller PV: one PV, linear LVs only (a thin
     pool, a mirror or raid LV keeps its captured places: its PV keeps its size)."""
@@ -243,8 +248,13 @@ def refit_config(config: str, extents: Mapping[str, int], pe_count: int, dev_siz
         out.append(config[last:a])
         out.append(_one_segment(config[a:b], extents[name], place[name]))
         last = b
-    text = "".join(out) + config[last:]
-    text = re.sub(r"(\n\s*pe_count = )\d+[^\n]*", rf"\g<1>{pe_count}", text, count=1)
+    return resized_pv_config("".join(out) + config[last:], pe_count, dev_size)
+
+
+def resized_pv_config(config: str, pe_count: int, dev_size: int) -> str:
+    """The vgcfgbackup text of a one-PV VG with the PV `pe_count` extents on `dev_size` bytes:
+    every LV keeps its extents and places, the new ones are free."""
+    text = re.sub(r"(\n\s*pe_count = )\d+[^\n]*", rf"\g<1>{pe_count}", config, count=1)
     return re.sub(r"(\n\s*dev_size = )\d+[^\n]*", rf"\g<1>{dev_size // 512}", text, count=1)
 
 

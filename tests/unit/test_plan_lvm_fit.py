@@ -188,3 +188,20 @@ def test_refit_keeps_everything_but_the_places_and_sizes():
     assert strip(new).replace("\n", "").replace("\t", "") == strip(text).replace("\n", "").replace("\t", "")
     with pytest.raises(ValueError):
         refit_config(text, {"root": 1000, "swap_1": 32, "home": 1500}, 2000, 2000 * EXT)
+
+
+def test_a_bigger_disk_gives_its_room_to_the_volume_group_not_to_boot():
+    """The common server onto a bigger disk: /boot keeps its size, the PV's partition takes the
+    new room and the VG's text gets the bigger PV, every LV where it was (free extents to use)."""
+    lay, plan = plan_onto(500 * GIB)
+    sizes = {p.number: p.size * 512 for p in plan.new_table.partitions}
+    assert sizes[1] == 512 * MIB and sizes[5] > 400 * GIB
+    (make,) = [s for s in plan.steps if isinstance(s, MakeVolumeGroup)]
+    assert segments(make.config) == segments(lay.layers.vgs[0].config)  # no LV moved or grew
+    assert int(re.search(r"pe_count = (\d+)", make.config).group(1)) == (sizes[5] - MIB) // EXT
+    (said,) = [w for w in plan.warnings if "takes the new room" in w]
+    assert "lvextend -r" in said
+    chosen = build_plan(lay, images(lay), target(500 * GIB, device="/dev/sdc"), PlanOptions(grow="/boot"))
+    assert {p.number: p.size * 512 for p in chosen.new_table.partitions}[5] == 60 * GIB + MIB  # as asked
+    (make,) = [s for s in chosen.steps if isinstance(s, MakeVolumeGroup)]
+    assert make.config == lay.layers.vgs[0].config

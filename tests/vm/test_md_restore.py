@@ -100,7 +100,7 @@ for i in $(seq 20); do m=$(findmnt -rn -o TARGET | grep '^/run/rescue/target-' |
 echo CUT-MOUNTS; findmnt -rn -o TARGET,SOURCE | grep -E "/dev/md|/dev/mapper|/dev/dm"; ps -eo pid,stat,comm | grep -E " (cp|xargs|rsync)$"
 swapoff -a; vgchange --devices=/dev/md1,/dev/vdd3 -an vgmd vgdata >/dev/null; mdadm --stop /dev/md0 /dev/md1
 echo CUT-MDSTAT; cat /proc/mdstat; echo CUT-LOG; tail -n 3 /run/cut.log
-{RESTORE} > /run/resumed.log 2>&1; echo RC=$?; head -n 3 /run/resumed.log; grep -c 'done already' /run/resumed.log"""
+{RESTORE} > /run/resumed.log 2>&1; echo RC=$?; grep -m 1 'steps (' /run/resumed.log; grep -c 'done already' /run/resumed.log"""
 
 
 def _put_machine(disk: Path, cap: dict[str, bytes], tmp: Path, client: str = "mdtest") -> None:
