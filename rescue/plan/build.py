@@ -16,6 +16,7 @@ from rescue.backups.model import Image, ImageStatus
 from rescue.devices import disk_of, partition_path
 from rescue.errors import PlanRefused
 from rescue.layout.model import BootMode, BtrfsMount, BtrfsVolume, Disk, Filesystem, Layout, PartitionTable
+from rescue.plan.luks import ContainersOnDisk, containers_on_disk, open_name, plan_containers
 from rescue.plan.lvm import VolumeGroupsOnDisk, plan_volume_groups, volume_groups_on_disk
 from rescue.plan.md import ArraysOnDisk, arrays_on_disk, plan_arrays
 from rescue.plan.migrate import (
@@ -124,6 +125,7 @@ class _Restored:
     esp_numbers: set[int | None]
     md: ArraysOnDisk = ArraysOnDisk()  # arrays with members on this disk, and the filesystems on them
     lvm: VolumeGroupsOnDisk = VolumeGroupsOnDisk()  # VGs on this disk's partitions or arrays, and theirs
+    luks: ContainersOnDisk = ContainersOnDisk()  # LUKS on this disk's partitions or arrays, and what they hold
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,48 +301,29 @@ def _captured_disk(layout: Layout, options: PlanOptions, target: TargetDisk, war
 def _what_is_restored(src: _Captured, images: Sequence[Image], options: PlanOptions,
                       warnings: list[str]) -> _Restored:
     layout, disk, table, number_of = src.layout, src.disk, src.table, src.number_of
-    _refuse_luks(src)
     md = _arrays(src)
-    lvm = _volume_groups(src, md)
-    # an array's member and a PV are made by their layer; any other member signature stays a refusal below
-    members = set(md.members) | set(lvm.pv_devices)
+    luks = _containers(src, md)
+    lvm = _volume_groups(src, md, luks)
+    # an array's member, a container and a PV are made by their layer; any other member signature stays a refusal
+    members = set(md.members) | set(lvm.pv_devices) | set(luks.devices)
     on_disk = [fs for fs in layout.filesystems if src.number(fs) is not None and fs.device not in members]
     swaps = _swaps(layout, on_disk, number_of, disk, table)
-    made = _override_fstypes([fs for fs in [*on_disk, *md.filesystems, *lvm.filesystems] if fs.fstype != "swap"],
+    made = _override_fstypes([fs for fs in [*on_disk, *md.filesystems, *lvm.filesystems, *luks.filesystems]
+                              if fs.fstype != "swap"],
                              options, layout, warnings)
     _refuse_unsupported(made, disk)
     copies_for = _map_vaults(layout, images, options, disk, made, warnings)
-    filesystems = [fs for fs in made if md.array_of(fs.device) is None and lvm.lv_of(fs.device) is None]
+    filesystems = [fs for fs in made if md.array_of(fs.device) is None and lvm.lv_of(fs.device) is None
+                   and luks.container_of(fs.device) is None]
+    luks = dataclasses.replace(luks, filesystems=(*(fs for fs in made if luks.container_of(fs.device)),
+                                                  *(fs for fs in luks.filesystems if fs.fstype == "swap")))
     md = dataclasses.replace(md, filesystems=(*(fs for fs in made if md.array_of(fs.device)),
                                               *(fs for fs in md.filesystems if fs.fstype == "swap")))
     lvm = dataclasses.replace(lvm, filesystems=(*(fs for fs in made if lvm.lv_of(fs.device)),
                                                 *(fs for fs in lvm.filesystems if fs.fstype == "swap")))
     esp_numbers = {src.number(fs) for fs in filesystems if _is_esp(fs, layout, table, number_of, disk)}
     return _Restored(on_disk=on_disk, filesystems=filesystems, swaps=swaps, copies_for=copies_for,
-                     esp_numbers=esp_numbers, md=md, lvm=lvm)
-
-
-def _refuse_luks(src: _Captured) -> None:
-    """A LUKS container on this disk (or an array of it) cannot be made again yet: refused whole,
-    saying how to do it by hand from the kept header."""
-    layers = src.layout.layers
-    if layers is None or not layers.luks:
-        return
-    here = [c for c in layers.luks if src.number(Filesystem(device=c.device, fstype="")) is not None
-            or any(c.device == a.device for a in layers.md)]
-    if not here:
-        return
-    shown = ", ".join(f"{c.device} (LUKS{c.version}, UUID {c.uuid})" for c in here)
-    files = ", ".join(c.header_file for c in here if c.header_file) or "none was kept"
-    raise PlanRefused(
-        f"this disk holds LUKS encryption: {shown}",
-        why="rescue records each container and keeps its header, but does not yet make it again and "
-            "fill what lies inside",
-        fix=f"restore it by hand: replay the table (sfdisk), then cryptsetup luksHeaderRestore DEV "
-            f"--header-backup-file HEADER (the image's rescue/ folder: {files}), open it with one of the old "
-            "passphrases (cryptsetup open), make what lay inside with the recorded UUIDs, and copy each vault "
-            "with rsync -aHAX --numeric-ids",
-    )
+                     esp_numbers=esp_numbers, md=md, lvm=lvm, luks=luks)
 
 
 def _arrays(src: _Captured) -> ArraysOnDisk:
@@ -351,14 +334,26 @@ def _arrays(src: _Captured) -> ArraysOnDisk:
     return arrays_on_disk(layout.layers.md, _with_swaps(layout), lambda dev: src.number(Filesystem(device=dev, fstype="")))
 
 
-def _volume_groups(src: _Captured, md: ArraysOnDisk) -> VolumeGroupsOnDisk:
-    """The VGs whose PVs are this disk's partitions or its arrays, and what lies on their LVs."""
+def _containers(src: _Captured, md: ArraysOnDisk) -> ContainersOnDisk:
+    """The LUKS containers on this disk's partitions or its arrays, and what lies inside them."""
+    layout = src.layout
+    if layout.layers is None or not layout.layers.luks:
+        return ContainersOnDisk()
+    return containers_on_disk(
+        layout.layers.luks, _with_swaps(layout),
+        lambda dev: src.number(Filesystem(device=dev, fstype="")) is not None or md.array_of(dev) is not None)
+
+
+def _volume_groups(src: _Captured, md: ArraysOnDisk, luks: ContainersOnDisk = ContainersOnDisk()) -> VolumeGroupsOnDisk:
+    """The VGs whose PVs are this disk's partitions, its arrays or its opened containers,
+    and what lies on their LVs."""
     layout = src.layout
     if layout.layers is None or not layout.layers.vgs:
         return VolumeGroupsOnDisk()
     return volume_groups_on_disk(
         layout.layers.vgs, _with_swaps(layout),
-        lambda dev: src.number(Filesystem(device=dev, fstype="")) is not None or md.array_of(dev) is not None)
+        lambda dev: src.number(Filesystem(device=dev, fstype="")) is not None or md.array_of(dev) is not None
+        or luks.container_of(dev) is not None)
 
 
 def _with_swaps(layout: Layout) -> list[Filesystem]:
@@ -376,6 +371,10 @@ def _new_table(src: _Captured, what: _Restored, target: TargetDisk, options: Pla
     needs = _needs(filesystems, swaps, what.copies_for, what.esp_numbers, number_of, disk, table)
     for member, n in what.md.members.items():  # an array keeps its members' sizes: the same size, exactly
         needs[n] = Need(f"md member {member}", None, Role.FIXED)
+    for c in what.luks.containers:  # a container too: its kept header says where its data starts and ends
+        n = src.number(Filesystem(device=c.device, fstype=""))
+        if n is not None:
+            needs[n] = Need(f"LUKS {c.device}", None, Role.FIXED)
     for pv in what.lvm.pv_devices:  # a PV too: vgcfgrestore places every extent where it was
         n = src.number(Filesystem(device=pv, fstype=""))
         if n is not None:
@@ -397,6 +396,7 @@ def _new_table(src: _Captured, what: _Restored, target: TargetDisk, options: Pla
             fstype=(fs_by_number[m.number].fstype if m.number in fs_by_number
                     else "swap" if any(s.number == m.number for s in swaps)
                     else "linux_raid_member" if m.number in what.md.members.values()
+                    else "crypto_LUKS" if m.number in _luks_numbers(src, what)
                     else "LVM2_member" if m.number in _pv_numbers(src, what) else None),
         )
         for m in migrations
@@ -468,6 +468,11 @@ def _new_filesystems(src: _Captured, what: _Restored, table: _NewTable, target: 
     return new_filesystems, new_swaps
 
 
+def _luks_numbers(src: _Captured, what: _Restored) -> set[int]:
+    numbers = {src.number(Filesystem(device=c.device, fstype="")) for c in what.luks.containers}
+    return {n for n in numbers if n is not None}
+
+
 def _pv_numbers(src: _Captured, what: _Restored) -> set[int]:
     numbers = {src.number(Filesystem(device=pv, fstype="")) for pv in what.lvm.pv_devices}
     return {n for n in numbers if n is not None}
@@ -479,7 +484,7 @@ def _on_layers(src: _Captured, what: _Restored,
     the size it had (members and PVs keep their sizes); shown on the partition under it."""
     filesystems: list[NewFilesystem] = []
     swaps: list[NewSwap] = []
-    for fs in [*what.md.filesystems, *what.lvm.filesystems]:
+    for fs in [*what.md.filesystems, *what.luks.filesystems, *what.lvm.filesystems]:
         device, n, size = _layer_device(src, what, table, fs)
         if fs.fstype == "swap":
             swaps.append(NewSwap(device=device, number=n, size=size, uuid=fs.uuid, label=fs.label,
@@ -496,19 +501,35 @@ def _on_layers(src: _Captured, what: _Restored,
 
 
 def _layer_device(src: _Captured, what: _Restored, table: _NewTable, fs: Filesystem) -> tuple[str, int, int]:
-    """(new device, partition shown, bytes) of a filesystem on an array or an LV."""
+    """(new device, partition shown, bytes) of a filesystem on an array, in a LUKS container or on an LV."""
     array = what.md.array_of(fs.device)
     if array is not None:
         n = what.md.first_member(array)
         return array.device, n, array.size or table.new_size[n]
+    container = what.luks.container_of(fs.device)
+    if container is not None:
+        n, size = _under(src, what, table, container.device)
+        return f"/dev/mapper/{open_name(container)}", n, size - (container.data_offset or 0)
     hit = what.lvm.lv_of(fs.device)
     assert hit is not None
     vg, lv = hit
-    under = vg.pvs[0].device
-    pv_array = what.md.array_of(under)
-    n = what.md.first_member(pv_array) if pv_array else src.number(Filesystem(device=under, fstype=""))
-    assert n is not None
+    n, _ = _under(src, what, table, vg.pvs[0].device)
     return f"/dev/mapper/{dm_name(vg.name, lv.name)}", n, lv.size
+
+
+def _under(src: _Captured, what: _Restored, table: _NewTable, device: str) -> tuple[int, int]:
+    """(partition shown, bytes) of a captured partition, array or opened container that a layer lies on."""
+    container = what.luks.container_of(device)
+    if container is not None:
+        n, size = _under(src, what, table, container.device)
+        return n, size - (container.data_offset or 0)
+    array = what.md.array_of(device)
+    if array is not None:
+        n = what.md.first_member(array)
+        return n, array.size or table.new_size[n]
+    n = src.number(Filesystem(device=device, fstype=""))
+    assert n is not None
+    return n, table.new_size[n]
 
 
 def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem], new_swaps: tuple[NewSwap, ...],
@@ -550,11 +571,16 @@ def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem]
     bootloader = _bootloader(layout, options, src.disk, target, by_mount, warnings)
     arrays = plan_arrays(what.md.arrays, {old: partition_path(target.device, n) for old, n in what.md.members.items()})
     warnings.extend(arrays.warnings)
+    luks = plan_containers(what.luks, {c.device: _new_pv_device(src, what, c.device, target)
+                                       for c in what.luks.containers})
+    warnings.extend(luks.warnings)
     groups = plan_volume_groups(what.lvm, {pv: _new_pv_device(src, what, pv, target) for pv in what.lvm.pv_devices},
                                 {vg.name: vg.config or "" for vg in what.lvm.vgs})
     warnings.extend(groups.warnings)
-    steps: list[Step] = [WipeSignatures(disk=target.device), WritePartitionTable(disk=target.device, table=new_table)]
+    steps: list[Step] = [*luks.checks]  # a wrong key is said before anything is written
+    steps += [WipeSignatures(disk=target.device), WritePartitionTable(disk=target.device, table=new_table)]
     steps += arrays.steps
+    steps += luks.make
     steps += groups.steps
     steps += mkfs_steps
     steps += mkswap_steps
@@ -573,13 +599,19 @@ def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem]
     steps.append(UnmountAll())
     if groups.off:
         steps.append(groups.off)
+    if luks.close:
+        steps.append(luks.close)
     if arrays.stop:
         steps.append(arrays.stop)
     return mount_order, copies, tuple(steps)
 
 
 def _new_pv_device(src: _Captured, what: _Restored, pv: str, target: TargetDisk) -> str:
-    """Where a captured PV goes: its partition on the target, or its array (made under its own name)."""
+    """Where a captured PV (or container) goes: its partition on the target, its array (made under
+    its own name) or its opened container (under its crypttab name)."""
+    container = what.luks.container_of(pv)
+    if container is not None:
+        return f"/dev/mapper/{open_name(container)}"
     array = what.md.array_of(pv)
     if array is not None:
         return array.device

@@ -29,6 +29,8 @@ from rescue.steps import (
     WipeSignatures,
     WritePartitionTable,
 )
+from rescue.steps.luks import CheckLuksKey, CloseLuks, OpenLuks, RestoreLuksHeader
+from rescue.steps.lvm import DeactivateVolumeGroups, MakeVolumeGroup
 from rescue.steps.md import MakeArray, StopArrays
 from rescue.target import TargetDisk
 
@@ -39,6 +41,7 @@ STEP_KINDS: dict[str, type[Step]] = {
     for cls in (
         WipeSignatures, WritePartitionTable, MakeFilesystem, MakeSwap, MountFilesystem,
         CopyTree, Fixups, InstallBootloader, Verify, UnmountAll, MakeSubvolumes, MakeArray, StopArrays,
+        MakeVolumeGroup, DeactivateVolumeGroups, CheckLuksKey, RestoreLuksHeader, OpenLuks, CloseLuks,
     )
 }
 
