@@ -113,8 +113,9 @@ def plan_containers(found: ContainersOnDisk, new_device: Mapping[str, str], fold
         names[name] = c.device
         header = _header_path(c, folder)
         if header is None:
+            kept = f" ({c.header_file} is not beside the image's layout.json)" if c.header_file else ""
             raise PlanRefused(
-                f"no header was kept for LUKS container {c.device} (UUID {c.uuid})",
+                f"no header was kept for LUKS container {c.device} (UUID {c.uuid}){kept}",
                 why="rescue writes the container's header back from the copy kept at backup time: it holds "
                     "every keyslot, so the old passphrases open the new disk",
                 fix="run rescue capture again as root on the machine (it keeps the header, mode 0600) and make "
@@ -132,6 +133,6 @@ def plan_containers(found: ContainersOnDisk, new_device: Mapping[str, str], fold
 def _header_path(c: LuksDevice, folder: str | None) -> str | None:
     if not c.header_file:
         return None
-    if posixpath.isabs(c.header_file) or folder is None:
+    if posixpath.isabs(c.header_file):
         return c.header_file
-    return posixpath.join(folder, c.header_file)
+    return posixpath.join(folder, c.header_file) if folder else None  # not found where the layout was read
