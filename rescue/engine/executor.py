@@ -23,7 +23,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,7 @@ from rescue.engine.mounts import (
 )
 from rescue.engine.report import summary_text
 from rescue.errors import Aborted, RescueError, StepFailed, UnsafeTarget
+from rescue.steps.luks import close_left_container
 from rescue.steps.lvm import deactivate_left_group
 from rescue.steps.md import stop_left_array
 from rescue.jsonform import to_json
@@ -200,8 +201,10 @@ class Executor:
         lock_dir: Path | None = None,
         read_device: ReadDevice | None = None,
         work: str = "restore",
+        luks_keys: Mapping[str, Any] | None = None,
     ) -> None:
         self.target = target
+        self.luks_keys = luks_keys  # LUKS UUID -> LuksKey, handed to the steps in memory only
         self.identity = identity or target
         self.state_dir = Path(state_dir) if state_dir is not None else host_paths().state_dir
         self.log_path = log_path
@@ -293,6 +296,10 @@ class Executor:
             if isinstance(vg, dict) and isinstance(vg.get("devices"), list) and deactivate_left_group(
                     run, str(vg.get("name")), str(vg.get("uuid")), [str(d) for d in vg["devices"]]):
                 done.append(f"deactivated LVM volume group {vg['name']}, which an earlier run made ({key})")
+        for key, data in made:  # then the LUKS containers it opened (they may lie on its arrays)
+            luks = data.get("luks")
+            if isinstance(luks, dict) and close_left_container(run, str(luks.get("name")), str(luks.get("device"))):
+                done.append(f"closed LUKS /dev/mapper/{luks['name']}, which an earlier run opened ({key})")
         for key, data in made:
             array = data.get("array")
             if isinstance(array, dict) and stop_left_array(run, str(array.get("device")), str(array.get("uuid"))):
@@ -332,7 +339,7 @@ class Executor:
         journal.save()
         ctx = EngineContext(target=self.target, journal=journal, mount_base=base, log=log, emit=on_event,
                             cancel=self.cancel, bootloader=self.bootloader,
-                            verify_checksum=self.verify_checksum)
+                            verify_checksum=self.verify_checksum, luks_keys=self.luks_keys)
         ctx.root.mkdir(mode=0o755)
         ctx.work.mkdir(mode=0o700)
         on_event(ev.PlanStarted(len(steps), resumed))

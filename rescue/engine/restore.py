@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from rescue.engine.executor import Executor, Outcome
     from rescue.layout.model import Layout
     from rescue.plan.model import Plan, PlanOptions
+    from rescue.steps.luks import LuksKey
     from rescue.target import TargetDisk
 
 PLAN_FILE = "plan.json"  # beside the journal: the next start offers to resume the plan it holds
@@ -57,6 +58,8 @@ class RestoreOptions:
     log: Path | None = None  # the command log (default restore-DATE.log in log_dir)
     log_dir: Path | None = None  # where the log goes (default beside the journal)
     face: str = "rescue restore"  # who holds the disk's lock, as another console's refusal names it
+    # (container's crypttab name or LUKS UUID, keyfile): where a key is, never the key itself
+    luks_keys: tuple[tuple[str, str], ...] = ()
 
     def plan_options(self) -> PlanOptions:
         from rescue.plan import PlanOptions
@@ -307,13 +310,29 @@ class Session:
         """Probe the disk now, under the lock and after the leftovers are released, and plan."""
         return self.restore.plan(selection, self.device)
 
-    def run(self, plan: Plan, on_event: Callable[[ev.Event], None] = lambda e: None) -> Outcome:
+    def luks_keys(self, plan: Plan, typed: Mapping[str, LuksKey] | None = None) -> dict[str, LuksKey]:
+        """The key of each LUKS container the plan opens: the keyfiles the options name, then
+        what a person typed (the wizard, the console); each checked against its kept header.
+
+        MissingKey or WrongKey ("wrong passphrase ..., try again") before anything is written."""
+        from rescue.run import run
+        from rescue.steps.luks import check_keys, keys_from_files
+
+        keys = keys_from_files(plan.steps, self.restore.options.luks_keys)
+        keys.update(typed or {})
+        check_keys(run, plan.steps, keys)
+        return keys
+
+    def run(self, plan: Plan, on_event: Callable[[ev.Event], None] = lambda e: None,
+            luks_keys: Mapping[str, LuksKey] | None = None) -> Outcome:
         """Run the confirmed plan; plan.json beside the journal so the next start can offer to resume.
 
-        The report is written whenever the run ended, failed or not."""
+        `luks_keys`: passphrases a person typed (LUKS UUID -> key), held in memory only. The
+        report is written whenever the run ended, failed or not."""
         if plan.target.device != self.device:
             raise PlanRefused(f"the plan is for {plan.target.device}, not {self.device}",
                               fix="plan again onto the disk to restore")
+        self.executor.luks_keys = self.luks_keys(plan, luks_keys)  # a wrong key: nothing written
         self.executor.title = f"restore of {self.restore.options.client or plan.client} onto {self.device}"
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.folder / PLAN_FILE).write_text(plan.dumps())

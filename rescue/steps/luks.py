@@ -298,3 +298,28 @@ def check_keys(run: Callable[..., Any], steps: Any, keys: LuksKeys) -> None:
 def containers_needing_keys(steps: Any) -> list[CheckLuksKey]:
     """The containers of a plan that need a key, in plan order (the wizard asks for each)."""
     return [s for s in steps if isinstance(s, CheckLuksKey)]
+
+
+def keys_from_files(steps: Any, files: Any) -> dict[str, LuksKey]:
+    """The keys named by `--luks-key NAME=FILE` (or the unattended config's luks_keys): NAME is a
+    container's open name (crypttab's) or its LUKS UUID; the file's bytes are the key, as
+    `cryptsetup --key-file FILE` reads them (a passphrase file: no trailing newline)."""
+    from pathlib import Path
+
+    containers = containers_needing_keys(steps)
+    keys: dict[str, LuksKey] = {}
+    for name, file in files:
+        found = [c for c in containers if name in (c.name, c.uuid)]
+        if not found:
+            known = ", ".join(f"{c.name} (UUID {c.uuid})" for c in containers) or "none"
+            raise MissingKey(f"--luks-key {name}=...: this restore opens no LUKS container of that name",
+                             why=f"the containers it opens are: {known}",
+                             fix="name a container by its crypttab name or its LUKS UUID")
+        try:
+            data = Path(file).read_bytes()
+        except OSError as e:
+            raise MissingKey(f"the keyfile for LUKS {name} cannot be read: {file}: {e.strerror}",
+                             fix="give a readable keyfile (on the backup disk or a stick), then run again") from None
+        for c in found:
+            keys[c.uuid] = LuksKey(data, f"keyfile {file}")
+    return keys
