@@ -134,6 +134,7 @@ class RealEngine:
         self.last_report: Path | None = None
         self.backup_devices: tuple[str, ...] = ()
         self.shell_mount = SHELL_MOUNT
+        self.luks_typed: dict[str, Any] = {}  # LUKS UUID -> LuksKey typed in the wizard: memory only
 
     # -- finding backups ----------------------------------------------------
 
@@ -215,6 +216,31 @@ class RealEngine:
             sources.extend(banks_from_master(source.config))
         return tuple(sources) or (self.backup_mount,)
 
+    def luks_needed(self, review: Review) -> tuple[tuple[str, str], ...]:
+        """(LUKS UUID, name) of each container the restore opens that no keyfile or typed passphrase opens yet."""
+        from rescue.steps.luks import containers_needing_keys, keys_from_files
+
+        steps = self.plans[review].steps
+        given = keys_from_files(steps, self.options.luks_keys)
+        return tuple((c.uuid, c.name) for c in containers_needing_keys(steps)
+                     if c.uuid not in given and c.uuid not in self.luks_typed)
+
+    def check_luks_key(self, uuid: str, passphrase: str) -> str | None:
+        """None when the passphrase opens the container's kept header (it is then kept in memory
+        for the run), else what to tell the person. Runs cryptsetup: call it from a worker."""
+        from rescue.run import run
+        from rescue.steps.luks import LuksKey, containers_needing_keys, key_opens
+
+        key = LuksKey(passphrase, "passphrase typed")
+        for plan in self.plans.values():
+            for c in containers_needing_keys(plan.steps):
+                if c.uuid == uuid:
+                    if key_opens(run, c.header, key):
+                        self.luks_typed[uuid] = key
+                        return None
+                    return f"wrong passphrase for LUKS UUID {uuid}, try again"
+        return f"this restore opens no LUKS container with UUID {uuid}"
+
     def run(self, review: Review, emit: Callable[[Event], None], cancel: threading.Event) -> None:
         """Run as `rescue restore` does: the same lock, leftovers released, journal, plan.json, log and report."""
         plan = self.plans[review]
@@ -225,7 +251,7 @@ class RealEngine:
         with self.restore().session(plan.target.device, say=say, cancel=cancel) as session:
             self.last_log = session.log_path
             try:
-                session.run(plan, emit)
+                session.run(plan, emit, luks_keys=self.luks_typed)
             finally:
                 self.last_report = session.report
 
