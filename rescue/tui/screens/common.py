@@ -212,12 +212,12 @@ class PassphraseScreen(ModalScreen[bool]):
     def __init__(self, uuid: str, name: str, check: Callable[[str, str], str | None]) -> None:
         super().__init__()
         self.uuid = uuid
-        self.name = name
+        self.container = name
         self.check = check
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Static(f"Passphrase for LUKS {self.name}", classes="heading", markup=False)
+            yield Static(f"Passphrase for LUKS {self.container}", classes="heading", markup=False)
             yield Static(f"The restore writes back the header of LUKS UUID {self.uuid} kept at backup time "
                          "(every keyslot): any passphrase that opened it on the old machine opens it. It is "
                          "checked now, before anything is written, and is kept nowhere.", markup=False)
