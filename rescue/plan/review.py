@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from rescue.devices import partition_path
 from rescue.formats.units import human
 from rescue.plan.migrate import is_extended
+from rescue.steps.luks import OpenLuks
 from rescue.steps.md import MakeArray
 
 if TYPE_CHECKING:
@@ -141,8 +142,13 @@ def _holds(plan: Plan) -> dict[int, str]:
         holds[f.number] = f"{f.mountpoint or '(not mounted)'} {f.fstype}"
     for s in plan.swaps:
         holds[s.number] = "swap"
+    opened = {s.device: s.name for s in plan.steps if isinstance(s, OpenLuks)}
     for p in plan.new_table.partitions:  # an md member shows its array, then what lies on it
-        array = arrays.get(partition_path(plan.target.device, p.number))
+        node = partition_path(plan.target.device, p.number)
+        array = arrays.get(node)
+        under = array or node
+        if under in opened:  # a LUKS container shows the name it is opened as, then what lies in it
+            holds[p.number] = f"LUKS {opened[under]}: {holds.get(p.number, '(nothing)')}"
         if array:
             holds[p.number] = f"{os.path.basename(array)}: {holds.get(p.number, '(nothing)')}"
     for p in plan.old_table.partitions:

@@ -90,6 +90,7 @@ def test_a_luks_partition_is_checked_first_written_back_opened_filled_and_closed
     assert opened.open_argv() == ["cryptsetup", "open", "--type", "luks", "--key-file=-", "/dev/sdb6", "crypthome"]
     made = {f.mountpoint: f for f in plan.filesystems}
     assert made["/home"].device == "/dev/mapper/crypthome" and made["/home"].fstype == "xfs"
+    assert "LUKS crypthome: /hom" in plan.review() and "LUKS cryptswap: swap" in plan.review()
     assert made["/home"].number == 6 and made["/home"].vault == "home"
     assert [s.device for s in plan.swaps] == ["/dev/mapper/cryptswap"]  # once, not also as /dev/dm-1
     mounts = {s.mountpoint: s.device for s in plan.steps if s.kind == "mount"}
@@ -189,6 +190,9 @@ def test_lvm_in_a_luks_container_on_md_is_made_inside_the_opened_container():
     made = {f.mountpoint: f for f in plan.filesystems}
     assert made["/mnt/t"].device == "/dev/mapper/vgtest-root"
     assert [s.device for s in plan.swaps] == ["/dev/mapper/vgtest-swap"]
+    again = Plan.from_json(json.loads(plan.dumps()))  # plan.json: a resume offers the same steps
+    assert again.steps == plan.steps
+    assert "md0: LUKS md0_crypt:" in plan.review()
 
 
 class Gateway:
