@@ -80,7 +80,7 @@ def read_request(args: argparse.Namespace, command: str, **run: Any) -> Request:
     options = RestoreOptions(
         client=args.client, image=args.image, source_disk=args.source_disk, grow=args.grow,
         skip_vaults=tuple(args.skip_vault), fstypes=parse_fstypes(args.fstype), sizes=parse_sizes(args.size),
-        **run,
+        luks_new_key=getattr(args, "luks_new_key", False), **run,
     )
     restore = Restore(source, options)
     selection = restore.select()
@@ -106,6 +106,10 @@ def add_layout_arguments(p: argparse.ArgumentParser) -> None:
                         "of mirrored disks, each holding the whole machine, the one grub was on is "
                         "taken without it: its md arrays come back degraded)")
     add_fstype_argument(p)
+    p.add_argument("--luks-new-key", action="store_true",
+                   help="make each LUKS container with a new master key (luksFormat with its captured UUID, "
+                        "cipher, key size, PBKDF and label) and a new passphrase typed twice, instead of writing "
+                        "its kept header back (which keeps every old keyslot)")
 
 
 def add_fstype_argument(p: argparse.ArgumentParser) -> None:

@@ -96,13 +96,32 @@ def ask_luks_keys(session: Any, plan: Any, yes: bool) -> dict[str, Any]:
     import getpass
 
     from rescue.run import run as gateway
-    from rescue.steps.luks import LuksKey, containers_needing_keys, key_opens, keys_from_files, wrong_key
+    from rescue.steps.luks import (
+        LuksKey,
+        MissingKey,
+        containers_needing_keys,
+        containers_needing_new_keys,
+        key_opens,
+        keys_from_files,
+        wrong_key,
+    )
 
     given = keys_from_files(plan.steps, session.restore.options.luks_keys)
     missing = [c for c in containers_needing_keys(plan.steps) if c.uuid not in given]
-    if not missing or yes or not sys.stdin.isatty():
+    new = [c for c in containers_needing_new_keys(plan.steps) if c.uuid not in given]
+    if not (missing or new) or yes or not sys.stdin.isatty():
         return {}
     typed: dict[str, Any] = {}
+    for n in new:  # a new master key: its one passphrase, typed twice
+        for attempt in range(3):
+            first = getpass.getpass(f"new passphrase for LUKS {n.name} (UUID {n.uuid}): ")
+            if first and getpass.getpass("the same again: ") == first:
+                typed[n.uuid] = LuksKey(first, "new passphrase typed twice")
+                break
+            if attempt == 2:
+                raise MissingKey(f"no new passphrase was given for LUKS {n.name}; nothing was written",
+                                 fix="type the same passphrase twice")
+            print("the two passphrases differ (or are empty), try again", flush=True)
     for c in missing:
         for attempt in range(3):
             key = LuksKey(getpass.getpass(f"passphrase for LUKS UUID {c.uuid} ({c.name}): "), "passphrase typed")

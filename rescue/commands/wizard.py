@@ -46,6 +46,7 @@ def options_from_args(args: argparse.Namespace) -> RestoreOptions:
                           bootloader=getattr(args, "bootloader", "auto"),
                           verify_checksum=getattr(args, "verify_checksum", False), state_dir=args.state_dir,
                           luks_keys=parse_luks_keys(getattr(args, "luks_key", None) or ()),
+                          luks_new_key=getattr(args, "luks_new_key", False),
                           face="rescue wizard")
 
 

@@ -60,12 +60,14 @@ class RestoreOptions:
     face: str = "rescue restore"  # who holds the disk's lock, as another console's refusal names it
     # (container's crypttab name or LUKS UUID, keyfile): where a key is, never the key itself
     luks_keys: tuple[tuple[str, str], ...] = ()
+    luks_new_key: bool = False  # LUKS made with a new master key and a new passphrase (--luks-new-key)
 
     def plan_options(self) -> PlanOptions:
         from rescue.plan import PlanOptions
 
         return PlanOptions(source_disk=self.source_disk, grow=self.grow, bootloader=self.bootloader != "skip",
-                           skip_vaults=self.skip_vaults, fstypes=self.fstypes, sizes=self.sizes)
+                           skip_vaults=self.skip_vaults, fstypes=self.fstypes, sizes=self.sizes,
+                           luks_new_key=self.luks_new_key)
 
 
 @dataclass(frozen=True)

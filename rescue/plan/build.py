@@ -572,7 +572,7 @@ def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem]
     arrays = plan_arrays(what.md.arrays, {old: partition_path(target.device, n) for old, n in what.md.members.items()})
     warnings.extend(arrays.warnings)
     luks = plan_containers(what.luks, {c.device: _new_pv_device(src, what, c.device, target)
-                                       for c in what.luks.containers})
+                                       for c in what.luks.containers}, new_key=options.luks_new_key)
     warnings.extend(luks.warnings)
     groups = plan_volume_groups(what.lvm, {pv: _new_pv_device(src, what, pv, target) for pv in what.lvm.pv_devices},
                                 {vg.name: vg.config or "" for vg in what.lvm.vgs})

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from rescue.errors import PlanRefused
 from rescue.layout.model import Filesystem, LuksDevice
-from rescue.steps.luks import CheckLuksKey, CloseLuks, OpenLuks, RestoreLuksHeader, mapper
+from rescue.steps.luks import AskNewLuksKey, CheckLuksKey, CloseLuks, FormatLuks, OpenLuks, RestoreLuksHeader, mapper
 
 
 def open_name(c: LuksDevice) -> str:
@@ -83,8 +83,8 @@ def containers_on_disk(containers: Sequence[LuksDevice], filesystems: Sequence[F
 class LuksRestore:
     """The steps that bring the containers back, in the places the plan puts them."""
 
-    checks: tuple[CheckLuksKey, ...] = ()  # first, before anything is written
-    make: tuple[RestoreLuksHeader | OpenLuks, ...] = ()  # each header, then its open, after the arrays
+    checks: tuple[CheckLuksKey | AskNewLuksKey, ...] = ()  # first, before anything is written
+    make: tuple[RestoreLuksHeader | FormatLuks | OpenLuks, ...] = ()  # each header, then its open, after arrays
     warnings: tuple[str, ...] = ()
 
     @property
@@ -93,13 +93,15 @@ class LuksRestore:
         return CloseLuks(opened) if opened else None
 
 
-def plan_containers(found: ContainersOnDisk, new_device: Mapping[str, str], folder: str | None = None) -> LuksRestore:
-    """Per container: check the key, write the kept header onto its new device, open it.
+def plan_containers(found: ContainersOnDisk, new_device: Mapping[str, str], folder: str | None = None,
+                    new_key: bool = False) -> LuksRestore:
+    """Per container: check the key, write the kept header onto its new device, open it; with
+    `new_key` (--luks-new-key): ask a new passphrase, luksFormat with the captured identity, open it.
 
     `new_device`: captured device -> its new partition or array; `folder`: where the kept
     header files are when the layout names them without a folder (tests, old layouts)."""
-    checks: list[CheckLuksKey] = []
-    make: list[RestoreLuksHeader | OpenLuks] = []
+    checks: list[CheckLuksKey | AskNewLuksKey] = []
+    make: list[RestoreLuksHeader | FormatLuks | OpenLuks] = []
     warnings: list[str] = []
     names: dict[str, str] = {}
     for c in found.containers:
@@ -111,6 +113,12 @@ def plan_containers(found: ContainersOnDisk, new_device: Mapping[str, str], fold
                 fix="fix the machine's /etc/crypttab, capture again and make a new backup",
             )
         names[name] = c.device
+        if new_key:
+            checks.append(AskNewLuksKey(uuid=c.uuid, name=name))
+            make.append(_format(c, name, new_device[c.device]))
+            make.append(OpenLuks(device=new_device[c.device], name=name, uuid=c.uuid))
+            warnings.append(_new_key_warning(c, name))
+            continue
         header = _header_path(c, folder)
         if header is None:
             kept = f" ({c.header_file} is not beside the image's layout.json)" if c.header_file else ""
@@ -128,6 +136,27 @@ def plan_containers(found: ContainersOnDisk, new_device: Mapping[str, str], fold
             warnings.append(f"LUKS {c.device} (UUID {c.uuid}) has no line in the captured /etc/crypttab: it is "
                             f"opened as {name} for the restore; the restored system may not open it at boot")
     return LuksRestore(tuple(checks), tuple(make), tuple(warnings))
+
+
+def _format(c: LuksDevice, name: str, device: str) -> FormatLuks:
+    slot = c.keyslots[0] if c.keyslots else None
+    pbkdf = slot.pbkdf if slot else None
+    return FormatLuks(device=device, uuid=c.uuid, name=name, version=c.version, cipher=c.cipher,
+                      key_bits=c.key_bits, pbkdf=pbkdf, hash=slot.hash if slot and pbkdf == "pbkdf2" else None,
+                      label=c.label, data_offset=c.data_offset)
+
+
+def _new_key_warning(c: LuksDevice, name: str) -> str:
+    """What a new master key changes for the person: one keyslot, the old keys gone."""
+    words = (c.crypttab or "").split()
+    keyfile = words[2] if len(words) > 2 and words[2] not in ("none", "-") else None
+    text = (f"LUKS {name} ({c.device}, UUID {c.uuid} kept) gets a new master key and one keyslot, the new "
+            f"passphrase: the old passphrases and keyfiles ({len(c.keyslots)} keyslot(s)) no longer open it")
+    if keyfile:
+        text += (f"; crypttab opens it with the keyfile {keyfile}: add it again after the restore "
+                 f"(cryptsetup luksAddKey /dev/disk/by-uuid/{c.uuid} {keyfile}), "
+                 "or the machine will not open it at boot")
+    return text
 
 
 def _header_path(c: LuksDevice, folder: str | None) -> str | None:

@@ -29,7 +29,7 @@ from rescue.steps import (
     WipeSignatures,
     WritePartitionTable,
 )
-from rescue.steps.luks import CheckLuksKey, CloseLuks, OpenLuks, RestoreLuksHeader
+from rescue.steps.luks import AskNewLuksKey, CheckLuksKey, CloseLuks, FormatLuks, OpenLuks, RestoreLuksHeader
 from rescue.steps.lvm import DeactivateVolumeGroups, MakeVolumeGroup
 from rescue.steps.md import MakeArray, StopArrays
 from rescue.target import TargetDisk
@@ -42,6 +42,7 @@ STEP_KINDS: dict[str, type[Step]] = {
         WipeSignatures, WritePartitionTable, MakeFilesystem, MakeSwap, MountFilesystem,
         CopyTree, Fixups, InstallBootloader, Verify, UnmountAll, MakeSubvolumes, MakeArray, StopArrays,
         MakeVolumeGroup, DeactivateVolumeGroups, CheckLuksKey, RestoreLuksHeader, OpenLuks, CloseLuks,
+        AskNewLuksKey, FormatLuks,
     )
 }
 
@@ -57,6 +58,7 @@ class PlanOptions:
     skip_vaults: tuple[str, ...] = ()  # vaults left out of this restore
     fstypes: tuple[tuple[str, str], ...] = ()  # (mount point or captured device, fstype) to make instead
     sizes: tuple[tuple[str, int], ...] = ()  # (mount point, number or "swap", bytes): exactly this size
+    luks_new_key: bool = False  # LUKS made anew by luksFormat (new master key), not from the kept header
 
 
 @dataclass(frozen=True)

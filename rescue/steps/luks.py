@@ -180,6 +180,101 @@ class RestoreLuksHeader(Step):
 
 
 @dataclass(frozen=True)
+class FormatLuks(Step):
+    """luksFormat with a new master key (--luks-new-key) and the captured UUID, type, cipher, key
+    size, PBKDF, label and data offset: crypttab and the boot still find it by its UUID, and the
+    new passphrase (typed twice, on stdin) is its one keyslot. The old header is not reused."""
+
+    kind = "luks-format"
+    device: str
+    uuid: str
+    name: str
+    version: int = 2
+    cipher: str | None = None
+    key_bits: int | None = None
+    pbkdf: str | None = None
+    hash: str | None = None
+    label: str | None = None
+    data_offset: int | None = None  # bytes
+
+    @property
+    def key(self) -> str:
+        return f"luks-format:{self.uuid}"
+
+    def describe(self) -> str:
+        return (f"make LUKS{self.version} on {self.device} with a new master key (UUID {self.uuid} kept, "
+                "one keyslot: the new passphrase)")
+
+    def format_argv(self) -> list[str]:
+        argv = ["cryptsetup", "luksFormat", "--batch-mode", "--type", f"luks{self.version}", "--uuid", self.uuid]
+        if self.cipher:
+            argv += ["--cipher", self.cipher]
+        if self.key_bits:
+            argv += ["--key-size", str(self.key_bits)]
+        if self.version == 2 and self.pbkdf:
+            argv += ["--pbkdf", self.pbkdf]
+        if self.hash:
+            argv += ["--hash", self.hash]
+        if self.version == 2 and self.label:
+            argv += ["--label", self.label]
+        if self.data_offset:
+            argv += ["--offset", str(self.data_offset // 512)]
+        return [*argv, "--key-file=-", self.device]
+
+    def script(self) -> list[str]:
+        var = key_variable(self.uuid)
+        return [f"wipefs -a -q {sh(self.device)}", f"printf '%s' \"${var}\" | {sh(*self.format_argv())}"]
+
+    def run(self, ctx: Context) -> None:
+        key = key_for(ctx, self.uuid, self.name)
+        ctx.run(["wipefs", "-a", "-q", self.device])
+        ctx.run(self.format_argv(), input=key.secret())
+        found = ctx.run(["cryptsetup", "luksUUID", self.device], check=False)
+        if found.returncode != 0 or found.stdout.strip().lower() != self.uuid.lower():
+            raise StepFailed(f"{self.device} shows LUKS UUID {found.stdout.strip() or 'none'} after luksFormat, "
+                             f"not {self.uuid}", fix="check the disk and rerun the same command")
+
+
+@dataclass(frozen=True)
+class AskNewLuksKey(Step):
+    """restore.sh only asks here, before anything is written: the new passphrase of a container
+    made with a new master key, typed twice. The engine's faces ask before the run."""
+
+    kind = "luks-new-key"
+    persistent = False  # asked again on a rerun: the passphrase is kept nowhere
+    uuid: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        return f"luks-new-key:{self.uuid}"
+
+    def describe(self) -> str:
+        return f"ask the new passphrase of LUKS UUID {self.uuid} ({self.name}), typed twice"
+
+    def script(self) -> list[str]:
+        var = key_variable(self.uuid)
+        return [
+            f"if [ -z \"${{{var}+set}}\" ]; then",
+            "    for try in 1 2 3; do",
+            f"        IFS= read -rs -p {sh(f'new passphrase for LUKS {self.name}: ')} {var} < /dev/tty "
+            "|| die \"no terminal to ask for the LUKS passphrase\"",
+            "        printf '\\n' >&2",
+            f"        IFS= read -rs -p {sh('the same again: ')} again < /dev/tty || die \"no terminal\"",
+            "        printf '\\n' >&2",
+            f"        if [ -n \"${var}\" ] && [ \"${var}\" = \"$again\" ]; then unset again; break; fi",
+            "        say 'the two passphrases differ (or are empty), try again'",
+            f"        unset {var} again",
+            "    done",
+            f"    [ -n \"${{{var}+set}}\" ] || die 'no new passphrase was given: nothing was written'",
+            "fi",
+        ]
+
+    def run(self, ctx: Context) -> None:
+        key_for(ctx, self.uuid, self.name)  # given before the run (typed twice by the face)
+
+
+@dataclass(frozen=True)
 class OpenLuks(Step):
     """cryptsetup open with the person's key on stdin, under the name crypttab gives it."""
 
@@ -286,6 +381,10 @@ def check_keys(run: Callable[..., Any], steps: Any, keys: LuksKeys) -> None:
     """Every container of a plan has a key, and it opens the kept header: else MissingKey or
     WrongKey, before anything is written (the faces call it before the run starts)."""
     for step in steps:
+        if isinstance(step, AskNewLuksKey):
+            if keys.get(step.uuid) is None:
+                key_for(None, step.uuid, step.name)
+            continue
         if isinstance(step, CheckLuksKey):
             key = keys.get(step.uuid)
             if key is None:
@@ -296,8 +395,13 @@ def check_keys(run: Callable[..., Any], steps: Any, keys: LuksKeys) -> None:
 
 
 def containers_needing_keys(steps: Any) -> list[CheckLuksKey]:
-    """The containers of a plan that need a key, in plan order (the wizard asks for each)."""
+    """The containers of a plan whose key is checked against the kept header, in plan order."""
     return [s for s in steps if isinstance(s, CheckLuksKey)]
+
+
+def containers_needing_new_keys(steps: Any) -> list[AskNewLuksKey]:
+    """The containers a plan makes with a new master key (--luks-new-key): a new passphrase each."""
+    return [s for s in steps if isinstance(s, AskNewLuksKey)]
 
 
 def keys_from_files(steps: Any, files: Any) -> dict[str, LuksKey]:
@@ -306,7 +410,7 @@ def keys_from_files(steps: Any, files: Any) -> dict[str, LuksKey]:
     `cryptsetup --key-file FILE` reads them (a passphrase file: no trailing newline)."""
     from pathlib import Path
 
-    containers = containers_needing_keys(steps)
+    containers: list[Any] = [*containers_needing_keys(steps), *containers_needing_new_keys(steps)]
     keys: dict[str, LuksKey] = {}
     for name, file in files:
         found = [c for c in containers if name in (c.name, c.uuid)]

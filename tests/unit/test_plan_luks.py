@@ -283,3 +283,48 @@ def test_the_check_step_says_wrong_passphrase_and_runs_nothing_else():
         step.run(gw)
     assert [a[:3] for a, _ in gw.calls] == [["cryptsetup", "open", "--test-passphrase"]]
     assert image("home", "/home").vault == "home"  # the fixture's images are what the plans above used
+
+
+def test_a_new_master_key_is_asked_twice_and_made_by_luksformat_with_the_captured_identity(tmp_path):
+    lay = laptop()
+    home, swap = lay.layers.luks
+    home = dataclasses.replace(home, header_file=None, label="homevault",
+                               crypttab=f"crypthome UUID={HOME_UUID} /etc/keys/home.key luks")
+    lay = dataclasses.replace(lay, layers=BlockLayers(luks=(home, swap)))
+    plan = build_plan(lay, images(lay), target(16 * GIB), PlanOptions(luks_new_key=True))
+    kinds = [s.kind for s in plan.steps]
+    assert kinds[:2] == ["luks-new-key", "luks-new-key"], kinds  # asked before anything is written
+    assert kinds[2:8] == ["wipe", "partition", "luks-format", "luks-open", "luks-format", "luks-open"], kinds
+    assert "luks-header" not in kinds and "luks-key" not in kinds and kinds[-1] == "luks-close"
+    fmt = next(s for s in plan.steps if s.kind == "luks-format" and s.uuid == HOME_UUID)
+    assert fmt.format_argv() == [
+        "cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", "--uuid", HOME_UUID,
+        "--cipher", "aes-xts-plain64", "--key-size", "512", "--pbkdf", "argon2id", "--label", "homevault",
+        "--offset", str(16 * MIB // 512), "--key-file=-", "/dev/sdb6"]
+    warned = next(w for w in plan.warnings if "crypthome" in w and "new master key" in w)
+    assert "no longer open it" in warned and "luksAddKey /dev/disk/by-uuid/" + HOME_UUID in warned
+    script = plan.script()
+    assert script.count("read -rs -p 'new passphrase for LUKS crypthome: '") == 1
+    assert script.index("the same again") < script.index("wipefs -a")
+    assert "| cryptsetup luksFormat --batch-mode --type luks2 --uuid " + HOME_UUID in script
+    (tmp_path / "restore.sh").write_text(script)
+    subprocess.run(["bash", "-n", str(tmp_path / "restore.sh")], check=True)
+    assert Plan.from_json(json.loads(plan.dumps())).steps == plan.steps
+    gw = Gateway()
+    with pytest.raises(MissingKey):
+        check_keys(gw.run, plan.steps, {HOME_UUID: LuksKey(SECRET, "new passphrase typed twice")})
+    check_keys(gw.run, plan.steps, {u: LuksKey(SECRET, "new passphrase typed twice") for u in (HOME_UUID, SWAP_UUID)})
+    assert gw.calls == []  # a new key opens nothing old: there is nothing to check it against
+
+
+def test_luks1_gets_its_hash_and_no_luks2_only_options():
+    lay = laptop()
+    home, swap = lay.layers.luks
+    home = dataclasses.replace(home, version=1, label=None, data_offset=4096 * 512,
+                               keyslots=(LuksKeyslot(0, None, 256, "pbkdf2", "sha512"),), key_bits=256)
+    lay = dataclasses.replace(lay, layers=BlockLayers(luks=(home, swap)))
+    plan = build_plan(lay, images(lay), target(16 * GIB), PlanOptions(luks_new_key=True))
+    fmt = next(s for s in plan.steps if s.kind == "luks-format" and s.uuid == HOME_UUID)
+    argv = fmt.format_argv()
+    assert argv[3:5] == ["--type", "luks1"] and "--hash" in argv and argv[argv.index("--hash") + 1] == "sha512"
+    assert "--pbkdf" not in argv and "--label" not in argv and argv[argv.index("--offset") + 1] == "4096"

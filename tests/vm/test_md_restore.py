@@ -125,7 +125,7 @@ def _put_machine(disk: Path, cap: dict[str, bytes], tmp: Path) -> None:
 def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_image, tmp_path):
     disk = _backup_disk(rescue_image, tmp_path)
     spares = [make_image_file(tmp_path / f"old{i}.img", 256 * MiB) for i in (1, 2)]
-    out = make_image_file(tmp_path / "out.img", 16 * MiB)
+    out = make_image_file(tmp_path / "out.img", 64 * MiB)  # the capture holds a 16 MiB LUKS2 header
 
     with ShellVM([disk, *spares, out], tmp_path, firmware=Firmware.BIOS, name="mdbuild") as vm:
         boot_shell(vm)

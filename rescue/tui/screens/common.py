@@ -219,8 +219,9 @@ class PassphraseScreen(ModalScreen[bool]):
         with Vertical(id="dialog"):
             yield Static(f"Passphrase for LUKS {self.container}", classes="heading", markup=False)
             yield Static(f"The restore writes back the header of LUKS UUID {self.uuid} kept at backup time "
-                         "(every keyslot): any passphrase that opened it on the old machine opens it. It is "
-                         "checked now, before anything is written, and is kept nowhere.", markup=False)
+                         "(every keyslot): any passphrase that opened it on the old machine opens it (with "
+                         "--luks-new-key: type the new passphrase, then again). It is checked now, before "
+                         "anything is written, and is kept nowhere.", markup=False)
             yield Input(password=True, id="passphrase")
             yield Static("", id="said", markup=False)
             yield Static("Enter checks it. Esc goes back: nothing is written.", classes="hint")
