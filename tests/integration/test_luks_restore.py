@@ -113,3 +113,38 @@ def test_a_wrong_key_writes_nothing_and_the_right_one_writes_the_kept_header_bac
     assert SECRET not in kept and WRONG not in kept
     assert b"--key-file=-" in kept  # the log shows the command: the key went on its stdin
     assert os.stat(right).st_mode & 0o777 == 0o600
+
+
+def test_a_new_master_key_keeps_the_captured_identity_with_one_keyslot(captured, tmp_path):
+    """--luks-new-key's luksFormat, run for real on a loop disk with the identity the capture kept."""
+    import json
+
+    from rescue.layout.model import Layout
+    from rescue.plan.luks import ContainersOnDisk, plan_containers
+    from rescue.steps.luks import LuksKey
+
+    box, uuid = captured
+    layout = Layout.loads((box / "rescue" / "layout.json").read_text())
+    (c,) = layout.layers.luks
+    new = make_image_file(tmp_path / "fresh.img", 64 * MiB)
+    with attached(new) as dev:
+        plan = plan_containers(ContainersOnDisk((c,)), {c.device: dev}, new_key=True)
+        (ask,), (fmt, _open) = plan.checks, plan.make
+        assert ask.kind == "luks-new-key" and fmt.kind == "luks-format"
+
+        class Ctx:
+            def run(self, argv, **kw):
+                return run(argv, **kw)
+
+            def luks_key(self, want):
+                return LuksKey(b"a new passphrase", "new passphrase typed twice") if want == uuid else None
+
+        fmt.run(Ctx())
+        dump = json.loads(run(["cryptsetup", "luksDump", "--dump-json-metadata", dev]).stdout)
+        assert run(["cryptsetup", "luksUUID", dev]).stdout.strip() == uuid
+        assert list(dump["keyslots"]) == ["0"]  # one keyslot: the new passphrase
+        assert dump["segments"]["0"]["encryption"] == c.cipher and int(dump["segments"]["0"]["offset"]) == c.data_offset
+        for key, ok in ((b"a new passphrase", 0), (SECRET, 2)):  # the old one no longer opens it
+            r = subprocess.run(["cryptsetup", "open", "--test-passphrase", "--key-file=-", dev], input=key,
+                               capture_output=True)
+            assert r.returncode == ok, r.stderr
