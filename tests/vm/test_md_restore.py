@@ -24,7 +24,9 @@ PV and VG UUIDs) the restore makes again. Passes when:
   machine's LVM devices file, which named the PVs by the old disk's ids, names the new ones;
 - the old disks' checksums are unchanged (nothing was assembled, activated or written there);
 - a second restore onto the same disk (its arrays and PVs already carry those UUIDs) succeeds,
-  and the checks above are made after it.
+  and the checks above are made after it; it is asked for a new LUKS master key
+  (--luks-new-key, the keyfile's passphrase the new one): luksFormat keeps the UUID and label,
+  with one keyslot and another master key digest than the captured header's.
 Two rescue boots (3-6 minutes under TCG).
 """
 
@@ -158,18 +160,18 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
             "--bootloader skip --state-dir /run/rescue-state --luks-key vdb3_crypt=/backup/mdtest/vdb3.key "
             "--yes > /run/restore.log 2>&1; echo RC=$?; "
             "tail -n 60 /run/restore.log", timeout=900)
-        # a second run onto the same disk: its arrays and PVs carry the very UUIDs it makes
+        # a second run onto the same disk: its arrays and PVs carry the very UUIDs it makes; a new LUKS master key
         again = vm.ask(
             "rescue restore --tree /backup/mdtest/tree --client mdtest --source-disk /dev/vdb --target /dev/vdd "
             "--bootloader skip --state-dir /run/rescue-state --luks-key vdb3_crypt=/backup/mdtest/vdb3.key "
-            "--yes > /run/again.log 2>&1; echo RC=$?; "
-            "tail -n 30 /run/again.log", timeout=900)
+            "--luks-new-key --yes > /run/again.log 2>&1; echo RC=$?; "
+            "tail -n 80 /run/again.log", timeout=900)
         check = vm.ask(
             "echo MDSTAT; cat /proc/mdstat; echo DMSETUP; dmsetup ls; "
             "for p in /dev/vdd1 /dev/vdd2; do echo EXAMINE $p; mdadm --examine $p; done; "
             "mdadm --assemble /dev/md0 --run /dev/vdd1 >/dev/null 2>&1; mdadm --assemble /dev/md1 --run /dev/vdd2 "
             ">/dev/null 2>&1; echo LUKS; cryptsetup luksUUID /dev/vdd3; cryptsetup luksDump /dev/vdd3 | grep -E "
-            "'^Label|: luks2$'; grep -c md-luks-old /run/restore.log /run/again.log /run/rescue-state/*/*; "
+            "'^Label|: luks2$|Digest:'; grep -c md-luks-old /run/restore.log /run/again.log /run/rescue-state/*/*; "
             f"printf %s {PASSPHRASE} | cryptsetup open --key-file=- /dev/vdd3 vdb3_crypt; udevadm settle; "
             "echo PVS; pvs --devices=/dev/md1,/dev/mapper/vdb3_crypt --noheadings -o pv_name,pv_uuid,vg_name,vg_uuid; "
             "echo LVS; lvs --devices=/dev/md1,/dev/mapper/vdb3_crypt --noheadings -o vg_name,lv_name,lv_uuid,segtype; "
@@ -202,6 +204,11 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
     # the passphrase is in no log, journal, plan.json or report of either run
     assert all(line.endswith(":0") for line in shown_luks.splitlines() if line.startswith("/run/")), shown_luks
     assert "write the kept LUKS header" in restored and "close LUKS /dev/mapper/vdb3_crypt" in restored, restored
+    assert "with a new master key" in again, again
+    digest = re.compile(r"Digest:\s+((?:[0-9a-f]{2} ?)+)")
+    old_digest = digest.search(files["luks-vdb3-dump.txt"].decode()).group(1).strip()
+    new_digest = digest.search(shown_luks).group(1).strip()
+    assert old_digest and new_digest and old_digest != new_digest, shown_luks  # another master key
     for part, array in (("/dev/vdd1", arrays["/dev/md0"]), ("/dev/vdd2", arrays["/dev/md1"])):
         examine = check.split(f"EXAMINE {part}")[1].split("EXAMINE")[0].split("PVS")[0]
         assert f"Array UUID : {array['uuid']}" in examine, examine
