@@ -127,18 +127,18 @@ class CheckLuksKey(Step):
     def script(self) -> list[str]:
         var = key_variable(self.uuid)
         test = sh(*test_argv(self.header))
-        return [
-            f"if [ -z \"${{{var}+set}}\" ]; then",
-            "    for try in 1 2 3; do",
+        return [  # a key set beforehand (the variable in the environment) is checked the same way
+            "for try in 1 2 3; do",
+            f"    if [ -z \"${{{var}+set}}\" ]; then",
             f"        IFS= read -rs -p {sh(f'passphrase for LUKS UUID {self.uuid} ({self.name}): ')} {var} "
-            "< /dev/tty || die \"no terminal to ask for the LUKS passphrase\"",
+            "< /dev/tty || die \"no terminal to ask for the LUKS passphrase: nothing was written\"",
             "        printf '\\n' >&2",
-            f"        if printf '%s' \"${var}\" | {test} 2>/dev/null; then break; fi",
-            f"        say {sh(f'wrong passphrase for LUKS UUID {self.uuid}, try again')}",
-            f"        unset {var}",
-            "    done",
-            f"    [ -n \"${{{var}+set}}\" ] || die {sh(f'no passphrase opens LUKS UUID {self.uuid}: nothing was written')}",
-            "fi",
+            "    fi",
+            f"    if printf '%s' \"${var}\" | {test} 2>/dev/null; then break; fi",
+            f"    say {sh(f'wrong passphrase for LUKS UUID {self.uuid}, try again')}",
+            f"    unset {var}",
+            "done",
+            f"[ -n \"${{{var}+set}}\" ] || die {sh(f'no passphrase opens LUKS UUID {self.uuid}: nothing was written')}",
         ]
 
     def run(self, ctx: Context) -> None:

@@ -148,3 +148,44 @@ def test_a_new_master_key_keeps_the_captured_identity_with_one_keyslot(captured,
             r = subprocess.run(["cryptsetup", "open", "--test-passphrase", "--key-file=-", dev], input=key,
                                capture_output=True)
             assert r.returncode == ok, r.stderr
+
+
+def test_restore_sh_checks_the_passphrase_before_it_writes(captured, tmp_path):
+    """restore.sh asks for the passphrase itself (from the terminal, hidden) and checks it against
+    the kept header before its first write. Without a terminal here, a key set beforehand in its
+    variable is checked the same way: a wrong one stops it with the disk untouched; the right one
+    goes on to write the table and the kept header (and stops at `cryptsetup open` on a kernel
+    without device-mapper)."""
+    from rescue.steps.luks import key_variable
+
+    box, uuid = captured
+    script = tmp_path / "restore.sh"
+    target = make_image_file(tmp_path / "new.img", 256 * MiB)
+    with attached(target) as dev:
+        run(["mkfs.ext4", "-q", "-L", "olddata", dev])
+        before = run(["sha256sum", dev]).stdout.split()[0]
+        r = subprocess.run([sys.executable, "-m", "rescue", "plan", "--tree", str(box / "tree"), "--client", "crypt",
+                            "--target", dev, "--no-bootloader", "--script", str(script)],
+                           capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert r.returncode == 0, r.stdout + r.stderr
+        text = script.read_text()
+        assert SECRET.decode() not in text and "read -rs -p" in text
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "RESCUE_STATE": str(tmp_path / "marks"),
+               "RESCUE_ROOT": str(tmp_path / "root"), "RESCUE_WORK": str(tmp_path / "work")}
+
+        def sh(key: bytes) -> subprocess.CompletedProcess:
+            return subprocess.run(["setsid", "bash", str(script)], env={**env, key_variable(uuid): key.decode()},
+                                  capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+        wrong = sh(WRONG)
+        assert wrong.returncode != 0, wrong.stderr
+        assert f"wrong passphrase for LUKS UUID {uuid}, try again" in wrong.stderr, wrong.stderr
+        assert "nothing was written" in wrong.stderr, wrong.stderr
+        assert run(["sha256sum", dev]).stdout.split()[0] == before  # not one byte written
+        right = sh(SECRET)
+        assert "wrong passphrase" not in right.stderr, right.stderr
+        rescan(dev)
+        assert run(["cryptsetup", "luksUUID", partition_path(dev, 2)]).stdout.strip() == uuid, right.stderr
+        if "device-mapper" not in Path("/proc/misc").read_text():
+            assert right.returncode != 0 and "open LUKS" in right.stderr, right.stderr
+        assert SECRET.decode() not in right.stdout + right.stderr
