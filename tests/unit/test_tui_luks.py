@@ -65,3 +65,61 @@ def test_escape_restores_nothing():
     answers: list = []
     (seen,) = _run(answers, [], [list("nope")])
     assert answers == [False]
+
+
+# -- the whole wizard: the passphrase is asked after the confirmation, before the run -----------------
+
+from recorded_engine import RecordedEngine  # noqa: E402
+from test_tui_wizard import FACTS, aio, run_to_end, settle, start_restore, wizard  # noqa: E402
+
+
+class LuksEngine(RecordedEngine):
+    """The recorded engine with one LUKS container to open: its passphrase is 'right'."""
+
+    def __init__(self) -> None:
+        super().__init__(FACTS)
+        self.opened = False
+        self.checked: list[str] = []
+
+    def luks_needed(self, review):
+        return () if self.opened else ((UUID, "cryptroot"),)
+
+    def check_luks_key(self, uuid, passphrase):
+        self.checked.append(passphrase)
+        if passphrase == "right":
+            self.opened = True
+            return None
+        return f"wrong passphrase for LUKS UUID {uuid}, try again"
+
+
+async def _type(pilot, word: str) -> None:
+    await pilot.press(*list(word), "enter")
+    await settle(pilot)
+
+
+@aio
+async def test_the_wizard_runs_only_once_the_passphrase_opens_the_kept_header():
+    engine = LuksEngine()
+    async with wizard(engine) as (app, pilot):
+        await start_restore(pilot)
+        await settle(pilot)
+        assert isinstance(app.screen, PassphraseScreen) and engine.runs == 0
+        await _type(pilot, "nope")
+        assert isinstance(app.screen, PassphraseScreen) and engine.runs == 0  # nothing written
+        assert "try again" in str(app.screen.query_one("#said", Static).render())
+        await _type(pilot, "right")
+        await run_to_end(pilot)
+        assert engine.checked == ["nope", "right"] and engine.runs == 1
+
+
+@aio
+async def test_escape_on_the_passphrase_writes_nothing():
+    engine = LuksEngine()
+    async with wizard(engine) as (app, pilot):
+        await start_restore(pilot)
+        await settle(pilot)
+        assert isinstance(app.screen, PassphraseScreen)
+        await pilot.press("escape")
+        await run_to_end(pilot)
+        assert engine.runs == 0 and engine.written == []
+        assert not isinstance(app.screen, PassphraseScreen)
