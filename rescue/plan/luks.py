@@ -45,6 +45,7 @@ class ContainersOnDisk:
 
     containers: tuple[LuksDevice, ...] = ()
     filesystems: tuple[Filesystem, ...] = ()
+    holding: frozenset[str] = frozenset()  # UUIDs of the containers seen holding something (a PV too)
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -69,14 +70,17 @@ def containers_on_disk(containers: Sequence[LuksDevice], filesystems: Sequence[F
         return found
     seen: set[str] = set()
     held = []
+    holding = set()
     for fs in filesystems:
         c = found.container_of(fs.device)
+        if c is not None and fs.fstype:
+            holding.add(c.uuid)
         if c is None or fs.fstype in ("LVM2_member", "crypto_LUKS"):
             continue
         if c.uuid not in seen:  # a swap shows as /dev/dm-0 and as /dev/mapper/NAME: one is made
             seen.add(c.uuid)
             held.append(fs)
-    return dataclasses.replace(found, filesystems=tuple(held))
+    return dataclasses.replace(found, filesystems=tuple(held), holding=frozenset(holding))
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,12 @@ def plan_containers(found: ContainersOnDisk, new_device: Mapping[str, str], fold
                 fix="fix the machine's /etc/crypttab, capture again and make a new backup",
             )
         names[name] = c.device
+        if c.uuid not in found.holding:
+            warnings.append(
+                f"LUKS {c.device} (UUID {c.uuid}) "
+                + ("was not open when the layout was captured" if not c.mapping else "held nothing rescue knows")
+                + f": it is made again and opened as {name}, but what lay inside is not (make it by hand "
+                "in /dev/mapper/" + name + " after the restore, and restore its files from their vault)")
         if new_key:
             checks.append(AskNewLuksKey(uuid=c.uuid, name=name))
             make.append(_format(c, name, new_device[c.device]))

@@ -328,3 +328,17 @@ def test_luks1_gets_its_hash_and_no_luks2_only_options():
     argv = fmt.format_argv()
     assert argv[3:5] == ["--type", "luks1"] and "--hash" in argv and argv[argv.index("--hash") + 1] == "sha512"
     assert "--pbkdf" not in argv and "--label" not in argv and argv[argv.index("--offset") + 1] == "4096"
+
+
+def test_a_container_not_open_at_capture_is_made_again_and_said_empty():
+    lay = laptop()
+    home, swap = lay.layers.luks
+    lay = dataclasses.replace(
+        lay, filesystems=tuple(fs for fs in lay.filesystems if fs.device != "/dev/mapper/crypthome"),
+        layers=BlockLayers(luks=(dataclasses.replace(home, mapping=None), swap)))
+    plan = build_plan(lay, images(lay), target(16 * GIB))
+    assert any(s.kind == "luks-header" and s.uuid == HOME_UUID for s in plan.steps)
+    (said,) = [w for w in plan.warnings if HOME_UUID in w]
+    assert "was not open when the layout was captured" in said and "/dev/mapper/crypthome" in said
+    assert not any(HOME_UUID in w for w in plan.warnings if w is not said)
+    assert not any(SWAP_UUID in w for w in plan.warnings)  # the swap container holds its swap
