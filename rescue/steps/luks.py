@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rescue.errors import RescueError, StepFailed, UnsafeTarget
@@ -408,8 +409,6 @@ def keys_from_files(steps: Any, files: Any) -> dict[str, LuksKey]:
     """The keys named by `--luks-key NAME=FILE` (or the unattended config's luks_keys): NAME is a
     container's open name (crypttab's) or its LUKS UUID; the file's bytes are the key, as
     `cryptsetup --key-file FILE` reads them (a passphrase file: no trailing newline)."""
-    from pathlib import Path
-
     containers: list[Any] = [*containers_needing_keys(steps), *containers_needing_new_keys(steps)]
     keys: dict[str, LuksKey] = {}
     for name, file in files:
