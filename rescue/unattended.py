@@ -39,6 +39,20 @@ Example /backup/rescue-unattended.toml:
     by_id = "ata-Samsung_SSD_870_S5Y1NX0R123456"   # a /dev/disk/by-id name (or the full path)
     # device = "/dev/sdb"
     # empty_disk_min_gib = 100       # the only empty disk of at least 100 GiB
+
+A machine with several disks names, instead of [target], one [[targets]] per
+captured disk: `disk` is the captured disk (its device as captured, its by-id
+name or its serial), plus one selector of the new disk as in [target]. A
+captured disk that is not restored must be left out by name:
+
+    skip_disks = ["/dev/sdc"]        # optional: captured disks left out (their vaults too)
+
+    [[targets]]
+    disk = "/dev/sda"
+    by_id = "ata-NEW_DISK_1"
+    [[targets]]
+    disk = "/dev/sdb"
+    by_id = "ata-NEW_DISK_2"
 """
 
 from __future__ import annotations
@@ -89,7 +103,7 @@ class Config:
     path: Path
     banks: tuple[Path, ...]
     client: str
-    target: Selector
+    target: Selector | None  # one disk; None when `targets` maps several
     image: str | None = None
     after: str = "poweroff"
     after_failure: str = "stay"
@@ -104,6 +118,8 @@ class Config:
     compare_tar_onto: str | None = None  # by-id name of an empty scratch disk (the drill's --compare-tar)
     luks_keys: tuple[tuple[str, str], ...] = ()  # (crypttab name or LUKS UUID, keyfile), as --luks-key
     luks_new_key: bool = False  # as --luks-new-key
+    targets: tuple[tuple[str, Selector], ...] = ()  # (captured disk, its new disk) per [[targets]]
+    skip_disks: tuple[str, ...] = ()  # captured disks left out on purpose
 
     @property
     def source(self) -> ImageSource:
@@ -127,7 +143,8 @@ def load_config(path: Path) -> Config:
         return ConfigError(f"{path}: {key} {what}", fix="correct the file; `pydoc rescue.unattended` shows an example")
 
     known = {"bank", "banks", "rsnapshot", "tree", "client", "image", "after", "after_failure", "bootloader", "grow", "log_dir",
-             "fstype", "size", "target", "source_disk", "compare_tar_onto", "luks_keys", "luks_new_key"}
+             "fstype", "size", "target", "targets", "skip_disks", "source_disk", "compare_tar_onto", "luks_keys",
+             "luks_new_key"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise bad(unknown[0], "is not a setting rescue knows")
@@ -176,24 +193,24 @@ def load_config(path: Path) -> Config:
         raise bad("[luks_keys]", 'must map LUKS containers to keyfiles (cryptroot = "keys/root.key")')
     if not isinstance(data.get("luks_new_key", False), bool):
         raise bad("luks_new_key", "must be true or false")
-    t = data.get("target")
-    if not isinstance(t, dict):
-        raise bad("[target]", "is missing: say which disk to overwrite (by_id, device or empty_disk_min_gib)")
-    unknown = sorted(set(t) - {"by_id", "device", "empty_disk_min_gib"})
-    if unknown:
-        raise bad(f"target.{unknown[0]}", "is not a selector rescue knows")
-    if len(t) != 1:
-        raise bad("[target]", "must have exactly one of by_id, device, empty_disk_min_gib")
-    if "empty_disk_min_gib" in t:
-        n = t["empty_disk_min_gib"]
-        if isinstance(n, bool) or not isinstance(n, (int, float)) or n <= 0:
-            raise bad("target.empty_disk_min_gib", "must be a positive number of GiB")
-        selector = Selector(empty_disk_min_gib=float(n))
+    selector: Selector | None = None
+    targets: list[tuple[str, Selector]] = []
+    if "targets" in data:
+        if "target" in data or not isinstance(data["targets"], list) or not data["targets"]:
+            raise bad("[[targets]]", "must be one table per captured disk, instead of [target]")
+        for i, t in enumerate(data["targets"]):
+            where = f"targets[{i}]"
+            if not isinstance(t, dict) or not isinstance(t.get("disk"), str) or not t["disk"]:
+                raise bad(where, "must name the captured disk (disk = \"/dev/sda\") and its new disk")
+            targets.append((t["disk"], _selector({k: v for k, v in t.items() if k != "disk"}, where, bad)))
     else:
-        key, value = next(iter(t.items()))
-        if not isinstance(value, str) or not value:
-            raise bad(f"target.{key}", "must be a non-empty string")
-        selector = Selector(**{key: value})
+        t = data.get("target")
+        if not isinstance(t, dict):
+            raise bad("[target]", "is missing: say which disk to overwrite (by_id, device or empty_disk_min_gib)")
+        selector = _selector(t, "target", bad)
+    skip_disks = data.get("skip_disks", [])
+    if not isinstance(skip_disks, list) or not all(isinstance(d, str) and d for d in skip_disks):
+        raise bad("skip_disks", "must be a list of captured disks")
     return Config(
         path=path, banks=tuple(Path(b) for b in banks), client=client, target=selector,
         image=data.get("image"), after=after, after_failure=after_failure, bootloader=bootloader,
@@ -201,9 +218,35 @@ def load_config(path: Path) -> Config:
         fstypes=tuple(fstype.items()), sizes=tuple(size.items()),
         rsnapshot_roots=tuple(Path(r) for r in others["rsnapshot"]), trees=tuple(Path(t) for t in others["tree"]),
         source_disk=data.get("source_disk") or None, compare_tar_onto=data.get("compare_tar_onto") or None,
+        targets=tuple(targets), skip_disks=tuple(skip_disks),
         luks_keys=tuple((name, str(path.parent / file)) for name, file in luks_keys.items()),
         luks_new_key=data.get("luks_new_key", False),
     )
+
+
+def _selector(t: dict, where: str, bad: Callable[[str, str], ConfigError]) -> Selector:
+    """One disk selector: exactly one of by_id, device, empty_disk_min_gib."""
+    unknown = sorted(set(t) - {"by_id", "device", "empty_disk_min_gib"})
+    if unknown:
+        raise bad(f"{where}.{unknown[0]}", "is not a selector rescue knows")
+    if len(t) != 1:
+        raise bad(f"[{where}]", "must have exactly one of by_id, device, empty_disk_min_gib")
+    if "empty_disk_min_gib" in t:
+        n = t["empty_disk_min_gib"]
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or n <= 0:
+            raise bad(f"{where}.empty_disk_min_gib", "must be a positive number of GiB")
+        return Selector(empty_disk_min_gib=float(n))
+    key, value = next(iter(t.items()))
+    if not isinstance(value, str) or not value:
+        raise bad(f"{where}.{key}", "must be a non-empty string")
+    return Selector(**{key: value})
+
+
+def select_targets(config: Config, disks: Sequence[TargetDisk]) -> tuple[str, ...]:
+    """The devices of the config's target disks, in its order; each selector picks exactly one."""
+    if config.target is not None:
+        return (select_target(config.target, disks).device,)
+    return tuple(select_target(selector, disks).device for _, selector in config.targets)
 
 
 def select_target(selector: Selector, disks: Sequence[TargetDisk]) -> TargetDisk:
@@ -233,8 +276,10 @@ def select_target(selector: Selector, disks: Sequence[TargetDisk]) -> TargetDisk
     return found[0]
 
 
-def restore_options(config: Config) -> RestoreOptions:
-    """The config's answers as the options every face gives the one restore object."""
+def restore_options(config: Config, devices: Sequence[str] = ()) -> RestoreOptions:
+    """The config's answers as the options every face gives the one restore object.
+
+    `devices`: the selected disks of [[targets]], in its order."""
     from rescue.commands.plan import parse_sizes
 
     log_dir = config.log_dir
@@ -243,19 +288,24 @@ def restore_options(config: Config) -> RestoreOptions:
         source_disk=config.source_disk,
         sizes=parse_sizes([f"{where}={text}" for where, text in config.sizes]), bootloader=config.bootloader,
         state_dir=log_dir, log=log_dir / f"restore-{time.strftime('%Y%m%d-%H%M%S')}.log" if log_dir else None,
-        luks_keys=config.luks_keys, luks_new_key=config.luks_new_key, face="rescue unattended restore")
+        face="rescue unattended restore", skip_disks=config.skip_disks,
+        disk_map=tuple((old, os.path.realpath(d)) for (old, _), d in zip(config.targets, devices)),
+        luks_keys=config.luks_keys, luks_new_key=config.luks_new_key)
 
 
-def restore(config: Config, device: str, console: Callable[..., int] | None = None) -> int:
-    """`rescue restore --yes` onto the selected disk, with RESCUE-STEP-DONE lines for the drill."""
+def restore(config: Config, device: str | Sequence[str], console: Callable[..., int] | None = None) -> int:
+    """`rescue restore --yes` onto the selected disk(s), with RESCUE-STEP-DONE lines for the drill."""
     from rescue.commands.restore import restore_on_console
     from rescue.engine.restore import Restore
 
-    job = Restore(config.source, restore_options(config))
+    devices = [device] if isinstance(device, str) else list(device)
+    job = Restore(config.source, restore_options(config, devices if config.targets else ()))
     selection = job.select()
     for note in selection.notes:
         print(f"rescue restore: note: {note}", file=sys.stderr)
-    return (console or restore_on_console)(job, selection, os.path.realpath(device), yes=True, markers=True)
+    real = [os.path.realpath(d) for d in devices]
+    return (console or restore_on_console)(job, selection, real[0] if len(real) == 1 else real, yes=True,
+                                           markers=True)
 
 
 def compare_tar(config: Config, target: str) -> str:
@@ -343,11 +393,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(path)
         from rescue.probe import list_disks
 
-        target = select_target(config.target, list_disks(backup_sources=config.source.folders))
-        marker(f"TARGET {target.device}", args.kmsg)
-        code = Exit(restore(config, target.device))
+        devices = select_targets(config, list_disks(backup_sources=config.source.folders))
+        marker(f"TARGET {' '.join(devices)}", args.kmsg)
+        code = Exit(restore(config, devices))
         if code == Exit.OK and config.compare_tar_onto:
-            marker(compare_tar(config, target.device), args.kmsg)
+            marker(compare_tar(config, devices[0]), args.kmsg)
     except RescueError as e:
         print(f"unattended-restore: {e}", file=sys.stderr, flush=True)
         code = e.exit_code

@@ -40,7 +40,7 @@ import datetime as dt
 import os
 import shutil
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,11 +104,11 @@ def capture(
     *,
     client: str | None = None,
     runner: Runner | None = None,
-    disk: str | None = None,
+    disk: str | Sequence[str] | None = None,
     root: Path | None = None,
     backup_paths: tuple[str, ...] = (),
 ) -> tuple[Layout, Raw]:
-    """Collect and build; nothing is written. disk+root: a system that is not running."""
+    """Collect and build; nothing is written. disk(s)+root: a system that is not running."""
     if (disk is None) != (root is None):
         raise RescueError("--disk and --root go together", fix="give both: --disk DEV --root DIR")
     if disk is not None and root is not None:

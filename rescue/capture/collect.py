@@ -369,25 +369,28 @@ def _under(target: str, root: str) -> bool:
     return target == root or target.startswith(root.rstrip("/") + "/")
 
 
-def collect_offline(disk: str, root: Path, runner: Runner | None = None) -> Raw:
-    """A system that is not running: its disk attached here, mounted under root."""
+def collect_offline(disk: str | Sequence[str], root: Path, runner: Runner | None = None) -> Raw:
+    """A system that is not running: its disk (or disks) attached here, mounted under root."""
     runner = runner or LocalRunner()
     raw = Raw()
-    disk = checked_device(disk)
+    disks = [checked_device(d) for d in ([disk] if isinstance(disk, str) else disk)]
+    disk = " and ".join(disks)
     root_s = os.path.realpath(root)
     if not os.path.isdir(root_s):
         raise RescueError(f"--root {root} is not a folder", fix="mount the captured system's / there first")
-    if not os.path.exists(disk):
-        raise RescueError(f"{disk} does not exist", fix="attach the disk (losetup -fP IMAGE) and give its device")
+    for d in disks:
+        if not os.path.exists(d):
+            raise RescueError(f"{d} does not exist", fix="attach the disk (losetup -fP IMAGE) and give its device")
     try:
-        raw.files["lsblk.json"] = _bytes(runner([*probe.LSBLK, disk]).stdout)
+        raw.files["lsblk.json"] = _bytes(runner([*probe.LSBLK, *disks]).stdout)
     except CommandError as e:
         raise RescueError(f"lsblk cannot read {disk}", why=e.stderr.strip()) from None
     devices = parse_lsblk(raw.files["lsblk.json"], "lsblk.json")
-    if len(devices) != 1 or devices[0].type not in ("disk", "loop"):
+    if len(devices) != len(disks) or any(d.type not in ("disk", "loop") for d in devices):
         raise RescueError(f"{disk} is not a whole disk", fix="give the disk (/dev/sdb, /dev/loop3), not a partition")
-    raw.files["disks"] = (disk + "\n").encode()
-    _sfdisk(runner, raw, disk, required=True)
+    raw.files["disks"] = "".join(d + "\n" for d in disks).encode()
+    for d in disks:
+        _sfdisk(runner, raw, d, required=True)
     nodes = [checked_device(d.path) for d in walk(devices)]
     for node in nodes:
         _blkid(runner, raw, node)

@@ -40,7 +40,9 @@ attached here and its filesystems are mounted under DIR.
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, metavar="DIR", help="write layout.json and the raw outputs into DIR")
     p.add_argument("--ssh", metavar="HOST", help="capture HOST over ssh (BatchMode) instead of this machine")
-    p.add_argument("--disk", metavar="DEV", help="the disk of a system that is not running (with --root)")
+    p.add_argument("--disk", action="append", metavar="DEV",
+                   help="the disk of a system that is not running (with --root); repeat it for each disk "
+                        "of a machine with several")
     p.add_argument("--root", type=Path, metavar="DIR", help="where that system's filesystems are mounted")
     p.add_argument("--client", metavar="NAME", help="the name to record as client (default: the hook's, or the hostname)")
     p.add_argument("--ssh-command", default="ssh", metavar="PROGRAM",

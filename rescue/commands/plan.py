@@ -44,8 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--client", required=True, metavar="NAME", help="the machine to restore (rescue list shows them)")
     p.add_argument("--image", metavar="DATE",
                    help="use the newest good image at or before DATE (default: the newest good image)")
-    p.add_argument("--target", required=True, metavar="DEV",
-                   help="the whole disk the restore would overwrite, e.g. /dev/sdb")
+    add_target_argument(p, "the whole disk the restore would overwrite, e.g. /dev/sdb")
     add_layout_arguments(p)
     p.add_argument("--skip-vault", action="append", default=[], metavar="NAME",
                    help="leave a vault out of the plan; may be repeated")
@@ -59,9 +58,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 class Request:
     """What plan and restore both read from their options, before the target is probed."""
 
-    device: str  # the target disk, links resolved
+    devices: tuple[str, ...]  # the target disks, links resolved, in --target order
     restore: Restore  # the one restore object every face drives
     selection: Selection
+
+    @property
+    def target(self) -> str | tuple[str, ...]:
+        """What Restore.plan and Restore.session take: one disk, or the disks of --target OLD=NEW."""
+        return self.devices[0] if len(self.devices) == 1 else self.devices
 
 
 def read_request(args: argparse.Namespace, command: str, **run: Any) -> Request:
@@ -70,15 +74,21 @@ def read_request(args: argparse.Namespace, command: str, **run: Any) -> Request:
     Reads only; every bad option is a RescueError before any disk is probed. `run` holds the
     options only a restore has (bootloader, state folder, log, ...)."""
     from rescue.engine.restore import Restore, RestoreOptions
+    from rescue.plan.disks import TargetSpec
 
     source = source_from_args(args)
     source.check()
-    if not os.path.exists(args.target):
-        raise RescueError(f"{args.target} does not exist",
-                          fix="name the target disk, e.g. /dev/sdb (lsblk lists the disks)")
-    device = os.path.realpath(args.target)
+    specs = [TargetSpec.parse(t) for t in args.target]
+    for spec in specs:
+        if not os.path.exists(spec.new):
+            raise RescueError(f"{spec.new} does not exist",
+                              fix="name the target disk, e.g. /dev/sdb (lsblk lists the disks)")
+    devices = tuple(os.path.realpath(spec.new) for spec in specs)
+    named = any(spec.old for spec in specs)
     options = RestoreOptions(
         client=args.client, image=args.image, source_disk=args.source_disk, grow=args.grow,
+        disk_map=tuple((spec.old or "", d) for spec, d in zip(specs, devices)) if named else (),
+        skip_disks=tuple(args.skip_disk),
         skip_vaults=tuple(args.skip_vault), fstypes=parse_fstypes(args.fstype), sizes=parse_sizes(args.size),
         luks_new_key=getattr(args, "luks_new_key", False), **run,
     )
@@ -86,13 +96,13 @@ def read_request(args: argparse.Namespace, command: str, **run: Any) -> Request:
     selection = restore.select()
     for note in selection.notes:
         print(f"rescue {command}: note: {note}", file=sys.stderr)
-    return Request(device, restore, selection)
+    return Request(devices, restore, selection)
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
     """Backups + client + target -> Plan (or the RescueError saying why not). Reads only."""
     req = read_request(args, "plan", bootloader="skip" if args.no_bootloader else "auto")
-    return req.restore.plan(req.selection, req.device)
+    return req.restore.plan(req.selection, req.target)
 
 
 def add_layout_arguments(p: argparse.ArgumentParser) -> None:
@@ -102,14 +112,24 @@ def add_layout_arguments(p: argparse.ArgumentParser) -> None:
                    help="the partition that takes all the free space (default: the restored filesystems "
                         "share it in proportion to their captured size)")
     p.add_argument("--source-disk", metavar="DEV",
-                   help="which captured disk this target replaces (machines with several disks; "
-                        "of mirrored disks, each holding the whole machine, the one grub was on is "
-                        "taken without it: its md arrays come back degraded)")
+                   help="restore only this captured disk onto --target, leaving the others out "
+                        "(or map each with --target OLD=NEW); without it, of mirrored disks each "
+                        "holding the whole machine, the one grub was on is taken: its arrays come back degraded")
+    p.add_argument("--skip-disk", action="append", default=[], metavar="OLD",
+                   help="leave a captured disk out on purpose: its vaults are not restored; may be repeated")
     add_fstype_argument(p)
     p.add_argument("--luks-new-key", action="store_true",
                    help="make each LUKS container with a new master key (luksFormat with its captured UUID, "
                         "cipher, key size, PBKDF and label) and a new passphrase typed twice, instead of writing "
                         "its kept header back (which keeps every old keyslot)")
+
+
+def add_target_argument(p: argparse.ArgumentParser, what: str) -> None:
+    """--target NEW, or --target OLD=NEW per captured disk of a machine with several."""
+    p.add_argument("--target", required=True, action="append", metavar="[OLD=]NEW",
+                   help=f"{what}, or a /dev/disk/by-id/ name. A machine with several disks: one "
+                        "--target OLD=NEW per captured disk (OLD: its captured device such as /dev/sdb, "
+                        "its by-id name or its serial); --skip-disk OLD leaves one out")
 
 
 def add_fstype_argument(p: argparse.ArgumentParser) -> None:

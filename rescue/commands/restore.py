@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from rescue.formats.units import duration, human
 from rescue import events as ev
 from rescue.backups.source import add_source_arguments
-from rescue.commands.plan import add_layout_arguments, add_size_argument, read_request
+from rescue.commands.plan import add_layout_arguments, add_size_argument, add_target_argument, read_request
 from rescue.errors import Aborted, Exit, RescueError
 
 if TYPE_CHECKING:
@@ -46,8 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--client", required=True, metavar="NAME", help="the machine to restore (rescue list shows them)")
     p.add_argument("--image", metavar="DATE",
                    help="restore the newest good image at or before DATE (default: the newest good image)")
-    p.add_argument("--target", required=True, metavar="DEV",
-                   help="the whole disk to overwrite, e.g. /dev/sdb or a /dev/disk/by-id/ name")
+    add_target_argument(p, "the whole disk to overwrite, e.g. /dev/sdb")
     p.add_argument("--yes", action="store_true", help="do not ask: the target was chosen on purpose")
     p.add_argument("--dry-run", action="store_true", help="print the plan and restore.sh; write nothing")
     p.add_argument("--log", type=Path, metavar="FILE",
@@ -201,20 +200,25 @@ class ProgressPrinter:
         out.flush()
 
 
-def confirm(target: Any, ask: Callable[[str], str]) -> None:
-    """The person types the target's device name; anything else aborts with nothing written."""
+def confirm(targets: Any, ask: Callable[[str], str]) -> None:
+    """The person types every target's device name; anything else aborts with nothing written."""
     from rescue.engine.restore import confirmed
 
-    prompt = (f"\nEverything on {target.device} will be destroyed.\n"
-              f"Type the target's device name ({target.device}) to go on, anything else aborts: ")
+    targets = tuple(targets) if isinstance(targets, (list, tuple)) else (targets,)
+    names = " ".join(t.device for t in targets)
+    disks = " and ".join(t.device for t in targets)
+    prompt = (f"\nEverything on {disks} will be destroyed.\n"
+              + (f"Type the target's device name ({names}) to go on, anything else aborts: " if len(targets) == 1
+                 else f"Type the names of all {len(targets)} targets ({names}) to go on, anything else aborts: "))
     try:
         answer = ask(prompt).strip()
     except EOFError:
         answer = ""
-    if not confirmed(answer, target.device, target.by_id):
+    words = answer.split()
+    if len(words) != len(targets) or not all(any(confirmed(w, t.device, t.by_id) for w in words) for t in targets):
         raise Aborted("the restore was not confirmed; nothing was written",
-                      why=f"the answer {answer!r} is not {target.device}" if answer else "no answer was given",
-                      fix=f"run again and type {target.device}, or use --yes in a script")
+                      why=f"the answer {answer!r} is not {names}" if answer else "no answer was given",
+                      fix=f"run again and type {names}, or use --yes in a script")
 
 
 def _ask(prompt: str) -> str:
@@ -245,11 +249,11 @@ def _stop_on_sigterm() -> None:
 def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
     req = read_request(args, "restore", bootloader=args.bootloader, verify_checksum=args.verify_checksum,
                        state_dir=args.state_dir, log=args.log, luks_keys=parse_luks_keys(args.luks_key))
-    return restore_on_console(req.restore, req.selection, req.device, yes=args.yes, dry_run=args.dry_run,
+    return restore_on_console(req.restore, req.selection, req.target, yes=args.yes, dry_run=args.dry_run,
                               markers=args.step_markers, ask=ask)
 
 
-def restore_on_console(restore: Restore, selection: Selection, device: str, *, yes: bool = False,
+def restore_on_console(restore: Restore, selection: Selection, device: str | Sequence[str], *, yes: bool = False,
                        dry_run: bool = False, markers: bool = False, ask: Callable[[str], str] = _ask) -> int:
     """The restore as plain lines on a console: `rescue restore` and the unattended entry alike."""
 
@@ -266,7 +270,7 @@ def restore_on_console(restore: Restore, selection: Selection, device: str, *, y
         plan = session.plan(selection)
         print(plan.review(), flush=True)
         if not yes:
-            confirm(plan.target, ask)
+            confirm(plan.targets, ask)
         typed = ask_luks_keys(session, plan, yes)
         printer = ProgressPrinter(markers=markers)
         _stop_on_sigterm()

@@ -189,11 +189,13 @@ class EngineContext:
         cancel: threading.Event | None = None,
         bootloader: str = "auto",
         verify_checksum: bool = False,
+        more_targets: Sequence[str] = (),
         luks_keys: Mapping[str, Any] | None = None,
     ) -> None:
         if bootloader not in BOOTLOADER_MODES:
             raise ValueError(f"bootloader mode {bootloader!r} is not one of {BOOTLOADER_MODES}")
         self.target = target
+        self.targets = (target, *more_targets)  # a restore onto several disks writes them all
         self.journal = journal
         self.mount_base = mount_base
         self.root = mount_base / "root"  # the restored system's / hangs here

@@ -748,7 +748,11 @@ def _run_watched(
                     now = FsUsage.of(dest)
                 except OSError:
                     continue
-                activity = (now.bytes, now.inodes, lines[0], group_io(proc.pid))
+                # what landed or was printed first; the processes' I/O counts (a walk of /proc)
+                # only when nothing else moved
+                activity: tuple[object, ...] = (now.bytes, now.inodes, lines[0])
+                if activity[:3] == seen[:3]:
+                    activity += (group_io(proc.pid),)
                 if activity != seen:
                     seen, moved = activity, last
                 elif last - moved >= STALL_SECONDS:

@@ -81,6 +81,35 @@ def _norm(value: str) -> str:
     return value.strip().lower().removeprefix("0x")
 
 
+def _bare_uuid(value: str) -> str:
+    """An md or LVM UUID as blkid and mdadm/lvm each print it, compared without separators."""
+    return value.replace(":", "").replace("-", "").strip().lower()
+
+
+def _layer_evidence(steps: Sequence[Any]) -> dict[str, list[tuple[str, str]]]:
+    """For each array and LV the plan makes: (partition, UUID it carries) that show it is there
+    while it is not active (after a reboot the arrays are not assembled, the VGs not activated:
+    their steps run again on a resume, after this check)."""
+    from rescue.steps.lvm import MakeVolumeGroup, dm_name
+    from rescue.steps.md import MakeArray
+
+    arrays = {s.device: s for s in steps if isinstance(s, MakeArray)}
+
+    def under(device: str, uuid: str) -> list[tuple[str, str]]:
+        a = arrays.get(device)
+        if a is None:
+            return [(device, uuid)]
+        return [(m, _bare_uuid(a.uuid)) for m in a.members if m]
+
+    evidence = {d: under(d, "") for d in arrays}
+    for s in steps:
+        if isinstance(s, MakeVolumeGroup):
+            pvs = [e for dev, uuid in s.pvs for e in under(dev, _bare_uuid(uuid))]
+            for lv in (*s.lvs, *(t.name for t in s.thin), *(p.name for p in s.pools)):
+                evidence[f"/dev/mapper/{dm_name(s.name, lv)}"] = pvs
+    return evidence
+
+
 def disk_differences(journal: Journal, steps: Sequence[Any], read: ReadDevice | None = None) -> list[str]:
     """Where the disk no longer is what the journal's finished steps left on it (empty: it is)."""
     read = read or _blkid
@@ -89,8 +118,15 @@ def disk_differences(journal: Journal, steps: Sequence[Any], read: ReadDevice | 
     for s in steps:
         if journal.is_done(s.key) and disk_check_of(s) and not journal.steps[s.key].get("disk_check"):
             diffs.append(f"'{s.describe()}' finished without a record of what it left on the disk")
+    layers = _layer_evidence(steps)
     for (device, field), want in journal.expected_on_disk(keys).items():
         found = read(device)
+        if found is None and device in layers and not os.path.exists(device):
+            # an array or LV not active (a reboot since): its partitions must still carry it
+            gone = [part for part, uuid in layers[device] if _bare_uuid((read(part) or {}).get("UUID", "")) != uuid]
+            if gone:
+                diffs.append(f"{device} is not active and {', '.join(gone)} no longer carry it")
+            continue
         if found is None:
             diffs.append(f"{device} cannot be read")
             continue
@@ -201,41 +237,55 @@ class Executor:
         lock_dir: Path | None = None,
         read_device: ReadDevice | None = None,
         work: str = "restore",
+        more_targets: Sequence[str] = (),
         luks_keys: Mapping[str, Any] | None = None,
     ) -> None:
         self.target = target
+        self.more_targets = tuple(more_targets)  # the other disks of a restore onto several
         self.luks_keys = luks_keys  # LUKS UUID -> LuksKey, handed to the steps in memory only
         self.identity = identity or target
         self.state_dir = Path(state_dir) if state_dir is not None else host_paths().state_dir
         self.log_path = log_path
         self.mount_dir = Path(mount_dir)
-        self.recheck = recheck or (lambda: _still_safe(target, backup_paths))
+        self.recheck = recheck or (lambda: [_still_safe(d, backup_paths) for d in (target, *self.more_targets)]
+                                   and None)
         self.bootloader = bootloader
         self.verify_checksum = verify_checksum
         self.cancel = cancel or threading.Event()
         self.title = title
-        # the disk lock lives beside the mounts, in the runtime folder every face shares (/run/rescue)
-        self.disk_lock = DiskLock(target, face, lock_dir or self.mount_dir / "locks")
+        # the disk locks live beside the mounts, in the runtime folder every face shares (/run/rescue);
+        # several are always taken in the same (sorted) order, so two restores never wait on each other
+        self.disk_locks = tuple(DiskLock(disk, face, lock_dir or self.mount_dir / "locks")
+                                for disk in sorted({target, *self.more_targets}))
         self._lock_depth = 0
         self.read_device = read_device or _blkid
         self.work = work  # what the plan does, in the messages: "restore", "prepare-disk"
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the target's one-restore-per-disk lock; DiskBusy names who holds it.
+        """Hold every target's one-restore-per-disk lock; DiskBusy names who holds one.
 
         Re-entrant: run() and release_leftovers() take it themselves, and a
         face that writes beside the journal first (plan.json) holds it around both.
         """
         if self._lock_depth == 0:
-            self.disk_lock.acquire()
+            taken: list[DiskLock] = []
+            try:
+                for lock in self.disk_locks:
+                    lock.acquire()
+                    taken.append(lock)
+            except BaseException:
+                for lock in reversed(taken):
+                    lock.release()
+                raise
         self._lock_depth += 1
         try:
             yield
         finally:
             self._lock_depth -= 1
             if self._lock_depth == 0:
-                self.disk_lock.release()
+                for lock in reversed(self.disk_locks):
+                    lock.release()
 
     def journal(self) -> Journal:
         return Journal.for_target(self.state_dir, self.identity)
@@ -339,7 +389,8 @@ class Executor:
         journal.save()
         ctx = EngineContext(target=self.target, journal=journal, mount_base=base, log=log, emit=on_event,
                             cancel=self.cancel, bootloader=self.bootloader,
-                            verify_checksum=self.verify_checksum, luks_keys=self.luks_keys)
+                            verify_checksum=self.verify_checksum, more_targets=self.more_targets,
+                            luks_keys=self.luks_keys)
         ctx.root.mkdir(mode=0o755)
         ctx.work.mkdir(mode=0o700)
         on_event(ev.PlanStarted(len(steps), resumed))
@@ -362,7 +413,8 @@ class Executor:
                     self.recheck()
                     # what a killed run left (a mount in a dying namespace, a child still exiting)
                     # lets go within moments; anything else holding the target is named, nothing written
-                    wait_free(self.target)
+                    for disk in (self.target, *self.more_targets):
+                        wait_free(disk)
                     checked = True
                 ctx.key = step.key
                 ctx.resuming = journal.was_started(step.key)

@@ -51,7 +51,9 @@ class RestoreOptions:
     grow: str | None = None  # mount point or partition number that takes the free space
     sizes: tuple[tuple[str, int], ...] = ()  # (mount point, number or swap; bytes), as --size
     fstypes: tuple[tuple[str, str], ...] = ()  # (mount point, type) to make instead of the captured one
-    source_disk: str | None = None  # which captured disk the target replaces (machines with several)
+    source_disk: str | None = None  # the older --source-disk: restore this captured disk only
+    disk_map: tuple[tuple[str, str], ...] = ()  # (OLD, NEW) per --target OLD=NEW: captured disk -> target
+    skip_disks: tuple[str, ...] = ()  # captured disks left out on purpose (--skip-disk)
     bootloader: Bootloader = "auto"  # auto: grub, except onto a loop device; install; skip
     verify_checksum: bool = False  # read every file twice: contents, not only sizes and times
     state_dir: Path | None = None  # the journal's folder (default /var/lib/rescue)
@@ -67,7 +69,7 @@ class RestoreOptions:
 
         return PlanOptions(source_disk=self.source_disk, grow=self.grow, bootloader=self.bootloader != "skip",
                            skip_vaults=self.skip_vaults, fstypes=self.fstypes, sizes=self.sizes,
-                           luks_new_key=self.luks_new_key)
+                           disk_map=self.disk_map, skip_disks=self.skip_disks, luks_new_key=self.luks_new_key)
 
 
 @dataclass(frozen=True)
@@ -166,8 +168,10 @@ class Restore:
 
         return probe_disk(device, backup_sources=self.backup_folders)
 
-    def plan(self, selection: Selection | Choice, target: TargetDisk | str) -> Plan:
-        """The whole restore as steps (pure: reads the disk's facts, writes nothing), or a refusal."""
+    def plan(self, selection: Selection | Choice, target: TargetDisk | str | Sequence[str]) -> Plan:
+        """The whole restore as steps (pure: reads the disks' facts, writes nothing), or a refusal.
+
+        Several targets come in the order of options.disk_map."""
         from rescue.layout.legacy import newest_layout
         from rescue.plan import build_plan
 
@@ -176,18 +180,22 @@ class Restore:
             layout: Layout | None = newest_layout(images)
         else:
             images, layout = selection.images, selection.layout
-        disk = self.probe(target) if isinstance(target, str) else target
-        return build_plan(layout, images, disk, self.options.plan_options())
+        if isinstance(target, str) or not isinstance(target, Sequence):
+            disks: TargetDisk | list[TargetDisk] = self.probe(target) if isinstance(target, str) else target
+        else:
+            disks = [self.probe(d) for d in target]
+        return build_plan(layout, images, disks, self.options.plan_options())
 
     # -- run ----------------------------------------------------------------
 
     @contextmanager
-    def session(self, device: str, say: Callable[[str], None] = lambda line: None,
+    def session(self, device: str | Sequence[str], say: Callable[[str], None] = lambda line: None,
                 cancel: threading.Event | None = None) -> Iterator[Session]:
-        """Hold the disk's lock from before a killed run's leftovers are released to the end.
+        """Hold the disks' locks from before a killed run's leftovers are released to the end.
 
         One restore per disk: another console's wizard or restore is refused
-        (DiskBusy, naming who holds it) as this one is while another holds it."""
+        (DiskBusy, naming who holds it) as this one is while another holds it.
+        A restore onto several disks holds every one; its journal lives with the first."""
         session = Session(self, device, say, cancel)
         with session.executor.locked():
             # A killed earlier run may have left its mounts and copy process: release them (only
@@ -282,9 +290,9 @@ class Restore:
 
 
 class Session:
-    """One run onto one disk, under its lock: the journal folder, the log, plan.json, the report."""
+    """One run onto its disks, under their locks: the journal folder, the log, plan.json, the report."""
 
-    def __init__(self, restore: Restore, device: str, say: Callable[[str], None],
+    def __init__(self, restore: Restore, device: str | Sequence[str], say: Callable[[str], None],
                  cancel: threading.Event | None) -> None:
         from rescue.engine.executor import Executor
         from rescue.engine.journal import identity_name
@@ -292,7 +300,9 @@ class Session:
         from rescue.safety import assert_still_safe
 
         self.restore = restore
-        self.device = device
+        self.devices = (device,) if isinstance(device, str) else tuple(device)
+        # the journal, the log and the report live with one of them, whatever order they were named in
+        self.device = device = min(self.devices)
         options = restore.options
         self.state_dir = restore.usable_state_dir(say)
         identity = identity_of(device)
@@ -302,15 +312,21 @@ class Session:
         folders = restore.backup_folders
         self.executor: Executor = Executor(
             target=device, identity=identity, state_dir=self.state_dir, log_path=self.log_path,
-            recheck=lambda: assert_still_safe(device, backup_sources=folders) and None,
+            recheck=lambda: [assert_still_safe(d, backup_sources=folders) for d in self.devices] and None,
             bootloader=options.bootloader, verify_checksum=options.verify_checksum, cancel=cancel,
-            title=f"restore onto {device}", face=options.face)  # run() names the machine
+            title=f"restore onto {self.shown}", face=options.face,  # run() names the machine
+            more_targets=tuple(d for d in self.devices if d != device))
         self.summary: str | None = None  # the last run's summary, also when it failed
         self.report: Path | None = None
 
     def plan(self, selection: Selection | Choice) -> Plan:
-        """Probe the disk now, under the lock and after the leftovers are released, and plan."""
-        return self.restore.plan(selection, self.device)
+        """Probe the disks now, under the locks and after the leftovers are released, and plan."""
+        return self.restore.plan(selection, self.devices if len(self.devices) > 1 else self.device)
+
+    @property
+    def shown(self) -> str:
+        """The targets in words: '/dev/sdb' or '/dev/sdb and /dev/sdc'."""
+        return " and ".join(self.devices)
 
     def luks_keys(self, plan: Plan, typed: Mapping[str, LuksKey] | None = None) -> dict[str, LuksKey]:
         """The key of each LUKS container the plan opens: the keyfiles the options name, then
@@ -331,11 +347,12 @@ class Session:
 
         `luks_keys`: passphrases a person typed (LUKS UUID -> key), held in memory only. The
         report is written whenever the run ended, failed or not."""
-        if plan.target.device != self.device:
-            raise PlanRefused(f"the plan is for {plan.target.device}, not {self.device}",
-                              fix="plan again onto the disk to restore")
+        planned = sorted(t.device for t in plan.targets)
+        if planned != sorted(self.devices):
+            raise PlanRefused(f"the plan is for {' and '.join(planned)}, not {self.shown}",
+                              fix="plan again onto the disks to restore")
         self.executor.luks_keys = self.luks_keys(plan, luks_keys)  # a wrong key: nothing written
-        self.executor.title = f"restore of {self.restore.options.client or plan.client} onto {self.device}"
+        self.executor.title = f"restore of {self.restore.options.client or plan.client} onto {self.shown}"
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.folder / PLAN_FILE).write_text(plan.dumps())
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

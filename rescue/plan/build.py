@@ -15,12 +15,13 @@ from rescue.formats.units import human
 from rescue.backups.model import Image, ImageStatus
 from rescue.devices import disk_of, partition_path
 from rescue.errors import PlanRefused
-from rescue.layout.model import BootMode, BtrfsMount, BtrfsVolume, Disk, Filesystem, Layout, PartitionTable
+from rescue.layout.model import BootMode, BtrfsMount, BtrfsVolume, Disk, Filesystem, Layout, MdArray, PartitionTable
 from rescue.plan.luks import ContainersOnDisk, containers_on_disk, open_name, plan_containers
 from rescue.plan.lvm import VolumeGroupsOnDisk, plan_volume_groups, volume_groups_on_disk
 from rescue.plan.md import ArraysOnDisk, arrays_on_disk, plan_arrays
 from rescue.plan.migrate import (
     FS_MIN_BYTES,
+    GIB,
     MIB,
     Need,
     Role,
@@ -28,7 +29,8 @@ from rescue.plan.migrate import (
     migrate_table,
     needed_bytes,
 )
-from rescue.plan.model import NewFilesystem, NewSwap, Plan, PlanOptions
+from rescue.plan.disks import TargetSpec, map_disks, names_of
+from rescue.plan.model import DiskPlan, NewFilesystem, NewSwap, Plan, PlanOptions
 from rescue.safety import check_target
 from rescue.steps import (
     CopyTree,
@@ -55,48 +57,150 @@ HOOK_HINT = "run rescue capture as the dirvish post-server hook; see scripts/dir
 def build_plan(
     layout: Layout | None,
     images: Sequence[Image],
-    target: TargetDisk,
+    target: TargetDisk | Sequence[TargetDisk],
     options: PlanOptions = PlanOptions(),
 ) -> Plan:
     """The whole restore as ordered steps, or a refusal (PlanRefused / UnsafeTarget).
 
-    Its phases, in order: refusals that need no planning; the captured disk to replay;
-    what is restored where; the new partition table; the filesystems and swap on it;
-    the steps."""
-    layout = _refuse_before_planning(layout, images, target)
+    `target` is one disk, or one per `options.disk_map` entry (in its order) for a machine
+    with several. Its phases, in order: refusals that need no planning; which captured disk
+    goes onto which target; per target what is restored there, its new partition table and
+    the filesystems and swap on it; the steps."""
+    targets = (target,) if isinstance(target, TargetDisk) else tuple(target)
+    layout = _refuse_before_planning(layout, images, targets)
     warnings: list[str] = [
         f"vault {i.vault} image {i.name}: {i.status_text.strip()} (files deleted while the backup ran are missing)"
         for i in images if i.status is ImageStatus.WARNING
     ]
-    src = _captured_disk(layout, options, target, warnings)
-    what = _what_is_restored(src, images, options, warnings)
-    table = _new_table(src, what, target, options, warnings)
-    new_filesystems, new_swaps = _new_filesystems(src, what, table, target, warnings)
-    mount_order, copies, steps = _steps(src, what, new_filesystems, new_swaps, table.table, target, options,
-                                        warnings)
+    pairs = _disk_pairs(layout, targets, options, warnings)
+    parts: list[_DiskPart] = []
+    for disk, t in pairs:  # what lies on a mirror or a VG of several disks is made once, by the first
+        taken = {f.captured_device for p in parts for f in (*p.filesystems, *p.swaps) if f.captured_device}
+        parts.append(_plan_disk(layout, disk, [d for d, _ in pairs if d is not disk], images, t, options,
+                                warnings, taken))
+    mount_order, copies, steps = _steps(parts, options, warnings)
     if layout.source == "legacy":
         warnings.append(
             "this layout comes from the old df/sfdisk files: filesystem types, UUIDs and labels "
             "may be guesses; check them below"
         )
+    first = parts[0]
     return Plan(
         client=layout.client,
         images=tuple(images),
-        target=target,
-        source=src.disk,
-        old_table=src.table,
-        new_table=table.table,
-        migrations=table.migrations,
-        filesystems=tuple(new_filesystems),
-        swaps=new_swaps,
+        target=first.target,
+        source=first.src.disk,
+        old_table=first.src.table,
+        new_table=first.table.table,
+        migrations=first.table.migrations,
+        filesystems=tuple(f for part in parts for f in part.filesystems),
+        swaps=tuple(s for part in parts for s in part.swaps),
         mount_order=mount_order,
         copies=copies,
-        destroyed=destroyed(target),
-        warnings=tuple(warnings),
+        destroyed=destroyed(first.target),
+        warnings=tuple(dict.fromkeys(warnings)),  # a vault's note is made once per target
         steps=steps,
         options=options,
         captured_at=layout.captured_at,
         layout_warnings=layout.warnings,
+        more=tuple(DiskPlan(target=p.target, source=p.src.disk, old_table=p.src.table, new_table=p.table.table,
+                            migrations=p.table.migrations, destroyed=destroyed(p.target)) for p in parts[1:]),
+    )
+
+
+def _disk_pairs(layout: Layout, targets: Sequence[TargetDisk], options: PlanOptions,
+                warnings: list[str]) -> list[tuple[Disk, TargetDisk]]:
+    """Each captured disk to restore with its target, in captured order (rescue.plan.disks decides).
+
+    One target for a machine of mirrored disks, each holding all of it: the one grub was on is
+    restored (its arrays come back degraded, to be completed by adding a disk later)."""
+    if options.disk_map:
+        if len(options.disk_map) != len(targets):
+            raise ValueError("build_plan wants one target per disk_map entry, in its order")
+        specs = [TargetSpec(old=old or None, new=t.device) for (old, _), t in zip(options.disk_map, targets)]
+    elif options.source_disk:  # the older way: this captured disk only, the others left out
+        specs = [TargetSpec(old=options.source_disk, new=targets[0].device)]
+    else:
+        specs = [TargetSpec(new=t.device) for t in targets]
+    skip = options.skip_disks
+    mirrored = _mirrored_choice(layout, targets, options)
+    if mirrored is not None:
+        chosen_disk, rest = mirrored
+        warnings.append(
+            f"{layout.client} had {len(rest) + 1} disks, each holding the whole machine (with one member of each "
+            f"mirror): {chosen_disk.device} is restored onto {targets[0].device}, {', '.join(rest)} not; name "
+            "another with --source-disk, or give each its own disk with --target OLD=NEW")
+        skip = (*skip, *rest)
+    def describe(d: Disk) -> str:
+        return f"{d.device} ({human(d.size)}: {' '.join(_mountpoints_on(layout, d)) or 'no mounted filesystems'})"
+
+    if options.source_disk and not options.disk_map:
+        chosen = map_disks(layout, specs, skip=[d.device for d in layout.disks if d.table is not None
+                                                and options.source_disk not in names_of(d, layout)],
+                           describe=describe)
+    else:
+        chosen = map_disks(layout, specs, skip=skip, describe=describe)
+    by_device = {t.device: t for t in targets}
+    return [(pair.old, by_device[pair.new]) for pair in chosen.pairs]
+
+
+def _mirrored_choice(layout: Layout, targets: Sequence[TargetDisk],
+                     options: PlanOptions) -> tuple[Disk, list[str]] | None:
+    """(disk restored, disks left out) when one target replaces mirrored disks, else None."""
+    if options.disk_map or options.source_disk or len(targets) != 1:
+        return None
+    disks = [d for d in layout.disks if d.table is not None and d.device not in options.skip_disks]
+    whole = [d for d in disks if _carries_everything(layout, d)] if len(disks) > 1 else []
+    if not whole:
+        return None
+    chosen = next((d for d in whole if d.device == layout.boot.grub_disk), whole[0])
+    return chosen, [d.device for d in disks if d is not chosen]
+
+
+@dataclasses.dataclass(frozen=True)
+class _DiskPart:
+    """One target's share of the restore: the captured disk it replaces, what goes there, its table."""
+
+    src: _Captured
+    what: _Restored
+    target: TargetDisk
+    table: _NewTable
+    filesystems: list[NewFilesystem]
+    swaps: tuple[NewSwap, ...]
+
+
+def _plan_disk(layout: Layout, disk: Disk, others: Sequence[Disk], images: Sequence[Image], target: TargetDisk,
+               options: PlanOptions, warnings: list[str], taken: set[str] = frozenset()) -> _DiskPart:
+    """One captured disk onto its target: what is restored there, the new table, the filesystems on it.
+
+    `others` are the captured disks restored onto the other targets: their vaults are theirs.
+    `taken`: captured devices on a mirror or VG an earlier target's part makes already."""
+    src = _captured_disk(layout, disk, target)
+    options = _options_for(src, options, several=bool(others))
+    elsewhere = {mp for d in others for mp in _mountpoints_on(layout, d)}
+    what = _what_is_restored(src, images, options, elsewhere, warnings, others, taken)
+    table = _new_table(src, what, target, options, warnings)
+    new_filesystems, new_swaps = _new_filesystems(src, what, table, target, warnings)
+    return _DiskPart(src=src, what=what, target=target, table=table, filesystems=new_filesystems, swaps=new_swaps)
+
+
+def _options_for(src: _Captured, options: PlanOptions, several: bool) -> PlanOptions:
+    """With several targets, --grow and --size name mount points, each applied on the disk holding it."""
+    if not several:
+        return options
+    named = [w for w in (options.grow, *(w for w, _ in options.sizes)) if w]
+    loose = [w for w in named if not w.startswith("/")]
+    if loose:
+        raise PlanRefused(
+            f"--grow/--size {loose[0]} names a partition by number or as swap, but there are several targets",
+            why="a partition number or 'swap' does not say which disk it means",
+            fix="name the partition by its mount point (/srv), which says its disk",
+        )
+    mine = set(_mountpoints_on(src.layout, src.disk))
+    return dataclasses.replace(
+        options,
+        grow=options.grow if options.grow and posixpath.normpath(options.grow) in mine else None,
+        sizes=tuple((w, n) for w, n in options.sizes if posixpath.normpath(w) in mine),
     )
 
 
@@ -135,9 +239,11 @@ class _NewTable:
     new_size: dict[int, int]  # bytes of each partition on the target
 
 
-def _refuse_before_planning(layout: Layout | None, images: Sequence[Image], target: TargetDisk) -> Layout:
-    """The refusals that need no planning: an unsafe target, unusable images, no layout."""
-    refuse_unsafe(target)
+def _refuse_before_planning(layout: Layout | None, images: Sequence[Image],
+                            targets: Sequence[TargetDisk]) -> Layout:
+    """The refusals that need no planning: an unsafe target (any of them), unusable images, no layout."""
+    for target in targets:
+        refuse_unsafe(target)
     _refuse_unusable_images(images)
     if layout is None:
         raise PlanRefused(
@@ -282,11 +388,10 @@ def _subvolume_copy_bytes(mp: str, by_mount: dict[str | None, NewFilesystem], co
     return copies_for[mp].size or 0
 
 
-def _captured_disk(layout: Layout, options: PlanOptions, target: TargetDisk, warnings: list[str]) -> _Captured:
+def _captured_disk(layout: Layout, disk: Disk, target: TargetDisk) -> _Captured:
     """The captured disk to replay; its sectors must be the target's."""
-    disk = _choose_disk(layout, options, warnings)
     table = disk.table
-    assert table is not None  # _choose_disk only returns disks with a table
+    assert table is not None  # map_disks only pairs disks with a table
     ss = table.sector_size or disk.sector_size
     if ss != target.sector_size:
         raise PlanRefused(
@@ -298,12 +403,14 @@ def _captured_disk(layout: Layout, options: PlanOptions, target: TargetDisk, war
     return _Captured(layout=layout, disk=disk, table=table, sector_size=ss, number_of=_partition_numbers(table))
 
 
-def _what_is_restored(src: _Captured, images: Sequence[Image], options: PlanOptions,
-                      warnings: list[str]) -> _Restored:
+def _what_is_restored(src: _Captured, images: Sequence[Image], options: PlanOptions, elsewhere: set[str],
+                      warnings: list[str], others: Sequence[Disk] = (), taken: set[str] = frozenset()) -> _Restored:
     layout, disk, table, number_of = src.layout, src.disk, src.table, src.number_of
     md = _arrays(src)
     luks = _containers(src, md)
-    lvm = _volume_groups(src, md, luks)
+    lvm = _volume_groups(src, md, others, luks)
+    md = dataclasses.replace(md, filesystems=tuple(fs for fs in md.filesystems if fs.device not in taken))
+    lvm = dataclasses.replace(lvm, filesystems=tuple(fs for fs in lvm.filesystems if fs.device not in taken))
     # an array's member, a container and a PV are made by their layer; any other member signature stays a refusal
     members = set(md.members) | set(lvm.pv_devices) | set(luks.devices)
     on_disk = [fs for fs in layout.filesystems if src.number(fs) is not None and fs.device not in members]
@@ -312,7 +419,7 @@ def _what_is_restored(src: _Captured, images: Sequence[Image], options: PlanOpti
                               if fs.fstype != "swap"],
                              options, layout, warnings)
     _refuse_unsupported(made, disk)
-    copies_for = _map_vaults(layout, images, options, disk, made, warnings)
+    copies_for = _map_vaults(layout, images, options, disk, made, elsewhere, warnings)
     filesystems = [fs for fs in made if md.array_of(fs.device) is None and lvm.lv_of(fs.device) is None
                    and luks.container_of(fs.device) is None]
     luks = dataclasses.replace(luks, filesystems=(*(fs for fs in made if luks.container_of(fs.device)),
@@ -344,16 +451,32 @@ def _containers(src: _Captured, md: ArraysOnDisk) -> ContainersOnDisk:
         lambda dev: src.number(Filesystem(device=dev, fstype="")) is not None or md.array_of(dev) is not None)
 
 
-def _volume_groups(src: _Captured, md: ArraysOnDisk, luks: ContainersOnDisk = ContainersOnDisk()) -> VolumeGroupsOnDisk:
-    """The VGs whose PVs are this disk's partitions, its arrays or its opened containers,
-    and what lies on their LVs."""
+def _volume_groups(src: _Captured, md: ArraysOnDisk, others: Sequence[Disk] = (),
+                   luks: ContainersOnDisk = ContainersOnDisk()) -> VolumeGroupsOnDisk:
+    """The VGs with a PV on this disk's partitions, its arrays or its opened LUKS containers, and
+    what lies on their LVs. Their other PVs may lie on `others` (disks restored onto the other targets)."""
     layout = src.layout
     if layout.layers is None or not layout.layers.vgs:
         return VolumeGroupsOnDisk()
-    return volume_groups_on_disk(
-        layout.layers.vgs, _with_swaps(layout),
-        lambda dev: src.number(Filesystem(device=dev, fstype="")) is not None or md.array_of(dev) is not None
-        or luks.container_of(dev) is not None)
+
+    def here(dev: str) -> bool:
+        return (src.number(Filesystem(device=dev, fstype="")) is not None or md.array_of(dev) is not None
+                or luks.container_of(dev) is not None)
+
+    def elsewhere(dev: str) -> bool:
+        for d in others:
+            assert d.table is not None
+            numbers = _partition_numbers(d.table)
+
+            def number(x: str, d: Disk = d, numbers: dict[str, int] = numbers) -> int | None:
+                return _number(Filesystem(device=x, fstype=""), numbers, d, d.table)  # type: ignore[arg-type]
+
+            if number(dev) is not None or arrays_on_disk(layout.layers.md, (), number).array_of(dev) is not None:
+                return True
+        return False
+
+    mine = [vg for vg in layout.layers.vgs if any(here(pv.device) for pv in vg.pvs)]
+    return volume_groups_on_disk(mine, _with_swaps(layout), lambda dev: here(dev) or elsewhere(dev))
 
 
 def _with_swaps(layout: Layout) -> list[Filesystem]:
@@ -401,6 +524,14 @@ def _new_table(src: _Captured, what: _Restored, target: TargetDisk, options: Pla
         )
         for m in migrations
     )
+    layered = {*what.md.members.values(), *_pv_numbers(src, what)}
+    free = (target.size // ss - _table_end(new_table)) * ss
+    if layered and layered >= {p.number for p in new_table.partitions} and free >= max(GIB, target.size // 10):
+        # nothing on this disk may grow (grow is None for layers): say where the new room is
+        warnings.append(
+            f"{target.device}: {human(free)} stay free at the end of the disk: md members and LVM PVs keep "
+            "their captured sizes; to use the room later, add a partition, or grow the last one and then "
+            "the array (mdadm --grow /dev/mdN --size=max) or the PV (pvresize) and an LV (lvextend -r)")
     if table.label == "dos" and target.size // ss > 2**32:
         warnings.append(
             f"a dos partition table reaches only the first {human(2**32 * ss)} of "
@@ -460,8 +591,8 @@ def _new_filesystems(src: _Captured, what: _Restored, table: _NewTable, target: 
         for s in sorted(what.swaps, key=lambda s: s.number)
     )
     layered, layered_swaps = _on_layers(src, what, table)
-    new_filesystems += layered
-    new_swaps += layered_swaps
+    new_filesystems += [dataclasses.replace(f, shown_on=target.device) for f in layered]
+    new_swaps += tuple(dataclasses.replace(s, shown_on=target.device) for s in layered_swaps)
     for fs in src.layout.filesystems:
         if fs.fstype == "swap" and fs not in what.on_disk and not fs.device.startswith("/dev/"):
             warnings.append(f"swap file {fs.device} is not recreated; make it again after the restore")
@@ -476,6 +607,18 @@ def _luks_numbers(src: _Captured, what: _Restored) -> set[int]:
 def _pv_numbers(src: _Captured, what: _Restored) -> set[int]:
     numbers = {src.number(Filesystem(device=pv, fstype="")) for pv in what.lvm.pv_devices}
     return {n for n in numbers if n is not None}
+
+
+def _pv_number(src: _Captured, what: _Restored, pv: str) -> int | None:
+    """The partition of this disk a captured PV lies on: itself, or its array's first member here
+    (through the LUKS container it lies in)."""
+    container = what.luks.container_of(pv)
+    if container is not None:
+        pv = container.device
+    array = what.md.array_of(pv)
+    if array is not None:
+        return what.md.first_member(array) if any(m.device in what.md.members for m in array.members) else None
+    return src.number(Filesystem(device=pv, fstype=""))
 
 
 def _on_layers(src: _Captured, what: _Restored,
@@ -513,7 +656,8 @@ def _layer_device(src: _Captured, what: _Restored, table: _NewTable, fs: Filesys
     hit = what.lvm.lv_of(fs.device)
     assert hit is not None
     vg, lv = hit
-    n, _ = _under(src, what, table, vg.pvs[0].device)
+    # shown on this disk's first PV (a VG may also lie on another target's disk)
+    n = next(n for pv in vg.pvs if (n := _pv_number(src, what, pv.device)) is not None)
     return f"/dev/mapper/{dm_name(vg.name, lv.name)}", n, lv.size
 
 
@@ -532,11 +676,14 @@ def _under(src: _Captured, what: _Restored, table: _NewTable, device: str) -> tu
     return n, table.new_size[n]
 
 
-def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem], new_swaps: tuple[NewSwap, ...],
-           new_table: PartitionTable, target: TargetDisk, options: PlanOptions,
+def _steps(parts: Sequence[_DiskPart], options: PlanOptions,
            warnings: list[str]) -> tuple[tuple[str, ...], tuple[CopyTree, ...], tuple[Step, ...]]:
-    """The restore's steps in order: (mount order, copies, all steps)."""
-    layout, copies_for = src.layout, what.copies_for
+    """The restore's steps in order: (mount order, copies, all steps). Every target is partitioned
+    first, then every filesystem made, mounted into one tree and filled as one machine."""
+    layout = parts[0].src.layout
+    copies_for = {mp: image for part in parts for mp, image in part.what.copies_for.items()}
+    new_filesystems = [f for part in parts for f in part.filesystems]
+    new_swaps = [s for part in parts for s in part.swaps]
     mounted = [f for f in new_filesystems if f.mountpoint]
     mount_order = tuple(f.mountpoint for f in sorted(mounted, key=lambda f: _mount_key(f.mountpoint)))  # type: ignore[arg-type]
     mkfs_steps = tuple(
@@ -564,21 +711,30 @@ def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem]
         for mp in sorted(set(mount_order) | set(btrfs.inside), key=_mount_key) if mp in copies_for
     )
     roots = tuple(
-        fs.root for fs in sorted(what.filesystems, key=lambda f: _mount_key(f.mountpoint or "/"))
+        fs.root for fs in sorted((f for part in parts for f in part.what.filesystems),
+                                 key=lambda f: _mount_key(f.mountpoint or "/"))
         if fs.root is not None and fs.mountpoint in by_mount
     )
 
-    bootloader = _bootloader(layout, options, src.disk, target, by_mount, warnings)
-    arrays = plan_arrays(what.md.arrays, {old: partition_path(target.device, n) for old, n in what.md.members.items()})
+    boot_part = _boot_part(layout, parts)
+    bootloader = _bootloader(layout, options, boot_part.src.disk, boot_part.target, by_mount, warnings)
+    if bootloader is not None:
+        bootloader = _on_every_member(bootloader, layout, parts, by_mount)
+    arrays = plan_arrays(_all_arrays(parts), {old: partition_path(p.target.device, n)
+                                              for p in parts for old, n in p.what.md.members.items()})
     warnings.extend(arrays.warnings)
-    luks = plan_containers(what.luks, {c.device: _new_pv_device(src, what, c.device, target)
-                                       for c in what.luks.containers}, new_key=options.luks_new_key)
+    lvm = _all_volume_groups(parts)
+    luks = plan_containers(_all_containers(parts), {c.device: _new_pv_device(parts, c.device)
+                                                    for p in parts for c in p.what.luks.containers},
+                           new_key=options.luks_new_key)
     warnings.extend(luks.warnings)
-    groups = plan_volume_groups(what.lvm, {pv: _new_pv_device(src, what, pv, target) for pv in what.lvm.pv_devices},
-                                {vg.name: vg.config or "" for vg in what.lvm.vgs})
+    groups = plan_volume_groups(lvm, {pv: _new_pv_device(parts, pv) for pv in lvm.pv_devices},
+                                {vg.name: vg.config or "" for vg in lvm.vgs})
     warnings.extend(groups.warnings)
     steps: list[Step] = [*luks.checks]  # a wrong key is said before anything is written
-    steps += [WipeSignatures(disk=target.device), WritePartitionTable(disk=target.device, table=new_table)]
+    for part in parts:
+        steps += [WipeSignatures(disk=part.target.device),
+                  WritePartitionTable(disk=part.target.device, table=part.table.table)]
     steps += arrays.steps
     steps += luks.make
     steps += groups.steps
@@ -593,7 +749,7 @@ def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem]
     if bootloader:
         steps.append(bootloader)
     steps.append(Verify(
-        disk=target.device, copies=copies, filesystems=mkfs_steps, swaps=mkswap_steps,
+        disk=boot_part.target.device, copies=copies, filesystems=mkfs_steps, swaps=mkswap_steps,
         mode=layout.boot.mode, check_boot=bootloader is not None,
     ))
     steps.append(UnmountAll())
@@ -606,18 +762,68 @@ def _steps(src: _Captured, what: _Restored, new_filesystems: list[NewFilesystem]
     return mount_order, copies, tuple(steps)
 
 
-def _new_pv_device(src: _Captured, what: _Restored, pv: str, target: TargetDisk) -> str:
-    """Where a captured PV (or container) goes: its partition on the target, its array (made under
-    its own name) or its opened container (under its crypttab name)."""
-    container = what.luks.container_of(pv)
-    if container is not None:
-        return f"/dev/mapper/{open_name(container)}"
-    array = what.md.array_of(pv)
-    if array is not None:
-        return array.device
-    n = src.number(Filesystem(device=pv, fstype=""))
-    assert n is not None
-    return partition_path(target.device, n)
+def _all_arrays(parts: Sequence[_DiskPart]) -> tuple[MdArray, ...]:
+    """Each array with a member on some target, once (a mirror across two targets is one array)."""
+    return tuple({a.device: a for p in parts for a in p.what.md.arrays}.values())
+
+
+def _all_volume_groups(parts: Sequence[_DiskPart]) -> VolumeGroupsOnDisk:
+    """The VGs of every target, each once, with every PV and what lies on their LVs."""
+    return VolumeGroupsOnDisk(
+        vgs=tuple({vg.name: vg for p in parts for vg in p.what.lvm.vgs}.values()),
+        pv_devices={pv: node for p in parts for pv, node in p.what.lvm.pv_devices.items()},
+        filesystems=tuple({fs.device: fs for p in parts for fs in p.what.lvm.filesystems}.values()))
+
+
+def _all_containers(parts: Sequence[_DiskPart]) -> ContainersOnDisk:
+    """The LUKS containers of every target, each once (one on a mirror across two targets too)."""
+    return ContainersOnDisk(
+        containers=tuple({c.uuid: c for p in parts for c in p.what.luks.containers}.values()),
+        filesystems=tuple({fs.device: fs for p in parts for fs in p.what.luks.filesystems}.values()),
+        holding=frozenset(u for p in parts for u in p.what.luks.holding))
+
+
+def _new_pv_device(parts: Sequence[_DiskPart], pv: str) -> str:
+    """Where a captured PV (or LUKS container) goes: its partition on its target, its array (made
+    under its own name) or its opened container (under its crypttab name)."""
+    for part in parts:
+        container = part.what.luks.container_of(pv)
+        if container is not None:
+            return f"/dev/mapper/{open_name(container)}"
+        array = part.what.md.array_of(pv)
+        if array is not None:
+            return array.device
+        n = part.src.number(Filesystem(device=pv, fstype=""))
+        if n is not None:
+            return partition_path(part.target.device, n)
+    raise AssertionError(f"PV {pv} lies on no restored disk")  # volume_groups_on_disk refused it
+
+
+def _boot_part(layout: Layout, parts: Sequence[_DiskPart]) -> _DiskPart:
+    """The target that replaces the disk which held grub's boot code (the first one when unknown)."""
+    return next((p for p in parts if p.src.disk.device == layout.boot.grub_disk), parts[0])
+
+
+def _on_every_member(bootloader: InstallBootloader, layout: Layout, parts: Sequence[_DiskPart],
+                     by_mount: dict[str | None, NewFilesystem]) -> InstallBootloader:
+    """BIOS boot code on every target holding a member of the mirror /boot (or /) lies on, so
+    the machine boots from either disk when the other dies, as it did."""
+    if bootloader.mode is not BootMode.BIOS or len(parts) < 2:
+        return bootloader
+    boot = by_mount.get("/boot") or by_mount.get("/")
+    if boot is None or boot.captured_device is None:
+        return bootloader
+    also = [p.target.device for p in parts if p.target.device != bootloader.disk
+            and (array := p.what.md.array_of(boot.captured_device)) is not None
+            and any(m.device in p.what.md.members for m in array.members)]
+    if not also and boot.device.startswith("/dev/mapper/"):
+        # / on an LV: boot code goes where the VG's PVs are mirrored
+        lv = _all_volume_groups(parts).lv_of(boot.captured_device)
+        pvs = [pv.device for pv in lv[0].pvs] if lv else []
+        also = [p.target.device for p in parts if p.target.device != bootloader.disk
+                and any((a := p.what.md.array_of(pv)) is not None
+                        and any(m.device in p.what.md.members for m in a.members) for pv in pvs)]
+    return dataclasses.replace(bootloader, also=tuple(also)) if also else bootloader
 
 
 # -- refusals -------------------------------------------------------------------
@@ -657,43 +863,6 @@ def _refuse_unusable_images(images: Sequence[Image]) -> None:
                 fix="choose one image per vault",
             )
         seen[i.vault] = i
-
-
-def _choose_disk(layout: Layout, options: PlanOptions, warnings: list[str]) -> Disk:
-    disks = [d for d in layout.disks if d.table is not None]
-    if not disks:
-        raise PlanRefused(
-            f"the layout captured for {layout.client} holds no partition table",
-            why="rescue rebuilds the disk from its captured sfdisk dump",
-            fix=HOOK_HINT,
-        )
-    names = ", ".join(f"{d.device} ({human(d.size)}: {_mounts_on(layout, d)})" for d in disks)
-    if options.source_disk:
-        for d in disks:
-            if d.device == options.source_disk:
-                return d
-        raise PlanRefused(
-            f"{options.source_disk} is not a captured disk of {layout.client}",
-            why=f"the captured disks are {names}",
-            fix="name one of them with --source-disk",
-        )
-    whole = [d for d in disks if _carries_everything(layout, d)] if len(disks) > 1 else []
-    if whole:
-        # mirrored disks (md RAID1 and what lies on it): each holds the whole machine, one is enough
-        chosen = next((d for d in whole if d.device == layout.boot.grub_disk), whole[0])
-        rest = [d.device for d in disks if d is not chosen]
-        warnings.append(
-            f"{layout.client} had {len(disks)} disks; {chosen.device} holds the whole machine (with one member "
-            f"of each mirror) and is the one restored onto this target, {', '.join(rest)} not; "
-            "name another with --source-disk")
-        return chosen
-    if len(disks) > 1:
-        raise PlanRefused(
-            f"{layout.client} had {len(disks)} disks: {names}",
-            why="each target disk replaces one captured disk",
-            fix="name the captured disk this target replaces with --source-disk, then plan the others onto their own targets",
-        )
-    return disks[0]
 
 
 def _carries_everything(layout: Layout, disk: Disk) -> bool:
@@ -776,9 +945,10 @@ def _override_fstypes(
 
 def _map_vaults(
     layout: Layout, images: Sequence[Image], options: PlanOptions, disk: Disk,
-    filesystems: Sequence[Filesystem], warnings: list[str],
+    filesystems: Sequence[Filesystem], elsewhere: set[str], warnings: list[str],
 ) -> dict[str, Image]:
-    """Mount point -> the image that fills it. A vault that fits no filesystem is refused."""
+    """Mount point -> the image that fills it. A vault that fits no filesystem is refused;
+    one of a disk restored onto another target (`elsewhere`) is that target's."""
     subvolume_mounts = _subvolume_targets(layout, filesystems)
     mine = {fs.mountpoint for fs in filesystems if fs.mountpoint} | set(subvolume_mounts)
     known = sorted({fs.mountpoint for fs in layout.filesystems if fs.mountpoint and fs.fstype != "swap"}
@@ -796,6 +966,8 @@ def _map_vaults(
         mp = posixpath.normpath(image.source) if image.whole_machine else vault_mountpoint(image.source, layout.root)
         if mp is None or (layout.filesystem_at(mp) is None and mp not in subvolume_mounts):
             unmapped.append(f"{image.vault} (tree {image.source})")
+            continue
+        if mp not in mine and mp in elsewhere:
             continue
         if mp not in mine:
             warnings.append(
@@ -1130,11 +1302,11 @@ def _mount_key(mountpoint: str) -> tuple[int, str]:
     return (len(parts), mountpoint)
 
 
-def _mounts_on(layout: Layout, disk: Disk) -> str:
-    """The mount points that lie on the disk: on its partitions, or on arrays and VGs of them."""
+def _mountpoints_on(layout: Layout, disk: Disk) -> tuple[str, ...]:
+    """The captured mount points whose filesystems lay on `disk`."""
     table = disk.table
     if table is None:
-        return "no table"
+        return ()
     number_of = _partition_numbers(table)
 
     def number(dev: str) -> int | None:
@@ -1146,9 +1318,8 @@ def _mounts_on(layout: Layout, disk: Disk) -> str:
         vgs = tuple(vg for vg in layout.layers.vgs
                     if any(number(pv.device) is not None or arrays.array_of(pv.device) for pv in vg.pvs))
     layered = VolumeGroupsOnDisk(vgs)
-    mps = sorted({fs.mountpoint for fs in layout.filesystems if fs.mountpoint and (
-        number(fs.device) is not None or arrays.array_of(fs.device) or layered.lv_of(fs.device))})
-    return " ".join(mps) or "no mounted filesystems"
+    return tuple(sorted({fs.mountpoint for fs in layout.filesystems if fs.mountpoint and (
+        number(fs.device) is not None or arrays.array_of(fs.device) or layered.lv_of(fs.device))}))
 
 
 def _table_end(table: PartitionTable) -> int:

@@ -51,7 +51,9 @@ STEP_KINDS: dict[str, type[Step]] = {
 class PlanOptions:
     """What the person chose beyond client, images and target."""
 
-    source_disk: str | None = None  # which captured disk goes to this target (multi-disk layouts)
+    source_disk: str | None = None  # the older --source-disk: this captured disk only, the others left out
+    disk_map: tuple[tuple[str, str], ...] = ()  # (OLD, NEW) per --target OLD=NEW: captured disk -> target
+    skip_disks: tuple[str, ...] = ()  # captured disks left out on purpose (--skip-disk): their vaults too
     grow: str | None = None  # mount point ("/home") or partition number ("3") that takes all the free space
     bootloader: bool = True  # install grub after the copy
     state_dir: str | None = None  # restore.sh markers; default /var/lib/rescue/<target name>
@@ -106,6 +108,7 @@ class NewFilesystem:
     esp: bool = False
     copy_bytes: int | None = None  # what the copy reads: the image's byte count, else df's used bytes
     files: int | None = None  # files in the image, when its log says
+    shown_on: str | None = None  # on an array or LV: the target whose partition `number` it is shown on
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,19 @@ class NewSwap:
     uuid: str | None = None
     label: str | None = None
     captured_device: str | None = None
+    shown_on: str | None = None  # on an array or LV: the target whose partition `number` it is shown on
+
+
+@dataclass(frozen=True)
+class DiskPlan:
+    """One target of the restore: the captured disk it replaces, its table before and after."""
+
+    target: TargetDisk
+    source: Disk
+    old_table: PartitionTable
+    new_table: PartitionTable
+    migrations: tuple[Migration, ...]
+    destroyed: tuple[str, ...]  # what is on this target now and will be lost
 
 
 @dataclass(frozen=True)
@@ -139,7 +155,20 @@ class Plan:
     options: PlanOptions = PlanOptions()
     captured_at: str | None = None
     layout_warnings: tuple[str, ...] = ()
+    more: tuple[DiskPlan, ...] = ()  # the other targets of a machine with several disks
     schema: int = PLAN_SCHEMA
+
+    @property
+    def disks(self) -> tuple[DiskPlan, ...]:
+        """Every target with the captured disk it replaces, the first (target, source, ...) included."""
+        first = DiskPlan(target=self.target, source=self.source, old_table=self.old_table,
+                         new_table=self.new_table, migrations=self.migrations, destroyed=self.destroyed)
+        return (first, *self.more)
+
+    @property
+    def targets(self) -> tuple[TargetDisk, ...]:
+        """Every disk this plan erases: each is checked, confirmed and locked."""
+        return tuple(d.target for d in self.disks)
 
     # -- forms ---------------------------------------------------------------
 
@@ -178,7 +207,10 @@ class Plan:
         """Short hash of what the plan does (its steps, on which disk): restore.sh resumes only
         the same work. What the target held before is left out, so planning again after a
         half-finished run gives the same fingerprint and the rerun carries on."""
-        what = {"steps": [step_to_json(s) for s in self.steps], "target": [self.target.device, self.target.size]}
+        what: dict[str, Any] = {"steps": [step_to_json(s) for s in self.steps],
+                                "target": [self.target.device, self.target.size]}
+        if self.more:
+            what["more"] = [[d.target.device, d.target.size] for d in self.more]
         text = json.dumps(what, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rescue.devices import partition_path
@@ -18,7 +19,7 @@ from rescue.steps.luks import OpenLuks
 from rescue.steps.md import MakeArray
 
 if TYPE_CHECKING:
-    from rescue.plan.model import Migration, Plan
+    from rescue.plan.model import DiskPlan, Migration, NewFilesystem, NewSwap, Plan
 
 WIDTH = 79
 
@@ -55,28 +56,30 @@ def type_name(ptype: str) -> str:
 
 def render_review(plan: Plan) -> str:
     out: list[str] = []
-    t = plan.target
-    ss = plan.old_table.sector_size
     out.append(f"Restore plan for {plan.client}" + (f" (layout captured {plan.captured_at})" if plan.captured_at else ""))
-    ident = " ".join(x for x in (t.model, f"serial {t.serial}" if t.serial else None) if x)
-    out.append(_clip(f"  target    {t.device}  {human(t.size)}  {ident}".rstrip()))
-    if t.by_id:
-        out.append(_clip(f"            {t.by_id[0]}"))
-    out.append(f"  replaces  captured disk {plan.source.device}  {human(plan.source.size)}")
+    for d in plan.disks:
+        t = d.target
+        ident = " ".join(x for x in (t.model, f"serial {t.serial}" if t.serial else None) if x)
+        out.append(_clip(f"  target    {t.device}  {human(t.size)}  {ident}".rstrip()))
+        if t.by_id:
+            out.append(_clip(f"            {t.by_id[0]}"))
+        out.append(f"  replaces  captured disk {d.source.device}  {human(d.source.size)}")
     out += _wrap("  in short  " + _summary(plan), indent=" " * 12)
     out.append("")
 
-    out.append(f"WILL BE DESTROYED on {t.device}:")
-    if plan.destroyed:
-        out += [_clip(f"  - {line}") for line in plan.destroyed]
-    else:
-        out.append(f"  nothing: no partitions or signatures were found on {t.device}")
-    out.append("")
+    for d in plan.disks:
+        out.append(f"WILL BE DESTROYED on {d.target.device}:")
+        if d.destroyed:
+            out += [_clip(f"  - {line}") for line in d.destroyed]
+        else:
+            out.append(f"  nothing: no partitions or signatures were found on {d.target.device}")
+        out.append("")
 
-    out += _table(plan, ss)
-    out.append("")
-    out += _changes(plan)
-    out.append("")
+    for d in plan.disks:
+        out += _table(plan, d)
+        out.append("")
+        out += _changes(plan, d)
+        out.append("")
     out += _filesystems(plan)
     out.append("")
 
@@ -95,12 +98,12 @@ def render_review(plan: Plan) -> str:
 
 def _summary(plan: Plan) -> str:
     """One sentence for the top of the screen: the whole restore at a glance."""
-    parts = [f"erase {plan.target.device}", f"write a {plan.new_table.label} table"]
+    parts = [f"erase {d.target.device}, write a {d.new_table.label} table" for d in plan.disks]
     n = len(plan.filesystems)
     parts.append(f"make {n} filesystem{'s' if n != 1 else ''}" + (f" and {len(plan.swaps)} swap" if plan.swaps else ""))
     total = sum(c.bytes for c in plan.copies)
     parts.append(f"copy {human(total)} from {len(plan.copies)} vault{'s' if len(plan.copies) != 1 else ''}")
-    for m in plan.migrations:
+    for m in (m for d in plan.disks for m in d.migrations):
         if m.change in ("grows", "shrinks") and not m.container:
             parts.append(f"{_name(m)} {m.change} to {human(m.new_size * m.sector_size)}")
     if any(s.kind == "bootloader" for s in plan.steps):
@@ -110,16 +113,17 @@ def _summary(plan: Plan) -> str:
     return text + (f"; {warnings} warning{'s' if warnings != 1 else ''} below" if warnings else "")
 
 
-def _table(plan: Plan, ss: int) -> list[str]:
-    old, new = plan.old_table, plan.new_table
+def _table(plan: Plan, d: DiskPlan) -> list[str]:
+    old, new, ss = d.old_table, d.new_table, d.old_table.sector_size
     kept = "label-id, PARTUUIDs and names kept" if new.label == "gpt" else "label-id kept"
     lines = [
-        f"Partition table: {new.label} ({kept})",
+        f"Partition table of {d.target.device}: {new.label} ({kept})" if plan.more
+        else f"Partition table: {new.label} ({kept})",
         f"  label-id {new.label_id or '-'}",
         f"  {'#':>2} {'type':<11}{'old start':>10}{'size':>9}  {'new start':>10}{'size':>9}  holds",
     ]
     new_by_number = {p.number: p for p in new.partitions}
-    holds = _holds(plan)
+    holds = _holds(plan, d)
     for p in sorted(old.partitions, key=lambda p: p.number):
         q = new_by_number.get(p.number)
         row = (
@@ -129,45 +133,51 @@ def _table(plan: Plan, ss: int) -> list[str]:
             f"{holds.get(p.number, '')}"
         )
         lines.append(_clip(row.rstrip()))
-    disk_old = human(plan.source.size)
-    lines.append(f"  disk {disk_old} -> {human(plan.target.size)}"
+    disk_old = human(d.source.size)
+    lines.append(f"  disk {disk_old} -> {human(d.target.size)}"
                  + (f"; last-lba {new.last_lba} (recomputed)" if new.last_lba else ""))
     return lines
 
 
-def _holds(plan: Plan) -> dict[int, str]:
+def _holds(plan: Plan, d: DiskPlan) -> dict[int, str]:
     holds: dict[int, str] = {}
     arrays = {m: s.device for s in plan.steps if isinstance(s, MakeArray) for m in s.present}
-    for f in plan.filesystems:
+    for f in _on(d, plan.filesystems):
         holds[f.number] = f"{f.mountpoint or '(not mounted)'} {f.fstype}"
-    for s in plan.swaps:
+    for s in _on(d, plan.swaps):
         holds[s.number] = "swap"
     opened = {s.device: s.name for s in plan.steps if isinstance(s, OpenLuks)}
-    for p in plan.new_table.partitions:  # an md member shows its array, then what lies on it
-        node = partition_path(plan.target.device, p.number)
+    on_array = {f.device: f"{f.mountpoint or '(not mounted)'} {f.fstype}" for f in plan.filesystems}
+    on_array |= {s.device: "swap" for s in plan.swaps}
+    for p in d.new_table.partitions:  # an md member shows its array, then what lies on it
+        node = partition_path(d.target.device, p.number)
         array = arrays.get(node)
-        under = array or node
-        if under in opened:  # a LUKS container shows the name it is opened as, then what lies in it
-            holds[p.number] = f"LUKS {opened[under]}: {holds.get(p.number, '(nothing)')}"
+        if (array or node) in opened:  # a LUKS container shows the name it is opened as, then what lies in it
+            holds[p.number] = f"LUKS {opened[array or node]}: {holds.get(p.number, '(nothing)')}"
         if array:
-            holds[p.number] = f"{os.path.basename(array)}: {holds.get(p.number, '(nothing)')}"
-    for p in plan.old_table.partitions:
-        if is_extended(plan.old_table, p):
+            holds[p.number] = f"{os.path.basename(array)}: {on_array.get(array) or holds.get(p.number, '(nothing)')}"
+    for p in d.old_table.partitions:
+        if is_extended(d.old_table, p):
             holds[p.number] = "(logicals)"
     return holds
 
 
-def _changes(plan: Plan) -> list[str]:
-    lines = ["Changes"]
-    changed = [m for m in plan.migrations if m.change in ("grows", "shrinks") and not m.container]
-    moved = [m for m in plan.migrations if m.change == "moves" and not m.container]
+def _on(d: DiskPlan, made: Sequence[NewFilesystem | NewSwap]) -> list[NewFilesystem | NewSwap]:
+    """What the plan makes on this target's partitions (or on arrays and LVs shown on them)."""
+    return [f for f in made if f.device == partition_path(d.target.device, f.number) or f.shown_on == d.target.device]
+
+
+def _changes(plan: Plan, d: DiskPlan) -> list[str]:
+    lines = [f"Changes on {d.target.device}" if plan.more else "Changes"]
+    changed = [m for m in d.migrations if m.change in ("grows", "shrinks") and not m.container]
+    moved = [m for m in d.migrations if m.change == "moves" and not m.container]
     if not changed and not moved:
         lines.append("  none: every partition keeps its start and size (the table is replayed)")
         return lines
     for m in changed:
         lines += _wrap(f"  {_name(m)} {m.change} from {human(m.old_size * m.sector_size)} "
-                       f"to {human(m.new_size * m.sector_size)} ({_why(plan, m)})", indent="    ")
-    for m in plan.migrations:
+                       f"to {human(m.new_size * m.sector_size)} ({_why(plan, d, m)})", indent="    ")
+    for m in d.migrations:
         if m.container and m.change in ("grows", "shrinks"):
             lines += _wrap(f"  extended partition {m.number} {m.change} with it, to "
                            f"{human(m.new_size * m.sector_size)}", indent="    ")
@@ -177,7 +187,7 @@ def _changes(plan: Plan) -> list[str]:
     return lines
 
 
-def _why(plan: Plan, m: Migration) -> str:
+def _why(plan: Plan, d: DiskPlan, m: Migration) -> str:
     """Why a partition changes size, in the words of the option that would change it."""
     opts = plan.options
     names = {m.mountpoint, str(m.number)} | ({"swap"} if m.fstype == "swap" else set())
@@ -185,7 +195,7 @@ def _why(plan: Plan, m: Migration) -> str:
         return "as asked with --size"
     if opts.grow and opts.grow.strip() in names:
         return "as asked with --grow"
-    restored = any(f.number == m.number and f.vault for f in plan.filesystems)
+    restored = any(f.number == m.number and f.vault for f in _on(d, plan.filesystems))
     if m.change == "grows":
         if opts.grow:
             return "so that the partitions hold their needs"

@@ -91,10 +91,9 @@ def render_script(plan: Plan) -> str:
         ))
     return _template().render(
         client=plan.client.replace("\n", " "),
-        source=plan.source.device,
         target=plan.target.device,
-        target_size=int(plan.target.size),
-        serial=(plan.target.serial or "").replace(" ", ""),
+        disks=[{"source": d.source.device, "target": d.target.device, "size": int(d.target.size),
+                "serial": (d.target.serial or "").replace(" ", "")} for d in plan.disks],
         captured_at=plan.captured_at,
         plan_id=plan.fingerprint,
         state=state,

@@ -23,7 +23,8 @@ class Context(Protocol):
 
     root: Path  # private mount point under which the target's filesystems hang
     work: Path  # private folder for single-filesystem bind mounts (copy, verify)
-    target: str  # the whole target disk
+    target: str  # the whole target disk (the first, when a restore writes several)
+    targets: tuple[str, ...]  # every target disk of the run
     key: str  # the running step's journal key
     resuming: bool  # an earlier run started this step and did not finish it
     bootloader: str  # "auto" (not onto loop devices), "install" or "skip"

@@ -50,6 +50,7 @@ class InstallBootloader(Step):
     disk: str
     mode: BootMode
     esp: str | None = None  # ESP mount point inside the restored system
+    also: tuple[str, ...] = ()  # BIOS: the other targets holding a member of the mirrored /boot
 
     @property
     def key(self) -> str:
@@ -57,14 +58,14 @@ class InstallBootloader(Step):
 
     def describe(self) -> str:
         how = "UEFI (with removable fallback)" if self.mode is BootMode.UEFI else "BIOS"
-        return f"install grub for {how} on {self.disk}"
+        return f"install grub for {how} on {' and '.join((self.disk, *self.also))}"
 
     def installs(self) -> list[list[str]]:
         """The grub-install command lines run inside the restored system."""
         if self.mode is BootMode.UEFI:
             esp = self.esp or "/boot/efi"
             return [["grub-install", "--target=x86_64-efi", f"--efi-directory={esp}", "--removable"]]
-        return [["grub-install", "--target=i386-pc", self.disk]]
+        return [["grub-install", "--target=i386-pc", d] for d in (self.disk, *self.also)]
 
     def script(self) -> list[str]:
         lines = [f"for d in {' '.join(BIND)}; do mount --rbind \"$d\" \"$ROOT$d\"; "
@@ -128,7 +129,7 @@ class InstallBootloader(Step):
                 mkconfig = "grub2-mkconfig" if "grub2" in grub else "grub-mkconfig"
                 cfg = "/boot/grub2/grub.cfg" if "grub2" in grub else "/boot/grub/grub.cfg"
                 ctx.run(["chroot", str(ctx.root), mkconfig, "-o", cfg])
-            ctx.note(f"grub installed for {self.mode.value.upper()} on {self.disk}")
+            ctx.note(f"grub installed for {self.mode.value.upper()} on {' and '.join((self.disk, *self.also))}")
         finally:
             for where in reversed(bound):
                 ctx.run(["umount", "--recursive", str(where)], check=False)

@@ -166,7 +166,7 @@ class Fixups(Step):
         if not fstab.is_file():
             ctx.note("the restored system has no /etc/fstab: nothing names its filesystems")
             return
-        found = [probe(ctx, p) for p in partitions_of(ctx.target)]
+        found = [probe(ctx, p) for disk in ctx.targets for p in partitions_of(disk)]
         bad, by_name = [], []
         try:
             entries = parse_fstab(fstab.read_bytes(), str(fstab))
@@ -183,7 +183,7 @@ class Fixups(Step):
         data["fstab_unresolved"] = bad
         ctx.save()
         if bad:
-            ctx.note("fstab names filesystems not on the restored disk: " + ", ".join(bad)
+            ctx.note("fstab names filesystems not on the restored disk(s): " + ", ".join(bad)
                      + " (fine for other disks; otherwise edit etc/fstab before booting)")
         else:
             ctx.note("fstab check: every UUID=/LABEL=/PARTUUID= entry names a filesystem on the restored disk")

@@ -102,6 +102,9 @@ def review_of(plan: Plan) -> Review:
         steps=tuple(s.describe() for s in plan.steps), script=plan.script(),
         migrations=migrations, warnings=tuple(plan.warnings) + tuple(plan.layout_warnings),
         destroyed=tuple(plan.destroyed),
+        disks=tuple(line for d in plan.disks if plan.more for line in (
+            f"captured {d.source.device} ({_h(d.source.size)}) -> {d.target.device} ({_h(d.target.size)})",
+            *(f"    DESTROYED on {d.target.device}: {x}" for x in d.destroyed))),
         weights=tuple(next((c.bytes for c in plan.copies if s.kind == "copy" and s.key == f"copy:{c.vault}"),
                            STEP_COST) for s in plan.steps))
 
@@ -258,7 +261,9 @@ class RealEngine:
         def say(line: str) -> None:
             emit(Output("resume", line))
 
-        with self.restore().session(plan.target.device, say=say, cancel=cancel) as session:
+        devices = [t.device for t in plan.targets]  # a resumed restore onto several disks holds them all
+        with self.restore().session(devices[0] if len(devices) == 1 else devices, say=say,
+                                    cancel=cancel) as session:
             self.last_log = session.log_path
             try:
                 session.run(plan, emit, luks_keys=self.luks_typed)

@@ -78,6 +78,7 @@ class Review:
     warnings: tuple[str, ...] = ()
     destroyed: tuple[str, ...] = ()  # what is on the target now and will be gone
     weights: tuple[int, ...] = ()  # per step, its share of the whole restore: bytes to copy, or a fixed cost
+    disks: tuple[str, ...] = ()  # a machine with several disks: "captured OLD -> NEW" and what NEW loses
 
     def weight(self, index: int) -> int:
         return self.weights[index] if index < len(self.weights) else STEP_COST

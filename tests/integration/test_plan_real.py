@@ -74,7 +74,7 @@ def plan_onto(demo, size: int, tmp_path: Path, capsys, *extra: str) -> tuple[Pla
     run(["bash", "-n", str(script)])
     assert script.stat().st_mode & 0o111
     text = script.read_text()
-    assert f"TARGET={dev}\n" in text and f"TARGET_SIZE={size}" in text
+    assert f"TARGET={dev}\n" in text and f"check_target {dev} {size} " in text
     return plan, out.out, text
 
 

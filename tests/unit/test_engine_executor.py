@@ -268,6 +268,20 @@ def test_confirmation_needs_the_device_name():
         confirm(disk, eof)
 
 
+def test_confirmation_of_two_targets_needs_both_names():
+    from rescue.commands.restore import confirm
+    from rescue.target import TargetDisk
+
+    disks = (TargetDisk(device="/dev/sdb", size=1 << 40), TargetDisk(device="/dev/sdc", size=1 << 40))
+    prompts = []
+    confirm(disks, lambda prompt: prompts.append(prompt) or "/dev/sdc sdb")
+    assert "Everything on /dev/sdb and /dev/sdc will be destroyed" in prompts[0]
+    for answer in ("/dev/sdb", "/dev/sdb /dev/sdb", "/dev/sdb /dev/sdc /dev/sdd"):
+        with pytest.raises(Aborted) as e:
+            confirm(disks, lambda prompt, a=answer: a)
+        assert "/dev/sdb /dev/sdc" in e.value.fix
+
+
 def test_progress_without_a_file_count_shows_none():
     """A copy onto btrfs has no true file count (no inode figures): neither face invents '0 files'."""
     import io

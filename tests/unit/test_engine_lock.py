@@ -61,8 +61,8 @@ def test_the_lock_is_reentrant_and_released_after_a_run(tmp_path):
     with ex.locked():
         ex.release_leftovers()  # takes it again inside: no refusal from itself
         ex.run(PLAN)
-        assert ex.disk_lock.held
-    assert not ex.disk_lock.held
+        assert ex.disk_locks[0].held
+    assert not ex.disk_locks[0].held
     with DiskLock("/dev/fake0", "test", tmp_path / "mnt" / "locks"):
         pass  # free again
 
@@ -110,3 +110,22 @@ def test_holder_text_half_written_or_foreign_names_nobody():
     assert Holder.read('{"pid": true, "face": "x"}').pid is None
     h = Holder.read('{"pid": 812, "face": "rescue wizard", "tty": "/dev/ttyS0", "since": "14:02:11"}')
     assert h.describe() == "rescue wizard, pid 812, on /dev/ttyS0, since 14:02:11"
+
+
+def test_a_restore_onto_two_disks_holds_both_and_is_refused_when_either_is_busy(tmp_path):
+    """Every target is locked, always in sorted order; a busy second disk releases the first again."""
+    two = Executor(target="/dev/fake1", more_targets=("/dev/fake0",), state_dir=tmp_path / "state",
+                   mount_dir=tmp_path / "mnt", log_path=tmp_path / "log.txt", recheck=lambda: None)
+    assert [lock.target for lock in two.disk_locks] == ["/dev/fake0", "/dev/fake1"]
+    with two.locked():
+        assert all(lock.held for lock in two.disk_locks)
+        with pytest.raises(DiskBusy):
+            executor(tmp_path).run(PLAN)  # /dev/fake0 alone: busy
+    with DiskLock("/dev/fake1", "rescue wizard", tmp_path / "mnt" / "locks"):
+        with pytest.raises(DiskBusy) as refused:
+            two.run(PLAN)
+        assert "/dev/fake1" in refused.value.what
+        assert not two.disk_locks[0].held  # the first lock was let go again
+    assert CALLS == []
+    two.run(PLAN)
+    assert not any(lock.held for lock in two.disk_locks)

@@ -148,3 +148,41 @@ def test_compare_tar_onto_names_the_drills_scratch_disk(tmp_path):
     c = load_config(write(tmp_path, GOOD.replace("[target]", 'compare_tar_onto = "virtio-rescue-d2"\n[target]')))
     assert c.compare_tar_onto == "virtio-rescue-d2"
     assert load_config(write(tmp_path, GOOD)).compare_tar_onto is None
+
+
+TWO_DISKS = GOOD.replace('[target]\nby_id = "ata-NEW_DISK_1"\n', '''skip_disks = ["/dev/sdc"]
+[[targets]]
+disk = "/dev/sda"
+by_id = "ata-NEW_DISK_1"
+[[targets]]
+disk = "WD-SERIAL-2"
+device = "/dev/sdf"
+''')
+
+
+def test_targets_map_each_captured_disk_to_its_own_new_disk(tmp_path):
+    from rescue.unattended import select_targets
+
+    c = load_config(write(tmp_path, TWO_DISKS))
+    assert c.target is None and c.skip_disks == ("/dev/sdc",)
+    assert c.targets == (("/dev/sda", Selector(by_id="ata-NEW_DISK_1")), ("WD-SERIAL-2", Selector(device="/dev/sdf")))
+    disks = [TargetDisk(device="/dev/sde", size=GiB, by_id=("/dev/disk/by-id/ata-NEW_DISK_1",)),
+             TargetDisk(device="/dev/sdf", size=GiB)]
+    devices = select_targets(c, disks)
+    assert devices == ("/dev/sde", "/dev/sdf")
+    o = restore_options(c, devices)
+    assert o.disk_map == (("/dev/sda", "/dev/sde"), ("WD-SERIAL-2", "/dev/sdf")) and o.skip_disks == ("/dev/sdc",)
+    with pytest.raises(PlanRefused):  # the second new disk is not there: nothing is guessed
+        select_targets(c, disks[:1])
+
+
+@pytest.mark.parametrize("text", [
+    TWO_DISKS + '[target]\ndevice = "/dev/sdb"\n',  # both forms
+    TWO_DISKS.replace('disk = "/dev/sda"\n', ""),  # no captured disk named
+    TWO_DISKS.replace('device = "/dev/sdf"\n', 'device = "/dev/sdf"\nby_id = "x"\n'),  # two selectors
+    TWO_DISKS.replace('skip_disks = ["/dev/sdc"]', 'skip_disks = "/dev/sdc"'),
+])
+def test_bad_targets_are_refused_by_key(tmp_path, text):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert "target" in e.value.what or "skip_disks" in e.value.what

@@ -257,8 +257,8 @@ def run_logged(h, text: str, mode: str = "") -> tuple[subprocess.CompletedProces
     work.mkdir()
     (work / "env.sh").write_text(LOGGER)
     # The one line a logger cannot answer: [ -b "$TARGET" ] needs a real block device.
-    text = text.replace('[ -b "$TARGET" ] ||', 'true ||')
-    size = next(line.split("=", 1)[1].split()[0] for line in text.splitlines() if line.startswith("TARGET_SIZE="))
+    text = text.replace('[ -b "$disk" ] ||', 'true ||')
+    size = next(line.split()[2] for line in text.splitlines() if line.startswith("check_target "))
     env = {"PATH": str(work / "nobin"), "BASH_ENV": str(work / "env.sh"), "ARGV_LOG": str(work / "argv"),
            "TARGET_SIZE_FAKE": size, "MODE": mode, "RESCUE_STATE": str(work / "state"),
            "RESCUE_ROOT": str(work / "root"), "RESCUE_WORK": str(work / "work")}

@@ -286,7 +286,7 @@ def test_a_mirrored_machine_is_restored_from_the_disk_grub_was_on_without_naming
     plan = build_plan(lay, images(lay), target(16 * GIB, device="/dev/sdc"), PlanOptions())
     assert plan.source.device == "/dev/sda"
     (said,) = [w for w in plan.warnings if "had 2 disks" in w]
-    assert "/dev/sda holds the whole machine" in said and "--source-disk" in said
+    assert "/dev/sda is restored onto /dev/sdc, /dev/sdb not" in said and "--source-disk" in said
     other = dataclasses.replace(lay, boot=dataclasses.replace(lay.boot, grub_disk="/dev/sdb"))
     assert build_plan(other, images(other), target(16 * GIB, device="/dev/sdc"), PlanOptions()).source.device == "/dev/sdb"
     # /srv on a plain partition of sdb: sdb holds everything, sda not
@@ -318,3 +318,110 @@ def test_a_refusal_names_the_mounts_each_disk_holds_through_its_arrays():
     with pytest.raises(PlanRefused) as e:
         build_plan(split, images(split), target(16 * GIB, device="/dev/sdc"), PlanOptions())
     assert "/dev/sda (8 GiB: / /boot /data)" in e.value.what and "/dev/sdb (8 GiB: / /boot /srv)" in e.value.what
+
+
+def test_a_raid1_machine_onto_two_disks_makes_each_array_once_whole_and_boot_code_on_both():
+    """--target /dev/sda=/dev/sdc --target /dev/sdb=/dev/sdd: each array from one member on each
+    new disk (not degraded, made once), what lies on it made once, grub on both disks."""
+    lay = md_layout()
+    plan = build_plan(lay, images(lay), [target(16 * GIB, device="/dev/sdc"), target(16 * GIB, device="/dev/sdd")],
+                      PlanOptions(disk_map=(("/dev/sda", "/dev/sdc"), ("/dev/sdb", "/dev/sdd"))))
+    makes = [s for s in plan.steps if isinstance(s, MakeArray)]
+    assert [(m.device, m.members) for m in makes] == [
+        (f"/dev/md{i}", (f"/dev/sdc{i + 1}", f"/dev/sdd{i + 1}")) for i in range(3)]
+    assert not any("degraded" in w for w in plan.warnings), plan.warnings
+    assert sorted(f.device for f in plan.filesystems) == ["/dev/md0", "/dev/md1"]
+    assert [s.device for s in plan.swaps] == ["/dev/md2"]
+    kinds = [s.kind for s in plan.steps]
+    assert kinds.count("partition") == 2 and kinds.index("md-create") > max(
+        i for i, k in enumerate(kinds) if k == "partition")  # both tables before the first array
+    (grub,) = [s for s in plan.steps if s.kind == "bootloader"]
+    assert grub.disk == "/dev/sdc" and grub.also == ("/dev/sdd",)
+    assert [a[-1] for a in grub.installs()] == ["/dev/sdc", "/dev/sdd"]
+    text = plan.review()
+    assert "md0: /boot ext2" in text and text.count("md1: / ext4") == 2  # each member shows its array
+    assert plan.script().count("mdadm --create") == 3
+
+
+def test_a_volume_group_on_two_plain_disks_is_made_once_from_both_targets():
+    """A VG with one PV on each disk (no mirror): both PVs come back, each on its own target."""
+    from rescue.layout.model import LvmLv, LvmPv, LvmVg
+    from rescue.steps.lvm import MakeVolumeGroup
+
+    def table(disk):
+        return PartitionTable(label="dos", device=disk, partitions=(
+            Partition(f"{disk}1", 2048, 4 * GIB // 512, "8e"),))
+
+    vg = LvmVg(name="vgdata", uuid="Aa1Bb2-Cc3D-d4Ee-5Ff6-Gg7H-h8Ii-9Jj0Kk", extent_size=4 * MIB,
+               pvs=(LvmPv("/dev/sda1", uuid="pv0aaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaaaa"),
+                    LvmPv("/dev/sdb1", uuid="pv1bbb-bbbb-bbbb-bbbb-bbbb-bbbb-bbbbbb")),
+               lvs=(LvmLv(name="root", uuid="lv0ccc-cccc-cccc-cccc-cccc-cccc-cccccc", size=6 * GIB,
+                          segtype="linear", path="/dev/vgdata/root", dm_path="/dev/mapper/vgdata-root"),),
+               config="vgdata {\n}\n")
+    lay = dataclasses.replace(
+        md_layout(),
+        disks=(Disk("/dev/sda", 4 * GIB + 2 * MIB, table=table("/dev/sda")),
+               Disk("/dev/sdb", 4 * GIB + 2 * MIB, table=table("/dev/sdb"))),
+        filesystems=(Filesystem("/dev/mapper/vgdata-root", "ext4", uuid="22222222-0000-4000-8000-000000000000",
+                                mountpoint="/", used=GIB, root=RootMeta("/", 0o755, 0, 0)),
+                     Filesystem("/dev/sda1", "LVM2_member"), Filesystem("/dev/sdb1", "LVM2_member")),
+        swaps=(), layers=BlockLayers(vgs=(vg,)))
+    one = [target(8 * GIB, device="/dev/sdc")]
+    with pytest.raises(PlanRefused, match="also lies on /dev/sdb1"):  # half a VG is never made
+        build_plan(lay, images(lay), one, PlanOptions(source_disk="/dev/sda"))
+    plan = build_plan(lay, images(lay), [*one, target(8 * GIB, device="/dev/sdd")],
+                      PlanOptions(disk_map=(("/dev/sda", "/dev/sdc"), ("/dev/sdb", "/dev/sdd"))))
+    (make,) = [s for s in plan.steps if isinstance(s, MakeVolumeGroup)]
+    assert sorted(make.pvs) == [("/dev/sdc1", vg.pvs[0].uuid), ("/dev/sdd1", vg.pvs[1].uuid)]
+    assert [f.device for f in plan.filesystems] == ["/dev/mapper/vgdata-root"]
+
+
+def test_a_bigger_disk_under_arrays_says_where_its_room_is_and_each_note_is_said_once():
+    lay = md_layout()
+    plan = build_plan(lay, images(lay), [target(16 * GIB, device="/dev/sdc"), target(16 * GIB, device="/dev/sdd")],
+                      PlanOptions(disk_map=(("/dev/sda", "/dev/sdc"), ("/dev/sdb", "/dev/sdd"))))
+    room = [w for w in plan.warnings if "stay free at the end" in w]
+    assert [w.split(":")[0] for w in room] == ["/dev/sdc", "/dev/sdd"] and "mdadm --grow" in room[0]
+    assert len(plan.warnings) == len(set(plan.warnings))
+    same = build_plan(lay, images(lay), target(8 * GIB + 2 * MIB, device="/dev/sdc"), PlanOptions(source_disk="/dev/sda"))
+    assert not any("stay free" in w for w in same.warnings)  # a disk of the same size has no room to speak of
+
+
+def test_a_resume_after_a_reboot_finds_inactive_arrays_and_lvs_by_their_partitions(tmp_path):
+    """After a reboot the arrays are not assembled and the VGs not active, so /dev/md0 and
+    /dev/mapper/VG-LV cannot be read: the resume check looks at the partitions under them
+    (their md and PV UUIDs as blkid prints them) instead of starting over; a partition
+    that no longer carries them is a different disk."""
+    from rescue.engine.executor import disk_differences
+    from rescue.engine.journal import Journal
+    from rescue.steps.lvm import MakeVolumeGroup
+
+    array = MakeArray(device="/dev/md1", uuid="3a5a5e2c:1b7d0f11:8e0c7b55:0d4e9a02", level="raid1",
+                      members=("/dev/sdc2", "/dev/sdd2"))
+    vg = MakeVolumeGroup(name="vg-main", uuid="Aa1Bb2-Cc3D-d4Ee-5Ff6-Gg7H-h8Ii-9Jj0Kk",
+                         pvs=(("/dev/md1", "pv0aaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaaaa"),
+                              ("/dev/sdc3", "pv1bbb-bbbb-bbbb-bbbb-bbbb-bbbb-bbbbbb")),
+                         config="", lvs=("root",))
+    steps = [array, vg]
+    j = Journal(tmp_path / "j.json")
+    for key, dev in (("mkfs:/dev/md1", "/dev/mapper/vg--main-root"), ("mkfs:/dev/md0", "/dev/md1")):
+        j.start(key)
+        j.record_check(key, dev, "UUID", "22222222-0000-4000-8000-000000000000")
+        j.finish(key, 1.0)
+
+    class S:
+        def __init__(self, key):
+            self.key = key
+
+    disk = {"/dev/sdc2": {"TYPE": "linux_raid_member", "UUID": "3a5a5e2c-1b7d-0f11-8e0c-7b550d4e9a02"},
+            "/dev/sdd2": {"TYPE": "linux_raid_member", "UUID": "3a5a5e2c-1b7d-0f11-8e0c-7b550d4e9a02"},
+            "/dev/sdc3": {"TYPE": "LVM2_member", "UUID": "pv1bbb-bbbb-bbbb-bbbb-bbbb-bbbb-bbbbbb"}}
+    keys = [*steps, S("mkfs:/dev/md1"), S("mkfs:/dev/md0")]
+    assert disk_differences(j, keys, disk.get) == []
+    disk["/dev/sdd2"] = {}  # a member replaced meanwhile
+    diffs = disk_differences(j, keys, disk.get)  # the array, and the LV on it
+    assert "/dev/md1 is not active and /dev/sdd2 no longer carry it" in diffs and len(diffs) == 2
+    disk["/dev/sdd2"] = dict(disk["/dev/sdc2"])
+    disk["/dev/sdc3"] = {"TYPE": "ext4", "UUID": "x"}
+    (diff,) = disk_differences(j, keys, disk.get)
+    assert diff.startswith("/dev/mapper/vg--main-root is not active and /dev/sdc3")

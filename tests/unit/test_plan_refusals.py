@@ -70,7 +70,7 @@ def test_two_disks_need_source_disk_and_it_then_plans_that_one():
     )
     imgs = images(lay)
     e = refusal(lay, imgs, target(8 * GIB, device="/dev/sdc"))
-    assert "/dev/sda" in e.what and "/dev/sdb" in e.what and "--source-disk" in e.fix
+    assert "/dev/sda" in e.what and "/dev/sdb" in e.what and "--target OLD=NEW" in e.fix
     plan = build_plan(lay, imgs, target(8 * GIB, device="/dev/sdc"), PlanOptions(source_disk="/dev/sda"))
     assert {c.mountpoint for c in plan.copies} == {"/"}
     assert any("vault home holds /home, which lived on another disk" in w for w in plan.warnings)

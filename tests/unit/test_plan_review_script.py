@@ -49,7 +49,7 @@ def test_script_is_valid_bash_with_every_step_guarded(monkeypatch):
     run([bash, "-n", "-c", text])
     assert text.startswith("#!/bin/bash\n")
     assert "set -euo pipefail" in text
-    assert "TARGET=/dev/sdb\n" in text and f"TARGET_SIZE={20 * GIB}" in text
+    assert "TARGET=/dev/sdb\n" in text and f"check_target /dev/sdb {20 * GIB} N1\n" in text
     assert "STATE=${RESCUE_STATE:-/var/lib/rescue/sdb}" in text
     for i, step in enumerate(plan.steps, 1):
         assert f"# ---- step {i}/{len(plan.steps)}: {step.describe()}" in text
@@ -95,15 +95,15 @@ def test_client_name_cannot_break_out_of_the_script():
     plan = build_plan(lay, tuple(dataclasses.replace(i, client=lay.client) for i in images(lay)), target(8 * GIB))
     text = plan.script()
     run(["bash", "-n", "-c", text])
-    assert "say 'restore of x\"; touch /tmp/rescue-pwned; echo \"'\" onto $TARGET finished\"" in text
+    assert "say 'restore of x\"; touch /tmp/rescue-pwned; echo \"'\" onto /dev/sdb finished\"" in text
 
 
 def test_script_refuses_a_disk_with_another_serial(tmp_path):
     """A /dev name can point at another disk after a reboot: the serial is checked when known."""
     text = gpt_plan(tgt=target(20 * GIB, serial="N1 X")).script()
-    assert "TARGET_SERIAL=N1X" in text
+    assert f"check_target /dev/sdb {20 * GIB} N1X\n" in text
     run(["bash", "-n", "-c", text])
-    assert "TARGET_SERIAL" not in gpt_plan(tgt=target(20 * GIB, serial=None)).script()
+    assert f"check_target /dev/sdb {20 * GIB} ''\n" in gpt_plan(tgt=target(20 * GIB, serial=None)).script()
     review = gpt_plan(tgt=target(20 * GIB, by_id=("/dev/disk/by-id/ata-NEW_DISK_N1",))).review()
     assert "/dev/disk/by-id/ata-NEW_DISK_N1" in review
 

@@ -26,8 +26,11 @@ PV and VG UUIDs) the restore makes again. Passes when:
 - a second restore onto the same disk (its arrays and PVs already carry those UUIDs) succeeds,
   and the checks above are made after it; it is asked for a new LUKS master key
   (--luks-new-key, the keyfile's passphrase the new one): luksFormat keeps the UUID and label,
-  with one keyslot and another master key digest than the captured header's.
-Two rescue boots (3-6 minutes under TCG).
+  with one keyslot and another master key digest than the captured header's;
+- the whole machine (captured with both disks) restored onto two new disks in one restore
+  (`--target OLD=NEW` twice): each array made once from both new members, whole (two of two,
+  no resync needed), the volume groups on their PVs, all stopped at the end.
+Two rescue boots (4-7 minutes under TCG).
 """
 
 from __future__ import annotations
@@ -90,14 +93,14 @@ FILES = {"etc/hostname": "mdtest\n", "etc/motd": "restored from md\n", "boot/con
          "srv/data/big.bin": "x" * 300_000, "var/lib/vm/guest.img": "a thin volume's file\n"}
 
 
-def _put_machine(disk: Path, cap: dict[str, bytes], tmp: Path) -> None:
+def _put_machine(disk: Path, cap: dict[str, bytes], tmp: Path, client: str = "mdtest") -> None:
     """The capture and a plain tree of the machine onto the backup partition (partition 4)."""
-    mnt = tmp / "mnt-backup"
+    mnt = tmp / f"mnt-backup-{client}"
     mnt.mkdir()
     with attached(disk) as dev:
         run(["mount", partition_path(dev, 4), str(mnt)])
         try:
-            box = mnt / "mdtest"
+            box = mnt / client
             for name, data in cap.items():
                 (box / "rescue").mkdir(parents=True, exist_ok=True)
                 (box / "rescue" / name).write_bytes(data)
@@ -118,6 +121,7 @@ def _put_machine(disk: Path, cap: dict[str, bytes], tmp: Path) -> None:
                 for n, pv in enumerate(pvs)))
             for rel in ("tmp", "proc", "sys", "dev", "run", "usr/bin"):
                 (tree / rel).mkdir(parents=True)
+            (mnt / "rescue").mkdir(exist_ok=True)
             (mnt / "rescue" / "boot.cfg").write_text("set default=shell\nset timeout=1\n")
         finally:
             run(["umount", str(mnt)])
@@ -134,26 +138,34 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
         built = vm.ask(f"( {BUILD} ) 2>&1", timeout=300)
         assert "BUILT-OK" in built, built
         cap = vm.ask("rescue capture --out /run/cap --disk /dev/vdb --root /mnt/t --client mdtest > /run/cap.log 2>&1;"
-                     " echo CAP=$?; tail -n 20 /run/cap.log; tar -C /run -cf /dev/vdd cap; sync; echo TAR=$?",
+                     " echo CAP=$?; tail -n 20 /run/cap.log;"
+                     # the whole machine too, both disks: restored onto two new disks below
+                     " rescue capture --out /run/cap2 --disk /dev/vdb --disk /dev/vdc --root /mnt/t --client mdtwo"
+                     " > /run/cap2.log 2>&1; echo CAP2=$?; tail -n 20 /run/cap2.log;"
+                     " tar -C /run -cf /dev/vdd cap cap2; sync; echo TAR=$?",
                      timeout=300)
-        assert "CAP=0" in cap and "TAR=0" in cap, cap
+        assert "CAP=0" in cap and "CAP2=0" in cap and "TAR=0" in cap, cap
         down = vm.ask(TEARDOWN, timeout=120)
         assert "DOWN-OK" in down, down
         vm.type("poweroff")
         vm.wait_exit(180)
 
     with tarfile.open(out) as tar:
-        files = {Path(m.name).name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+        captured = [(Path(m.name), tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()]
+    files = {p.name: data for p, data in captured if p.parts[0] == "cap"}
+    both = {p.name: data for p, data in captured if p.parts[0] == "cap2"}
     layout = json.loads(files["layout.json"])
     arrays = {a["device"]: a for a in layout["layers"]["md"]}
     assert set(arrays) == {"/dev/md0", "/dev/md1"}, arrays
     assert {vg["name"] for vg in layout["layers"]["vgs"]} == {"vgmd", "vgdata"}, layout["layers"]
     by_label = {fs["label"]: fs for fs in layout["filesystems"] if fs.get("label")}
     _put_machine(disk, files, tmp_path)
+    _put_machine(disk, both, tmp_path, client="mdtwo")
 
     sums = [sha256_file(s) for s in spares]
     target = make_image_file(tmp_path / "new.img", 512 * MiB)
-    with ShellVM([disk, *spares, target], tmp_path, firmware=Firmware.BIOS, name="mdrestore") as vm:
+    pair = [make_image_file(tmp_path / f"pair{i}.img", 384 * MiB) for i in (1, 2)]
+    with ShellVM([disk, *spares, target, *pair], tmp_path, firmware=Firmware.BIOS, name="mdrestore") as vm:
         boot_shell(vm)
         restored = vm.ask(
             "rescue restore --tree /backup/mdtest/tree --client mdtest --source-disk /dev/vdb --target /dev/vdd "
@@ -186,8 +198,31 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
             "vgchange --devices=/dev/md1,/dev/mapper/vdb3_crypt -an vgmd vgdata >/dev/null; cryptsetup close vdb3_crypt; "
             "mdadm --stop /dev/md0 /dev/md1 >/dev/null 2>&1; echo CHECK-END",
             timeout=300)
+        # the whole machine onto two new disks: each array whole again (both members), made once
+        two = vm.ask(
+            "rescue restore --tree /backup/mdtwo/tree --client mdtwo --target /dev/vdb=/dev/vde "
+            "--target /dev/vdc=/dev/vdf --bootloader skip --state-dir /run/rescue-two "
+            "--luks-key vdb3_crypt=/backup/mdtwo/vdb3.key --yes > /run/two.log 2>&1; "
+            "echo RC=$?; tail -n 40 /run/two.log; echo MDSTAT2; cat /proc/mdstat; "
+            "for p in /dev/vde1 /dev/vdf1 /dev/vde2 /dev/vdf2; do echo EXAMINE $p; mdadm --examine $p; done; "
+            "mdadm --assemble /dev/md1 --run /dev/vde2 /dev/vdf2 >/dev/null 2>&1; echo ASSEMBLED; cat /proc/mdstat; "
+            f"printf %s {PASSPHRASE} | cryptsetup open --key-file=- /dev/vde3 vdb3_crypt; udevadm settle; "
+            "echo PVS2; pvs --devices=/dev/md1,/dev/mapper/vdb3_crypt --noheadings -o pv_name,vg_name; "
+            "cryptsetup close vdb3_crypt; mdadm --stop /dev/md1 >/dev/null 2>&1; echo TWO-END", timeout=900)
         vm.type("poweroff")
         vm.wait_exit(180)
+
+    assert "RC=0" in two, two
+    assert "degraded" not in two.split("MDSTAT2")[0], two  # both members of every mirror were restored
+    assert not re.search(r"^md\d+\s*:", two.split("MDSTAT2")[1].split("EXAMINE")[0], re.M), two  # stopped at the end
+    for part in ("/dev/vde1", "/dev/vdf1", "/dev/vde2", "/dev/vdf2"):
+        array = arrays["/dev/md0" if part.endswith("1") else "/dev/md1"]
+        examine = two.split(f"EXAMINE {part}")[1].split("EXAMINE")[0].split("ASSEMBLED")[0]
+        assert f"Array UUID : {array['uuid']}" in examine, examine
+        assert "Array State : AA" in examine, examine  # whole: two of two
+    assert re.search(r"md1 : active (\(auto-read-only\) )?raid1 vd[ef]2\S* vd[ef]2", two.split("ASSEMBLED")[1]), two
+    assert "[2/2] [UU]" in two.split("ASSEMBLED")[1].split("PVS2")[0], two
+    assert re.search(r"/dev/md1\s+vgmd", two) and re.search(r"/dev/mapper/vdb3_crypt\s+vgdata", two), two
 
     assert "RC=0" in restored, restored
     assert "RC=0" in again, again

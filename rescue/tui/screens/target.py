@@ -142,6 +142,9 @@ def review_text(r: Review) -> str:
     What the restore destroys comes first, then the plan in a few lines, then the details."""
     out = [f"Restore {r.client} onto {r.target} ({r.target_model or 'unknown model'}, "
            f"{human(r.target_size)}).", ""]
+    if r.disks:
+        out += ["Every disk of the machine, each onto its own new disk (all are erased):"]
+        out += [f"  {line}" for line in r.disks] + [""]
     if r.destroyed:
         out += [f"On {r.target} now, and DESTROYED by the restore:"] + [f"  - {d}" for d in r.destroyed]
     else:
