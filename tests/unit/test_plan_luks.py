@@ -342,3 +342,28 @@ def test_a_container_not_open_at_capture_is_made_again_and_said_empty():
     assert "was not open when the layout was captured" in said and "/dev/mapper/crypthome" in said
     assert not any(HOME_UUID in w for w in plan.warnings if w is not said)
     assert not any(SWAP_UUID in w for w in plan.warnings)  # the swap container holds its swap
+
+
+def test_luks_on_a_mirror_restored_onto_two_disks_is_made_once():
+    """--target /dev/sda=/dev/sdc --target /dev/sdb=/dev/sdd, / in LUKS on md1 (a mirror across
+    both disks): the key is checked before either disk is wiped, the header written once onto the
+    array made from both new members, opened once, closed once after the VGs, before the arrays stop."""
+    from test_plan_md import md_layout
+
+    lay = md_layout()
+    uuid = "0b6d6a43-33d4-4c35-8f2b-7f3c26c1c5ab"
+    root = next(fs for fs in lay.filesystems if fs.mountpoint == "/")
+    fss = [Filesystem("/dev/md1", "crypto_LUKS", uuid=uuid) if fs is root else fs for fs in lay.filesystems]
+    fss.append(dataclasses.replace(root, device="/dev/mapper/md1_crypt"))
+    lay = dataclasses.replace(lay, filesystems=tuple(fss),
+                              layers=dataclasses.replace(lay.layers, luks=(_luks("/dev/md1", uuid, "md1_crypt"),)))
+    plan = build_plan(lay, images(lay), [target(16 * GIB, device="/dev/sdc"), target(16 * GIB, device="/dev/sdd")],
+                      PlanOptions(disk_map=(("/dev/sda", "/dev/sdc"), ("/dev/sdb", "/dev/sdd"))))
+    kinds = [s.kind for s in plan.steps]
+    assert kinds[:5] == ["luks-key", "wipe", "partition", "wipe", "partition"], kinds
+    assert kinds.count("luks-header") == kinds.count("luks-open") == kinds.count("luks-close") == 1, kinds
+    assert kinds.index("luks-header") > max(i for i, k in enumerate(kinds) if k == "md-create")
+    assert kinds[-2:] == ["luks-close", "md-stop"], kinds
+    (header,) = [s for s in plan.steps if s.kind == "luks-header"]
+    assert header.device == "/dev/md1"
+    assert {f.mountpoint: f.device for f in plan.filesystems}["/"] == "/dev/mapper/md1_crypt"
