@@ -87,21 +87,27 @@ def _bare_uuid(value: str) -> str:
 
 
 def _layer_evidence(steps: Sequence[Any]) -> dict[str, list[tuple[str, str]]]:
-    """For each array and LV the plan makes: (partition, UUID it carries) that show it is there
-    while it is not active (after a reboot the arrays are not assembled, the VGs not activated:
-    their steps run again on a resume, after this check)."""
+    """For each array, LUKS container and LV the plan makes: (partition, UUID it carries) that show
+    it is there while it is not active (after a reboot the arrays are not assembled, the containers
+    not open, the VGs not activated: their steps run again on a resume, after this check)."""
+    from rescue.steps.luks import OpenLuks
     from rescue.steps.lvm import MakeVolumeGroup, dm_name
     from rescue.steps.md import MakeArray
 
     arrays = {s.device: s for s in steps if isinstance(s, MakeArray)}
+    opened = {f"/dev/mapper/{s.name}": s for s in steps if isinstance(s, OpenLuks)}
 
     def under(device: str, uuid: str) -> list[tuple[str, str]]:
+        o = opened.get(device)
+        if o is not None:  # what is inside a closed container: its partition (or array) carries its LUKS UUID
+            return under(o.device, _bare_uuid(o.uuid))
         a = arrays.get(device)
         if a is None:
             return [(device, uuid)]
         return [(m, _bare_uuid(a.uuid)) for m in a.members if m]
 
     evidence = {d: under(d, "") for d in arrays}
+    evidence |= {d: under(d, "") for d in opened}
     for s in steps:
         if isinstance(s, MakeVolumeGroup):
             pvs = [e for dev, uuid in s.pvs for e in under(dev, _bare_uuid(uuid))]

@@ -367,3 +367,38 @@ def test_luks_on_a_mirror_restored_onto_two_disks_is_made_once():
     (header,) = [s for s in plan.steps if s.kind == "luks-header"]
     assert header.device == "/dev/md1"
     assert {f.mountpoint: f.device for f in plan.filesystems}["/"] == "/dev/mapper/md1_crypt"
+
+
+def test_a_resume_after_a_reboot_finds_closed_containers_by_the_luks_uuid_their_partitions_carry(tmp_path):
+    """After a reboot the containers are closed: /dev/mapper/NAME (and the LVs inside) cannot be
+    read, so the resume check looks at the partition (or the array's members) under each: it must
+    still carry the container's LUKS UUID; else it is another disk and the restore starts over."""
+    from rescue.engine.executor import disk_differences
+    from rescue.engine.journal import Journal
+    from rescue.steps.lvm import MakeVolumeGroup
+    from rescue.steps.md import MakeArray
+
+    array = MakeArray(device="/dev/md1", uuid="3a5a5e2c:1b7d0f11:8e0c7b55:0d4e9a02", level="raid1",
+                      members=("/dev/sdc2", "/dev/sdd2"))
+    home = OpenLuks(device="/dev/sdc6", name="crypthome", uuid=HOME_UUID)
+    pv = OpenLuks(device="/dev/md1", name="md1_crypt", uuid=SWAP_UUID)
+    vg = MakeVolumeGroup(name="vgmain", uuid="Aa1Bb2-Cc3D-d4Ee-5Ff6-Gg7H-h8Ii-9Jj0Kk",
+                         pvs=(("/dev/mapper/md1_crypt", "pv0aaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaaaa"),),
+                         config="", lvs=("root",))
+    j = Journal(tmp_path / "j.json")
+    for key, dev in (("mkfs:home", "/dev/mapper/crypthome"), ("mkfs:root", "/dev/mapper/vgmain-root")):
+        j.start(key)
+        j.record_check(key, dev, "UUID", "22222222-0000-4000-8000-000000000000")
+        j.finish(key, 1.0)
+
+    class S:
+        def __init__(self, key):
+            self.key = key
+
+    md = {"TYPE": "linux_raid_member", "UUID": "3a5a5e2c-1b7d-0f11-8e0c-7b550d4e9a02"}
+    disk = {"/dev/sdc6": {"TYPE": "crypto_LUKS", "UUID": HOME_UUID}, "/dev/sdc2": dict(md), "/dev/sdd2": dict(md)}
+    steps = [array, home, pv, vg, S("mkfs:home"), S("mkfs:root")]
+    assert disk_differences(j, steps, disk.get) == []
+    disk["/dev/sdc6"] = {"TYPE": "ext4", "UUID": "x"}  # not the container any more
+    (diff,) = disk_differences(j, steps, disk.get)
+    assert diff == "/dev/mapper/crypthome is not active and /dev/sdc6 no longer carry it"
