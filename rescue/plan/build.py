@@ -867,8 +867,8 @@ def _refuse_unusable_images(images: Sequence[Image]) -> None:
 
 def _carries_everything(layout: Layout, disk: Disk) -> bool:
     """Whether this captured disk alone holds every mounted filesystem and swap of the machine:
-    on its partitions, on md arrays with a member on it that can run degraded from it, or on
-    volume groups whose PVs all lie there."""
+    on its partitions, on md arrays with a member on it that can run degraded from it, in LUKS
+    containers on those, or on volume groups whose PVs all lie there."""
     if disk.table is None or layout.layers is None or not layout.layers.md:
         return False  # without mirrors no disk holds another's filesystems
     table = disk.table
@@ -878,16 +878,19 @@ def _carries_everything(layout: Layout, disk: Disk) -> bool:
         return _number(Filesystem(device=dev, fstype=""), number_of, disk, table)
 
     arrays = arrays_on_disk(layout.layers.md, (), number)
+    luks = containers_on_disk(layout.layers.luks, (),
+                              lambda dev: number(dev) is not None or arrays.array_of(dev) is not None)
     try:
         plan_arrays(arrays.arrays, dict.fromkeys(arrays.members, "x"))  # each can run from this disk's members
         vgs = volume_groups_on_disk(layout.layers.vgs, (),
-                                    lambda dev: number(dev) is not None or arrays.array_of(dev) is not None)
+                                    lambda dev: number(dev) is not None or arrays.array_of(dev) is not None
+                                    or luks.container_of(dev) is not None)
     except PlanRefused:
         return False
     needed = [fs.device for fs in layout.filesystems if fs.mountpoint and fs.fstype != "swap"]
     needed += [sw.device for sw in layout.swaps if not sw.device.startswith("/dev/dm-")]
     return all(number(dev) is not None or arrays.array_of(dev) is not None or vgs.lv_of(dev) is not None
-               for dev in needed)
+               or luks.container_of(dev) is not None for dev in needed)
 
 
 def _refuse_unsupported(filesystems: Sequence[Filesystem], disk: Disk) -> None:

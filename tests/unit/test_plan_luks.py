@@ -402,3 +402,21 @@ def test_a_resume_after_a_reboot_finds_closed_containers_by_the_luks_uuid_their_
     disk["/dev/sdc6"] = {"TYPE": "ext4", "UUID": "x"}  # not the container any more
     (diff,) = disk_differences(j, steps, disk.get)
     assert diff == "/dev/mapper/crypthome is not active and /dev/sdc6 no longer carry it"
+
+
+def test_a_mirrored_machine_with_luks_onto_one_disk_takes_the_grub_disk_without_being_named():
+    """Debian's "encrypted RAID1": / in LUKS on md1 holds the whole machine on either disk, so a
+    restore onto one new disk takes the disk grub was on (degraded arrays) as for plain md."""
+    from test_plan_md import md_layout
+
+    lay = md_layout()
+    uuid = "0b6d6a43-33d4-4c35-8f2b-7f3c26c1c5ac"
+    root = next(fs for fs in lay.filesystems if fs.mountpoint == "/")
+    fss = [Filesystem("/dev/md1", "crypto_LUKS", uuid=uuid) if fs is root else fs for fs in lay.filesystems]
+    fss.append(dataclasses.replace(root, device="/dev/mapper/md1_crypt"))
+    lay = dataclasses.replace(lay, filesystems=tuple(fss),
+                              layers=dataclasses.replace(lay.layers, luks=(_luks("/dev/md1", uuid, "md1_crypt"),)))
+    plan = build_plan(lay, images(lay), target(16 * GIB, device="/dev/sdc"), PlanOptions())
+    assert plan.source.device == "/dev/sda"
+    assert any("holding the whole machine" in w for w in plan.warnings), plan.warnings
+    assert [s.device for s in plan.steps if s.kind == "luks-header"] == ["/dev/md1"]
