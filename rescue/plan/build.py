@@ -1316,13 +1316,17 @@ def _mountpoints_on(layout: Layout, disk: Disk) -> tuple[str, ...]:
         return _number(Filesystem(device=dev, fstype=""), number_of, disk, table)
 
     arrays = arrays_on_disk(layout.layers.md, (), number) if layout.layers else ArraysOnDisk()
+    luks = containers_on_disk(layout.layers.luks if layout.layers else (), (),
+                              lambda dev: number(dev) is not None or arrays.array_of(dev) is not None)
     vgs: tuple = ()
     if layout.layers:
         vgs = tuple(vg for vg in layout.layers.vgs
-                    if any(number(pv.device) is not None or arrays.array_of(pv.device) for pv in vg.pvs))
+                    if any(number(pv.device) is not None or arrays.array_of(pv.device) or luks.container_of(pv.device)
+                           for pv in vg.pvs))
     layered = VolumeGroupsOnDisk(vgs)
     return tuple(sorted({fs.mountpoint for fs in layout.filesystems if fs.mountpoint and (
-        number(fs.device) is not None or arrays.array_of(fs.device) or layered.lv_of(fs.device))}))
+        number(fs.device) is not None or arrays.array_of(fs.device) or layered.lv_of(fs.device)
+        or luks.container_of(fs.device))}))
 
 
 def _table_end(table: PartitionTable) -> int:

@@ -418,5 +418,8 @@ def test_a_mirrored_machine_with_luks_onto_one_disk_takes_the_grub_disk_without_
                               layers=dataclasses.replace(lay.layers, luks=(_luks("/dev/md1", uuid, "md1_crypt"),)))
     plan = build_plan(lay, images(lay), target(16 * GIB, device="/dev/sdc"), PlanOptions())
     assert plan.source.device == "/dev/sda"
+    from rescue.plan.build import _mountpoints_on
+
+    assert _mountpoints_on(lay, lay.disks[0]) == ("/", "/boot")  # what refusals list per disk: / in LUKS too
     assert any("holding the whole machine" in w for w in plan.warnings), plan.warnings
     assert [s.device for s in plan.steps if s.kind == "luks-header"] == ["/dev/md1"]
