@@ -177,7 +177,7 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
             "rescue restore --tree /backup/mdtest/tree --client mdtest --source-disk /dev/vdb --target /dev/vdd "
             "--bootloader skip --state-dir /run/rescue-state --luks-key vdb3_crypt=/backup/mdtest/vdb3.key "
             "--luks-new-key --yes > /run/again.log 2>&1; echo RC=$?; "
-            "tail -n 80 /run/again.log", timeout=900)
+            "grep -o 'with a new master key' /run/again.log | head -n 1; tail -n 30 /run/again.log", timeout=900)
         check = vm.ask(
             "echo MDSTAT; cat /proc/mdstat; echo DMSETUP; dmsetup ls; "
             "for p in /dev/vdd1 /dev/vdd2; do echo EXAMINE $p; mdadm --examine $p; done; "
