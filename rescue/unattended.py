@@ -29,6 +29,12 @@ Example /backup/rescue-unattended.toml:
     [size]                           # optional: exact partition sizes, as --size
     "/home" = "200G"
 
+    [luks_keys]                      # LUKS containers (by crypttab name or LUKS UUID): the keyfile
+    cryptroot = "keys/web1-root.key" # that opens each, as --luks-key (relative: beside this config);
+                                     # the key itself never goes into this file
+    # luks_new_key = true            # optional: luksFormat anew (new master key) with the keyfile's
+                                     # contents as the one passphrase, instead of the kept header
+
     [target]                         # exactly one of:
     by_id = "ata-Samsung_SSD_870_S5Y1NX0R123456"   # a /dev/disk/by-id name (or the full path)
     # device = "/dev/sdb"
@@ -110,6 +116,8 @@ class Config:
     trees: tuple[Path, ...] = ()
     source_disk: str | None = None  # the captured disk this target replaces, as --source-disk
     compare_tar_onto: str | None = None  # by-id name of an empty scratch disk (the drill's --compare-tar)
+    luks_keys: tuple[tuple[str, str], ...] = ()  # (crypttab name or LUKS UUID, keyfile), as --luks-key
+    luks_new_key: bool = False  # as --luks-new-key
     targets: tuple[tuple[str, Selector], ...] = ()  # (captured disk, its new disk) per [[targets]]
     skip_disks: tuple[str, ...] = ()  # captured disks left out on purpose
 
@@ -135,7 +143,8 @@ def load_config(path: Path) -> Config:
         return ConfigError(f"{path}: {key} {what}", fix="correct the file; `pydoc rescue.unattended` shows an example")
 
     known = {"bank", "banks", "rsnapshot", "tree", "client", "image", "after", "after_failure", "bootloader", "grow", "log_dir",
-             "fstype", "size", "target", "targets", "skip_disks", "source_disk", "compare_tar_onto"}
+             "fstype", "size", "target", "targets", "skip_disks", "source_disk", "compare_tar_onto", "luks_keys",
+             "luks_new_key"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise bad(unknown[0], "is not a setting rescue knows")
@@ -178,6 +187,12 @@ def load_config(path: Path) -> Config:
     size = data.get("size", {})
     if not isinstance(size, dict) or not all(isinstance(v, str) and parse_size(v) for v in size.values()):
         raise bad("[size]", 'must map mount points to sizes ("/home" = "200G")')
+    luks_keys = data.get("luks_keys", {})
+    if not isinstance(luks_keys, dict) or not all(isinstance(k, str) and k and isinstance(v, str) and v
+                                                  for k, v in luks_keys.items()):
+        raise bad("[luks_keys]", 'must map LUKS containers to keyfiles (cryptroot = "keys/root.key")')
+    if not isinstance(data.get("luks_new_key", False), bool):
+        raise bad("luks_new_key", "must be true or false")
     selector: Selector | None = None
     targets: list[tuple[str, Selector]] = []
     if "targets" in data:
@@ -204,6 +219,8 @@ def load_config(path: Path) -> Config:
         rsnapshot_roots=tuple(Path(r) for r in others["rsnapshot"]), trees=tuple(Path(t) for t in others["tree"]),
         source_disk=data.get("source_disk") or None, compare_tar_onto=data.get("compare_tar_onto") or None,
         targets=tuple(targets), skip_disks=tuple(skip_disks),
+        luks_keys=tuple((name, str(path.parent / file)) for name, file in luks_keys.items()),
+        luks_new_key=data.get("luks_new_key", False),
     )
 
 
@@ -272,7 +289,8 @@ def restore_options(config: Config, devices: Sequence[str] = ()) -> RestoreOptio
         sizes=parse_sizes([f"{where}={text}" for where, text in config.sizes]), bootloader=config.bootloader,
         state_dir=log_dir, log=log_dir / f"restore-{time.strftime('%Y%m%d-%H%M%S')}.log" if log_dir else None,
         face="rescue unattended restore", skip_disks=config.skip_disks,
-        disk_map=tuple((old, os.path.realpath(d)) for (old, _), d in zip(config.targets, devices)))
+        disk_map=tuple((old, os.path.realpath(d)) for (old, _), d in zip(config.targets, devices)),
+        luks_keys=config.luks_keys, luks_new_key=config.luks_new_key)
 
 
 def restore(config: Config, device: str | Sequence[str], console: Callable[..., int] | None = None) -> int:

@@ -90,7 +90,7 @@ def read_request(args: argparse.Namespace, command: str, **run: Any) -> Request:
         disk_map=tuple((spec.old or "", d) for spec, d in zip(specs, devices)) if named else (),
         skip_disks=tuple(args.skip_disk),
         skip_vaults=tuple(args.skip_vault), fstypes=parse_fstypes(args.fstype), sizes=parse_sizes(args.size),
-        **run,
+        luks_new_key=getattr(args, "luks_new_key", False), **run,
     )
     restore = Restore(source, options)
     selection = restore.select()
@@ -118,6 +118,10 @@ def add_layout_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-disk", action="append", default=[], metavar="OLD",
                    help="leave a captured disk out on purpose: its vaults are not restored; may be repeated")
     add_fstype_argument(p)
+    p.add_argument("--luks-new-key", action="store_true",
+                   help="make each LUKS container with a new master key (luksFormat with its captured UUID, "
+                        "cipher, key size, PBKDF and label) and a new passphrase typed twice, instead of writing "
+                        "its kept header back (which keeps every old keyslot)")
 
 
 def add_target_argument(p: argparse.ArgumentParser, what: str) -> None:

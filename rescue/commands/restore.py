@@ -68,6 +68,69 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verify-checksum", action="store_true",
                    help="verify file contents by checksum too (reads everything twice; default: sizes, "
                         "times and all metadata)")
+    p.add_argument("--luks-key", action="append", default=[], metavar="NAME=FILE",
+                   help="open the LUKS container NAME (its crypttab name or LUKS UUID) with the key in FILE "
+                        "(a keyfile, or a passphrase without a trailing newline); checked against the header "
+                        "kept at backup time before anything is written; may be repeated. Without it the "
+                        "passphrase is asked for, hidden")
+
+
+def parse_luks_keys(values: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """--luks-key NAME=FILE, as the options keep it: where a key is, never the key."""
+    out = []
+    for value in values:
+        name, sep, file = value.partition("=")
+        if not sep or not name.strip() or not file.strip():
+            raise RescueError(f"--luks-key {value}: expected NAME=FILE",
+                              fix="name the container (its crypttab name or LUKS UUID) and the keyfile, "
+                                  "e.g. --luks-key cryptroot=/media/stick/root.key")
+        out.append((name.strip(), file.strip()))
+    return tuple(out)
+
+
+def ask_luks_keys(session: Any, plan: Any, yes: bool) -> dict[str, Any]:
+    """Each passphrase no --luks-key gives, asked hidden on the terminal and checked against the
+    kept header at once: a wrong one is said ("try again"), three wrong ones end the restore with
+    nothing written. With --yes, or without a terminal, nothing is asked."""
+    import getpass
+
+    from rescue.run import run as gateway
+    from rescue.steps.luks import (
+        LuksKey,
+        MissingKey,
+        containers_needing_keys,
+        containers_needing_new_keys,
+        key_opens,
+        keys_from_files,
+        wrong_key,
+    )
+
+    given = keys_from_files(plan.steps, session.restore.options.luks_keys)
+    missing = [c for c in containers_needing_keys(plan.steps) if c.uuid not in given]
+    new = [c for c in containers_needing_new_keys(plan.steps) if c.uuid not in given]
+    if not (missing or new) or yes or not sys.stdin.isatty():
+        return {}
+    typed: dict[str, Any] = {}
+    for n in new:  # a new master key: its one passphrase, typed twice
+        for attempt in range(3):
+            first = getpass.getpass(f"new passphrase for LUKS {n.name} (UUID {n.uuid}): ")
+            if first and getpass.getpass("the same again: ") == first:
+                typed[n.uuid] = LuksKey(first, "new passphrase typed twice")
+                break
+            if attempt == 2:
+                raise MissingKey(f"no new passphrase was given for LUKS {n.name}; nothing was written",
+                                 fix="type the same passphrase twice")
+            print("the two passphrases differ (or are empty), try again", flush=True)
+    for c in missing:
+        for attempt in range(3):
+            key = LuksKey(getpass.getpass(f"passphrase for LUKS UUID {c.uuid} ({c.name}): "), "passphrase typed")
+            if key_opens(gateway, c.header, key):
+                typed[c.uuid] = key
+                break
+            if attempt == 2:
+                raise wrong_key(c.uuid, c.name, key)
+            print(f"wrong passphrase for LUKS UUID {c.uuid}, try again", flush=True)
+    return typed
 
 
 class ProgressPrinter:
@@ -185,7 +248,7 @@ def _stop_on_sigterm() -> None:
 
 def run(args: argparse.Namespace, ask: Callable[[str], str] = _ask) -> int:
     req = read_request(args, "restore", bootloader=args.bootloader, verify_checksum=args.verify_checksum,
-                       state_dir=args.state_dir, log=args.log)
+                       state_dir=args.state_dir, log=args.log, luks_keys=parse_luks_keys(args.luks_key))
     return restore_on_console(req.restore, req.selection, req.target, yes=args.yes, dry_run=args.dry_run,
                               markers=args.step_markers, ask=ask)
 
@@ -208,10 +271,11 @@ def restore_on_console(restore: Restore, selection: Selection, device: str | Seq
         print(plan.review(), flush=True)
         if not yes:
             confirm(plan.targets, ask)
+        typed = ask_luks_keys(session, plan, yes)
         printer = ProgressPrinter(markers=markers)
         _stop_on_sigterm()
         try:
-            outcome = session.run(plan, printer)
+            outcome = session.run(plan, printer, luks_keys=typed)
         except RescueError:
             if session.summary is not None:
                 print("\n" + session.summary, flush=True)

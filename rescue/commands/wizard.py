@@ -39,11 +39,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def options_from_args(args: argparse.Namespace) -> RestoreOptions:
     """The wizard's command-line answers as the options rescue restore takes."""
     from rescue.commands.plan import parse_fstypes
+    from rescue.commands.restore import parse_luks_keys
 
     return RestoreOptions(grow=getattr(args, "grow", None), source_disk=getattr(args, "source_disk", None),
                           fstypes=parse_fstypes(getattr(args, "fstype", None) or ()),
                           bootloader=getattr(args, "bootloader", "auto"),
                           verify_checksum=getattr(args, "verify_checksum", False), state_dir=args.state_dir,
+                          luks_keys=parse_luks_keys(getattr(args, "luks_key", None) or ()),
+                          luks_new_key=getattr(args, "luks_new_key", False),
                           face="rescue wizard")
 
 

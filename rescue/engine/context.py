@@ -12,7 +12,7 @@ import shlex
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -190,6 +190,7 @@ class EngineContext:
         bootloader: str = "auto",
         verify_checksum: bool = False,
         more_targets: Sequence[str] = (),
+        luks_keys: Mapping[str, Any] | None = None,
     ) -> None:
         if bootloader not in BOOTLOADER_MODES:
             raise ValueError(f"bootloader mode {bootloader!r} is not one of {BOOTLOADER_MODES}")
@@ -204,6 +205,7 @@ class EngineContext:
         self._cancel = cancel or threading.Event()
         self.bootloader = bootloader
         self.verify_checksum = verify_checksum
+        self._luks_keys = dict(luks_keys or {})  # LUKS UUID -> LuksKey: in memory only, never journaled
         self.key = ""  # the running step's journal key, set by the Executor
         self.resuming = False  # the running step was started by an earlier run
         self.results: dict[str, Any] = {}  # facts steps hand to later steps in this run
@@ -234,6 +236,10 @@ class EngineContext:
         if cause is not None:
             said = str(getattr(cause, "what", None) or cause).splitlines()[0] if str(cause) else type(cause).__name__
         return TargetLost.during(step, why, self.disk, said)
+
+    def luks_key(self, uuid: str) -> Any:
+        """The key a face was given for a LUKS container (rescue.steps.luks.LuksKey), or None."""
+        return self._luks_keys.get(uuid)
 
     # -- the gateway ---------------------------------------------------------
 

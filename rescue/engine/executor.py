@@ -23,7 +23,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,7 @@ from rescue.engine.mounts import (
 )
 from rescue.engine.report import summary_text
 from rescue.errors import Aborted, RescueError, StepFailed, UnsafeTarget
+from rescue.steps.luks import close_left_container
 from rescue.steps.lvm import deactivate_left_group
 from rescue.steps.md import stop_left_array
 from rescue.jsonform import to_json
@@ -86,21 +87,27 @@ def _bare_uuid(value: str) -> str:
 
 
 def _layer_evidence(steps: Sequence[Any]) -> dict[str, list[tuple[str, str]]]:
-    """For each array and LV the plan makes: (partition, UUID it carries) that show it is there
-    while it is not active (after a reboot the arrays are not assembled, the VGs not activated:
-    their steps run again on a resume, after this check)."""
+    """For each array, LUKS container and LV the plan makes: (partition, UUID it carries) that show
+    it is there while it is not active (after a reboot the arrays are not assembled, the containers
+    not open, the VGs not activated: their steps run again on a resume, after this check)."""
+    from rescue.steps.luks import OpenLuks
     from rescue.steps.lvm import MakeVolumeGroup, dm_name
     from rescue.steps.md import MakeArray
 
     arrays = {s.device: s for s in steps if isinstance(s, MakeArray)}
+    opened = {f"/dev/mapper/{s.name}": s for s in steps if isinstance(s, OpenLuks)}
 
     def under(device: str, uuid: str) -> list[tuple[str, str]]:
+        o = opened.get(device)
+        if o is not None:  # what is inside a closed container: its partition (or array) carries its LUKS UUID
+            return under(o.device, _bare_uuid(o.uuid))
         a = arrays.get(device)
         if a is None:
             return [(device, uuid)]
         return [(m, _bare_uuid(a.uuid)) for m in a.members if m]
 
     evidence = {d: under(d, "") for d in arrays}
+    evidence |= {d: under(d, "") for d in opened}
     for s in steps:
         if isinstance(s, MakeVolumeGroup):
             pvs = [e for dev, uuid in s.pvs for e in under(dev, _bare_uuid(uuid))]
@@ -237,9 +244,11 @@ class Executor:
         read_device: ReadDevice | None = None,
         work: str = "restore",
         more_targets: Sequence[str] = (),
+        luks_keys: Mapping[str, Any] | None = None,
     ) -> None:
         self.target = target
         self.more_targets = tuple(more_targets)  # the other disks of a restore onto several
+        self.luks_keys = luks_keys  # LUKS UUID -> LuksKey, handed to the steps in memory only
         self.identity = identity or target
         self.state_dir = Path(state_dir) if state_dir is not None else host_paths().state_dir
         self.log_path = log_path
@@ -343,6 +352,10 @@ class Executor:
             if isinstance(vg, dict) and isinstance(vg.get("devices"), list) and deactivate_left_group(
                     run, str(vg.get("name")), str(vg.get("uuid")), [str(d) for d in vg["devices"]]):
                 done.append(f"deactivated LVM volume group {vg['name']}, which an earlier run made ({key})")
+        for key, data in made:  # then the LUKS containers it opened (they may lie on its arrays)
+            luks = data.get("luks")
+            if isinstance(luks, dict) and close_left_container(run, str(luks.get("name")), str(luks.get("device"))):
+                done.append(f"closed LUKS /dev/mapper/{luks['name']}, which an earlier run opened ({key})")
         for key, data in made:
             array = data.get("array")
             if isinstance(array, dict) and stop_left_array(run, str(array.get("device")), str(array.get("uuid"))):
@@ -382,7 +395,8 @@ class Executor:
         journal.save()
         ctx = EngineContext(target=self.target, journal=journal, mount_base=base, log=log, emit=on_event,
                             cancel=self.cancel, bootloader=self.bootloader,
-                            verify_checksum=self.verify_checksum, more_targets=self.more_targets)
+                            verify_checksum=self.verify_checksum, more_targets=self.more_targets,
+                            luks_keys=self.luks_keys)
         ctx.root.mkdir(mode=0o755)
         ctx.work.mkdir(mode=0o700)
         on_event(ev.PlanStarted(len(steps), resumed))

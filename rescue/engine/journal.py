@@ -29,7 +29,7 @@ DONE = "done"
 # still shows these.
 DISK_CHECKS = {"wipe": ("disk", "PTUUID"), "partition": ("disk", "PTUUID"),
                "mkfs": ("device", "UUID"), "mkswap": ("device", "UUID"),
-               "image": ("device", "UUID")}
+               "image": ("device", "UUID"), "luks-header": ("device", "UUID")}
 
 
 def disk_check_of(step: Any) -> tuple[str, str] | None:

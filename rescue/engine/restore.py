@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from rescue.engine.executor import Executor, Outcome
     from rescue.layout.model import Layout
     from rescue.plan.model import Plan, PlanOptions
+    from rescue.steps.luks import LuksKey
     from rescue.target import TargetDisk
 
 PLAN_FILE = "plan.json"  # beside the journal: the next start offers to resume the plan it holds
@@ -59,13 +60,16 @@ class RestoreOptions:
     log: Path | None = None  # the command log (default restore-DATE.log in log_dir)
     log_dir: Path | None = None  # where the log goes (default beside the journal)
     face: str = "rescue restore"  # who holds the disk's lock, as another console's refusal names it
+    # (container's crypttab name or LUKS UUID, keyfile): where a key is, never the key itself
+    luks_keys: tuple[tuple[str, str], ...] = ()
+    luks_new_key: bool = False  # LUKS made with a new master key and a new passphrase (--luks-new-key)
 
     def plan_options(self) -> PlanOptions:
         from rescue.plan import PlanOptions
 
         return PlanOptions(source_disk=self.source_disk, grow=self.grow, bootloader=self.bootloader != "skip",
                            skip_vaults=self.skip_vaults, fstypes=self.fstypes, sizes=self.sizes,
-                           disk_map=self.disk_map, skip_disks=self.skip_disks)
+                           disk_map=self.disk_map, skip_disks=self.skip_disks, luks_new_key=self.luks_new_key)
 
 
 @dataclass(frozen=True)
@@ -324,14 +328,30 @@ class Session:
         """The targets in words: '/dev/sdb' or '/dev/sdb and /dev/sdc'."""
         return " and ".join(self.devices)
 
-    def run(self, plan: Plan, on_event: Callable[[ev.Event], None] = lambda e: None) -> Outcome:
+    def luks_keys(self, plan: Plan, typed: Mapping[str, LuksKey] | None = None) -> dict[str, LuksKey]:
+        """The key of each LUKS container the plan opens: the keyfiles the options name, then
+        what a person typed (the wizard, the console); each checked against its kept header.
+
+        MissingKey or WrongKey ("wrong passphrase ..., try again") before anything is written."""
+        from rescue.run import run
+        from rescue.steps.luks import check_keys, keys_from_files
+
+        keys = keys_from_files(plan.steps, self.restore.options.luks_keys)
+        keys.update(typed or {})
+        check_keys(run, plan.steps, keys)
+        return keys
+
+    def run(self, plan: Plan, on_event: Callable[[ev.Event], None] = lambda e: None,
+            luks_keys: Mapping[str, LuksKey] | None = None) -> Outcome:
         """Run the confirmed plan; plan.json beside the journal so the next start can offer to resume.
 
-        The report is written whenever the run ended, failed or not."""
+        `luks_keys`: passphrases a person typed (LUKS UUID -> key), held in memory only. The
+        report is written whenever the run ended, failed or not."""
         planned = sorted(t.device for t in plan.targets)
         if planned != sorted(self.devices):
             raise PlanRefused(f"the plan is for {' and '.join(planned)}, not {self.shown}",
                               fix="plan again onto the disks to restore")
+        self.executor.luks_keys = self.luks_keys(plan, luks_keys)  # a wrong key: nothing written
         self.executor.title = f"restore of {self.restore.options.client or plan.client} onto {self.shown}"
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.folder / PLAN_FILE).write_text(plan.dumps())

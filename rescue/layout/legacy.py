@@ -47,7 +47,9 @@ def load_layout(image_dir: Path | str) -> Layout | None:
 
 def _with_vg_configs(layout: Layout, folder: Path) -> Layout:
     """A layout written before it carried each VG's vgcfgbackup text gets it from the file
-    kept beside it (the restore makes the VG again from that text)."""
+    kept beside it (the restore makes the VG again from that text); each kept LUKS header is
+    named by its full path (the restore writes it back from there)."""
+    layout = _with_luks_headers(layout, folder)
     if not layout.layers or not any(vg.config is None and vg.config_file for vg in layout.layers.vgs):
         return layout
     vgs = []
@@ -57,6 +59,16 @@ def _with_vg_configs(layout: Layout, folder: Path) -> Layout:
             vg = dataclasses.replace(vg, config=_read(path).decode("utf-8", "surrogateescape"))
         vgs.append(vg)
     return dataclasses.replace(layout, layers=dataclasses.replace(layout.layers, vgs=tuple(vgs)))
+
+
+def _with_luks_headers(layout: Layout, folder: Path) -> Layout:
+    """header_file names a file beside layout.json: the plan needs where it is on this backup disk."""
+    if not layout.layers or not any(c.header_file and "/" not in c.header_file for c in layout.layers.luks):
+        return layout
+    luks = tuple(dataclasses.replace(c, header_file=str(folder.resolve() / c.header_file))
+                 if c.header_file and "/" not in c.header_file and (folder / c.header_file).is_file() else c
+                 for c in layout.layers.luks)
+    return dataclasses.replace(layout, layers=dataclasses.replace(layout.layers, luks=luks))
 
 
 def _read(path: Path) -> bytes:

@@ -38,6 +38,7 @@ from rescue.plan.lvm import (
     share_extents,
     volume_groups_on_disk,
 )
+from rescue.plan.luks import ContainersOnDisk, containers_on_disk, open_name, plan_containers
 from rescue.plan.md import ArraysOnDisk, arrays_on_disk, plan_arrays
 from rescue.plan.migrate import (
     FS_MIN_BYTES,
@@ -249,6 +250,7 @@ class _Restored:
     esp_numbers: set[int | None]
     md: ArraysOnDisk = ArraysOnDisk()  # arrays with members on this disk, and the filesystems on them
     lvm: VolumeGroupsOnDisk = VolumeGroupsOnDisk()  # VGs on this disk's partitions or arrays, and theirs
+    luks: ContainersOnDisk = ContainersOnDisk()  # LUKS on this disk's partitions or arrays, and what they hold
 
 
 @dataclasses.dataclass(frozen=True)
@@ -427,50 +429,31 @@ def _captured_disk(layout: Layout, disk: Disk, target: TargetDisk) -> _Captured:
 def _what_is_restored(src: _Captured, images: Sequence[Image], options: PlanOptions, elsewhere: set[str],
                       warnings: list[str], others: Sequence[Disk] = (), taken: set[str] = frozenset()) -> _Restored:
     layout, disk, table, number_of = src.layout, src.disk, src.table, src.number_of
-    _refuse_luks(src)
     md = _arrays(src)
-    lvm = _volume_groups(src, md, others)
+    luks = _containers(src, md)
+    lvm = _volume_groups(src, md, others, luks)
     md = dataclasses.replace(md, filesystems=tuple(fs for fs in md.filesystems if fs.device not in taken))
     lvm = dataclasses.replace(lvm, filesystems=tuple(fs for fs in lvm.filesystems if fs.device not in taken))
-    # an array's member and a PV are made by their layer; any other member signature stays a refusal below
-    members = set(md.members) | set(lvm.pv_devices)
+    # an array's member, a container and a PV are made by their layer; any other member signature stays a refusal
+    members = set(md.members) | set(lvm.pv_devices) | set(luks.devices)
     on_disk = [fs for fs in layout.filesystems if src.number(fs) is not None and fs.device not in members]
     swaps = _swaps(layout, on_disk, number_of, disk, table)
-    made = _override_fstypes([fs for fs in [*on_disk, *md.filesystems, *lvm.filesystems] if fs.fstype != "swap"],
+    made = _override_fstypes([fs for fs in [*on_disk, *md.filesystems, *lvm.filesystems, *luks.filesystems]
+                              if fs.fstype != "swap"],
                              options, layout, warnings)
     _refuse_unsupported(made, disk)
     copies_for = _map_vaults(layout, images, options, disk, made, elsewhere, warnings)
-    filesystems = [fs for fs in made if md.array_of(fs.device) is None and lvm.lv_of(fs.device) is None]
+    filesystems = [fs for fs in made if md.array_of(fs.device) is None and lvm.lv_of(fs.device) is None
+                   and luks.container_of(fs.device) is None]
+    luks = dataclasses.replace(luks, filesystems=(*(fs for fs in made if luks.container_of(fs.device)),
+                                                  *(fs for fs in luks.filesystems if fs.fstype == "swap")))
     md = dataclasses.replace(md, filesystems=(*(fs for fs in made if md.array_of(fs.device)),
                                               *(fs for fs in md.filesystems if fs.fstype == "swap")))
     lvm = dataclasses.replace(lvm, filesystems=(*(fs for fs in made if lvm.lv_of(fs.device)),
                                                 *(fs for fs in lvm.filesystems if fs.fstype == "swap")))
     esp_numbers = {src.number(fs) for fs in filesystems if _is_esp(fs, layout, table, number_of, disk)}
     return _Restored(on_disk=on_disk, filesystems=filesystems, swaps=swaps, copies_for=copies_for,
-                     esp_numbers=esp_numbers, md=md, lvm=lvm)
-
-
-def _refuse_luks(src: _Captured) -> None:
-    """A LUKS container on this disk (or an array of it) cannot be made again yet: refused whole,
-    saying how to do it by hand from the kept header."""
-    layers = src.layout.layers
-    if layers is None or not layers.luks:
-        return
-    here = [c for c in layers.luks if src.number(Filesystem(device=c.device, fstype="")) is not None
-            or any(c.device == a.device for a in layers.md)]
-    if not here:
-        return
-    shown = ", ".join(f"{c.device} (LUKS{c.version}, UUID {c.uuid})" for c in here)
-    files = ", ".join(c.header_file for c in here if c.header_file) or "none was kept"
-    raise PlanRefused(
-        f"this disk holds LUKS encryption: {shown}",
-        why="rescue records each container and keeps its header, but does not yet make it again and "
-            "fill what lies inside",
-        fix=f"restore it by hand: replay the table (sfdisk), then cryptsetup luksHeaderRestore DEV "
-            f"--header-backup-file HEADER (the image's rescue/ folder: {files}), open it with one of the old "
-            "passphrases (cryptsetup open), make what lay inside with the recorded UUIDs, and copy each vault "
-            "with rsync -aHAX --numeric-ids",
-    )
+                     esp_numbers=esp_numbers, md=md, lvm=lvm, luks=luks)
 
 
 def _arrays(src: _Captured) -> ArraysOnDisk:
@@ -481,15 +464,27 @@ def _arrays(src: _Captured) -> ArraysOnDisk:
     return arrays_on_disk(layout.layers.md, _with_swaps(layout), lambda dev: src.number(Filesystem(device=dev, fstype="")))
 
 
-def _volume_groups(src: _Captured, md: ArraysOnDisk, others: Sequence[Disk] = ()) -> VolumeGroupsOnDisk:
-    """The VGs with a PV on this disk's partitions or its arrays, and what lies on their LVs.
-    Their other PVs may lie on `others` (disks restored onto the other targets)."""
+def _containers(src: _Captured, md: ArraysOnDisk) -> ContainersOnDisk:
+    """The LUKS containers on this disk's partitions or its arrays, and what lies inside them."""
+    layout = src.layout
+    if layout.layers is None or not layout.layers.luks:
+        return ContainersOnDisk()
+    return containers_on_disk(
+        layout.layers.luks, _with_swaps(layout),
+        lambda dev: src.number(Filesystem(device=dev, fstype="")) is not None or md.array_of(dev) is not None)
+
+
+def _volume_groups(src: _Captured, md: ArraysOnDisk, others: Sequence[Disk] = (),
+                   luks: ContainersOnDisk = ContainersOnDisk()) -> VolumeGroupsOnDisk:
+    """The VGs with a PV on this disk's partitions, its arrays or its opened LUKS containers, and
+    what lies on their LVs. Their other PVs may lie on `others` (disks restored onto the other targets)."""
     layout = src.layout
     if layout.layers is None or not layout.layers.vgs:
         return VolumeGroupsOnDisk()
 
     def here(dev: str) -> bool:
-        return src.number(Filesystem(device=dev, fstype="")) is not None or md.array_of(dev) is not None
+        return (src.number(Filesystem(device=dev, fstype="")) is not None or md.array_of(dev) is not None
+                or luks.container_of(dev) is not None)
 
     def elsewhere(dev: str) -> bool:
         for d in others:
@@ -522,6 +517,10 @@ def _new_table(src: _Captured, what: _Restored, target: TargetDisk, options: Pla
     needs = _needs(filesystems, swaps, what.copies_for, what.esp_numbers, number_of, disk, table)
     for member, n in what.md.members.items():  # an array keeps its members' sizes: the same size, exactly
         needs[n] = Need(f"md member {member}", None, Role.FIXED)
+    for c in what.luks.containers:  # a container too: its kept header says where its data starts and ends
+        n = src.number(Filesystem(device=c.device, fstype=""))
+        if n is not None:
+            needs[n] = Need(f"LUKS {c.device}", None, Role.FIXED)
     for pv in what.lvm.pv_devices:  # a PV too: vgcfgrestore places every extent where it was
         n = src.number(Filesystem(device=pv, fstype=""))
         if n is not None:
@@ -582,6 +581,7 @@ def _new_table(src: _Captured, what: _Restored, target: TargetDisk, options: Pla
             fstype=(fs_by_number[m.number].fstype if m.number in fs_by_number
                     else "swap" if any(s.number == m.number for s in swaps)
                     else "linux_raid_member" if m.number in what.md.members.values()
+                    else "crypto_LUKS" if m.number in _luks_numbers(src, what)
                     else "LVM2_member" if m.number in _pv_numbers(src, what) else None),
         )
         for m in migrations
@@ -683,13 +683,22 @@ def _new_filesystems(src: _Captured, what: _Restored, table: _NewTable, target: 
     return new_filesystems, new_swaps
 
 
+def _luks_numbers(src: _Captured, what: _Restored) -> set[int]:
+    numbers = {src.number(Filesystem(device=c.device, fstype="")) for c in what.luks.containers}
+    return {n for n in numbers if n is not None}
+
+
 def _pv_numbers(src: _Captured, what: _Restored) -> set[int]:
     numbers = {src.number(Filesystem(device=pv, fstype="")) for pv in what.lvm.pv_devices}
     return {n for n in numbers if n is not None}
 
 
 def _pv_number(src: _Captured, what: _Restored, pv: str) -> int | None:
-    """The partition of this disk a captured PV lies on: itself, or its array's first member here."""
+    """The partition of this disk a captured PV lies on: itself, or its array's first member here
+    (through the LUKS container it lies in)."""
+    container = what.luks.container_of(pv)
+    if container is not None:
+        pv = container.device
     array = what.md.array_of(pv)
     if array is not None:
         return what.md.first_member(array) if any(m.device in what.md.members for m in array.members) else None
@@ -702,7 +711,7 @@ def _on_layers(src: _Captured, what: _Restored,
     the size it had (members and PVs keep their sizes); shown on the partition under it."""
     filesystems: list[NewFilesystem] = []
     swaps: list[NewSwap] = []
-    for fs in [*what.md.filesystems, *what.lvm.filesystems]:
+    for fs in [*what.md.filesystems, *what.luks.filesystems, *what.lvm.filesystems]:
         device, n, size = _layer_device(src, what, table, fs)
         if fs.fstype == "swap":
             swaps.append(NewSwap(device=device, number=n, size=size, uuid=fs.uuid, label=fs.label,
@@ -719,11 +728,15 @@ def _on_layers(src: _Captured, what: _Restored,
 
 
 def _layer_device(src: _Captured, what: _Restored, table: _NewTable, fs: Filesystem) -> tuple[str, int, int]:
-    """(new device, partition shown, bytes) of a filesystem on an array or an LV."""
+    """(new device, partition shown, bytes) of a filesystem on an array, in a LUKS container or on an LV."""
     array = what.md.array_of(fs.device)
     if array is not None:
         n = what.md.first_member(array)
         return array.device, n, array.size or table.new_size[n]
+    container = what.luks.container_of(fs.device)
+    if container is not None:
+        n, size = _under(src, what, table, container.device)
+        return f"/dev/mapper/{open_name(container)}", n, size - (container.data_offset or 0)
     hit = what.lvm.lv_of(fs.device)
     assert hit is not None
     vg, lv = hit
@@ -731,6 +744,21 @@ def _layer_device(src: _Captured, what: _Restored, table: _NewTable, fs: Filesys
     n = next(n for pv in vg.pvs if (n := _pv_number(src, what, pv.device)) is not None)
     extents = table.vg_fits.get(vg.name, (None,))[0]
     return f"/dev/mapper/{dm_name(vg.name, lv.name)}", n, extents[lv.name] * vg.extent_size if extents else lv.size
+
+
+def _under(src: _Captured, what: _Restored, table: _NewTable, device: str) -> tuple[int, int]:
+    """(partition shown, bytes) of a captured partition, array or opened container that a layer lies on."""
+    container = what.luks.container_of(device)
+    if container is not None:
+        n, size = _under(src, what, table, container.device)
+        return n, size - (container.data_offset or 0)
+    array = what.md.array_of(device)
+    if array is not None:
+        n = what.md.first_member(array)
+        return n, array.size or table.new_size[n]
+    n = src.number(Filesystem(device=device, fstype=""))
+    assert n is not None
+    return n, table.new_size[n]
 
 
 def _steps(parts: Sequence[_DiskPart], options: PlanOptions,
@@ -782,14 +810,19 @@ def _steps(parts: Sequence[_DiskPart], options: PlanOptions,
     warnings.extend(arrays.warnings)
     lvm = _all_volume_groups(parts)
     fits = {name: fit for p in parts for name, fit in p.table.vg_fits.items()}
+    luks = plan_containers(_all_containers(parts), {c.device: _new_pv_device(parts, c.device)
+                                                    for p in parts for c in p.what.luks.containers},
+                           new_key=options.luks_new_key)
+    warnings.extend(luks.warnings)
     groups = plan_volume_groups(lvm, {pv: _new_pv_device(parts, pv) for pv in lvm.pv_devices},
                                 {vg.name: _vg_text(vg, fits.get(vg.name)) for vg in lvm.vgs})
     warnings.extend(groups.warnings)
-    steps: list[Step] = []
+    steps: list[Step] = [*luks.checks]  # a wrong key is said before anything is written
     for part in parts:
         steps += [WipeSignatures(disk=part.target.device),
                   WritePartitionTable(disk=part.target.device, table=part.table.table)]
     steps += arrays.steps
+    steps += luks.make
     steps += groups.steps
     steps += mkfs_steps
     steps += mkswap_steps
@@ -808,6 +841,8 @@ def _steps(parts: Sequence[_DiskPart], options: PlanOptions,
     steps.append(UnmountAll())
     if groups.off:
         steps.append(groups.off)
+    if luks.close:
+        steps.append(luks.close)
     if arrays.stop:
         steps.append(arrays.stop)
     return mount_order, copies, tuple(steps)
@@ -836,9 +871,21 @@ def _all_volume_groups(parts: Sequence[_DiskPart]) -> VolumeGroupsOnDisk:
         filesystems=tuple({fs.device: fs for p in parts for fs in p.what.lvm.filesystems}.values()))
 
 
+def _all_containers(parts: Sequence[_DiskPart]) -> ContainersOnDisk:
+    """The LUKS containers of every target, each once (one on a mirror across two targets too)."""
+    return ContainersOnDisk(
+        containers=tuple({c.uuid: c for p in parts for c in p.what.luks.containers}.values()),
+        filesystems=tuple({fs.device: fs for p in parts for fs in p.what.luks.filesystems}.values()),
+        holding=frozenset(u for p in parts for u in p.what.luks.holding))
+
+
 def _new_pv_device(parts: Sequence[_DiskPart], pv: str) -> str:
-    """Where a captured PV goes: its partition on its target, or its array (made under its own name)."""
+    """Where a captured PV (or LUKS container) goes: its partition on its target, its array (made
+    under its own name) or its opened container (under its crypttab name)."""
     for part in parts:
+        container = part.what.luks.container_of(pv)
+        if container is not None:
+            return f"/dev/mapper/{open_name(container)}"
         array = part.what.md.array_of(pv)
         if array is not None:
             return array.device
@@ -916,8 +963,8 @@ def _refuse_unusable_images(images: Sequence[Image]) -> None:
 
 def _carries_everything(layout: Layout, disk: Disk) -> bool:
     """Whether this captured disk alone holds every mounted filesystem and swap of the machine:
-    on its partitions, on md arrays with a member on it that can run degraded from it, or on
-    volume groups whose PVs all lie there."""
+    on its partitions, on md arrays with a member on it that can run degraded from it, in LUKS
+    containers on those, or on volume groups whose PVs all lie there."""
     if disk.table is None or layout.layers is None or not layout.layers.md:
         return False  # without mirrors no disk holds another's filesystems
     table = disk.table
@@ -927,16 +974,19 @@ def _carries_everything(layout: Layout, disk: Disk) -> bool:
         return _number(Filesystem(device=dev, fstype=""), number_of, disk, table)
 
     arrays = arrays_on_disk(layout.layers.md, (), number)
+    luks = containers_on_disk(layout.layers.luks, (),
+                              lambda dev: number(dev) is not None or arrays.array_of(dev) is not None)
     try:
         plan_arrays(arrays.arrays, dict.fromkeys(arrays.members, "x"))  # each can run from this disk's members
         vgs = volume_groups_on_disk(layout.layers.vgs, (),
-                                    lambda dev: number(dev) is not None or arrays.array_of(dev) is not None)
+                                    lambda dev: number(dev) is not None or arrays.array_of(dev) is not None
+                                    or luks.container_of(dev) is not None)
     except PlanRefused:
         return False
     needed = [fs.device for fs in layout.filesystems if fs.mountpoint and fs.fstype != "swap"]
     needed += [sw.device for sw in layout.swaps if not sw.device.startswith("/dev/dm-")]
     return all(number(dev) is not None or arrays.array_of(dev) is not None or vgs.lv_of(dev) is not None
-               for dev in needed)
+               or luks.container_of(dev) is not None for dev in needed)
 
 
 def _refuse_unsupported(filesystems: Sequence[Filesystem], disk: Disk) -> None:
@@ -1362,13 +1412,17 @@ def _mountpoints_on(layout: Layout, disk: Disk) -> tuple[str, ...]:
         return _number(Filesystem(device=dev, fstype=""), number_of, disk, table)
 
     arrays = arrays_on_disk(layout.layers.md, (), number) if layout.layers else ArraysOnDisk()
+    luks = containers_on_disk(layout.layers.luks if layout.layers else (), (),
+                              lambda dev: number(dev) is not None or arrays.array_of(dev) is not None)
     vgs: tuple = ()
     if layout.layers:
         vgs = tuple(vg for vg in layout.layers.vgs
-                    if any(number(pv.device) is not None or arrays.array_of(pv.device) for pv in vg.pvs))
+                    if any(number(pv.device) is not None or arrays.array_of(pv.device) or luks.container_of(pv.device)
+                           for pv in vg.pvs))
     layered = VolumeGroupsOnDisk(vgs)
     return tuple(sorted({fs.mountpoint for fs in layout.filesystems if fs.mountpoint and (
-        number(fs.device) is not None or arrays.array_of(fs.device) or layered.lv_of(fs.device))}))
+        number(fs.device) is not None or arrays.array_of(fs.device) or layered.lv_of(fs.device)
+        or luks.container_of(fs.device))}))
 
 
 def _table_end(table: PartitionTable) -> int:

@@ -29,6 +29,8 @@ from rescue.steps import (
     WipeSignatures,
     WritePartitionTable,
 )
+from rescue.steps.luks import AskNewLuksKey, CheckLuksKey, CloseLuks, FormatLuks, OpenLuks, RestoreLuksHeader
+from rescue.steps.lvm import DeactivateVolumeGroups, MakeVolumeGroup
 from rescue.steps.md import MakeArray, StopArrays
 from rescue.target import TargetDisk
 
@@ -39,6 +41,8 @@ STEP_KINDS: dict[str, type[Step]] = {
     for cls in (
         WipeSignatures, WritePartitionTable, MakeFilesystem, MakeSwap, MountFilesystem,
         CopyTree, Fixups, InstallBootloader, Verify, UnmountAll, MakeSubvolumes, MakeArray, StopArrays,
+        MakeVolumeGroup, DeactivateVolumeGroups, CheckLuksKey, RestoreLuksHeader, OpenLuks, CloseLuks,
+        AskNewLuksKey, FormatLuks,
     )
 }
 
@@ -56,6 +60,7 @@ class PlanOptions:
     skip_vaults: tuple[str, ...] = ()  # vaults left out of this restore
     fstypes: tuple[tuple[str, str], ...] = ()  # (mount point or captured device, fstype) to make instead
     sizes: tuple[tuple[str, int], ...] = ()  # (mount point, number or "swap", bytes): exactly this size
+    luks_new_key: bool = False  # LUKS made anew by luksFormat (new master key), not from the kept header
 
 
 @dataclass(frozen=True)

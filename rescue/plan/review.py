@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from rescue.devices import partition_path
 from rescue.formats.units import human
 from rescue.plan.migrate import is_extended
+from rescue.steps.luks import OpenLuks
 from rescue.steps.md import MakeArray
 
 if TYPE_CHECKING:
@@ -145,10 +146,14 @@ def _holds(plan: Plan, d: DiskPlan) -> dict[int, str]:
         holds[f.number] = ", ".join(filter(None, (holds.get(f.number), f"{f.mountpoint or '(not mounted)'} {f.fstype}")))
     for s in _on(d, plan.swaps):
         holds[s.number] = ", ".join(filter(None, (holds.get(s.number), "swap")))
+    opened = {s.device: s.name for s in plan.steps if isinstance(s, OpenLuks)}
     on_array = {f.device: f"{f.mountpoint or '(not mounted)'} {f.fstype}" for f in plan.filesystems}
     on_array |= {s.device: "swap" for s in plan.swaps}
     for p in d.new_table.partitions:  # an md member shows its array, then what lies on it
-        array = arrays.get(partition_path(d.target.device, p.number))
+        node = partition_path(d.target.device, p.number)
+        array = arrays.get(node)
+        if (array or node) in opened:  # a LUKS container shows the name it is opened as, then what lies in it
+            holds[p.number] = f"LUKS {opened[array or node]}: {holds.get(p.number, '(nothing)')}"
         if array:
             holds[p.number] = f"{os.path.basename(array)}: {on_array.get(array) or holds.get(p.number, '(nothing)')}"
     for p in d.old_table.partitions:

@@ -135,7 +135,9 @@ class Fixups(Step):
         for line in path.read_text(errors="surrogateescape").splitlines():
             fields = dict(f.split("=", 1) for f in line.split() if "=" in f) if not line.startswith("#") else {}
             dev = ours.get(fields.get("PVID", ""))
-            if dev is None:
+            # a PV in a LUKS container is named by the container's LUKS UUID and crypttab name
+            # (CRYPT-LUKS2-UUID-NAME): both are restored as they were, so the line still fits
+            if dev is None or (fields.get("IDTYPE") == "dm_uuid" and fields.get("IDNAME", "").startswith("CRYPT-")):
                 lines.append(line)
                 continue
             lines.append(f"IDTYPE=devname IDNAME={dev} DEVNAME={dev} PVID={fields['PVID']}")

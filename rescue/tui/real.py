@@ -137,6 +137,8 @@ class RealEngine:
         self.last_report: Path | None = None
         self.backup_devices: tuple[str, ...] = ()
         self.shell_mount = SHELL_MOUNT
+        self.luks_typed: dict[str, Any] = {}  # LUKS UUID -> LuksKey typed in the wizard: memory only
+        self._new_luks_key: dict[str, Any] = {}  # a new passphrase typed once, waiting for the second
 
     # -- finding backups ----------------------------------------------------
 
@@ -218,6 +220,40 @@ class RealEngine:
             sources.extend(banks_from_master(source.config))
         return tuple(sources) or (self.backup_mount,)
 
+    def luks_needed(self, review: Review) -> tuple[tuple[str, str], ...]:
+        """(LUKS UUID, name) of each container the restore opens that no keyfile or typed passphrase opens yet."""
+        from rescue.steps.luks import containers_needing_keys, containers_needing_new_keys, keys_from_files
+
+        steps = self.plans[review].steps
+        given = keys_from_files(steps, self.options.luks_keys)
+        return tuple((c.uuid, c.name) for c in [*containers_needing_keys(steps), *containers_needing_new_keys(steps)]
+                     if c.uuid not in given and c.uuid not in self.luks_typed)
+
+    def check_luks_key(self, uuid: str, passphrase: str) -> str | None:
+        """None when the passphrase opens the container's kept header (it is then kept in memory
+        for the run), else what to tell the person. Runs cryptsetup: call it from a worker."""
+        from rescue.run import run
+        from rescue.steps.luks import LuksKey, containers_needing_keys, containers_needing_new_keys, key_opens
+
+        key = LuksKey(passphrase, "passphrase typed")
+        for plan in self.plans.values():
+            if any(c.uuid == uuid for c in containers_needing_new_keys(plan.steps)):
+                first = self._new_luks_key.pop(uuid, None)  # a new master key: typed twice, then kept
+                if first is None:
+                    self._new_luks_key[uuid] = key
+                    return "type the new passphrase again"
+                if first == key:
+                    self.luks_typed[uuid] = key
+                    return None
+                return "the two passphrases differ, type the new passphrase again"
+            for c in containers_needing_keys(plan.steps):
+                if c.uuid == uuid:
+                    if key_opens(run, c.header, key):
+                        self.luks_typed[uuid] = key
+                        return None
+                    return f"wrong passphrase for LUKS UUID {uuid}, try again"
+        return f"this restore opens no LUKS container with UUID {uuid}"
+
     def run(self, review: Review, emit: Callable[[Event], None], cancel: threading.Event) -> None:
         """Run as `rescue restore` does: the same lock, leftovers released, journal, plan.json, log and report."""
         plan = self.plans[review]
@@ -230,7 +266,7 @@ class RealEngine:
                                     cancel=cancel) as session:
             self.last_log = session.log_path
             try:
-                session.run(plan, emit)
+                session.run(plan, emit, luks_keys=self.luks_typed)
             finally:
                 self.last_report = session.report
 

@@ -1,6 +1,6 @@
 """LUKS containers captured from a real loop disk (issue 18): every field of the header, the
 crypttab line, the header itself kept (0600) so that written back it gives the same UUID and
-keyslots, and the plan's refusal with what to do by hand.
+keyslots, and the plan that writes it back.
 
 Formatting, dumping and backing up a LUKS header need no device-mapper; opening does, and
 this host's kernel has none: the containers are never opened here (the vm tier opens a
@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from rescue.devices import attached, make_image_file, partition_path, rescan
-from rescue.errors import PlanRefused
 from rescue.layout import Layout
 from rescue.run import run
 
@@ -96,15 +95,20 @@ def test_each_luks_container_is_recorded_with_its_header_kept_root_only(machine,
         dumped = _dump(part)
         assert dumped.count(": luks2\n") == 2 and "vault" in dumped
 
-    # the plan refuses it whole and says how to restore it by hand
+    # the plan writes each kept header back (found beside layout.json) and opens it by its crypttab name
     from rescue.backups.model import Image, ImageStatus, SourceKind
+    from rescue.layout.legacy import image_layout
     from rescue.plan import PlanOptions, build_plan
     from rescue.target import TargetDisk
 
     bank = Path("/srv/backup/bank")  # never read: the plan is pure
     root_image = Image(kind=SourceKind.DIRVISH, bank=bank, vault="root", name="2026-1205", path=bank / "root",
-                       tree=bank / "root" / "tree", client="crypt", source=str(root), status=ImageStatus.SUCCESS)
-    with pytest.raises(PlanRefused) as e:
-        build_plan(layout, (root_image,), TargetDisk(device="/dev/sdz", size=1 << 30), PlanOptions())
-    assert "holds LUKS encryption" in e.value.what and uuids[v2] in e.value.what
-    assert "luksHeaderRestore" in e.value.fix and two.header_file in e.value.fix
+                       tree=bank / "root" / "tree", client="crypt", source=str(root), status=ImageStatus.SUCCESS,
+                       layout_dir=out)
+    read = image_layout(root_image)
+    plan = build_plan(read, (root_image,), TargetDisk(device="/dev/sdz", size=1 << 30), PlanOptions())
+    headers = {s.uuid: s for s in plan.steps if s.kind == "luks-header"}
+    assert set(headers) == {uuids[v2], uuids[v1]}
+    assert headers[uuids[v2]].header == str(out.resolve() / two.header_file)
+    assert {s.name for s in plan.steps if s.kind == "luks-open"} == {"srv", "old"}
+    assert [s.kind for s in plan.steps][:2] == ["luks-key", "luks-key"]

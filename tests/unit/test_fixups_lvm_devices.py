@@ -55,3 +55,17 @@ def test_no_devices_file_or_no_pv_of_ours_changes_nothing(tmp_path):
     path.write_text(OLD)
     Fixups(roots=(), pvs=(("/dev/vdd3", "aaaaaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaaaa"),))._lvm_devices_file(ctx)
     assert path.read_text() == OLD and ctx.noted == {}
+
+
+def test_a_pv_in_a_luks_container_keeps_its_line_its_luks_uuid_and_name_are_restored(tmp_path):
+    """LVM names a PV on dm-crypt by the mapping's dm uuid (CRYPT-LUKS2-<LUKS UUID>-<name>): the
+    restore keeps the LUKS UUID (kept header, or luksFormat --uuid) and opens it under the crypttab
+    name, so that line names the new disk's PV already (issue 18)."""
+    crypt = ("IDTYPE=dm_uuid IDNAME=CRYPT-LUKS2-5a3e3c1d7f7b4a579a552a8c6a0f0c01-vdb3_crypt "
+             "DEVNAME=/dev/mapper/vdb3_crypt PVID=W5GyWVJV5bGIqUeKnAYhI1DGI0mb8kKb")
+    path = tmp_path / LVM_DEVICES_FILE.lstrip("/")
+    path.parent.mkdir(parents=True)
+    path.write_text("VERSION=1.1.2\n" + crypt + "\n")
+    ctx = Ctx(tmp_path)
+    Fixups(roots=(), pvs=(("/dev/mapper/vdb3_crypt", "W5GyWV-JV5b-GIqU-eKnA-YhI1-DGI0-mb8kKb"),))._lvm_devices_file(ctx)
+    assert path.read_text() == "VERSION=1.1.2\n" + crypt + "\n" and ctx.noted == {} and ctx.notes == []

@@ -4,25 +4,32 @@ disks still attached (issue 17).
 The host kernel has neither md nor device-mapper: the machine is built inside a booted rescue
 system on two spare virtio disks (GPT, three partitions each): md0 RAID1 for /boot (ext2);
 md1 RAID1 with an internal bitmap, a PV of volume group vgmd holding root (ext4, /); the
-first disk's third partition a plain PV of vgdata holding srv (ext4, /srv), swap, and a thin
+first disk's third partition a LUKS2 container (issue 18: a label, crypttab naming it
+vdb3_crypt) whose opened device is the PV of vgdata holding srv (ext4, /srv), swap, and a thin
 pool with a thin LV (ext4, /var/lib/vm); fstab
 naming the UUIDs. It is captured there with `rescue capture --disk /dev/vdb --root` (the
 disk a person restoring one disk would name). The capture comes back to the host as a tar on
 a raw disk; the host puts it and a plain tree of the machine (a whole-machine source, issue
 21) on the backup partition. The second boot runs the real `rescue restore --source-disk
-/dev/vdb` onto a blank disk while both old disks are attached: the same array UUIDs, and the
-old vdb3 is a PV with the very PV and VG UUIDs the restore makes again. Passes when:
+/dev/vdb --luks-key vdb3_crypt=FILE` onto a blank disk while both old disks are attached: the
+same array UUIDs, and the old vdb3 is a LUKS container with the very LUKS UUID (and, inside, the
+PV and VG UUIDs) the restore makes again. Passes when:
 - each array is made again with the captured UUID, name, metadata and data offset, degraded
   (one of two members) as the plan said, and stopped at the end;
+- the LUKS container is its kept header written back: its UUID, label and keyslot, opened by
+  the old passphrase (the keyfile on the backup partition), and closed at the end;
 - each PV, VG and LV has its captured UUID (vgcfgrestore), the thin pool and its thin LV are made
   again by lvcreate (new LV UUIDs, the filesystem's kept), the VGs are deactivated at the end;
 - the filesystems and the swap have their UUIDs and labels, and hold the tree's files; the
   machine's LVM devices file, which named the PVs by the old disk's ids, names the new ones;
 - the old disks' checksums are unchanged (nothing was assembled, activated or written there);
 - a second restore onto the same disk (its arrays and PVs already carry those UUIDs) succeeds,
-  and the checks above are made after it; so does a restore cut off while copying (kill -9)
-  after a "reboot" (processes gone, arrays stopped, VGs inactive): it resumes, its finished
-  steps found done by the UUIDs the partitions under the arrays and LVs carry;
+  and the checks above are made after it; it is asked for a new LUKS master key
+  (--luks-new-key, the keyfile's passphrase the new one): luksFormat keeps the UUID and label,
+  with one keyslot and another master key digest than the captured header's; a restore cut
+  off while copying (kill -9) after a "reboot" (processes gone, arrays stopped, container
+  closed, VGs inactive) resumes, its finished steps found done by the UUIDs the partitions
+  under the arrays, the container and the LVs carry;
 - the whole machine (captured with both disks) restored onto two new disks in one restore
   (`--target OLD=NEW` twice): each array made once from both new members, whole (two of two,
   no resync needed), the volume groups on their PVs, all stopped at the end.
@@ -47,6 +54,7 @@ from test_security_rescue import ShellVM, boot_shell
 
 MiB = 1 << 20
 LVM_GUID = "E6D6D379-F507-44C2-A23C-238F2A3DF928"
+PASSPHRASE = "md-luks-old-passphrase"  # the test's own: typed on its console to build the machine
 
 BUILD = f"""set -e
 for d in /dev/vdb /dev/vdc; do printf 'label: gpt\\n,40M,{RAID_GUID}\\n,120M,{RAID_GUID}\\n,,{LVM_GUID}\\n' | sfdisk -q $d; done
@@ -55,7 +63,10 @@ mdadm --create /dev/md0 --run --level=1 --raid-devices=2 --metadata=1.2 --name=m
 mdadm --create /dev/md1 --run --level=1 --raid-devices=2 --metadata=1.2 --bitmap=internal \
   --name=mdtest:1 /dev/vdb2 /dev/vdc2
 pvcreate -q /dev/md1 && vgcreate -q vgmd /dev/md1 && lvcreate -q -y -L 96M -n root vgmd
-pvcreate -q /dev/vdb3 && vgcreate -q vgdata /dev/vdb3
+printf %s {PASSPHRASE} | cryptsetup luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 \
+  --pbkdf-force-iterations 1000 --label mdcrypt --key-file=- /dev/vdb3
+printf %s {PASSPHRASE} | cryptsetup open --key-file=- /dev/vdb3 vdb3_crypt
+pvcreate -q /dev/mapper/vdb3_crypt && vgcreate -q vgdata /dev/mapper/vdb3_crypt
 lvcreate -q -y -L 32M -n srv vgdata && lvcreate -q -y -L 16M -n swap vgdata
 lvcreate -q -y --type thin-pool -L 16M --chunksize 128k -n pool vgdata
 lvcreate -q -y -V 48M --thin -n vm vgdata/pool
@@ -72,12 +83,13 @@ echo "UUID=$(blkid -s UUID -o value /dev/md0) /boot ext2 defaults 0 2" >> /mnt/t
 echo "UUID=$(blkid -s UUID -o value /dev/vgdata/srv) /srv ext4 defaults 0 2" >> /mnt/t/etc/fstab
 echo "UUID=$(blkid -s UUID -o value /dev/vgdata/vm) /var/lib/vm ext4 defaults 0 2" >> /mnt/t/etc/fstab
 echo "UUID=$(blkid -s UUID -o value /dev/vgdata/swap) none swap sw 0 0" >> /mnt/t/etc/fstab
+echo "vdb3_crypt UUID=$(cryptsetup luksUUID /dev/vdb3) none luks" > /mnt/t/etc/crypttab
 swapon /dev/vgdata/swap
 echo BUILT-OK
 """
 
 TEARDOWN = ("swapoff /dev/vgdata/swap; umount /mnt/t/var/lib/vm /mnt/t/srv /mnt/t/boot /mnt/t; "
-            "vgchange -q -an vgmd vgdata; "
+            "vgchange -q -an vgmd vgdata; cryptsetup close vdb3_crypt; "
             "mdadm --stop /dev/md0; mdadm --stop /dev/md1; sync; echo DOWN-OK")
 
 FILES = {"etc/hostname": "mdtest\n", "etc/motd": "restored from md\n", "boot/config-demo": "CONFIG_MD=y\n",
@@ -85,7 +97,7 @@ FILES = {"etc/hostname": "mdtest\n", "etc/motd": "restored from md\n", "boot/con
          "opt/slow.bin": "s" * (40 << 20)}  # the copy takes a few seconds: time to cut it off
 
 RESTORE = ("rescue restore --tree /backup/mdtest/tree --client mdtest --source-disk /dev/vdb --target /dev/vdd "
-           "--bootloader skip --state-dir /run/rescue-state --yes")
+           "--bootloader skip --state-dir /run/rescue-state --luks-key vdb3_crypt=/backup/mdtest/vdb3.key --yes")
 
 # A restore cut off while copying, then the machine "rebooted": every process gone, nothing mounted,
 # no array assembled, no VG active. The rerun must resume (its arrays and LVs found by their
@@ -98,7 +110,8 @@ for i in $(seq 50); do pgrep -x cp >/dev/null || pgrep -x xargs >/dev/null || pg
 for i in $(seq 20); do m=$(findmnt -rn -o TARGET | grep '^/run/rescue/target-' | sort -r); [ -z "$m" ] && break
   for t in $m; do umount "$t"; done; sleep 0.2; done
 echo CUT-MOUNTS; findmnt -rn -o TARGET,SOURCE | grep -E "/dev/md|/dev/mapper|/dev/dm"; ps -eo pid,stat,comm | grep -E " (cp|xargs|rsync)$"
-swapoff -a; vgchange --devices=/dev/md1,/dev/vdd3 -an vgmd vgdata >/dev/null; mdadm --stop /dev/md0 /dev/md1
+swapoff -a; vgchange --devices=/dev/md1,/dev/mapper/vdb3_crypt -an vgmd vgdata >/dev/null
+cryptsetup close vdb3_crypt; mdadm --stop /dev/md0 /dev/md1
 echo CUT-MDSTAT; cat /proc/mdstat; echo CUT-LOG; tail -n 3 /run/cut.log
 {RESTORE} > /run/resumed.log 2>&1; echo RC=$?; grep -m 1 'steps (' /run/resumed.log; grep -c 'done already' /run/resumed.log"""
 
@@ -119,6 +132,9 @@ def _put_machine(disk: Path, cap: dict[str, bytes], tmp: Path, client: str = "md
                 (tree / rel).parent.mkdir(parents=True, exist_ok=True)
                 (tree / rel).write_text(text)
             (tree / "etc" / "fstab").write_bytes(cap["fstab"])
+            key = box / "vdb3.key"  # the keyfile the unattended config or --luks-key names
+            key.write_text(PASSPHRASE)
+            key.chmod(0o600)
             # an LVM devices file as the machine's vgimportdevices wrote it: the PVs by the old disk's ids
             pvs = [pv for vg in json.loads(cap["layout.json"])["layers"]["vgs"] for pv in vg["pvs"]]
             devices = tree / "etc" / "lvm" / "devices" / "system.devices"
@@ -138,7 +154,7 @@ def _put_machine(disk: Path, cap: dict[str, bytes], tmp: Path, client: str = "md
 def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_image, tmp_path):
     disk = _backup_disk(rescue_image, tmp_path)
     spares = [make_image_file(tmp_path / f"old{i}.img", 256 * MiB) for i in (1, 2)]
-    out = make_image_file(tmp_path / "out.img", 16 * MiB)
+    out = make_image_file(tmp_path / "out.img", 64 * MiB)  # the capture holds a 16 MiB LUKS2 header
 
     with ShellVM([disk, *spares, out], tmp_path, firmware=Firmware.BIOS, name="mdbuild") as vm:
         boot_shell(vm)
@@ -176,21 +192,26 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
         boot_shell(vm)
         restored = vm.ask(
             "rescue restore --tree /backup/mdtest/tree --client mdtest --source-disk /dev/vdb --target /dev/vdd "
-            "--bootloader skip --state-dir /run/rescue-state --yes > /run/restore.log 2>&1; echo RC=$?; "
+            "--bootloader skip --state-dir /run/rescue-state --luks-key vdb3_crypt=/backup/mdtest/vdb3.key "
+            "--yes > /run/restore.log 2>&1; echo RC=$?; "
             "tail -n 60 /run/restore.log", timeout=900)
         cut = vm.ask(CUT, timeout=900)
-        # a second run onto the same disk: its arrays and PVs carry the very UUIDs it makes
+        # a second run onto the same disk: its arrays and PVs carry the very UUIDs it makes; a new LUKS master key
         again = vm.ask(
             "rescue restore --tree /backup/mdtest/tree --client mdtest --source-disk /dev/vdb --target /dev/vdd "
-            "--bootloader skip --state-dir /run/rescue-state --yes > /run/again.log 2>&1; echo RC=$?; "
-            "tail -n 30 /run/again.log", timeout=900)
+            "--bootloader skip --state-dir /run/rescue-state --luks-key vdb3_crypt=/backup/mdtest/vdb3.key "
+            "--luks-new-key --yes > /run/again.log 2>&1; echo RC=$?; "
+            "grep -o 'with a new master key' /run/again.log | head -n 1; tail -n 30 /run/again.log", timeout=900)
         check = vm.ask(
             "echo MDSTAT; cat /proc/mdstat; echo DMSETUP; dmsetup ls; "
             "for p in /dev/vdd1 /dev/vdd2; do echo EXAMINE $p; mdadm --examine $p; done; "
             "mdadm --assemble /dev/md0 --run /dev/vdd1 >/dev/null 2>&1; mdadm --assemble /dev/md1 --run /dev/vdd2 "
-            ">/dev/null 2>&1; echo PVS; pvs --devices=/dev/md1,/dev/vdd3 --noheadings -o pv_name,pv_uuid,vg_name,vg_uuid; "
-            "echo LVS; lvs --devices=/dev/md1,/dev/vdd3 --noheadings -o vg_name,lv_name,lv_uuid,segtype; "
-            "vgchange --devices=/dev/md1 -ay vgmd >/dev/null; vgchange --devices=/dev/vdd3 -ay vgdata >/dev/null; "
+            ">/dev/null 2>&1; echo LUKS; cryptsetup luksUUID /dev/vdd3; cryptsetup luksDump /dev/vdd3 | grep -E "
+            "'^Label|: luks2$|Digest:'; grep -c md-luks-old /run/restore.log /run/again.log /run/rescue-state/*/*; "
+            f"printf %s {PASSPHRASE} | cryptsetup open --key-file=- /dev/vdd3 vdb3_crypt; udevadm settle; "
+            "echo PVS; pvs --devices=/dev/md1,/dev/mapper/vdb3_crypt --noheadings -o pv_name,pv_uuid,vg_name,vg_uuid; "
+            "echo LVS; lvs --devices=/dev/md1,/dev/mapper/vdb3_crypt --noheadings -o vg_name,lv_name,lv_uuid,segtype; "
+            "vgchange --devices=/dev/md1 -ay vgmd >/dev/null; vgchange --devices=/dev/mapper/vdb3_crypt -ay vgdata >/dev/null; "
             "udevadm settle; echo BLKID; blkid -o export /dev/md0 /dev/mapper/vgmd-root /dev/mapper/vgdata-srv "
             "/dev/mapper/vgdata-swap /dev/mapper/vgdata-vm; "
             "mkdir -p /mnt/r && mount -o ro /dev/mapper/vgmd-root /mnt/r && mount -o ro /dev/md0 /mnt/r/boot && "
@@ -198,18 +219,20 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
             "echo FILES && cat /mnt/r/etc/motd /mnt/r/boot/config-demo /mnt/r/var/lib/vm/guest.img "
             "/mnt/r/etc/lvm/devices/system.devices"
             " && wc -c < /mnt/r/srv/data/big.bin && echo SLOW $(wc -c < /mnt/r/opt/slow.bin); umount /mnt/r/var/lib/vm /mnt/r/srv /mnt/r/boot /mnt/r; "
-            "vgchange --devices=/dev/md1,/dev/vdd3 -an vgmd vgdata >/dev/null; "
+            "vgchange --devices=/dev/md1,/dev/mapper/vdb3_crypt -an vgmd vgdata >/dev/null; cryptsetup close vdb3_crypt; "
             "mdadm --stop /dev/md0 /dev/md1 >/dev/null 2>&1; echo CHECK-END",
             timeout=300)
         # the whole machine onto two new disks: each array whole again (both members), made once
         two = vm.ask(
             "rescue restore --tree /backup/mdtwo/tree --client mdtwo --target /dev/vdb=/dev/vde "
-            "--target /dev/vdc=/dev/vdf --bootloader skip --state-dir /run/rescue-two --yes > /run/two.log 2>&1; "
+            "--target /dev/vdc=/dev/vdf --bootloader skip --state-dir /run/rescue-two "
+            "--luks-key vdb3_crypt=/backup/mdtwo/vdb3.key --yes > /run/two.log 2>&1; "
             "echo RC=$?; tail -n 40 /run/two.log; echo MDSTAT2; cat /proc/mdstat; "
             "for p in /dev/vde1 /dev/vdf1 /dev/vde2 /dev/vdf2; do echo EXAMINE $p; mdadm --examine $p; done; "
             "mdadm --assemble /dev/md1 --run /dev/vde2 /dev/vdf2 >/dev/null 2>&1; echo ASSEMBLED; cat /proc/mdstat; "
-            "echo PVS2; pvs --devices=/dev/md1,/dev/vde3 --noheadings -o pv_name,vg_name; "
-            "mdadm --stop /dev/md1 >/dev/null 2>&1; echo TWO-END", timeout=900)
+            f"printf %s {PASSPHRASE} | cryptsetup open --key-file=- /dev/vde3 vdb3_crypt; udevadm settle; "
+            "echo PVS2; pvs --devices=/dev/md1,/dev/mapper/vdb3_crypt --noheadings -o pv_name,vg_name; "
+            "cryptsetup close vdb3_crypt; mdadm --stop /dev/md1 >/dev/null 2>&1; echo TWO-END", timeout=900)
         vm.type("poweroff")
         vm.wait_exit(180)
 
@@ -223,7 +246,7 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
         assert re.search(r"Array State : +AA ", examine), examine  # whole: two of two
     assert re.search(r"md1 : active (\(auto-read-only\) )?raid1 vd[ef]2\S* vd[ef]2", two.split("ASSEMBLED")[1]), two
     assert "[2/2] [UU]" in two.split("ASSEMBLED")[1].split("PVS2")[0], two
-    assert re.search(r"/dev/md1\s+vgmd", two) and re.search(r"/dev/vde3\s+vgdata", two), two
+    assert re.search(r"/dev/md1\s+vgmd", two) and re.search(r"/dev/mapper/vdb3_crypt\s+vgdata", two), two
 
     assert "RC=0" in restored, restored
     assert "RC=0" in again, again
@@ -233,7 +256,21 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
     assert "degraded, 1 of 2" in restored, restored  # said in the plan the person confirmed
     mdstat = check.split("MDSTAT")[1].split("DMSETUP")[0]
     assert not re.search(r"^md\d+\s*:", mdstat, re.M), check  # stopped at the end, old ones never assembled
-    assert "No devices found" in check.split("DMSETUP")[1].split("EXAMINE")[0], check  # VGs deactivated
+    assert "No devices found" in check.split("DMSETUP")[1].split("EXAMINE")[0], check  # VGs off, LUKS closed
+    (luks,) = layout["layers"]["luks"]
+    assert luks["device"] == "/dev/vdb3" and luks["version"] == 2, luks
+    assert luks["crypttab"].startswith("vdb3_crypt UUID="), luks
+    shown_luks = check.split("LUKS")[1].split("PVS")[0]
+    assert luks["uuid"] in shown_luks and "mdcrypt" in shown_luks, shown_luks  # the kept header, written back
+    assert shown_luks.count(": luks2") == len(luks["keyslots"]) == 1, shown_luks
+    # the passphrase is in no log, journal, plan.json or report of either run
+    assert all(line.endswith(":0") for line in shown_luks.splitlines() if line.startswith("/run/")), shown_luks
+    assert "write the kept LUKS header" in restored and "close LUKS /dev/mapper/vdb3_crypt" in restored, restored
+    assert "with a new master key" in again, again
+    digest = re.compile(r"Digest:\s+((?:[0-9a-f]{2} ?)+)")
+    old_digest = digest.search(files["luks-vdb3-dump.txt"].decode()).group(1).strip()
+    new_digest = digest.search(shown_luks).group(1).strip()
+    assert old_digest and new_digest and old_digest != new_digest, shown_luks  # another master key
     for part, array in (("/dev/vdd1", arrays["/dev/md0"]), ("/dev/vdd2", arrays["/dev/md1"])):
         examine = check.split(f"EXAMINE {part}")[1].split("EXAMINE")[0].split("PVS")[0]
         assert f"Array UUID : {array['uuid']}" in examine, examine
@@ -243,7 +280,7 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
     assert "Internal Bitmap" in check.split("EXAMINE /dev/vdd2")[1], check
     vgs = {vg["name"]: vg for vg in layout["layers"]["vgs"]}
     pvs = check.split("PVS")[1].split("LVS")[0]
-    for vg, dev in (("vgmd", "/dev/md1"), ("vgdata", "/dev/vdd3")):
+    for vg, dev in (("vgmd", "/dev/md1"), ("vgdata", "/dev/mapper/vdb3_crypt")):
         (pv,) = vgs[vg]["pvs"]
         assert re.search(rf"{dev}\s+{pv['uuid']}\s+{vg}\s+{vgs[vg]['uuid']}", pvs), pvs
     lvs = check.split("LVS")[1].split("BLKID")[0]
@@ -260,7 +297,7 @@ def test_a_raid1_machine_restored_onto_one_disk_beside_its_old_members(rescue_im
     assert "restored from md" in shown and "CONFIG_MD=y" in shown and "300000" in shown, check
     assert f"SLOW {40 << 20}" in shown, check
     assert "a thin volume's file" in shown, check
-    for vg, dev in (("vgmd", "/dev/md1"), ("vgdata", "/dev/vdd3")):  # the devices file names the new PVs
+    for vg, dev in (("vgmd", "/dev/md1"), ("vgdata", "/dev/mapper/vdb3_crypt")):  # the devices file names the new PVs
         (pv,) = vgs[vg]["pvs"]
         assert f"IDTYPE=devname IDNAME={dev} DEVNAME={dev} PVID={pv['uuid'].replace('-', '')}" in shown, check
     assert "naa.old" not in shown, check

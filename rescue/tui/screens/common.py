@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from textual import on
+from collections.abc import Callable
+
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -196,3 +198,56 @@ class SizesScreen(ModalScreen["str | None"]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+class PassphraseScreen(ModalScreen[bool]):
+    """The passphrase of one LUKS container, typed hidden and checked against the header kept at
+    backup time before anything is written. `check` runs cryptsetup (a second or more): in a
+    worker thread; it returns None when the passphrase opens the header, else what to say.
+
+    The typed text never stays on screen or in the widget: the field is emptied on Enter."""
+
+    BINDINGS = [Binding("escape", "close", "Back: restore nothing")]
+
+    def __init__(self, uuid: str, name: str, check: Callable[[str, str], str | None]) -> None:
+        super().__init__()
+        self.uuid = uuid
+        self.container = name
+        self.check = check
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(f"Passphrase for LUKS {self.container}", classes="heading", markup=False)
+            yield Static(f"The restore writes back the header of LUKS UUID {self.uuid} kept at backup time "
+                         "(every keyslot): any passphrase that opened it on the old machine opens it (with "
+                         "--luks-new-key: type the new passphrase, then again). It is checked now, before "
+                         "anything is written, and is kept nowhere.", markup=False)
+            yield Input(password=True, id="passphrase")
+            yield Static("", id="said", markup=False)
+            yield Static("Enter checks it. Esc goes back: nothing is written.", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    @on(Input.Submitted)
+    def submitted(self, event: Input.Submitted) -> None:
+        typed = event.value
+        event.input.value = ""
+        if not typed:
+            return
+        self.query_one("#said", Static).update("checking...")
+        self.run_check(typed)
+
+    @work(thread=True, exclusive=True, group="passphrase")
+    def run_check(self, typed: str) -> None:
+        said = self.check(self.uuid, typed)
+        self.app.call_from_thread(self.checked, said)
+
+    def checked(self, said: str | None) -> None:
+        if said is None:
+            self.dismiss(True)
+        else:
+            self.query_one("#said", Static).update(said)
+
+    def action_close(self) -> None:
+        self.dismiss(False)

@@ -19,7 +19,7 @@ from rescue.tui.facade import SHELL_MOUNT, Interrupted
 from rescue.tui.messages import EngineEvent, RunEnded
 from rescue.tui.review import Review, duration, hang, human
 from rescue.tui.screens.base import WizardScreen, error_text, unexpected
-from rescue.tui.screens.common import AskScreen
+from rescue.tui.screens.common import AskScreen, PassphraseScreen
 
 BAR = 30  # characters of a progress bar. Drawn as [####....], not with Textual's ProgressBar: that one
 # tells done from to-do by colour alone (the same line character in two colours), which a monochrome
@@ -119,7 +119,31 @@ later: start rescue wizard again and it offers to. l shows the whole log."""
         self.finished_weight = 0  # done or skipped steps' share
         self.earlier_weight = 0  # the share done by earlier runs (skipped now): not part of this run's speed
         self.copy_done = 0  # bytes of the copy running now
-        self.execute()
+        self.ask_passphrases()
+
+    def ask_passphrases(self) -> None:
+        """Each LUKS passphrase the restore still needs, asked hidden and checked (nothing is
+        written before); then the run. Esc on a question ends it: nothing written."""
+        needed = getattr(self.engine, "luks_needed", None)
+        try:
+            missing = list(needed(self.review)) if needed else []
+        except RescueError as e:  # a keyfile named but unreadable: said, nothing written
+            self.post_message(RunEnded(e))
+            return
+        if not missing:
+            self.execute()
+            return
+        uuid, name = missing[0]
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                self.ask_passphrases()
+            else:
+                self.post_message(RunEnded(Aborted(f"no passphrase was given for LUKS {name}; nothing was written",
+                                                   fix="start again and type one of its old passphrases"),
+                                           cancelled=True))
+
+        self.app.push_screen(PassphraseScreen(uuid, name, self.engine.check_luks_key), answered)
 
     def stop_point(self) -> str:
         """Where the run stopped, as a person reads it: 'in step 9 of 14 (copy ...)'."""
