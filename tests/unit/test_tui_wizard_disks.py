@@ -19,7 +19,6 @@ from test_tui_wizard import FACTS, aio, body, press, run_to_end, settle, type_te
 
 from rescue.backups.model import Machine, Vault
 from rescue.jsonform import to_json
-from rescue.layout.model import Disk
 from rescue.tui.facade import Discovery
 from recorded_engine import RecordedEngine
 from rescue.tui.screens.common import ConfirmScreen, HelpScreen
@@ -183,3 +182,20 @@ async def test_the_questions_and_the_confirmation_fit_80x24(two_disks):
         dialog = app.screen.query_one("#dialog")
         assert dialog.region.height <= 22 and dialog.region.bottom <= 24
         assert app.screen.query_one("#typed").region.bottom <= 24
+
+
+def test_the_real_engine_plans_several_targets_with_rescue_restores_options(tmp_path, monkeypatch):
+    import rescue.layout.legacy as legacy
+    from rescue.tui.real import RealEngine
+
+    lay, imgs = two_disk_machine()
+    machine = Machine(client=lay.client, vaults=tuple(Vault(bank=i.bank, name=i.vault, images=(i,)) for i in imgs))
+    monkeypatch.setattr(legacy, "newest_layout", lambda images: lay)  # the images' captured layout
+    engine = RealEngine(backup_mount=tmp_path / "none", master_conf=tmp_path / "none.conf")
+    assert [d.device for d in engine.captured_disks(machine, imgs)] == ["/dev/sda", "/dev/sdb"]
+    review = engine.plan(machine, imgs, (target(8 * GIB, device=NEW8), target(16 * GIB, device=NEW16)),
+                         disk_map=(("/dev/sda", NEW8), ("/dev/sdb", NEW16)))
+    assert review.targets == (NEW8, NEW16)
+    plan = engine.plans[review]
+    assert plan.options.disk_map == (("/dev/sda", NEW8), ("/dev/sdb", NEW16))
+    assert [t.device for t in plan.targets] == [NEW8, NEW16]
