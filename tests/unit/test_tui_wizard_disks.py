@@ -14,13 +14,22 @@ from pathlib import Path
 
 import pytest
 from plan_fixtures import GIB, images, target
+from recorded_engine import RecordedEngine
 from test_plan_disk_map import two_disk_machine
-from test_tui_wizard import FACTS, aio, body, press, run_to_end, settle, type_text, wizard
+from test_tui_wizard import (
+    FACTS,
+    aio,
+    body,
+    press,
+    run_to_end,
+    settle,
+    type_text,
+    wizard,
+)
 
 from rescue.backups.model import Machine, Vault
 from rescue.jsonform import to_json
 from rescue.tui.facade import Discovery
-from recorded_engine import RecordedEngine
 from rescue.tui.screens.common import ConfirmScreen, HelpScreen
 from rescue.tui.screens.run import ResultScreen
 from rescue.tui.screens.target import ReviewScreen, TargetScreen
@@ -185,7 +194,7 @@ async def test_the_questions_and_the_confirmation_fit_80x24(two_disks):
 
 
 def test_the_real_engine_plans_several_targets_with_rescue_restores_options(tmp_path, monkeypatch):
-    import rescue.layout.legacy as legacy
+    from rescue.layout import legacy
     from rescue.tui.real import RealEngine
 
     lay, imgs = two_disk_machine()
