@@ -168,7 +168,8 @@ class Restore:
 
         return probe_disk(device, backup_sources=self.backup_folders)
 
-    def plan(self, selection: Selection | Choice, target: TargetDisk | str | Sequence[str]) -> Plan:
+    def plan(self, selection: Selection | Choice,
+             target: TargetDisk | str | Sequence[str] | Sequence[TargetDisk]) -> Plan:
         """The whole restore as steps (pure: reads the disks' facts, writes nothing), or a refusal.
 
         Several targets come in the order of options.disk_map."""
@@ -183,7 +184,7 @@ class Restore:
         if isinstance(target, str) or not isinstance(target, Sequence):
             disks: TargetDisk | list[TargetDisk] = self.probe(target) if isinstance(target, str) else target
         else:
-            disks = [self.probe(d) for d in target]
+            disks = [self.probe(d) if isinstance(d, str) else d for d in target]  # the wizard's are probed
         return build_plan(layout, images, disks, self.options.plan_options())
 
     # -- run ----------------------------------------------------------------

@@ -50,7 +50,7 @@ from rescue.plan.migrate import (
     migrate_table,
     needed_bytes,
 )
-from rescue.plan.disks import TargetSpec, map_disks, names_of
+from rescue.plan.disks import CapturedDisk, TargetSpec, map_disks, names_of
 from rescue.plan.model import DiskPlan, NewFilesystem, NewSwap, Plan, PlanOptions
 from rescue.safety import check_target
 from rescue.steps import (
@@ -163,6 +163,19 @@ def _disk_pairs(layout: Layout, targets: Sequence[TargetDisk], options: PlanOpti
         chosen = map_disks(layout, specs, skip=skip, describe=describe)
     by_device = {t.device: t for t in targets}
     return [(pair.old, by_device[pair.new]) for pair in chosen.pairs]
+
+
+def captured_disks(layout: Layout) -> tuple[CapturedDisk, ...]:
+    """The captured disks with a partition table, each a disk the restore maps to a target or leaves out."""
+    out = []
+    for d in layout.disks:
+        if d.table is None:
+            continue
+        ident = next((i for i in layout.layers.disks if i.device == d.device), None) if layout.layers else None
+        out.append(CapturedDisk(device=d.device, size=d.size, model=d.model or (ident.model if ident else None),
+                                serial=d.serial or (ident.serial if ident else None),
+                                mountpoints=_mountpoints_on(layout, d), whole=_carries_everything(layout, d)))
+    return tuple(out)
 
 
 def _mirrored_choice(layout: Layout, targets: Sequence[TargetDisk],

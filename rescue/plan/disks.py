@@ -45,6 +45,24 @@ class DiskPair:
 
 
 @dataclass(frozen=True)
+class CapturedDisk:
+    """A captured disk with a partition table as a person picks its new disk: what it was and held."""
+
+    device: str
+    size: int
+    model: str | None = None
+    serial: str | None = None
+    mountpoints: tuple[str, ...] = ()  # what was mounted from it (through its arrays and VGs too)
+    whole: bool = False  # alone it holds the whole machine (a mirror's half): the others may be left out
+
+    def shown(self) -> str:
+        """'/dev/sdb (8 GiB, WD-XYZ: /srv)', as the wizard asks for its new disk."""
+        what = ", ".join(x for x in (human(self.size), self.serial or self.model) if x)
+        held = " ".join(self.mountpoints) or "no mounted filesystems"
+        return f"{self.device} ({what}: {held})"
+
+
+@dataclass(frozen=True)
 class DiskMap:
     pairs: tuple[DiskPair, ...]
     skipped: tuple[Disk, ...] = ()  # captured disks the person left out

@@ -80,6 +80,16 @@ class Wizard(App[int]):
         chosen = tuple(self.images[v.name] for v in self.machine.vaults if v.name in self.images)
         self.push_screen(ReviewScreen(self.machine, chosen, disk, self.skipped))
 
+    def choose_targets(self, pairs: tuple[tuple[str, TargetDisk], ...], left_out: tuple[str, ...] = ()) -> None:
+        """A machine with several disks: each captured disk with its new disk (`--target OLD=NEW`),
+        and the captured disks left out (`--skip-disk OLD`)."""
+        assert self.machine is not None
+        self.target = pairs[0][1]
+        chosen = tuple(self.images[v.name] for v in self.machine.vaults if v.name in self.images)
+        self.push_screen(ReviewScreen(self.machine, chosen, tuple(new for _, new in pairs), self.skipped,
+                                      disk_map=tuple((old, new.device) for old, new in pairs),
+                                      skip_disks=left_out))
+
     def confirm(self, review: Review, resume: bool = False) -> None:
         def answered(yes: bool | None) -> None:
             if yes:
@@ -89,7 +99,9 @@ class Wizard(App[int]):
                 self.notify("Not confirmed: nothing was written.", severity="warning")
 
         self.push_screen(ConfirmScreen(review.target, review.target_model, review.target_size,
-                                       review.client, resume=resume), answered)
+                                       review.client, resume=resume, devices=review.targets,
+                                       disks=tuple(line for line in review.disks if line.startswith("captured"))),
+                         answered)
 
     def resume(self, interrupted: Interrupted) -> None:
         self.confirm(interrupted.review, resume=True)
@@ -138,7 +150,8 @@ class Wizard(App[int]):
             self.push_screen(HelpScreen("Confirm", """\
 Typing the target disk's name is the last check before anything is written.
 Type it exactly as shown and press Enter; anything else, or Esc, goes back
-and writes nothing."""))
+and writes nothing. A restore onto several disks asks for every disk's
+name, separated by spaces."""))
         elif isinstance(screen, TextScreen):
             self.push_screen(HelpScreen(screen.text_title, "Up/Down/PageUp/PageDown scroll; Esc closes."))
 
@@ -185,14 +198,15 @@ and writes nothing."""))
         if self.outcome in (Exit.OK, Exit.INCOMPLETE):
             report = self.engine.report_path()
             missing = (" except files the backup could not give" if self.outcome == Exit.INCOMPLETE else "")
-            return (f"rescue wizard: {r.client} is restored onto {r.target}{missing}; take out the backup "
+            return (f"rescue wizard: {r.client} is restored onto {r.shown_targets}{missing}; take out the backup "
                     f"disk and reboot" + (f" (report: {report})" if report else "") + ".")
         if self.outcome in (Exit.REFUSED, Exit.UNSAFE) and not any(
                 not t.result.startswith("refused") for t in self.tries):
-            return (f"rescue wizard: nothing was written to {r.target} ({self.stopped}); "
+            return (f"rescue wizard: nothing was written to {r.shown_targets} ({self.stopped}); "
                     "fix that and start rescue wizard again.")
         log = self.engine.log_path()
-        return (f"rescue wizard: {r.target} is only partly restored ({self.stopped}); start rescue wizard "
+        return (f"rescue wizard: {r.shown_targets} {'are' if r.targets else 'is'} only partly restored "
+                f"({self.stopped}); start rescue wizard "
                 "again to resume, finished steps are skipped" + (f" (log: {log})" if log else "") + ".")
 
     def action_abort(self) -> None:

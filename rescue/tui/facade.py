@@ -17,6 +17,7 @@ from typing import Protocol
 
 from rescue.backups.model import Image, Machine
 from rescue.events import Event
+from rescue.plan.disks import CapturedDisk
 from rescue.target import TargetDisk
 from rescue.tui.review import Review
 
@@ -66,13 +67,22 @@ class Engine(Protocol):
         so a disk such a run left behind can be chosen again; says what was done."""
         ...
 
-    def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk,
-             skip: tuple[str, ...] = (), sizes: tuple[tuple[str, int], ...] = ()) -> Review:
+    def captured_disks(self, machine: Machine, images: tuple[Image, ...]) -> tuple[CapturedDisk, ...]:
+        """The captured disks with a partition table in the layout of these images (reads files).
+
+        Several: the wizard asks a new disk for each, or leaves it out."""
+        ...
+
+    def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk | tuple[TargetDisk, ...],
+             skip: tuple[str, ...] = (), sizes: tuple[tuple[str, int], ...] = (),
+             disk_map: tuple[tuple[str, str], ...] = (), skip_disks: tuple[str, ...] = ()) -> Review:
         """Build the plan and its review; raises RescueError when it cannot work.
 
         skip names vaults the person chose to leave out (their filesystems are made empty);
         sizes are partitions the person sized (mount point, number or swap; bytes), as
-        `rescue plan --size` takes them."""
+        `rescue plan --size` takes them. A machine with several disks: disk_map pairs each
+        captured disk with its target (OLD, NEW), as `--target OLD=NEW`, and target is the
+        tuple of those targets in its order; skip_disks are the captured disks left out."""
         ...
 
     def interrupted(self) -> Interrupted | None:

@@ -12,6 +12,7 @@ from textual.message import Message
 
 from rescue.errors import RescueError
 from rescue.events import Event
+from rescue.plan.disks import CapturedDisk
 from rescue.target import TargetDisk
 from rescue.tui.facade import Discovery, Interrupted
 from rescue.tui.review import Review
@@ -28,6 +29,7 @@ class DisksFound(Message):
     disks: tuple[TargetDisk, ...]
     unfit: dict[str, str] = field(default_factory=dict)  # device -> why the plan cannot go onto it
     released: tuple[str, ...] = ()  # what killed earlier restores left, released before looking
+    captured: tuple[CapturedDisk, ...] = ()  # the machine's captured disks: several are asked one by one
 
 
 @dataclass

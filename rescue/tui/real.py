@@ -20,6 +20,7 @@ from rescue.engine.restore import Restore, RestoreOptions
 from rescue.errors import RescueError
 from rescue.events import Event, Output
 from rescue.paths import host_paths
+from rescue.plan.disks import CapturedDisk
 from rescue.target import TargetDisk
 from rescue.tui.facade import SHELL_MOUNT, Discovery, Interrupted
 from rescue.tui.review import STEP_COST, CopyRow, FsRow, Review, TableRow
@@ -102,11 +103,25 @@ def review_of(plan: Plan) -> Review:
         steps=tuple(s.describe() for s in plan.steps), script=plan.script(),
         migrations=migrations, warnings=tuple(plan.warnings) + tuple(plan.layout_warnings),
         destroyed=tuple(plan.destroyed),
-        disks=tuple(line for d in plan.disks if plan.more for line in (
-            f"captured {d.source.device} ({_h(d.source.size)}) -> {d.target.device} ({_h(d.target.size)})",
-            *(f"    DESTROYED on {d.target.device}: {x}" for x in d.destroyed))),
+        disks=mapping_lines(plan),
+        targets=tuple(t.device for t in plan.targets) if plan.more else (),
         weights=tuple(next((c.bytes for c in plan.copies if s.kind == "copy" and s.key == f"copy:{c.vault}"),
                            STEP_COST) for s in plan.steps))
+
+
+def mapping_lines(plan: Plan) -> tuple[str, ...]:
+    """A machine with several disks: each captured disk and its new disk (and what that loses), or left out."""
+    several = plan.more or plan.options.disk_map or plan.options.skip_disks
+    if not several:
+        return ()
+    lines = [line for d in plan.disks for line in (
+        f"captured {d.source.device} ({_h(d.source.size)}) -> {d.target.device} ({_h(d.target.size)})"
+        + (f", {d.target.model}" if d.target.model else ""),
+        *(f"    DESTROYED on {d.target.device}: {x}" for x in d.destroyed))]
+    mapped = {d.source.device for d in plan.disks}
+    lines += [f"captured {old}: LEFT OUT, nothing of it is restored" for old in plan.options.skip_disks
+              if old not in mapped]
+    return tuple(lines)
 
 
 def _h(n: int) -> str:
@@ -182,9 +197,19 @@ class RealEngine:
     def release_leftovers(self) -> tuple[str, ...]:
         return tuple(self.restore().release_leftovers())
 
-    def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk,
-             skip: tuple[str, ...] = (), sizes: tuple[tuple[str, int], ...] = ()) -> Review:
-        restore = self.restore(skip_vaults=tuple(skip), sizes=tuple(sizes))
+    def captured_disks(self, machine: Machine, images: tuple[Image, ...]) -> tuple[CapturedDisk, ...]:
+        from rescue.layout.legacy import newest_layout
+        from rescue.plan.build import captured_disks
+
+        layout = newest_layout(images)
+        return captured_disks(layout) if layout is not None else ()
+
+    def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk | tuple[TargetDisk, ...],
+             skip: tuple[str, ...] = (), sizes: tuple[tuple[str, int], ...] = (),
+             disk_map: tuple[tuple[str, str], ...] = (), skip_disks: tuple[str, ...] = ()) -> Review:
+        # the same options as `rescue restore --target OLD=NEW --skip-disk OLD`
+        restore = self.restore(skip_vaults=tuple(skip), sizes=tuple(sizes), disk_map=tuple(disk_map),
+                               skip_disks=tuple(skip_disks))
         plan = restore.plan(restore.choose(machine).picked(images), target)
         review = review_of(plan)
         self.plans[review] = plan

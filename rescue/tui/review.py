@@ -79,6 +79,16 @@ class Review:
     destroyed: tuple[str, ...] = ()  # what is on the target now and will be gone
     weights: tuple[int, ...] = ()  # per step, its share of the whole restore: bytes to copy, or a fixed cost
     disks: tuple[str, ...] = ()  # a machine with several disks: "captured OLD -> NEW" and what NEW loses
+    targets: tuple[str, ...] = ()  # every disk the restore erases when there are several: each is typed to confirm
+
+    @property
+    def every_target(self) -> tuple[str, ...]:
+        return self.targets or (self.target,)
+
+    @property
+    def shown_targets(self) -> str:
+        """'/dev/sdb' or '/dev/sdb and /dev/sdc', as the screens and the leaving line name them."""
+        return " and ".join(self.every_target)
 
     def weight(self, index: int) -> int:
         return self.weights[index] if index < len(self.weights) else STEP_COST

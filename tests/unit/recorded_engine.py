@@ -12,6 +12,9 @@ Facts folder:
   refusals/<disk>.json    {"error": class name, "what", "why", "fix"} where the plan was refused
   run.json                the events of a real restore, in order
   run-failed.json         the events of a real restore in which a step failed
+  layout.json             (a machine with several disks) the captured layout: its
+                          captured disks are asked one by one, and every plan is made
+                          by the real build_plan from it, the disks and the chosen images
 
 The run is replayed event by event; like the real engine it stops when
 cancel is set (Aborted): a copy at its next progress report, any other step
@@ -28,9 +31,13 @@ from typing import Any
 
 from rescue import errors, events
 from rescue.backups.model import Image, Machine
+from rescue.backups.source import ImageSource
+from rescue.engine.restore import Restore, RestoreOptions
 from rescue.errors import Aborted, RescueError
 from rescue.events import Event
 from rescue.jsonform import from_json, to_json
+from rescue.layout.model import Layout
+from rescue.plan.disks import CapturedDisk
 from rescue.target import TargetDisk
 from rescue.tui.facade import Discovery, Interrupted
 from rescue.tui.review import Review
@@ -84,6 +91,8 @@ class RecordedEngine:
         self.runs = 0
         self.skipped: tuple[str, ...] = ()
         self.sizes: list[tuple[tuple[str, int], ...]] = []  # the sizes each plan() was asked for
+        self.options: list[RestoreOptions] = []  # what each plan() was asked, as rescue restore's options
+        self.targets: list[tuple[str, ...]] = []  # the targets each plan() was asked for, in order
         self.written: list[str] = []  # the targets a run wrote to (nothing before a confirmation)
 
     def _load(self, name: str) -> Any:
@@ -103,10 +112,36 @@ class RecordedEngine:
     def release_leftovers(self) -> tuple[str, ...]:
         return ()  # recorded facts: no earlier run, nothing mounted
 
-    def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk,
-             skip: tuple[str, ...] = (), sizes: tuple[tuple[str, int], ...] = ()) -> Review:
+    def layout(self) -> Layout | None:
+        path = self.facts / "layout.json"
+        return Layout.loads(path.read_text()) if path.is_file() else None
+
+    def captured_disks(self, machine: Machine, images: tuple[Image, ...]) -> tuple[CapturedDisk, ...]:
+        from rescue.plan.build import captured_disks
+
+        layout = self.layout()
+        return captured_disks(layout) if layout is not None else ()  # recorded plans: one disk
+
+    def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk | tuple[TargetDisk, ...],
+             skip: tuple[str, ...] = (), sizes: tuple[tuple[str, int], ...] = (),
+             disk_map: tuple[tuple[str, str], ...] = (), skip_disks: tuple[str, ...] = ()) -> Review:
         self.skipped = tuple(skip)  # recorded plans are for all vaults; tests look at what was asked
         self.sizes.append(tuple(sizes))
+        options = RestoreOptions(skip_vaults=tuple(skip), sizes=tuple(sizes), disk_map=tuple(disk_map),
+                                 skip_disks=tuple(skip_disks), face="rescue wizard")
+        self.options.append(options)
+        targets = target if isinstance(target, tuple) else (target,)
+        self.targets.append(tuple(t.device for t in targets))
+        layout = self.layout()
+        if layout is not None:  # the real plan, from the captured layout and the probed disks' facts
+            from rescue.plan import build_plan
+            from rescue.tui.real import review_of
+
+            chosen = Restore(ImageSource(), options).choose(machine).picked(images).restorable(skip)
+            plan = build_plan(layout, chosen, list(targets), options.plan_options())
+            review = review_of(plan)
+            self.reviews[review] = plan.target.device
+            return review
         refusal = self.facts / "refusals" / disk_file(target.device)
         if refusal.is_file():
             data = json.loads(refusal.read_text())
@@ -127,7 +162,7 @@ class RecordedEngine:
 
     def run(self, review: Review, emit: Callable[[Event], None], cancel: threading.Event) -> None:
         self.runs += 1
-        self.written.append(review.target)
+        self.written.extend(review.every_target)
         outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
         if outcome == "unsafe":  # as the engine's last look at the target before writing refuses
             raise errors.UnsafeTarget(f"{review.target} is mounted now (/mnt)",

@@ -92,23 +92,36 @@ def confirm_matches(typed: str, device: str) -> bool:
     return confirmed(typed, device)
 
 
+def confirm_matches_all(typed: str, devices: tuple[str, ...]) -> bool:
+    """Every target's name typed, separated by spaces, in any order, as rescue restore asks for several."""
+    words = typed.split()
+    return (len(words) == len(devices) and len(set(words)) == len(words)
+            and all(any(confirm_matches(w, d) for w in words) for d in devices))
+
+
 class ConfirmScreen(ModalScreen[bool]):
-    """Type the target's name to erase it; anything else answers no."""
+    """Type the target's name to erase it (every target's, with several); anything else answers no."""
 
     BINDINGS = [
         Binding("escape", "no", "Back, write nothing"),
         Binding("f1", "app.help", "Help"),
     ]
 
-    def __init__(self, device: str, model: str | None, size: int, client: str, resume: bool = False) -> None:
+    def __init__(self, device: str, model: str | None, size: int, client: str, resume: bool = False,
+                 devices: tuple[str, ...] = (), disks: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.device = device
         self.model = model
         self.disk_size = size
         self.client = client
         self.resume = resume
+        self.devices = devices  # several targets: every one is typed
+        self.disks = disks  # and the captured disk each replaces, "captured OLD -> NEW (size), model"
 
     def compose(self) -> ComposeResult:
+        if len(self.devices) > 1:
+            yield from self.compose_several()
+            return
         what = f"{self.device} ({self.model or 'unknown model'}, {human(self.disk_size)})"
         if self.resume:
             text = (f"Resume restoring {self.client} onto {what}.\n"
@@ -125,11 +138,32 @@ class ConfirmScreen(ModalScreen[bool]):
             yield Input(id="typed")
             yield Static("Esc goes back; nothing is written.", classes="hint")
 
+    def compose_several(self) -> ComposeResult:
+        names = " ".join(self.devices)
+        short = " ".join(d.rsplit("/", 1)[-1] for d in self.devices)
+        mapping = "\n".join(f"  {line}" for line in self.disks)
+        if self.resume:
+            text = (f"Resume restoring {self.client} onto {len(self.devices)} disks:\n{mapping}\n"
+                    "The steps not yet done will write to these disks.")
+        else:
+            text = (f"Restore {self.client} onto {len(self.devices)} disks:\n{mapping}\n"
+                    "EVERYTHING NOW ON THESE DISKS WILL BE DESTROYED.")
+        with Vertical(id="dialog"):
+            yield Static(" rescue wizard | 5/7 Confirm", classes="heading")
+            yield Static(text, markup=False)
+            yield Static(f"Type the names of all {len(self.devices)} disks ({names}, or {short}) and press "
+                         "Enter.\nAnything else goes back with nothing written.", markup=False)
+            yield Input(id="typed")
+            yield Static("Esc goes back; nothing is written.", classes="hint")
+
     def on_mount(self) -> None:
         self.query_one(Input).focus()
 
     @on(Input.Submitted)
     def submitted(self, event: Input.Submitted) -> None:
+        if len(self.devices) > 1:
+            self.dismiss(confirm_matches_all(event.value, self.devices))
+            return
         self.dismiss(confirm_matches(event.value, self.device))
 
     def action_no(self) -> None:

@@ -88,7 +88,8 @@ later: start rescue wizard again and it offers to. l shows the whole log."""
 
     def compose(self) -> ComposeResult:
         yield from self.compose_title()
-        yield Static(f"Restoring {self.review.client} onto {self.review.target}", id="status", markup=False)
+        yield Static(f"Restoring {self.review.client} onto {self.review.shown_targets}", id="status",
+                     markup=False)
         table: DataTable = DataTable(id="steps", cursor_type="none", show_cursor=False)
         table.add_column("State", key="state", width=5)
         table.add_column("Step", key="step")
@@ -162,7 +163,7 @@ later: start rescue wizard again and it offers to. l shows the whole log."""
         self.start()
         self.query_one("#status", Static).update(
             f"Try {len(self.wizard.tries) + 1}, started {self.started_at}: resuming {self.review.client} "
-            f"onto {self.review.target}")
+            f"onto {self.review.shown_targets}")
 
     @work(thread=True, exclusive=True, group="run")
     def execute(self) -> None:
@@ -270,7 +271,7 @@ later: start rescue wizard again and it offers to. l shows the whole log."""
         self.app.push_screen(AskScreen(
             "Cancel the restore?",
             f"The restore is {self.stop_point()}. Cancelling stops it at the next safe point and "
-            f"leaves {self.review.target} partly restored; it can be resumed later.\n"
+            f"leaves {self.review.shown_targets} partly restored; it can be resumed later.\n"
             "The restore goes on while this question is open.",
             yes="cancel the restore", no="go on restoring"), answered)
 
@@ -299,7 +300,7 @@ come back; they are unmounted then), q leaves the wizard."""
 
     def compose(self) -> ComposeResult:
         yield from self.compose_title()
-        head = (f"{self.review.client} is restored onto {self.review.target} "
+        head = (f"{self.review.client} is restored onto {self.review.shown_targets} "
                 f"in {duration(self.done.seconds)}.")
         if self.done.incomplete:
             head += "\nINCOMPLETE: some files could not be read from the backup (see the log)."
@@ -366,7 +367,7 @@ disk is left as it is, and rescue wizard offers to resume next time."""
 
     def compose(self) -> ComposeResult:
         yield from self.compose_title()
-        target = self.review.target
+        target = self.review.shown_targets
         if self.cancelled:
             text = (f"You cancelled the restore {self.where}.\n"
                     f"Nothing more is being written; {target} is only partly restored.")

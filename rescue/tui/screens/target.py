@@ -10,6 +10,7 @@ from textual.widgets import DataTable, Static
 
 from rescue.backups.model import Image, Machine
 from rescue.errors import RescueError
+from rescue.plan.disks import CapturedDisk
 from rescue.target import TargetDisk
 from rescue.tui.facade import unfit
 from rescue.tui.messages import DisksFound, PlanReady, WorkFailed
@@ -58,8 +59,19 @@ you can see them, but cannot be chosen. Disks marked NO FIT cannot hold
 this restore (too small for what the backup holds): the reason is shown
 below the list, and the review says what to do. Enter chooses the
 highlighted disk; r looks again (after plugging in a disk)."""
+    SEVERAL_HELP = """\
+
+This machine had several disks, each with its own partition table: the
+wizard asks a new disk for each captured disk in turn (the line above the
+list names it, with its size, serial and what was mounted from it). A
+disk already chosen for another captured disk cannot be chosen again.
+x leaves the captured disk out: nothing of it is restored and the review
+warns which vaults are left out; for a machine of mirrored disks (RAID1)
+one new disk is enough, its arrays then come back degraded (the review
+says so). Esc goes back to the previous captured disk."""
     BINDINGS = [
         Binding("enter", "choose", "Choose", priority=True, key_display="Enter"),
+        Binding("x", "leave_out", "Leave this disk out"),
         Binding("r", "rescan", "Look again"),
         Binding("q", "app.quit_wizard", "Quit"),
     ]
@@ -72,6 +84,20 @@ highlighted disk; r looks again (after plugging in a disk)."""
         super().__init__()
         self.disks: tuple[TargetDisk, ...] = ()
         self.unfit: dict[str, str] = {}
+        # a machine with several captured disks: each is asked in turn (asking: its index)
+        self.captured: tuple[CapturedDisk, ...] = ()
+        self.asking = 0
+        self.chosen: dict[str, TargetDisk | None] = {}  # captured device -> its new disk, None: left out
+        self.released = ""  # what killed earlier restores left, released before looking (said once)
+
+    @property
+    def several(self) -> bool:
+        return len(self.captured) > 1
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "leave_out":
+            return self.several  # only a machine with several disks leaves one out
+        return True
 
     def on_mount(self) -> None:
         self.probe()
@@ -89,6 +115,9 @@ highlighted disk; r looks again (after plugging in a disk)."""
             if w.machine is None:
                 return DisksFound(disks, released=released)
             chosen = tuple(w.images[v.name] for v in w.machine.vaults if v.name in w.images)
+            captured = self.engine.captured_disks(w.machine, chosen)
+            if len(captured) > 1:  # which disk fits is said by the whole plan, in the review
+                return DisksFound(disks, released=released, captured=captured)
             return DisksFound(disks, unfit(self.engine, w.machine, chosen, disks, w.skipped), released)
 
         self.post_answer(found)
@@ -97,6 +126,14 @@ highlighted disk; r looks again (after plugging in a disk)."""
     def show(self, message: DisksFound) -> None:
         self.disks = message.disks
         self.unfit = message.unfit
+        if message.captured != self.captured:
+            self.captured, self.asking, self.chosen = message.captured, 0, {}
+        self.refresh_bindings()
+        if self.several:
+            self.HELP = TargetScreen.HELP + self.SEVERAL_HELP
+            self.released = "".join(f"{line}\n" for line in message.released)
+            self.ask()
+            return
         safe = sum(1 for d in self.disks if not d.unsafe_reasons)
         fits = safe - len(self.unfit)
         released = "".join(f"{line}\n" for line in message.released)
@@ -117,12 +154,78 @@ highlighted disk; r looks again (after plugging in a disk)."""
         table.focus()
         self.describe()
 
+    # a machine with several disks: one question per captured disk
+
+    def taken_by(self, disk: TargetDisk) -> str | None:
+        """The captured disk this disk is already the new disk of."""
+        return next((old for old, new in self.chosen.items() if new is not None and new.device == disk.device),
+                    None)
+
+    def ask(self) -> None:
+        """The question for the captured disk at self.asking: the list, with the disks taken marked."""
+        old = self.captured[self.asking]
+        answered = [f"{o} -> {n.device if n else 'left out'}" for o, n in self.chosen.items()]
+        self.status(f"{self.released}New disk for captured {old.shown()}, {self.asking + 1} of "
+                    f"{len(self.captured)}" + (f" ({'; '.join(answered)})" if answered else "")
+                    + ". Enter chooses it, x leaves it out"
+                    + (" (a mirror's half: its arrays then come back degraded)" if old.whole else "")
+                    + ". The chosen disk is erased.")
+        table = self.table()
+        table.clear()
+        for disk in self.disks:
+            taken = self.taken_by(disk)
+            state = ("UNSAFE" if disk.unsafe_reasons else f"for {taken.rsplit('/', 1)[-1]}" if taken else "ok")
+            table.add_row(disk.device, (disk.model or "-")[:20], human(disk.size), contents(disk)[:24],
+                          state, key=disk.device)
+        free = [i for i, d in enumerate(self.disks) if not d.unsafe_reasons and not self.taken_by(d)]
+        first = next((i for i in free if self.disks[i].empty), free[0] if free else 0)
+        if self.disks:
+            table.move_cursor(row=first)
+        table.focus()
+        self.describe()
+
+    def answer(self, disk: TargetDisk | None) -> None:
+        """This captured disk's new disk (None: left out); then the next question, or the review."""
+        self.chosen[self.captured[self.asking].device] = disk
+        if self.asking + 1 < len(self.captured):
+            self.asking += 1
+            self.ask()
+            return
+        if all(new is None for new in self.chosen.values()):
+            del self.chosen[self.captured[self.asking].device]
+            self.notify("Every disk is left out: there would be nothing to restore. Choose a new disk "
+                        "for at least one.", severity="error")
+            return
+        pairs = tuple((old, new) for old, new in self.chosen.items() if new is not None)
+        left_out = tuple(old for old, new in self.chosen.items() if new is None)
+        # coming back from the review asks the last captured disk again
+        del self.chosen[self.captured[self.asking].device]
+        self.ask()
+        self.wizard.choose_targets(pairs, left_out)
+
+    def action_leave_out(self) -> None:
+        if self.several and self.disks:
+            self.answer(None)
+
+    def action_back(self) -> None:
+        if self.several and self.asking > 0:
+            self.asking -= 1
+            self.chosen.pop(self.captured[self.asking].device, None)
+            self.ask()
+            return
+        super().action_back()
+
     @on(DataTable.RowHighlighted)
     def describe(self) -> None:
         if not self.disks:
             return
         disk = self.disks[self.table().cursor_row]
-        self.detail(describe_disk(disk, self.unfit.get(disk.device)))
+        text = describe_disk(disk, self.unfit.get(disk.device))
+        taken = self.taken_by(disk) if self.several else None
+        if taken and not disk.unsafe_reasons:
+            text = text.replace("All of this will be destroyed by the restore.", "")
+            text = f"{text.rstrip()}\nALREADY CHOSEN as the new disk for captured {taken} (Esc goes back to it)."
+        self.detail(text)
 
     @on(DataTable.RowSelected)
     def action_choose(self) -> None:
@@ -133,6 +236,13 @@ highlighted disk; r looks again (after plugging in a disk)."""
         if disk.unsafe_reasons:
             self.notify(f"{disk.device} cannot be chosen: the reasons are shown below.", severity="error")
             return
+        if self.several:
+            taken = self.taken_by(disk)
+            if taken:
+                self.notify(f"{disk.device} is already the new disk for captured {taken}.", severity="error")
+                return
+            self.answer(disk)
+            return
         self.wizard.choose_target(disk)
 
 
@@ -140,10 +250,13 @@ def review_text(r: Review) -> str:
     """The review as plain text: readable on any terminal, with or without colour.
 
     What the restore destroys comes first, then the plan in a few lines, then the details."""
-    out = [f"Restore {r.client} onto {r.target} ({r.target_model or 'unknown model'}, "
-           f"{human(r.target_size)}).", ""]
+    if r.targets:
+        out = [f"Restore {r.client} onto {len(r.targets)} disks: {r.shown_targets}.", ""]
+    else:
+        out = [f"Restore {r.client} onto {r.target} ({r.target_model or 'unknown model'}, "
+               f"{human(r.target_size)}).", ""]
     if r.disks:
-        out += ["Every disk of the machine, each onto its own new disk (all are erased):"]
+        out += ["Every captured disk of the machine and its new disk (each new disk is erased):"]
         out += [f"  {line}" for line in r.disks] + [""]
     if r.destroyed:
         out += [f"On {r.target} now, and DESTROYED by the restore:"] + [f"  - {d}" for d in r.destroyed]
@@ -202,20 +315,24 @@ filesystem grows or shrinks) and plans again. n goes on to the confirmation."""
         Binding("q", "app.quit_wizard", "Quit"),
     ]
 
-    def __init__(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk,
-                 skipped: tuple[str, ...] = ()) -> None:
+    def __init__(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk | tuple[TargetDisk, ...],
+                 skipped: tuple[str, ...] = (), disk_map: tuple[tuple[str, str], ...] = (),
+                 skip_disks: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.machine = machine
         self.images = images
-        self.target = target
+        self.target = target  # several, in disk_map's order, for a machine with several disks
         self.skipped = skipped
+        self.disk_map = disk_map  # (captured, new) per captured disk restored, as --target OLD=NEW
+        self.skip_disks = skip_disks  # captured disks left out, as --skip-disk
         self.sizes: tuple[tuple[str, int], ...] = ()  # set with z; empty: the plan's own
         self.review: Review | None = None
 
     def compose(self) -> ComposeResult:
         yield from self.compose_title()
         with VerticalScroll(id="review"):
-            yield Static(f"Planning the restore of {self.machine.client} onto {self.target.device}...",
+            onto = " and ".join(t.device for t in (self.target if isinstance(self.target, tuple) else (self.target,)))
+            yield Static(f"Planning the restore of {self.machine.client} onto {onto}...",
                          id="body", markup=False)
         yield Static("", id="more", markup=False)
         yield from self.compose_footer()
@@ -235,6 +352,11 @@ filesystem grows or shrinks) and plans again. n goes on to the confirmation."""
 
     @work(thread=True, exclusive=True, group="plan")
     def build(self) -> None:
+        if self.disk_map or self.skip_disks:
+            self.post_answer(lambda: PlanReady(self.engine.plan(
+                self.machine, self.images, self.target, self.skipped, self.sizes,
+                disk_map=self.disk_map, skip_disks=self.skip_disks)))
+            return
         self.post_answer(lambda: PlanReady(self.engine.plan(self.machine, self.images, self.target,
                                                             self.skipped, self.sizes)))
 
@@ -257,7 +379,7 @@ filesystem grows or shrinks) and plans again. n goes on to the confirmation."""
     def action_script(self) -> None:
         if self.review is None:
             return
-        self.app.push_screen(TextScreen(f"restore.sh for {self.review.client} onto {self.review.target}",
+        self.app.push_screen(TextScreen(f"restore.sh for {self.review.client} onto {self.review.shown_targets}",
                                         self.review.script))
 
     def action_sizes(self) -> None:
