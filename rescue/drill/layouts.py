@@ -34,7 +34,7 @@ class Part:
     content: str              # ext4, xfs, vfat, swap, ext2, or "pv", "md", "luks"
     mib: int                  # 0: the rest of the disk
     mountpoint: str | None = None
-    label: str | None = None
+    label: str | None = None  # the filesystem's label; for a layer's member, the name layers use for it
     uefi_only: bool = False   # the ESP
 
 
@@ -49,7 +49,7 @@ class Layer:
     """A layer above the partitions: an md array, a VG and its LVs, a LUKS mapping, btrfs subvolumes."""
     kind: str                 # "md", "lvm", "luks", "btrfs"
     name: str                 # md device, VG name, mapping name, or btrfs label
-    members: tuple[str, ...]  # "vda2", "md0", ...
+    members: tuple[str, ...]  # the labels of member partitions (or the names of lower layers)
     volumes: tuple[tuple[str, str, int, str | None], ...] = ()  # (name, content, MiB (0: rest), mountpoint)
 
 
@@ -87,9 +87,9 @@ LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (
         disks=(Disk("vda", (
             _ESP,
             Part("ext2", 256, "/boot", "demo-boot"),
-            Part("pv", 0),
+            Part("pv", 0, None, "demo-pv"),
         )),),
-        layers=(Layer("lvm", "demo", ("vda-last",), (
+        layers=(Layer("lvm", "demo", ("demo-pv",), (
             ("root", "ext4", 900, "/"),
             ("swap", "swap", 128, None),
             ("home", "xfs", 0, "/home"),
@@ -126,3 +126,54 @@ def firmwares_for(lay: Layout, arg: str | None) -> tuple[Firmware, ...]:
         raise RescueError(f"the demo layout {lay.name!r} is not drilled with {fw.value}",
                           fix=f"use --firmware {' or '.join(f.value for f in lay.firmwares)}")
     return (fw,)
+
+
+_SFDISK_TYPE = {"vfat": "U", "swap": "S", "pv": "V", "md": "R"}  # sfdisk's aliases; anything else L
+_MKFS = {
+    "ext2": "mkfs.ext2 -q -F -L {label} {dev}",
+    "ext4": "mkfs.ext4 -q -F -L {label} {dev}",
+    "xfs": "mkfs.xfs -q -f -L {label} {dev}",
+    "vfat": "mkfs.vfat -n {label} {dev}",
+    "swap": "mkswap -L {label} {dev}",
+}
+
+
+def parts_of(disk: Disk, firmware: Firmware) -> tuple[Part, ...]:
+    return tuple(p for p in disk.parts if firmware is Firmware.UEFI or not p.uefi_only)
+
+
+def build_commands(lay: Layout, firmware: Firmware, devices: dict[str, str]) -> list[str]:
+    """The shell lines that make the layout's storage inside a rescue VM boot.
+
+    `devices` maps the layout's disk names to the guest's blank disks (vda -> /dev/vdb when
+    the rescue disk boots as vda). Partitions first (dos for BIOS, gpt for UEFI), then their
+    filesystems, then each layer in order with what sits on its volumes. Pure: tested in unit.
+    """
+    lines: list[str] = []
+    member: dict[str, str] = {}
+    for disk in lay.disks:
+        dev = devices[disk.name]
+        parts = parts_of(disk, firmware)
+        label = "gpt" if firmware is Firmware.UEFI else "dos"
+        table = [f"label: {label}"] + [
+            (f"size={p.mib}MiB, " if p.mib else "") + f"type={_SFDISK_TYPE.get(p.content, 'L')}" for p in parts]
+        lines.append(f"printf '%s\\n' {' '.join(repr(t) for t in table)} | sfdisk -q {dev}")
+        lines.append(f"udevadm settle; partx -u {dev} || true")
+        for n, p in enumerate(parts, start=1):
+            pdev = f"{dev}{n}"
+            if p.content in _MKFS:
+                lines.append(_MKFS[p.content].format(label=p.label or f"part{n}", dev=pdev))
+            elif p.label:
+                member[p.label] = pdev
+    for layer in lay.layers:
+        if layer.kind != "lvm":
+            raise RescueError(f"the demo layout {lay.name!r} has a {layer.kind} layer the builder does not know",
+                              fix="add its commands to rescue.drill.layouts.build_commands")
+        pvs = " ".join(member[m] for m in layer.members)
+        lines.append(f"pvcreate -q -ff -y {pvs}")
+        lines.append(f"vgcreate -q {layer.name} {pvs}")
+        for name, content, mib, _mountpoint in layer.volumes:
+            size = f"-L {mib}M" if mib else "-l 100%FREE"
+            lines.append(f"lvcreate -q -y -n {name} {size} {layer.name}")
+            lines.append(_MKFS[content].format(label=f"{layer.name}-{name}", dev=f"/dev/{layer.name}/{name}"))
+    return lines

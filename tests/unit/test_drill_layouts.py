@@ -64,3 +64,20 @@ def test_firmware_narrows_the_layouts_list() -> None:
     bios_only = layouts.Layout("x", "x", plain.disks, firmwares=(Firmware.BIOS,))
     with pytest.raises(RescueError, match="not drilled with uefi"):
         layouts.firmwares_for(bios_only, "uefi")
+
+
+def test_the_lvm_machine_is_built_in_the_vm_with_a_pv_holding_root_swap_and_home() -> None:
+    lvm = layouts.LAYOUTS["lvm"]
+    lines = layouts.build_commands(lvm, Firmware.BIOS, {"vda": "/dev/vdb"})
+    assert lines[0].endswith("| sfdisk -q /dev/vdb") and "'label: dos'" in lines[0]
+    assert "'size=256MiB, type=L' 'type=V'" in lines[0]
+    assert "mkfs.ext2 -q -F -L demo-boot /dev/vdb1" in lines
+    assert lines[lines.index("pvcreate -q -ff -y /dev/vdb2"):] == [
+        "pvcreate -q -ff -y /dev/vdb2", "vgcreate -q demo /dev/vdb2",
+        "lvcreate -q -y -n root -L 900M demo", "mkfs.ext4 -q -F -L demo-root /dev/demo/root",
+        "lvcreate -q -y -n swap -L 128M demo", "mkswap -L demo-swap /dev/demo/swap",
+        "lvcreate -q -y -n home -l 100%FREE demo", "mkfs.xfs -q -f -L demo-home /dev/demo/home",
+    ]
+    uefi = layouts.build_commands(lvm, Firmware.UEFI, {"vda": "/dev/vdb"})
+    assert "'label: gpt'" in uefi[0] and "mkfs.vfat -n DEMO-ESP /dev/vdb1" in uefi
+    assert "pvcreate -q -ff -y /dev/vdb3" in uefi
