@@ -44,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the disk images and serial logs go (default /var/tmp/rescue-drill-TIME)")
     p.add_argument("--keep", action="store_true", help="keep the disk images (serial logs are always kept)")
     p.add_argument("--memory", type=int, default=1024, metavar="MIB", help="guest memory (default 1024)")
+    p.add_argument("--layout", metavar="NAME",
+                   help="the demo machine's storage layout (default plain); --layout list shows them")
     p.add_argument("--compare-tar", action="store_true",
                    help="the demo: after the restore, in the same rescue boot, time a plain tar pipe of the "
                         "same images onto a third blank disk; the report sets the copy's time against it")
@@ -54,8 +56,15 @@ def _say(msg: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rescue.drill import demo
+    from rescue.drill import demo, layouts
 
+    if args.layout == layouts.LIST:
+        print(layouts.render_list())
+        return int(Exit.OK)
+    if args.layout is not None and (args.bank is not None or args.rsnapshot is not None):
+        raise RescueError("--layout goes with the demo drill",
+                          fix="a real bank is restored in the layout it was captured with: drop --layout")
+    layout = layouts.layout_of(args.layout)  # a bad name stops here, before anything is written
     if os.geteuid() != 0:
         raise RescueError("rescue drill must run as root",
                           why="it attaches loop devices, mounts filesystems and runs dirvish")
@@ -75,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         raise RescueError(f"{option.split()[0]} needs --client NAME",
                           fix=f"rescue list {option} shows the machines in it")
     workdir = (args.workdir or demo.default_workdir()).resolve()
-    firmwares = tuple(demo.firmwares_of(args.firmware))
+    firmwares = (tuple(demo.firmwares_of(args.firmware)) if real is not None
+                 else layouts.firmwares_for(layout, args.firmware))
     if real is not None:
         from rescue.drill import bank as bankdrill
 
@@ -89,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         _say(f"rescue drill: working in {workdir}")
         opts = demo.Options(workdir=workdir, firmwares=firmwares, keep=args.keep, memory_mib=args.memory,
-                            compare_tar=args.compare_tar)
+                            compare_tar=args.compare_tar, layout=layout.name)
         report = demo.run_demo(opts, _say)
     print()
     print(report.render())

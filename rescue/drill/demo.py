@@ -57,6 +57,7 @@ class Options:
     keep: bool = False
     memory_mib: int = 1024
     compare_tar: bool = False  # also time a plain tar pipe of the same images in the restore's boot
+    layout: str = "plain"  # rescue.drill.layouts: the demo machine's storage (only plain is built so far)
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import threading
 import time
 from pathlib import Path
 
@@ -34,66 +32,14 @@ import pytest
 
 from rescue.demo import DemoMachine, make_bank
 from rescue.devices import attached, make_image_file, partition_path
-from rescue.qemu import VM, Firmware
+from rescue.drill.shell_vm import BOOT_TIMEOUT, ShellVM, boot_shell  # noqa: F401 (the other vm tests import them from here)
+from rescue.qemu import Firmware
 from rescue.run import run
 
-BOOT_TIMEOUT = 600
 GiB = 1 << 30
 STRESS = Path(__file__).resolve().parents[1] / "stress_partition_table.py"
 STRESS_ROUNDS = 100
 STRESS_PAUSE = 0.5  # seconds between the neighbour's re-reads: udev's work for each is slow under TCG
-
-
-class ShellVM(VM):
-    """A VM whose serial console is a socket (typed into) and still logged to the usual file."""
-
-    @property
-    def socket_path(self) -> Path:
-        return self.workdir / f"{self.name}-serial.sock"
-
-    def argv(self) -> list[str]:
-        argv = super().argv()
-        i = argv.index("-serial")
-        argv[i:i + 2] = ["-chardev", f"socket,id=ser0,path={self.socket_path},server=on,wait=off,"
-                                     f"logfile={self.serial_log},logappend=on",
-                         "-serial", "chardev:ser0"]
-        return argv
-
-    def connect(self) -> None:
-        for _ in range(100):
-            try:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.connect(str(self.socket_path))
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("the serial socket never appeared")
-        threading.Thread(target=self._drain, daemon=True).start()  # the log file keeps what it says
-
-    def _drain(self) -> None:
-        try:
-            while self.sock.recv(65536):
-                pass
-        except OSError:
-            pass
-
-    def type(self, line: str) -> None:
-        self.sock.sendall(line.encode() + b"\n")
-
-    def ask(self, command: str, timeout: float = 120) -> str:
-        """Run a shell command in the guest; its output between two unique markers."""
-        tag = f"Q{time.monotonic_ns()}"
-        self.type(f"echo {tag}-BEGIN; {command}; echo {tag}-END")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.console().replace("\r", "")
-            # the typed line holds "TAG-BEGIN;" (no newline after it): only the output matches
-            m = re.search(rf"{tag}-BEGIN\n(.*?){tag}-END\n", text, re.S)
-            if m:
-                return m.group(1)
-            time.sleep(1)
-        raise AssertionError(f"no answer to {command!r}:\n{self.console()[-2000:]}")
 
 
 def bank_on_backup_disk(backup_disk, tmp_path: Path, name: str, bulk_mib: int = 0, boot: str = "shell",
@@ -136,16 +82,6 @@ def disk_with_bank(backup_disk, tmp_path):
     disk, bank, _ = bank_on_backup_disk(backup_disk, tmp_path, "security.img", tools=(STRESS,))
     shutil.rmtree(tmp_path / "bank", ignore_errors=True)
     return disk, bank.client
-
-
-def boot_shell(vm: ShellVM) -> None:
-    """Connect, wait for the rescue shell, and make its prompt plain."""
-    vm.connect()
-    vm.wait_for("RESCUE-READY", BOOT_TIMEOUT, fail_markers=("Kernel panic",))
-    vm.wait_for("Rescue shell on", 60)
-    time.sleep(2)
-    vm.type("export PS1='$ ' TERM=dumb; stty -echo")
-    time.sleep(1)
 
 
 @pytest.mark.slow

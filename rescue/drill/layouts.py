@@ -1,0 +1,179 @@
+"""The demo machines the drill can build, one declarative entry per storage layout.
+
+A layout says what the demo machine's storage looks like (disks, partitions,
+the layers on top of them: md, LVM, LUKS, btrfs subvolumes), which firmwares
+it is drilled with, and where it is built: on the host (plain partitions; the
+host kernel has no device-mapper and no md) or inside a rescue VM boot
+(anything layered). `plain` is the machine the drill has always built.
+
+Adding a layout is adding an entry to LAYOUTS; a layout whose builder does
+not exist yet is listed as planned and refused by `--layout` before anything
+is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from rescue.errors import RescueError
+from rescue.qemu import Firmware
+
+DEFAULT = "plain"
+LIST = "list"  # `--layout list` prints the table instead of drilling
+
+
+class BuiltIn(StrEnum):
+    HOST = "host"  # loop devices and mkfs on the build host
+    VM = "vm"      # inside a rescue VM boot (device-mapper, md)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One partition of a demo disk: what sits on it (a filesystem, swap, or a layer's member)."""
+    content: str              # ext4, xfs, vfat, swap, ext2, or "pv", "md", "luks"
+    mib: int                  # 0: the rest of the disk
+    mountpoint: str | None = None
+    label: str | None = None  # the filesystem's label; for a layer's member, the name layers use for it
+    uefi_only: bool = False   # the ESP
+
+
+@dataclass(frozen=True)
+class Disk:
+    name: str                 # the demo machine's device name (vda, vdb)
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A layer above the partitions: an md array, a VG and its LVs, a LUKS mapping, btrfs subvolumes."""
+    kind: str                 # "md", "lvm", "luks", "btrfs"
+    name: str                 # md device, VG name, mapping name, or btrfs label
+    members: tuple[str, ...]  # the labels of member partitions (or the names of lower layers)
+    volumes: tuple[tuple[str, str, int, str | None], ...] = ()  # (name, content, MiB (0: rest), mountpoint)
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    summary: str
+    disks: tuple[Disk, ...]
+    layers: tuple[Layer, ...] = ()
+    firmwares: tuple[Firmware, ...] = (Firmware.BIOS, Firmware.UEFI)
+    built_in: BuiltIn = BuiltIn.HOST
+    ready: bool = True        # False: declared, its builder is not written yet
+
+    def line(self) -> str:
+        fws = "+".join(fw.value for fw in self.firmwares)
+        state = "" if self.ready else "  (planned: not drillable yet)"
+        return f"{self.name:<13} {fws:<10} {self.summary}{state}"
+
+
+_ESP = Part("vfat", 64, "/boot/efi", "DEMO-ESP", uefi_only=True)
+
+LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (
+    Layout(
+        "plain", "partitions only: / ext4, /home xfs, swap, /tmp ext4 (built on the host)",
+        disks=(Disk("vda", (
+            _ESP,
+            Part("ext4", 900, "/", "demo-root"),
+            Part("xfs", 320, "/home", "demo-home"),
+            Part("swap", 128, None, "demo-swap"),
+            Part("ext4", 0, "/tmp", "demo-tmp"),
+        )),),
+    ),
+    Layout(
+        "lvm", "ext2 /boot and one PV: VG demo with root, swap and home LVs (built in a rescue VM)",
+        disks=(Disk("vda", (
+            _ESP,
+            Part("ext2", 256, "/boot", "demo-boot"),
+            Part("pv", 0, None, "demo-pv"),
+        )),),
+        layers=(Layer("lvm", "demo", ("demo-pv",), (
+            ("root", "ext4", 900, "/"),
+            ("swap", "swap", 128, None),
+            ("home", "xfs", 0, "/home"),
+        )),),
+        firmwares=(Firmware.BIOS, Firmware.UEFI),
+        built_in=BuiltIn.VM,
+        ready=False,
+    ),
+)}
+
+
+def render_list() -> str:
+    return "\n".join(lay.line() for lay in LAYOUTS.values())
+
+
+def layout_of(name: str | None) -> Layout:
+    """The layout called NAME (the default without one), or a refusal that names the choices."""
+    lay = LAYOUTS.get(name or DEFAULT)
+    if lay is None:
+        raise RescueError(f"no demo layout called {name!r}",
+                          fix=f"choose one of: {', '.join(LAYOUTS)} (rescue drill --layout list)")
+    if not lay.ready:
+        raise RescueError(f"the demo layout {lay.name!r} is declared but the drill cannot build it yet",
+                          fix=f"drill a ready layout: {', '.join(n for n, x in LAYOUTS.items() if x.ready)}")
+    return lay
+
+
+def firmwares_for(lay: Layout, arg: str | None) -> tuple[Firmware, ...]:
+    """--firmware narrows the layout's own list; a firmware the layout is not drilled with is refused."""
+    if arg is None:
+        return lay.firmwares
+    fw = Firmware(arg)
+    if fw not in lay.firmwares:
+        raise RescueError(f"the demo layout {lay.name!r} is not drilled with {fw.value}",
+                          fix=f"use --firmware {' or '.join(f.value for f in lay.firmwares)}")
+    return (fw,)
+
+
+_SFDISK_TYPE = {"vfat": "U", "swap": "S", "pv": "V", "md": "R"}  # sfdisk's aliases; anything else L
+_MKFS = {
+    "ext2": "mkfs.ext2 -q -F -L {label} {dev}",
+    "ext4": "mkfs.ext4 -q -F -L {label} {dev}",
+    "xfs": "mkfs.xfs -q -f -L {label} {dev}",
+    "vfat": "mkfs.vfat -n {label} {dev}",
+    "swap": "mkswap -L {label} {dev}",
+}
+
+
+def parts_of(disk: Disk, firmware: Firmware) -> tuple[Part, ...]:
+    return tuple(p for p in disk.parts if firmware is Firmware.UEFI or not p.uefi_only)
+
+
+def build_commands(lay: Layout, firmware: Firmware, devices: dict[str, str]) -> list[str]:
+    """The shell lines that make the layout's storage inside a rescue VM boot.
+
+    `devices` maps the layout's disk names to the guest's blank disks (vda -> /dev/vdb when
+    the rescue disk boots as vda). Partitions first (dos for BIOS, gpt for UEFI), then their
+    filesystems, then each layer in order with what sits on its volumes. Pure: tested in unit.
+    """
+    lines: list[str] = []
+    member: dict[str, str] = {}
+    for disk in lay.disks:
+        dev = devices[disk.name]
+        parts = parts_of(disk, firmware)
+        label = "gpt" if firmware is Firmware.UEFI else "dos"
+        table = [f"label: {label}"] + [
+            (f"size={p.mib}MiB, " if p.mib else "") + f"type={_SFDISK_TYPE.get(p.content, 'L')}" for p in parts]
+        lines.append(f"printf '%s\\n' {' '.join(repr(t) for t in table)} | sfdisk -q {dev}")
+        lines.append(f"udevadm settle; partx -u {dev} || true")
+        for n, p in enumerate(parts, start=1):
+            pdev = f"{dev}{n}"
+            if p.content in _MKFS:
+                lines.append(_MKFS[p.content].format(label=p.label or f"part{n}", dev=pdev))
+            elif p.label:
+                member[p.label] = pdev
+    for layer in lay.layers:
+        if layer.kind != "lvm":
+            raise RescueError(f"the demo layout {lay.name!r} has a {layer.kind} layer the builder does not know",
+                              fix="add its commands to rescue.drill.layouts.build_commands")
+        pvs = " ".join(member[m] for m in layer.members)
+        lines.append(f"pvcreate -q -ff -y {pvs}")
+        lines.append(f"vgcreate -q {layer.name} {pvs}")
+        for name, content, mib, _mountpoint in layer.volumes:
+            size = f"-L {mib}M" if mib else "-l 100%FREE"
+            lines.append(f"lvcreate -q -y -n {name} {size} {layer.name}")
+            lines.append(_MKFS[content].format(label=f"{layer.name}-{name}", dev=f"/dev/{layer.name}/{name}"))
+    return lines

@@ -1,0 +1,83 @@
+"""The demo drill's layout table, `--layout list`, and the refusal of a layout it cannot build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rescue.cli import main
+from rescue.drill import layouts
+from rescue.errors import RescueError
+from rescue.qemu import Firmware
+
+
+def test_plain_is_the_default_and_is_what_the_drill_has_always_built() -> None:
+    plain = layouts.layout_of(None)
+    assert plain.name == layouts.DEFAULT == "plain"
+    assert plain.built_in is layouts.BuiltIn.HOST and not plain.layers
+    assert [p.mountpoint for p in plain.disks[0].parts] == ["/boot/efi", "/", "/home", None, "/tmp"]
+    assert plain.firmwares == (Firmware.BIOS, Firmware.UEFI)
+
+
+def test_every_layout_is_well_formed() -> None:
+    for name, lay in layouts.LAYOUTS.items():
+        assert name == lay.name and lay.summary and lay.disks and lay.firmwares
+        assert name != layouts.LIST
+        for disk in lay.disks:
+            assert sum(1 for p in disk.parts if p.mib == 0) <= 1, f"{name}: one partition takes the rest"
+        if lay.layers:
+            assert lay.built_in is layouts.BuiltIn.VM, f"{name}: the host kernel has no device-mapper nor md"
+
+
+def test_layout_list_prints_one_line_per_layout_and_writes_nothing(capsys, tmp_path: Path) -> None:
+    code = main(["drill", "--demo", "--layout", "list", "--workdir", str(tmp_path / "w")])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert [line.split()[0] for line in out] == list(layouts.LAYOUTS)
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--layout", "zfs"], "no demo layout called 'zfs'"),
+    (["--layout", "lvm"], "the drill cannot build it yet"),
+    (["--layout", "plain", "--bank", "/srv/bank", "--client", "web1"], "--layout goes with the demo drill"),
+])
+def test_a_bad_layout_is_refused_before_anything_is_written(argv, said, capsys, tmp_path: Path) -> None:
+    code = main(["drill", *argv, "--workdir", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert said in err
+    assert not (tmp_path / "w").exists()
+
+
+def test_the_refusal_names_the_choices() -> None:
+    with pytest.raises(RescueError) as e:
+        layouts.layout_of("zfs")
+    assert "plain" in str(e.value.fix) and "--layout list" in str(e.value.fix)
+
+
+def test_firmware_narrows_the_layouts_list() -> None:
+    plain = layouts.layout_of("plain")
+    assert layouts.firmwares_for(plain, None) == (Firmware.BIOS, Firmware.UEFI)
+    assert layouts.firmwares_for(plain, "uefi") == (Firmware.UEFI,)
+    bios_only = layouts.Layout("x", "x", plain.disks, firmwares=(Firmware.BIOS,))
+    with pytest.raises(RescueError, match="not drilled with uefi"):
+        layouts.firmwares_for(bios_only, "uefi")
+
+
+def test_the_lvm_machine_is_built_in_the_vm_with_a_pv_holding_root_swap_and_home() -> None:
+    lvm = layouts.LAYOUTS["lvm"]
+    lines = layouts.build_commands(lvm, Firmware.BIOS, {"vda": "/dev/vdb"})
+    assert lines[0].endswith("| sfdisk -q /dev/vdb") and "'label: dos'" in lines[0]
+    assert "'size=256MiB, type=L' 'type=V'" in lines[0]
+    assert "mkfs.ext2 -q -F -L demo-boot /dev/vdb1" in lines
+    assert lines[lines.index("pvcreate -q -ff -y /dev/vdb2"):] == [
+        "pvcreate -q -ff -y /dev/vdb2", "vgcreate -q demo /dev/vdb2",
+        "lvcreate -q -y -n root -L 900M demo", "mkfs.ext4 -q -F -L demo-root /dev/demo/root",
+        "lvcreate -q -y -n swap -L 128M demo", "mkswap -L demo-swap /dev/demo/swap",
+        "lvcreate -q -y -n home -l 100%FREE demo", "mkfs.xfs -q -f -L demo-home /dev/demo/home",
+    ]
+    uefi = layouts.build_commands(lvm, Firmware.UEFI, {"vda": "/dev/vdb"})
+    assert "'label: gpt'" in uefi[0] and "mkfs.vfat -n DEMO-ESP /dev/vdb1" in uefi
+    assert "pvcreate -q -ff -y /dev/vdb3" in uefi
