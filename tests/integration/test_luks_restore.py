@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -184,8 +185,14 @@ def test_restore_sh_checks_the_passphrase_before_it_writes(captured, tmp_path):
         assert run(["sha256sum", dev]).stdout.split()[0] == before  # not one byte written
         right = sh(SECRET)
         assert "wrong passphrase" not in right.stderr, right.stderr
-        rescan(dev)
-        assert run(["cryptsetup", "luksUUID", partition_path(dev, 2)]).stdout.strip() == uuid, right.stderr
+        # udev re-reads the table the script wrote: the partition may be gone for a moment
+        for _ in range(20):
+            rescan(dev)
+            read = run(["cryptsetup", "luksUUID", partition_path(dev, 2)], check=False)
+            if read.returncode == 0:
+                break
+            time.sleep(0.25)
+        assert read.stdout.strip() == uuid, right.stderr + read.stderr
         if "device-mapper" not in Path("/proc/misc").read_text():
             assert right.returncode != 0 and "open LUKS" in right.stderr, right.stderr
         assert SECRET.decode() not in right.stdout + right.stderr
