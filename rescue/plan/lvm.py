@@ -133,31 +133,14 @@ def without_lvs(config: str, names: set[str]) -> str:
 
     The text format nests `name { ... }` blocks; strings are in double quotes (never with a
     brace in a name rescue removes, but quoted braces are skipped all the same)."""
-    start = config.find("logical_volumes {")
-    if start < 0:
-        return config
-    i = config.index("{", start) + 1
     out, keep_from = [], 0
-    depth, block_start, block_name = 1, None, None
-    quoted = False
-    while i < len(config) and depth > 0:
-        ch = config[i]
-        if ch == '"' and config[i - 1] != "\\":
-            quoted = not quoted
-        elif not quoted and ch == "{":
-            if depth == 1:
-                line_start = config.rfind("\n", 0, i) + 1
-                block_start, block_name = line_start, config[line_start:i].strip()
-            depth += 1
-        elif not quoted and ch == "}":
-            depth -= 1
-            if depth == 1 and block_name in names and block_start is not None:
-                end = config.find("\n", i) + 1 or len(config)
-                out.append(config[keep_from:block_start])
-                keep_from = end
-                if config[keep_from:keep_from + 1] == "\n":  # the blank line between sections
-                    keep_from += 1
-        i += 1
+    for name, start, end in _blocks(config, "logical_volumes"):
+        if name not in names:
+            continue
+        out.append(config[keep_from:start])
+        keep_from = config.find("\n", end - 1) + 1 or len(config)
+        if config[keep_from:keep_from + 1] == "\n":  # the blank line between sections
+            keep_from += 1
     out.append(config[keep_from:])
     return "".join(out)
 
