@@ -46,6 +46,9 @@ class Console:
     filesystems: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # mp -> uuid, fstype, mode
     data: str | None = None
     files: list[str] = field(default_factory=list)
+    lvs: list[str] = field(default_factory=list)  # "VG/LV LV-UUID VG-UUID"
+    pvs: list[str] = field(default_factory=list)
+    failed_units: list[str] | None = None  # None: the machine did not say
     done: bool = False
 
 
@@ -75,6 +78,12 @@ def parse_console(text: str) -> Console:
             c.data = rest.strip()
         elif key == "DEMO-FILE":
             c.files.append(rest)
+        elif key == "DEMO-LV":
+            c.lvs.append(" ".join(rest.split()))
+        elif key == "DEMO-PV":
+            c.pvs.append(rest.strip())
+        elif key == "DEMO-FAILED":
+            c.failed_units = rest.split()[1:]
         elif key == "DEMO-DONE":
             c.done = True
     m = re.search(r"DEMO-TMP-MODE (\d+)", text)
@@ -102,9 +111,23 @@ def check_restored(text: str, facts: DemoFacts, phase: Phase, data: bool = True)
             got is not None and got[0].lower() == fs.uuid.lower() and got[1] == fs.fstype,
             f"{fs.uuid} {fs.fstype}", " ".join(got[:2]) if got else "",
         )
+    for lv in facts.lvs:
+        name = lv.split()[0]
+        phase.check(f"LV {name} active, its UUID and its VG's as captured", _same_ids(lv) in map(_same_ids, c.lvs),
+                    lv, next((x for x in c.lvs if x.split()[0] == name), ""))
+    for pv in facts.pvs:
+        phase.check("PV UUID as captured", _same_ids(pv) in map(_same_ids, c.pvs), pv, " ".join(c.pvs))
+    if facts.no_failed_units:
+        phase.check("no failed systemd unit", c.failed_units == [], "none",
+                    "not reported" if c.failed_units is None else " ".join(c.failed_units))
     if data:
         _check_data(c, facts, phase)
     phase.check("report complete, powered off", c.done, "DEMO-DONE", "")
+
+
+def _same_ids(line: str) -> str:
+    """LVM prints its UUIDs with dashes, in one case; compare them without either."""
+    return line.replace("-", "").lower()
 
 
 def _check_data(c: Console, facts: DemoFacts, phase: Phase) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rescue.drill import backup_disk, demo_os
+from rescue.drill import backup_disk, demo_os, layered, layouts
 from rescue.drill.checks import (
     BOOT_FAILURES,
     NOT_BOOTABLE,
@@ -96,27 +96,19 @@ def drill_one(fw: Firmware, prepared: Prepared, opts: Options, run: Run, say: Sa
     facts_file = work / "demo-facts.json"
 
     assert prepared.os_tarball is not None
-    demo = DemoDisk(work, fw, prepared.os_tarball)
-    try:
-        with run.phase("demo machine", say) as ph:
-            facts = demo.build()
-            facts.save(facts_file)
-            ph.notes.append(f"{demo.image}: {demo.label}, " + ", ".join(
-                f"{f.mountpoint} {f.fstype}" for f in facts.filesystems) + ", swap")
-            ph.check("data fingerprint recorded", len(facts.data_sum) == 64, "sha256", facts.data_sum)
-
+    lay = layouts.layout_of(opts.layout)
+    if lay.built_in is layouts.BuiltIn.VM:
         with run.phase("backup disk (rescue prepare-disk)", say) as ph:
             backup_disk.prepare(backup_img, BACKUP_DISK_SIZE, prepared.rescue_image)
             ph.check("backup disk made", backup_img.is_file(), str(backup_img))
-
-        with run.phase("backup (dirvish x2 + capture)", say) as ph:
-            images = _backup(demo, backup_img, work, facts, ph)
+        facts, images, disks = layered.build_machine(lay, fw, prepared.os_tarball, work, backup_img, run, say)
+        facts.save(facts_file)
         with run.phase("disaster: original disk gone", say) as ph:
-            demo.detach_keep_image()
-            demo.image.unlink()
-            ph.check("original disk detached and deleted", not demo.image.exists() and demo.disk is None)
-    finally:
-        demo.close()
+            for disk in disks:
+                disk.unlink()
+            ph.check("the machine's disks deleted", not any(d.exists() for d in disks))
+    else:
+        images = _plain_machine(fw, prepared.os_tarball, prepared.rescue_image, work, backup_img, facts_file, run, say)
 
     with run.phase("unattended config + boot entry", say) as ph:
         with backup_disk.mounted_partition(backup_img, "backup", work / "mnt-backup") as top:
@@ -138,6 +130,33 @@ def drill_one(fw: Firmware, prepared: Prepared, opts: Options, run: Run, say: Sa
     restore_and_boot(run, say, work=work, firmware=fw, backup_img=backup_img, target_img=target_img,
                      facts=DemoFacts.load(facts_file), memory_mib=opts.memory_mib, label=fw.value,
                      extra_disks=scratch)
+
+
+def _plain_machine(fw: Firmware, os_tarball: Path, rescue_image: Path, work: Path, backup_img: Path,
+                   facts_file: Path, run: Run, say: Say) -> tuple[str, ...]:
+    """The plain machine, built on the host's loop devices, and its backup; returns the images."""
+    demo = DemoDisk(work, fw, os_tarball)
+    try:
+        with run.phase("demo machine", say) as ph:
+            facts = demo.build()
+            facts.save(facts_file)
+            ph.notes.append(f"{demo.image}: {demo.label}, " + ", ".join(
+                f"{f.mountpoint} {f.fstype}" for f in facts.filesystems) + ", swap")
+            ph.check("data fingerprint recorded", len(facts.data_sum) == 64, "sha256", facts.data_sum)
+
+        with run.phase("backup disk (rescue prepare-disk)", say) as ph:
+            backup_disk.prepare(backup_img, BACKUP_DISK_SIZE, rescue_image)
+            ph.check("backup disk made", backup_img.is_file(), str(backup_img))
+
+        with run.phase("backup (dirvish x2 + capture)", say) as ph:
+            images = _backup(demo, backup_img, work, facts, ph)
+        with run.phase("disaster: original disk gone", say) as ph:
+            demo.detach_keep_image()
+            demo.image.unlink()
+            ph.check("original disk detached and deleted", not demo.image.exists() and demo.disk is None)
+    finally:
+        demo.close()
+    return images
 
 
 def restore_and_boot(

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -72,6 +73,10 @@ class DemoFacts:
     swap_uuid: str
     data_sum: str
     data_list: tuple[str, ...]
+    # the layered machines (rescue.drill.layered): identifiers the restored boot must show
+    lvs: tuple[str, ...] = ()  # "VG/LV LV-UUID VG-UUID", as captured
+    pvs: tuple[str, ...] = ()  # PV UUIDs, as captured
+    no_failed_units: bool = False  # checked: no systemd unit failed in the restored boot
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -80,7 +85,8 @@ class DemoFacts:
     def load(cls, path: Path) -> DemoFacts:
         d = json.loads(path.read_text())
         d["filesystems"] = tuple(FsFact(**f) for f in d["filesystems"])
-        d["data_list"] = tuple(d["data_list"])
+        for key in ("data_list", "lvs", "pvs"):
+            d[key] = tuple(d.get(key, ()))
         return cls(**d)
 
 
@@ -118,96 +124,121 @@ class DemoDisk(DemoMachine):
         self._fill_data()
 
     def _fstab_text(self) -> str:
-        """By UUID. Under TCG on a busy host udev may need minutes to announce a disk:
-        systemd's 90 s device timeout would drop the machine into emergency mode."""
-        wait = f"x-systemd.device-timeout={DEVICE_TIMEOUT}"
-        lines = ["# /etc/fstab of the rescue drill's demo machine: every filesystem by UUID"]
-        for p in sorted(self.partitions, key=lambda p: (p.mountpoint or "~")):
-            if p.fstype == "swap":
-                lines.append(f"UUID={p.uuid} none swap sw,{wait} 0 0")
-            elif p.fstype == "vfat":
-                lines.append(f"UUID={p.uuid} {p.mountpoint} vfat umask=0077,{wait} 0 1")
-            elif p.mountpoint == "/":
-                lines.append(f"UUID={p.uuid} / {p.fstype} defaults 0 1")
-            else:
-                lines.append(f"UUID={p.uuid} {p.mountpoint} {p.fstype} defaults,{wait} 0 2")
-        return "\n".join(lines) + "\n"
+        return fstab_text((f"UUID={p.uuid}", p.mountpoint, p.fstype) for p in self.partitions)
 
     def _configure(self) -> None:
-        r = self.root
         self.fstab = self._fstab_text()
-        (r / "etc" / "fstab").write_text(self.fstab)
-        (r / "etc" / "hostname").write_text(HOSTNAME + "\n")
-        (r / "etc" / "hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {HOSTNAME}\n")
-        (r / "etc" / "default").mkdir(exist_ok=True)
-        shutil.copyfile(FILES / "default-grub", r / "etc" / "default" / "grub")
-        (r / "boot" / "efi").mkdir(parents=True, exist_ok=True)
-        (r / "boot" / "grub").mkdir(parents=True, exist_ok=True)
-        (r / "boot" / "grub" / "grub.cfg").write_text(self._grub_cfg())
-        sbin = r / "usr" / "local" / "sbin"
-        sbin.mkdir(parents=True, exist_ok=True)
-        for name in ("demo-report", "demo-data-sum"):
-            shutil.copyfile(FILES / name, sbin / name)
-            os.chmod(sbin / name, 0o755)
-        units = r / "etc" / "systemd" / "system"
-        shutil.copyfile(FILES / "demo-report.service", units / "demo-report.service")
-        wants = units / "multi-user.target.wants"
-        wants.mkdir(parents=True, exist_ok=True)
-        link = wants / "demo-report.service"
-        with contextlib.suppress(FileNotFoundError):
-            link.unlink()
-        link.symlink_to("/etc/systemd/system/demo-report.service")
-        # No login on the serial console: the report owns it (a getty's hangup would cut it off).
-        getty = units / "serial-getty@ttyS0.service"
-        with contextlib.suppress(FileNotFoundError):
-            getty.unlink()
-        getty.symlink_to("/dev/null")
-        tmp = self.dir_of("/tmp")
-        os.chown(tmp, 0, 0)
-        os.chmod(tmp, 0o1777)
+        configure_os(self.root, self.fstab, self._grub_cfg(), tmp=self.dir_of("/tmp"))
 
     def _grub_cfg(self) -> str:
         """A plain grub.cfg by UUID; the restore's grub-mkconfig may replace it."""
-        kernels = sorted((self.root / "boot").glob("vmlinuz-*"))
-        if not kernels:
-            raise RescueError(f"the demo OS {self.os_tarball} has no kernel in /boot",
-                              fix="delete the tarball so the drill builds it again")
-        version = kernels[-1].name.removeprefix("vmlinuz-")
         root = self.partition("/")
-        return (
-            "serial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\n"
-            "set timeout=0\ninsmod part_msdos\ninsmod part_gpt\ninsmod ext2\n"
-            f"search --no-floppy --fs-uuid --set=root {root.uuid}\n"
-            "menuentry 'Debian (rescue drill demo)' {\n"
-            f"  linux /boot/vmlinuz-{version} root=UUID={root.uuid} ro console=ttyS0,115200\n"
-            f"  initrd /boot/initrd.img-{version}\n}}\n"
-        )
+        return grub_cfg(self.root, search_uuid=root.uuid, prefix="/boot", root_spec=f"UUID={root.uuid}",
+                        tarball=self.os_tarball)
 
     def _fill_data(self) -> None:
-        """The data the drill checks: A's corpus of hard cases, twice, plus a user's files."""
-        srv = self.root / "srv" / "demo"
-        alice = self.dir_of("/home") / "alice"
-        fill_corpus(srv)
-        fill_corpus(alice / "corpus")
-        (alice / "notes.txt").write_text("the demo machine's user data survives a restore\n")
-        os.chown(alice / "notes.txt", ALICE, ALICE)
-        os.chmod(alice / "notes.txt", 0o600)
-        for top in (srv, alice):
-            for dirpath, dirnames, filenames in os.walk(os.fsencode(top), topdown=False):
-                for n in filenames + dirnames:
-                    os.utime(os.path.join(dirpath, n), (FIXED_MTIME, FIXED_MTIME), follow_symlinks=False)
-            os.utime(top, (FIXED_MTIME, FIXED_MTIME))
+        fill_data(self.root, home=self.dir_of("/home"))
 
     def facts(self) -> DemoFacts:
-        data_sum = run(["chroot", str(self.root), "/usr/local/sbin/demo-data-sum"]).stdout.strip()
-        listing = run(["chroot", str(self.root), "/usr/local/sbin/demo-data-sum", "--list"]).stdout
+        data_sum, listing = data_facts(self.root)
         fss = tuple(FsFact(p.mountpoint, p.fstype, p.uuid) for p in self.partitions if p.mountpoint)
         swap = next(p for p in self.partitions if p.fstype == "swap")
         return DemoFacts(
             firmware=self.firmware.value, hostname=HOSTNAME, label=self.label, disk_size=self.size,
-            filesystems=fss, swap_uuid=swap.uuid, data_sum=data_sum,
-            data_list=tuple(listing.splitlines()),
+            filesystems=fss, swap_uuid=swap.uuid, data_sum=data_sum, data_list=listing,
         )
+
+
+def fstab_text(entries: Iterable[tuple[str, str | None, str]]) -> str:
+    """/etc/fstab of a demo machine from (device, mount point or None for swap, type).
+
+    Under TCG on a busy host udev may need minutes to announce a disk:
+    systemd's 90 s device timeout would drop the machine into emergency mode."""
+    wait = f"x-systemd.device-timeout={DEVICE_TIMEOUT}"
+    lines = ["# /etc/fstab of the rescue drill's demo machine"]
+    for spec, mountpoint, fstype in sorted(entries, key=lambda e: (e[1] or "~")):
+        if fstype == "swap":
+            lines.append(f"{spec} none swap sw,{wait} 0 0")
+        elif fstype == "vfat":
+            lines.append(f"{spec} {mountpoint} vfat umask=0077,{wait} 0 1")
+        elif mountpoint == "/":
+            lines.append(f"{spec} / {fstype} defaults 0 1")
+        else:
+            lines.append(f"{spec} {mountpoint} {fstype} defaults,{wait} 0 2")
+    return "\n".join(lines) + "\n"
+
+
+def configure_os(r: Path, fstab: str, grub: str, tmp: Path) -> None:
+    """The demo OS made into the demo machine: its name, fstab, grub defaults, the report service."""
+    (r / "etc" / "fstab").write_text(fstab)
+    (r / "etc" / "hostname").write_text(HOSTNAME + "\n")
+    (r / "etc" / "hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {HOSTNAME}\n")
+    (r / "etc" / "default").mkdir(exist_ok=True)
+    shutil.copyfile(FILES / "default-grub", r / "etc" / "default" / "grub")
+    (r / "boot" / "efi").mkdir(parents=True, exist_ok=True)
+    (r / "boot" / "grub").mkdir(parents=True, exist_ok=True)
+    (r / "boot" / "grub" / "grub.cfg").write_text(grub)
+    sbin = r / "usr" / "local" / "sbin"
+    sbin.mkdir(parents=True, exist_ok=True)
+    for name in ("demo-report", "demo-data-sum"):
+        shutil.copyfile(FILES / name, sbin / name)
+        os.chmod(sbin / name, 0o755)
+    units = r / "etc" / "systemd" / "system"
+    shutil.copyfile(FILES / "demo-report.service", units / "demo-report.service")
+    wants = units / "multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / "demo-report.service"
+    with contextlib.suppress(FileNotFoundError):
+        link.unlink()
+    link.symlink_to("/etc/systemd/system/demo-report.service")
+    # No login on the serial console: the report owns it (a getty's hangup would cut it off).
+    getty = units / "serial-getty@ttyS0.service"
+    with contextlib.suppress(FileNotFoundError):
+        getty.unlink()
+    getty.symlink_to("/dev/null")
+    os.chown(tmp, 0, 0)
+    os.chmod(tmp, 0o1777)
+
+
+def grub_cfg(root: Path, *, search_uuid: str, prefix: str, root_spec: str, tarball: Path) -> str:
+    """A plain grub.cfg that finds the kernel's filesystem by UUID (prefix: "/boot", or "" when
+    /boot is a filesystem of its own); the restore's grub-mkconfig may replace it."""
+    kernels = sorted((root / "boot").glob("vmlinuz-*"))
+    if not kernels:
+        raise RescueError(f"the demo OS {tarball} has no kernel in /boot",
+                          fix="delete the tarball so the drill builds it again")
+    version = kernels[-1].name.removeprefix("vmlinuz-")
+    return (
+        "serial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\n"
+        "set timeout=0\ninsmod part_msdos\ninsmod part_gpt\ninsmod ext2\n"
+        f"search --no-floppy --fs-uuid --set=root {search_uuid}\n"
+        "menuentry 'Debian (rescue drill demo)' {\n"
+        f"  linux {prefix}/vmlinuz-{version} root={root_spec} ro console=ttyS0,115200\n"
+        f"  initrd {prefix}/initrd.img-{version}\n}}\n"
+    )
+
+
+def fill_data(root: Path, home: Path) -> None:
+    """The data the drill checks: A's corpus of hard cases, twice, plus a user's files."""
+    srv = root / "srv" / "demo"
+    alice = home / "alice"
+    fill_corpus(srv)
+    fill_corpus(alice / "corpus")
+    (alice / "notes.txt").write_text("the demo machine's user data survives a restore\n")
+    os.chown(alice / "notes.txt", ALICE, ALICE)
+    os.chmod(alice / "notes.txt", 0o600)
+    for top in (srv, alice):
+        for dirpath, dirnames, filenames in os.walk(os.fsencode(top), topdown=False):
+            for n in filenames + dirnames:
+                os.utime(os.path.join(dirpath, n), (FIXED_MTIME, FIXED_MTIME), follow_symlinks=False)
+        os.utime(top, (FIXED_MTIME, FIXED_MTIME))
+
+
+def data_facts(root: Path) -> tuple[str, tuple[str, ...]]:
+    """The data fingerprint and listing, as the demo machine's own demo-data-sum prints them."""
+    data_sum = run(["chroot", str(root), "/usr/local/sbin/demo-data-sum"]).stdout.strip()
+    listing = run(["chroot", str(root), "/usr/local/sbin/demo-data-sum", "--list"]).stdout
+    return data_sum, tuple(listing.splitlines())
 
 
 def cleanup_mounts(root: Path) -> None:

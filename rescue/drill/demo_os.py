@@ -28,6 +28,8 @@ PACKAGES = (
     "linux-image-amd64", "initramfs-tools", "systemd-sysv", "udev", "kmod",
     "grub-pc-bin", "grub-efi-amd64-bin", "grub2-common", "efibootmgr",
     "e2fsprogs", "xfsprogs", "dosfstools", "passwd",
+    # the layered demo machines (rescue.drill.layouts): root on LVM, arrays
+    "lvm2", "mdadm",
 )
 
 # Documentation and translations are never read on the demo machine.

@@ -96,8 +96,7 @@ LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (
         )),),
         firmwares=(Firmware.BIOS, Firmware.UEFI),
         built_in=BuiltIn.VM,
-        ready=False,
-    ),
+        ),
 )}
 
 
@@ -129,26 +128,84 @@ def firmwares_for(lay: Layout, arg: str | None) -> tuple[Firmware, ...]:
 
 
 _SFDISK_TYPE = {"vfat": "U", "swap": "S", "pv": "V", "md": "R"}  # sfdisk's aliases; anything else L
+# Each filesystem is made with the UUID the drill chose before the build, so the facts the
+# restored machine must show are known before the machine exists.
 _MKFS = {
-    "ext2": "mkfs.ext2 -q -F -L {label} {dev}",
-    "ext4": "mkfs.ext4 -q -F -L {label} {dev}",
-    "xfs": "mkfs.xfs -q -f -L {label} {dev}",
-    "vfat": "mkfs.vfat -n {label} {dev}",
-    "swap": "mkswap -L {label} {dev}",
+    "ext2": "mkfs.ext2 -q -F -L {label} -U {uuid} {dev}",
+    "ext4": "mkfs.ext4 -q -F -L {label} -U {uuid} {dev}",
+    "xfs": "mkfs.xfs -q -f -L {label} -m uuid={uuid} {dev}",
+    "vfat": "mkfs.vfat -n {label} -i {volid} {dev}",
+    "swap": "mkswap -L {label} -U {uuid} {dev}",
 }
+FILESYSTEMS = frozenset(_MKFS)
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A filesystem or swap of a layout's machine, wherever it sits (a partition or an LV)."""
+
+    label: str
+    content: str              # ext2, ext4, xfs, vfat, swap
+    mountpoint: str | None
+    device: str               # the layout's name for it: vda2, or /dev/mapper/VG-LV
+    uuid: str
+
+    @property
+    def fstab_spec(self) -> str:
+        """As the Debian installer writes it: LVs by their mapper name, the rest by UUID."""
+        return self.device if self.device.startswith("/dev/mapper/") else f"UUID={self.uuid}"
+
+    @property
+    def vault(self) -> str | None:
+        """The dirvish vault that backs it up; none for swap, /tmp and the ESP (made again by a restore)."""
+        if self.mountpoint is None or self.content == "vfat" or self.mountpoint == "/tmp":
+            return None
+        return "root" if self.mountpoint == "/" else self.mountpoint.strip("/").replace("/", "-")
+
+
+def _mapper(vg: str, lv: str) -> str:
+    return f"/dev/mapper/{vg.replace('-', '--')}-{lv.replace('-', '--')}"
+
+
+def volumes(lay: Layout, firmware: Firmware, new_uuid=None) -> tuple[Volume, ...]:
+    """Every filesystem and swap of the layout, each with its UUID chosen now (new_uuid: for tests)."""
+    import uuid as _uuid
+
+    make = new_uuid or (lambda: str(_uuid.uuid4()))
+    out: list[Volume] = []
+    for disk in lay.disks:
+        for n, p in enumerate(parts_of(disk, firmware), start=1):
+            if p.content in _MKFS:
+                uid = make()
+                if p.content == "vfat":  # a FAT volume id: 8 hex digits, shown as XXXX-XXXX
+                    uid = uid.replace("-", "")[:8].upper()
+                    uid = f"{uid[:4]}-{uid[4:]}"
+                out.append(Volume(p.label or f"{disk.name}{n}", p.content, p.mountpoint, f"{disk.name}{n}", uid))
+    for layer in lay.layers:
+        for name, content, _mib, mountpoint in layer.volumes:
+            out.append(Volume(f"{layer.name}-{name}", content, mountpoint, _mapper(layer.name, name), make()))
+    return tuple(out)
 
 
 def parts_of(disk: Disk, firmware: Firmware) -> tuple[Part, ...]:
     return tuple(p for p in disk.parts if firmware is Firmware.UEFI or not p.uefi_only)
 
 
-def build_commands(lay: Layout, firmware: Firmware, devices: dict[str, str]) -> list[str]:
+def _mkfs(vol: Volume, dev: str) -> str:
+    return _MKFS[vol.content].format(label=vol.label, uuid=vol.uuid, volid=vol.uuid.replace("-", ""), dev=dev)
+
+
+def build_commands(lay: Layout, firmware: Firmware, devices: dict[str, str],
+                   vols: tuple[Volume, ...] | None = None) -> list[str]:
     """The shell lines that make the layout's storage inside a rescue VM boot.
 
     `devices` maps the layout's disk names to the guest's blank disks (vda -> /dev/vdb when
     the rescue disk boots as vda). Partitions first (dos for BIOS, gpt for UEFI), then their
-    filesystems, then each layer in order with what sits on its volumes. Pure: tested in unit.
+    filesystems, then each layer in order with what sits on its volumes, each filesystem with
+    its UUID from `vols` (volumes(): chosen before the build). Pure: tested in unit.
     """
+    vols = vols if vols is not None else volumes(lay, firmware)
+    by_device = {v.device: v for v in vols}
     lines: list[str] = []
     member: dict[str, str] = {}
     for disk in lay.disks:
@@ -162,7 +219,7 @@ def build_commands(lay: Layout, firmware: Firmware, devices: dict[str, str]) -> 
         for n, p in enumerate(parts, start=1):
             pdev = f"{dev}{n}"
             if p.content in _MKFS:
-                lines.append(_MKFS[p.content].format(label=p.label or f"part{n}", dev=pdev))
+                lines.append(_mkfs(by_device[f"{disk.name}{n}"], pdev))
             elif p.label:
                 member[p.label] = pdev
     for layer in lay.layers:
@@ -172,8 +229,28 @@ def build_commands(lay: Layout, firmware: Firmware, devices: dict[str, str]) -> 
         pvs = " ".join(member[m] for m in layer.members)
         lines.append(f"pvcreate -q -ff -y {pvs}")
         lines.append(f"vgcreate -q {layer.name} {pvs}")
-        for name, content, mib, _mountpoint in layer.volumes:
+        for name, _content, mib, _mountpoint in layer.volumes:
             size = f"-L {mib}M" if mib else "-l 100%FREE"
             lines.append(f"lvcreate -q -y -n {name} {size} {layer.name}")
-            lines.append(_MKFS[content].format(label=f"{layer.name}-{name}", dev=f"/dev/{layer.name}/{name}"))
+            lines.append(_mkfs(by_device[_mapper(layer.name, name)], _mapper(layer.name, name)))
+    return lines
+
+
+def guest_device(vol: Volume, devices: dict[str, str]) -> str:
+    """Where the volume is inside the builder VM (a layout disk name mapped to the guest's)."""
+    if vol.device.startswith("/dev/"):
+        return vol.device
+    disk = vol.device.rstrip("0123456789")
+    return devices[disk] + vol.device[len(disk):]
+
+
+def fill_commands(vols: tuple[Volume, ...], devices: dict[str, str], where: str, tars: str) -> list[str]:
+    """Mount the machine's filesystems under `where`, parents first, each vault's files unpacked
+    from TARS/VAULT.tar as soon as its filesystem is mounted (the mount points below it come with them)."""
+    lines = []
+    for vol in sorted((v for v in vols if v.mountpoint), key=lambda v: (v.mountpoint.count("/"), v.mountpoint)):
+        at = where + (vol.mountpoint if vol.mountpoint != "/" else "")
+        lines.append(f"mkdir -p {at} && mount {guest_device(vol, devices)} {at}")
+        if vol.vault:
+            lines.append(f"tar -C {at} --numeric-owner --xattrs --xattrs-include='*' --acls -xpf {tars}/{vol.vault}.tar")
     return lines

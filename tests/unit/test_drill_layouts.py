@@ -40,10 +40,12 @@ def test_layout_list_prints_one_line_per_layout_and_writes_nothing(capsys, tmp_p
 
 @pytest.mark.parametrize("argv, said", [
     (["--layout", "zfs"], "no demo layout called 'zfs'"),
-    (["--layout", "lvm"], "the drill cannot build it yet"),
+    (["--layout", "planned"], "the drill cannot build it yet"),
     (["--layout", "plain", "--bank", "/srv/bank", "--client", "web1"], "--layout goes with the demo drill"),
 ])
-def test_a_bad_layout_is_refused_before_anything_is_written(argv, said, capsys, tmp_path: Path) -> None:
+def test_a_bad_layout_is_refused_before_anything_is_written(argv, said, capsys, tmp_path: Path, monkeypatch) -> None:
+    plain = layouts.LAYOUTS["plain"]
+    monkeypatch.setitem(layouts.LAYOUTS, "planned", layouts.Layout("planned", "not yet", plain.disks, ready=False))
     code = main(["drill", *argv, "--workdir", str(tmp_path / "w")])
     err = capsys.readouterr().err
     assert code == 1
@@ -66,18 +68,64 @@ def test_firmware_narrows_the_layouts_list() -> None:
         layouts.firmwares_for(bios_only, "uefi")
 
 
+def _counter():
+    n = iter(range(1, 100))
+    return lambda: f"00000000-0000-4000-8000-{next(n):012d}"
+
+
 def test_the_lvm_machine_is_built_in_the_vm_with_a_pv_holding_root_swap_and_home() -> None:
     lvm = layouts.LAYOUTS["lvm"]
-    lines = layouts.build_commands(lvm, Firmware.BIOS, {"vda": "/dev/vdb"})
+    assert lvm.ready and lvm.built_in is layouts.BuiltIn.VM
+    vols = layouts.volumes(lvm, Firmware.BIOS, new_uuid=_counter())
+    lines = layouts.build_commands(lvm, Firmware.BIOS, {"vda": "/dev/vdb"}, vols)
     assert lines[0].endswith("| sfdisk -q /dev/vdb") and "'label: dos'" in lines[0]
     assert "'size=256MiB, type=L' 'type=V'" in lines[0]
-    assert "mkfs.ext2 -q -F -L demo-boot /dev/vdb1" in lines
+    assert "mkfs.ext2 -q -F -L demo-boot -U 00000000-0000-4000-8000-000000000001 /dev/vdb1" in lines
     assert lines[lines.index("pvcreate -q -ff -y /dev/vdb2"):] == [
         "pvcreate -q -ff -y /dev/vdb2", "vgcreate -q demo /dev/vdb2",
-        "lvcreate -q -y -n root -L 900M demo", "mkfs.ext4 -q -F -L demo-root /dev/demo/root",
-        "lvcreate -q -y -n swap -L 128M demo", "mkswap -L demo-swap /dev/demo/swap",
-        "lvcreate -q -y -n home -l 100%FREE demo", "mkfs.xfs -q -f -L demo-home /dev/demo/home",
+        "lvcreate -q -y -n root -L 900M demo",
+        "mkfs.ext4 -q -F -L demo-root -U 00000000-0000-4000-8000-000000000002 /dev/mapper/demo-root",
+        "lvcreate -q -y -n swap -L 128M demo",
+        "mkswap -L demo-swap -U 00000000-0000-4000-8000-000000000003 /dev/mapper/demo-swap",
+        "lvcreate -q -y -n home -l 100%FREE demo",
+        "mkfs.xfs -q -f -L demo-home -m uuid=00000000-0000-4000-8000-000000000004 /dev/mapper/demo-home",
     ]
-    uefi = layouts.build_commands(lvm, Firmware.UEFI, {"vda": "/dev/vdb"})
-    assert "'label: gpt'" in uefi[0] and "mkfs.vfat -n DEMO-ESP /dev/vdb1" in uefi
+    uefi_vols = layouts.volumes(lvm, Firmware.UEFI, new_uuid=_counter())
+    uefi = layouts.build_commands(lvm, Firmware.UEFI, {"vda": "/dev/vdb"}, uefi_vols)
+    assert "'label: gpt'" in uefi[0] and "mkfs.vfat -n DEMO-ESP -i 00000000 /dev/vdb1" in uefi
+    assert uefi_vols[0].uuid == "0000-0000"  # a FAT volume id, as blkid shows it
     assert "pvcreate -q -ff -y /dev/vdb3" in uefi
+
+
+def test_the_machines_fstab_names_lvs_by_mapper_name_and_partitions_by_uuid() -> None:
+    vols = {v.mountpoint: v for v in layouts.volumes(layouts.LAYOUTS["lvm"], Firmware.UEFI, new_uuid=_counter())}
+    assert vols["/"].fstab_spec == "/dev/mapper/demo-root" and vols["/"].vault == "root"
+    assert vols["/boot"].fstab_spec == f"UUID={vols['/boot'].uuid}" and vols["/boot"].vault == "boot"
+    assert vols["/boot/efi"].vault is None  # the ESP is made again by the restore, not backed up
+    assert vols[None].content == "swap" and vols[None].vault is None
+    assert layouts._mapper("my-vg", "lv_1") == "/dev/mapper/my--vg-lv_1"
+
+
+def test_the_files_are_unpacked_parent_first_each_onto_its_own_filesystem() -> None:
+    lvm = layouts.LAYOUTS["lvm"]
+    vols = layouts.volumes(lvm, Firmware.UEFI, new_uuid=_counter())
+    lines = layouts.fill_commands(vols, {"vda": "/dev/vdb"}, "/run/demo", "/x")
+    mounts = [line.split(" && mount ")[1] for line in lines if " && mount " in line]
+    assert mounts == ["/dev/mapper/demo-root /run/demo", "/dev/vdb2 /run/demo/boot",
+                      "/dev/mapper/demo-home /run/demo/home", "/dev/vdb1 /run/demo/boot/efi"]
+    root_at = next(i for i, line in enumerate(lines) if line.endswith("/dev/mapper/demo-root /run/demo"))
+    assert lines[root_at + 1].startswith("tar -C /run/demo ") and lines[root_at + 1].endswith("/x/root.tar")
+    assert not any("efi.tar" in line or "boot-efi" in line for line in lines)
+
+
+def test_the_build_script_captures_the_machine_and_lets_its_vg_go() -> None:
+    from rescue.drill.layered import BUILT, build_script
+
+    lvm = layouts.LAYOUTS["lvm"]
+    vols = layouts.volumes(lvm, Firmware.BIOS, new_uuid=_counter())
+    script = build_script(lvm, Firmware.BIOS, vols, {"vda": "/dev/vdb"}, "/run/xfer").splitlines()
+    assert script[2] == "set -ex"  # the first failing command stops the build
+    capture = next(line for line in script if line.startswith("rescue capture"))
+    assert "--out /run/xfer/capture --disk /dev/vdb --root /run/demo" in capture
+    assert script.index(capture) > max(i for i, line in enumerate(script) if line.startswith("tar "))
+    assert script[-2:] == ["vgchange -q -an demo", f"echo {BUILT}"]

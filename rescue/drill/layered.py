@@ -1,0 +1,263 @@
+"""The layered demo machines (LVM now; md and LUKS next): built inside a rescue VM, backed up by dirvish.
+
+The host kernel has no device-mapper and no md, so the machine's storage can only
+exist inside a VM. Its files need no VM, so the work is split:
+
+    host: the demo OS, configured for the layout (fstab by UUID and /dev/mapper names,
+          UUIDs chosen now), with the drill's data, one folder per filesystem
+          ─► a transfer disk: one tar per filesystem and the build script
+    rescue VM (its shell): the layout's table, PVs, VG, LVs and filesystems made on a
+          blank disk with those UUIDs, the tars unpacked onto them, then
+          `rescue capture --disk --root` of the machine as it stands
+          ─► the capture folder, back on the transfer disk
+    host: real dirvish backs the same folders up, two nightly images, and each image gets
+          that capture in its rescue/ folder, as the post-server hook would have put it
+
+The folders dirvish reads hold exactly the files unpacked onto the machine's disk, so
+the bank is the machine's backup; the capture is the machine's own, made by the rescue
+system that the restore then boots. From there the drill is the plain one: the disk is
+thrown away, the backup disk boots its unattended restore onto a blank disk, and the
+result boots and reports, here with the LV and PV UUIDs and no failed unit checked too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from rescue.drill import backup_disk, layouts
+from rescue.drill.demo_disk import (
+    DISK_SIZE,
+    HOSTNAME,
+    DemoFacts,
+    FsFact,
+    configure_os,
+    data_facts,
+    fill_data,
+    fstab_text,
+    grub_cfg,
+)
+from rescue.drill.report import Phase, Run, Say
+from rescue.drill.shell_vm import ShellVM, boot_shell
+from rescue.devices import attached, make_image_file
+from rescue.errors import RescueError
+from rescue.layout.model import Layout as Captured
+from rescue.qemu import Firmware
+from rescue.run import run
+
+MiB = 1 << 20
+BUILD_TIMEOUT = 1200  # unpacking ~1 GiB onto LVs under TCG on a busy host
+BUILT = "DRILL-BUILT-OK"
+TAR_FLAGS = ("--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls")
+
+
+@dataclass(frozen=True)
+class Trees:
+    """The machine's files on the host, one folder per vault: what make_bank backs up.
+
+    Has the attributes rescue.demo.dirvish.make_bank reads of a demo machine."""
+
+    top: Path
+    filesystems: tuple[layouts.Volume, ...]  # those with a vault
+    disk: str = "the builder VM's disk"  # make_bank asks for one; the capture is the VM's (hook=False)
+
+    @property
+    def root(self) -> Path:
+        return self.dir_of("/")
+
+    def dir_of(self, mountpoint: str) -> Path:
+        vol = next(v for v in self.filesystems if v.mountpoint == mountpoint)
+        return self.top / str(vol.vault)
+
+
+def lay_out_files(work: Path, os_tarball: Path, vols: tuple[layouts.Volume, ...]) -> tuple[Trees, str, tuple[str, ...]]:
+    """The demo OS configured for the layout, with the data; split into one folder per vault.
+
+    Returns the folders and the data's fingerprint and listing (taken before the split,
+    while /home is still below /)."""
+    top = work / "trees"
+    if top.exists():
+        shutil.rmtree(top)
+    root = top / "root"
+    root.mkdir(parents=True)
+    run(["tar", "-C", str(root), *TAR_FLAGS, "-xpf", str(os_tarball)])
+    for v in vols:
+        if v.mountpoint:
+            (root / v.mountpoint.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    boot = next((v for v in vols if v.mountpoint == "/boot"), None)
+    rootvol = next(v for v in vols if v.mountpoint == "/")
+    grub = grub_cfg(root, search_uuid=(boot or rootvol).uuid, prefix="" if boot else "/boot",
+                    root_spec=rootvol.fstab_spec, tarball=os_tarball)
+    configure_os(root, fstab_text((v.fstab_spec, v.mountpoint, v.content) for v in vols), grub, tmp=root / "tmp")
+    fill_data(root, home=root / "home")
+    data_sum, listing = data_facts(root)
+    vaulted = tuple(v for v in vols if v.vault)
+    for v in sorted(vaulted, key=lambda v: -len(v.mountpoint or "")):
+        if v.mountpoint == "/":
+            continue
+        src = root / str(v.mountpoint).lstrip("/")
+        dest = top / str(v.vault)
+        dest.mkdir()
+        for entry in os.listdir(src):
+            os.rename(src / entry, dest / entry)
+        st = src.stat()
+        os.chown(dest, st.st_uid, st.st_gid)
+        os.chmod(dest, st.st_mode & 0o7777)
+    return Trees(top, vaulted), data_sum, listing
+
+
+def build_script(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, ...],
+                 devices: dict[str, str], xfer: str) -> str:
+    """What the rescue VM runs: storage, files, capture, everything let go of again."""
+    where = "/run/demo"
+    vgs = " ".join(layer.name for layer in lay.layers if layer.kind == "lvm")
+    lines = [
+        "#!/bin/sh", "# rescue drill: build the demo machine of layout " + lay.name, "set -ex",
+        *layouts.build_commands(lay, fw, devices, vols),
+        *layouts.fill_commands(vols, devices, where, tars=xfer),
+        f"rescue capture --out {xfer}/capture --disk {' --disk '.join(devices[d.name] for d in lay.disks)} "
+        f"--root {where} --client localhost",
+        "sync",
+        f"for m in $(findmnt -rn -o TARGET | grep '^{where}' | sort -r); do umount $m; done",
+    ]
+    if vgs:
+        lines.append(f"vgchange -q -an {vgs}")
+    lines.append(f"echo {BUILT}")
+    return "\n".join(lines) + "\n"
+
+
+def build_in_vm(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, ...], trees: Trees,
+                work: Path, backup_img: Path, ph: Phase, logs: list[str]) -> tuple[list[Path], Path]:
+    """Boot the backup disk's rescue shell with the blank machine disks and the transfer disk;
+    build the machine there. Returns the machine's disk images and the capture folder (host)."""
+    disks = [make_image_file(work / f"demo-{d.name}.img", DISK_SIZE) for d in lay.disks]
+    devices = {d.name: f"/dev/vd{chr(ord('b') + i)}" for i, d in enumerate(lay.disks)}
+    xfer_dev = f"/dev/vd{chr(ord('b') + len(lay.disks))}"
+    xfer = work / "transfer.img"
+    need = sum(_du(trees.top / str(v.vault)) for v in trees.filesystems)
+    make_image_file(xfer, need + need // 4 + 256 * MiB)
+    run(["mkfs.ext4", "-q", "-F", "-L", "DRILL-XFER", str(xfer)])
+    mnt = work / "mnt-transfer"
+    mnt.mkdir(exist_ok=True)
+    with attached(xfer) as dev:
+        run(["mount", dev, str(mnt)])
+        try:
+            for v in trees.filesystems:
+                run(["tar", "-C", str(trees.top / str(v.vault)), *TAR_FLAGS, "-cf", str(mnt / f"{v.vault}.tar"), "."])
+            (mnt / "build.sh").write_text(build_script(lay, fw, vols, devices, "/run/xfer"))
+        finally:
+            run(["umount", str(mnt)])
+    ph.notes.append(f"transfer disk: {len(trees.filesystems)} tars, {need >> 20} MiB of files")
+    backup_disk.choose_boot_entry(backup_img, work, "shell")
+    vm = ShellVM([backup_img, *disks, xfer], work, firmware=Firmware.BIOS, name="builder")
+    logs.append(str(vm.serial_log))
+    with vm:
+        boot_shell(vm)
+        out = vm.ask(f"mkdir -p /run/xfer && mount {xfer_dev} /run/xfer && sh /run/xfer/build.sh "
+                     f"> /run/xfer/build.log 2>&1; echo RC=$?; tail -n 15 /run/xfer/build.log; umount /run/xfer",
+                     timeout=BUILD_TIMEOUT)
+        vm.type("poweroff")
+        try:
+            vm.wait_exit(180)
+        except RescueError:
+            ph.notes.append("the builder VM did not power off within 3 min; stopped")
+    ph.check("the machine was built in the rescue VM", "RC=0" in out and BUILT in out, BUILT, out[-1500:])
+    capture = work / "capture"
+    if capture.exists():
+        shutil.rmtree(capture)
+    with attached(xfer) as dev:
+        run(["mount", "-o", "ro", dev, str(mnt)])
+        try:
+            shutil.copytree(mnt / "capture", capture, symlinks=True)
+            shutil.copyfile(mnt / "build.log", work / "builder-build.log")
+        finally:
+            run(["umount", str(mnt)])
+    xfer.unlink()
+    return disks, capture
+
+
+def back_up(trees: Trees, capture: Path, backup_img: Path, work: Path, ph: Phase) -> tuple[tuple[str, ...], Captured]:
+    """Two nightly dirvish runs of the machine's folders; each image gets the VM's capture."""
+    from rescue.demo.dirvish import make_bank
+
+    with backup_disk.mounted_partition(backup_img, "backup", work / "mnt-backup") as top:
+        bank = make_bank(trees, top / backup_disk.BANK, client="localhost", hook=False,  # type: ignore[arg-type]
+                         confdir=work / "etc-dirvish")
+        for vault, _mp in bank.vaults:
+            for image in bank.images:
+                d = bank.image_dir(vault, image)
+                summary = (d / "summary").read_text(errors="replace") if (d / "summary").is_file() else ""
+                ph.check(f"{vault}/{image}: dirvish status success", "Status: success" in summary)
+                shutil.copytree(capture, d / "rescue", symlinks=True)
+        ph.notes.append(f"bank {backup_disk.BANK}/: vaults " + ", ".join(f"{v} ({mp})" for v, mp in bank.vaults)
+                        + "; images " + ", ".join(bank.images) + "; each with the builder VM's capture")
+    text = (capture / "layout.json").read_text()
+    return bank.images, Captured.loads(text, str(capture / "layout.json"))
+
+
+def facts_of(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, ...], captured: Captured,
+             data: tuple[str, tuple[str, ...]], ph: Phase) -> DemoFacts:
+    """What the restored machine must show: the UUIDs chosen for its filesystems, the LVM
+    identifiers its capture recorded; checked against the capture first."""
+    recorded = {fs.uuid.lower() for fs in captured.filesystems if fs.uuid}
+    for v in vols:
+        if v.content != "swap":
+            ph.check(f"capture recorded {v.mountpoint} ({v.content} on {v.device}, UUID {v.uuid[:8]}...)",
+                     v.uuid.lower() in recorded, v.uuid, ",".join(sorted(recorded)))
+    swap = next(v for v in vols if v.content == "swap")
+    ph.check("capture recorded the swap UUID", any((s.uuid or '').lower() == swap.uuid for s in captured.swaps))
+    want_mode = "uefi" if fw is Firmware.UEFI else "bios"
+    ph.check(f"capture says boot mode {want_mode}", captured.boot.mode.value == want_mode,
+             want_mode, captured.boot.mode.value)
+    lvs, pvs = [], []
+    for layer in (x for x in lay.layers if x.kind == "lvm"):
+        vg = next((g for g in captured.vgs if g.name == layer.name), None)
+        ph.check(f"capture recorded VG {layer.name}", vg is not None and vg.config is not None)
+        if vg is None:
+            continue
+        for name, *_ in layer.volumes:
+            lv = next((x for x in vg.lvs if x.name == name), None)
+            ph.check(f"capture recorded LV {layer.name}/{name}", lv is not None)
+            if lv is not None:
+                lvs.append(f"{vg.name}/{lv.name} {lv.uuid} {vg.uuid}")
+        pvs.extend(pv.uuid for pv in vg.pvs)
+    return DemoFacts(
+        firmware=fw.value, hostname=HOSTNAME, label="gpt" if fw is Firmware.UEFI else "dos",
+        disk_size=DISK_SIZE * len(lay.disks),
+        filesystems=tuple(FsFact(v.mountpoint, v.content, v.uuid) for v in vols if v.mountpoint),
+        swap_uuid=swap.uuid, data_sum=data[0], data_list=data[1], lvs=tuple(lvs), pvs=tuple(pvs),
+        no_failed_units=True,
+    )
+
+
+def build_machine(lay: layouts.Layout, fw: Firmware, os_tarball: Path, work: Path, backup_img: Path,
+                  run_: Run, say: Say) -> tuple[DemoFacts, tuple[str, ...], list[Path]]:
+    """The phases that make the layered machine and its backup; returns its facts, the bank's
+    images and the machine's disk images (the disaster deletes them)."""
+    vols = layouts.volumes(lay, fw)
+    with run_.phase("demo machine's files (on the host)", say) as ph:
+        trees, data_sum, listing = lay_out_files(work, os_tarball, vols)
+        ph.notes.append(", ".join(f"{v.mountpoint} {v.content} on {v.device}" for v in vols if v.mountpoint)
+                        + ", swap on " + next(v.device for v in vols if v.content == "swap"))
+        ph.check("data fingerprint recorded", len(data_sum) == 64, "sha256", data_sum)
+    with run_.phase(f"demo machine built in a rescue VM ({lay.name})", say) as ph:
+        disks, capture = build_in_vm(lay, fw, vols, trees, work, backup_img, ph, run_.logs)
+    with run_.phase("backup (dirvish x2 + the machine's capture)", say) as ph:
+        images, captured = back_up(trees, capture, backup_img, work, ph)
+        facts = facts_of(lay, fw, vols, captured, (data_sum, listing), ph)
+    shutil.rmtree(trees.top, ignore_errors=True)
+    return facts, images, disks
+
+
+def _du(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass
+    return total
+
