@@ -163,6 +163,7 @@ class VM:
     name: str = "vm"
     extra: list[str] = field(default_factory=list)
     qmp_socket: bool = False  # also serve QMP (see qmp()), e.g. to unplug a disk
+    serial_prefix: str = "rescue-d"  # disk i's serial: PREFIX+i (/dev/disk/by-id/virtio-PREFIXi)
     proc: subprocess.Popen[bytes] | None = None
     _qmp: QMP | None = field(default=None, repr=False)
 
@@ -227,7 +228,7 @@ class VM:
         for i, disk in enumerate(self.disks):
             argv += [
                 "-drive", f"file={disk},format=raw,if=none,id=d{i},cache=unsafe",
-                "-device", f"virtio-blk-pci,drive=d{i},serial=rescue-d{i},id={self.disk_id(i)}"
+                "-device", f"virtio-blk-pci,drive=d{i},serial={self.serial_prefix}{i},id={self.disk_id(i)}"
                 + (",bootindex=0" if i == 0 else ""),
             ]
         return argv + self.extra

@@ -55,9 +55,12 @@ TAR_FLAGS = ("--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls")
 
 @dataclass(frozen=True)
 class Trees:
-    """The machine's files on the host, one folder per vault: what make_bank backs up.
+    """The machine's files on the host, in one folder (its /): what make_bank backs up.
 
-    Has the attributes rescue.demo.dirvish.make_bank reads of a demo machine."""
+    Has the attributes rescue.demo.dirvish.make_bank reads of a demo machine. The
+    builder VM mounts the machine's filesystems at the same path and captures it
+    there (--root), so each vault's tree is the captured mount point under that root,
+    as on a machine backed up while it runs."""
 
     top: Path
     filesystems: tuple[layouts.Volume, ...]  # those with a vault
@@ -65,22 +68,30 @@ class Trees:
 
     @property
     def root(self) -> Path:
-        return self.dir_of("/")
+        return self.top
 
     def dir_of(self, mountpoint: str) -> Path:
-        vol = next(v for v in self.filesystems if v.mountpoint == mountpoint)
-        return self.top / str(vol.vault)
+        return self.top / mountpoint.lstrip("/")
+
+    def below(self, mountpoint: str) -> tuple[str, ...]:
+        """The other vaults' mount points under this one, relative to it ("home" below "/"):
+        dirvish (xdev) and the tars keep their empty mount point, never their files."""
+        base = mountpoint.rstrip("/") + "/"
+        return tuple(v.mountpoint[len(base):] for v in self.filesystems
+                     if v.mountpoint and v.mountpoint != mountpoint and v.mountpoint.startswith(base))
+
+    def excludes(self) -> tuple[str, ...]:
+        """For every vault: the files of the other filesystems mounted below its tree."""
+        return tuple(sorted({f"/{sub}/*" for v in self.filesystems for sub in self.below(str(v.mountpoint))}))
 
 
 def lay_out_files(work: Path, os_tarball: Path, vols: tuple[layouts.Volume, ...]) -> tuple[Trees, str, tuple[str, ...]]:
-    """The demo OS configured for the layout, with the data; split into one folder per vault.
+    """The demo OS configured for the layout, with the drill's data, in work/machine.
 
-    Returns the folders and the data's fingerprint and listing (taken before the split,
-    while /home is still below /)."""
-    top = work / "trees"
-    if top.exists():
-        shutil.rmtree(top)
-    root = top / "root"
+    Returns it and the data's fingerprint and listing."""
+    root = work / "machine"
+    if root.exists():
+        shutil.rmtree(root)
     root.mkdir(parents=True)
     run(["tar", "-C", str(root), *TAR_FLAGS, "-xpf", str(os_tarball)])
     for v in vols:
@@ -93,25 +104,12 @@ def lay_out_files(work: Path, os_tarball: Path, vols: tuple[layouts.Volume, ...]
     configure_os(root, fstab_text((v.fstab_spec, v.mountpoint, v.content) for v in vols), grub, tmp=root / "tmp")
     fill_data(root, home=root / "home")
     data_sum, listing = data_facts(root)
-    vaulted = tuple(v for v in vols if v.vault)
-    for v in sorted(vaulted, key=lambda v: -len(v.mountpoint or "")):
-        if v.mountpoint == "/":
-            continue
-        src = root / str(v.mountpoint).lstrip("/")
-        dest = top / str(v.vault)
-        dest.mkdir()
-        for entry in os.listdir(src):
-            os.rename(src / entry, dest / entry)
-        st = src.stat()
-        os.chown(dest, st.st_uid, st.st_gid)
-        os.chmod(dest, st.st_mode & 0o7777)
-    return Trees(top, vaulted), data_sum, listing
+    return Trees(root, tuple(v for v in vols if v.vault)), data_sum, listing
 
 
 def build_script(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, ...],
-                 devices: dict[str, str], xfer: str) -> str:
-    """What the rescue VM runs: storage, files, capture, everything let go of again."""
-    where = "/run/demo"
+                 devices: dict[str, str], xfer: str, where: str) -> str:
+    """What the rescue VM runs: storage, files unpacked at `where`, capture, everything let go of again."""
     vgs = " ".join(layer.name for layer in lay.layers if layer.kind == "lvm")
     lines = [
         "#!/bin/sh", "# rescue drill: build the demo machine of layout " + lay.name, "set -ex",
@@ -136,7 +134,7 @@ def build_in_vm(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, .
     devices = {d.name: f"/dev/vd{chr(ord('b') + i)}" for i, d in enumerate(lay.disks)}
     xfer_dev = f"/dev/vd{chr(ord('b') + len(lay.disks))}"
     xfer = work / "transfer.img"
-    need = sum(_du(trees.top / str(v.vault)) for v in trees.filesystems)
+    need = _du(trees.top)
     make_image_file(xfer, need + need // 4 + 256 * MiB)
     run(["mkfs.ext4", "-q", "-F", "-L", "DRILL-XFER", str(xfer)])
     mnt = work / "mnt-transfer"
@@ -145,13 +143,16 @@ def build_in_vm(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, .
         run(["mount", dev, str(mnt)])
         try:
             for v in trees.filesystems:
-                run(["tar", "-C", str(trees.top / str(v.vault)), *TAR_FLAGS, "-cf", str(mnt / f"{v.vault}.tar"), "."])
-            (mnt / "build.sh").write_text(build_script(lay, fw, vols, devices, "/run/xfer"))
+                mp = str(v.mountpoint)
+                skip = [f"--exclude=./{sub}/*" for sub in trees.below(mp)]
+                run(["tar", "-C", str(trees.dir_of(mp)), *TAR_FLAGS, *skip, "-cf", str(mnt / f"{v.vault}.tar"), "."])
+            (mnt / "build.sh").write_text(build_script(lay, fw, vols, devices, "/run/xfer", str(trees.top)))
         finally:
             run(["umount", str(mnt)])
     ph.notes.append(f"transfer disk: {len(trees.filesystems)} tars, {need >> 20} MiB of files")
     backup_disk.choose_boot_entry(backup_img, work, "shell")
-    vm = ShellVM([backup_img, *disks, xfer], work, firmware=Firmware.BIOS, name="builder")
+    # The machine's disks get serials of their own: the restore's new disks are other disks.
+    vm = ShellVM([backup_img, *disks, xfer], work, firmware=Firmware.BIOS, name="builder", serial_prefix="demo-d")
     logs.append(str(vm.serial_log))
     with vm:
         boot_shell(vm)
@@ -180,11 +181,11 @@ def build_in_vm(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, .
 
 def back_up(trees: Trees, capture: Path, backup_img: Path, work: Path, ph: Phase) -> tuple[tuple[str, ...], Captured]:
     """Two nightly dirvish runs of the machine's folders; each image gets the VM's capture."""
-    from rescue.demo.dirvish import make_bank
+    from rescue.demo.dirvish import REAL_WORLD_EXCLUDES, make_bank
 
     with backup_disk.mounted_partition(backup_img, "backup", work / "mnt-backup") as top:
         bank = make_bank(trees, top / backup_disk.BANK, client="localhost", hook=False,  # type: ignore[arg-type]
-                         confdir=work / "etc-dirvish")
+                         confdir=work / "etc-dirvish", excludes=(*REAL_WORLD_EXCLUDES, *trees.excludes()))
         for vault, _mp in bank.vaults:
             for image in bank.images:
                 d = bank.image_dir(vault, image)
@@ -212,8 +213,9 @@ def facts_of(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, ...]
     ph.check(f"capture says boot mode {want_mode}", captured.boot.mode.value == want_mode,
              want_mode, captured.boot.mode.value)
     lvs, pvs = [], []
+    vgs = captured.layers.vgs if captured.layers else ()
     for layer in (x for x in lay.layers if x.kind == "lvm"):
-        vg = next((g for g in captured.vgs if g.name == layer.name), None)
+        vg = next((g for g in vgs if g.name == layer.name), None)
         ph.check(f"capture recorded VG {layer.name}", vg is not None and vg.config is not None)
         if vg is None:
             continue

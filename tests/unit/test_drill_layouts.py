@@ -123,9 +123,20 @@ def test_the_build_script_captures_the_machine_and_lets_its_vg_go() -> None:
 
     lvm = layouts.LAYOUTS["lvm"]
     vols = layouts.volumes(lvm, Firmware.BIOS, new_uuid=_counter())
-    script = build_script(lvm, Firmware.BIOS, vols, {"vda": "/dev/vdb"}, "/run/xfer").splitlines()
+    script = build_script(lvm, Firmware.BIOS, vols, {"vda": "/dev/vdb"}, "/run/xfer", "/run/demo").splitlines()
     assert script[2] == "set -ex"  # the first failing command stops the build
     capture = next(line for line in script if line.startswith("rescue capture"))
     assert "--out /run/xfer/capture --disk /dev/vdb --root /run/demo" in capture
     assert script.index(capture) > max(i for i, line in enumerate(script) if line.startswith("tar "))
     assert script[-2:] == ["vgchange -q -an demo", f"echo {BUILT}"]
+
+
+def test_each_vault_leaves_out_the_files_of_the_filesystems_mounted_below_it(tmp_path: Path) -> None:
+    from rescue.drill.layered import Trees
+
+    vols = layouts.volumes(layouts.LAYOUTS["lvm"], Firmware.UEFI, new_uuid=_counter())
+    trees = Trees(tmp_path / "machine", tuple(v for v in vols if v.vault))
+    assert [v.mountpoint for v in trees.filesystems] == ["/boot", "/", "/home"]
+    assert trees.below("/") == ("boot", "home") and trees.below("/boot") == () and trees.below("/home") == ()
+    assert trees.excludes() == ("/boot/*", "/home/*")  # the ESP has no vault: its files are the boot vault's
+    assert trees.dir_of("/home") == tmp_path / "machine" / "home" and trees.dir_of("/") == tmp_path / "machine"
