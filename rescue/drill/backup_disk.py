@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from rescue.layout.sfdisk import parse_sfdisk
@@ -83,10 +83,12 @@ def mounted_partition(image: Path, name: str, where: Path, readonly: bool = Fals
 
 
 def unattended_config(client: str, target_by_id: str, image: str | None = None, source: str = "bank",
-                      compare_tar_onto: str | None = None) -> str:
+                      compare_tar_onto: str | None = None, targets: Sequence[tuple[str, str]] = ()) -> str:
     """The TOML `rescue.unattended` reads from the backup partition.
 
-    `source`: "bank" (the dirvish bank) or "rsnapshot" (an rsnapshot root, RSNAPSHOT_ROOT)."""
+    `source`: "bank" (the dirvish bank) or "rsnapshot" (an rsnapshot root, RSNAPSHOT_ROOT).
+    `targets`: (captured disk, by-id of its new disk) for a machine of several disks,
+    instead of the one target_by_id."""
     folder = RSNAPSHOT_ROOT if source == "rsnapshot" else BANK
     lines = [
         "# Written by rescue drill: restore the newest good images onto the blank disk.",
@@ -99,6 +101,10 @@ def unattended_config(client: str, target_by_id: str, image: str | None = None, 
         lines.append(f'image = "{image}"')
     if compare_tar_onto:
         lines.append(f'compare_tar_onto = "{compare_tar_onto}"')
+    if targets:
+        for disk, by_id in targets:
+            lines += ["", "[[targets]]", f'disk = "{disk}"', f'by_id = "{by_id}"']
+        return "\n".join(lines) + "\n"
     lines += ["", "[target]", f'by_id = "{target_by_id}"', ""]
     return "\n".join(lines)
 

@@ -40,7 +40,6 @@ BACKUP_DISK_SIZE = 3 * GiB
 TARGET_SIZE = DISK_SIZE + 1 * GiB  # a different (bigger) disk than the one that died
 CLIENT = "localhost"  # dirvish backs up this host's mounts; it names the client so
 TARGET_BY_ID = "virtio-rescue-d1"  # the second qemu disk (serial rescue-d1) as udev names it
-SCRATCH_BY_ID = "virtio-rescue-d2"  # the third, with --compare-tar: where the tar pipe writes
 
 RESTORE_TIMEOUT = 1800  # TCG on a busy machine: boot ~1-3 min, restore ~3-6 min
 BOOT_TIMEOUT = 900
@@ -97,12 +96,14 @@ def drill_one(fw: Firmware, prepared: Prepared, opts: Options, run: Run, say: Sa
 
     assert prepared.os_tarball is not None
     lay = layouts.layout_of(opts.layout)
+    captured_disks: tuple[str, ...] = ()
     if lay.built_in is layouts.BuiltIn.VM:
         with run.phase("backup disk (rescue prepare-disk)", say) as ph:
             backup_disk.prepare(backup_img, BACKUP_DISK_SIZE, prepared.rescue_image)
             ph.check("backup disk made", backup_img.is_file(), str(backup_img))
         facts, images, disks = layered.build_machine(lay, fw, prepared.os_tarball, work, backup_img, run, say)
         facts.save(facts_file)
+        captured_disks = tuple(layered.guest_disks(lay).values())
         with run.phase("disaster: original disk gone", say) as ph:
             for disk in disks:
                 disk.unlink()
@@ -110,18 +111,25 @@ def drill_one(fw: Firmware, prepared: Prepared, opts: Options, run: Run, say: Sa
     else:
         images = _plain_machine(fw, prepared.os_tarball, prepared.rescue_image, work, backup_img, facts_file, run, say)
 
+    # A machine of several disks gets one new disk for each, named in [[targets]]; the
+    # qemu disk after the backup disk is virtio-rescue-d1, the next d2, and so on.
+    more = tuple(work / f"new-disk-{i}.img" for i in range(2, len(captured_disks) + 1))
+    targets = tuple((old, f"virtio-rescue-d{i}") for i, old in enumerate(captured_disks, start=1)) if more else ()
     with run.phase("unattended config + boot entry", say) as ph:
+        scratch_by_id = f"virtio-rescue-d{2 + len(more)}"
         with backup_disk.mounted_partition(backup_img, "backup", work / "mnt-backup") as top:
             cfg = backup_disk.write_config(top, backup_disk.unattended_config(
-                CLIENT, TARGET_BY_ID, compare_tar_onto=SCRATCH_BY_ID if opts.compare_tar else None))
-            ph.notes.append(f"{cfg.name}: client {CLIENT}, target by-id {TARGET_BY_ID}, newest image {images[-1]}")
+                CLIENT, TARGET_BY_ID, compare_tar_onto=scratch_by_id if opts.compare_tar else None, targets=targets))
+            onto = ", ".join(f"{old} onto {new}" for old, new in targets) or f"target by-id {TARGET_BY_ID}"
+            ph.notes.append(f"{cfg.name}: client {CLIENT}, {onto}, newest image {images[-1]}")
         how = backup_disk.choose_boot_entry(backup_img, work, "unattended")
         ph.check("grub default is the Unattended restore entry", True, got=how)
         ph.notes.append(how)
-        backup_disk.blank_disk(target_img, TARGET_SIZE)
-        ph.notes.append(f"blank target {target_img.name}: {TARGET_SIZE / GiB:.0f} GiB (the original was "
-                        f"{DISK_SIZE / GiB:.0f} GiB)")
-        scratch = ()
+        for img in (target_img, *more):
+            backup_disk.blank_disk(img, TARGET_SIZE)
+            ph.notes.append(f"blank target {img.name}: {TARGET_SIZE / GiB:.0f} GiB (the original was "
+                            f"{DISK_SIZE / GiB:.0f} GiB)")
+        scratch: tuple[Path, ...] = ()
         if opts.compare_tar:
             scratch = (work / "tar-scratch.img",)
             backup_disk.blank_disk(scratch[0], TARGET_SIZE)
@@ -129,7 +137,7 @@ def drill_one(fw: Firmware, prepared: Prepared, opts: Options, run: Run, say: Sa
 
     restore_and_boot(run, say, work=work, firmware=fw, backup_img=backup_img, target_img=target_img,
                      facts=DemoFacts.load(facts_file), memory_mib=opts.memory_mib, label=fw.value,
-                     extra_disks=scratch)
+                     more_targets=more, extra_disks=scratch)
 
 
 def _plain_machine(fw: Firmware, os_tarball: Path, rescue_image: Path, work: Path, backup_img: Path,
@@ -163,15 +171,18 @@ def restore_and_boot(
     run: Run, say: Say, *, work: Path, firmware: Firmware, backup_img: Path, target_img: Path,
     facts: DemoFacts, memory_mib: int, label: str, data: bool = True,
     restore_timeout: float = RESTORE_TIMEOUT, before_boot: Callable[[Phase], None] | None = None,
-    extra_disks: Sequence[Path] = (),
+    more_targets: Sequence[Path] = (), extra_disks: Sequence[Path] = (),
 ) -> None:
-    """Boot the backup disk's unattended restore with the blank disk, then boot the result alone."""
+    """Boot the backup disk's unattended restore with the blank disk(s), then boot the result alone.
+
+    more_targets: the new disks of a machine of several disks, after target_img (which boots);
+    extra_disks: disks the restore VM has besides (a tar pipe's scratch disk)."""
 
     def progress(what: str) -> Callable[[float, str], None]:
         return lambda s, line: say(f"  [{label}] {what}: {s / 60:4.1f} min  | {line}")
 
     restore_failed: PhaseFailed | None = None
-    vm = VM([backup_img, target_img, *extra_disks], work, firmware=firmware, memory_mib=memory_mib, name="restore")
+    vm = VM([backup_img, target_img, *more_targets, *extra_disks], work, firmware=firmware, memory_mib=memory_mib, name="restore")
     try:
         with run.phase("restore inside the rescue VM", say) as ph:
             run.logs.append(str(vm.serial_log))
@@ -206,7 +217,7 @@ def restore_and_boot(
             ph.notes.append("booted for the evidence: the restore reported FAILED after its bootloader step finished")
         if before_boot is not None:
             before_boot(ph)
-        vm = VM([target_img], work, firmware=firmware, memory_mib=memory_mib, name="restored")
+        vm = VM([target_img, *more_targets], work, firmware=firmware, memory_mib=memory_mib, name="restored")
         run.logs.append(str(vm.serial_log))
         with vm:
             try:

@@ -126,12 +126,18 @@ def build_script(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, 
     return "\n".join(lines) + "\n"
 
 
+def guest_disks(lay: layouts.Layout) -> dict[str, str]:
+    """The machine's disks as the builder VM (and so the capture) names them: the backup
+    disk boots as vda, the machine's disks follow in the layout's order."""
+    return {d.name: f"/dev/vd{chr(ord('b') + i)}" for i, d in enumerate(lay.disks)}
+
+
 def build_in_vm(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, ...], trees: Trees,
                 work: Path, backup_img: Path, ph: Phase, logs: list[str]) -> tuple[list[Path], Path]:
     """Boot the backup disk's rescue shell with the blank machine disks and the transfer disk;
     build the machine there. Returns the machine's disk images and the capture folder (host)."""
     disks = [make_image_file(work / f"demo-{d.name}.img", DISK_SIZE) for d in lay.disks]
-    devices = {d.name: f"/dev/vd{chr(ord('b') + i)}" for i, d in enumerate(lay.disks)}
+    devices = guest_disks(lay)
     xfer_dev = f"/dev/vd{chr(ord('b') + len(lay.disks))}"
     xfer = work / "transfer.img"
     need = _du(trees.top)

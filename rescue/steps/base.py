@@ -8,6 +8,7 @@ Executor provides (the gateway, events, the mount root, cancellation).
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,29 @@ def rescan_disk(ctx: Context, disk: str) -> None:
     if which("udevadm"):
         ctx.run(["udevadm", "settle", "--timeout=30"], check=False)
     rescan(disk)
+
+
+def let_go(ctx: Context, argv: list[str], tries: int = 10, check: bool = True) -> None:
+    """Deactivate a VG, stop an array or close a LUKS mapping that was just unmounted.
+
+    Closing a device it wrote makes udev probe it again (blkid, its watch rule), and a
+    probe that holds the device open for that moment makes vgchange -an say "in use".
+    Wait for udev and try again, a few times, before calling it a failure."""
+    from rescue.run import CommandError, which
+
+    for attempt in range(tries):
+        if which("udevadm"):
+            ctx.run(["udevadm", "settle", "--timeout=30"], check=False)
+        try:
+            ctx.run(argv)
+            return
+        except CommandError as e:
+            busy = any(w in (e.stderr or "").lower() for w in ("in use", "busy", "open logical", "still in use"))
+            if not busy or attempt == tries - 1:
+                if check:
+                    raise
+                return
+            time.sleep(0.5 + attempt * 0.5)
 
 
 def confined(root: Path, path: str, *, create: bool = False, mode: int = 0o755,

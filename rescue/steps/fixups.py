@@ -178,7 +178,10 @@ class Fixups(Step):
                 if resolve_spec(spec, found) is None:
                     bad.append(f"{spec} ({file})")
             elif spec.startswith("/dev/") and vfstype not in ("tmpfs", "proc", "sysfs", "devpts"):
-                by_name.append(f"{spec} ({file})")
+                if not stable_device_name(spec):
+                    by_name.append(f"{spec} ({file})")
+                elif not os.path.exists(spec):  # the restore made every LV and array it names
+                    bad.append(f"{spec} ({file})")
         data = ctx.data()
         data["fstab_unresolved"] = bad
         ctx.save()
@@ -189,6 +192,20 @@ class Fixups(Step):
             ctx.note("fstab check: every UUID=/LABEL=/PARTUUID= entry names a filesystem on the restored disk")
         if by_name:
             ctx.note("fstab names devices by kernel name, which may differ on new hardware: " + ", ".join(by_name))
+
+
+STABLE_PREFIXES = ("/dev/mapper/", "/dev/md/", "/dev/disk/by-")
+
+
+def stable_device_name(spec: str) -> bool:
+    """A device name that does not depend on the order disks are found in: an LV's
+    /dev/mapper/VG-LV or /dev/VG/LV, an array's /dev/md/NAME, a /dev/disk/by-* link.
+    /dev/sda1, /dev/vdb2 or /dev/md0 are not: new hardware may number them otherwise."""
+    if spec.startswith(STABLE_PREFIXES):
+        return True
+    parts = spec.split("/")
+    # /dev/VG/LV: a folder of links into device-mapper (while the restore has the VG active)
+    return len(parts) == 4 and os.path.realpath(spec).startswith("/dev/dm-")
 
 
 def _mkdir_keeping_times(p: str, mode: int | None = None) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rescue.errors import RescueError, StepFailed, UnsafeTarget
-from rescue.steps.base import Context, Step, sh
+from rescue.steps.base import Context, Step, let_go, sh
 
 
 class LuksKey:
@@ -366,7 +366,7 @@ class CloseLuks(Step):
                 continue
             if under and os.path.realpath(under) != os.path.realpath(device):
                 continue  # not ours: the old disk's container is left as it is
-            ctx.run(["cryptsetup", "close", name])
+            let_go(ctx, ["cryptsetup", "close", name])
 
 
 def close_left_container(run: Callable[..., Any], name: str, device: str) -> bool:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rescue.errors import UnsafeTarget
-from rescue.steps.base import Context, Step, sh
+from rescue.steps.base import Context, Step, let_go, sh
 
 
 def dm_name(vg: str, lv: str) -> str:
@@ -181,7 +181,7 @@ class DeactivateVolumeGroups(Step):
 
     def run(self, ctx: Context) -> None:
         for name, devs in self.groups:
-            ctx.run(["vgchange", _devices(devs), "-an", name])
+            let_go(ctx, ["vgchange", _devices(devs), "-an", name])
 
 
 def deactivate_left_group(run: Callable[..., Any], name: str, uuid: str, devices: list[str]) -> bool:

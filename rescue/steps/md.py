@@ -18,7 +18,7 @@ from typing import Any
 
 from rescue.errors import UnsafeTarget
 from rescue.layout.stack import md_members, parse_export
-from rescue.steps.base import Context, Step, sh
+from rescue.steps.base import Context, Step, let_go, sh
 
 MIRRORS = ("raid1", "raid10")
 
@@ -172,7 +172,7 @@ class StopArrays(Step):
 
     def run(self, ctx: Context) -> None:
         for device in reversed(self.devices):  # an array built on another stops first
-            ctx.run(["mdadm", "--stop", device], check=False)
+            let_go(ctx, ["mdadm", "--stop", device], check=False)
 
 
 def stop_left_array(run: Callable[..., Any], device: str, uuid: str) -> bool:
