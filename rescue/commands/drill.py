@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory", type=int, default=1024, metavar="MIB", help="guest memory (default 1024)")
     p.add_argument("--layout", metavar="NAME",
                    help="the demo machine's storage layout (default plain); --layout list shows them")
+    p.add_argument("--onto-one-disk", action="store_true",
+                   help="restore a demo machine of several disks onto one new disk (mirrors run degraded)")
     p.add_argument("--compare-tar", action="store_true",
                    help="the demo: after the restore, in the same rescue boot, time a plain tar pipe of the "
                         "same images onto a third blank disk; the report sets the copy's time against it")
@@ -65,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
         raise RescueError("--layout goes with the demo drill",
                           fix="a real bank is restored in the layout it was captured with: drop --layout")
     layout = layouts.layout_of(args.layout)  # a bad name stops here, before anything is written
+    if args.onto_one_disk and len(layout.disks) < 2:
+        raise RescueError(f"--onto-one-disk goes with a machine of several disks; {layout.name!r} has one",
+                          fix="choose a layout of two disks (rescue drill --layout list), or drop --onto-one-disk")
     if os.geteuid() != 0:
         raise RescueError("rescue drill must run as root",
                           why="it attaches loop devices, mounts filesystems and runs dirvish")
@@ -99,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         _say(f"rescue drill: working in {workdir}")
         opts = demo.Options(workdir=workdir, firmwares=firmwares, keep=args.keep, memory_mib=args.memory,
-                            compare_tar=args.compare_tar, layout=layout.name)
+                            compare_tar=args.compare_tar, layout=layout.name, onto_one_disk=args.onto_one_disk)
         report = demo.run_demo(opts, _say)
     print()
     print(report.render())

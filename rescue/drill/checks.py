@@ -48,6 +48,7 @@ class Console:
     files: list[str] = field(default_factory=list)
     lvs: list[str] = field(default_factory=list)  # "VG/LV LV-UUID VG-UUID"
     pvs: list[str] = field(default_factory=list)
+    arrays: dict[str, tuple[str, str, int, int]] = field(default_factory=dict)  # name -> uuid, state, degraded, disks
     failed_units: list[str] | None = None  # None: the machine did not say
     done: bool = False
 
@@ -82,6 +83,10 @@ def parse_console(text: str) -> Console:
             c.lvs.append(" ".join(rest.split()))
         elif key == "DEMO-PV":
             c.pvs.append(rest.strip())
+        elif key == "DEMO-MD":
+            parts = rest.split()
+            if len(parts) == 5 and parts[3].isdigit() and parts[4].isdigit():
+                c.arrays[parts[0]] = (parts[1], parts[2], int(parts[3]), int(parts[4]))
         elif key == "DEMO-FAILED":
             c.failed_units = rest.split()[1:]
         elif key == "DEMO-DONE":
@@ -117,6 +122,20 @@ def check_restored(text: str, facts: DemoFacts, phase: Phase, data: bool = True)
                     lv, next((x for x in c.lvs if x.split()[0] == name), ""))
     for pv in facts.pvs:
         phase.check("PV UUID as captured", _same_ids(pv) in map(_same_ids, c.pvs), pv, " ".join(c.pvs))
+    for array in facts.arrays:
+        name, uuid, disks = array.split()
+        got = c.arrays.get(name)
+        phase.check(f"array {name} assembled, its UUID as captured", got is not None and
+                    _same_ids(got[0]) == _same_ids(uuid), uuid, got[0] if got else "")
+        if facts.arrays_degraded:
+            want = f"{disks} slots, {facts.arrays_degraded} missing (the new disks are fewer)"
+            ok = got is not None and got[3] == int(disks) and got[2] == facts.arrays_degraded
+        else:
+            want = f"{disks} slots, none missing, clean or resyncing"
+            ok = (got is not None and got[3] == int(disks) and got[2] == 0
+                  and got[1] in ("clean", "active", "active-idle", "write-pending"))
+        phase.check(f"array {name}: {want}", ok, want,
+                    f"{got[3]} slots, {got[2]} missing, {got[1]}" if got else "not reported")
     if facts.no_failed_units:
         phase.check("no failed systemd unit", c.failed_units == [], "none",
                     "not reported" if c.failed_units is None else " ".join(c.failed_units))
@@ -126,8 +145,9 @@ def check_restored(text: str, facts: DemoFacts, phase: Phase, data: bool = True)
 
 
 def _same_ids(line: str) -> str:
-    """LVM prints its UUIDs with dashes, in one case; compare them without either."""
-    return line.replace("-", "").lower()
+    """LVM prints its UUIDs with dashes, mdadm with colons, in one case or another:
+    compare them without either."""
+    return line.replace("-", "").replace(":", "").lower()
 
 
 def _check_data(c: Console, facts: DemoFacts, phase: Phase) -> None:

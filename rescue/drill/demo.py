@@ -13,6 +13,7 @@ stops that drill and keeps its serial logs.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import shutil
 from collections.abc import Callable, Sequence
@@ -56,7 +57,8 @@ class Options:
     keep: bool = False
     memory_mib: int = 1024
     compare_tar: bool = False  # also time a plain tar pipe of the same images in the restore's boot
-    layout: str = "plain"  # rescue.drill.layouts: the demo machine's storage (only plain is built so far)
+    layout: str = "plain"  # rescue.drill.layouts: the demo machine's storage
+    onto_one_disk: bool = False  # a machine of several disks restored onto one new disk
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,11 @@ def drill_one(fw: Firmware, prepared: Prepared, opts: Options, run: Run, say: Sa
         facts, images, disks = layered.build_machine(lay, fw, prepared.os_tarball, work, backup_img, run, say)
         facts.save(facts_file)
         captured_disks = tuple(layered.guest_disks(lay).values())
+        if opts.onto_one_disk:
+            # one [target]: the restore takes the half of each mirror the boot code was on
+            captured_disks = captured_disks[:1]
+            facts = dataclasses.replace(facts, arrays_degraded=1 if facts.arrays else 0)
+            facts.save(facts_file)
         with run.phase("disaster: original disk gone", say) as ph:
             for disk in disks:
                 disk.unlink()
@@ -217,21 +224,33 @@ def restore_and_boot(
             ph.notes.append("booted for the evidence: the restore reported FAILED after its bootloader step finished")
         if before_boot is not None:
             before_boot(ph)
-        vm = VM([target_img, *more_targets], work, firmware=firmware, memory_mib=memory_mib, name="restored")
-        run.logs.append(str(vm.serial_log))
-        with vm:
-            try:
-                seconds = vm.wait_for("DEMO-DONE", BOOT_TIMEOUT, fail_markers=BOOT_FAILURES,
-                                      progress=progress("booting the restored disk"))
-                ph.notes.append(f"multi-user and report after {seconds:.0f} s")
-                try:
-                    vm.wait_exit(180)
-                except RescueError:
-                    ph.notes.append("the restored machine did not power off within 3 min; stopped")
-            finally:
-                check_restored(vm.console(), facts, ph, data=data)
+        boot_and_check(ph, run, VM([target_img, *more_targets], work, firmware=firmware, memory_mib=memory_mib,
+                                   name="restored"), facts, data, progress("booting the restored disk"))
     if restore_failed is not None:
         raise restore_failed
+    if more_targets and facts.arrays:
+        # Mirrored boot disks: the machine must also come up from its second disk alone, as
+        # it would once the first one dies (grub on each; the arrays then run degraded).
+        with run.phase("boot the second new disk alone", say) as ph:
+            alone = dataclasses.replace(facts, arrays_degraded=1)
+            boot_and_check(ph, run, VM([more_targets[0]], work, firmware=firmware, memory_mib=memory_mib,
+                                       name="second-alone"), alone, data, progress("booting the second disk alone"))
+
+
+def boot_and_check(ph: Phase, run: Run, vm: VM, facts: DemoFacts, data: bool,
+                   progress: Callable[[float, str], None]) -> None:
+    """Boot the restored disk(s) until the machine's report is done, then check it against the facts."""
+    run.logs.append(str(vm.serial_log))
+    with vm:
+        try:
+            seconds = vm.wait_for("DEMO-DONE", BOOT_TIMEOUT, fail_markers=BOOT_FAILURES, progress=progress)
+            ph.notes.append(f"multi-user and report after {seconds:.0f} s")
+            try:
+                vm.wait_exit(180)
+            except RescueError:
+                ph.notes.append("the restored machine did not power off within 3 min; stopped")
+        finally:
+            check_restored(vm.console(), facts, ph, data=data)
 
 
 def boot_for_evidence(console: str) -> bool:

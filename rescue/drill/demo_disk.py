@@ -76,6 +76,8 @@ class DemoFacts:
     # the layered machines (rescue.drill.layered): identifiers the restored boot must show
     lvs: tuple[str, ...] = ()  # "VG/LV LV-UUID VG-UUID", as captured
     pvs: tuple[str, ...] = ()  # PV UUIDs, as captured
+    arrays: tuple[str, ...] = ()  # "HOST:NAME MD-UUID RAID-DEVICES", as captured
+    arrays_degraded: int = 0  # members each array misses in this boot (onto one disk: 1)
     no_failed_units: bool = False  # checked: no systemd unit failed in the restored boot
 
     def save(self, path: Path) -> None:
@@ -85,7 +87,7 @@ class DemoFacts:
     def load(cls, path: Path) -> DemoFacts:
         d = json.loads(path.read_text())
         d["filesystems"] = tuple(FsFact(**f) for f in d["filesystems"])
-        for key in ("data_list", "lvs", "pvs"):
+        for key in ("data_list", "lvs", "pvs", "arrays"):
             d[key] = tuple(d.get(key, ()))
         return cls(**d)
 

@@ -85,10 +85,12 @@ class Trees:
         return tuple(sorted({f"/{sub}/*" for v in self.filesystems for sub in self.below(str(v.mountpoint))}))
 
 
-def lay_out_files(work: Path, os_tarball: Path, vols: tuple[layouts.Volume, ...]) -> tuple[Trees, str, tuple[str, ...]]:
+def lay_out_files(lay: layouts.Layout, work: Path, os_tarball: Path,
+                  vols: tuple[layouts.Volume, ...]) -> tuple[Trees, str, tuple[str, ...]]:
     """The demo OS configured for the layout, with the drill's data, in work/machine.
 
-    Returns it and the data's fingerprint and listing."""
+    A machine with arrays gets its mdadm.conf, and an initramfs made again to hold it, as
+    the Debian installer leaves one. Returns it and the data's fingerprint and listing."""
     root = work / "machine"
     if root.exists():
         shutil.rmtree(root)
@@ -102,9 +104,25 @@ def lay_out_files(work: Path, os_tarball: Path, vols: tuple[layouts.Volume, ...]
     grub = grub_cfg(root, search_uuid=(boot or rootvol).uuid, prefix="" if boot else "/boot",
                     root_spec=rootvol.fstab_spec, tarball=os_tarball)
     configure_os(root, fstab_text((v.fstab_spec, v.mountpoint, v.content) for v in vols), grub, tmp=root / "tmp")
+    conf = layouts.mdadm_conf(lay, vols)
+    if conf is not None:
+        (root / "etc" / "mdadm").mkdir(exist_ok=True)
+        (root / "etc" / "mdadm" / "mdadm.conf").write_text(conf)
+        _new_initramfs(root)
     fill_data(root, home=root / "home")
     data_sum, listing = data_facts(root)
     return Trees(root, tuple(v for v in vols if v.vault)), data_sum, listing
+
+
+def _new_initramfs(root: Path) -> None:
+    """update-initramfs in the machine's folder, with a /proc of its own and no /dev: the
+    host's disks are none of its business (its hooks then find no devices, and need none)."""
+    proc = root / "proc"
+    run(["mount", "-t", "proc", "proc", str(proc)])
+    try:
+        run(["chroot", str(root), "update-initramfs", "-u", "-k", "all"], timeout=900)
+    finally:
+        run(["umount", str(proc)], check=False)
 
 
 def build_script(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, ...],
@@ -122,6 +140,8 @@ def build_script(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, 
     ]
     if vgs:
         lines.append(f"vgchange -q -an {vgs}")
+    for layer in reversed([x for x in lay.layers if x.kind == "md"]):
+        lines.append(f"mdadm --stop /dev/md/{layer.name}")
     lines.append(f"echo {BUILT}")
     return "\n".join(lines) + "\n"
 
@@ -231,12 +251,20 @@ def facts_of(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, ...]
             if lv is not None:
                 lvs.append(f"{vg.name}/{lv.name} {lv.uuid} {vg.uuid}")
         pvs.extend(pv.uuid for pv in vg.pvs)
+    arrays = []
+    for layer in (x for x in lay.layers if x.kind == "md"):
+        md = next((a for a in (captured.layers.md if captured.layers else ())
+                   if (a.name or "").split(":")[-1] == layer.name), None)
+        ph.check(f"capture recorded array {layer.name} with {len(layer.members)} members",
+                 md is not None and md.raid_devices == len(layer.members) and len(md.members) == len(layer.members))
+        if md is not None:
+            arrays.append(f"{md.name} {md.uuid} {md.raid_devices}")
     return DemoFacts(
         firmware=fw.value, hostname=HOSTNAME, label="gpt" if fw is Firmware.UEFI else "dos",
         disk_size=DISK_SIZE * len(lay.disks),
         filesystems=tuple(FsFact(v.mountpoint, v.content, v.uuid) for v in vols if v.mountpoint),
         swap_uuid=swap.uuid, data_sum=data[0], data_list=data[1], lvs=tuple(lvs), pvs=tuple(pvs),
-        no_failed_units=True,
+        arrays=tuple(arrays), no_failed_units=True,
     )
 
 
@@ -246,7 +274,7 @@ def build_machine(lay: layouts.Layout, fw: Firmware, os_tarball: Path, work: Pat
     images and the machine's disk images (the disaster deletes them)."""
     vols = layouts.volumes(lay, fw)
     with run_.phase("demo machine's files (on the host)", say) as ph:
-        trees, data_sum, listing = lay_out_files(work, os_tarball, vols)
+        trees, data_sum, listing = lay_out_files(lay, work, os_tarball, vols)
         ph.notes.append(", ".join(f"{v.mountpoint} {v.content} on {v.device}" for v in vols if v.mountpoint)
                         + ", swap on " + next(v.device for v in vols if v.content == "swap"))
         ph.check("data fingerprint recorded", len(data_sum) == 64, "sha256", data_sum)

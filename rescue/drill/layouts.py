@@ -96,7 +96,34 @@ LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (
         )),),
         firmwares=(Firmware.BIOS, Firmware.UEFI),
         built_in=BuiltIn.VM,
+    ),
+    Layout(
+        "raid1-lvm", "two disks, md RAID1 for ext2 /boot and for a PV: VG demo with root, swap and home LVs",
+        disks=tuple(Disk(name, (
+            Part("md", 256, None, f"boot-{half}"),
+            Part("md", 0, None, f"pv-{half}"),
+        )) for name, half in (("vda", "a"), ("vdb", "b"))),
+        layers=(
+            Layer("md", "boot", ("boot-a", "boot-b"), (("boot", "ext2", 0, "/boot"),)),
+            Layer("md", "pv", ("pv-a", "pv-b"), (("pv", "pv", 0, None),)),
+            Layer("lvm", "demo", ("md:pv",), (
+                ("root", "ext4", 900, "/"),
+                ("swap", "swap", 128, None),
+                ("home", "xfs", 0, "/home"),
+            )),
         ),
+        firmwares=(Firmware.BIOS,),  # UEFI wants an ESP on each half, which the restore cannot make yet
+        built_in=BuiltIn.VM,
+    ),
+    Layout(
+        "two-disks", "swap and / ext4 on the first disk, /srv xfs on the second, each with its own table",
+        disks=(
+            Disk("vda", (Part("swap", 128, None, "demo-swap"), Part("ext4", 0, "/", "demo-root"))),
+            Disk("vdb", (Part("xfs", 0, "/srv", "demo-srv"),)),
+        ),
+        firmwares=(Firmware.BIOS,),
+        built_in=BuiltIn.VM,  # two disks at once: the builder VM has them; no layers to need it
+    ),
 )}
 
 
@@ -183,8 +210,32 @@ def volumes(lay: Layout, firmware: Firmware, new_uuid=None) -> tuple[Volume, ...
                 out.append(Volume(p.label or f"{disk.name}{n}", p.content, p.mountpoint, f"{disk.name}{n}", uid))
     for layer in lay.layers:
         for name, content, _mib, mountpoint in layer.volumes:
-            out.append(Volume(f"{layer.name}-{name}", content, mountpoint, _mapper(layer.name, name), make()))
+            if content not in _MKFS:
+                continue  # a layer's member (an array holding a PV)
+            device = f"/dev/md/{layer.name}" if layer.kind == "md" else _mapper(layer.name, name)
+            out.append(Volume(f"{layer.name}-{name}" if layer.kind == "lvm" else f"demo-{name}", content,
+                              mountpoint, device, make()))
     return tuple(out)
+
+
+def md_uuid(lay: Layout, name: str, vols: tuple[Volume, ...]) -> str:
+    """The array's UUID, in mdadm's form, derived from the volumes' chosen UUIDs (so it is
+    chosen before the build like theirs, and the same in the build script and mdadm.conf)."""
+    import hashlib
+
+    digest = hashlib.sha256(("md:" + name + ":" + ",".join(v.uuid for v in vols)).encode()).hexdigest()[:32]
+    return ":".join(digest[i:i + 8] for i in range(0, 32, 8))
+
+
+def mdadm_conf(lay: Layout, vols: tuple[Volume, ...]) -> str | None:
+    """/etc/mdadm/mdadm.conf of the machine, as mdadm --detail --scan writes it; None without arrays."""
+    arrays = [layer for layer in lay.layers if layer.kind == "md"]
+    if not arrays:
+        return None
+    lines = ["# mdadm.conf of the rescue drill's demo machine", "HOMEHOST <system>", "MAILADDR root"]
+    lines += [f"ARRAY /dev/md/{a.name} metadata=1.2 UUID={md_uuid(lay, a.name, vols)} name=demo:{a.name}"
+              for a in arrays]
+    return "\n".join(lines) + "\n"
 
 
 def parts_of(disk: Disk, firmware: Firmware) -> tuple[Part, ...]:
@@ -223,6 +274,17 @@ def build_commands(lay: Layout, firmware: Firmware, devices: dict[str, str],
             elif p.label:
                 member[p.label] = pdev
     for layer in lay.layers:
+        if layer.kind == "md":
+            devs = " ".join(member[m] for m in layer.members)
+            md = f"/dev/md/{layer.name}"
+            lines.append(f"mdadm --create {md} --run --level=1 --raid-devices={len(layer.members)} --metadata=1.2 "
+                         f"--homehost=demo --name={layer.name} --uuid={md_uuid(lay, layer.name, vols)} "
+                         f"--assume-clean {devs}")
+            member[f"md:{layer.name}"] = md
+            for _name, content, _mib, _mp in layer.volumes:
+                if content in _MKFS:
+                    lines.append(_mkfs(by_device[md], md))
+            continue
         if layer.kind != "lvm":
             raise RescueError(f"the demo layout {lay.name!r} has a {layer.kind} layer the builder does not know",
                               fix="add its commands to rescue.drill.layouts.build_commands")

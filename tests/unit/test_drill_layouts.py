@@ -42,6 +42,7 @@ def test_layout_list_prints_one_line_per_layout_and_writes_nothing(capsys, tmp_p
     (["--layout", "zfs"], "no demo layout called 'zfs'"),
     (["--layout", "planned"], "the drill cannot build it yet"),
     (["--layout", "plain", "--bank", "/srv/bank", "--client", "web1"], "--layout goes with the demo drill"),
+    (["--layout", "lvm", "--onto-one-disk"], "--onto-one-disk goes with a machine of several disks"),
 ])
 def test_a_bad_layout_is_refused_before_anything_is_written(argv, said, capsys, tmp_path: Path, monkeypatch) -> None:
     plain = layouts.LAYOUTS["plain"]
@@ -140,3 +141,41 @@ def test_each_vault_leaves_out_the_files_of_the_filesystems_mounted_below_it(tmp
     assert trees.below("/") == ("boot", "home") and trees.below("/boot") == () and trees.below("/home") == ()
     assert trees.excludes() == ("/boot/*", "/home/*")  # the ESP has no vault: its files are the boot vault's
     assert trees.dir_of("/home") == tmp_path / "machine" / "home" and trees.dir_of("/") == tmp_path / "machine"
+
+
+def test_the_raid1_lvm_machine_mirrors_boot_and_the_pv_across_two_disks() -> None:
+    lay = layouts.LAYOUTS["raid1-lvm"]
+    vols = layouts.volumes(lay, Firmware.BIOS, new_uuid=_counter())
+    lines = layouts.build_commands(lay, Firmware.BIOS, {"vda": "/dev/vdb", "vdb": "/dev/vdc"}, vols)
+    creates = [line for line in lines if line.startswith("mdadm --create")]
+    assert [c.split()[2] for c in creates] == ["/dev/md/boot", "/dev/md/pv"]
+    assert creates[0].endswith("/dev/vdb1 /dev/vdc1") and creates[1].endswith("/dev/vdb2 /dev/vdc2")
+    uuid = layouts.md_uuid(lay, "pv", vols)
+    assert f"--uuid={uuid}" in creates[1] and len(uuid.split(":")) == 4
+    assert lines.index("pvcreate -q -ff -y /dev/md/pv") > lines.index(creates[1])
+    boot = next(v for v in vols if v.mountpoint == "/boot")
+    assert boot.device == "/dev/md/boot" and boot.fstab_spec == f"UUID={boot.uuid}"
+    conf = layouts.mdadm_conf(lay, vols)
+    assert f"ARRAY /dev/md/pv metadata=1.2 UUID={uuid} name=demo:pv" in conf
+    assert layouts.mdadm_conf(layouts.LAYOUTS["lvm"], vols) is None
+
+
+def test_the_restored_arrays_are_checked_whole_or_degraded_as_the_drill_restored_them() -> None:
+    from rescue.drill.checks import check_restored
+    from rescue.drill.demo_disk import DemoFacts
+    from rescue.drill.report import Phase
+
+    facts = DemoFacts("bios", "demo", "dos", 1, (), "", "", (), arrays=("demo:pv aa:bb:cc:dd 2",))
+    whole = "DEMO-MD demo:pv aa:bb:cc:dd clean 0 2\n"
+    half = "DEMO-MD demo:pv aa:bb:cc:dd clean 1 2\n"
+
+    def verdict(console: str, degraded: int) -> dict[str, bool]:
+        ph = Phase("boot")
+        import dataclasses
+        check_restored(console, dataclasses.replace(facts, arrays_degraded=degraded), ph, data=False)
+        return {c.what: c.ok for c in ph.checks if c.what.startswith("array ")}
+
+    assert all(verdict(whole, 0).values())
+    assert not all(verdict(half, 0).values())  # a mirror restored onto two disks must not run degraded
+    assert all(verdict(half, 1).values())
+    assert not any(verdict("", 0).values())  # an array that is not there fails both checks
