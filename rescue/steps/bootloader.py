@@ -9,6 +9,12 @@ from rescue.layout.model import BootMode
 from rescue.steps.base import Context, Step, at_root, confined, sh
 
 BIND = ("/dev", "/proc", "/sys", "/run")
+# /run holds the restore's own mounts (the restored root itself, under /run/rescue): a
+# recursive bind would copy the restored filesystems into their own /run, and those copies
+# reach udevd's private mount namespace, where an unmount may never follow them: the LV
+# under them then stays "in use" and its VG cannot be deactivated. /run's own files
+# (the udev database grub-probe reads) need no submount.
+FLAT = ("/run",)
 GRUB_INSTALL = ("/usr/sbin/grub-install", "/usr/bin/grub-install", "/sbin/grub-install",
                 "/usr/sbin/grub2-install", "/usr/bin/grub2-install")
 
@@ -68,8 +74,10 @@ class InstallBootloader(Step):
         return [["grub-install", "--target=i386-pc", d] for d in (self.disk, *self.also)]
 
     def script(self) -> list[str]:
-        lines = [f"for d in {' '.join(BIND)}; do mount --rbind \"$d\" \"$ROOT$d\"; "
+        deep = [d for d in BIND if d not in FLAT]
+        lines = [f"for d in {' '.join(deep)}; do mount --rbind \"$d\" \"$ROOT$d\"; "
                  "mount --make-rslave \"$ROOT$d\"; done"]
+        lines += [f"mount --bind {d} \"$ROOT{d}\"; mount --make-slave \"$ROOT{d}\"" for d in FLAT]
         for argv in self.installs():
             lines.append(f"chroot \"$ROOT\" {sh(*argv)}")
         if self.mode is BootMode.UEFI:
@@ -112,9 +120,10 @@ class InstallBootloader(Step):
         try:
             for d in BIND:
                 where = confined(ctx.root, d, create=True)
-                ctx.run(["mount", "--rbind", d, str(where)])
+                flat = d in FLAT
+                ctx.run(["mount", "--bind" if flat else "--rbind", d, str(where)])
                 bound.append(where)
-                ctx.run(["mount", "--make-rslave", str(where)])
+                ctx.run(["mount", "--make-slave" if flat else "--make-rslave", str(where)])
             data["attempted"] = True
             ctx.save()
             for argv in self.installs():
