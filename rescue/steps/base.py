@@ -125,10 +125,41 @@ def let_go(ctx: Context, argv: list[str], tries: int = 10, check: bool = True) -
         except CommandError as e:
             busy = any(w in (e.stderr or "").lower() for w in ("in use", "busy", "open logical", "still in use"))
             if not busy or attempt == tries - 1:
+                if busy:
+                    who = who_holds_layers()
+                    ctx.note(f"{argv[0]}: still in use after {tries} tries; " + ("; ".join(who) or
+                             "no process shows it open or mounted"))
                 if check:
                     raise
                 return
             time.sleep(0.5 + attempt * 0.5)
+
+
+def who_holds_layers(proc: Path = Path("/proc")) -> list[str]:
+    """Processes that hold a device-mapper or md device: mounted in a mount namespace of
+    their own, or open. For the note of a VG, array or mapping that will not let go."""
+    import os
+
+    own = os.readlink(proc / "self" / "ns" / "mnt") if (proc / "self").exists() else ""
+    found: list[str] = []
+    for pid in (p for p in os.listdir(proc) if p.isdigit()):
+        try:
+            comm = (proc / pid / "comm").read_text().strip()
+            ns = os.readlink(proc / pid / "ns" / "mnt")
+            if ns != own:
+                for line in (proc / pid / "mountinfo").read_text().splitlines():
+                    fields = line.split(" - ", 1)
+                    source = fields[1].split()[1] if len(fields) == 2 and len(fields[1].split()) > 1 else ""
+                    if source.startswith(("/dev/mapper/", "/dev/dm-", "/dev/md")):
+                        found.append(f"{comm} (pid {pid}, its own mount namespace) has {source} "
+                                     f"mounted at {line.split()[4]}")
+            for fd in os.listdir(proc / pid / "fd"):
+                target = os.readlink(proc / pid / "fd" / fd)
+                if target.startswith(("/dev/mapper/", "/dev/dm-", "/dev/md")):
+                    found.append(f"{comm} (pid {pid}) has {target} open")
+        except OSError:
+            continue  # gone, or not ours to read
+    return sorted(set(found))[:10]
 
 
 def confined(root: Path, path: str, *, create: bool = False, mode: int = 0o755,

@@ -21,9 +21,10 @@ from rescue.qemu import Firmware
 from test_drill import INSTALLED_ENV
 
 
-def _drill(installed_rescue: Path, tmp_path: Path, layout: str, firmware: Firmware) -> tuple[int, str, list]:
+def _drill(installed_rescue: Path, tmp_path: Path, layout: str, firmware: Firmware,
+           *extra: str) -> tuple[int, str, list]:
     argv = [str(installed_rescue / "bin" / "rescue"), "drill", "--demo", "--layout", layout,
-            "--firmware", firmware.value, "--workdir", str(tmp_path)]
+            "--firmware", firmware.value, "--workdir", str(tmp_path), *extra]
     lines: list[str] = []
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
                           env=INSTALLED_ENV) as proc:
@@ -64,3 +65,52 @@ def test_the_lvm_machine_is_built_in_a_vm_restored_and_boots_with_every_identifi
     assert {f"{m} mounted" for m in mounts} <= {c.split(",")[0] for c in passed}
     restored = (tmp_path / firmware.value / "restored-serial.log").read_text(errors="replace")
     assert "DEMO-LV demo/root" in restored
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("onto_one_disk", [False, True], ids=["two-new-disks", "onto-one-disk"])
+def test_the_raid1_lvm_machine_is_restored_whole_or_onto_one_disk_and_boots(
+        onto_one_disk: bool, installed_rescue: Path, tmp_path: Path, record_property) -> None:
+    extra = ("--onto-one-disk",) if onto_one_disk else ()
+    code, text, runs = _drill(installed_rescue, tmp_path, "raid1-lvm", Firmware.BIOS, *extra)
+    drill = runs[-1]
+    for phase in drill["phases"]:
+        record_property(f"raid1-lvm{'-one' if onto_one_disk else ''}:{phase['name']}", round(phase["seconds"], 1))
+    assert code == 0, text[-6000:]
+    names = [p["name"] for p in drill["phases"]]
+    captured = {c["what"] for c in drill["phases"][3]["checks"] if c["ok"]}
+    assert {"capture recorded array boot with 2 members", "capture recorded array pv with 2 members",
+            "capture recorded VG demo"} <= captured
+    boots = [p for p in drill["phases"] if p["name"].startswith("boot the ")]
+    if onto_one_disk:
+        assert names[-1] == "boot the restored disk" and len(boots) == 1
+        want = "2 slots, 1 missing (the new disks are fewer)"
+    else:
+        assert names[-2:] == ["boot the restored disk", "boot the second new disk alone"]
+        want = "2 slots, none missing, clean or resyncing"
+    passed = {c["what"] for c in boots[0]["checks"] if c["ok"]}
+    for md in ("boot", "pv"):
+        assert f"array demo:{md} assembled, its UUID as captured" in passed
+        assert f"array demo:{md}: {want}" in passed
+    assert {"PV UUID as captured", "no failed systemd unit", "swap active with its UUID",
+            "data (names, modes, owners, times, links, contents)", "LV demo/root active, its UUID and its VG's as captured",
+            "/boot mounted, ext2, UUID as captured"} <= passed
+    if not onto_one_disk:  # grub on both disks: the second boots alone, its arrays degraded
+        alone = {c["what"] for c in boots[1]["checks"] if c["ok"]}
+        assert "array demo:pv: 2 slots, 1 missing (the new disks are fewer)" in alone
+        assert "/ mounted, ext4, UUID as captured" in alone
+
+
+@pytest.mark.slow
+def test_the_two_disk_machine_gets_a_new_disk_for_each_and_boots(
+        installed_rescue: Path, tmp_path: Path, record_property) -> None:
+    code, text, runs = _drill(installed_rescue, tmp_path, "two-disks", Firmware.BIOS)
+    drill = runs[-1]
+    for phase in drill["phases"]:
+        record_property(f"two-disks:{phase['name']}", round(phase["seconds"], 1))
+    assert code == 0, text[-6000:]
+    config = next(p for p in drill["phases"] if p["name"] == "unattended config + boot entry")
+    assert any("/dev/vdb onto virtio-rescue-d1, /dev/vdc onto virtio-rescue-d2" in n for n in config["notes"])
+    passed = {c["what"] for c in drill["phases"][-1]["checks"] if c["ok"]}
+    assert {"/ mounted, ext4, UUID as captured", "/srv mounted, xfs, UUID as captured",
+            "data (names, modes, owners, times, links, contents)", "no failed systemd unit"} <= passed
