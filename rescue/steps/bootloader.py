@@ -73,20 +73,32 @@ class InstallBootloader(Step):
             return [["grub-install", "--target=x86_64-efi", f"--efi-directory={esp}", "--removable"]]
         return [["grub-install", "--target=i386-pc", d] for d in (self.disk, *self.also)]
 
-    def script(self) -> list[str]:
+    def chroot_lines(self, grub: str = "grub-install", nvram: bool = False,
+                     mkconfig: str = "update-grub || chroot \"$1\" grub-mkconfig -o /boot/grub/grub.cfg") -> list[str]:
+        """The shell lines that install grub from inside the restored system, whose root is "$1".
+
+        They run in a mount namespace of their own (unshare --mount, private), so the binds
+        of /dev, /proc, /sys and /run into the restored system never reach another
+        namespace: systemd-udevd and systemd-logind keep private copies of what is mounted,
+        and a bind that reached one of them stayed mounted there on top of the restored
+        root, so its LV stayed "in use" after the restore had unmounted everything. The
+        namespace, with every bind, ends with the command."""
         deep = [d for d in BIND if d not in FLAT]
-        lines = [f"for d in {' '.join(deep)}; do mount --rbind \"$d\" \"$ROOT$d\"; "
-                 "mount --make-rslave \"$ROOT$d\"; done"]
-        lines += [f"mount --bind {d} \"$ROOT{d}\"; mount --make-slave \"$ROOT{d}\"" for d in FLAT]
-        for argv in self.installs():
-            lines.append(f"chroot \"$ROOT\" {sh(*argv)}")
-        if self.mode is BootMode.UEFI:
+        lines = [f'mount --rbind {d} "$1{d}"' for d in deep] + [f'mount --bind {d} "$1{d}"' for d in FLAT]
+        lines += [f'chroot "$1" {sh(grub, *argv[1:])}' for argv in self.installs()]
+        if nvram:
             esp = self.esp or "/boot/efi"
-            lines.append(f"[ -d /sys/firmware/efi/efivars ] && chroot \"$ROOT\" "
-                         f"{sh('grub-install', '--target=x86_64-efi', f'--efi-directory={esp}')}")
-        lines.append('chroot "$ROOT" update-grub || chroot "$ROOT" grub-mkconfig -o /boot/grub/grub.cfg')
-        lines.append(f"for d in {' '.join(reversed(BIND))}; do umount -R \"$ROOT$d\"; done")
+            lines.append(f'chroot "$1" {sh(grub, "--target=x86_64-efi", f"--efi-directory={esp}")}')
+        lines.append(f'chroot "$1" {mkconfig}')
         return lines
+
+    def script(self) -> list[str]:
+        inner = "; ".join(self.chroot_lines())
+        nvram = ""
+        if self.mode is BootMode.UEFI:
+            nvram = "; ".join(self.chroot_lines(nvram=True))
+            inner = f"if [ -d /sys/firmware/efi/efivars ]; then {nvram}; else {inner}; fi"
+        return [f"unshare --mount --propagation private sh -ec '{inner}' rescue-bootloader \"$ROOT\""]
 
     def run(self, ctx: Context) -> None:
         data = ctx.data()
@@ -116,30 +128,17 @@ class InstallBootloader(Step):
             if not is_mountpoint(confined(ctx.root, esp)):
                 raise StepFailed(f"the EFI system partition is not mounted at {esp} in the restored system",
                                  fix="check the plan's mounts (the ESP must be restored and mounted)")
-        bound: list[Path] = []
-        try:
-            for d in BIND:
-                where = confined(ctx.root, d, create=True)
-                flat = d in FLAT
-                ctx.run(["mount", "--bind" if flat else "--rbind", d, str(where)])
-                bound.append(where)
-                ctx.run(["mount", "--make-slave" if flat else "--make-rslave", str(where)])
-            data["attempted"] = True
-            ctx.save()
-            for argv in self.installs():
-                ctx.run(["chroot", str(ctx.root), grub, *argv[1:]])
-            if self.mode is BootMode.UEFI and Path("/sys/firmware/efi/efivars").is_dir():
-                esp = self.esp or "/boot/efi"
-                ctx.run(["chroot", str(ctx.root), grub, "--target=x86_64-efi", f"--efi-directory={esp}",
-                         f"--bootloader-id={os_id(ctx.root)}"])
-            if confined(ctx.root, "/usr/sbin/update-grub").exists():
-                ctx.run(["chroot", str(ctx.root), "update-grub"])
-            else:
-                mkconfig = "grub2-mkconfig" if "grub2" in grub else "grub-mkconfig"
-                cfg = "/boot/grub2/grub.cfg" if "grub2" in grub else "/boot/grub/grub.cfg"
-                ctx.run(["chroot", str(ctx.root), mkconfig, "-o", cfg])
-            ctx.note(f"grub installed for {self.mode.value.upper()} on {' and '.join((self.disk, *self.also))}")
-        finally:
-            for where in reversed(bound):
-                ctx.run(["umount", "--recursive", str(where)], check=False)
+        for d in BIND:
+            confined(ctx.root, d, create=True)
+        nvram = self.mode is BootMode.UEFI and Path("/sys/firmware/efi/efivars").is_dir()
+        if confined(ctx.root, "/usr/sbin/update-grub").exists():
+            mkconfig = "update-grub"
+        else:
+            gen = "grub2-mkconfig" if "grub2" in grub else "grub-mkconfig"
+            mkconfig = f"{gen} -o {'/boot/grub2/grub.cfg' if 'grub2' in grub else '/boot/grub/grub.cfg'}"
+        data["attempted"] = True
+        ctx.save()
+        ctx.run(["unshare", "--mount", "--propagation", "private", "sh", "-ec",
+                 "\n".join(self.chroot_lines(grub, nvram, mkconfig)), "rescue-bootloader", str(ctx.root)])
+        ctx.note(f"grub installed for {self.mode.value.upper()} on {' and '.join((self.disk, *self.also))}")
         ctx.save()

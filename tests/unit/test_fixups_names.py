@@ -19,14 +19,19 @@ def test_kernel_names_are_not(spec: str) -> None:
     assert not stable_device_name(spec)
 
 
-def test_the_chroot_gets_run_flat_so_the_restored_filesystems_are_not_bound_into_themselves() -> None:
-    """The restore mounts the new root under /run/rescue: `mount --rbind /run ROOT/run` copied the
-    restored filesystems into their own /run, the copies reached udevd's private mount namespace,
-    and the LVM drill's `vgchange -an` then failed with "contains a filesystem in use"."""
+def test_grub_is_installed_from_a_mount_namespace_of_its_own_with_run_bound_flat() -> None:
+    """The binds into the restored system reached systemd-udevd's private mount namespace and
+    stayed there on top of the restored root: the LVM drill's `vgchange -an` then failed with
+    "contains a filesystem in use". /run also holds the restored root itself (/run/rescue)."""
     from rescue.layout.model import BootMode
     from rescue.steps.bootloader import InstallBootloader
 
-    lines = InstallBootloader("/dev/vdb", BootMode.BIOS).script()
-    binds = " ".join(lines[:2])
-    assert 'mount --bind /run "$ROOT/run"' in binds
-    assert "--rbind" in binds and "/run" not in lines[0]  # /dev /proc /sys keep their submounts
+    step = InstallBootloader("/dev/vdb", BootMode.BIOS, also=("/dev/vdc",))
+    lines = step.chroot_lines("/usr/sbin/grub-install")
+    assert lines[:4] == ['mount --rbind /dev "$1/dev"', 'mount --rbind /proc "$1/proc"',
+                         'mount --rbind /sys "$1/sys"', 'mount --bind /run "$1/run"']
+    assert 'chroot "$1" /usr/sbin/grub-install --target=i386-pc /dev/vdc' in lines
+    assert lines[-1].startswith('chroot "$1" update-grub')
+    (script,) = step.script()
+    assert script.startswith("unshare --mount --propagation private sh -ec '") and script.endswith('"$ROOT"')
+    assert "umount" not in script  # the namespace ends with the command, and every bind with it

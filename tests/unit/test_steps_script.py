@@ -141,7 +141,7 @@ def test_every_step_renders_shell_that_parses():
     assert "cp -a --sparse=auto -- /backup/bank/home/2026-1126-0300/tree/. \"$WORK\"/home/" in script
     assert "chown 0:0 \"$ROOT\"/tmp && chmod 1777 \"$ROOT\"/tmp" in script
     assert "grub-install --target=x86_64-efi --efi-directory=/boot/efi --removable" in script
-    assert "chroot \"$ROOT\" grub-install --target=i386-pc /dev/sdb" in script
+    assert 'chroot "$1" grub-install --target=i386-pc /dev/sdb' in script
     assert "<<'SFDISK'" in script and "\nSFDISK\n" in script
 
 
