@@ -80,8 +80,8 @@ def tier_problems(requested: set[str], outcomes: dict[str, Counter[str]]) -> lis
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if session.config.option.collectonly:
-        return
+    if session.config.option.collectonly or hasattr(session.config, "workerinput"):
+        return  # an xdist worker sees only its share; the controller gets every report and checks
     problems = tier_problems(_requested(session.config), _outcomes)
     if problems:
         tr = session.config.pluginmanager.get_plugin("terminalreporter")

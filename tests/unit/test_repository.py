@@ -19,8 +19,10 @@ def test_readme_quick_start_has_the_two_commands_ci_runs():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
     assert "bash scripts/setup.sh && .venv/bin/rescue drill" in readme
-    assert "bash scripts/setup.sh && .venv/bin/pytest" in readme
-    assert "bash scripts/setup.sh && .venv/bin/pytest" in ci
+    assert "bash scripts/setup.sh && bash scripts/test.sh" in readme
+    assert "bash scripts/setup.sh && bash scripts/test.sh" in ci
+    runner = (REPO / "scripts" / "test.sh").read_text()
+    assert ".venv/bin/pytest tests/unit tests/integration" in runner and ".venv/bin/pytest tests/vm" in runner
 
 
 def test_the_package_ships_no_test_double():

@@ -87,6 +87,15 @@ def installed_rescue(_vm_tier_can_run: None, tmp_path_factory: pytest.TempPathFa
     The wheel is built from this tree (hatchling's wheels are reproducible);
     the venv is cached in /var/cache/rescue/venvs/SHA (the wheel's sha256), so
     a rerun with the same code reuses it. The newest 3 are kept."""
+    import fcntl
+
+    VENV_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(VENV_CACHE / ".lock", "w") as lock:  # two workers of the vm tier make it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _installed_rescue(tmp_path_factory)
+
+
+def _installed_rescue(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wheels = tmp_path_factory.mktemp("rescue-wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels),
                     str(REPO)], check=True, timeout=600, env=INSTALLED_ENV)
