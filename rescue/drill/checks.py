@@ -15,7 +15,7 @@ from rescue.drill.report import Phase
 from rescue.events import STEP_DONE
 from rescue.qemu import plain
 
-_LINE = re.compile(r"(DEMO-[A-Z]+)(?: (.*))?$")
+_LINE = re.compile(r"(DEMO-[A-Z-]+)(?: (.*))?$")
 _STEP_DONE = re.compile(rf"^\s*{STEP_DONE} (\S.*?)\s*$", re.M)
 
 # The firmware found nothing to boot: OVMF falls back to its shell (SeaBIOS
@@ -50,6 +50,10 @@ class Console:
     pvs: list[str] = field(default_factory=list)
     arrays: dict[str, tuple[str, str, int, int]] = field(default_factory=dict)  # name -> uuid, state, degraded, disks
     failed_units: list[str] | None = None  # None: the machine did not say
+    subvolumes: list[str] = field(default_factory=list)
+    btrfs_default: str | None = None
+    options: dict[str, str] = field(default_factory=dict)  # btrfs mount point -> options in use
+    nocow: dict[str, str] = field(default_factory=dict)  # folder -> yes/no
     done: bool = False
 
 
@@ -83,6 +87,18 @@ def parse_console(text: str) -> Console:
             c.lvs.append(" ".join(rest.split()))
         elif key == "DEMO-PV":
             c.pvs.append(rest.strip())
+        elif key == "DEMO-SUBVOL":
+            c.subvolumes.append(rest.strip())
+        elif key == "DEMO-SUBVOL-DEFAULT":
+            c.btrfs_default = rest.strip()
+        elif key == "DEMO-OPTS":
+            parts = rest.split()
+            if len(parts) == 2:
+                c.options[parts[0]] = parts[1]
+        elif key == "DEMO-NOCOW":
+            parts = rest.split()
+            if len(parts) == 2:
+                c.nocow[parts[0]] = parts[1]
         elif key == "DEMO-MD":
             parts = rest.split()
             if len(parts) == 5 and parts[3].isdigit() and parts[4].isdigit():
@@ -136,6 +152,20 @@ def check_restored(text: str, facts: DemoFacts, phase: Phase, data: bool = True)
                   and got[1] in ("clean", "active", "active-idle", "write-pending"))
         phase.check(f"array {name}: {want}", ok, want,
                     f"{got[3]} slots, {got[2]} missing, {got[1]}" if got else "not reported")
+    for sub in facts.subvolumes:
+        phase.check(f"btrfs subvolume {sub} as captured", sub in c.subvolumes, sub, " ".join(c.subvolumes))
+    if facts.btrfs_default is not None:
+        phase.check("btrfs default subvolume as captured", c.btrfs_default == facts.btrfs_default,
+                    facts.btrfs_default, c.btrfs_default or "")
+    for item in facts.mount_options:
+        where, option = item.split()
+        got = c.options.get(where, "")
+        # the kernel shows compress=zstd as compress=zstd:3 (its level)
+        shown = any(o == option or o.startswith(option + ":") for o in got.split(","))
+        phase.check(f"{where} mounted with {option}", shown, option, got)
+    for folder in facts.nocow:
+        phase.check(f"{folder} keeps chattr +C (nocow)", c.nocow.get(folder) == "yes", "yes",
+                    c.nocow.get(folder, "not reported"))
     if facts.no_failed_units:
         phase.check("no failed systemd unit", c.failed_units == [], "none",
                     "not reported" if c.failed_units is None else " ".join(c.failed_units))

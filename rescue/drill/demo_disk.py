@@ -78,6 +78,10 @@ class DemoFacts:
     pvs: tuple[str, ...] = ()  # PV UUIDs, as captured
     arrays: tuple[str, ...] = ()  # "HOST:NAME MD-UUID RAID-DEVICES", as captured
     arrays_degraded: int = 0  # members each array misses in this boot (onto one disk: 1)
+    subvolumes: tuple[str, ...] = ()  # btrfs subvolume paths, as captured
+    btrfs_default: str | None = None  # the default subvolume's id, as captured
+    nocow: tuple[str, ...] = ()  # folders that must keep chattr +C
+    mount_options: tuple[str, ...] = ()  # "MOUNTPOINT OPTION" each mount must show
     no_failed_units: bool = False  # checked: no systemd unit failed in the restored boot
 
     def save(self, path: Path) -> None:
@@ -87,7 +91,7 @@ class DemoFacts:
     def load(cls, path: Path) -> DemoFacts:
         d = json.loads(path.read_text())
         d["filesystems"] = tuple(FsFact(**f) for f in d["filesystems"])
-        for key in ("data_list", "lvs", "pvs", "arrays"):
+        for key in ("data_list", "lvs", "pvs", "arrays", "subvolumes", "nocow", "mount_options"):
             d[key] = tuple(d.get(key, ()))
         return cls(**d)
 
@@ -151,22 +155,23 @@ class DemoDisk(DemoMachine):
         )
 
 
-def fstab_text(entries: Iterable[tuple[str, str | None, str]]) -> str:
-    """/etc/fstab of a demo machine from (device, mount point or None for swap, type).
+def fstab_text(entries: Iterable[tuple[str, str | None, str] | tuple[str, str | None, str, str]]) -> str:
+    """/etc/fstab of a demo machine from (device, mount point or None for swap, type[, options]).
 
     Under TCG on a busy host udev may need minutes to announce a disk:
     systemd's 90 s device timeout would drop the machine into emergency mode."""
     wait = f"x-systemd.device-timeout={DEVICE_TIMEOUT}"
     lines = ["# /etc/fstab of the rescue drill's demo machine"]
-    for spec, mountpoint, fstype in sorted(entries, key=lambda e: (e[1] or "~")):
+    for spec, mountpoint, fstype, *more in sorted(entries, key=lambda e: (e[1] or "~")):
+        extra = f",{more[0]}" if more and more[0] else ""
         if fstype == "swap":
             lines.append(f"{spec} none swap sw,{wait} 0 0")
         elif fstype == "vfat":
             lines.append(f"{spec} {mountpoint} vfat umask=0077,{wait} 0 1")
         elif mountpoint == "/":
-            lines.append(f"{spec} / {fstype} defaults 0 1")
+            lines.append(f"{spec} / {fstype} defaults{extra} 0 {0 if fstype == 'btrfs' else 1}")
         else:
-            lines.append(f"{spec} {mountpoint} {fstype} defaults,{wait} 0 2")
+            lines.append(f"{spec} {mountpoint} {fstype} defaults{extra},{wait} 0 {0 if fstype == 'btrfs' else 2}")
     return "\n".join(lines) + "\n"
 
 

@@ -29,7 +29,7 @@ PACKAGES = (
     "grub-pc-bin", "grub-efi-amd64-bin", "grub2-common", "efibootmgr",
     "e2fsprogs", "xfsprogs", "dosfstools", "passwd",
     # the layered demo machines (rescue.drill.layouts): root on LVM, arrays
-    "lvm2", "mdadm",
+    "lvm2", "mdadm", "btrfs-progs",
 )
 
 # Documentation and translations are never read on the demo machine.

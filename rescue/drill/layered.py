@@ -101,9 +101,17 @@ def lay_out_files(lay: layouts.Layout, work: Path, os_tarball: Path,
             (root / v.mountpoint.lstrip("/")).mkdir(parents=True, exist_ok=True)
     boot = next((v for v in vols if v.mountpoint == "/boot"), None)
     rootvol = next(v for v in vols if v.mountpoint == "/")
-    grub = grub_cfg(root, search_uuid=(boot or rootvol).uuid, prefix="" if boot else "/boot",
-                    root_spec=rootvol.fstab_spec, tarball=os_tarball)
-    configure_os(root, fstab_text((v.fstab_spec, v.mountpoint, v.content) for v in vols), grub, tmp=root / "tmp")
+    sub = f"/{rootvol.subvol}" if rootvol.subvol else ""
+    grub = grub_cfg(root, search_uuid=(boot or rootvol).uuid, prefix="" if boot else f"{sub}/boot",
+                    root_spec=rootvol.fstab_spec + (f" rootflags=subvol={rootvol.subvol}" if sub else ""),
+                    tarball=os_tarball)
+    configure_os(root, fstab_text((v.fstab_spec, v.mountpoint, v.content, v.options) for v in vols), grub,
+                 tmp=root / "tmp")
+    if lay.nocow:  # folders the report checks for chattr +C, each with a file made inside it
+        (root / "etc" / "demo-nocow").write_text("".join(f"{f}\n" for f in lay.nocow))
+        for folder in lay.nocow:
+            (root / folder.lstrip("/")).mkdir(parents=True, exist_ok=True)
+            (root / folder.lstrip("/") / "demo.db").write_bytes(b"\0" * (1 << 20))
     conf = layouts.mdadm_conf(lay, vols)
     if conf is not None:
         (root / "etc" / "mdadm").mkdir(exist_ok=True)
@@ -132,7 +140,7 @@ def build_script(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, 
     lines = [
         "#!/bin/sh", "# rescue drill: build the demo machine of layout " + lay.name, "set -ex",
         *layouts.build_commands(lay, fw, devices, vols),
-        *layouts.fill_commands(vols, devices, where, tars=xfer),
+        *layouts.fill_commands(vols, devices, where, tars=xfer, nocow=lay.nocow),
         f"rescue capture --out {xfer}/capture --disk {' --disk '.join(devices[d.name] for d in lay.disks)} "
         f"--root {where} --client localhost",
         "sync",
@@ -230,7 +238,7 @@ def facts_of(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, ...]
     identifiers its capture recorded; checked against the capture first."""
     recorded = {fs.uuid.lower() for fs in captured.filesystems if fs.uuid}
     for v in vols:
-        if v.content != "swap":
+        if v.content != "swap" and not (v.subvol and v.mountpoint != "/"):  # one btrfs: one UUID
             ph.check(f"capture recorded {v.mountpoint} ({v.content} on {v.device}, UUID {v.uuid[:8]}...)",
                      v.uuid.lower() in recorded, v.uuid, ",".join(sorted(recorded)))
     swap = next(v for v in vols if v.content == "swap")
@@ -259,12 +267,28 @@ def facts_of(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, ...]
                  md is not None and md.raid_devices == len(layer.members) and len(md.members) == len(layer.members))
         if md is not None:
             arrays.append(f"{md.name} {md.uuid} {md.raid_devices}")
+    subvols: list[str] = []
+    default: str | None = None
+    options: list[str] = []
+    for layer in (x for x in lay.layers if x.kind == "btrfs"):
+        fs = next((b for b in captured.btrfs if (b.label or "") == layer.name), None)
+        ph.check(f"capture recorded btrfs {layer.name} and its subvolumes",
+                 fs is not None and {n for n, *_ in layer.volumes} <= {s.path for s in fs.subvolumes})
+        if fs is None:
+            continue
+        subvols += [s.path for s in fs.subvolumes]
+        default = str(fs.default_id)
+        options += [f"{mp} subvol=/{name}" for name, _c, _m, mp in layer.volumes] + ["/ compress=zstd"]
+        for folder in lay.nocow:
+            ph.check(f"capture recorded the nocow folder {folder}", folder.lstrip("/") in
+                     {n.lstrip("/") for n in fs.nocow}, folder, " ".join(fs.nocow))
     return DemoFacts(
         firmware=fw.value, hostname=HOSTNAME, label="gpt" if fw is Firmware.UEFI else "dos",
         disk_size=DISK_SIZE * len(lay.disks),
         filesystems=tuple(FsFact(v.mountpoint, v.content, v.uuid) for v in vols if v.mountpoint),
         swap_uuid=swap.uuid, data_sum=data[0], data_list=data[1], lvs=tuple(lvs), pvs=tuple(pvs),
-        arrays=tuple(arrays), no_failed_units=True,
+        arrays=tuple(arrays), no_failed_units=True, subvolumes=tuple(subvols), btrfs_default=default,
+        nocow=lay.nocow, mount_options=tuple(options),
     )
 
 

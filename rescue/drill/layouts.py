@@ -62,6 +62,7 @@ class Layout:
     firmwares: tuple[Firmware, ...] = (Firmware.BIOS, Firmware.UEFI)
     built_in: BuiltIn = BuiltIn.HOST
     ready: bool = True        # False: declared, its builder is not written yet
+    nocow: tuple[str, ...] = ()  # folders made with chattr +C before their files (btrfs)
 
     def line(self) -> str:
         fws = "+".join(fw.value for fw in self.firmwares)
@@ -114,6 +115,21 @@ LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (
         ),
         firmwares=(Firmware.BIOS,),  # UEFI wants an ESP on each half, which the restore cannot make yet
         built_in=BuiltIn.VM,
+    ),
+    Layout(
+        "btrfs-subvol", "one btrfs partition with subvolumes @ (/, compress=zstd) and @home, a nocow folder",
+        disks=(Disk("vda", (
+            _ESP,
+            Part("swap", 128, None, "demo-swap"),
+            Part("btrfs", 0, None, "demo-btrfs"),
+        )),),
+        layers=(Layer("btrfs", "demo-btrfs", ("demo-btrfs",), (
+            ("@", "btrfs", 0, "/"),
+            ("@home", "btrfs", 0, "/home"),
+        )),),
+        firmwares=(Firmware.UEFI,),
+        built_in=BuiltIn.VM,  # the host can make btrfs; the builder makes every layered machine alike
+        nocow=("/var/lib/demo-nocow",),
     ),
     Layout(
         "two-disks", "swap and / ext4 on the first disk, /srv xfs on the second, each with its own table",
@@ -176,6 +192,12 @@ class Volume:
     mountpoint: str | None
     device: str               # the layout's name for it: vda2, or /dev/mapper/VG-LV
     uuid: str
+    subvol: str | None = None  # a btrfs subvolume's path from the top level ("@home")
+
+    @property
+    def options(self) -> str:
+        """fstab options beyond the defaults: a subvolume mounted by name, compressed as Ubuntu does."""
+        return f"subvol={self.subvol},compress=zstd" if self.subvol else ""
 
     @property
     def fstab_spec(self) -> str:
@@ -208,7 +230,14 @@ def volumes(lay: Layout, firmware: Firmware, new_uuid=None) -> tuple[Volume, ...
                     uid = uid.replace("-", "")[:8].upper()
                     uid = f"{uid[:4]}-{uid[4:]}"
                 out.append(Volume(p.label or f"{disk.name}{n}", p.content, p.mountpoint, f"{disk.name}{n}", uid))
+    devices = {p.label: f"{disk.name}{n}" for disk in lay.disks
+               for n, p in enumerate(parts_of(disk, firmware), start=1) if p.label}
     for layer in lay.layers:
+        if layer.kind == "btrfs":  # one filesystem, one UUID, a mount per subvolume
+            uid = make()
+            out += [Volume(layer.name, "btrfs", mp, devices[layer.members[0]], uid, subvol=name)
+                    for name, _content, _mib, mp in layer.volumes]
+            continue
         for name, content, _mib, mountpoint in layer.volumes:
             if content not in _MKFS:
                 continue  # a layer's member (an array holding a PV)
@@ -274,6 +303,14 @@ def build_commands(lay: Layout, firmware: Firmware, devices: dict[str, str],
             elif p.label:
                 member[p.label] = pdev
     for layer in lay.layers:
+        if layer.kind == "btrfs":
+            dev = member[layer.members[0]]
+            fs = next(v for v in vols if v.label == layer.name)
+            lines.append(f"mkfs.btrfs -q -f -L {layer.name} -U {fs.uuid} {dev}")
+            lines.append(f"mkdir -p /run/btrfs-top && mount {dev} /run/btrfs-top")
+            lines += [f"btrfs -q subvolume create /run/btrfs-top/{name}" for name, *_ in layer.volumes]
+            lines.append("umount /run/btrfs-top")
+            continue
         if layer.kind == "md":
             devs = " ".join(member[m] for m in layer.members)
             md = f"/dev/md/{layer.name}"
@@ -298,6 +335,13 @@ def build_commands(lay: Layout, firmware: Firmware, devices: dict[str, str],
     return lines
 
 
+def _mounted_at(path: str, vols: tuple[Volume, ...]) -> str | None:
+    """The mount point of the volume that holds `path` (the longest mount point above it)."""
+    above = [v.mountpoint for v in vols if v.mountpoint and (v.mountpoint == "/" or path == v.mountpoint
+                                                          or path.startswith(v.mountpoint + "/"))]
+    return max(above, key=len) if above else None
+
+
 def guest_device(vol: Volume, devices: dict[str, str]) -> str:
     """Where the volume is inside the builder VM (a layout disk name mapped to the guest's)."""
     if vol.device.startswith("/dev/"):
@@ -306,13 +350,21 @@ def guest_device(vol: Volume, devices: dict[str, str]) -> str:
     return devices[disk] + vol.device[len(disk):]
 
 
-def fill_commands(vols: tuple[Volume, ...], devices: dict[str, str], where: str, tars: str) -> list[str]:
+def fill_commands(vols: tuple[Volume, ...], devices: dict[str, str], where: str, tars: str,
+                  nocow: tuple[str, ...] = ()) -> list[str]:
     """Mount the machine's filesystems under `where`, parents first, each vault's files unpacked
-    from TARS/VAULT.tar as soon as its filesystem is mounted (the mount points below it come with them)."""
+    from TARS/VAULT.tar as soon as its filesystem is mounted (the mount points below it come with them).
+
+    A nocow folder is made with chattr +C before the files that go into it, as on a machine
+    where it was set up first (a file takes the flag from its folder when it is made)."""
     lines = []
     for vol in sorted((v for v in vols if v.mountpoint), key=lambda v: (v.mountpoint.count("/"), v.mountpoint)):
         at = where + (vol.mountpoint if vol.mountpoint != "/" else "")
-        lines.append(f"mkdir -p {at} && mount {guest_device(vol, devices)} {at}")
+        opts = f"-o subvol={vol.subvol} " if vol.subvol else ""
+        lines.append(f"mkdir -p {at} && mount {opts}{guest_device(vol, devices)} {at}")
+        for folder in nocow:
+            if _mounted_at(folder, vols) == vol.mountpoint:
+                lines.append(f"mkdir -p {where}{folder} && chattr +C {where}{folder}")
         if vol.vault:
             lines.append(f"tar -C {at} --numeric-owner --xattrs --xattrs-include='*' --acls -xpf {tars}/{vol.vault}.tar")
     return lines

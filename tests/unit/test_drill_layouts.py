@@ -179,3 +179,43 @@ def test_the_restored_arrays_are_checked_whole_or_degraded_as_the_drill_restored
     assert not all(verdict(half, 0).values())  # a mirror restored onto two disks must not run degraded
     assert all(verdict(half, 1).values())
     assert not any(verdict("", 0).values())  # an array that is not there fails both checks
+
+
+def test_the_btrfs_machine_mounts_its_subvolumes_by_name_and_makes_its_nocow_folder_first() -> None:
+    lay = layouts.LAYOUTS["btrfs-subvol"]
+    vols = layouts.volumes(lay, Firmware.UEFI, new_uuid=_counter())
+    subs = [v for v in vols if v.subvol]
+    assert [(v.mountpoint, v.subvol) for v in subs] == [("/", "@"), ("/home", "@home")]
+    assert len({v.uuid for v in subs}) == 1 and subs[0].options == "subvol=@,compress=zstd"
+    lines = layouts.build_commands(lay, Firmware.UEFI, {"vda": "/dev/vdb"}, vols)
+    assert f"mkfs.btrfs -q -f -L demo-btrfs -U {subs[0].uuid} /dev/vdb3" in lines
+    assert "btrfs -q subvolume create /run/btrfs-top/@home" in lines
+    fill = layouts.fill_commands(vols, {"vda": "/dev/vdb"}, "/m", "/x", lay.nocow)
+    assert fill[0] == "mkdir -p /m && mount -o subvol=@ /dev/vdb3 /m"
+    assert fill[1] == "mkdir -p /m/var/lib/demo-nocow && chattr +C /m/var/lib/demo-nocow"
+    assert fill[2].endswith("/x/root.tar")  # the files come after the flag, and take it
+
+
+def test_the_btrfs_checks_read_subvolumes_default_options_and_nocow() -> None:
+    import dataclasses
+
+    from rescue.drill.checks import check_restored
+    from rescue.drill.demo_disk import DemoFacts
+    from rescue.drill.report import Phase
+
+    facts = DemoFacts("uefi", "demo", "gpt", 1, (), "", "", (), subvolumes=("@", "@home"), btrfs_default="5",
+                      nocow=("/var/lib/demo-nocow",), mount_options=("/ subvol=/@", "/ compress=zstd"))
+    good = ("DEMO-SUBVOL @\nDEMO-SUBVOL @home\nDEMO-SUBVOL-DEFAULT 5\n"
+            "DEMO-OPTS / rw,relatime,compress=zstd:3,space_cache=v2,subvolid=256,subvol=/@\n"
+            "DEMO-NOCOW /var/lib/demo-nocow yes\n")
+
+    def failed(console: str, f: DemoFacts = facts) -> set[str]:
+        ph = Phase("boot")
+        check_restored(console, f, ph, data=False)
+        return {c.what for c in ph.checks if not c.ok and ("btrfs" in c.what or "mounted with" in c.what or "nocow" in c.what)}
+
+    assert failed(good) == set()
+    assert failed(good.replace("DEMO-SUBVOL @home\n", "")) == {"btrfs subvolume @home as captured"}
+    assert failed(good.replace("demo-nocow yes", "demo-nocow no")) == {"/var/lib/demo-nocow keeps chattr +C (nocow)"}
+    assert failed(good.replace("compress=zstd:3,", "")) == {"/ mounted with compress=zstd"}
+    assert failed(good, dataclasses.replace(facts, btrfs_default="256")) == {"btrfs default subvolume as captured"}
