@@ -114,3 +114,22 @@ def test_the_two_disk_machine_gets_a_new_disk_for_each_and_boots(
     passed = {c["what"] for c in drill["phases"][-1]["checks"] if c["ok"]}
     assert {"/ mounted, ext4, UUID as captured", "/srv mounted, xfs, UUID as captured",
             "data (names, modes, owners, times, links, contents)", "no failed systemd unit"} <= passed
+
+
+@pytest.mark.slow
+def test_the_btrfs_machine_keeps_its_subvolumes_options_and_nocow_folder(
+        installed_rescue: Path, tmp_path: Path, record_property) -> None:
+    code, text, runs = _drill(installed_rescue, tmp_path, "btrfs-subvol", Firmware.UEFI)
+    drill = runs[-1]
+    for phase in drill["phases"]:
+        record_property(f"btrfs-subvol:{phase['name']}", round(phase["seconds"], 1))
+    assert code == 0, text[-6000:]
+    captured = {c["what"] for c in drill["phases"][3]["checks"] if c["ok"]}
+    assert {"capture recorded btrfs demo-btrfs and its subvolumes",
+            "capture recorded the nocow folder /var/lib/demo-nocow"} <= captured
+    passed = {c["what"] for c in drill["phases"][-1]["checks"] if c["ok"]}
+    assert {"btrfs subvolume @ as captured", "btrfs subvolume @home as captured",
+            "btrfs default subvolume as captured", "/ mounted with subvol=/@", "/home mounted with subvol=/@home",
+            "/ mounted with compress=zstd", "/var/lib/demo-nocow keeps chattr +C (nocow)",
+            "/ mounted, btrfs, UUID as captured", "/boot/efi mounted, vfat, UUID as captured",
+            "data (names, modes, owners, times, links, contents)", "no failed systemd unit"} <= passed
