@@ -164,6 +164,48 @@ def add_report_service(root: Path) -> None:
     link.symlink_to("/etc/systemd/system/demo-report.service")
 
 
+def add_report_in_rescue_vm(backup_img: Path, target_img: Path, layout: Layout, work: Path,
+                            logs: list[str]) -> None:
+    """The report service put into a restored copy whose / lies on an LV or an array: the
+    backup disk's rescue shell is booted with the restored disk alone beside it, its layers
+    assembled and activated there (nothing else is attached to find), / mounted by UUID."""
+    import base64
+
+    from rescue.drill.shell_vm import ShellVM, boot_shell
+
+    root = layout.filesystem_at("/")
+    if root is None or not root.uuid:
+        raise RescueError("the captured layout has no / filesystem with a UUID")
+    backup_disk.choose_boot_entry(backup_img, work, "shell")
+    put = [
+        f"echo {base64.b64encode((FILES / name).read_bytes()).decode()} | base64 -d > /run/r{where}; chmod {mode} /run/r{where}"
+        for name, where, mode in (("demo-report", "/usr/local/sbin/demo-report", "755"),
+                                  ("demo-report.service", "/etc/systemd/system/demo-report.service", "644"))]
+    # one command a line: a console line holds at most 4095 characters
+    commands = [
+        "mdadm --assemble --scan >/dev/null 2>&1; vgchange -q -ay >/dev/null 2>&1; udevadm settle; "
+        f"mkdir -p /run/r && mount $(blkid -U {root.uuid}) /run/r && "
+        "mkdir -p /run/r/usr/local/sbin /run/r/etc/systemd/system/multi-user.target.wants && echo STEP-OK",
+        *(f"{line} && echo STEP-OK" for line in put),
+        "ln -sf /etc/systemd/system/demo-report.service /run/r/etc/systemd/system/multi-user.target.wants/ && "
+        "umount /run/r && echo STEP-OK; vgchange -q -an >/dev/null 2>&1; mdadm --stop --scan >/dev/null 2>&1",
+    ]
+    vm = ShellVM([backup_img, target_img], work, firmware=Firmware.BIOS, name="add-report")
+    logs.append(str(vm.serial_log))
+    with vm:
+        boot_shell(vm)
+        for command in commands:
+            out = vm.ask(command, timeout=300)
+            if "STEP-OK" not in out:
+                break
+        vm.type("poweroff")
+        with contextlib.suppress(RescueError):
+            vm.wait_exit(120)
+    if "STEP-OK" not in out:
+        raise RescueError("the report service could not be added to the restored copy",
+                          why=out.strip()[-800:] or "the rescue shell said nothing")
+
+
 @dataclass(frozen=True)
 class Chosen:
     """What the drill restores, read from the bank before anything is made."""
@@ -252,8 +294,12 @@ def _drill(opts: BankOptions, chosen: Chosen, setup: Run, drill: Run, say: Say) 
         backup_disk.blank_disk(target_img, chosen.disk_size)
 
     def add_report(ph: Phase) -> None:
-        with _mounted_root(target_img, layout, work / "mnt-restored"):
-            add_report_service(work / "mnt-restored")
+        root = layout.filesystem_at("/")
+        if root is not None and root.device.startswith(chosen.disk):
+            with _mounted_root(target_img, layout, work / "mnt-restored"):
+                add_report_service(work / "mnt-restored")
+        else:  # / on an LV or an array: this host may have no device-mapper nor md; the rescue system has
+            add_report_in_rescue_vm(backup_img, target_img, layout, work, drill.logs)
         ph.notes.append("a report service was added to the restored copy (only there) to read its state")
 
     restore_and_boot(drill, say, work=work, firmware=firmware, backup_img=backup_img, target_img=target_img,
