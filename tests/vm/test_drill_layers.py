@@ -40,7 +40,8 @@ def _drill(installed_rescue: Path, tmp_path: Path, layout: str, firmware: Firmwa
 @pytest.mark.parametrize("firmware", [Firmware.BIOS, Firmware.UEFI], ids=["bios", "uefi"])
 def test_the_lvm_machine_is_built_in_a_vm_restored_and_boots_with_every_identifier(
         firmware: Firmware, installed_rescue: Path, tmp_path: Path, record_property) -> None:
-    code, text, runs = _drill(installed_rescue, tmp_path, "lvm", firmware)
+    keep = ("--keep",) if firmware is Firmware.BIOS else ()  # its backup disk feeds the bank drill below
+    code, text, runs = _drill(installed_rescue, tmp_path, "lvm", firmware, *keep)
     drill = runs[-1]
     for phase in drill["phases"]:
         record_property(f"lvm-{firmware}:{phase['name']}", round(phase["seconds"], 1))
@@ -65,6 +66,38 @@ def test_the_lvm_machine_is_built_in_a_vm_restored_and_boots_with_every_identifi
     assert {f"{m} mounted" for m in mounts} <= {c.split(",")[0] for c in passed}
     restored = (tmp_path / firmware.value / "restored-serial.log").read_text(errors="replace")
     assert "DEMO-LV demo/root" in restored
+    if firmware is Firmware.BIOS:
+        _bank_drill_of_the_lvm_machine(installed_rescue, tmp_path, record_property)
+
+
+def _bank_drill_of_the_lvm_machine(installed_rescue: Path, tmp_path: Path, record_property) -> None:
+    """`rescue drill --bank` on the bank the demo drill made (read-only): / on an LV, so the
+    report service is put into the restored copy from a rescue shell boot."""
+    from rescue.devices import attached
+    from rescue.drill.backup_disk import partition_named
+    from rescue.run import run
+
+    mnt = tmp_path / "bank-mnt"
+    mnt.mkdir()
+    with attached(tmp_path / "bios" / "backup-disk.img") as disk:
+        run(["mount", "-o", "ro,noload", partition_named(disk, "backup"), str(mnt)])
+        try:
+            argv = [str(installed_rescue / "bin" / "rescue"), "drill", "--bank", str(mnt / "dirvish"),
+                    "--client", "localhost", "--workdir", str(tmp_path / "bank-drill")]
+            done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  env=INSTALLED_ENV, timeout=3600)
+        finally:
+            run(["umount", str(mnt)], check=False)
+    print(done.stdout)
+    assert done.returncode == 0, done.stdout[-6000:]
+    runs = json.loads((tmp_path / "bank-drill" / "report.json").read_text())
+    for phase in runs[-1]["phases"]:
+        record_property(f"lvm-bank:{phase['name']}", round(phase["seconds"], 1))
+    booted = runs[-1]["phases"][-1]
+    assert "a report service was added to the restored copy (only there) to read its state" in booted["notes"]
+    passed = {c["what"] for c in booted["checks"] if c["ok"]}
+    assert {"/ mounted, ext4, UUID as captured", "/home mounted, xfs, UUID as captured",
+            "swap active with its UUID"} <= passed
 
 
 @pytest.mark.slow
