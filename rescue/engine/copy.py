@@ -65,6 +65,13 @@ Why these tools:
   and link scans: 7.2-7.9 s against 5.4-6.7 s on the dirvish-like tree), so
   on a machine busy with other work the parallel copy can be slower than
   one cp; a restore has the machine to itself.
+  With the one pass over the tree (scan_tree; load 2.6-6, qemu VMs beside it):
+  the dirvish-like tree 7.1-9.5 s, 0.82, 0.93 and 0.71 of the fastest peer
+  in three runs; the default corpus 3.0-5.2 s, 0.58 and 0.68; a million
+  linked files 44.6 s, peak RSS 115 MiB (python 40 MiB, largest command
+  66 MiB). Measured and dropped: handing one cp up to 16 units of one folder
+  (fewer cp runs; CPU and wall time within the noise), write-behind from 32
+  or 256 MiB instead of 64 (0.99 and 0.91 of the 64 MiB copy's time).
 - A resumed copy (the journal says an earlier run started it) is finished by
   `rsync -aHAX --numeric-ids --sparse --delete`: files already complete (same
   size and time; cp sets the time last) are not copied again, a half-written
