@@ -18,10 +18,13 @@ Why these tools:
   (`cp -a --target-directory=DEST/PARENT SOURCE/UNIT`), largest first.
   Folders that were split are made first and get their owner, mode, xattrs,
   ACLs and times last, deepest first. A file linked from two units would be
-  copied twice, so a scan (find | sort | uniq, no Python memory per file: in
-  a dirvish image nearly every file has links into other images, only links
-  seen twice inside this tree count), run beside the copy, finds those inodes
-  and the copies are replaced with hard links afterwards.
+  copied twice, so the one pass over the tree that measures it for the split
+  (find runs, scan_tree) also lists the inode and name of every multiply-linked
+  file; sorted beside the copy (sort | uniq, no Python memory per file: in a
+  dirvish image nearly every file has links into other images, only links seen
+  twice inside this tree count), it gives those inodes, and the copies are
+  replaced with hard links afterwards. (A second pass for the links cost
+  0.2 s wall and CPU taken from the cp runs on a dirvish-like tree.)
 - While the copy runs, the kernel starts writing to the disks once 64 MiB
   are dirty instead of a tenth of memory (vm.dirty_background_bytes, put back
   afterwards; write-behind): the disk writes overlap the copying instead of
@@ -62,6 +65,13 @@ Why these tools:
   and link scans: 7.2-7.9 s against 5.4-6.7 s on the dirvish-like tree), so
   on a machine busy with other work the parallel copy can be slower than
   one cp; a restore has the machine to itself.
+  With the one pass over the tree (scan_tree; load 2.6-6, qemu VMs beside it):
+  the dirvish-like tree 7.1-9.5 s, 0.82, 0.93 and 0.71 of the fastest peer
+  in three runs; the default corpus 3.0-5.2 s, 0.58 and 0.68; a million
+  linked files 44.6 s, peak RSS 115 MiB (python 40 MiB, largest command
+  66 MiB). Measured and dropped: handing one cp up to 16 units of one folder
+  (fewer cp runs; CPU and wall time within the noise), write-behind from 32
+  or 256 MiB instead of 64 (0.99 and 0.91 of the 64 MiB copy's time).
 - A resumed copy (the journal says an earlier run started it) is finished by
   `rsync -aHAX --numeric-ids --sparse --delete`: files already complete (same
   size and time; cp sets the time last) are not copied again, a half-written
@@ -289,21 +299,54 @@ def _used(entry: os.DirEntry[bytes]) -> int:
         return 0
 
 
-def folder_sizes(ctx: Runner, source: Path, workers: int) -> dict[bytes, int]:
-    """Bytes used under each path of the tree down to SPLIT_DEPTH (b"" is the whole tree).
+@dataclass(frozen=True)
+class TreeScan:
+    """One pass over the source: what splits the tree and what relinks it.
 
-    du reads every inode, and on a cold backup disk one du is a chain of waits
-    (a dirvish-like tree of 100,000 files: 1.3 s). So the folders two levels
-    down are measured by `workers` du runs at once (0.65 s) and the two levels
-    above are summed from them and the files beside them (a folder with more
-    than MAX_LOOSE files is copied whole and measured whole by du, not a stat
-    per file here). A file hard-linked from two of the measured folders counts
-    in both: the sizes only share out the work.
+    sizes: bytes used under each path down to SPLIT_DEPTH (b"" is the whole tree).
+    links: files of `%20i /abs/path\\0` records, one per name of every multiply-linked
+    non-folder, for cross_links to sort; None when not asked for, or when a scan command
+    failed (a list that may miss a name must not be trusted: rsync -H makes the links whole).
+    """
+
+    sizes: dict[bytes, int]
+    links: tuple[Path, ...] | None = None
+
+
+def _records(path: Path) -> Iterator[bytes]:
+    """The NUL-ended records of a file, read in pieces (a million files' list is not held at once)."""
+    with open(path, "rb") as f:
+        rest = b""
+        while block := f.read(1 << 22):
+            parts = (rest + block).split(b"\0")
+            rest = parts.pop()
+            yield from parts
+
+
+def folder_sizes(ctx: Runner, source: Path, workers: int) -> dict[bytes, int]:
+    """Bytes used under each path of the tree down to SPLIT_DEPTH (see scan_tree)."""
+    return scan_tree(ctx, source, workers).sizes
+
+
+def scan_tree(ctx: Runner, source: Path, workers: int, links_to: Path | None = None) -> TreeScan:
+    """The sizes that split the tree and, with `links_to` (a scratch folder), its multiply-linked
+    names, from one pass over the source.
+
+    Reading every inode of a cold backup disk is a chain of waits (a dirvish-like tree of
+    100,000 files: 0.7 s), and before this the tree was read twice: du for the sizes before
+    the copy, a find for the links beside it (0.2-0.5 s of CPU taken from the cp runs).
+    So one find per share of the tree gives both: each entry's blocks, and the inode and
+    name of each multiply-linked non-folder into a list of its own. The folders two levels
+    down are measured by `workers` find runs at once; the two levels above are summed from
+    them and the files beside them (a folder with more than MAX_LOOSE files is copied whole
+    and measured whole by find, not a stat per file here). A file hard-linked from two
+    places counts in both: the sizes only share out the work.
     """
     top = os.fsencode(os.path.abspath(source))
     sizes: dict[bytes, int] = {}
-    deep: list[bytes] = []  # folders for du: at depth 2, or higher up with many files
+    deep: list[bytes] = []  # folders for find: at depth 2, or higher up with many files
     children: dict[bytes, list[bytes]] = {}
+    linked: list[bytes] = []  # multiply-linked files beside the scanned folders
 
     def scan(rel: bytes, depth: int) -> None:
         try:
@@ -321,6 +364,10 @@ def folder_sizes(ctx: Runner, source: Path, workers: int) -> dict[bytes, int]:
         children[rel] = [_join(rel, e.name) for e in entries]
         for e in loose:
             sizes[_join(rel, e.name)] = _used(e)
+            with contextlib.suppress(OSError):
+                st = e.stat(follow_symlinks=False)
+                if st.st_nlink > 1:
+                    linked.append(b"%20d %s" % (st.st_ino, os.path.join(top, _join(rel, e.name))))
         for e in entries:
             if not e.is_dir(follow_symlinks=False):
                 continue
@@ -331,26 +378,45 @@ def folder_sizes(ctx: Runner, source: Path, workers: int) -> dict[bytes, int]:
 
     scan(b"", 0)
     chunks = [deep[i::4 * workers] for i in range(4 * workers) if deep[i::4 * workers]]
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
 
-    def du(chunk: list[bytes]) -> bytes:
-        argv = ["du", "-B1", "-0", "-d", str(SPLIT_DEPTH - 2), "--",
-                *(os.fsdecode(os.path.join(top, r) if r else top) for r in chunk)]
-        return ctx.run(argv, check=False, binary=True).stdout.encode("latin-1")
+        def find(i: int) -> int:
+            # the blocks and type of every entry with the start point it was found from (%H), each name its
+            # own NUL-ended field; into a file, read back in pieces (a million names do not fit at once)
+            listed = ["-fprintf", os.path.join(tmp, f"sizes.{i}"), "%b %y %H\\0%P\\0"]
+            if links_to is not None:
+                listed = ["!", "-type", "d", "-links", "+1", "-fprintf", str(links_to / f"links.{i}"),
+                          "%20i %p\\0", ",", *listed]
+            argv = ["find", *(os.fsdecode(os.path.join(top, r) if r else top) for r in chunks[i]), *listed]
+            return ctx.run(argv, check=False).returncode
 
-    with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
-        for out in pool.map(du, chunks):
-            for line in out.split(b"\0"):
-                n, _, path = line.partition(b"\t")
-                if path == top or path.startswith(top + b"/"):
-                    sizes[path[len(top) + 1:]] = int(n)
+        with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+            failed = any(list(pool.map(find, range(len(chunks)))))
+        for i in range(len(chunks)):
+            fields = _records(Path(tmp) / f"sizes.{i}")
+            for head in fields:
+                path = next(fields, b"")
+                n, kind, start = head.split(b" ", 2)
+                rel = start[len(top) + 1:]
+                used = int(n) * 512
+                sizes[rel] = sizes.get(rel, 0) + used
+                if b"/" in path or (path and kind == b"d"):  # the folders one level down, as du -d 1
+                    first = _join(rel, path.split(b"/", 1)[0])
+                    sizes[first] = sizes.get(first, 0) + used
     for rel in sorted(children, key=lambda r: -r.count(b"/") - bool(r)):  # the top last
         sizes[rel] += sum(sizes.get(c, 0) for c in children[rel])
-    return sizes
+    if links_to is None:
+        return TreeScan(sizes)
+    beside = links_to / "links.top"
+    beside.write_bytes(b"".join(r + b"\0" for r in linked))
+    found = tuple(links_to / f"links.{i}" for i in range(len(chunks)))
+    return TreeScan(sizes, None if failed else (beside, *found))
 
 
-def plan_split(ctx: Runner, source: Path, workers: int) -> tuple[Split | None, int]:
-    """Split the tree for `workers` cp runs; None when it cannot be shared usefully. Also the du total."""
-    sizes = folder_sizes(ctx, source, workers)
+def plan_split(ctx: Runner, source: Path, workers: int, scan: TreeScan | None = None) -> tuple[Split | None, int]:
+    """Split the tree for `workers` cp runs; None when it cannot be shared usefully. Also the total
+    used. `scan`: the tree's scan_tree, when the caller made it (for its links too)."""
+    sizes = (scan or scan_tree(ctx, source, workers)).sizes
     total = sizes.get(b"", 0)
     if workers < 2 or not total:
         return None, total
@@ -382,20 +448,26 @@ def plan_split(ctx: Runner, source: Path, workers: int) -> tuple[Split | None, i
     return Split(tuple(u for _, u in units), tuple(shells)), total
 
 
-def cross_links(ctx: Runner, source: Path, split: Split, tmp: Path) -> list[list[bytes]] | None:
-    """Inodes linked from more than one unit of `split` (their paths), or None if the scan failed."""
-    found, ordered = tmp / "links", tmp / "links.sorted"
+def cross_links(ctx: Runner, source: Path, split: Split, tmp: Path,
+                listed: Sequence[Path] | None = None) -> list[list[bytes]] | None:
+    """Inodes linked from more than one unit of `split` (their paths), or None if the scan failed.
+
+    `listed`: the multiply-linked names scan_tree already wrote; without it a find lists them."""
+    top = os.fsencode(os.path.abspath(source))
+    ordered = tmp / "links.sorted"
     try:
-        ctx.run(["find", str(source), "-mindepth", "1", "!", "-type", "d", "-links", "+1",
-                 "-fprintf", str(found), "%20i %P\\0"])
-        ctx.run(["sort", "-z", "-S", "64M", "-T", str(tmp), "-o", str(ordered), str(found)])
+        if listed is None:
+            listed = [tmp / "links"]
+            ctx.run(["find", os.fsdecode(top), "-mindepth", "1", "!", "-type", "d", "-links", "+1",
+                     "-fprintf", str(listed[0]), "%20i %p\\0"])
+        ctx.run(["sort", "-z", "-S", "64M", "-T", str(tmp), "-o", str(ordered), "--", *map(str, listed)])
         out = ctx.run(["uniq", "-z", "-D", "-w", "20", str(ordered)], binary=True).stdout.encode("latin-1")
     except CommandError:
         return None
     groups: dict[bytes, list[bytes]] = {}
     for rec in out.split(b"\0"):
-        if len(rec) > 21:
-            groups.setdefault(rec[:20], []).append(rec[21:])
+        if len(rec) > 22 + len(top):
+            groups.setdefault(rec[:20], []).append(rec[22 + len(top):])  # "%20i " and the top's "/" off
     return [g for g in groups.values() if len({split.unit_of(r) for r in g}) > 1]
 
 
@@ -628,21 +700,25 @@ def clear_stale_scratch(tmp: Path | None = None) -> list[Path]:
 def _fresh_copy(ctx: Runner, source: Path, dest: Path, before: FsUsage, totals: dict[str, int],
                 progress: ProgressFn | None, *, xattrs: bool, acls: bool) -> tuple[int, list[str]]:
     """cp -a, shared among WORKERS cp runs when the tree splits (see the module docstring)."""
-    split, total = plan_split(ctx, source, WORKERS) if WORKERS > 1 else (None, 0)
-    totals["bytes"] = totals["bytes"] or total
     argv = cp_argv(source, dest, xattrs=xattrs, acls=acls)
-    if split is None:
+    if WORKERS < 2:
         return _run_watched(ctx, argv, dest, before, totals, progress, rsync=False)
-    # ignore_cleanup_errors: after a cancel the link scan may still be writing here
+    # ignore_cleanup_errors: after a cancel the link sort may still be writing here
     with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", ignore_cleanup_errors=True) as tmp:
-        # The links are only needed once the copy is done: the scan runs beside it (a daemon
+        tree = scan_tree(ctx, source, WORKERS, links_to=Path(tmp))  # the sizes and the linked names at once
+        split, total = plan_split(ctx, source, WORKERS, scan=tree)
+        totals["bytes"] = totals["bytes"] or total
+        if split is None:
+            return _run_watched(ctx, argv, dest, before, totals, progress, rsync=False)
+        # The links are only needed once the copy is done: their sort runs beside it (a daemon
         # thread, so a cancelled copy does not wait for it; its commands then fail harmlessly
-        # in the removed folder and the copy is rerun anyway).
+        # in the removed folder and the copy is rerun anyway). A scan that failed lists none:
+        # rsync then makes them whole.
         scan: dict[str, list[list[bytes]] | None] = {}
 
         def scan_links() -> None:
             try:
-                scan["links"] = cross_links(ctx, source, split, Path(tmp))
+                scan["links"] = cross_links(ctx, source, split, Path(tmp), listed=tree.links) if tree.links else None
             except Exception:  # noqa: BLE001 - whatever broke the scan, rsync makes the links whole
                 scan["links"] = None
 
