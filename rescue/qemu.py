@@ -17,7 +17,9 @@ import os
 import re
 import signal
 import socket
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +53,9 @@ def plain(text: str) -> str:
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+
+
+SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with its trailing NUL
 
 
 class Firmware(StrEnum):
@@ -166,15 +171,29 @@ class VM:
     serial_prefix: str = "rescue-d"  # disk i's serial: PREFIX+i (/dev/disk/by-id/virtio-PREFIXi)
     proc: subprocess.Popen[bytes] | None = None
     _qmp: QMP | None = field(default=None, repr=False)
+    _sockets: Path | None = field(default=None, repr=False)
 
     @staticmethod
     def disk_id(i: int) -> str:
         """The qemu device id of disk number i (the order of `disks`), for device_del."""
         return f"disk{i}"
 
+    def socket_file(self, what: str) -> Path:
+        """Where the VM's socket WHAT lives: beside its logs when that path is short enough,
+        else in a short folder of its own under /tmp (removed by kill()).
+
+        A unix socket's path holds at most 107 bytes, and a drill's workdir inside a
+        test's tmp_path is longer than that: qemu then cannot make the socket at all."""
+        near = self.workdir / f"{self.name}-{what}.sock"
+        if len(os.fsencode(near)) <= SOCKET_PATH_MAX:
+            return near
+        if self._sockets is None:
+            self._sockets = Path(tempfile.mkdtemp(prefix="rescue-vm-"))
+        return self._sockets / f"{what}.sock"
+
     @property
     def qmp_path(self) -> Path:
-        return self.workdir / f"{self.name}-qmp.sock"
+        return self.socket_file("qmp")
 
     def qmp(self, command: str, **arguments: Any) -> Any:
         """Run a QMP command on the running VM (needs qmp_socket=True); its return value."""
@@ -317,6 +336,9 @@ class VM:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        if self._sockets is not None:
+            shutil.rmtree(self._sockets, ignore_errors=True)
+            self._sockets = None
 
     @staticmethod
     def last_line(text: str) -> str:

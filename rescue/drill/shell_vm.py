@@ -25,7 +25,7 @@ class ShellVM(VM):
 
     @property
     def socket_path(self) -> Path:
-        return self.workdir / f"{self.name}-serial.sock"
+        return self.socket_file("serial")
 
     def argv(self) -> list[str]:
         argv = super().argv()
@@ -42,6 +42,11 @@ class ShellVM(VM):
                 self.sock.connect(str(self.socket_path))
                 break
             except OSError:
+                self.sock.close()
+                if self.proc is not None and self.proc.poll() is not None:
+                    err = self.proc.stderr.read().decode(errors="replace").strip() if self.proc.stderr else ""
+                    raise BootTimeout(f"qemu for {self.name} exited at once (status {self.proc.returncode})",
+                                      why=err or "qemu said nothing on stderr") from None
                 time.sleep(0.2)
         else:
             raise BootTimeout(f"the serial socket of {self.name} never appeared",
