@@ -67,6 +67,36 @@ def test_the_lvm_machine_is_built_in_a_vm_restored_and_boots_with_every_identifi
     assert "DEMO-LV demo/root" in restored
 
 
+def bank_drill_of_the_lvm_machine(installed_rescue: Path, tmp_path: Path, record_property) -> None:
+    """`rescue drill --bank` on the bank the demo drill made (read-only): / on an LV, so the
+    report service is put into the restored copy from a rescue shell boot."""
+    from rescue.devices import attached
+    from rescue.drill.backup_disk import partition_named
+    from rescue.run import run
+
+    mnt = tmp_path / "bank-mnt"
+    mnt.mkdir()
+    with attached(tmp_path / "bios" / "backup-disk.img") as disk:
+        run(["mount", "-o", "ro,noload", partition_named(disk, "backup"), str(mnt)])
+        try:
+            argv = [str(installed_rescue / "bin" / "rescue"), "drill", "--bank", str(mnt / "dirvish"),
+                    "--client", "localhost", "--workdir", str(tmp_path / "bank-drill")]
+            done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  env=INSTALLED_ENV, timeout=3600)
+        finally:
+            run(["umount", str(mnt)], check=False)
+    print(done.stdout)
+    assert done.returncode == 0, done.stdout[-6000:]
+    runs = json.loads((tmp_path / "bank-drill" / "report.json").read_text())
+    for phase in runs[-1]["phases"]:
+        record_property(f"lvm-bank:{phase['name']}", round(phase["seconds"], 1))
+    booted = runs[-1]["phases"][-1]
+    assert "a report service was added to the restored copy (only there) to read its state" in booted["notes"]
+    passed = {c["what"] for c in booted["checks"] if c["ok"]}
+    assert {"/ mounted, ext4, UUID as captured", "/home mounted, xfs, UUID as captured",
+            "swap active with its UUID"} <= passed
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("onto_one_disk", [False, True], ids=["two-new-disks", "onto-one-disk"])
 def test_the_raid1_lvm_machine_is_restored_whole_or_onto_one_disk_and_boots(
