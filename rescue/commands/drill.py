@@ -28,7 +28,8 @@ read (the images are copied into the drill's own backup disk image); no real
 disk is ever written.
 
 Everything happens in image files under --workdir; the rescue image and the
-demo OS are cached in /var/cache/rescue. Exit 0 when every check passed.
+demo OS are cached in /var/cache/rescue, and so is each layered demo machine's
+build (its UUIDs and capture; --rebuild-machine makes it again). Exit 0 when every check passed.
 """
 
 
@@ -48,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the demo machine's storage layout (default plain); --layout list shows them")
     p.add_argument("--onto-one-disk", action="store_true",
                    help="restore a demo machine of several disks onto one new disk (mirrors run degraded)")
+    p.add_argument("--rebuild-machine", action="store_true",
+                   help="a layered demo machine (built in a rescue VM, then cached): build it again")
     p.add_argument("--compare-tar", action="store_true",
                    help="the demo: after the restore, in the same rescue boot, time a plain tar pipe of the "
                         "same images onto a third blank disk; the report sets the copy's time against it")
@@ -104,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         _say(f"rescue drill: working in {workdir}")
         opts = demo.Options(workdir=workdir, firmwares=firmwares, keep=args.keep, memory_mib=args.memory,
-                            compare_tar=args.compare_tar, layout=layout.name, onto_one_disk=args.onto_one_disk)
+                            compare_tar=args.compare_tar, layout=layout.name, onto_one_disk=args.onto_one_disk,
+                            rebuild_machine=args.rebuild_machine)
         report = demo.run_demo(opts, _say)
     print()
     print(report.render())

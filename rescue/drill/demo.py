@@ -59,6 +59,7 @@ class Options:
     compare_tar: bool = False  # also time a plain tar pipe of the same images in the restore's boot
     layout: str = "plain"  # rescue.drill.layouts: the demo machine's storage
     onto_one_disk: bool = False  # a machine of several disks restored onto one new disk
+    rebuild_machine: bool = False  # a layered machine: build it again, not the cached one
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,9 @@ def drill_one(fw: Firmware, prepared: Prepared, opts: Options, run: Run, say: Sa
         with run.phase("backup disk (rescue prepare-disk)", say) as ph:
             backup_disk.prepare(backup_img, BACKUP_DISK_SIZE, prepared.rescue_image)
             ph.check("backup disk made", backup_img.is_file(), str(backup_img))
-        facts, images, disks = layered.build_machine(lay, fw, prepared.os_tarball, work, backup_img, run, say)
+        facts, images, disks = layered.build_machine(lay, fw, prepared.os_tarball, work, backup_img, run, say,
+                                                     rescue_image=prepared.rescue_image,
+                                                     rebuild=opts.rebuild_machine)
         facts.save(facts_file)
         captured_disks = tuple(layered.guest_disks(lay).values())
         if opts.onto_one_disk:

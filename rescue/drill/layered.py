@@ -22,12 +22,17 @@ result boots and reports, here with the LV and PV UUIDs and no failed unit check
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from rescue.drill import backup_disk, layouts
+from rescue.drill.cache import drill_cache
 from rescue.drill.demo_disk import (
     DISK_SIZE,
     HOSTNAME,
@@ -292,21 +297,99 @@ def facts_of(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, ...]
     )
 
 
+@dataclass(frozen=True)
+class Built:
+    """A builder VM's result kept for the next drill: the UUIDs the machine was made with and
+    the capture its rescue system took. The machine's files are laid out on the host again
+    with those UUIDs (they are the same files), so only the ~1-2 min VM boot is saved."""
+
+    vols: tuple[layouts.Volume, ...]
+    capture: Path
+    log: Path
+    folder: Path
+
+
+def build_key(lay: layouts.Layout, fw: Firmware, os_tarball: Path, rescue_image: Path) -> str:
+    """What the builder's result depends on: the layout, the firmware, the demo OS and the rescue
+    image (its capture code and tools; a change to rescue's source makes another image)."""
+    h = hashlib.sha256()
+    for part in (repr(lay), fw.value, str(DISK_SIZE)):
+        h.update(part.encode() + b"\0")
+    for f in (os_tarball, rescue_image):
+        st = f.stat()
+        h.update(f"{f.name} {st.st_size} {st.st_mtime_ns}".encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _cache_folder(lay: layouts.Layout, fw: Firmware, key: str, root: Path | None) -> Path:
+    return (root or drill_cache() / "machines") / f"{lay.name}-{fw.value}-{key}"
+
+
+def cached_build(lay: layouts.Layout, fw: Firmware, key: str, root: Path | None = None) -> Built | None:
+    """The builder's result for this key from an earlier drill, or None."""
+    folder = _cache_folder(lay, fw, key, root)
+    try:
+        vols = tuple(layouts.Volume(**v) for v in json.loads((folder / "volumes.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    if not (folder / "capture" / "layout.json").is_file():
+        return None
+    return Built(vols, folder / "capture", folder / "build.log", folder)
+
+
+def keep_build(lay: layouts.Layout, fw: Firmware, key: str, vols: tuple[layouts.Volume, ...], capture: Path,
+               log: Path, root: Path | None = None) -> Path:
+    """Store a builder's result (whole or not at all: a folder renamed into place) and drop the
+    older builds of the same layout and firmware."""
+    folder = _cache_folder(lay, fw, key, root)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    shutil.copytree(capture, tmp / "capture", symlinks=True)
+    if log.is_file():
+        shutil.copyfile(log, tmp / "build.log")
+    (tmp / "volumes.json").write_text(json.dumps([dataclasses.asdict(v) for v in vols], indent=1))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    for old in folder.parent.glob(f"{lay.name}-{fw.value}-*"):
+        if old != folder:
+            shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
 def build_machine(lay: layouts.Layout, fw: Firmware, os_tarball: Path, work: Path, backup_img: Path,
-                  run_: Run, say: Say) -> tuple[DemoFacts, tuple[str, ...], list[Path]]:
+                  run_: Run, say: Say, rescue_image: Path | None = None,
+                  rebuild: bool = False) -> tuple[DemoFacts, tuple[str, ...], list[Path]]:
     """The phases that make the layered machine and its backup; returns its facts, the bank's
-    images and the machine's disk images (the disaster deletes them)."""
-    vols = layouts.volumes(lay, fw)
+    images and the machine's disk images (the disaster deletes them).
+
+    With `rescue_image`, a machine an earlier drill built from the same layout, demo OS and
+    rescue image is reused (the builder VM is not booted again) unless `rebuild`."""
+    key = build_key(lay, fw, os_tarball, rescue_image) if rescue_image is not None else None
+    reused = cached_build(lay, fw, key) if key is not None and not rebuild else None
+    vols = reused.vols if reused is not None else layouts.volumes(lay, fw)
     with run_.phase("demo machine's files (on the host)", say) as ph:
         trees, data_sum, listing = lay_out_files(lay, work, os_tarball, vols)
         ph.notes.append(", ".join(f"{v.mountpoint} {v.content} on {v.device}" for v in vols if v.mountpoint)
                         + ", swap on " + next(v.device for v in vols if v.content == "swap"))
         ph.check("data fingerprint recorded", len(data_sum) == 64, "sha256", data_sum)
     with run_.phase(f"demo machine built in a rescue VM ({lay.name})", say) as ph:
-        disks, capture = build_in_vm(lay, fw, vols, trees, work, backup_img, ph, run_.logs)
+        if reused is not None:
+            disks, capture = [], work / "capture"
+            shutil.rmtree(capture, ignore_errors=True)
+            shutil.copytree(reused.capture, capture, symlinks=True)
+            if reused.log.is_file():
+                shutil.copyfile(reused.log, work / "builder-build.log")
+            ph.notes.append(f"reused the machine an earlier drill built from the same layout, demo OS and "
+                            f"rescue image ({reused.folder}); --rebuild-machine builds it again")
+            ph.check("the cached build has its capture", (capture / "layout.json").is_file())
+        else:
+            disks, capture = build_in_vm(lay, fw, vols, trees, work, backup_img, ph, run_.logs)
     with run_.phase("backup (dirvish x2 + the machine's capture)", say) as ph:
         images, captured = back_up(trees, capture, backup_img, work, ph)
         facts = facts_of(lay, fw, vols, captured, (data_sum, listing), ph)
+        if reused is None and key is not None and run_.ok:  # only a build whose capture checked out
+            ph.notes.append(f"the build is kept for the next drill: "
+                            f"{keep_build(lay, fw, key, vols, capture, work / 'builder-build.log')}")
     shutil.rmtree(trees.top, ignore_errors=True)
     return facts, images, disks
 
