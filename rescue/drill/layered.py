@@ -356,6 +356,15 @@ def keep_build(lay: layouts.Layout, fw: Firmware, key: str, vols: tuple[layouts.
     return folder
 
 
+def _reroot(layout_json: Path, top: Path) -> None:
+    """The capture says where the machine was mounted when it was taken (its root; each vault's
+    tree is a mount point under it). A reused capture was taken in an earlier drill's folder:
+    it is pointed at this drill's copy of the same files. The raw dumps beside it stay as taken."""
+    data = json.loads(layout_json.read_text())
+    data["root"] = str(top)
+    layout_json.write_text(json.dumps(data, indent=1))
+
+
 def build_machine(lay: layouts.Layout, fw: Firmware, os_tarball: Path, work: Path, backup_img: Path,
                   run_: Run, say: Say, rescue_image: Path | None = None,
                   rebuild: bool = False) -> tuple[DemoFacts, tuple[str, ...], list[Path]]:
@@ -379,6 +388,7 @@ def build_machine(lay: layouts.Layout, fw: Firmware, os_tarball: Path, work: Pat
             shutil.copytree(reused.capture, capture, symlinks=True)
             if reused.log.is_file():
                 shutil.copyfile(reused.log, work / "builder-build.log")
+            _reroot(capture / "layout.json", trees.top)
             ph.notes.append(f"reused the machine an earlier drill built from the same layout, demo OS and "
                             f"rescue image ({reused.folder}); --rebuild-machine builds it again")
             ph.check("the cached build has its capture", (capture / "layout.json").is_file())

@@ -76,3 +76,18 @@ def test_a_broken_entry_is_not_reused_and_a_new_build_drops_the_older_one(tmp_pa
     new = layered.keep_build(lay, Firmware.BIOS, "bbbb", vols, cap, tmp_path / "no.log", root=cache)
     assert not old.exists() and new.is_dir() and other_fw.is_dir()
     assert sorted(p.name for p in cache.iterdir()) == ["lvm-bios-bbbb", "lvm-uefi-aaaa"]
+
+
+def test_a_reused_capture_points_at_this_drills_copy_of_the_files(tmp_path: Path) -> None:
+    """Each vault's tree is a mount point under the capture's root: a capture taken in an
+    earlier drill's folder matched no vault of the next drill until it was re-rooted."""
+    from rescue.layout.model import Layout as Captured
+
+    sample = Path(__file__).parent / "layout_samples" / "btrfs-capture" / "layout.json"
+    taken = tmp_path / "layout.json"
+    taken.write_text(sample.read_text())
+    before = Captured.loads(taken.read_text(), str(taken))
+    layered._reroot(taken, tmp_path / "now" / "machine")
+    after = Captured.loads(taken.read_text(), str(taken))
+    assert after.root == str(tmp_path / "now" / "machine") != before.root
+    assert after.filesystems == before.filesystems and after.layers == before.layers
