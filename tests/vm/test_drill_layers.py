@@ -23,8 +23,9 @@ from test_drill import INSTALLED_ENV
 
 def _drill(installed_rescue: Path, tmp_path: Path, layout: str, firmware: Firmware,
            *extra: str) -> tuple[int, str, list]:
+    # --rebuild-machine: the builder VM runs in every test, whatever an earlier run left in the cache
     argv = [str(installed_rescue / "bin" / "rescue"), "drill", "--demo", "--layout", layout,
-            "--firmware", firmware.value, "--workdir", str(tmp_path), *extra]
+            "--firmware", firmware.value, "--workdir", str(tmp_path), "--rebuild-machine", *extra]
     lines: list[str] = []
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
                           env=INSTALLED_ENV) as proc:
