@@ -93,8 +93,16 @@ class WritePartitionTable(Step):
             *body,
             "SFDISK",
             sh("partprobe", self.disk) + " || true",
+            sh("settled", self.disk, *self._kernel_view()),
             sh("sfdisk", "--dump", self.disk),
         ]
+
+    def _kernel_view(self) -> list[str]:
+        """Each partition as the kernel must show it once the table is re-read: node, start and
+        size in 512-byte sectors (a dos extended partition: any size)."""
+        scale = (self.table.sector_size or 512) // 512
+        return [str(x) for p in self.table.partitions
+                for x in (p.node, p.start * scale, "-" if _extended(self.table, p) else p.size * scale)]
 
     def run(self, ctx: Context) -> None:
         current = read_table(ctx, self.disk)

@@ -166,3 +166,30 @@ def test_a_holder_that_stays_is_named_and_nothing_is_written(bank, tmp_path, mon
     assert f"{dev} is still in use: {part}: open in process {holder.pid} (python" in text, text
     assert "what to do:" in text
     print(text)
+
+
+def _settled_function() -> str:
+    """restore.sh's `settled`, as the template ships it."""
+    template = (Path(__file__).parent.parent.parent / "rescue" / "templates" / "restore.sh.j2").read_text()
+    m = re.search(r"^settled\(\) \{.*?^\}\n", template, re.DOTALL | re.MULTILINE)
+    assert m, "restore.sh.j2 has no settled() function"
+    return m.group(0)
+
+
+def test_restore_sh_waits_for_the_kernel_to_show_a_table_it_was_not_told_of(tmp_path):
+    """restore.sh ran mkfs right after sfdisk and partprobe; on a busy machine udev's own
+    re-read had the partition gone for a moment, and mkfs failed with "No such device or
+    address". Now the script waits until the kernel shows each partition as written, asking
+    for a re-read itself: here the kernel was never told of the new table at all."""
+    with loop_disk(tmp_path / "d.img", 64 * MiB) as dev:
+        run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", dev],
+            input="label: gpt\nstart=2048, size=40960\nstart=43008, size=20480\n")
+        part1 = partition_path(dev, 1)
+        assert not Path(f"/sys/class/block/{Path(part1).name}").exists()  # the kernel knows nothing yet
+        script = ("set -euo pipefail\nsay() { printf '%s\\n' \"$*\" >&2; }\ndie() { say \"restore.sh: $*\"; exit 1; }\n"
+                  + _settled_function()
+                  + f"settled {dev} {part1} 2048 40960 {partition_path(dev, 2)} 43008 20480\necho SETTLED\n")
+        out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and out.stdout.strip() == "SETTLED", out.stderr
+        assert Path(f"/sys/class/block/{Path(part1).name}/start").read_text().strip() == "2048"
+        assert run(["blockdev", "--getsz", part1]).stdout.strip() == "40960"
