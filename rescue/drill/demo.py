@@ -235,7 +235,9 @@ def restore_and_boot(
         # Mirrored boot disks: the machine must also come up from its second disk alone, as
         # it would once the first one dies (grub on each; the arrays then run degraded).
         with run.phase("boot the second new disk alone", say) as ph:
-            alone = dataclasses.replace(facts, arrays_degraded=1)
+            # The first disk's ESP went with it (mounted nofail): the second disk's own ESP booted it.
+            alone = dataclasses.replace(facts, arrays_degraded=1,
+                                        filesystems=tuple(f for f in facts.filesystems if f.fstype != "vfat"))
             boot_and_check(ph, run, VM([more_targets[0]], work, firmware=firmware, memory_mib=memory_mib,
                                        name="second-alone"), alone, data, progress("booting the second disk alone"))
 

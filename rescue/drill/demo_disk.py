@@ -167,7 +167,7 @@ def fstab_text(entries: Iterable[tuple[str, str | None, str] | tuple[str, str | 
         if fstype == "swap":
             lines.append(f"{spec} none swap sw,{wait} 0 0")
         elif fstype == "vfat":
-            lines.append(f"{spec} {mountpoint} vfat umask=0077,{wait} 0 1")
+            lines.append(f"{spec} {mountpoint} vfat umask=0077{extra},{wait} 0 1")
         elif mountpoint == "/":
             lines.append(f"{spec} / {fstype} defaults{extra} 0 {0 if fstype == 'btrfs' else 1}")
         else:

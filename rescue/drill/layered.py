@@ -110,7 +110,8 @@ def lay_out_files(lay: layouts.Layout, work: Path, os_tarball: Path,
     grub = grub_cfg(root, search_uuid=(boot or rootvol).uuid, prefix="" if boot else f"{sub}/boot",
                     root_spec=rootvol.fstab_spec + (f" rootflags=subvol={rootvol.subvol}" if sub else ""),
                     tarball=os_tarball)
-    configure_os(root, fstab_text((v.fstab_spec, v.mountpoint, v.content, v.options) for v in vols), grub,
+    in_fstab = (v for v in vols if v.mountpoint or v.content == "swap")  # not a second ESP: a hook's copy
+    configure_os(root, fstab_text((v.fstab_spec, v.mountpoint, v.content, v.options) for v in in_fstab), grub,
                  tmp=root / "tmp")
     if lay.nocow:  # folders the report checks for chattr +C, each with a file made inside it
         (root / "etc" / "demo-nocow").write_text("".join(f"{f}\n" for f in lay.nocow))
@@ -244,7 +245,7 @@ def facts_of(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, ...]
     recorded = {fs.uuid.lower() for fs in captured.filesystems if fs.uuid}
     for v in vols:
         if v.content != "swap" and not (v.subvol and v.mountpoint != "/"):  # one btrfs: one UUID
-            ph.check(f"capture recorded {v.mountpoint} ({v.content} on {v.device}, UUID {v.uuid[:8]}...)",
+            ph.check(f"capture recorded {v.mountpoint or v.label} ({v.content} on {v.device}, UUID {v.uuid[:8]}...)",
                      v.uuid.lower() in recorded, v.uuid, ",".join(sorted(recorded)))
     swap = next(v for v in vols if v.content == "swap")
     ph.check("capture recorded the swap UUID", any((s.uuid or '').lower() == swap.uuid for s in captured.swaps))

@@ -13,6 +13,7 @@ is written.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -36,6 +37,7 @@ class Part:
     mountpoint: str | None = None
     label: str | None = None  # the filesystem's label; for a layer's member, the name layers use for it
     uefi_only: bool = False   # the ESP
+    options: str = ""         # fstab options beyond the defaults ("nofail")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,12 @@ class Layout:
 
 
 _ESP = Part("vfat", 64, "/boot/efi", "DEMO-ESP", uefi_only=True)
+# Mirrored disks under UEFI, as Debian admins set them up: an ESP on each disk (the installer
+# puts none on md; one on md metadata 1.0 boots, but firmware writes one half behind md's
+# back), the first mounted at /boot/efi with nofail (the machine still comes up when its
+# disk died), the second a copy a hook keeps in sync, in no fstab line: the firmware reads
+# it, Linux needs it only to refresh the copy. The restore gives it a copy of the first.
+_MIRRORED_ESPS = (dataclasses.replace(_ESP, options="nofail"), Part("vfat", 64, None, "DEMO-ESP2", uefi_only=True))
 
 LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (
     Layout(
@@ -101,9 +109,10 @@ LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (
     Layout(
         "raid1-lvm", "two disks, md RAID1 for ext2 /boot and for a PV: VG demo with root, swap and home LVs",
         disks=tuple(Disk(name, (
+            esp,
             Part("md", 256, None, f"boot-{half}"),
             Part("md", 0, None, f"pv-{half}"),
-        )) for name, half in (("vda", "a"), ("vdb", "b"))),
+        )) for name, half, esp in (("vda", "a", _MIRRORED_ESPS[0]), ("vdb", "b", _MIRRORED_ESPS[1]))),
         layers=(
             Layer("md", "boot", ("boot-a", "boot-b"), (("boot", "ext2", 0, "/boot"),)),
             Layer("md", "pv", ("pv-a", "pv-b"), (("pv", "pv", 0, None),)),
@@ -113,7 +122,7 @@ LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (
                 ("home", "xfs", 0, "/home"),
             )),
         ),
-        firmwares=(Firmware.BIOS,),  # UEFI wants an ESP on each half, which the restore cannot make yet
+        firmwares=(Firmware.BIOS, Firmware.UEFI),
         built_in=BuiltIn.VM,
     ),
     Layout(
@@ -193,11 +202,12 @@ class Volume:
     device: str               # the layout's name for it: vda2, or /dev/mapper/VG-LV
     uuid: str
     subvol: str | None = None  # a btrfs subvolume's path from the top level ("@home")
+    more_options: str = ""     # the partition's own fstab options (Part.options)
 
     @property
     def options(self) -> str:
         """fstab options beyond the defaults: a subvolume mounted by name, compressed as Ubuntu does."""
-        return f"subvol={self.subvol},compress=zstd" if self.subvol else ""
+        return f"subvol={self.subvol},compress=zstd" if self.subvol else self.more_options
 
     @property
     def fstab_spec(self) -> str:
@@ -229,7 +239,8 @@ def volumes(lay: Layout, firmware: Firmware, new_uuid=None) -> tuple[Volume, ...
                 if p.content == "vfat":  # a FAT volume id: 8 hex digits, shown as XXXX-XXXX
                     uid = uid.replace("-", "")[:8].upper()
                     uid = f"{uid[:4]}-{uid[4:]}"
-                out.append(Volume(p.label or f"{disk.name}{n}", p.content, p.mountpoint, f"{disk.name}{n}", uid))
+                out.append(Volume(p.label or f"{disk.name}{n}", p.content, p.mountpoint, f"{disk.name}{n}", uid,
+                                  more_options=p.options))
     devices = {p.label: f"{disk.name}{n}" for disk in lay.disks
                for n, p in enumerate(parts_of(disk, firmware), start=1) if p.label}
     for layer in lay.layers:

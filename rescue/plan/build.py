@@ -655,11 +655,14 @@ def _new_filesystems(src: _Captured, what: _Restored, table: _NewTable, target: 
             )
         image = what.copies_for.get(fs.mountpoint or "")
         esp = n in what.esp_numbers
+        new = NewFilesystem(
+            device=partition_path(target.device, n), number=n, fstype=fs.fstype, size=size,
+            uuid=fs.uuid, label=fs.label, mountpoint=fs.mountpoint, captured_device=fs.device,
+            used=fs.used, vault=image.vault if image else None, image=image.name if image else None,
+            esp=esp, copy_bytes=_copy_bytes(fs, image), files=image.files if image else None,
+        )
         if fs.mountpoint is None:
-            warnings.append(
-                f"{fs.device} ({fs.fstype}) was not mounted when captured: it is made empty "
-                f"on {partition_path(target.device, n)} and not restored"
-            )
+            warnings.append(_not_mounted(new))
         elif image is None and not esp:
             warnings.append(
                 f"no vault holds {fs.mountpoint}: it is made empty ({fs.fstype} on "
@@ -676,12 +679,7 @@ def _new_filesystems(src: _Captured, what: _Restored, table: _NewTable, target: 
                 f"{fs.mountpoint} was mounted from a btrfs subvolume ({fs.options}); rescue "
                 "copies into the top level and does not recreate subvolumes"
             )
-        new_filesystems.append(NewFilesystem(
-            device=partition_path(target.device, n), number=n, fstype=fs.fstype, size=size,
-            uuid=fs.uuid, label=fs.label, mountpoint=fs.mountpoint, captured_device=fs.device,
-            used=fs.used, vault=image.vault if image else None, image=image.name if image else None,
-            esp=esp, copy_bytes=_copy_bytes(fs, image), files=image.files if image else None,
-        ))
+        new_filesystems.append(new)
     new_swaps = tuple(
         NewSwap(device=partition_path(target.device, s.number), number=s.number,
                 size=table.new_size[s.number], uuid=s.uuid, label=s.label, captured_device=s.captured_device)
@@ -694,6 +692,10 @@ def _new_filesystems(src: _Captured, what: _Restored, table: _NewTable, target: 
         if fs.fstype == "swap" and fs not in what.on_disk and not fs.device.startswith("/dev/"):
             warnings.append(f"swap file {fs.device} is not recreated; make it again after the restore")
     return new_filesystems, new_swaps
+
+
+def _not_mounted(fs: NewFilesystem) -> str:
+    return f"{fs.captured_device} ({fs.fstype}) was not mounted when captured: it is made empty on {fs.device} and not restored"
 
 
 def _luks_numbers(src: _Captured, what: _Restored) -> set[int]:
@@ -817,7 +819,7 @@ def _steps(parts: Sequence[_DiskPart], options: PlanOptions,
     boot_part = _boot_part(layout, parts)
     bootloader = _bootloader(layout, options, boot_part.src.disk, boot_part.target, by_mount, warnings)
     if bootloader is not None:
-        bootloader = _on_every_member(bootloader, layout, parts, by_mount)
+        bootloader = _on_every_member(bootloader, layout, parts, by_mount, warnings)
     arrays = plan_arrays(_all_arrays(parts), {old: partition_path(p.target.device, n)
                                               for p in parts for old, n in p.what.md.members.items()})
     warnings.extend(arrays.warnings)
@@ -914,25 +916,48 @@ def _boot_part(layout: Layout, parts: Sequence[_DiskPart]) -> _DiskPart:
 
 
 def _on_every_member(bootloader: InstallBootloader, layout: Layout, parts: Sequence[_DiskPart],
-                     by_mount: dict[str | None, NewFilesystem]) -> InstallBootloader:
-    """BIOS boot code on every target holding a member of the mirror /boot (or /) lies on, so
-    the machine boots from either disk when the other dies, as it did."""
-    if bootloader.mode is not BootMode.BIOS or len(parts) < 2:
+                     by_mount: dict[str | None, NewFilesystem], warnings: list[str]) -> InstallBootloader:
+    """Boot code on every target holding a member of the mirror /boot (or /) lies on, so the
+    machine boots from either disk when the other dies, as it did: BIOS grub in each MBR;
+    under UEFI, each ESP on those disks that was not the mounted one gets its copy."""
+    if len(parts) < 2:
         return bootloader
+    mirrored = _mirror_targets(parts, by_mount)
+    if bootloader.mode is BootMode.BIOS:
+        also = [t for t in mirrored if t != bootloader.disk]
+        return dataclasses.replace(bootloader, also=tuple(also)) if also else bootloader
+    esp = by_mount.get(bootloader.esp)
+    if esp is None or not any(esp in p.filesystems and p.target.device in mirrored for p in parts):
+        return bootloader  # the ESP grub goes into is not on the mirrored disks: no copy of it boots them
+    copies = [f for p in parts if p.target.device in mirrored for f in p.filesystems
+              if f.esp and f.fstype == "vfat" and f.device != esp.device]
+    for f in copies:
+        unmounted = _not_mounted(f)
+        if unmounted in warnings:
+            warnings.remove(unmounted)
+        warnings.append(f"{f.captured_device} (vfat) was not mounted when captured: an ESP of the mirrored "
+                        f"boot disks, made again on {f.device} (UUID and label kept) and given a copy of "
+                        f"{bootloader.esp} once grub is installed, so either disk boots alone")
+    return dataclasses.replace(bootloader, esp_copies=tuple(f.device for f in copies)) if copies else bootloader
+
+
+def _mirror_targets(parts: Sequence[_DiskPart], by_mount: dict[str | None, NewFilesystem]) -> list[str]:
+    """The targets holding a member of the array /boot (or /) lies on, or of an array under
+    the VG its LV lies in; none when it is on no array."""
     boot = by_mount.get("/boot") or by_mount.get("/")
     if boot is None or boot.captured_device is None:
-        return bootloader
-    also = [p.target.device for p in parts if p.target.device != bootloader.disk
-            and (array := p.what.md.array_of(boot.captured_device)) is not None
-            and any(m.device in p.what.md.members for m in array.members)]
-    if not also and boot.device.startswith("/dev/mapper/"):
+        return []
+    holding = [p.target.device for p in parts
+               if (array := p.what.md.array_of(boot.captured_device)) is not None
+               and any(m.device in p.what.md.members for m in array.members)]
+    if not holding and boot.device.startswith("/dev/mapper/"):
         # / on an LV: boot code goes where the VG's PVs are mirrored
         lv = _all_volume_groups(parts).lv_of(boot.captured_device)
         pvs = [pv.device for pv in lv[0].pvs] if lv else []
-        also = [p.target.device for p in parts if p.target.device != bootloader.disk
-                and any((a := p.what.md.array_of(pv)) is not None
-                        and any(m.device in p.what.md.members for m in a.members) for pv in pvs)]
-    return dataclasses.replace(bootloader, also=tuple(also)) if also else bootloader
+        holding = [p.target.device for p in parts
+                   if any((a := p.what.md.array_of(pv)) is not None
+                          and any(m.device in p.what.md.members for m in a.members) for pv in pvs)]
+    return holding
 
 
 # -- refusals -------------------------------------------------------------------

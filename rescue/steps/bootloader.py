@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,12 @@ class InstallBootloader(Step):
     UEFI gets the removable fallback path (EFI/BOOT/BOOTX64.EFI) so firmware
     without an NVRAM entry still boots, plus the normal install with an NVRAM
     entry when this machine runs under UEFI (efivars present).
+
+    A machine on mirrored disks under UEFI had an ESP on each: only one is mounted
+    (at `esp`), the others are the copies an admin's hook keeps in sync. Once grub
+    is installed, each of those (`esp_copies`, new partitions) gets a copy of the
+    mounted ESP, as the hook would make it, so the machine boots from either disk
+    when the other dies: the firmware finds EFI/BOOT/BOOTX64.EFI on whichever is left.
     """
 
     kind = "bootloader"
@@ -57,6 +64,7 @@ class InstallBootloader(Step):
     mode: BootMode
     esp: str | None = None  # ESP mount point inside the restored system
     also: tuple[str, ...] = ()  # BIOS: the other targets holding a member of the mirrored /boot
+    esp_copies: tuple[str, ...] = ()  # UEFI: the other ESPs of the mirrored boot disks, filled from `esp`
 
     @property
     def key(self) -> str:
@@ -64,7 +72,8 @@ class InstallBootloader(Step):
 
     def describe(self) -> str:
         how = "UEFI (with removable fallback)" if self.mode is BootMode.UEFI else "BIOS"
-        return f"install grub for {how} on {' and '.join((self.disk, *self.also))}"
+        copies = f", its ESP copied to {' and '.join(self.esp_copies)}" if self.esp_copies else ""
+        return f"install grub for {how} on {' and '.join((self.disk, *self.also))}{copies}"
 
     def installs(self) -> list[list[str]]:
         """The grub-install command lines run inside the restored system."""
@@ -98,7 +107,25 @@ class InstallBootloader(Step):
         if self.mode is BootMode.UEFI:
             nvram = "; ".join(self.chroot_lines(nvram=True))
             inner = f"if [ -d /sys/firmware/efi/efivars ]; then {nvram}; else {inner}; fi"
-        return [f"unshare --mount --propagation private sh -ec '{inner}' rescue-bootloader \"$ROOT\""]
+        return [f"unshare --mount --propagation private sh -ec '{inner}' rescue-bootloader \"$ROOT\"",
+                *self.copy_lines()]
+
+    def copy_lines(self) -> list[str]:
+        """restore.sh: each other ESP mounted in $WORK, proved to be that partition, given the ESP's files."""
+        esp = at_root(self.esp or "/boot/efi")
+        lines = []
+        for dev in self.esp_copies:
+            where = '"$WORK"/' + shlex.quote(f"esp-{os.path.basename(dev)}")
+            lines += [
+                f"mkdir -p {where}",
+                f"{sh('mount', '-t', 'vfat', dev)} {where}",
+                f'[ "$(findmnt -fno MAJ:MIN {where} | tr -d \' \')" = "$(lsblk -dno MAJ:MIN {sh(dev)} | tr -d \' \')" ] '
+                f"|| {{ umount {where}; echo {sh(f'the ESP copy at {dev} did not mount as {dev}: another disk with the same UUID?')} >&2; exit 1; }}",
+                f"cp -R --preserve=timestamps {esp}/. {where}/",
+                f"ls -l {where}/EFI/BOOT/BOOTX64.EFI",
+                f"umount {where}",
+            ]
+        return lines
 
     def run(self, ctx: Context) -> None:
         data = ctx.data()
@@ -141,4 +168,28 @@ class InstallBootloader(Step):
         ctx.run(["unshare", "--mount", "--propagation", "private", "sh", "-ec",
                  "\n".join(self.chroot_lines(grub, nvram, mkconfig)), "rescue-bootloader", str(ctx.root)])
         ctx.note(f"grub installed for {self.mode.value.upper()} on {' and '.join((self.disk, *self.also))}")
+        for dev in self.esp_copies:
+            self._copy_esp(ctx, dev)
         ctx.save()
+
+    def _copy_esp(self, ctx: Context, dev: str) -> None:
+        """The installed ESP's files onto another ESP, mounted privately and proved to be `dev` first."""
+        from rescue.engine.mounts import prove_mounted
+        from rescue.steps.mount import mount_argv
+
+        esp = confined(ctx.root, self.esp or "/boot/efi")
+        where = ctx.work / f"esp-{os.path.basename(dev)}"
+        where.mkdir(parents=True, exist_ok=True)
+        ctx.run(mount_argv(dev, "vfat", str(where)))
+        try:
+            why = prove_mounted(ctx.run, where, dev, "vfat")
+            if why:
+                raise StepFailed(f"the ESP copy {dev} did not mount as itself: {why}",
+                                 fix="detach the old disk that carries the same filesystems and rerun")
+            ctx.run(["cp", "-R", "--preserve=timestamps", f"{esp}/.", f"{where}/"])
+            if not (where / "EFI" / "BOOT" / "BOOTX64.EFI").is_file():
+                raise StepFailed(f"the ESP copy {dev} has no EFI/BOOT/BOOTX64.EFI after the copy",
+                                 fix=f"check {self.esp or '/boot/efi'} of the restored system and rerun")
+        finally:
+            ctx.run(["umount", str(where)], check=False)
+        ctx.note(f"ESP {self.esp or '/boot/efi'} copied to {dev}: that disk boots alone too (EFI/BOOT/BOOTX64.EFI)")

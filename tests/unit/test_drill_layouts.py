@@ -160,6 +160,34 @@ def test_the_raid1_lvm_machine_mirrors_boot_and_the_pv_across_two_disks() -> Non
     assert layouts.mdadm_conf(layouts.LAYOUTS["lvm"], vols) is None
 
 
+def test_the_raid1_lvm_machine_under_uefi_has_an_esp_on_each_disk_and_mounts_only_the_first() -> None:
+    """As Debian admins do it: the first ESP at /boot/efi with nofail, the second a hook's copy
+    in no fstab line; the builder makes both, each with its chosen volume id and label."""
+    from rescue.drill.demo_disk import fstab_text
+
+    lay = layouts.LAYOUTS["raid1-lvm"]
+    assert layouts.firmwares_for(lay, "uefi") == (Firmware.UEFI,)
+    vols = layouts.volumes(lay, Firmware.UEFI)  # random: the counter's would give both ESPs one volume id
+    esps = [v for v in vols if v.content == "vfat"]
+    assert [(v.label, v.device, v.mountpoint) for v in esps] == [
+        ("DEMO-ESP", "vda1", "/boot/efi"), ("DEMO-ESP2", "vdb1", None)]
+    lines = layouts.build_commands(lay, Firmware.UEFI, {"vda": "/dev/vdb", "vdb": "/dev/vdc"}, vols)
+    tables = [line for line in lines if "| sfdisk" in line]
+    assert all("'label: gpt' 'size=64MiB, type=U' 'size=256MiB, type=R' 'type=R'" in t for t in tables)
+    assert f"mkfs.vfat -n DEMO-ESP -i {esps[0].uuid.replace('-', '')} /dev/vdb1" in lines
+    assert f"mkfs.vfat -n DEMO-ESP2 -i {esps[1].uuid.replace('-', '')} /dev/vdc1" in lines
+    creates = [line for line in lines if line.startswith("mdadm --create")]
+    assert creates[0].endswith("/dev/vdb2 /dev/vdc2") and creates[1].endswith("/dev/vdb3 /dev/vdc3")
+    fills = layouts.fill_commands(vols, {"vda": "/dev/vdb", "vdb": "/dev/vdc"}, "/run/demo", "/x")
+    assert not any("/dev/vdc1" in line for line in fills)  # the copy is never mounted
+    fstab = fstab_text((v.fstab_spec, v.mountpoint, v.content, v.options)
+                       for v in vols if v.mountpoint or v.content == "swap")
+    assert f"UUID={esps[0].uuid} /boot/efi vfat umask=0077,nofail," in fstab
+    assert esps[1].uuid not in fstab and "None" not in fstab
+    plain = layouts.volumes(layouts.LAYOUTS["plain"], Firmware.UEFI, new_uuid=_counter())
+    assert next(v for v in plain if v.content == "vfat").options == ""  # one disk: its ESP is needed
+
+
 def test_the_restored_arrays_are_checked_whole_or_degraded_as_the_drill_restored_them() -> None:
     from rescue.drill.checks import check_restored
     from rescue.drill.demo_disk import DemoFacts

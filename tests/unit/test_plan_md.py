@@ -425,3 +425,142 @@ def test_a_resume_after_a_reboot_finds_inactive_arrays_and_lvs_by_their_partitio
     disk["/dev/sdc3"] = {"TYPE": "ext4", "UUID": "x"}
     (diff,) = disk_differences(j, keys, disk.get)
     assert diff.startswith("/dev/mapper/vg--main-root is not active and /dev/sdc3")
+
+
+# --- the same machine under UEFI: an ESP on each disk, only the first one mounted (issue 17) ---
+
+ESP_GUID = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+
+
+def uefi_md_layout() -> Layout:
+    """md_layout under UEFI, as Debian admins set it up: each disk starts with an ESP; the first
+    is /boot/efi, the second a copy a hook keeps in sync, not mounted; the arrays follow."""
+    lay = md_layout()
+
+    def table(disk: str) -> PartitionTable:
+        esp = Partition(f"{disk}1", 2048, 256 * MIB // 512, ESP_GUID)
+        raid = "A19D880F-05FC-4D3B-A006-743F0F84911E"
+        shifted = tuple(dataclasses.replace(p, node=f"{disk}{p.number + 1}", start=p.start + 256 * MIB // 512,
+                                            type=raid) for p in _md_table(disk).partitions)
+        return PartitionTable(label="gpt", device=disk, partitions=(esp, *shifted))
+
+    arrays = tuple(dataclasses.replace(a, members=tuple(
+        dataclasses.replace(m, device=m.device[:-1] + str(int(m.device[-1]) + 1)) for m in a.members))
+        for a in lay.layers.md)
+    esps = (Filesystem("/dev/sda1", "vfat", uuid="ABCD-0001", label="ESP", mountpoint="/boot/efi", used=MIB),
+            Filesystem("/dev/sdb1", "vfat", uuid="ABCD-0002", label="ESP2"))
+    members = tuple(Filesystem(f"/dev/sd{d}{n}", "linux_raid_member") for d in "ab" for n in (2, 3, 4))
+    return dataclasses.replace(
+        lay, disks=tuple(dataclasses.replace(d, size=d.size + 256 * MIB, table=table(d.device)) for d in lay.disks),
+        filesystems=(*(f for f in lay.filesystems if f.fstype != "linux_raid_member"), *esps, *members),
+        boot=Boot(mode=BootMode.UEFI, esp="/boot/efi", grub_disk=None), layers=BlockLayers(md=arrays))
+
+
+def test_a_uefi_raid1_machine_onto_two_disks_gets_the_esp_copied_onto_the_second_disks_esp():
+    """Grub goes into the mounted ESP; the second disk's ESP (made again with its UUID and label)
+    gets a copy of it, so the second disk boots alone once the first dies."""
+    lay = uefi_md_layout()
+    plan = build_plan(lay, images(lay), [target(16 * GIB, device="/dev/sdc"), target(16 * GIB, device="/dev/sdd")],
+                      PlanOptions(disk_map=(("/dev/sda", "/dev/sdc"), ("/dev/sdb", "/dev/sdd"))))
+    made = {f.device: f for f in plan.filesystems}
+    assert made["/dev/sdc1"].mountpoint == "/boot/efi" and made["/dev/sdc1"].esp
+    assert (made["/dev/sdd1"].uuid, made["/dev/sdd1"].label, made["/dev/sdd1"].esp) == ("ABCD-0002", "ESP2", True)
+    (grub,) = [s for s in plan.steps if s.kind == "bootloader"]
+    assert (grub.disk, grub.esp, grub.also, grub.esp_copies) == ("/dev/sdc", "/boot/efi", (), ("/dev/sdd1",))
+    assert grub.installs() == [["grub-install", "--target=x86_64-efi", "--efi-directory=/boot/efi", "--removable"]]
+    assert "its ESP copied to /dev/sdd1" in grub.describe()
+    kinds = [s.kind for s in plan.steps]
+    assert kinds.index("bootloader") > max(i for i, k in enumerate(kinds) if k == "mkfs")
+    assert not any("/dev/sdb1 (vfat) was not mounted when captured: it is made empty" in w for w in plan.warnings)
+    assert any("given a copy of /boot/efi" in w and "either disk boots alone" in w for w in plan.warnings)
+    script = plan.script()
+    copy = script[script.index("unshare --mount"):]
+    lines = copy.splitlines()
+    mount = next(i for i, line in enumerate(lines) if line.strip().startswith("mount -t vfat /dev/sdd1"))
+    assert lines[mount].strip() == 'mount -t vfat /dev/sdd1 "$WORK"/esp-sdd1'
+    assert "lsblk -dno MAJ:MIN /dev/sdd1" in lines[mount + 1]  # proved to be that partition before a byte is copied
+    assert lines[mount + 2].strip() == 'cp -R --preserve=timestamps "$ROOT"/boot/efi/. "$WORK"/esp-sdd1/'
+    assert lines[mount + 4].strip() == 'umount "$WORK"/esp-sdd1'
+    again = Plan.from_json(json.loads(plan.dumps()))
+    assert next(s for s in again.steps if s.kind == "bootloader").esp_copies == ("/dev/sdd1",)
+
+
+def test_a_uefi_raid1_machine_onto_one_disk_installs_into_its_own_esp_only():
+    lay = uefi_md_layout()
+    plan = build_plan(lay, images(lay), target(16 * GIB, device="/dev/sdc"), PlanOptions())
+    (grub,) = [s for s in plan.steps if s.kind == "bootloader"]
+    assert (grub.disk, grub.esp_copies) == ("/dev/sdc", ())
+    assert [f.device for f in plan.filesystems if f.fstype == "vfat"] == ["/dev/sdc1"]
+    assert "cp -R" not in plan.script()
+
+
+def test_the_second_esp_of_a_machine_without_mirrored_boot_disks_is_only_made_again():
+    """No mirror under /boot: an unmounted ESP on the other disk is made empty, as any unmounted filesystem."""
+    def table(disk: str, kind: str) -> PartitionTable:
+        return PartitionTable(label="gpt", device=disk, partitions=(
+            Partition(f"{disk}1", 2048, 256 * MIB // 512, ESP_GUID),
+            Partition(f"{disk}2", 2048 + 256 * MIB // 512, 4 * GIB // 512, kind)))
+
+    linux = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+    lay = Layout(
+        client="server", captured_at="2026-12-05T03:00:00Z", hostname="server",
+        disks=(Disk("/dev/sda", 5 * GIB, table=table("/dev/sda", linux)),
+               Disk("/dev/sdb", 5 * GIB, table=table("/dev/sdb", linux))),
+        filesystems=(
+            Filesystem("/dev/sda1", "vfat", uuid="ABCD-0001", label="ESP", mountpoint="/boot/efi", used=MIB),
+            Filesystem("/dev/sda2", "ext4", uuid="22222222-0000-4000-8000-000000000000", mountpoint="/",
+                       used=GIB, root=RootMeta("/", 0o755, 0, 0)),
+            Filesystem("/dev/sdb1", "vfat", uuid="ABCD-0002", label="ESP2"),
+            Filesystem("/dev/sdb2", "ext4", uuid="44444444-0000-4000-8000-000000000000", mountpoint="/srv",
+                       used=GIB, root=RootMeta("/srv", 0o755, 0, 0))),
+        boot=Boot(mode=BootMode.UEFI, esp="/boot/efi", grub_disk="/dev/sda"))
+    plan = build_plan(lay, images(lay), [target(8 * GIB, device="/dev/sdc"), target(8 * GIB, device="/dev/sdd")],
+                      PlanOptions(disk_map=(("/dev/sda", "/dev/sdc"), ("/dev/sdb", "/dev/sdd"))))
+    (grub,) = [s for s in plan.steps if s.kind == "bootloader"]
+    assert (grub.disk, grub.esp_copies) == ("/dev/sdc", ())
+    assert "/dev/sdb1 (vfat) was not mounted when captured: it is made empty on /dev/sdd1 and not restored" in plan.warnings
+
+
+def test_the_esp_copy_is_mounted_proved_filled_and_let_go(tmp_path, monkeypatch):
+    """The bootloader step's copy onto the second ESP: mounted in the private work folder,
+    proved to be that partition before anything is copied, unmounted even when it fails."""
+    import rescue.engine.mounts as mounts
+    from rescue.errors import StepFailed
+    from rescue.steps.bootloader import InstallBootloader
+
+    root, work = tmp_path / "root", tmp_path / "work"
+    (root / "boot" / "efi").mkdir(parents=True)
+    step = InstallBootloader("/dev/sdc", BootMode.UEFI, esp="/boot/efi", esp_copies=("/dev/sdd1",))
+
+    class Ctx:
+        def __init__(self, fill: bool) -> None:
+            self.root, self.work, self.calls, self.notes, self.fill = root, work, [], [], fill
+
+        def run(self, argv, check=True, **kw):
+            self.calls.append([str(a) for a in argv])
+            if argv[0] == "cp" and self.fill:
+                (work / "esp-sdd1" / "EFI" / "BOOT").mkdir(parents=True, exist_ok=True)
+                (work / "esp-sdd1" / "EFI" / "BOOT" / "BOOTX64.EFI").write_bytes(b"MZ")
+            return Result(tuple(argv), 0, "", "")
+
+        def note(self, line):
+            self.notes.append(line)
+
+    monkeypatch.setattr(mounts, "prove_mounted", lambda run, where, dev, fstype: None)
+    ctx = Ctx(fill=True)
+    step._copy_esp(ctx, "/dev/sdd1")
+    where = str(work / "esp-sdd1")
+    assert ctx.calls == [["mount", "-t", "vfat", "/dev/sdd1", where],
+                         ["cp", "-R", "--preserve=timestamps", f"{root}/boot/efi/.", f"{where}/"],
+                         ["umount", where]]
+    assert "copied to /dev/sdd1" in ctx.notes[0]
+    empty = Ctx(fill=False)
+    (work / "esp-sdd1" / "EFI" / "BOOT" / "BOOTX64.EFI").unlink()
+    with pytest.raises(StepFailed, match="no EFI/BOOT/BOOTX64.EFI"):
+        step._copy_esp(empty, "/dev/sdd1")
+    assert empty.calls[-1] == ["umount", where]
+    monkeypatch.setattr(mounts, "prove_mounted", lambda run, where, dev, fstype: "it shows 8:17")
+    wrong = Ctx(fill=True)
+    with pytest.raises(StepFailed, match="did not mount as itself"):
+        step._copy_esp(wrong, "/dev/sdd1")
+    assert [c[0] for c in wrong.calls] == ["mount", "umount"]  # nothing copied onto the wrong disk

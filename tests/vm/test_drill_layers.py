@@ -105,8 +105,11 @@ def _bank_drill_of_the_lvm_machine(installed_rescue: Path, tmp_path: Path, recor
 @pytest.mark.parametrize("onto_one_disk", [False, True], ids=["two-new-disks", "onto-one-disk"])
 def test_the_raid1_lvm_machine_is_restored_whole_or_onto_one_disk_and_boots(
         onto_one_disk: bool, installed_rescue: Path, tmp_path: Path, record_property) -> None:
+    # Onto two new disks under UEFI (an ESP on each: the second boots alone only with its own
+    # copy), onto one under BIOS: each firmware's boot code on mirrors, in the same two drills.
     extra = ("--onto-one-disk",) if onto_one_disk else ()
-    code, text, runs = _drill(installed_rescue, tmp_path, "raid1-lvm", Firmware.BIOS, *extra)
+    fw = Firmware.BIOS if onto_one_disk else Firmware.UEFI
+    code, text, runs = _drill(installed_rescue, tmp_path, "raid1-lvm", fw, *extra)
     drill = runs[-1]
     for phase in drill["phases"]:
         record_property(f"raid1-lvm{'-one' if onto_one_disk else ''}:{phase['name']}", round(phase["seconds"], 1))
@@ -115,6 +118,8 @@ def test_the_raid1_lvm_machine_is_restored_whole_or_onto_one_disk_and_boots(
     captured = {c["what"] for c in drill["phases"][3]["checks"] if c["ok"]}
     assert {"capture recorded array boot with 2 members", "capture recorded array pv with 2 members",
             "capture recorded VG demo"} <= captured
+    if not onto_one_disk:  # the second ESP, in no fstab line, is on record too
+        assert any(c.startswith("capture recorded DEMO-ESP2 (vfat on vdb1") for c in captured), captured
     boots = [p for p in drill["phases"] if p["name"].startswith("boot the ")]
     if onto_one_disk:
         assert names[-1] == "boot the restored disk" and len(boots) == 1
@@ -133,6 +138,7 @@ def test_the_raid1_lvm_machine_is_restored_whole_or_onto_one_disk_and_boots(
         alone = {c["what"] for c in boots[1]["checks"] if c["ok"]}
         assert "array demo:pv: 2 slots, 1 missing (the new disks are fewer)" in alone
         assert "/ mounted, ext4, UUID as captured" in alone
+        assert "/boot/efi mounted, vfat, UUID as captured" in passed  # both disks: the first ESP mounted
 
 
 @pytest.mark.slow
