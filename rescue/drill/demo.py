@@ -391,7 +391,7 @@ def tidy(work: Path, *, keep: bool, failed: bool) -> None:
         return
     for img in work.glob("*.img"):
         img.unlink()
-    for d in ("mnt-backup", "mnt-rescue", "mnt-restored", "etc-dirvish", f"demo-{work.name}-root"):
+    for d in ("mnt-backup", "mnt-rescue", "mnt-restored", "etc-dirvish", f"demo-{work.name}-root", "keys"):
         p = work / d
         if p.is_dir() and not p.is_mount():
             shutil.rmtree(p, ignore_errors=True)
