@@ -172,7 +172,7 @@ def build_script(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, 
     vgs = " ".join(layer.name for layer in lay.layers if layer.kind == "lvm")
     lines = [
         "#!/bin/sh", "# rescue drill: build the demo machine of layout " + lay.name, "set -ex",
-        *layouts.build_commands(lay, fw, devices, vols),
+        *layouts.build_commands(lay, fw, devices, vols, keys=f"{xfer}/keys"),
         *layouts.fill_commands(vols, devices, where, tars=xfer, nocow=lay.nocow),
         *(initramfs_commands(where, xfer) if layouts.needs_passphrase(lay) else []),
         f"rescue capture --out {xfer}/capture --disk {' --disk '.join(devices[d.name] for d in lay.disks)} "
