@@ -293,7 +293,8 @@ def boot_and_check(ph: Phase, run: Run, vm: VM, facts: DemoFacts, data: bool,
 
 UNLOCK_PROMPT = "Please unlock disk"  # cryptsetup-initramfs's askpass prompt
 LUKS_FAILURES = ("bad password or options",  # the initramfs's cryptroot: the passphrase was wrong
-                 "maximum number of tries exceeded")
+                 "maximum number of tries exceeded",
+                 "Dropping to a shell")  # the initramfs found no root: it never asked, or opened nothing
 
 
 def unlock_at_boot(vm: ShellVM, key: Path, ph: Phase, progress: Callable[[float, str], None]) -> None:

@@ -198,6 +198,7 @@ def initramfs_commands(where: str, xfer: str) -> list[str]:
     return [
         *(f"mount --bind /{d} {where}/{d}" for d in binds),
         f"chroot {where} update-initramfs -u -k all",
+        f"chroot {where} sh -c 'lsinitramfs /boot/initrd.img-* | grep cryptroot' || true",  # for the build log
         *(f"umount {where}/{d}" for d in reversed(binds)),
         f"mkdir -p {xfer}/initrd && cp {where}/boot/initrd.img-* {xfer}/initrd/",
     ]

@@ -267,7 +267,7 @@ def test_the_luks_build_script_remakes_the_initramfs_on_the_real_devices_and_clo
     script = build_script(lay, Firmware.BIOS, vols, {"vda": "/dev/vdb"}, "/run/xfer", "/m").splitlines()
     chroot = script.index("chroot /m update-initramfs -u -k all")
     assert script[chroot - 4:chroot] == [f"mount --bind /{d} /m/{d}" for d in ("proc", "sys", "dev", "run")]
-    assert script[chroot + 5] == "mkdir -p /run/xfer/initrd && cp /m/boot/initrd.img-* /run/xfer/initrd/"
+    assert script[chroot + 6] == "mkdir -p /run/xfer/initrd && cp /m/boot/initrd.img-* /run/xfer/initrd/"
     assert chroot > max(i for i, line in enumerate(script) if line.startswith("tar "))
     assert chroot < script.index(next(line for line in script if line.startswith("rescue capture")))
     assert script[-3:] == ["vgchange -q -an demo", "cryptsetup close demo-crypt", f"echo {BUILT}"]
