@@ -303,7 +303,8 @@ def unlock_at_boot(vm: ShellVM, key: Path, ph: Phase, progress: Callable[[float,
     Typed only once the prompt is out (askpass has turned the echo off by then); the bytes go
     to the guest alone: the log file keeps what the guest says, which is not them."""
     vm.connect()
-    seconds = vm.wait_for(UNLOCK_PROMPT, BOOT_TIMEOUT, fail_markers=BOOT_FAILURES, progress=progress)
+    seconds = vm.wait_for(UNLOCK_PROMPT, BOOT_TIMEOUT, fail_markers=(*BOOT_FAILURES, *LUKS_FAILURES),
+                          progress=progress)
     time.sleep(2)
     vm.type_secret(key.read_bytes())
     ph.notes.append(f"the initramfs asked for the LUKS passphrase after {seconds:.0f} s; typed on the serial console")
