@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="restore a demo machine of several disks onto one new disk (mirrors run degraded)")
     p.add_argument("--rebuild-machine", action="store_true",
                    help="a layered demo machine (built in a rescue VM, then cached): build it again")
+    p.add_argument("--luks-new-key", action="store_true",
+                   help="a demo machine with LUKS: the restore makes each container with a new master key, "
+                        "the new passphrase its one keyslot (instead of writing the kept header back)")
     p.add_argument("--compare-tar", action="store_true",
                    help="the demo: after the restore, in the same rescue boot, time a plain tar pipe of the "
                         "same images onto a third blank disk; the report sets the copy's time against it")
@@ -73,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
     if args.onto_one_disk and len(layout.disks) < 2:
         raise RescueError(f"--onto-one-disk goes with a machine of several disks; {layout.name!r} has one",
                           fix="choose a layout of two disks (rescue drill --layout list), or drop --onto-one-disk")
+    if args.luks_new_key and not layouts.needs_passphrase(layout):
+        raise RescueError(f"--luks-new-key goes with a demo machine whose LUKS passphrase is typed at boot; "
+                          f"{layout.name!r} has none",
+                          fix="choose luks-lvm (a machine opened by a keyfile would not open at boot with a new key)")
     if os.geteuid() != 0:
         raise RescueError("rescue drill must run as root",
                           why="it attaches loop devices, mounts filesystems and runs dirvish")
@@ -108,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         _say(f"rescue drill: working in {workdir}")
         opts = demo.Options(workdir=workdir, firmwares=firmwares, keep=args.keep, memory_mib=args.memory,
                             compare_tar=args.compare_tar, layout=layout.name, onto_one_disk=args.onto_one_disk,
-                            rebuild_machine=args.rebuild_machine)
+                            rebuild_machine=args.rebuild_machine, luks_new_key=args.luks_new_key)
         report = demo.run_demo(opts, _say)
     print()
     print(report.render())

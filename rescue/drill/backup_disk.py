@@ -83,12 +83,14 @@ def mounted_partition(image: Path, name: str, where: Path, readonly: bool = Fals
 
 
 def unattended_config(client: str, target_by_id: str, image: str | None = None, source: str = "bank",
-                      compare_tar_onto: str | None = None, targets: Sequence[tuple[str, str]] = ()) -> str:
+                      compare_tar_onto: str | None = None, targets: Sequence[tuple[str, str]] = (),
+                      luks_keys: Sequence[tuple[str, str]] = (), luks_new_key: bool = False) -> str:
     """The TOML `rescue.unattended` reads from the backup partition.
 
     `source`: "bank" (the dirvish bank) or "rsnapshot" (an rsnapshot root, RSNAPSHOT_ROOT).
     `targets`: (captured disk, by-id of its new disk) for a machine of several disks,
-    instead of the one target_by_id."""
+    instead of the one target_by_id. `luks_keys`: (crypttab name, keyfile beside the config);
+    `luks_new_key`: each container made anew, its keyfile's bytes the one passphrase."""
     folder = RSNAPSHOT_ROOT if source == "rsnapshot" else BANK
     lines = [
         "# Written by rescue drill: restore the newest good images onto the blank disk.",
@@ -101,12 +103,36 @@ def unattended_config(client: str, target_by_id: str, image: str | None = None, 
         lines.append(f'image = "{image}"')
     if compare_tar_onto:
         lines.append(f'compare_tar_onto = "{compare_tar_onto}"')
+    if luks_new_key:
+        lines.append("luks_new_key = true")
+    if luks_keys:
+        lines += ["", "[luks_keys]", *(f'"{name}" = "{file}"' for name, file in luks_keys)]
     if targets:
         for disk, by_id in targets:
             lines += ["", "[[targets]]", f'disk = "{disk}"', f'by_id = "{by_id}"']
         return "\n".join(lines) + "\n"
     lines += ["", "[target]", f'by_id = "{target_by_id}"', ""]
     return "\n".join(lines)
+
+
+KEYS = "keys"  # beside the unattended config: the keyfiles its [luks_keys] names
+
+
+def write_keys(backup_top: Path, keys: Sequence[tuple[str, Path]]) -> tuple[tuple[str, str], ...]:
+    """Copy each container's keyfile onto the backup partition (KEYS/, root only), as an owner
+    keeps one beside the unattended config; returns (name, path relative to the config)."""
+    if not keys:
+        return ()
+    folder = backup_top / KEYS
+    folder.mkdir(mode=0o700, exist_ok=True)
+    out = []
+    for name, path in keys:
+        dest = folder / f"{name}.key"
+        dest.touch(mode=0o600)
+        dest.chmod(0o600)
+        dest.write_bytes(path.read_bytes())
+        out.append((name, f"{KEYS}/{dest.name}"))
+    return tuple(out)
 
 
 def write_config(backup_top: Path, text: str) -> Path:

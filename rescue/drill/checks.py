@@ -54,6 +54,7 @@ class Console:
     btrfs_default: str | None = None
     options: dict[str, str] = field(default_factory=dict)  # btrfs mount point -> options in use
     nocow: dict[str, str] = field(default_factory=dict)  # folder -> yes/no
+    luks: dict[str, tuple[str, str, str, str]] = field(default_factory=dict)  # name -> uuid, version, slots, mount
     done: bool = False
 
 
@@ -99,6 +100,10 @@ def parse_console(text: str) -> Console:
             parts = rest.split()
             if len(parts) == 2:
                 c.nocow[parts[0]] = parts[1]
+        elif key == "DEMO-LUKS":
+            parts = rest.split()
+            if len(parts) == 5:
+                c.luks[parts[0]] = (parts[1], parts[2], parts[3], parts[4])
         elif key == "DEMO-MD":
             parts = rest.split()
             if len(parts) == 5 and parts[3].isdigit() and parts[4].isdigit():
@@ -152,6 +157,16 @@ def check_restored(text: str, facts: DemoFacts, phase: Phase, data: bool = True)
                   and got[1] in ("clean", "active", "active-idle", "write-pending"))
         phase.check(f"array {name}: {want}", ok, want,
                     f"{got[3]} slots, {got[2]} missing, {got[1]}" if got else "not reported")
+    for item in facts.luks:
+        name, uuid, version, slots, mount = item.split()
+        got = c.luks.get(name)
+        phase.check(f"LUKS {name} open, its UUID as captured", got is not None and got[0].lower() == uuid.lower(),
+                    uuid, got[0] if got else "not open")
+        phase.check(f"LUKS {name}: LUKS{version}, {slots} keyslot(s)", got is not None and got[1:3] == (version, slots),
+                    f"LUKS{version} {slots}", f"LUKS{got[1]} {got[2]}" if got else "")
+        if mount != "-":
+            phase.check(f"{mount} mounted from /dev/mapper/{name}", got is not None and got[3] == mount,
+                        mount, got[3] if got else "")
     for sub in facts.subvolumes:
         phase.check(f"btrfs subvolume {sub} as captured", sub in c.subvolumes, sub, " ".join(c.subvolumes))
     if facts.btrfs_default is not None:

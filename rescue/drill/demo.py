@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from rescue.drill.checks import (
 )
 from rescue.drill.demo_disk import DISK_SIZE, DemoDisk, DemoFacts, cleanup_mounts
 from rescue.drill.report import Phase, PhaseFailed, Report, Run, Say
+from rescue.drill.shell_vm import ShellVM
 from rescue.layout.model import Layout
 from rescue.errors import RescueError
 from rescue.qemu import VM, BootTimeout, Firmware
@@ -60,6 +62,7 @@ class Options:
     layout: str = "plain"  # rescue.drill.layouts: the demo machine's storage
     onto_one_disk: bool = False  # a machine of several disks restored onto one new disk
     rebuild_machine: bool = False  # a layered machine: build it again, not the cached one
+    luks_new_key: bool = False  # the restore makes each LUKS container anew, its one key the new passphrase
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ def drill_one(fw: Firmware, prepared: Prepared, opts: Options, run: Run, say: Sa
     assert prepared.os_tarball is not None
     lay = layouts.layout_of(opts.layout)
     captured_disks: tuple[str, ...] = ()
+    luks_keys: tuple[tuple[str, Path], ...] = ()
     if lay.built_in is layouts.BuiltIn.VM:
         with run.phase("backup disk (rescue prepare-disk)", say) as ph:
             backup_disk.prepare(backup_img, BACKUP_DISK_SIZE, prepared.rescue_image)
@@ -113,6 +117,9 @@ def drill_one(fw: Firmware, prepared: Prepared, opts: Options, run: Run, say: Sa
             # one [target]: the restore takes the half of each mirror the boot code was on
             captured_disks = captured_disks[:1]
             facts = dataclasses.replace(facts, arrays_degraded=1 if facts.arrays else 0)
+            facts.save(facts_file)
+        if layouts.luks_layers(lay):
+            luks_keys, facts = _luks_restore_keys(lay, work / "keys", facts, opts.luks_new_key)
             facts.save(facts_file)
         with run.phase("disaster: original disk gone", say) as ph:
             for disk in disks:
@@ -128,8 +135,14 @@ def drill_one(fw: Firmware, prepared: Prepared, opts: Options, run: Run, say: Sa
     with run.phase("unattended config + boot entry", say) as ph:
         scratch_by_id = f"virtio-rescue-d{2 + len(more)}"
         with backup_disk.mounted_partition(backup_img, "backup", work / "mnt-backup") as top:
+            names = backup_disk.write_keys(top, luks_keys)
             cfg = backup_disk.write_config(top, backup_disk.unattended_config(
-                CLIENT, TARGET_BY_ID, compare_tar_onto=scratch_by_id if opts.compare_tar else None, targets=targets))
+                CLIENT, TARGET_BY_ID, compare_tar_onto=scratch_by_id if opts.compare_tar else None, targets=targets,
+                luks_keys=names, luks_new_key=opts.luks_new_key))
+            if names:
+                ph.notes.append("[luks_keys]: " + ", ".join(f"{n} = {f}" for n, f in names)
+                                + (" (luks_new_key: a new master key, this key its one keyslot)"
+                                   if opts.luks_new_key else " (the kept header opens with it)"))
             onto = ", ".join(f"{old} onto {new}" for old, new in targets) or f"target by-id {TARGET_BY_ID}"
             ph.notes.append(f"{cfg.name}: client {CLIENT}, {onto}, newest image {images[-1]}")
         how = backup_disk.choose_boot_entry(backup_img, work, "unattended")
@@ -148,6 +161,28 @@ def drill_one(fw: Firmware, prepared: Prepared, opts: Options, run: Run, say: Sa
     restore_and_boot(run, say, work=work, firmware=fw, backup_img=backup_img, target_img=target_img,
                      facts=DemoFacts.load(facts_file), memory_mib=opts.memory_mib, label=fw.value,
                      more_targets=more, extra_disks=scratch)
+
+
+def _luks_restore_keys(lay: layouts.Layout, keys: Path, facts: DemoFacts,
+                      new_key: bool) -> tuple[tuple[tuple[str, Path], ...], DemoFacts]:
+    """The keyfile the unattended restore opens each container with, and the facts the restored
+    machine must show: with new_key, the new passphrase opens it (typed at boot) in its one keyslot."""
+    if not new_key:
+        return tuple((x.name, keys / f"{x.name}.key") for x in layouts.luks_layers(lay)), facts
+    luks = tuple(" ".join((*line.split()[:3], "1", *line.split()[4:])) for line in facts.luks)
+    passphrase = next((x.name for x in layouts.luks_layers(lay) if x.keyfile is None), None)
+    return (tuple((x.name, keys / f"{x.name}-new.key") for x in layouts.luks_layers(lay)),
+            dataclasses.replace(facts, luks=luks, passphrase_file=str(keys / f"{passphrase}-new.key")
+                                if passphrase else None))
+
+
+def machine_vm(disks: Sequence[Path], work: Path, firmware: Firmware, memory_mib: int, name: str,
+               facts: DemoFacts) -> VM:
+    """The VM that boots the restored machine: a console the drill can type into when the
+    machine asks for a LUKS passphrase at boot (its log file is kept all the same)."""
+    if facts.passphrase_file:
+        return ShellVM(list(disks), work, firmware=firmware, memory_mib=memory_mib, name=name)
+    return VM(list(disks), work, firmware=firmware, memory_mib=memory_mib, name=name)
 
 
 def _plain_machine(fw: Firmware, os_tarball: Path, rescue_image: Path, work: Path, backup_img: Path,
@@ -227,8 +262,8 @@ def restore_and_boot(
             ph.notes.append("booted for the evidence: the restore reported FAILED after its bootloader step finished")
         if before_boot is not None:
             before_boot(ph)
-        boot_and_check(ph, run, VM([target_img, *more_targets], work, firmware=firmware, memory_mib=memory_mib,
-                                   name="restored"), facts, data, progress("booting the restored disk"))
+        boot_and_check(ph, run, machine_vm([target_img, *more_targets], work, firmware, memory_mib, "restored", facts),
+                       facts, data, progress("booting the restored disk"))
     if restore_failed is not None:
         raise restore_failed
     if more_targets and facts.arrays:
@@ -238,8 +273,8 @@ def restore_and_boot(
             # The first disk's ESP went with it (mounted nofail): the second disk's own ESP booted it.
             alone = dataclasses.replace(facts, arrays_degraded=1,
                                         filesystems=tuple(f for f in facts.filesystems if f.fstype != "vfat"))
-            boot_and_check(ph, run, VM([more_targets[0]], work, firmware=firmware, memory_mib=memory_mib,
-                                       name="second-alone"), alone, data, progress("booting the second disk alone"))
+            boot_and_check(ph, run, machine_vm([more_targets[0]], work, firmware, memory_mib, "second-alone", alone),
+                           alone, data, progress("booting the second disk alone"))
 
 
 def boot_and_check(ph: Phase, run: Run, vm: VM, facts: DemoFacts, data: bool,
@@ -248,7 +283,10 @@ def boot_and_check(ph: Phase, run: Run, vm: VM, facts: DemoFacts, data: bool,
     run.logs.append(str(vm.serial_log))
     with vm:
         try:
-            seconds = vm.wait_for("DEMO-DONE", BOOT_TIMEOUT, fail_markers=BOOT_FAILURES, progress=progress)
+            if isinstance(vm, ShellVM) and facts.passphrase_file:
+                unlock_at_boot(vm, Path(facts.passphrase_file), ph, progress)
+            seconds = vm.wait_for("DEMO-DONE", BOOT_TIMEOUT, fail_markers=(*BOOT_FAILURES, *LUKS_FAILURES),
+                                  progress=progress)
             ph.notes.append(f"multi-user and report after {seconds:.0f} s")
             try:
                 vm.wait_exit(180)
@@ -256,6 +294,25 @@ def boot_and_check(ph: Phase, run: Run, vm: VM, facts: DemoFacts, data: bool,
                 ph.notes.append("the restored machine did not power off within 3 min; stopped")
         finally:
             check_restored(vm.console(), facts, ph, data=data)
+
+
+UNLOCK_PROMPT = "Please unlock disk"  # cryptsetup-initramfs's askpass prompt
+LUKS_FAILURES = ("bad password or options",  # the initramfs's cryptroot: the passphrase was wrong
+                 "maximum number of tries exceeded",
+                 "Dropping to a shell")  # the initramfs found no root: it never asked, or opened nothing
+
+
+def unlock_at_boot(vm: ShellVM, key: Path, ph: Phase, progress: Callable[[float, str], None]) -> None:
+    """Type the passphrase at the initramfs's prompt, as the owner does at the console.
+
+    Typed only once the prompt is out (askpass has turned the echo off by then); the bytes go
+    to the guest alone: the log file keeps what the guest says, which is not them."""
+    vm.connect()
+    seconds = vm.wait_for(UNLOCK_PROMPT, BOOT_TIMEOUT, fail_markers=(*BOOT_FAILURES, *LUKS_FAILURES),
+                          progress=progress)
+    time.sleep(2)
+    vm.type_secret(key.read_bytes())
+    ph.notes.append(f"the initramfs asked for the LUKS passphrase after {seconds:.0f} s; typed on the serial console")
 
 
 def boot_for_evidence(console: str) -> bool:
@@ -341,7 +398,7 @@ def tidy(work: Path, *, keep: bool, failed: bool) -> None:
         return
     for img in work.glob("*.img"):
         img.unlink()
-    for d in ("mnt-backup", "mnt-rescue", "mnt-restored", "etc-dirvish", f"demo-{work.name}-root"):
+    for d in ("mnt-backup", "mnt-rescue", "mnt-restored", "etc-dirvish", f"demo-{work.name}-root", "keys"):
         p = work / d
         if p.is_dir() and not p.is_mount():
             shutil.rmtree(p, ignore_errors=True)

@@ -83,6 +83,8 @@ class DemoFacts:
     nocow: tuple[str, ...] = ()  # folders that must keep chattr +C
     mount_options: tuple[str, ...] = ()  # "MOUNTPOINT OPTION" each mount must show
     no_failed_units: bool = False  # checked: no systemd unit failed in the restored boot
+    luks: tuple[str, ...] = ()  # "NAME LUKS-UUID VERSION KEYSLOTS MOUNTPOINT" (- when it holds a PV)
+    passphrase_file: str | None = None  # the file whose bytes are typed at the initramfs's prompt
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -91,7 +93,7 @@ class DemoFacts:
     def load(cls, path: Path) -> DemoFacts:
         d = json.loads(path.read_text())
         d["filesystems"] = tuple(FsFact(**f) for f in d["filesystems"])
-        for key in ("data_list", "lvs", "pvs", "arrays", "subvolumes", "nocow", "mount_options"):
+        for key in ("data_list", "lvs", "pvs", "arrays", "subvolumes", "nocow", "mount_options", "luks"):
             d[key] = tuple(d.get(key, ()))
         return cls(**d)
 

@@ -30,6 +30,8 @@ PACKAGES = (
     "e2fsprogs", "xfsprogs", "dosfstools", "passwd",
     # the layered demo machines (rescue.drill.layouts): root on LVM, arrays
     "lvm2", "mdadm", "btrfs-progs",
+    # LUKS: crypttab opened at boot (systemd), root's container unlocked by the initramfs
+    "cryptsetup", "cryptsetup-initramfs",
 )
 
 # Documentation and translations are never read on the demo machine.
@@ -125,7 +127,7 @@ def _build(progress, force: bool) -> DemoOS:
             fix="check that apt-get update works with this machine's sources, then rerun",
         ) from None
     os.replace(partial, tarball)
-    for old in cache.glob("demo-os-*.tar"):
-        if old != tarball:
-            old.unlink()
+    # The newest two stay: a checkout with another recipe (a branch being merged) reuses its own.
+    for old in sorted(cache.glob("demo-os-*.tar"), key=lambda p: p.stat().st_mtime, reverse=True)[2:]:
+        old.unlink()
     return DemoOS(tarball, key, built=True, seconds=time.monotonic() - start)

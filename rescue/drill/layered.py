@@ -90,12 +90,36 @@ class Trees:
         return tuple(sorted({f"/{sub}/*" for v in self.filesystems for sub in self.below(str(v.mountpoint))}))
 
 
+# The demo machine's passphrases: fixed demo strings, never secrets of anyone, and still
+# treated as secrets (key files only: no command line, log or report holds them).
+PASSPHRASE = b"rescue drill demo passphrase"
+NEW_PASSPHRASE = b"rescue drill new passphrase"  # --luks-new-key: the restore's one keyslot
+
+
+def make_keys(lay: layouts.Layout, work: Path) -> Path:
+    """work/keys (0700): per container NAME.key (the passphrase typed at boot, or the keyfile
+    crypttab names), NAME-recovery.key (its second keyslot) and NAME-new.key (--luks-new-key)."""
+    keys = work / "keys"
+    keys.mkdir(mode=0o700, exist_ok=True)
+    for layer in layouts.luks_layers(lay):
+        for name, data in ((f"{layer.name}.key", os.urandom(64) if layer.keyfile else PASSPHRASE),
+                           (f"{layer.name}-recovery.key", os.urandom(16).hex().encode()),
+                           (f"{layer.name}-new.key", NEW_PASSPHRASE)):
+            path = keys / name
+            path.touch(mode=0o600)
+            path.chmod(0o600)
+            path.write_bytes(data)
+    return keys
+
+
 def lay_out_files(lay: layouts.Layout, work: Path, os_tarball: Path,
                   vols: tuple[layouts.Volume, ...]) -> tuple[Trees, str, tuple[str, ...]]:
     """The demo OS configured for the layout, with the drill's data, in work/machine.
 
     A machine with arrays gets its mdadm.conf, and an initramfs made again to hold it, as
-    the Debian installer leaves one. Returns it and the data's fingerprint and listing."""
+    the Debian installer leaves one; with LUKS containers, its crypttab and the keyfiles it
+    names (mode 0400, in the root: so in the backup). Returns it and the data's fingerprint
+    and listing."""
     root = work / "machine"
     if root.exists():
         shutil.rmtree(root)
@@ -123,6 +147,15 @@ def lay_out_files(lay: layouts.Layout, work: Path, os_tarball: Path,
         (root / "etc" / "mdadm").mkdir(exist_ok=True)
         (root / "etc" / "mdadm" / "mdadm.conf").write_text(conf)
         _new_initramfs(root)
+    tab = layouts.crypttab(lay, vols)
+    if tab is not None:
+        (root / "etc" / "crypttab").write_text(tab)
+        for layer in layouts.luks_layers(lay):
+            if layer.keyfile:
+                path = root / layer.keyfile.lstrip("/")
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                shutil.copyfile(work / "keys" / f"{layer.name}.key", path)
+                path.chmod(0o400)
     fill_data(root, home=root / "home")
     data_sum, listing = data_facts(root)
     return Trees(root, tuple(v for v in vols if v.vault)), data_sum, listing
@@ -145,8 +178,9 @@ def build_script(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, 
     vgs = " ".join(layer.name for layer in lay.layers if layer.kind == "lvm")
     lines = [
         "#!/bin/sh", "# rescue drill: build the demo machine of layout " + lay.name, "set -ex",
-        *layouts.build_commands(lay, fw, devices, vols),
+        *layouts.build_commands(lay, fw, devices, vols, keys=f"{xfer}/keys"),
         *layouts.fill_commands(vols, devices, where, tars=xfer, nocow=lay.nocow),
+        *(initramfs_commands(where, xfer) if layouts.needs_passphrase(lay) else []),
         f"rescue capture --out {xfer}/capture --disk {' --disk '.join(devices[d.name] for d in lay.disks)} "
         f"--root {where} --client localhost",
         "sync",
@@ -154,10 +188,26 @@ def build_script(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, 
     ]
     if vgs:
         lines.append(f"vgchange -q -an {vgs}")
+    for layer in reversed(layouts.luks_layers(lay)):
+        lines.append(f"cryptsetup close {layer.name}")
     for layer in reversed([x for x in lay.layers if x.kind == "md"]):
         lines.append(f"mdadm --stop /dev/md/{layer.name}")
     lines.append(f"echo {BUILT}")
     return "\n".join(lines) + "\n"
+
+
+def initramfs_commands(where: str, xfer: str) -> list[str]:
+    """The initramfs made again in the machine, on its real devices: cryptsetup's hook finds
+    the container under / and puts its crypttab line in, so the boot asks for the passphrase.
+    The host's copy of the machine gets the new initramfs back (dirvish backs that copy up)."""
+    binds = ("proc", "sys", "dev", "run")
+    return [
+        *(f"mount --bind /{d} {where}/{d}" for d in binds),
+        f"chroot {where} update-initramfs -u -k all",
+        f"chroot {where} sh -c 'lsinitramfs /boot/initrd.img-* | grep cryptroot' || true",  # for the build log
+        *(f"umount {where}/{d}" for d in reversed(binds)),
+        f"mkdir -p {xfer}/initrd && cp {where}/boot/initrd.img-* {xfer}/initrd/",
+    ]
 
 
 def guest_disks(lay: layouts.Layout) -> dict[str, str]:
@@ -186,6 +236,8 @@ def build_in_vm(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, .
                 mp = str(v.mountpoint)
                 skip = [f"--exclude=./{sub}/*" for sub in trees.below(mp)]
                 run(["tar", "-C", str(trees.dir_of(mp)), *TAR_FLAGS, *skip, "-cf", str(mnt / f"{v.vault}.tar"), "."])
+            if layouts.luks_layers(lay):
+                shutil.copytree(work / "keys", mnt / "keys")
             (mnt / "build.sh").write_text(build_script(lay, fw, vols, devices, "/run/xfer", str(trees.top)))
         finally:
             run(["umount", str(mnt)])
@@ -213,6 +265,9 @@ def build_in_vm(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, .
         try:
             shutil.copytree(mnt / "capture", capture, symlinks=True)
             shutil.copyfile(mnt / "build.log", work / "builder-build.log")
+            for initrd in sorted((mnt / "initrd").glob("initrd.img-*")):
+                shutil.copyfile(initrd, trees.top / "boot" / initrd.name)
+                ph.notes.append(f"/boot/{initrd.name}: made again in the VM (cryptsetup's hook)")
         finally:
             run(["umount", str(mnt)])
     xfer.unlink()
@@ -239,7 +294,7 @@ def back_up(trees: Trees, capture: Path, backup_img: Path, work: Path, ph: Phase
 
 
 def facts_of(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, ...], captured: Captured,
-             data: tuple[str, tuple[str, ...]], ph: Phase) -> DemoFacts:
+             data: tuple[str, tuple[str, ...]], ph: Phase, keys: Path | None = None) -> DemoFacts:
     """What the restored machine must show: the UUIDs chosen for its filesystems, the LVM
     identifiers its capture recorded; checked against the capture first."""
     recorded = {fs.uuid.lower() for fs in captured.filesystems if fs.uuid}
@@ -288,13 +343,16 @@ def facts_of(lay: layouts.Layout, fw: Firmware, vols: tuple[layouts.Volume, ...]
         for folder in lay.nocow:
             ph.check(f"capture recorded the nocow folder {folder}", folder.lstrip("/") in
                      {n.lstrip("/") for n in fs.nocow}, folder, " ".join(fs.nocow))
+    luks = luks_facts(lay, vols, captured, ph)
+    passphrase = next((x for x in layouts.luks_layers(lay) if x.keyfile is None), None)
     return DemoFacts(
         firmware=fw.value, hostname=HOSTNAME, label="gpt" if fw is Firmware.UEFI else "dos",
         disk_size=DISK_SIZE * len(lay.disks),
         filesystems=tuple(FsFact(v.mountpoint, v.content, v.uuid) for v in vols if v.mountpoint),
         swap_uuid=swap.uuid, data_sum=data[0], data_list=data[1], lvs=tuple(lvs), pvs=tuple(pvs),
         arrays=tuple(arrays), no_failed_units=True, subvolumes=tuple(subvols), btrfs_default=default,
-        nocow=lay.nocow, mount_options=tuple(options),
+        nocow=lay.nocow, mount_options=tuple(options), luks=luks,
+        passphrase_file=str(keys / f"{passphrase.name}.key") if passphrase and keys else None,
     )
 
 
@@ -366,6 +424,28 @@ def _reroot(layout_json: Path, top: Path) -> None:
     layout_json.write_text(json.dumps(data, indent=1))
 
 
+def luks_facts(lay: layouts.Layout, vols: tuple[layouts.Volume, ...], captured: Captured,
+               ph: Phase) -> tuple[str, ...]:
+    """Per container "NAME UUID VERSION KEYSLOTS MOUNTPOINT" (- for a PV's): the UUID chosen
+    before the build, the version and keyslots the capture recorded; its header kept."""
+    out = []
+    found = captured.layers.luks if captured.layers else ()
+    for layer in layouts.luks_layers(lay):
+        uuid = layouts.luks_uuid(lay, layer.name, vols)
+        c = next((x for x in found if x.uuid.lower() == uuid), None)
+        version = int(layer.luks_type[-1])
+        ph.check(f"capture recorded LUKS{version} {layer.name} (UUID {uuid[:8]}...) with 2 keyslots and "
+                 "its header kept", c is not None and c.version == version and len(c.keyslots) == 2
+                 and bool(c.header_file), f"{uuid} LUKS{version} 2 keyslots",
+                 f"{c.uuid} LUKS{c.version} {len(c.keyslots)} keyslots {c.header_file}" if c else "")
+        ph.check(f"capture recorded the crypttab line of {layer.name}",
+                 c is not None and (c.crypttab or "").split()[:1] == [layer.name], layer.name,
+                 c.crypttab or "" if c else "")
+        mount = next((v.mountpoint for v in vols if v.device == f"/dev/mapper/{layer.name}" and v.mountpoint), "-")
+        out.append(f"{layer.name} {uuid} {version} {len(c.keyslots) if c else 2} {mount}")
+    return tuple(out)
+
+
 def build_machine(lay: layouts.Layout, fw: Firmware, os_tarball: Path, work: Path, backup_img: Path,
                   run_: Run, say: Say, rescue_image: Path | None = None,
                   rebuild: bool = False) -> tuple[DemoFacts, tuple[str, ...], list[Path]]:
@@ -373,10 +453,14 @@ def build_machine(lay: layouts.Layout, fw: Firmware, os_tarball: Path, work: Pat
     images and the machine's disk images (the disaster deletes them).
 
     With `rescue_image`, a machine an earlier drill built from the same layout, demo OS and
-    rescue image is reused (the builder VM is not booted again) unless `rebuild`."""
-    key = build_key(lay, fw, os_tarball, rescue_image) if rescue_image is not None else None
+    rescue image is reused (the builder VM is not booted again) unless `rebuild`. A machine
+    with LUKS is always built: its headers hold keys made for that build, and its initramfs
+    comes back from the builder into the files dirvish backs up."""
+    cacheable = rescue_image is not None and not layouts.luks_layers(lay)
+    key = build_key(lay, fw, os_tarball, rescue_image) if cacheable and rescue_image is not None else None
     reused = cached_build(lay, fw, key) if key is not None and not rebuild else None
     vols = reused.vols if reused is not None else layouts.volumes(lay, fw)
+    keys = make_keys(lay, work) if layouts.luks_layers(lay) else None
     with run_.phase("demo machine's files (on the host)", say) as ph:
         trees, data_sum, listing = lay_out_files(lay, work, os_tarball, vols)
         ph.notes.append(", ".join(f"{v.mountpoint} {v.content} on {v.device}" for v in vols if v.mountpoint)
@@ -397,7 +481,7 @@ def build_machine(lay: layouts.Layout, fw: Firmware, os_tarball: Path, work: Pat
             disks, capture = build_in_vm(lay, fw, vols, trees, work, backup_img, ph, run_.logs)
     with run_.phase("backup (dirvish x2 + the machine's capture)", say) as ph:
         images, captured = back_up(trees, capture, backup_img, work, ph)
-        facts = facts_of(lay, fw, vols, captured, (data_sum, listing), ph)
+        facts = facts_of(lay, fw, vols, captured, (data_sum, listing), ph, keys)
         if reused is None and key is not None and run_.ok:  # only a build whose capture checked out
             ph.notes.append(f"the build is kept for the next drill: "
                             f"{keep_build(lay, fw, key, vols, capture, work / 'builder-build.log')}")

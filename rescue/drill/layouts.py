@@ -53,6 +53,10 @@ class Layer:
     name: str                 # md device, VG name, mapping name, or btrfs label
     members: tuple[str, ...]  # the labels of member partitions (or the names of lower layers)
     volumes: tuple[tuple[str, str, int, str | None], ...] = ()  # (name, content, MiB (0: rest), mountpoint)
+    luks_type: str = "luks2"  # a "luks" layer: luks1 or luks2
+    # a "luks" layer opened at boot by this file in the machine's root (crypttab's key field);
+    # None: by a passphrase typed at the initramfs's prompt
+    keyfile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,37 @@ LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (
         firmwares=(Firmware.UEFI,),
         built_in=BuiltIn.VM,  # the host can make btrfs; the builder makes every layered machine alike
         nocow=("/var/lib/demo-nocow",),
+    ),
+    Layout(
+        "luks-lvm", "ext2 /boot and a LUKS2 container holding one PV: VG demo with root, swap and home "
+                    "LVs; the passphrase is typed at boot",
+        disks=(Disk("vda", (
+            _ESP,
+            Part("ext2", 256, "/boot", "demo-boot"),
+            Part("luks", 0, None, "demo-luks"),
+        )),),
+        layers=(
+            Layer("luks", "demo-crypt", ("demo-luks",), (("pv", "pv", 0, None),)),
+            Layer("lvm", "demo", ("luks:demo-crypt",), (
+                ("root", "ext4", 900, "/"),
+                ("swap", "swap", 128, None),
+                ("home", "xfs", 0, "/home"),
+            )),
+        ),
+        firmwares=(Firmware.BIOS, Firmware.UEFI),
+        built_in=BuiltIn.VM,
+    ),
+    Layout(
+        "luks-keyfile", "/ ext4 and swap; /srv ext4 on LUKS1, opened at boot by a keyfile named in crypttab",
+        disks=(Disk("vda", (
+            Part("ext4", 900, "/", "demo-root"),
+            Part("swap", 128, None, "demo-swap"),
+            Part("luks", 0, None, "srv-luks"),
+        )),),
+        layers=(Layer("luks", "srv-crypt", ("srv-luks",), (("srv", "ext4", 0, "/srv"),),
+                      luks_type="luks1", keyfile="/etc/keys/srv.key"),),
+        firmwares=(Firmware.BIOS,),
+        built_in=BuiltIn.VM,
     ),
     Layout(
         "two-disks", "swap and / ext4 on the first disk, /srv xfs on the second, each with its own table",
@@ -252,7 +287,8 @@ def volumes(lay: Layout, firmware: Firmware, new_uuid=None) -> tuple[Volume, ...
         for name, content, _mib, mountpoint in layer.volumes:
             if content not in _MKFS:
                 continue  # a layer's member (an array holding a PV)
-            device = f"/dev/md/{layer.name}" if layer.kind == "md" else _mapper(layer.name, name)
+            device = (f"/dev/md/{layer.name}" if layer.kind == "md" else f"/dev/mapper/{layer.name}"
+                      if layer.kind == "luks" else _mapper(layer.name, name))
             out.append(Volume(f"{layer.name}-{name}" if layer.kind == "lvm" else f"demo-{name}", content,
                               mountpoint, device, make()))
     return tuple(out)
@@ -265,6 +301,35 @@ def md_uuid(lay: Layout, name: str, vols: tuple[Volume, ...]) -> str:
 
     digest = hashlib.sha256(("md:" + name + ":" + ",".join(v.uuid for v in vols)).encode()).hexdigest()[:32]
     return ":".join(digest[i:i + 8] for i in range(0, 32, 8))
+
+
+def luks_uuid(lay: Layout, name: str, vols: tuple[Volume, ...]) -> str:
+    """The container's LUKS UUID, derived like md_uuid: chosen before the build, the same in the
+    build script, the machine's crypttab and the facts the restored machine must show."""
+    import hashlib
+
+    h = hashlib.sha256(("luks:" + name + ":" + ",".join(v.uuid for v in vols)).encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:32]}"
+
+
+def luks_layers(lay: Layout) -> tuple[Layer, ...]:
+    return tuple(x for x in lay.layers if x.kind == "luks")
+
+
+def needs_passphrase(lay: Layout) -> bool:
+    """A container the initramfs opens by a passphrase typed at boot (root's, in the layouts here)."""
+    return any(x.keyfile is None for x in luks_layers(lay))
+
+
+def crypttab(lay: Layout, vols: tuple[Volume, ...]) -> str | None:
+    """/etc/crypttab of the machine, as the Debian installer writes it; None without containers."""
+    layers = luks_layers(lay)
+    if not layers:
+        return None
+    lines = ["# <target name> <source device> <key file> <options>"]
+    lines += [f"{x.name} UUID={luks_uuid(lay, x.name, vols)} {x.keyfile or 'none'} "
+              f"luks{'' if x.keyfile else ',discard'}" for x in layers]
+    return "\n".join(lines) + "\n"
 
 
 def mdadm_conf(lay: Layout, vols: tuple[Volume, ...]) -> str | None:
@@ -287,13 +352,15 @@ def _mkfs(vol: Volume, dev: str) -> str:
 
 
 def build_commands(lay: Layout, firmware: Firmware, devices: dict[str, str],
-                   vols: tuple[Volume, ...] | None = None) -> list[str]:
+                   vols: tuple[Volume, ...] | None = None, keys: str = "/run/xfer/keys") -> list[str]:
     """The shell lines that make the layout's storage inside a rescue VM boot.
 
     `devices` maps the layout's disk names to the guest's blank disks (vda -> /dev/vdb when
     the rescue disk boots as vda). Partitions first (dos for BIOS, gpt for UEFI), then their
     filesystems, then each layer in order with what sits on its volumes, each filesystem with
-    its UUID from `vols` (volumes(): chosen before the build). Pure: tested in unit.
+    its UUID from `vols` (volumes(): chosen before the build). A LUKS container is made with
+    KEYS/NAME.key (the passphrase or keyfile that opens it at boot) and a second keyslot,
+    KEYS/NAME-recovery.key, as a careful owner keeps one. Pure: tested in unit.
     """
     vols = vols if vols is not None else volumes(lay, firmware)
     by_device = {v.device: v for v in vols}
@@ -333,6 +400,14 @@ def build_commands(lay: Layout, firmware: Firmware, devices: dict[str, str],
                 if content in _MKFS:
                     lines.append(_mkfs(by_device[md], md))
             continue
+        if layer.kind == "luks":
+            lines += luks_commands(lay, layer, member[layer.members[0]], vols, keys)
+            crypt = f"/dev/mapper/{layer.name}"
+            member[f"luks:{layer.name}"] = crypt
+            for _name, content, _mib, _mp in layer.volumes:
+                if content in _MKFS:
+                    lines.append(_mkfs(by_device[crypt], crypt))
+            continue
         if layer.kind != "lvm":
             raise RescueError(f"the demo layout {lay.name!r} has a {layer.kind} layer the builder does not know",
                               fix="add its commands to rescue.drill.layouts.build_commands")
@@ -344,6 +419,24 @@ def build_commands(lay: Layout, firmware: Firmware, devices: dict[str, str],
             lines.append(f"lvcreate -q -y -n {name} {size} {layer.name}")
             lines.append(_mkfs(by_device[_mapper(layer.name, name)], _mapper(layer.name, name)))
     return lines
+
+
+# A fast key derivation: the drill unlocks under TCG, and argon2's memory cost would weigh
+# on a 1 GiB guest; the restore keeps (or, with a new key, follows) what the header says.
+_PBKDF = "--pbkdf pbkdf2 --iter-time 200"
+
+
+def luks_commands(lay: Layout, layer: Layer, dev: str, vols: tuple[Volume, ...], keys: str) -> list[str]:
+    """luksFormat with the chosen UUID, a recovery keyslot beside the key, then open it by name.
+    Keys are files on the transfer disk: never on a command line or in the build log."""
+    pbkdf = _PBKDF if layer.luks_type == "luks2" else "--iter-time 200"
+    key = f"{keys}/{layer.name}.key"
+    return [
+        f"cryptsetup luksFormat -q --type {layer.luks_type} --uuid {luks_uuid(lay, layer.name, vols)} "
+        f"{pbkdf} --key-file {key} {dev}",
+        f"cryptsetup luksAddKey -q {pbkdf} --key-file {key} {dev} {keys}/{layer.name}-recovery.key",
+        f"cryptsetup open --type luks --key-file {key} {dev} {layer.name}",
+    ]
 
 
 def _mounted_at(path: str, vols: tuple[Volume, ...]) -> str | None:

@@ -63,6 +63,10 @@ class ShellVM(VM):
     def type(self, line: str) -> None:
         self.sock.sendall(line.encode() + b"\n")
 
+    def type_secret(self, data: bytes) -> None:
+        """A passphrase typed at a prompt: sent to the guest only, never logged."""
+        self.sock.sendall(data + b"\n")
+
     def ask(self, command: str, timeout: float = 120) -> str:
         """Run a shell command in the guest; its output between two unique markers."""
         tag = f"Q{time.monotonic_ns()}"

@@ -109,7 +109,10 @@ class MakeVolumeGroup(Step):
         return ["pvcreate", _devices(self.devices), "-ff", "-y", "--uuid", uuid, "--restorefile", conf, dev]
 
     def vgcfgrestore_argv(self, conf: str) -> list[str]:
-        return ["vgcfgrestore", _devices(self.devices), "-f", conf, self.name]
+        """--yes: vgcfgrestore counts every device-mapper name that splits as VG-NAME as an active
+        LV of the VG and asks (a LUKS mapping demo-crypt under VG demo stopped a restore here). LVs
+        of this VG mapped from other devices are refused before (_refuse_foreign_mappings)."""
+        return ["vgcfgrestore", _devices(self.devices), "--yes", "-f", conf, self.name]
 
     def activate_argv(self) -> list[str]:
         return ["vgchange", _devices(self.devices), "-ay", self.name]

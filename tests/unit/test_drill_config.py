@@ -82,3 +82,27 @@ def test_a_menu_that_sources_an_override_file_is_found() -> None:
     assert backup_disk.override_path(render(GrubConfig())) == getattr(GrubConfig(), "override", None)
     text = backup_disk.boot_override("unattended", 1)
     assert "set default=unattended" in text.splitlines() and "set timeout=1" in text.splitlines()
+
+
+def test_the_luks_keys_go_beside_the_config_root_only_and_the_config_names_them(tmp_path: Path) -> None:
+    key = tmp_path / "demo-crypt.key"
+    key.write_bytes(b"not a real secret")
+    top = tmp_path / "backup"
+    top.mkdir()
+    names = backup_disk.write_keys(top, (("demo-crypt", key),))
+    assert names == (("demo-crypt", "keys/demo-crypt.key"),)
+    assert (top / "keys" / "demo-crypt.key").read_bytes() == b"not a real secret"
+    assert oct((top / "keys").stat().st_mode & 0o777) == "0o700"
+    assert oct((top / "keys" / "demo-crypt.key").stat().st_mode & 0o777) == "0o600"
+    text = backup_disk.unattended_config("localhost", "virtio-rescue-d1", luks_keys=names, luks_new_key=True)
+    assert b"not a real secret".decode() not in text
+    config = load_config(backup_disk.write_config(top, text))
+    assert config.luks_keys == (("demo-crypt", str(top / "keys" / "demo-crypt.key")),)
+    assert config.luks_new_key and config.target.by_id == "virtio-rescue-d1"
+    kept = load_config(backup_disk.write_config(top, backup_disk.unattended_config(
+        "localhost", "virtio-rescue-d1", luks_keys=names)))
+    assert not kept.luks_new_key and kept.luks_keys == config.luks_keys
+
+
+def test_the_demo_os_can_open_luks_at_boot() -> None:
+    assert {"cryptsetup", "cryptsetup-initramfs"} <= set(PACKAGES)

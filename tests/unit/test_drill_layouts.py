@@ -247,3 +247,118 @@ def test_the_btrfs_checks_read_subvolumes_default_options_and_nocow() -> None:
     assert failed(good.replace("demo-nocow yes", "demo-nocow no")) == {"/var/lib/demo-nocow keeps chattr +C (nocow)"}
     assert failed(good.replace("compress=zstd:3,", "")) == {"/ mounted with compress=zstd"}
     assert failed(good, dataclasses.replace(facts, btrfs_default="256")) == {"btrfs default subvolume as captured"}
+
+
+def test_the_luks_lvm_machine_formats_opens_and_puts_its_pv_in_the_container() -> None:
+    lay = layouts.LAYOUTS["luks-lvm"]
+    assert lay.built_in is layouts.BuiltIn.VM and lay.firmwares == (Firmware.BIOS, Firmware.UEFI)
+    vols = layouts.volumes(lay, Firmware.BIOS, new_uuid=_counter())
+    uuid = layouts.luks_uuid(lay, "demo-crypt", vols)
+    assert len(uuid) == 36 and uuid == layouts.luks_uuid(lay, "demo-crypt", vols)  # chosen, not random
+    lines = layouts.build_commands(lay, Firmware.BIOS, {"vda": "/dev/vdb"}, vols, keys="/k")
+    assert "'size=256MiB, type=L' 'type=L'" in lines[0]
+    fmt = lines.index(f"cryptsetup luksFormat -q --type luks2 --uuid {uuid} --pbkdf pbkdf2 --iter-time 200 "
+                      "--key-file /k/demo-crypt.key /dev/vdb2")
+    assert lines[fmt + 1] == ("cryptsetup luksAddKey -q --pbkdf pbkdf2 --iter-time 200 --key-file /k/demo-crypt.key "
+                              "/dev/vdb2 /k/demo-crypt-recovery.key")  # two keyslots: the restore keeps both
+    assert lines[fmt + 2] == "cryptsetup open --type luks --key-file /k/demo-crypt.key /dev/vdb2 demo-crypt"
+    assert lines[fmt + 3:fmt + 5] == ["pvcreate -q -ff -y /dev/mapper/demo-crypt", "vgcreate -q demo /dev/mapper/demo-crypt"]
+    assert not any("passphrase" in line for line in lines)  # keys are files, never words on a command line
+    assert layouts.crypttab(lay, vols).splitlines()[1] == f"demo-crypt UUID={uuid} none luks,discard"
+    assert layouts.needs_passphrase(lay)
+    vols_by_mp = {v.mountpoint: v for v in vols}
+    assert vols_by_mp["/"].fstab_spec == "/dev/mapper/demo-root"
+    uefi = layouts.build_commands(lay, Firmware.UEFI, {"vda": "/dev/vdb"}, layouts.volumes(lay, Firmware.UEFI), keys="/k")
+    assert any(line.endswith("/dev/vdb3 demo-crypt") for line in uefi)  # behind the ESP and /boot
+
+
+def test_the_luks_keyfile_machine_opens_srv_by_its_keyfile_from_crypttab() -> None:
+    lay = layouts.LAYOUTS["luks-keyfile"]
+    vols = layouts.volumes(lay, Firmware.BIOS, new_uuid=_counter())
+    srv = next(v for v in vols if v.mountpoint == "/srv")
+    assert srv.device == "/dev/mapper/srv-crypt" and srv.fstab_spec == "/dev/mapper/srv-crypt" and srv.vault == "srv"
+    lines = layouts.build_commands(lay, Firmware.BIOS, {"vda": "/dev/vdb"}, vols, keys="/k")
+    uuid = layouts.luks_uuid(lay, "srv-crypt", vols)
+    assert (f"cryptsetup luksFormat -q --type luks1 --uuid {uuid} --iter-time 200 --key-file /k/srv-crypt.key "
+            "/dev/vdb3") in lines
+    assert lines[-1] == f"mkfs.ext4 -q -F -L demo-srv -U {srv.uuid} /dev/mapper/srv-crypt"
+    assert layouts.crypttab(lay, vols).splitlines()[1] == f"srv-crypt UUID={uuid} /etc/keys/srv.key luks"
+    assert not layouts.needs_passphrase(lay)
+    assert layouts.crypttab(layouts.LAYOUTS["lvm"], vols) is None
+
+
+def test_the_luks_build_script_remakes_the_initramfs_on_the_real_devices_and_closes_the_container() -> None:
+    from rescue.drill.layered import BUILT, build_script
+
+    lay = layouts.LAYOUTS["luks-lvm"]
+    vols = layouts.volumes(lay, Firmware.BIOS, new_uuid=_counter())
+    script = build_script(lay, Firmware.BIOS, vols, {"vda": "/dev/vdb"}, "/run/xfer", "/m").splitlines()
+    chroot = script.index("chroot /m update-initramfs -u -k all")
+    assert script[chroot - 4:chroot] == [f"mount --bind /{d} /m/{d}" for d in ("proc", "sys", "dev", "run")]
+    assert script[chroot + 6] == "mkdir -p /run/xfer/initrd && cp /m/boot/initrd.img-* /run/xfer/initrd/"
+    assert chroot > max(i for i, line in enumerate(script) if line.startswith("tar "))
+    assert chroot < script.index(next(line for line in script if line.startswith("rescue capture")))
+    assert script[-3:] == ["vgchange -q -an demo", "cryptsetup close demo-crypt", f"echo {BUILT}"]
+    other = layouts.LAYOUTS["luks-keyfile"]
+    keyfile = build_script(other, Firmware.BIOS, layouts.volumes(other, Firmware.BIOS), {"vda": "/dev/vdb"},
+                           "/run/xfer", "/m")
+    assert "update-initramfs" not in keyfile  # / is not in a container: the initramfs opens nothing
+
+
+def test_the_keys_are_files_of_their_own_and_the_keyfile_is_in_the_machines_root(tmp_path: Path) -> None:
+    from rescue.drill.layered import PASSPHRASE, make_keys
+
+    keys = make_keys(layouts.LAYOUTS["luks-keyfile"], tmp_path)
+    assert oct(keys.stat().st_mode & 0o777) == "0o700"
+    assert sorted(p.name for p in keys.iterdir()) == ["srv-crypt-new.key", "srv-crypt-recovery.key", "srv-crypt.key"]
+    assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in keys.iterdir())
+    assert len((keys / "srv-crypt.key").read_bytes()) == 64
+    make_keys(layouts.LAYOUTS["luks-lvm"], tmp_path)
+    assert (keys / "demo-crypt.key").read_bytes() == PASSPHRASE  # typed at boot: no newline in the file
+
+
+def test_the_luks_checks_read_uuid_version_keyslots_and_mount() -> None:
+    import dataclasses
+
+    from rescue.drill.checks import check_restored, parse_console
+    from rescue.drill.demo_disk import DemoFacts
+    from rescue.drill.report import Phase
+
+    facts = DemoFacts("bios", "demo", "dos", 1, (), "", "", (),
+                      luks=("srv-crypt 6E8B3189-e1be-4b56-ac12-4fcac3e150ad 1 2 /srv",))
+    console = "[  5.1] x DEMO-LUKS srv-crypt 6e8b3189-e1be-4b56-ac12-4fcac3e150ad 1 2 /srv\n"
+    assert parse_console(console).luks == {"srv-crypt": ("6e8b3189-e1be-4b56-ac12-4fcac3e150ad", "1", "2", "/srv")}
+
+    def verdict(text: str, f: DemoFacts = facts) -> dict[str, bool]:
+        ph = Phase("boot")
+        check_restored(text, f, ph, data=False)
+        return {c.what: c.ok for c in ph.checks if "LUKS" in c.what or "mounted from" in c.what}
+
+    assert list(verdict(console).values()) == [True, True, True]
+    assert verdict(console.replace(" 1 2 ", " 1 1 ")) == {
+        "LUKS srv-crypt open, its UUID as captured": True, "LUKS srv-crypt: LUKS1, 2 keyslot(s)": False,
+        "/srv mounted from /dev/mapper/srv-crypt": True}
+    assert not any(verdict("").values())
+    new_key = dataclasses.replace(facts, luks=("demo-crypt 6e8b3189-e1be-4b56-ac12-4fcac3e150ad 2 1 -",))
+    got = verdict("DEMO-LUKS demo-crypt 6e8b3189-e1be-4b56-ac12-4fcac3e150ad 2 1 -\n", new_key)
+    assert got == {"LUKS demo-crypt open, its UUID as captured": True, "LUKS demo-crypt: LUKS2, 1 keyslot(s)": True}
+
+
+def test_the_new_key_drill_expects_one_keyslot_and_types_the_new_passphrase(tmp_path: Path) -> None:
+    from rescue.drill.demo import _luks_restore_keys
+    from rescue.drill.demo_disk import DemoFacts
+
+    lay = layouts.LAYOUTS["luks-lvm"]
+    facts = DemoFacts("bios", "demo", "dos", 1, (), "", "", (), luks=("demo-crypt U 2 2 -",),
+                      passphrase_file=str(tmp_path / "demo-crypt.key"))
+    kept, same = _luks_restore_keys(lay, tmp_path, facts, new_key=False)
+    assert kept == (("demo-crypt", tmp_path / "demo-crypt.key"),) and same == facts
+    new, after = _luks_restore_keys(lay, tmp_path, facts, new_key=True)
+    assert new == (("demo-crypt", tmp_path / "demo-crypt-new.key"),)
+    assert after.luks == ("demo-crypt U 2 1 -",) and after.passphrase_file == str(tmp_path / "demo-crypt-new.key")
+
+
+def test_luks_new_key_is_refused_for_a_machine_opened_by_a_keyfile(capsys, tmp_path: Path) -> None:
+    code = main(["drill", "--demo", "--layout", "luks-keyfile", "--luks-new-key", "--workdir", str(tmp_path / "w")])
+    assert code == 1 and "--luks-new-key goes with" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()

@@ -47,6 +47,9 @@ def test_a_new_disk_gets_its_pv_and_vg_made_with_the_captured_uuids_seen_through
     assert made[0][:6] == ["pvcreate", "--devices=/dev/sdc3", "-ff", "-y", "--uuid", PV_UUID]
     assert made[0][-1] == "/dev/sdc3" and "--restorefile" in made[0]
     assert made[1][:2] == ["vgcfgrestore", "--devices=/dev/sdc3"] and made[1][-1] == "vg-data"
+    # a mapping whose name only looks like one of the VG's LVs (LUKS demo-crypt under VG demo)
+    # must not stop the restore at vgcfgrestore's question
+    assert "--yes" in made[1]
     assert made[2] == ["vgchange", "--devices=/dev/sdc3", "-ay", "vg-data"]
     lvm = [c for c in ctx.calls if c[0] in ("pvs", "vgs", "pvcreate", "vgcfgrestore", "vgchange")]
     assert all(c[1] == "--devices=/dev/sdc3" for c in lvm)  # never a scan of every disk
