@@ -844,6 +844,7 @@ def _steps(parts: Sequence[_DiskPart], options: PlanOptions,
     steps += btrfs.steps
     steps += mount_steps
     steps += copies
+    steps += luks.keyfiles  # a new master key: crypttab's keyfiles are files of the copied system
     if mount_steps:
         steps.append(Fixups(roots=roots, fstab=layout.fstab,
                             pvs=tuple(pv for group in groups.steps for pv in group.pvs)))

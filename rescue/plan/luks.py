@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from rescue.errors import PlanRefused
 from rescue.layout.model import Filesystem, LuksDevice
-from rescue.steps.luks import AskNewLuksKey, CheckLuksKey, CloseLuks, FormatLuks, OpenLuks, RestoreLuksHeader, mapper
+from rescue.steps.luks import AddLuksKeyfile, AskNewLuksKey, CheckLuksKey, CloseLuks, FormatLuks, OpenLuks, RestoreLuksHeader, mapper
 
 
 def open_name(c: LuksDevice) -> str:
@@ -90,6 +90,7 @@ class LuksRestore:
     checks: tuple[CheckLuksKey | AskNewLuksKey, ...] = ()  # first, before anything is written
     make: tuple[RestoreLuksHeader | FormatLuks | OpenLuks, ...] = ()  # each header, then its open, after arrays
     warnings: tuple[str, ...] = ()
+    keyfiles: tuple[AddLuksKeyfile, ...] = ()  # after a new master key: crypttab's keyfiles, once copied
 
     @property
     def close(self) -> CloseLuks | None:
@@ -107,6 +108,7 @@ def plan_containers(found: ContainersOnDisk, new_device: Mapping[str, str], fold
     checks: list[CheckLuksKey | AskNewLuksKey] = []
     make: list[RestoreLuksHeader | FormatLuks | OpenLuks] = []
     warnings: list[str] = []
+    keyfiles: list[AddLuksKeyfile] = []
     names: dict[str, str] = {}
     for c in found.containers:
         name = open_name(c)
@@ -128,6 +130,8 @@ def plan_containers(found: ContainersOnDisk, new_device: Mapping[str, str], fold
             make.append(_format(c, name, new_device[c.device]))
             make.append(OpenLuks(device=new_device[c.device], name=name, uuid=c.uuid))
             warnings.append(_new_key_warning(c, name))
+            if (keyfile := _crypttab_keyfile(c)) is not None:
+                keyfiles.append(AddLuksKeyfile(device=new_device[c.device], uuid=c.uuid, name=name, keyfile=keyfile))
             continue
         header = _header_path(c, folder)
         if header is None:
@@ -145,7 +149,7 @@ def plan_containers(found: ContainersOnDisk, new_device: Mapping[str, str], fold
         if c.crypttab is None:
             warnings.append(f"LUKS {c.device} (UUID {c.uuid}) has no line in the captured /etc/crypttab: it is "
                             f"opened as {name} for the restore; the restored system may not open it at boot")
-    return LuksRestore(tuple(checks), tuple(make), tuple(warnings))
+    return LuksRestore(tuple(checks), tuple(make), tuple(warnings), tuple(keyfiles))
 
 
 def _format(c: LuksDevice, name: str, device: str) -> FormatLuks:
@@ -156,15 +160,28 @@ def _format(c: LuksDevice, name: str, device: str) -> FormatLuks:
                       label=c.label, data_offset=c.data_offset)
 
 
+def _crypttab_keyfile(c: LuksDevice) -> str | None:
+    """The keyfile crypttab opens the container with, when it is a file of the machine itself
+    (not "none", not a device or a path with a key offset: those stay the person's to add)."""
+    words = (c.crypttab or "").split()
+    keyfile = words[2] if len(words) > 2 else ""
+    if not keyfile.startswith("/") or keyfile.startswith("/dev/") or ":" in keyfile:
+        return None
+    return keyfile
+
+
 def _new_key_warning(c: LuksDevice, name: str) -> str:
     """What a new master key changes for the person: one keyslot, the old keys gone."""
     words = (c.crypttab or "").split()
     keyfile = words[2] if len(words) > 2 and words[2] not in ("none", "-") else None
     text = (f"LUKS {name} ({c.device}, UUID {c.uuid} kept) gets a new master key and one keyslot, the new "
             f"passphrase: the old passphrases and keyfiles ({len(c.keyslots)} keyslot(s)) no longer open it")
-    if keyfile:
-        text += (f"; crypttab opens it with the keyfile {keyfile}: add it again after the restore "
-                 f"(cryptsetup luksAddKey /dev/disk/by-uuid/{c.uuid} {keyfile}), "
+    if keyfile and _crypttab_keyfile(c):
+        text += (f"; crypttab opens it with the keyfile {keyfile}, which is added to its keyslots again "
+                 "once the files are copied (if the backup holds it)")
+    elif keyfile:
+        text += (f"; crypttab opens it with the key {keyfile}: add it again after the restore "
+                 f"(cryptsetup luksAddKey /dev/disk/by-uuid/{c.uuid} KEYFILE), "
                  "or the machine will not open it at boot")
     return text
 

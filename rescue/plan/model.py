@@ -29,7 +29,7 @@ from rescue.steps import (
     WipeSignatures,
     WritePartitionTable,
 )
-from rescue.steps.luks import AskNewLuksKey, CheckLuksKey, CloseLuks, FormatLuks, OpenLuks, RestoreLuksHeader
+from rescue.steps.luks import AddLuksKeyfile, AskNewLuksKey, CheckLuksKey, CloseLuks, FormatLuks, OpenLuks, RestoreLuksHeader
 from rescue.steps.lvm import DeactivateVolumeGroups, MakeVolumeGroup
 from rescue.steps.md import MakeArray, StopArrays
 from rescue.target import TargetDisk
@@ -42,7 +42,7 @@ STEP_KINDS: dict[str, type[Step]] = {
         WipeSignatures, WritePartitionTable, MakeFilesystem, MakeSwap, MountFilesystem,
         CopyTree, Fixups, InstallBootloader, Verify, UnmountAll, MakeSubvolumes, MakeArray, StopArrays,
         MakeVolumeGroup, DeactivateVolumeGroups, CheckLuksKey, RestoreLuksHeader, OpenLuks, CloseLuks,
-        AskNewLuksKey, FormatLuks,
+        AskNewLuksKey, FormatLuks, AddLuksKeyfile,
     )
 }
 

@@ -15,13 +15,14 @@ name on another device is the old container, and the restore stops rather than u
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rescue.errors import RescueError, StepFailed, UnsafeTarget
-from rescue.steps.base import Context, Step, let_go, sh
+from rescue.steps.base import Context, Step, at_root, confined, let_go, sh
 
 
 class LuksKey:
@@ -234,6 +235,53 @@ class FormatLuks(Step):
         if found.returncode != 0 or found.stdout.strip().lower() != self.uuid.lower():
             raise StepFailed(f"{self.device} shows LUKS UUID {found.stdout.strip() or 'none'} after luksFormat, "
                              f"not {self.uuid}", fix="check the disk and rerun the same command")
+
+
+@dataclass(frozen=True)
+class AddLuksKeyfile(Step):
+    """After a new master key: the keyfile crypttab names for the container, back in its keyslots.
+
+    The keyfile is a file of the restored system (/etc/keys/srv.key), so this runs once the
+    files are copied; luksAddKey gets the new passphrase on stdin and the keyfile by path
+    (never on a command line as bytes). Without it the restored machine cannot open the
+    container at boot. A keyfile the backup did not hold (a stick) is said, not fatal."""
+
+    kind = "luks-add-keyfile"
+    device: str
+    uuid: str
+    name: str
+    keyfile: str  # the path crypttab gives, in the restored system
+
+    @property
+    def key(self) -> str:
+        return f"luks-add-keyfile:{self.uuid}"
+
+    def describe(self) -> str:
+        return f"add the keyfile {self.keyfile} that crypttab names for LUKS {self.name} to its keyslots"
+
+    def add_argv(self, keyfile: str) -> list[str]:
+        return ["cryptsetup", "luksAddKey", "--batch-mode", "--key-file=-", self.device, keyfile]
+
+    def _missing(self) -> str:
+        return (f"the keyfile {self.keyfile} of LUKS {self.name} is not in the restored system: add it by hand "
+                f"(cryptsetup luksAddKey {self.device} KEYFILE) or the machine will not open {self.name} at boot")
+
+    def script(self) -> list[str]:
+        var = key_variable(self.uuid)
+        at = at_root(self.keyfile)
+        return [f"if [ -f {at} ]; then",
+                f"    printf '%s' \"${var}\" | {sh(*self.add_argv('')[:-1])} {at}",
+                "else",
+                f"    say {shlex.quote('restore.sh: ' + self._missing())}",
+                "fi"]
+
+    def run(self, ctx: Context) -> None:
+        key = key_for(ctx, self.uuid, self.name)
+        path = confined(ctx.root, self.keyfile)
+        if not path.is_file():
+            ctx.say(self._missing())
+            return
+        ctx.run(self.add_argv(str(path)), input=key.secret())
 
 
 @dataclass(frozen=True)

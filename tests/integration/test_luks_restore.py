@@ -196,3 +196,54 @@ def test_restore_sh_checks_the_passphrase_before_it_writes(captured, tmp_path):
         if "device-mapper" not in Path("/proc/misc").read_text():
             assert right.returncode != 0 and "open LUKS" in right.stderr, right.stderr
         assert SECRET.decode() not in right.stdout + right.stderr
+
+
+def test_a_new_master_key_gets_crypttabs_keyfile_back_from_the_copied_system(captured, tmp_path):
+    """After --luks-new-key the keyfile crypttab names (a file of the restored system) is added
+    to the new header, for real: the machine opens the container at boot as it did. A keyfile
+    the backup did not hold is said, and nothing fails."""
+    import dataclasses
+    import json
+
+    from rescue.layout.model import Layout
+    from rescue.plan.luks import ContainersOnDisk, plan_containers
+    from rescue.steps.luks import LuksKey
+
+    box, uuid = captured
+    layout = Layout.loads((box / "rescue" / "layout.json").read_text())
+    (c,) = layout.layers.luks
+    c = dataclasses.replace(c, crypttab=f"srv-crypt UUID={uuid} /etc/keys/srv.key luks")
+    root = tmp_path / "root"
+    (root / "etc" / "keys").mkdir(parents=True)
+    (root / "etc" / "keys" / "srv.key").write_bytes(os.urandom(64))
+    said: list[str] = []
+
+    class Ctx:
+        def __init__(self, root: Path) -> None:
+            self.root = root
+
+        def run(self, argv, **kw):
+            return run(argv, **kw)
+
+        def say(self, line: str) -> None:
+            said.append(line)
+
+        def luks_key(self, want):
+            return LuksKey(b"a new passphrase", "new passphrase typed twice") if want == uuid else None
+
+    new = make_image_file(tmp_path / "fresh.img", 64 * MiB)
+    with attached(new) as dev:
+        plan = plan_containers(ContainersOnDisk((c,)), {c.device: dev}, new_key=True)
+        (fmt, _open), (add,) = plan.make, plan.keyfiles
+        fmt.run(Ctx(root))
+        add.run(Ctx(root))
+        dump = json.loads(run(["cryptsetup", "luksDump", "--dump-json-metadata", dev]).stdout)
+        assert sorted(dump["keyslots"]) == ["0", "1"]  # the new passphrase and the keyfile
+        r = subprocess.run(["cryptsetup", "open", "--test-passphrase", "--key-file", str(root / "etc/keys/srv.key"),
+                            dev], capture_output=True)
+        assert r.returncode == 0, r.stderr
+        assert said == []
+        add.run(Ctx(tmp_path / "a-root-without-the-key"))
+        assert len(said) == 1 and "/etc/keys/srv.key" in said[0] and "add it by hand" in said[0]
+        dump = json.loads(run(["cryptsetup", "luksDump", "--dump-json-metadata", dev]).stdout)
+        assert sorted(dump["keyslots"]) == ["0", "1"]

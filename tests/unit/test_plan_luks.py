@@ -302,8 +302,14 @@ def test_a_new_master_key_is_asked_twice_and_made_by_luksformat_with_the_capture
         "--cipher", "aes-xts-plain64", "--key-size", "512", "--pbkdf", "argon2id", "--label", "homevault",
         "--offset", str(16 * MIB // 512), "--key-file=-", "/dev/sdb6"]
     warned = next(w for w in plan.warnings if "crypthome" in w and "new master key" in w)
-    assert "no longer open it" in warned and "luksAddKey /dev/disk/by-uuid/" + HOME_UUID in warned
+    assert "no longer open it" in warned and "/etc/keys/home.key" in warned and "added to its keyslots" in warned
+    # crypttab's keyfile is a file of the machine: added back once the files are copied, before grub
+    (add,) = [s for s in plan.steps if s.kind == "luks-add-keyfile"]
+    assert (add.device, add.uuid, add.keyfile) == ("/dev/sdb6", HOME_UUID, "/etc/keys/home.key")
+    assert max(i for i, s in enumerate(plan.steps) if s.kind == "copy") < kinds.index("luks-add-keyfile")
+    assert kinds.index("luks-add-keyfile") < kinds.index("bootloader")
     script = plan.script()
+    assert 'cryptsetup luksAddKey --batch-mode --key-file=- /dev/sdb6 "$ROOT"/etc/keys/home.key' in script
     assert script.count("read -rs -p 'new passphrase for LUKS crypthome: '") == 1
     assert script.index("the same again") < script.index("wipefs -a")
     assert "| cryptsetup luksFormat --batch-mode --type luks2 --uuid " + HOME_UUID in script
@@ -315,6 +321,16 @@ def test_a_new_master_key_is_asked_twice_and_made_by_luksformat_with_the_capture
         check_keys(gw.run, plan.steps, {HOME_UUID: LuksKey(SECRET, "new passphrase typed twice")})
     check_keys(gw.run, plan.steps, {u: LuksKey(SECRET, "new passphrase typed twice") for u in (HOME_UUID, SWAP_UUID)})
     assert gw.calls == []  # a new key opens nothing old: there is nothing to check it against
+
+
+def test_only_a_keyfile_of_the_machine_itself_is_added_back():
+    from rescue.plan.luks import _crypttab_keyfile
+
+    home = laptop().layers.luks[0]
+    for field, added in (("/etc/keys/home.key", "/etc/keys/home.key"), ("none", None), ("-", None),
+                         ("/dev/disk/by-label/KEYSTICK", None), ("/keys/home.key:LABEL=stick", None)):
+        c = dataclasses.replace(home, crypttab=f"crypthome UUID={HOME_UUID} {field} luks")
+        assert _crypttab_keyfile(c) == added, field
 
 
 def test_luks1_gets_its_hash_and_no_luks2_only_options():
