@@ -84,6 +84,13 @@ _ESP = Part("vfat", 64, "/boot/efi", "DEMO-ESP", uefi_only=True)
 # it, Linux needs it only to refresh the copy. The restore gives it a copy of the first.
 _MIRRORED_ESPS = (dataclasses.replace(_ESP, options="nofail"), Part("vfat", 64, None, "DEMO-ESP2", uefi_only=True))
 
+# The Debian installer's guided LVM: root, swap and home LVs in VG demo (lvm, raid1-lvm, luks-lvm)
+_DEMO_LVS = (
+    ("root", "ext4", 900, "/"),
+    ("swap", "swap", 128, None),
+    ("home", "xfs", 0, "/home"),
+)
+
 LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (
     Layout(
         "plain", "partitions only: / ext4, /home xfs, swap, /tmp ext4 (built on the host)",
@@ -102,11 +109,7 @@ LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (
             Part("ext2", 256, "/boot", "demo-boot"),
             Part("pv", 0, None, "demo-pv"),
         )),),
-        layers=(Layer("lvm", "demo", ("demo-pv",), (
-            ("root", "ext4", 900, "/"),
-            ("swap", "swap", 128, None),
-            ("home", "xfs", 0, "/home"),
-        )),),
+        layers=(Layer("lvm", "demo", ("demo-pv",), _DEMO_LVS),),
         firmwares=(Firmware.BIOS, Firmware.UEFI),
         built_in=BuiltIn.VM,
     ),
@@ -120,11 +123,7 @@ LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (
         layers=(
             Layer("md", "boot", ("boot-a", "boot-b"), (("boot", "ext2", 0, "/boot"),)),
             Layer("md", "pv", ("pv-a", "pv-b"), (("pv", "pv", 0, None),)),
-            Layer("lvm", "demo", ("md:pv",), (
-                ("root", "ext4", 900, "/"),
-                ("swap", "swap", 128, None),
-                ("home", "xfs", 0, "/home"),
-            )),
+            Layer("lvm", "demo", ("md:pv",), _DEMO_LVS),
         ),
         firmwares=(Firmware.BIOS, Firmware.UEFI),
         built_in=BuiltIn.VM,
@@ -154,11 +153,7 @@ LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (
         )),),
         layers=(
             Layer("luks", "demo-crypt", ("demo-luks",), (("pv", "pv", 0, None),)),
-            Layer("lvm", "demo", ("luks:demo-crypt",), (
-                ("root", "ext4", 900, "/"),
-                ("swap", "swap", 128, None),
-                ("home", "xfs", 0, "/home"),
-            )),
+            Layer("lvm", "demo", ("luks:demo-crypt",), _DEMO_LVS),
         ),
         firmwares=(Firmware.BIOS, Firmware.UEFI),
         built_in=BuiltIn.VM,
