@@ -22,8 +22,11 @@ of bytes from disk to disk (the physical reference: `dd bs=4M` as a person
 types it, and dd-direct, with direct I/O on both disks and the restore's
 write-behind: the raw bound of the disks, stricter than the goal asks). Every run ends with a
 sync of the target, and both filesystems are remounted between runs so no
-run reads from a warm cache; the source read-only, as the rescue disk mounts
-the backup partition. The target is made as the restore's mkfs step makes it
+run finds the files' inodes and pages cached in the filesystem; the loop file
+under the source disk may still be in the host's page cache (reading it is
+then a memory copy): --cold empties the page cache before each copy, so the
+source is read from the host's disk, as a restore reads a backup disk. The
+source is mounted read-only, as the rescue disk mounts the backup partition. The target is made as the restore's mkfs step makes it
 (inode tables zeroed lazily after the first mount) and mounted for the
 restore as its mount step does (noinit_itable: the zeroing waits for the
 restored system's first boot), for cp and rsync with a plain mount, as a
@@ -33,6 +36,7 @@ runs in its own child process, which reports its wall time and peak RSS
 
     sudo .venv/bin/python bench/bench_copy.py                 # 30,000 small files, 3 x 256 MiB
     sudo .venv/bin/python bench/bench_copy.py --small 100000 --large 0 --twins   # dirvish-like tree
+    sudo .venv/bin/python bench/bench_copy.py --small 100000 --large 0 --twins --cold   # read from disk
     sudo .venv/bin/python bench/bench_copy.py --small 1000000 --large 0 --links 0 --empty --twins \
         --rss                                                 # memory budget: a million linked files
 
@@ -240,6 +244,12 @@ def mkfs(dev: str) -> None:
     run(argv)
 
 
+def drop_caches() -> None:
+    """Written data to disk first, then the clean page cache, dentries and inodes dropped."""
+    run(["sync"])
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
 def child(method: str, src: str, dst: str, nbytes: int = 0, rss: bool = False) -> dict[str, float]:
     out = run([sys.executable, __file__, "--one", method, src, dst, str(nbytes), *(["--rss"] if rss else [])]).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -262,6 +272,9 @@ def main() -> int:
     p.add_argument("--same-mount", action="store_true",
                    help="mount the target for cp and rsync as the restore's mount step does (noinit_itable), "
                         "to see what the copy alone gains")
+    p.add_argument("--cold", action="store_true",
+                   help="empty the page cache before each copy: the source is read from its disk, as a "
+                        "restore reads a backup disk (without it the source's loop file is in memory)")
     p.add_argument("--twins", action="store_true",
                    help="link every small file once more outside the copied tree (dirvish-like, worst case for memory)")
     p.add_argument("--one", nargs=4, metavar=("METHOD", "SRC", "DST", "BYTES"), help=argparse.SUPPRESS)
@@ -322,6 +335,8 @@ def main() -> int:
                             run(mount_argv(ddev, "ext4", str(dst_m)))  # as the restore's mount step
                         else:
                             run(["mount", ddev, str(dst_m)])  # as a hand-written restore would
+                        if args.cold:
+                            drop_caches()
                         try:
                             res = child(method, str(src_m / sub), str(dst_m),
                                         large_bytes if method == "restore-large" else du, rss=args.rss)
