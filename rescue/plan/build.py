@@ -127,6 +127,7 @@ def build_plan(
         layout_warnings=layout.warnings,
         more=tuple(DiskPlan(target=p.target, source=p.src.disk, old_table=p.src.table, new_table=p.table.table,
                             migrations=p.table.migrations, destroyed=destroyed(p.target)) for p in parts[1:]),
+        snapshots=_snapshot_paths(layout, [f for part in parts for f in part.filesystems]),
     )
 
 
@@ -410,6 +411,18 @@ def _btrfs_subvolumes(layout: Layout, new_filesystems: Sequence[NewFilesystem], 
             readonly.append(MakeReadOnly(device=nf.device, subvolumes=ro))
     return _BtrfsRestore(steps=tuple(steps), options=options, mounts=mounts, inside=tuple(inside),
                          readonly=tuple(readonly), left_out=tuple(left_out))
+
+
+def _snapshot_paths(layout: Layout, new_filesystems: Sequence[NewFilesystem]) -> tuple[str, ...]:
+    """The snapshots of the btrfs filesystems restored (not a default subvolume): what
+    --btrfs-snapshots decides about, so the review shows that choice only when there are some."""
+    out: list[str] = []
+    for nf in new_filesystems:
+        fs = next((f for f in layout.filesystems if f.device == nf.captured_device and f.mountpoint == nf.mountpoint), None)
+        vol = _btrfs_volume(layout, fs) if fs is not None else None
+        if vol is not None:
+            out += [s.path for s in vol.subvolumes if s.snapshot and s.id != vol.default_id]
+    return tuple(out)
 
 
 def _snapshot_source(sv: Subvolume, copies_for: dict[str, Image]) -> tuple[Image | None, str]:

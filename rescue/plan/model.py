@@ -161,6 +161,7 @@ class Plan:
     captured_at: str | None = None
     layout_warnings: tuple[str, ...] = ()
     more: tuple[DiskPlan, ...] = ()  # the other targets of a machine with several disks
+    snapshots: tuple[str, ...] = ()  # the btrfs snapshots of the restored filesystems, whatever options.btrfs_snapshots
     schema: int = PLAN_SCHEMA
 
     @property
