@@ -186,3 +186,16 @@ def test_the_unattended_config_takes_the_same_choice(tmp_path):
     path.write_text(CONFIG.format(extra='btrfs_snapshots = "keep"'))
     with pytest.raises(ConfigError, match="btrfs_snapshots must be leave-out or restore"):
         load_config(path)
+
+
+def test_a_whole_machine_tree_fills_a_restored_snapshot_and_copies_a_left_out_one_empty(tmp_path):
+    from rescue.backups.model import SourceKind
+
+    tree = vaults(tmp_path)[0].tree  # rsnapshot crosses into subvolumes: the snapshot's files are there
+    whole = dataclasses.replace(image("all", "/", client=sample().client), kind=SourceKind.RSNAPSHOT, tree=tree)
+    plan = build_plan(sample(), (whole,), target(64 * GIB))
+    assert copy_of(plan, "/").skip == (".snapshots/1", "home", "var/lib/machines")
+    plan = build_plan(sample(), (whole,), target(64 * GIB), RESTORE)
+    assert copy_of(plan, "/").skip == ("home", "var/lib/machines")
+    assert "@/.snapshots/1" in subvolumes(plan).subvolumes
+    assert any(isinstance(s, MakeReadOnly) for s in plan.steps)
