@@ -6,6 +6,11 @@ disaster), and restored with `rescue restore --yes` onto a new loop disk: the su
 are there (not the snapshots), the default is as captured, the nocow folders carry C,
 each vault's files are in their subvolume, fstab is untouched, UUID and label kept.
 A second confirmed restore onto the same disk starts over and gives the same.
+
+The same machine backed up by a vault of / with `xdev: 0` (its tree holds the read-only
+snapshot /.snapshots/1): with --btrfs-snapshots restore the snapshot comes back as a
+read-only subvolume holding the same files; by default it is left out, listed, and its
+folder in @ is empty (not a plain copy of its files).
 """
 
 from __future__ import annotations
