@@ -107,8 +107,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 
 def add_layout_arguments(p: argparse.ArgumentParser) -> None:
-    """--grow, --source-disk and --fstype: how the captured disk is laid onto the target, the same
-    for rescue plan, rescue restore and the wizard."""
+    """--grow, --source-disk, --fstype, --luks-new-key and --btrfs-snapshots: how the captured disk
+    is laid onto the target, the same for rescue plan, rescue restore and the wizard."""
     from rescue.plan.model import SNAPSHOT_CHOICES
 
     p.add_argument("--grow", metavar="MOUNTPOINT|N",
