@@ -20,6 +20,8 @@ Example /backup/rescue-unattended.toml:
     source_disk = "/dev/sda"         # optional: the captured disk this target replaces (machines with
                                      # several; mirrored disks need none: the one grub was on is taken)
     log_dir = "/var/log/rescue"      # optional: journal, log and report (the backup is read-only)
+    btrfs_snapshots = "restore"      # optional, as --btrfs-snapshots: btrfs snapshots made as subvolumes
+                                     # holding their data (default "leave-out": listed in the plan)
     compare_tar_onto = "virtio-rescue-d2"  # optional (the drill's --compare-tar): after the restore,
                                      # time a plain tar pipe of the same images onto this empty disk
 
@@ -71,6 +73,7 @@ from rescue.commands.plan import parse_size
 from rescue.engine.restore import RestoreOptions
 from rescue.errors import Exit, PlanRefused, RescueError
 from rescue.paths import host_paths
+from rescue.plan.model import SNAPSHOT_CHOICES
 from rescue.target import TargetDisk
 
 MARKER = "RESCUE-RESTORE:"
@@ -118,6 +121,7 @@ class Config:
     compare_tar_onto: str | None = None  # by-id name of an empty scratch disk (the drill's --compare-tar)
     luks_keys: tuple[tuple[str, str], ...] = ()  # (crypttab name or LUKS UUID, keyfile), as --luks-key
     luks_new_key: bool = False  # as --luks-new-key
+    btrfs_snapshots: str = "leave-out"  # as --btrfs-snapshots
     targets: tuple[tuple[str, Selector], ...] = ()  # (captured disk, its new disk) per [[targets]]
     skip_disks: tuple[str, ...] = ()  # captured disks left out on purpose
 
@@ -144,7 +148,7 @@ def load_config(path: Path) -> Config:
 
     known = {"bank", "banks", "rsnapshot", "tree", "client", "image", "after", "after_failure", "bootloader", "grow", "log_dir",
              "fstype", "size", "target", "targets", "skip_disks", "source_disk", "compare_tar_onto", "luks_keys",
-             "luks_new_key"}
+             "luks_new_key", "btrfs_snapshots"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise bad(unknown[0], "is not a setting rescue knows")
@@ -193,6 +197,8 @@ def load_config(path: Path) -> Config:
         raise bad("[luks_keys]", 'must map LUKS containers to keyfiles (cryptroot = "keys/root.key")')
     if not isinstance(data.get("luks_new_key", False), bool):
         raise bad("luks_new_key", "must be true or false")
+    if data.get("btrfs_snapshots", "leave-out") not in SNAPSHOT_CHOICES:
+        raise bad("btrfs_snapshots", f"must be {' or '.join(SNAPSHOT_CHOICES)} (what becomes of btrfs snapshots)")
     selector: Selector | None = None
     targets: list[tuple[str, Selector]] = []
     if "targets" in data:
@@ -220,7 +226,7 @@ def load_config(path: Path) -> Config:
         source_disk=data.get("source_disk") or None, compare_tar_onto=data.get("compare_tar_onto") or None,
         targets=tuple(targets), skip_disks=tuple(skip_disks),
         luks_keys=tuple((name, str(path.parent / file)) for name, file in luks_keys.items()),
-        luks_new_key=data.get("luks_new_key", False),
+        luks_new_key=data.get("luks_new_key", False), btrfs_snapshots=data.get("btrfs_snapshots", "leave-out"),
     )
 
 
@@ -290,7 +296,7 @@ def restore_options(config: Config, devices: Sequence[str] = ()) -> RestoreOptio
         state_dir=log_dir, log=log_dir / f"restore-{time.strftime('%Y%m%d-%H%M%S')}.log" if log_dir else None,
         face="rescue unattended restore", skip_disks=config.skip_disks,
         disk_map=tuple((old, os.path.realpath(d)) for (old, _), d in zip(config.targets, devices)),
-        luks_keys=config.luks_keys, luks_new_key=config.luks_new_key)
+        luks_keys=config.luks_keys, luks_new_key=config.luks_new_key, btrfs_snapshots=config.btrfs_snapshots)
 
 
 def restore(config: Config, device: str | Sequence[str], console: Callable[..., int] | None = None) -> int:

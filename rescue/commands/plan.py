@@ -90,7 +90,8 @@ def read_request(args: argparse.Namespace, command: str, **run: Any) -> Request:
         disk_map=tuple((spec.old or "", d) for spec, d in zip(specs, devices)) if named else (),
         skip_disks=tuple(args.skip_disk),
         skip_vaults=tuple(args.skip_vault), fstypes=parse_fstypes(args.fstype), sizes=parse_sizes(args.size),
-        luks_new_key=getattr(args, "luks_new_key", False), **run,
+        luks_new_key=getattr(args, "luks_new_key", False),
+        btrfs_snapshots=getattr(args, "btrfs_snapshots", "leave-out"), **run,
     )
     restore = Restore(source, options)
     selection = restore.select()
@@ -106,8 +107,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 
 def add_layout_arguments(p: argparse.ArgumentParser) -> None:
-    """--grow, --source-disk and --fstype: how the captured disk is laid onto the target, the same
-    for rescue plan, rescue restore and the wizard."""
+    """--grow, --source-disk, --fstype, --luks-new-key and --btrfs-snapshots: how the captured disk
+    is laid onto the target, the same for rescue plan, rescue restore and the wizard."""
+    from rescue.plan.model import SNAPSHOT_CHOICES
+
     p.add_argument("--grow", metavar="MOUNTPOINT|N",
                    help="the partition that takes all the free space (default: the restored filesystems "
                         "share it in proportion to their captured size)")
@@ -122,6 +125,10 @@ def add_layout_arguments(p: argparse.ArgumentParser) -> None:
                    help="make each LUKS container with a new master key (luksFormat with its captured UUID, "
                         "cipher, key size, PBKDF and label) and a new passphrase typed twice, instead of writing "
                         "its kept header back (which keeps every old keyslot)")
+    p.add_argument("--btrfs-snapshots", choices=SNAPSHOT_CHOICES, default="leave-out",
+                   help="what becomes of btrfs snapshots: leave-out (the default; the plan lists them) or "
+                        "restore (each whose files a vault's tree holds is made as a subvolume at its path "
+                        "and filled by the copy, read-only again when it was)")
 
 
 def add_target_argument(p: argparse.ArgumentParser, what: str) -> None:

@@ -47,6 +47,7 @@ def options_from_args(args: argparse.Namespace) -> RestoreOptions:
                           verify_checksum=getattr(args, "verify_checksum", False), state_dir=args.state_dir,
                           luks_keys=parse_luks_keys(getattr(args, "luks_key", None) or ()),
                           luks_new_key=getattr(args, "luks_new_key", False),
+                          btrfs_snapshots=getattr(args, "btrfs_snapshots", "leave-out"),
                           face="rescue wizard")
 
 

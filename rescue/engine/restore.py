@@ -63,13 +63,15 @@ class RestoreOptions:
     # (container's crypttab name or LUKS UUID, keyfile): where a key is, never the key itself
     luks_keys: tuple[tuple[str, str], ...] = ()
     luks_new_key: bool = False  # LUKS made with a new master key and a new passphrase (--luks-new-key)
+    btrfs_snapshots: str = "leave-out"  # or "restore": btrfs snapshots made as subvolumes (--btrfs-snapshots)
 
     def plan_options(self) -> PlanOptions:
         from rescue.plan import PlanOptions
 
         return PlanOptions(source_disk=self.source_disk, grow=self.grow, bootloader=self.bootloader != "skip",
                            skip_vaults=self.skip_vaults, fstypes=self.fstypes, sizes=self.sizes,
-                           disk_map=self.disk_map, skip_disks=self.skip_disks, luks_new_key=self.luks_new_key)
+                           disk_map=self.disk_map, skip_disks=self.skip_disks, luks_new_key=self.luks_new_key,
+                           btrfs_snapshots=self.btrfs_snapshots)
 
 
 @dataclass(frozen=True)

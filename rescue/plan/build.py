@@ -25,6 +25,7 @@ from rescue.layout.model import (
     LvmVg,
     MdArray,
     PartitionTable,
+    Subvolume,
 )
 from rescue.plan.lvm import (
     VolumeGroupsOnDisk,
@@ -67,7 +68,7 @@ from rescue.steps import (
     WritePartitionTable,
 )
 from rescue.steps.lvm import dm_name
-from rescue.steps.subvolumes import MakeSubvolumes
+from rescue.steps.subvolumes import MakeReadOnly, MakeSubvolumes
 from rescue.target import TargetDisk
 
 SUPPORTED_FSTYPES = ("ext2", "ext3", "ext4", "xfs", "btrfs", "vfat")
@@ -126,6 +127,7 @@ def build_plan(
         layout_warnings=layout.warnings,
         more=tuple(DiskPlan(target=p.target, source=p.src.disk, old_table=p.src.table, new_table=p.table.table,
                             migrations=p.table.migrations, destroyed=destroyed(p.target)) for p in parts[1:]),
+        snapshots=_snapshot_paths(layout, [f for part in parts for f in part.filesystems]),
     )
 
 
@@ -298,6 +300,8 @@ class _BtrfsRestore:
     options: dict[str, str] = dataclasses.field(default_factory=dict)  # mount point -> "subvol=@home"
     mounts: dict[str, NewFilesystem] = dataclasses.field(default_factory=dict)  # subvolume mount -> its btrfs
     inside: tuple[str, ...] = ()  # subvolumes seen inside a mounted one (/var/lib/machines): filled, not mounted
+    readonly: tuple[Step, ...] = ()  # restored read-only snapshots, made read-only after the copies
+    left_out: tuple[str, ...] = ()  # where the machine showed snapshots left out whose files a tree holds: copied empty
 
 
 def _btrfs_volume(layout: Layout, fs: Filesystem) -> BtrfsVolume | None:
@@ -338,14 +342,18 @@ def _subvolume_targets(layout: Layout, filesystems: Sequence[Filesystem]) -> dic
     return found
 
 
-def _btrfs_subvolumes(layout: Layout, new_filesystems: Sequence[NewFilesystem],
-                      warnings: list[str]) -> _BtrfsRestore:
-    """Subvolumes made at their paths (parents first, snapshots left out), the default set
-    by path, nocow folders marked, and each subvolume mounted as it was."""
+def _btrfs_subvolumes(layout: Layout, new_filesystems: Sequence[NewFilesystem], warnings: list[str],
+                      choice: str = "leave-out", copies_for: dict[str, Image] | None = None) -> _BtrfsRestore:
+    """Subvolumes made at their paths (parents first), the default set by path, nocow folders
+    marked, and each subvolume mounted as it was. Snapshots as `choice` says: left out (listed),
+    or made as subvolumes the copy fills when a vault's tree holds their files (read-only again
+    after the copy when they were)."""
     steps: list[Step] = []
+    readonly: list[Step] = []
     options: dict[str, str] = {}
     mounts: dict[str, NewFilesystem] = {}
     inside: list[str] = []
+    left_out: list[str] = []
     own = {fs.mountpoint for fs in layout.filesystems if fs.mountpoint}
     for nf in new_filesystems:
         fs = next((f for f in layout.filesystems if f.device == nf.captured_device and f.mountpoint == nf.mountpoint), None)
@@ -354,14 +362,26 @@ def _btrfs_subvolumes(layout: Layout, new_filesystems: Sequence[NewFilesystem],
             continue
         by_id = {s.id: s for s in vol.subvolumes}
         default = by_id[vol.default_id].path if vol.default_id in by_id else None
-        snapshots = [s.path for s in vol.subvolumes if s.snapshot and s.path != default]
+        snaps = [s for s in vol.subvolumes if s.snapshot and s.path != default]
+        held = {s.path: _snapshot_source(s, copies_for or {}) for s in snaps}
+        restored = [s for s in snaps if choice == "restore" and held[s.path][0] is not None]
+        gone = [s.path for s in snaps if s not in restored]
+        # a snapshot inside one left out goes with it (its folder is not made)
+        restored = [s for s in restored if not any(s.path.startswith(p + "/") for p in gone)]
+        gone = [s.path for s in snaps if s not in restored]
         kept = [s.path for s in vol.subvolumes
-                if s.path not in snapshots and not any(s.path.startswith(p + "/") for p in snapshots)]
-        if snapshots:
-            warnings.append(
-                f"btrfs snapshots on {nf.device} ({nf.mountpoint}) are left out: {', '.join(snapshots)} "
-                "(their data is not in any vault; the subvolumes they were taken from are restored)"
-            )
+                if s.path not in gone and not any(s.path.startswith(p + "/") for p in gone)]
+        where = f"btrfs snapshots on {nf.device} ({nf.mountpoint})"
+        if restored:
+            warnings.append(f"{where} restored as subvolumes holding their data: "
+                            + ", ".join(f"{s.path}{' (read-only)' if s.readonly else ''}" for s in restored))
+        if gone and choice == "restore":
+            warnings.append(f"{where} left out, their files are in no vault: "
+                            + ", ".join(f"{p} ({held[p][1]})" for p in gone))
+        elif gone:
+            warnings.append(f"{where} left out (as chosen): {', '.join(gone)} (the subvolumes they were taken "
+                            "from are restored; --btrfs-snapshots restore makes those whose files a vault holds)")
+        left_out += [s.seen_at for s in snaps if s.path in gone and s.seen_at and held[s.path][0] is not None]
         for m in vol.mounts:
             if m.fstab_options and any(o.startswith("subvolid=") and o != "subvolid=5"
                                        for o in m.fstab_options.split(",")):
@@ -382,10 +402,49 @@ def _btrfs_subvolumes(layout: Layout, new_filesystems: Sequence[NewFilesystem],
                     mounts[m.target] = nf
         inside += [sv.seen_at for sv in vol.subvolumes
                    if sv.seen_at and sv.path in kept and not sv.mounted and sv.seen_at not in own]
-        nocow = tuple(_top_level_path(vol, p, default) for p in vol.nocow)
+        nocow = tuple(_top_level_path(vol, p, default) for p in vol.nocow
+                      if not any(_top_level_path(vol, p, default).startswith(g + "/") for g in gone))
         steps.append(MakeSubvolumes(device=nf.device, subvolumes=tuple(sorted(kept, key=lambda p: (p.count("/"), p))),
                                     default=default, nocow=nocow))
-    return _BtrfsRestore(steps=tuple(steps), options=options, mounts=mounts, inside=tuple(inside))
+        ro = tuple(s.path for s in restored if s.readonly)
+        if ro:
+            readonly.append(MakeReadOnly(device=nf.device, subvolumes=ro))
+    return _BtrfsRestore(steps=tuple(steps), options=options, mounts=mounts, inside=tuple(inside),
+                         readonly=tuple(readonly), left_out=tuple(left_out))
+
+
+def _snapshot_paths(layout: Layout, new_filesystems: Sequence[NewFilesystem]) -> tuple[str, ...]:
+    """The snapshots of the btrfs filesystems restored (not a default subvolume): what
+    --btrfs-snapshots decides about, so the review shows that choice only when there are some."""
+    out: list[str] = []
+    for nf in new_filesystems:
+        fs = next((f for f in layout.filesystems if f.device == nf.captured_device and f.mountpoint == nf.mountpoint), None)
+        vol = _btrfs_volume(layout, fs) if fs is not None else None
+        if vol is not None:
+            out += [s.path for s in vol.subvolumes if s.snapshot and s.id != vol.default_id]
+    return tuple(out)
+
+
+def _snapshot_source(sv: Subvolume, copies_for: dict[str, Image]) -> tuple[Image | None, str]:
+    """The image whose tree holds a snapshot's files (None when none does), and what to say.
+
+    The machine shows it at seen_at; the copy of the nearest mount point above fills that
+    folder. A vault that stays on one filesystem (dirvish's xdev) holds it empty."""
+    if not sv.seen_at:
+        return None, "the machine showed it nowhere"
+    above = [mp for mp in copies_for if mp == sv.seen_at or _below(sv.seen_at, mp)]
+    if not above:
+        return None, f"no vault holds {sv.seen_at}"
+    mp = max(above, key=len)
+    image = copies_for[mp]
+    folder = image.tree / posixpath.relpath(sv.seen_at, mp)
+    try:
+        holds = folder.is_dir() and any(folder.iterdir())
+    except OSError:
+        holds = False
+    if not holds:
+        return None, f"its folder {sv.seen_at} is empty in vault {image.vault}"
+    return image, f"vault {image.vault}"
 
 
 def _top_level_path(vol: BtrfsVolume, path: str, default: str | None) -> str:
@@ -792,7 +851,7 @@ def _steps(parts: Sequence[_DiskPart], options: PlanOptions,
     )
     mkswap_steps = tuple(MakeSwap(device=s.device, uuid=s.uuid, label=s.label) for s in new_swaps)
     by_mount = {f.mountpoint: f for f in mounted}
-    btrfs = _btrfs_subvolumes(layout, new_filesystems, warnings)
+    btrfs = _btrfs_subvolumes(layout, new_filesystems, warnings, options.btrfs_snapshots, copies_for)
     if btrfs.mounts:
         mount_order = tuple(sorted(set(mount_order) | set(btrfs.mounts), key=_mount_key))
     carrier = {**by_mount, **btrfs.mounts}
@@ -806,7 +865,8 @@ def _steps(parts: Sequence[_DiskPart], options: PlanOptions,
             vault=copies_for[mp].vault, image=copies_for[mp].name, source=copies_for[mp].tree,
             mountpoint=mp, bytes=_subvolume_copy_bytes(mp, by_mount, copies_for),
             files=by_mount[mp].files or 0 if mp in by_mount else copies_for[mp].files or 0,
-            part=copies_for[mp].whole_machine, skip=_skip_below(mp, copies_for[mp], layout),
+            part=copies_for[mp].whole_machine,
+            skip=_skip_below(mp, copies_for[mp], layout, btrfs.left_out, set(copies_for)),
         )
         for mp in sorted(set(mount_order) | set(btrfs.inside), key=_mount_key) if mp in copies_for
     )
@@ -844,6 +904,7 @@ def _steps(parts: Sequence[_DiskPart], options: PlanOptions,
     steps += btrfs.steps
     steps += mount_steps
     steps += copies
+    steps += btrfs.readonly  # a read-only snapshot cannot be filled: made read-only once copied
     steps += luks.keyfiles  # a new master key: crypttab's keyfiles are files of the copied system
     if mount_steps:
         steps.append(Fixups(roots=roots, fstab=layout.fstab,
@@ -1156,15 +1217,23 @@ def _below(mp: str, base: str) -> bool:
     return mp != base and (base == "/" or mp.startswith(base.rstrip("/") + "/"))
 
 
-def _skip_below(mp: str, image: Image, layout: Layout) -> tuple[str, ...]:
-    """The captured mount points below `mp`, relative to it, when `image` holds a whole machine.
+def _skip_below(mp: str, image: Image, layout: Layout, snapshots: Sequence[str] = (),
+                copied: set[str] | None = None) -> tuple[str, ...]:
+    """The folders below `mp`, relative to it, whose files the copy of `mp` leaves out.
 
-    Their files are in the image's tree but belong on their own filesystems (or on
-    another disk): the copy of `mp` makes their folders, empty."""
-    if not image.whole_machine:
-        return ()
-    below = {fs.mountpoint for fs in layout.filesystems if fs.mountpoint and fs.fstype != "swap"}
-    below |= set(_subvolume_targets(layout, layout.filesystems))  # /home from @home: its own copy
+    When `image` holds a whole machine: the captured mount points below `mp`. Their files are
+    in the image's tree but belong on their own filesystems (or on another disk). And the
+    snapshots left out whose files the tree holds (a vault that crosses into subvolumes), when
+    `mp` is the nearest copy above them: they would come back as plain folders. The copy
+    makes these folders, empty."""
+    below: set[str] = set()
+    if image.whole_machine:
+        below = {fs.mountpoint for fs in layout.filesystems if fs.mountpoint and fs.fstype != "swap"}
+        below |= set(_subvolume_targets(layout, layout.filesystems))  # /home from @home: its own copy
+    for seen in snapshots:
+        above = [m for m in (copied or {mp}) if m == seen or _below(seen, m)]
+        if above and max(above, key=len) == mp and seen != mp:
+            below.add(seen)
     return tuple(sorted(posixpath.relpath(m, mp) for m in below if _below(m, mp)))
 
 

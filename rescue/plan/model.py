@@ -20,6 +20,7 @@ from rescue.steps import (
     Fixups,
     InstallBootloader,
     MakeFilesystem,
+    MakeReadOnly,
     MakeSubvolumes,
     MakeSwap,
     MountFilesystem,
@@ -36,11 +37,14 @@ from rescue.target import TargetDisk
 
 PLAN_SCHEMA = 1
 
+# --btrfs-snapshots: what becomes of a btrfs's snapshots (leave-out, the default, lists them)
+SNAPSHOT_CHOICES = ("leave-out", "restore")
+
 STEP_KINDS: dict[str, type[Step]] = {
     cls.kind: cls
     for cls in (
         WipeSignatures, WritePartitionTable, MakeFilesystem, MakeSwap, MountFilesystem,
-        CopyTree, Fixups, InstallBootloader, Verify, UnmountAll, MakeSubvolumes, MakeArray, StopArrays,
+        CopyTree, Fixups, InstallBootloader, Verify, UnmountAll, MakeSubvolumes, MakeReadOnly, MakeArray, StopArrays,
         MakeVolumeGroup, DeactivateVolumeGroups, CheckLuksKey, RestoreLuksHeader, OpenLuks, CloseLuks,
         AskNewLuksKey, FormatLuks, AddLuksKeyfile,
     )
@@ -61,6 +65,7 @@ class PlanOptions:
     fstypes: tuple[tuple[str, str], ...] = ()  # (mount point or captured device, fstype) to make instead
     sizes: tuple[tuple[str, int], ...] = ()  # (mount point, number or "swap", bytes): exactly this size
     luks_new_key: bool = False  # LUKS made anew by luksFormat (new master key), not from the kept header
+    btrfs_snapshots: str = "leave-out"  # or "restore": snapshots made as subvolumes and filled (--btrfs-snapshots)
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,7 @@ class Plan:
     captured_at: str | None = None
     layout_warnings: tuple[str, ...] = ()
     more: tuple[DiskPlan, ...] = ()  # the other targets of a machine with several disks
+    snapshots: tuple[str, ...] = ()  # the btrfs snapshots of the restored filesystems, whatever options.btrfs_snapshots
     schema: int = PLAN_SCHEMA
 
     @property

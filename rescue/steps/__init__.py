@@ -10,7 +10,7 @@ from rescue.steps.mkfs import MakeEsp, MakeFilesystem
 from rescue.steps.mkswap import MakeSwap
 from rescue.steps.mount import MountFilesystem
 from rescue.steps.partition import WritePartitionTable
-from rescue.steps.subvolumes import MakeSubvolumes
+from rescue.steps.subvolumes import MakeReadOnly, MakeSubvolumes
 from rescue.steps.rescue_image import WriteRescueImage
 from rescue.steps.unmount import UnmountAll
 from rescue.steps.verify import Verify
@@ -20,4 +20,5 @@ __all__ = [
     "Context", "Step", "WipeSignatures", "WritePartitionTable", "MakeFilesystem", "MakeSwap",
     "MountFilesystem", "CopyTree", "Fixups", "InstallBootloader", "Verify", "UnmountAll",
     "MakeEsp", "WriteRescueImage", "InstallBootCode", "MakeBank", "MakeSubvolumes",
+    "MakeReadOnly",
 ]

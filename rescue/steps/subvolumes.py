@@ -86,3 +86,47 @@ class MakeSubvolumes(Step):
                 top.rmdir()
             except OSError:
                 pass
+
+
+@dataclass(frozen=True)
+class MakeReadOnly(Step):
+    """Make restored snapshots read-only again, as they were captured, once the copy has filled them.
+
+    A read-only subvolume cannot be filled, so this comes after the copies. Works on the top
+    level (subvolid=5) mounted at a private folder. Idempotent: ro true on a read-only
+    subvolume is repeated."""
+
+    kind = "readonly-snapshots"
+    device: str
+    subvolumes: tuple[str, ...]  # paths from the top level: "@/.snapshots/1"
+
+    @property
+    def key(self) -> str:
+        return f"readonly-snapshots:{self.device}"
+
+    def describe(self) -> str:
+        return f"make btrfs snapshots read-only again on {self.device}: {', '.join(self.subvolumes)}"
+
+    def script(self) -> list[str]:
+        top = '"$TOP"'
+        lines = ['TOP=$(mktemp -d)', sh("mount", "-t", "btrfs", "-o", "subvolid=5", self.device) + f" {top}"]
+        lines += [f"btrfs property set -ts {top}/{sh(path)} ro true" for path in self.subvolumes]
+        lines += [f"umount {top}", f"rmdir {top}"]
+        return lines
+
+    def run(self, ctx: Context) -> None:
+        top = Path(tempfile.mkdtemp(prefix="rescue-btrfs-top-"))
+        ctx.run(["mount", "-t", "btrfs", "-o", "subvolid=5", self.device, str(top)])
+        try:
+            why = prove_mounted(ctx.run, top, self.device, "btrfs")
+            if why:
+                raise UnsafeTarget(f"mounting {self.device} did not give {self.device}", why=why,
+                                   fix="detach the old disk that carries the same filesystems and rerun")
+            for path in self.subvolumes:
+                ctx.run(["btrfs", "property", "set", "-ts", str(top / path.strip("/")), "ro", "true"])
+        finally:
+            ctx.run(["umount", str(top)], check=False)
+            try:
+                top.rmdir()
+            except OSError:
+                pass

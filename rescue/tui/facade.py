@@ -75,14 +75,17 @@ class Engine(Protocol):
 
     def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk | tuple[TargetDisk, ...],
              skip: tuple[str, ...] = (), sizes: tuple[tuple[str, int], ...] = (),
-             disk_map: tuple[tuple[str, str], ...] = (), skip_disks: tuple[str, ...] = ()) -> Review:
+             disk_map: tuple[tuple[str, str], ...] = (), skip_disks: tuple[str, ...] = (),
+             snapshots: str | None = None) -> Review:
         """Build the plan and its review; raises RescueError when it cannot work.
 
         skip names vaults the person chose to leave out (their filesystems are made empty);
         sizes are partitions the person sized (mount point, number or swap; bytes), as
         `rescue plan --size` takes them. A machine with several disks: disk_map pairs each
         captured disk with its target (OLD, NEW), as `--target OLD=NEW`, and target is the
-        tuple of those targets in its order; skip_disks are the captured disks left out."""
+        tuple of those targets in its order; skip_disks are the captured disks left out.
+        snapshots: what becomes of btrfs snapshots (leave-out or restore, as --btrfs-snapshots);
+        None: what the wizard was started with."""
         ...
 
     def interrupted(self) -> Interrupted | None:

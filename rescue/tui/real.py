@@ -105,6 +105,7 @@ def review_of(plan: Plan) -> Review:
         destroyed=tuple(plan.destroyed),
         disks=mapping_lines(plan),
         targets=tuple(t.device for t in plan.targets) if plan.more else (),
+        snapshots=plan.snapshots, btrfs_snapshots=plan.options.btrfs_snapshots,
         weights=tuple(next((c.bytes for c in plan.copies if s.kind == "copy" and s.key == f"copy:{c.vault}"),
                            STEP_COST) for s in plan.steps))
 
@@ -206,10 +207,12 @@ class RealEngine:
 
     def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk | tuple[TargetDisk, ...],
              skip: tuple[str, ...] = (), sizes: tuple[tuple[str, int], ...] = (),
-             disk_map: tuple[tuple[str, str], ...] = (), skip_disks: tuple[str, ...] = ()) -> Review:
-        # the same options as `rescue restore --target OLD=NEW --skip-disk OLD`
+             disk_map: tuple[tuple[str, str], ...] = (), skip_disks: tuple[str, ...] = (),
+             snapshots: str | None = None) -> Review:
+        # the same options as `rescue restore --target OLD=NEW --skip-disk OLD --btrfs-snapshots CHOICE`
         restore = self.restore(skip_vaults=tuple(skip), sizes=tuple(sizes), disk_map=tuple(disk_map),
-                               skip_disks=tuple(skip_disks))
+                               skip_disks=tuple(skip_disks),
+                               btrfs_snapshots=snapshots or self.options.btrfs_snapshots)
         plan = restore.plan(restore.choose(machine).picked(images), target)
         review = review_of(plan)
         self.plans[review] = plan

@@ -80,6 +80,8 @@ class Review:
     weights: tuple[int, ...] = ()  # per step, its share of the whole restore: bytes to copy, or a fixed cost
     disks: tuple[str, ...] = ()  # a machine with several disks: "captured OLD -> NEW" and what NEW loses
     targets: tuple[str, ...] = ()  # every disk the restore erases when there are several: each is typed to confirm
+    snapshots: tuple[str, ...] = ()  # the machine's btrfs snapshots: the review shows what becomes of them
+    btrfs_snapshots: str = "leave-out"  # the choice in force for them: leave-out or restore (b switches it)
 
     @property
     def every_target(self) -> tuple[str, ...]:

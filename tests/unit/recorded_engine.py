@@ -124,11 +124,13 @@ class RecordedEngine:
 
     def plan(self, machine: Machine, images: tuple[Image, ...], target: TargetDisk | tuple[TargetDisk, ...],
              skip: tuple[str, ...] = (), sizes: tuple[tuple[str, int], ...] = (),
-             disk_map: tuple[tuple[str, str], ...] = (), skip_disks: tuple[str, ...] = ()) -> Review:
+             disk_map: tuple[tuple[str, str], ...] = (), skip_disks: tuple[str, ...] = (),
+             snapshots: str | None = None) -> Review:
         self.skipped = tuple(skip)  # recorded plans are for all vaults; tests look at what was asked
         self.sizes.append(tuple(sizes))
         options = RestoreOptions(skip_vaults=tuple(skip), sizes=tuple(sizes), disk_map=tuple(disk_map),
-                                 skip_disks=tuple(skip_disks), face="rescue wizard")
+                                 skip_disks=tuple(skip_disks), face="rescue wizard",
+                                 btrfs_snapshots=snapshots or "leave-out")
         self.options.append(options)
         targets = target if isinstance(target, tuple) else (target,)
         self.targets.append(tuple(t.device for t in targets))

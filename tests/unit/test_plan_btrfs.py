@@ -1,6 +1,7 @@
 """A machine that mounts btrfs subvolumes (Ubuntu's @ at / and @home at /home) is restored
 with its subvolumes: made at their paths, the default set by path, nocow folders marked
-before the copy, each mounted with subvol= and filled from its vault; snapshots left out."""
+before the copy, each mounted with subvol= and filled from its vault; snapshots left out by default
+(test_plan_btrfs_snapshots has the choice)."""
 
 from __future__ import annotations
 

@@ -269,6 +269,12 @@ def review_text(r: Review) -> str:
             for row in r.rows]
     files = f" in {r.files_to_copy} files" if r.files_to_copy else ""
     out.append(f"  copy {human(r.bytes_to_copy)}{files}, {len(r.steps)} steps")
+    if r.snapshots:
+        if r.btrfs_snapshots == "restore":
+            out.append(f"  btrfs snapshots: RESTORED as subvolumes holding their data, where a vault holds "
+                       f"their files (b leaves them out): {', '.join(r.snapshots)}")
+        else:
+            out.append(f"  btrfs snapshots: LEFT OUT (b restores them as subvolumes): {', '.join(r.snapshots)}")
     if r.warnings:
         out += ["", "Warnings:"] + [f"  ! {w}" for w in r.warnings]
     out += ["", "Details", "", f"{'':<20} {'old: start':>10} {'size':>9} | {'new: start':>10} {'size':>9}"]
@@ -307,11 +313,15 @@ plan in short: each partition's new size and what grows or shrinks. Below
 filesystems with the UUIDs and labels they keep (so fstab and grub still
 find them), the bytes to copy, and every step in order. s shows the
 restore script, which does the same by hand. z sets partition sizes (which
-filesystem grows or shrinks) and plans again. n goes on to the confirmation."""
+filesystem grows or shrinks) and plans again. A machine with btrfs
+snapshots: b switches between leaving them out (the default, listed) and
+restoring them as subvolumes holding their data, and plans again.
+n goes on to the confirmation."""
     BINDINGS = [
         Binding("n", "next", "Next: confirm"),
         Binding("s", "script", "Script"),
         Binding("z", "sizes", "Sizes"),
+        Binding("b", "snapshots", "Snapshots", show=False),  # said in the review when there are any
         Binding("q", "app.quit_wizard", "Quit"),
     ]
 
@@ -326,6 +336,7 @@ filesystem grows or shrinks) and plans again. n goes on to the confirmation."""
         self.disk_map = disk_map  # (captured, new) per captured disk restored, as --target OLD=NEW
         self.skip_disks = skip_disks  # captured disks left out, as --skip-disk
         self.sizes: tuple[tuple[str, int], ...] = ()  # set with z; empty: the plan's own
+        self.snapshots: str | None = None  # set with b (leave-out or restore); None: as the wizard was started
         self.review: Review | None = None
 
     def compose(self) -> ComposeResult:
@@ -352,13 +363,14 @@ filesystem grows or shrinks) and plans again. n goes on to the confirmation."""
 
     @work(thread=True, exclusive=True, group="plan")
     def build(self) -> None:
+        chosen = {"snapshots": self.snapshots} if self.snapshots else {}
         if self.disk_map or self.skip_disks:
             self.post_answer(lambda: PlanReady(self.engine.plan(
                 self.machine, self.images, self.target, self.skipped, self.sizes,
-                disk_map=self.disk_map, skip_disks=self.skip_disks)))
+                disk_map=self.disk_map, skip_disks=self.skip_disks, **chosen)))
             return
         self.post_answer(lambda: PlanReady(self.engine.plan(self.machine, self.images, self.target,
-                                                            self.skipped, self.sizes)))
+                                                            self.skipped, self.sizes, **chosen)))
 
     @on(WorkFailed)
     def failed(self, message: WorkFailed) -> None:
@@ -404,6 +416,17 @@ filesystem grows or shrinks) and plans again. n goes on to the confirmation."""
             self.build()
 
         self.app.push_screen(SizesScreen(sizes_text(self.sizes), rows), answered)
+
+    def action_snapshots(self) -> None:
+        """Switch what becomes of the btrfs snapshots; the engine plans again and the review is shown anew."""
+        if self.review is None or not self.review.snapshots:
+            self.notify("This machine has no btrfs snapshots to choose about.", severity="warning")
+            return
+        self.snapshots = "leave-out" if self.review.btrfs_snapshots == "restore" else "restore"
+        self.review = None
+        shown = "restoring" if self.snapshots == "restore" else "leaving out"
+        self.query_one("#body", Static).update(f"Planning again, {shown} the btrfs snapshots...")
+        self.build()
 
     def action_next(self) -> None:
         if self.review is None:
