@@ -338,6 +338,10 @@ def compare_tar(config: Config, target: str) -> str:
     mnt = Path(tempfile.mkdtemp(prefix="rescue-compare-"))
     run(["mount", "-o", "noinit_itable", scratch.device, str(mnt)])
     try:
+        # the restore read the images from the backup disk; tar must too, not from the
+        # page cache the restore's copy and verify left behind
+        run(["sync"])
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
         before, t0 = FsUsage.of(mnt), time.monotonic()
         for image in images:
             dest = mnt / image.vault
