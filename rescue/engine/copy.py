@@ -12,8 +12,9 @@ Why these tools:
 - One cp is one thread, and most of a copy's CPU time is the kernel making
   inodes and moving pages on cp's behalf; much of the rest a cp spends
   waiting for the disks. So the tree is shared among `xargs -P WORKERS` cp
-  runs, two per core (one process group, so cancel and a rerun's clean-up end
-  them all): folders holding more than their share are split into their
+  runs, two per core on a machine of several (one process group, so cancel and
+  a rerun's clean-up end them all; on one core a single cp copies it all):
+  folders holding more than their share are split into their
   entries (down to SPLIT_DEPTH), each unit is copied whole by one cp
   (`cp -a --target-directory=DEST/PARENT SOURCE/UNIT`), largest first.
   Folders that were split are made first and get their owner, mode, xattrs,
@@ -130,7 +131,15 @@ WRITE_BEHIND_STATE = Path("/run/rescue-write-behind")  # "pid bytes ratio limit"
 # second cp per core copies meanwhile; beyond a few the disks are the limit (6 and 8 measured
 # no faster than 4 on 2 cores), and more readers of one spinning backup disk only make it
 # seek more. Measured with bench/bench_copy.py --methods restore-2,restore-4,restore-6.
-WORKERS = min(2 * (os.cpu_count() or 1), 4)
+# One core: one cp, no split. In the drill's rescue VM (one CPU) the demo's 510 MiB copied in
+# 20.7 s with one cp, 27.7-35.5 s with two and 40.5 s with four (rescue drill --compare-tar):
+# there the scan before the split and the cp runs' switching cost more than the waits they fill.
+def workers_for(cpus: int) -> int:
+    """cp runs for a machine of `cpus` cores (see above)."""
+    return min(2 * cpus, 4) if cpus > 1 else 1
+
+
+WORKERS = workers_for(len(os.sched_getaffinity(0)))
 SPLIT_DEPTH = 3  # folders deeper than this are never split among workers
 SCRATCH_PREFIX = "rescue-copy-"  # + pid: the scratch folder of a parallel copy, in /tmp
 MAX_LOOSE = 64  # a folder with more files (not folders) than this is copied whole
