@@ -22,6 +22,7 @@ C's boot tests check /backup ro at boot; this checks it during a restore.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -33,7 +34,7 @@ import pytest
 from rescue.demo import DemoMachine, make_bank
 from rescue.devices import attached, make_image_file, partition_path
 from rescue.drill.shell_vm import BOOT_TIMEOUT, ShellVM, boot_shell  # noqa: F401 (the other vm tests import them from here)
-from rescue.qemu import Firmware
+from rescue.qemu import BootTimeout, Firmware
 from rescue.run import run
 
 GiB = 1 << 30
@@ -142,7 +143,10 @@ def test_rescue_system_is_locked_down_and_keeps_the_backup_read_only(disk_with_b
         stress = ""
         while time.monotonic() < deadline and "STRESS-EXIT=" not in stress:
             time.sleep(20)
-            stress = vm.ask("cat /run/stress.log", timeout=300)
+            # the one-CPU rescue VM, with the stress beside it and another VM on the host, has
+            # let a shell answer wait past 300 s: an unanswered look is tried again until the deadline
+            with contextlib.suppress(BootTimeout):
+                stress = vm.ask("cat /run/stress.log", timeout=min(120, max(deadline - time.monotonic(), 1)))
         m = re.search(rf"^STRESS-TABLE: OK {STRESS_ROUNDS} rounds, (\d+) re-reads$", stress, re.M)
         assert m and "STRESS-EXIT=0" in stress, stress[-3000:]
         assert int(m.group(1)) >= STRESS_ROUNDS // 4, f"the neighbour re-read only {m.group(1)} times: no stress"
