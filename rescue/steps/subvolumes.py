@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +12,29 @@ from rescue.errors import UnsafeTarget
 from rescue.steps.base import Context, Step, sh
 
 SUBVOLUME_INODE = 256  # every btrfs subvolume's root directory has inode 256
+
+
+def _on_top_level_script(device: str, body: list[str]) -> list[str]:
+    """restore.sh lines that run `body` with the btrfs's top level (subvolid=5) at "$TOP"."""
+    return ['TOP=$(mktemp -d)', sh("mount", "-t", "btrfs", "-o", "subvolid=5", device) + ' "$TOP"',
+            *body, 'umount "$TOP"', 'rmdir "$TOP"']
+
+
+@contextlib.contextmanager
+def _top_level(ctx: Context, device: str) -> Iterator[Path]:
+    """The btrfs's top level (subvolid=5) mounted at a private folder, proven to be `device`."""
+    top = Path(tempfile.mkdtemp(prefix="rescue-btrfs-top-"))
+    ctx.run(["mount", "-t", "btrfs", "-o", "subvolid=5", device, str(top)])
+    try:
+        why = prove_mounted(ctx.run, top, device, "btrfs")
+        if why:
+            raise UnsafeTarget(f"mounting {device} did not give {device}", why=why,
+                               fix="detach the old disk that carries the same filesystems and rerun")
+        yield top
+    finally:
+        ctx.run(["umount", str(top)], check=False)
+        with contextlib.suppress(OSError):
+            top.rmdir()
 
 
 @dataclass(frozen=True)
@@ -42,7 +67,7 @@ class MakeSubvolumes(Step):
 
     def script(self) -> list[str]:
         top = '"$TOP"'
-        lines = ['TOP=$(mktemp -d)', sh("mount", "-t", "btrfs", "-o", "subvolid=5", self.device) + f" {top}"]
+        lines = []
         for path in self.subvolumes:
             q = sh(path)
             lines.append(f"[ -d {top}/{q} ] || {{ mkdir -p \"$(dirname {top}/{q})\" && btrfs subvolume create {top}/{q}; }}")
@@ -51,18 +76,11 @@ class MakeSubvolumes(Step):
         for path in self.nocow:
             q = sh(path)
             lines.append(f"mkdir -p {top}/{q} && chattr +C {top}/{q}")
-        lines += [f"umount {top}", f"rmdir {top}"]
-        return lines
+        return _on_top_level_script(self.device, lines)
 
     def run(self, ctx: Context) -> None:
-        top = Path(tempfile.mkdtemp(prefix="rescue-btrfs-top-"))
         ctx.run(["btrfs", "device", "scan", "--forget"], check=False)
-        ctx.run(["mount", "-t", "btrfs", "-o", "subvolid=5", self.device, str(top)])
-        try:
-            why = prove_mounted(ctx.run, top, self.device, "btrfs")
-            if why:
-                raise UnsafeTarget(f"mounting {self.device} did not give {self.device}", why=why,
-                                   fix="detach the old disk that carries the same filesystems and rerun")
+        with _top_level(ctx, self.device) as top:
             for path in self.subvolumes:
                 where = top / path.strip("/")
                 if where.is_dir() and os.stat(where).st_ino == SUBVOLUME_INODE:
@@ -80,12 +98,6 @@ class MakeSubvolumes(Step):
                 where = top / path.strip("/")
                 where.mkdir(parents=True, exist_ok=True)
                 ctx.run(["chattr", "+C", str(where)])
-        finally:
-            ctx.run(["umount", str(top)], check=False)
-            try:
-                top.rmdir()
-            except OSError:
-                pass
 
 
 @dataclass(frozen=True)
@@ -108,25 +120,10 @@ class MakeReadOnly(Step):
         return f"make btrfs snapshots read-only again on {self.device}: {', '.join(self.subvolumes)}"
 
     def script(self) -> list[str]:
-        top = '"$TOP"'
-        lines = ['TOP=$(mktemp -d)', sh("mount", "-t", "btrfs", "-o", "subvolid=5", self.device) + f" {top}"]
-        lines += [f"btrfs property set -ts {top}/{sh(path)} ro true" for path in self.subvolumes]
-        lines += [f"umount {top}", f"rmdir {top}"]
-        return lines
+        return _on_top_level_script(self.device, [f'btrfs property set -ts "$TOP"/{sh(path)} ro true'
+                                                  for path in self.subvolumes])
 
     def run(self, ctx: Context) -> None:
-        top = Path(tempfile.mkdtemp(prefix="rescue-btrfs-top-"))
-        ctx.run(["mount", "-t", "btrfs", "-o", "subvolid=5", self.device, str(top)])
-        try:
-            why = prove_mounted(ctx.run, top, self.device, "btrfs")
-            if why:
-                raise UnsafeTarget(f"mounting {self.device} did not give {self.device}", why=why,
-                                   fix="detach the old disk that carries the same filesystems and rerun")
+        with _top_level(ctx, self.device) as top:
             for path in self.subvolumes:
                 ctx.run(["btrfs", "property", "set", "-ts", str(top / path.strip("/")), "ro", "true"])
-        finally:
-            ctx.run(["umount", str(top)], check=False)
-            try:
-                top.rmdir()
-            except OSError:
-                pass

@@ -15,6 +15,8 @@ folder in @ is empty (not a plain copy of its files).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from test_btrfs_subvolumes import IMAGES, _bank, _night, btrfs_machine
@@ -103,6 +105,18 @@ def _crossing_bank(tmp_path: Path) -> tuple[Path, str]:
     return bank, uuid
 
 
+@contextlib.contextmanager
+def _top_level(dev: str, tmp_path: Path) -> Iterator[Path]:
+    """The restored btrfs's top level (subvolid=5), mounted read-only for the checks."""
+    where = tmp_path / "mnt"
+    where.mkdir()
+    run(["mount", "-t", "btrfs", "-o", "ro,subvolid=5", dev + "p1", where])
+    try:
+        yield where
+    finally:
+        run(["umount", where])
+
+
 def _listed(where: Path) -> dict[str, str]:
     """path -> the line of `btrfs subvolume list` that names it."""
     listed = run(["btrfs", "subvolume", "list", where]).stdout
@@ -123,10 +137,7 @@ def test_a_read_only_snapshot_whose_files_a_vault_holds_is_restored_when_chosen(
             assert "btrfs property set -ts" in (tmp_path / "restore.sh").read_text()
             assert main(argv) == Exit.OK, capsys.readouterr().out[-3000:]
             assert "result:   OK" in capsys.readouterr().out
-            where = tmp_path / "mnt"
-            where.mkdir()
-            run(["mount", "-t", "btrfs", "-o", "ro,subvolid=5", dev + "p1", where])
-            try:
+            with _top_level(dev, tmp_path) as where:
                 listed = _listed(where)
                 assert sorted(listed) == ["@", "@/.snapshots/1", "@/var/lib/machines", "@home"], listed
                 snap = where / "@" / ".snapshots" / "1"
@@ -134,8 +145,6 @@ def test_a_read_only_snapshot_whose_files_a_vault_holds_is_restored_when_chosen(
                 assert diff_trees(tree / ".snapshots" / "1", snap, times=True, top=False) == []
                 assert (snap / "etc" / "hostname").read_text() == "subvols\n"
                 assert (where / "@" / "var" / "lib" / "machines" / "web" / "os-release").read_text() == "ID=debian\n"
-            finally:
-                run(["umount", where])
     finally:
         run(["umount", tmp_path / "backup"], check=False)
 
@@ -151,15 +160,10 @@ def test_by_default_the_snapshot_is_left_out_listed_and_not_copied_into_its_pare
             assert "left out (as chosen): @/.snapshots/1, @home-2026-1201" in out, out
             assert main(argv) == Exit.OK, capsys.readouterr().out[-3000:]
             assert "result:   OK" in capsys.readouterr().out
-            where = tmp_path / "mnt"
-            where.mkdir()
-            run(["mount", "-t", "btrfs", "-o", "ro,subvolid=5", dev + "p1", where])
-            try:
+            with _top_level(dev, tmp_path) as where:
                 assert sorted(_listed(where)) == ["@", "@/var/lib/machines", "@home"]
                 snap = where / "@" / ".snapshots" / "1"
                 assert snap.is_dir() and not any(snap.iterdir())  # its folder, empty: not a plain copy in @
                 assert (where / "@" / "etc" / "hostname").read_text() == "subvols\n"
-            finally:
-                run(["umount", where])
     finally:
         run(["umount", tmp_path / "backup"], check=False)
