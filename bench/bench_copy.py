@@ -6,7 +6,8 @@ second one, by:
   restore  rescue.engine.copy.copy_tree (what the copy step runs, progress polling on):
            min(2 x cores, 4) cp -a runs over parts of the tree, with write-behind
            (background writeback from 64 MiB dirty on)
-  restore-N (optional) the same with N cp runs (restore-1: one cp)
+  restore-N (optional) the same with N cp runs (restore-1: one cp); restore-nora without the
+           read-ahead of the backup's files, restore-raM with it M MiB ahead, restore-nowb without the write-behind
   cp       cp -a
   rsync    rsync -aHAX --numeric-ids
   tar      a tar pipe as a sysadmin types it (full fidelity: xattrs, ACLs, numeric owners):
@@ -154,6 +155,10 @@ def _one(method: str, src: str, dst: str, nbytes: int) -> dict[str, float]:
         for knob in method.split("-")[1:]:
             if knob.isdigit():  # restore-N: N cp runs instead of the default
                 rescue.engine.copy.WORKERS = int(knob)
+            elif knob == "nora":  # restore-nora: without the read-ahead of the backup's files
+                rescue.engine.copy.READ_AHEAD_BYTES = 0
+            elif knob.startswith("ra") and knob[2:].isdigit():  # restore-raM: read-ahead window of M MiB
+                rescue.engine.copy.READ_AHEAD_BYTES = int(knob[2:]) * MiB
             elif knob == "nowb":  # restore-nowb: without the write-behind (the machine's writeback setting)
                 rescue.engine.copy.WRITE_BEHIND_BYTES = 0
             elif knob.startswith("wb") and knob[2:].isdigit():  # restore-wbM: write-behind from M MiB
@@ -263,7 +268,7 @@ def main() -> int:
     p.add_argument("--links", type=int, default=3000, help="extra hard links to small files")
     p.add_argument("--rounds", type=int, default=2, help="runs of each method; the fastest counts")
     p.add_argument("--methods", default="restore,tar,tar+wb,cp+wb,rsync+wb,cp,rsync",
-                   help="comma-separated: restore,restore-N (N cp runs),restore-nowb,restore-wbM (M MiB),restore-N-nowb,tar,cp,rsync,tar+wb,cp+wb,rsync+wb")
+                   help="comma-separated: restore,restore-N (N cp runs),restore-nowb,restore-wbM (M MiB),restore-N-nowb,restore-nora (no read-ahead),restore-raM (M MiB ahead),tar,cp,rsync,tar+wb,cp+wb,rsync+wb")
     p.add_argument("--rss", action="store_true",
                    help="the memory budget run: restore only (unless --methods), one round, the summed RSS "
                         "of the process and its commands sampled against 256 MiB")

@@ -26,6 +26,13 @@ Why these tools:
   twice inside this tree count), it gives those inodes, and the copies are
   replaced with hard links afterwards. (A second pass for the links cost
   0.2 s wall and CPU taken from the cp runs on a dirvish-like tree.)
+- A cp run reading a small file waits for the backup disk and copies nothing
+  meanwhile: on a dirvish-like tree the cp runs kept two cores only two thirds
+  busy. A read-ahead thread (rescue.engine.readahead) walks the units in the
+  order xargs hands them out and asks the kernel for each file's blocks, at most
+  READ_AHEAD_BYTES ahead of what has landed on the target; the cp runs then find
+  their files in memory (measured: the dirvish-like tree 5.44 s against 6.42 s
+  without it, the default corpus 2.22 s against 2.69 s, same run, best of 3).
 - While the copy runs, the kernel starts writing to the disks once 64 MiB
   are dirty instead of a tenth of memory (vm.dirty_background_bytes, put back
   afterwards; write-behind): the disk writes overlap the copying instead of
@@ -104,6 +111,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rescue.engine.copyerrors import classify, drop_partial_copies, rsync_unescape
+from rescue.engine.readahead import read_ahead
 from rescue.errors import Aborted, RescueError
 from rescue.run import CommandError
 from rescue.run import run as gateway_run
@@ -123,6 +131,7 @@ POLL_SECONDS = 1.0
 # dying backup disk's retries hold one read for minutes at most). rsync's --timeout does not
 # fire for a local copy waiting on itself (rsync -aH has deadlocked so, see copy_tree).
 STALL_SECONDS = 15 * 60
+READ_AHEAD_BYTES = 64 << 20  # how far the read-ahead of a fresh copy may be ahead of the target (0: none)
 WRITE_BEHIND_BYTES = 64 << 20  # dirty bytes from which the kernel writes back during a copy (0: the machine's own)
 VM = Path("/proc/sys/vm")
 WRITE_BEHIND_STATE = Path("/run/rescue-write-behind")  # "pid bytes ratio limit" of a copy that lowered it
@@ -710,15 +719,21 @@ def _fresh_copy(ctx: Runner, source: Path, dest: Path, before: FsUsage, totals: 
                 progress: ProgressFn | None, *, xattrs: bool, acls: bool) -> tuple[int, list[str]]:
     """cp -a, shared among WORKERS cp runs when the tree splits (see the module docstring)."""
     argv = cp_argv(source, dest, xattrs=xattrs, acls=acls)
+
+    def landed() -> int:
+        return FsUsage.of(dest).bytes - before.bytes
+
     if WORKERS < 2:
-        return _run_watched(ctx, argv, dest, before, totals, progress, rsync=False)
+        with read_ahead(source, [b""], landed, READ_AHEAD_BYTES):
+            return _run_watched(ctx, argv, dest, before, totals, progress, rsync=False)
     # ignore_cleanup_errors: after a cancel the link sort may still be writing here
     with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", ignore_cleanup_errors=True) as tmp:
         tree = scan_tree(ctx, source, WORKERS, links_to=Path(tmp))  # the sizes and the linked names at once
         split, total = plan_split(ctx, source, WORKERS, scan=tree)
         totals["bytes"] = totals["bytes"] or total
         if split is None:
-            return _run_watched(ctx, argv, dest, before, totals, progress, rsync=False)
+            with read_ahead(source, [b""], landed, READ_AHEAD_BYTES):
+                return _run_watched(ctx, argv, dest, before, totals, progress, rsync=False)
         # The links are only needed once the copy is done: their sort runs beside it (a daemon
         # thread, so a cancelled copy does not wait for it; its commands then fail harmlessly
         # in the removed folder and the copy is rerun anyway). A scan that failed lists none:
@@ -742,7 +757,8 @@ def _fresh_copy(ctx: Runner, source: Path, dest: Path, before: FsUsage, totals: 
         units.write_bytes(b"".join(b"--target-directory=%s\0%s\0" % (os.path.dirname(os.path.join(d, u)),
                                                                        os.path.join(s, u)) for u in split.units))
         xargs = ["xargs", "-0", "-r", "-P", str(WORKERS), "-n", "2", "-a", str(units), *argv[:-3]]
-        rc, errors = _run_watched(ctx, xargs, dest, before, totals, progress, rsync=False)
+        with read_ahead(source, split.units, landed, READ_AHEAD_BYTES):  # in the order xargs hands them out
+            rc, errors = _run_watched(ctx, xargs, dest, before, totals, progress, rsync=False)
         scanner.join()
     links = scan.get("links")
     if rc != 0 or links is None:
