@@ -83,7 +83,8 @@ def mounted_partition(image: Path, name: str, where: Path, readonly: bool = Fals
 
 
 def unattended_config(client: str, target_by_id: str, image: str | None = None, source: str = "bank",
-                      compare_tar_onto: str | None = None, targets: Sequence[tuple[str, str]] = (),
+                      compare_tar_onto: str | None = None, compare_tar_runs: int = 1,
+                      targets: Sequence[tuple[str, str]] = (),
                       luks_keys: Sequence[tuple[str, str]] = (), luks_new_key: bool = False) -> str:
     """The TOML `rescue.unattended` reads from the backup partition.
 
@@ -103,6 +104,7 @@ def unattended_config(client: str, target_by_id: str, image: str | None = None, 
         lines.append(f'image = "{image}"')
     if compare_tar_onto:
         lines.append(f'compare_tar_onto = "{compare_tar_onto}"')
+        lines.append(f"compare_tar_runs = {max(compare_tar_runs, 1)}")
     if luks_new_key:
         lines.append("luks_new_key = true")
     if luks_keys:

@@ -246,17 +246,20 @@ def step_times(console: str) -> list[StepTime]:
     return steps
 
 
-_COMPARED = re.compile(r"RESCUE-RESTORE: COMPARE tar ([\d.]+) MiB in ([\d.]+) s")
+_COMPARED = re.compile(r"RESCUE-RESTORE: COMPARE tar ([\d.]+) MiB in ([\d.]+) s[^(\n]*(?:\(best of \d+: ([\d., ]+) s\))?")
 
 
-def compared(console: str) -> tuple[float, float] | None:
-    """(MiB, seconds) of the plain tar pipe the unattended restore timed after the restore
-    (rescue.unattended.compare_tar, the drill's --compare-tar), if it did."""
+def compared(console: str) -> tuple[float, float, tuple[float, ...]] | None:
+    """(MiB, best seconds, each run's seconds) of the plain tar pipe the unattended restore
+    timed after the restore (rescue.unattended.compare_tar, the drill's --compare-tar), if it did."""
     m = _COMPARED.search(plain(console))
-    return (float(m.group(1)), float(m.group(2))) if m else None
+    if not m:
+        return None
+    runs = tuple(float(t) for t in m.group(3).split(", ")) if m.group(3) else (float(m.group(2)),)
+    return float(m.group(1)), float(m.group(2)), runs
 
 
-def timing_notes(steps: list[StepTime], tar: tuple[float, float] | None = None) -> list[str]:
+def timing_notes(steps: list[StepTime], tar: tuple[float, float, tuple[float, ...]] | None = None) -> list[str]:
     """What the restore's time went to, for the drill's report: the copy's throughput and what
     verify cost beside it (rescue's goal: at most half of the copy); with a tar pipe timed in
     the same boot, the copy's time against the tar pipe's for the same bytes."""
@@ -280,6 +283,7 @@ def timing_notes(steps: list[StepTime], tar: tuple[float, float] | None = None) 
                          f"({'within' if ratio <= 0.5 else 'OVER'} rescue's goal of at most half)")
         if tar and tar[1] > 0 and mib > 0:
             tar_rate = tar[0] / tar[1]
-            notes.append(f"tar pipe, same images, same boot: {tar[0]:.1f} MiB in {tar[1]:.1f} s = {tar_rate:.1f} MiB/s; "
+            runs = f" (best of {len(tar[2])}: {', '.join(f'{t:.1f}' for t in tar[2])} s)" if len(tar[2]) > 1 else ""
+            notes.append(f"tar pipe, same images, same boot: {tar[0]:.1f} MiB in {tar[1]:.1f} s{runs} = {tar_rate:.1f} MiB/s; "
                          f"restore's copy / tar = {(kinds['copy'] / mib) / (tar[1] / tar[0]):.2f} (time per MiB)")
     return notes

@@ -58,7 +58,7 @@ class Options:
     firmwares: tuple[Firmware, ...] = (Firmware.BIOS, Firmware.UEFI)
     keep: bool = False
     memory_mib: int = 1024
-    compare_tar: bool = False  # also time a plain tar pipe of the same images in the restore's boot
+    compare_tar: int = 0  # also time a plain tar pipe of the same images in the restore's boot, this many times
     layout: str = "plain"  # rescue.drill.layouts: the demo machine's storage
     onto_one_disk: bool = False  # a machine of several disks restored onto one new disk
     rebuild_machine: bool = False  # a layered machine: build it again, not the cached one
@@ -137,8 +137,8 @@ def drill_one(fw: Firmware, prepared: Prepared, opts: Options, run: Run, say: Sa
         with backup_disk.mounted_partition(backup_img, "backup", work / "mnt-backup") as top:
             names = backup_disk.write_keys(top, luks_keys)
             cfg = backup_disk.write_config(top, backup_disk.unattended_config(
-                CLIENT, TARGET_BY_ID, compare_tar_onto=scratch_by_id if opts.compare_tar else None, targets=targets,
-                luks_keys=names, luks_new_key=opts.luks_new_key))
+                CLIENT, TARGET_BY_ID, compare_tar_onto=scratch_by_id if opts.compare_tar else None,
+                compare_tar_runs=opts.compare_tar, targets=targets, luks_keys=names, luks_new_key=opts.luks_new_key))
             if names:
                 ph.notes.append("[luks_keys]: " + ", ".join(f"{n} = {f}" for n, f in names)
                                 + (" (luks_new_key: a new master key, this key its one keyslot)"

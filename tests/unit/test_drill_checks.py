@@ -158,8 +158,20 @@ def test_a_tar_pipe_timed_in_the_same_boot_is_set_against_the_copy():
     assert compared(console) is None
     line = "[  120.5] RESCUE-RESTORE: COMPARE tar 480.0 MiB in 32.0 s = 15.0 MiB/s\n"
     tar = compared(console + line)
-    assert tar == (480.0, 32.0)
+    assert tar == (480.0, 32.0, (32.0,))
     notes = timing_notes(step_times(console), tar=tar)
     # the copy: 491.2 MiB in 41.0 s (0.0835 s/MiB); tar: 0.0667 s/MiB
     assert notes[-1] == ("tar pipe, same images, same boot: 480.0 MiB in 32.0 s = 15.0 MiB/s; "
                          "restore's copy / tar = 1.25 (time per MiB)")
+
+
+def test_the_best_of_several_tar_runs_is_set_against_the_copy_and_each_run_is_shown():
+    from rescue.drill.checks import compared, step_times, timing_notes
+
+    console = (Path(__file__).parent / "data" / "drill" / "restore-console-bios.txt").read_text()
+    line = "[  420.5] RESCUE-RESTORE: COMPARE tar 480.0 MiB in 32.0 s = 15.0 MiB/s (best of 3: 90.8, 32.0, 41.5 s)\n"
+    tar = compared(console + line)
+    assert tar == (480.0, 32.0, (90.8, 32.0, 41.5))
+    assert timing_notes(step_times(console), tar=tar)[-1] == (
+        "tar pipe, same images, same boot: 480.0 MiB in 32.0 s (best of 3: 90.8, 32.0, 41.5 s) = 15.0 MiB/s; "
+        "restore's copy / tar = 1.25 (time per MiB)")

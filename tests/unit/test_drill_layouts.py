@@ -43,6 +43,7 @@ def test_layout_list_prints_one_line_per_layout_and_writes_nothing(capsys, tmp_p
     (["--layout", "planned"], "the drill cannot build it yet"),
     (["--layout", "plain", "--bank", "/srv/bank", "--client", "web1"], "--layout goes with the demo drill"),
     (["--layout", "lvm", "--onto-one-disk"], "--onto-one-disk goes with a machine of several disks"),
+    (["--compare-tar", "12"], "--compare-tar 12: the tar pipe runs 1 to 9 times"),
 ])
 def test_a_bad_layout_is_refused_before_anything_is_written(argv, said, capsys, tmp_path: Path, monkeypatch) -> None:
     plain = layouts.LAYOUTS["plain"]

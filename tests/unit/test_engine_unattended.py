@@ -147,7 +147,13 @@ def test_power_and_kernel_command_line():
 def test_compare_tar_onto_names_the_drills_scratch_disk(tmp_path):
     c = load_config(write(tmp_path, GOOD.replace("[target]", 'compare_tar_onto = "virtio-rescue-d2"\n[target]')))
     assert c.compare_tar_onto == "virtio-rescue-d2"
+    assert c.compare_tar_runs == 1
     assert load_config(write(tmp_path, GOOD)).compare_tar_onto is None
+    runs = GOOD.replace("[target]", 'compare_tar_onto = "virtio-rescue-d2"\ncompare_tar_runs = 3\n[target]')
+    assert load_config(write(tmp_path, runs)).compare_tar_runs == 3
+    for bad in ("0", "10", '"3"', "true"):
+        with pytest.raises(ConfigError, match="compare_tar_runs must be a whole number from 1 to 9"):
+            load_config(write(tmp_path, GOOD.replace("[target]", f"compare_tar_runs = {bad}\n[target]")))
 
 
 TWO_DISKS = GOOD.replace('[target]\nby_id = "ata-NEW_DISK_1"\n', '''skip_disks = ["/dev/sdc"]
