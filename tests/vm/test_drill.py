@@ -34,7 +34,7 @@ def test_the_demo_machine_is_restored_onto_a_bigger_disk_and_boots(
     argv = [str(installed_rescue / "bin" / "rescue"), "drill", "--demo", "--firmware", firmware.value,
             "--workdir", str(tmp_path)]
     if firmware is Firmware.BIOS:  # the copy against a plain tar pipe in the same boot (issue 19)
-        argv += ["--compare-tar", "2"]  # two runs, the best counts (three by default; CI's time is short)
+        argv += ["--compare-tar", "1"]  # one run (three by default, the best counting): CI has no time for more
     lines: list[str] = []
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
                           env=INSTALLED_ENV) as proc:
@@ -50,8 +50,7 @@ def test_the_demo_machine_is_restored_onto_a_bigger_disk_and_boots(
     assert proc.returncode == 0, text[-6000:]
     assert "rescue drill: all passed" in text
     if firmware is Firmware.BIOS:
-        assert re.search(r"tar pipe, same images, same boot: [\d.]+ MiB in [\d.]+ s \(best of 2: [\d.]+, [\d.]+ s\)",
-                         text), text[-6000:]
+        assert re.search(r"tar pipe, same images, same boot: [\d.]+ MiB in [\d.]+ s = ", text), text[-6000:]
     setup = runs[0]["phases"][0]
     assert setup["name"] == "rescue image (build or reuse)" and setup["ok"]
     names = [p["name"] for p in drill["phases"]]
