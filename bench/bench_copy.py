@@ -4,7 +4,8 @@
 One generated corpus (many small files, a few large ones, hard links) on one loop-disk ext4 filesystem is copied onto a freshly made
 second one, by:
   restore  rescue.engine.copy.copy_tree (what the copy step runs, progress polling on):
-           min(2 x cores, 4) cp -a runs over parts of the tree, with write-behind
+           min(2 x cores, 4) cp -a runs over parts of the tree, the backup's files read
+           ahead in their order (64 MiB ahead of the target), with write-behind
            (background writeback from 64 MiB dirty on)
   restore-N (optional) the same with N cp runs (restore-1: one cp); restore-nora without the
            read-ahead of the backup's files, restore-raM with it M MiB ahead, restore-nowb without the write-behind

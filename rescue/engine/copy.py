@@ -32,7 +32,7 @@ Why these tools:
   order xargs hands them out and asks the kernel for each file's blocks, at most
   READ_AHEAD_BYTES ahead of what has landed on the target; the cp runs then find
   their files in memory (measured: the dirvish-like tree 5.44 s against 6.42 s
-  without it, the default corpus 2.22 s against 2.69 s, same run, best of 3).
+  without it, the default corpus 2.22 s against 2.65 s, same run, best of 3).
 - While the copy runs, the kernel starts writing to the disks once 64 MiB
   are dirty instead of a tenth of memory (vm.dirty_background_bytes, put back
   afterwards; write-behind): the disk writes overlap the copying instead of
