@@ -116,8 +116,9 @@ def _entries(folder: bytes) -> Iterator[tuple[int, bytes, bool]]:
         with os.scandir(folder) as it:
             found = []
             for e in it:
-                if e.is_dir(follow_symlinks=False) or e.is_file(follow_symlinks=False):
-                    found.append((e.inode(), e.path, e.is_dir(follow_symlinks=False)))
+                folder = e.is_dir(follow_symlinks=False)
+                if folder or e.is_file(follow_symlinks=False):
+                    found.append((e.inode(), e.path, folder))
                     if len(found) >= MAX_ENTRIES:
                         break
     except OSError:
