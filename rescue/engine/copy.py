@@ -724,16 +724,17 @@ def _fresh_copy(ctx: Runner, source: Path, dest: Path, before: FsUsage, totals: 
         return FsUsage.of(dest).bytes - before.bytes
 
     if WORKERS < 2:
-        with read_ahead(source, [b""], landed, READ_AHEAD_BYTES):
-            return _run_watched(ctx, argv, dest, before, totals, progress, rsync=False)
+        with read_ahead(source, [b""], landed, READ_AHEAD_BYTES) as ra:
+            return _run_watched(ctx, argv, dest, before, totals, progress, rsync=False, on_error=ra.halt if ra else None)
     # ignore_cleanup_errors: after a cancel the link sort may still be writing here
     with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", ignore_cleanup_errors=True) as tmp:
         tree = scan_tree(ctx, source, WORKERS, links_to=Path(tmp))  # the sizes and the linked names at once
         split, total = plan_split(ctx, source, WORKERS, scan=tree)
         totals["bytes"] = totals["bytes"] or total
         if split is None:
-            with read_ahead(source, [b""], landed, READ_AHEAD_BYTES):
-                return _run_watched(ctx, argv, dest, before, totals, progress, rsync=False)
+            with read_ahead(source, [b""], landed, READ_AHEAD_BYTES) as ra:
+                return _run_watched(ctx, argv, dest, before, totals, progress, rsync=False,
+                                    on_error=ra.halt if ra else None)
         # The links are only needed once the copy is done: their sort runs beside it (a daemon
         # thread, so a cancelled copy does not wait for it; its commands then fail harmlessly
         # in the removed folder and the copy is rerun anyway). A scan that failed lists none:
@@ -757,8 +758,9 @@ def _fresh_copy(ctx: Runner, source: Path, dest: Path, before: FsUsage, totals: 
         units.write_bytes(b"".join(b"--target-directory=%s\0%s\0" % (os.path.dirname(os.path.join(d, u)),
                                                                        os.path.join(s, u)) for u in split.units))
         xargs = ["xargs", "-0", "-r", "-P", str(WORKERS), "-n", "2", "-a", str(units), *argv[:-3]]
-        with read_ahead(source, split.units, landed, READ_AHEAD_BYTES):  # in the order xargs hands them out
-            rc, errors = _run_watched(ctx, xargs, dest, before, totals, progress, rsync=False)
+        with read_ahead(source, split.units, landed, READ_AHEAD_BYTES) as ra:  # in the order xargs hands them out
+            rc, errors = _run_watched(ctx, xargs, dest, before, totals, progress, rsync=False,
+                                      on_error=ra.halt if ra else None)
         scanner.join()
     links = scan.get("links")
     if rc != 0 or links is None:
@@ -809,7 +811,11 @@ def _run_watched(
     progress: ProgressFn | None,
     *,
     rsync: bool,
+    on_error: Callable[[], None] | None = None,
 ) -> tuple[int, list[str]]:
+    """Run a copy command, with progress and the stall watch; its exit status and error lines.
+    `on_error`: called at each error line (the read-ahead stops: a failing backup disk is not
+    asked for its bad blocks twice, once ahead and once by cp)."""
     proc = ctx.spawn(argv)
     errors: list[str] = []
     reported = {"bytes": -1}
@@ -818,6 +824,8 @@ def _run_watched(
 
     def on_err(line: str) -> None:
         lines[0] += 1
+        if on_error is not None:
+            on_error()
         if len(errors) < 2000:
             errors.append(line)
 

@@ -15,7 +15,9 @@ has landed on the target, so on a small rescue machine what it reads is still in
 memory when cp gets there; files larger than SMALL get their first SMALL bytes asked
 for (the kernel's own read-ahead follows cp through the rest). Whatever goes wrong
 here (an unreadable folder, a file gone) is left for cp to report: read-ahead only
-ever helps, and the copy is the same without it.
+ever helps, and the copy is the same without it. Once cp reports an error it stops:
+the kernel would read a failing disk's bad blocks twice, once ahead and once for cp,
+and on a dying disk each such read may take its retries' time.
 """
 
 from __future__ import annotations
@@ -52,8 +54,12 @@ class ReadAhead:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Ask for nothing more (the copy met an error); returns at once."""
         self._stop.set()
+
+    def stop(self) -> None:
+        self.halt()
         self._thread.join(timeout=5)
 
     def _run(self) -> None:

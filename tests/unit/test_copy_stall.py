@@ -97,3 +97,21 @@ def test_group_io_counts_the_read_and_write_calls_of_a_process_group() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_an_error_from_cp_stops_the_read_ahead_while_the_copy_goes_on(tmp_path: Path, quick_watch,
+                                                                      monkeypatch) -> None:
+    from rescue.engine import readahead
+
+    source, dest = _tree(tmp_path)
+    runner = StandIn("echo \"cp: error reading '/backup/bank/x': Input/output error\" >&2; sleep 1")
+    copying: list[bool] = []  # at each halt: was the copy still running?
+    real = readahead.ReadAhead.halt
+
+    def halt(self) -> None:
+        copying.append(runner.procs[0].poll() is None)
+        real(self)
+
+    monkeypatch.setattr(readahead.ReadAhead, "halt", halt)
+    copy_mod.copy_tree(runner, source, dest, resume=False)
+    assert copying[0] is True, "the read-ahead went on after cp's error (a failing disk read twice)"
