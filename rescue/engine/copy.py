@@ -723,18 +723,21 @@ def _fresh_copy(ctx: Runner, source: Path, dest: Path, before: FsUsage, totals: 
     def landed() -> int:
         return FsUsage.of(dest).bytes - before.bytes
 
+    def copying(command: list[str], units: Sequence[bytes]) -> tuple[int, list[str]]:
+        """`command` watched, the read-ahead going through `units` beside it (halted at an error)."""
+        with read_ahead(source, units, landed, READ_AHEAD_BYTES) as ra:
+            return _run_watched(ctx, command, dest, before, totals, progress, rsync=False,
+                                on_error=ra.halt if ra else None)
+
     if WORKERS < 2:
-        with read_ahead(source, [b""], landed, READ_AHEAD_BYTES) as ra:
-            return _run_watched(ctx, argv, dest, before, totals, progress, rsync=False, on_error=ra.halt if ra else None)
+        return copying(argv, [b""])
     # ignore_cleanup_errors: after a cancel the link sort may still be writing here
     with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", ignore_cleanup_errors=True) as tmp:
         tree = scan_tree(ctx, source, WORKERS, links_to=Path(tmp))  # the sizes and the linked names at once
         split, total = plan_split(ctx, source, WORKERS, scan=tree)
         totals["bytes"] = totals["bytes"] or total
         if split is None:
-            with read_ahead(source, [b""], landed, READ_AHEAD_BYTES) as ra:
-                return _run_watched(ctx, argv, dest, before, totals, progress, rsync=False,
-                                    on_error=ra.halt if ra else None)
+            return copying(argv, [b""])
         # The links are only needed once the copy is done: their sort runs beside it (a daemon
         # thread, so a cancelled copy does not wait for it; its commands then fail harmlessly
         # in the removed folder and the copy is rerun anyway). A scan that failed lists none:
@@ -758,9 +761,7 @@ def _fresh_copy(ctx: Runner, source: Path, dest: Path, before: FsUsage, totals: 
         units.write_bytes(b"".join(b"--target-directory=%s\0%s\0" % (os.path.dirname(os.path.join(d, u)),
                                                                        os.path.join(s, u)) for u in split.units))
         xargs = ["xargs", "-0", "-r", "-P", str(WORKERS), "-n", "2", "-a", str(units), *argv[:-3]]
-        with read_ahead(source, split.units, landed, READ_AHEAD_BYTES) as ra:  # in the order xargs hands them out
-            rc, errors = _run_watched(ctx, xargs, dest, before, totals, progress, rsync=False,
-                                      on_error=ra.halt if ra else None)
+        rc, errors = copying(xargs, split.units)  # read ahead in the order xargs hands them out
         scanner.join()
     links = scan.get("links")
     if rc != 0 or links is None:
